@@ -1,0 +1,306 @@
+"""The one frozen configuration model that both input formats load into.
+
+Config flows one way: file -> parse (TOML or nginx.conf) -> validate -> this model ->
+runtime objects built from it.  Every value here is already resolved: inheritance from
+``http`` to ``server`` to ``location`` is applied by the loader, durations are seconds,
+sizes are bytes.  Nothing in this module reads files or the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "DEFAULT_NEXT_UPSTREAM",
+    "AccessLog",
+    "AddHeader",
+    "AdminSpec",
+    "AppSpec",
+    "Config",
+    "HealthSpec",
+    "Listen",
+    "LocationSpec",
+    "MapSpec",
+    "ProxyPass",
+    "ReturnSpec",
+    "ServerBlock",
+    "ServerSpec",
+    "SetHeader",
+    "Source",
+    "Template",
+    "TlsSpec",
+    "UpstreamSpec",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a value came from: a file and line (nginx.conf) or a key path (TOML)."""
+
+    file: str
+    line: int = 0
+    key: str = ""
+
+    def __str__(self) -> str:
+        if self.key:
+            return f"{self.file}: {self.key}"
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A string with nginx ``$variables``, compiled once.
+
+    ``parts`` alternates literal text and variable names: each item is either
+    ``("lit", "text")`` or ``("var", "name")`` where name has no ``$`` (``http_host``,
+    ``remote_addr``, ``arg_k``, ...).  ``raw`` is the text as written.
+    """
+
+    raw: str
+    parts: tuple[tuple[str, str], ...]
+
+    @property
+    def is_constant(self) -> bool:
+        return all(kind == "lit" for kind, _ in self.parts)
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return tuple(value for kind, value in self.parts if kind == "var")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSpec:
+    """An active health check (nonstop's own; nginx OSS has none)."""
+
+    path: str = "/"
+    interval: float = 2.0
+    timeout: float = 2.0
+    expect_status: int = 200
+    expect_body: str | None = None  # compared exactly, not as a substring
+    rise: int = 1
+    fall: int = 1
+    start_timeout: float = 60.0  # apps only: how long a new instance may take to pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """One ``server`` line of an ``upstream`` block (nginx-semantics.md 3.1)."""
+
+    address: str  # as written: "127.0.0.1:8080", "[::1]:80", "unix:/path"
+    host: str  # "127.0.0.1", "::1", or the socket path for unix:
+    port: int  # 0 for unix sockets
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    backup: bool = False
+    down: bool = False
+    max_conns: int = 0
+    source: Source | None = field(default=None, compare=False)
+
+    @property
+    def is_unix(self) -> bool:
+        return self.address.startswith("unix:")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """An ``upstream`` block / ``[upstreams.NAME]`` table."""
+
+    name: str
+    servers: tuple[ServerSpec, ...]
+    method: str = "round_robin"  # round_robin | least_conn | ip_hash | hash | random
+    hash_key: Template | None = None  # method == "hash"
+    hash_consistent: bool = False
+    random_two: bool = False
+    random_least_conn: bool = False  # "random two least_conn"; the only choice nginx has
+    keepalive: int = 0  # idle connections cached per worker; 0 = none (nginx default)
+    keepalive_requests: int = 1000
+    keepalive_timeout: float = 60.0
+    health: HealthSpec | None = None
+    implicit: bool = False  # made from a proxy_pass URL, not declared
+    app: bool = False  # the pool of [apps.NAME]: servers are filled at run time by the deployer
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyPass:
+    """``proxy_pass URL``.
+
+    When ``url`` is constant the loader fills ``upstream`` (the name of a declared or an
+    implicit upstream) and ``uri`` (the part after host, or None when absent: the request
+    URI is passed unchanged).  When ``url`` has variables both are None and the proxy
+    evaluates it per request, then matches the host against upstream names, as nginx
+    does.
+    """
+
+    url: Template
+    scheme: str = "http"
+    upstream: str | None = None
+    uri: str | None = None
+    proxy_host: str = ""  # $proxy_host: "name" or "host:port" (port omitted if 80)
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnSpec:
+    """``return CODE [URL|TEXT]`` / ``return URL`` (302)."""
+
+    code: int
+    text: Template | None = None  # URL for 301/302/303/307/308, body text otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class SetHeader:
+    """``proxy_set_header NAME VALUE``; a value evaluating to "" removes the header."""
+
+    name: str  # as written (case kept for the wire)
+    value: Template
+
+
+@dataclass(frozen=True, slots=True)
+class AddHeader:
+    """``add_header NAME VALUE [always]``: on the response to the client."""
+
+    name: str
+    value: Template
+    always: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """``access_log PATH [combined]`` or ``access_log off`` (path None)."""
+
+    path: str | None
+    format: str = "combined"
+
+
+DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
+
+
+@dataclass(frozen=True, slots=True)
+class LocationSpec:
+    """A ``location`` with every inherited directive already resolved."""
+
+    path: str
+    exact: bool = False  # "location = /path"
+    proxy_pass: ProxyPass | None = None
+    ret: ReturnSpec | None = None
+    sets: tuple[tuple[str, Template], ...] = ()  # "set $var value", in order
+    # proxy_set_header list as nginx would send it (inherited only if the location has none),
+    # *not* including nginx's implicit defaults (Host $proxy_host, Connection close).
+    set_headers: tuple[SetHeader, ...] = ()
+    add_headers: tuple[AddHeader, ...] = ()
+    next_upstream: frozenset[str] = DEFAULT_NEXT_UPSTREAM
+    next_upstream_tries: int = 0  # 0 = bounded by the number of peers
+    next_upstream_timeout: float = 0.0  # 0 = unlimited
+    connect_timeout: float = 60.0
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
+    http_version: str = "1.1"
+    client_max_body_size: int = 1024 * 1024  # 0 = unlimited
+    access_log: AccessLog | None = None  # None = off
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str  # "0.0.0.0", "127.0.0.1", "::", "::1"
+    port: int
+    ssl: bool = False
+    default_server: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSpec:
+    certificate: str
+    certificate_key: str
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    ciphers: str | None = None
+    prefer_server_ciphers: bool = False
+    session_cache: str | None = None
+    session_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBlock:
+    """An nginx ``server`` block / ``[[servers]]`` table, inheritance resolved."""
+
+    listens: tuple[Listen, ...]
+    server_names: tuple[str, ...] = ()
+    locations: tuple[LocationSpec, ...] = ()
+    ret: ReturnSpec | None = None  # a server-level "return" answers before locations
+    tls: TlsSpec | None = None
+    add_headers: tuple[AddHeader, ...] = ()
+    client_max_body_size: int = 1024 * 1024
+    keepalive_timeout: float = 75.0  # client side, nginx default
+    keepalive_requests: int = 1000
+    client_header_timeout: float = 60.0
+    client_body_timeout: float = 60.0
+    send_timeout: float = 60.0
+    access_log: AccessLog | None = None
+    sets: tuple[tuple[str, Template], ...] = ()  # server-level "set"
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MapSpec:
+    """``map $source $target { key value; ... default value; }`` with exact-string keys."""
+
+    source: str  # variable name without "$"
+    target: str
+    entries: tuple[tuple[str, Template], ...]
+    default: Template
+    origin: Source | None = field(default=None, compare=False)  # where the map block is
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSpec:
+    socket: str = ".nonstop/admin.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class AppSpec:
+    """A supervised app (``[apps.NAME]``); also an upstream of the same name."""
+
+    name: str
+    command: str
+    ports: tuple[int, ...]
+    host: str = "127.0.0.1"
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+    shell: bool = False
+    health: HealthSpec = HealthSpec()
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 30.0
+    drain_timeout: float = 30.0
+    verify: float = 10.0
+    verify_max_5xx_ratio: float = 0.05
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything nonstop runs from. Built by ``nonstop.config.load``."""
+
+    path: str  # the config file as given
+    prefix: str  # -p PREFIX, or the config file's directory
+    servers: tuple[ServerBlock, ...]
+    upstreams: tuple[UpstreamSpec, ...] = ()
+    maps: tuple[MapSpec, ...] = ()
+    apps: tuple[AppSpec, ...] = ()
+    state_dir: str = ".nonstop"
+    engine: str = "embedded"  # or "nginx"
+    admin: AdminSpec = AdminSpec()
+    error_log: str | None = None  # path; None = stderr
+    error_log_level: str = "error"
+    notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
+    files: tuple[str, ...] = ()  # every file read (config and includes)
+
+    def upstream(self, name: str) -> UpstreamSpec | None:
+        for up in self.upstreams:
+            if up.name == name:
+                return up
+        return None
