@@ -1,0 +1,56 @@
+"""Configuration: both input formats load into one frozen model."""
+
+from nonstop.config.loader import load
+from nonstop.config.model import (
+    DEFAULT_NEXT_UPSTREAM,
+    AccessLog,
+    AddHeader,
+    AdminSpec,
+    AppSpec,
+    Config,
+    HealthSpec,
+    Listen,
+    LocationSpec,
+    MapSpec,
+    ProxyPass,
+    ReturnSpec,
+    ServerBlock,
+    ServerSpec,
+    SetHeader,
+    Source,
+    Template,
+    TlsSpec,
+    UpstreamSpec,
+)
+from nonstop.config.nginxconf import Resolver, system_resolver
+from nonstop.config.template import compile_template
+from nonstop.config.validate import KNOWN_VARIABLES, VARIABLE_PREFIXES, is_known_variable
+
+__all__ = [
+    "DEFAULT_NEXT_UPSTREAM",
+    "KNOWN_VARIABLES",
+    "VARIABLE_PREFIXES",
+    "AccessLog",
+    "AddHeader",
+    "AdminSpec",
+    "AppSpec",
+    "Config",
+    "HealthSpec",
+    "Listen",
+    "LocationSpec",
+    "MapSpec",
+    "ProxyPass",
+    "Resolver",
+    "ReturnSpec",
+    "ServerBlock",
+    "ServerSpec",
+    "SetHeader",
+    "Source",
+    "Template",
+    "TlsSpec",
+    "UpstreamSpec",
+    "compile_template",
+    "is_known_variable",
+    "load",
+    "system_resolver",
+]

@@ -1,0 +1,1200 @@
+"""Reading the nginx.conf subset into the frozen model.
+
+Three steps, as nginx itself reads a configuration:
+
+1. tokens, with nginx's quoting rules (``ngx_conf_read_token`` in src/core/ngx_conf_file.c):
+   ``"..."`` and ``'...'``, backslash escapes, ``#`` comments at the start of a word, ``;``
+   ``{`` ``}``, and ``${name}`` inside a word;
+2. a directive tree, with ``include`` expanded in place as the parser meets it (globs
+   sorted, paths relative to the main file's directory, as ``ngx_conf_include`` does);
+3. the model, with each directive checked for context, argument count and duplicates, and
+   inheritance from ``http`` to ``server`` to ``location`` resolved.  Array directives
+   (``proxy_set_header``, ``add_header``) are inherited only by a level that has none of its
+   own, as nginx's merge functions do.
+
+Anything outside the subset is an error naming the file and line; harmless directives about
+nginx's own process model are accepted and reported once in ``Config.notices``.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field, replace
+
+from nonstop.config.model import (
+    AccessLog,
+    AddHeader,
+    AdminSpec,
+    Config,
+    Listen,
+    LocationSpec,
+    MapSpec,
+    ProxyPass,
+    ReturnSpec,
+    ServerBlock,
+    ServerSpec,
+    SetHeader,
+    Source,
+    Template,
+    TlsSpec,
+    UpstreamSpec,
+)
+from nonstop.config.template import compile_template, is_name_char
+from nonstop.config.units import parse_duration, parse_size
+from nonstop.errors import ConfigError
+
+__all__ = [
+    "NEXT_UPSTREAM_MASKS",
+    "NOTICE_DIRECTIVES",
+    "Balancing",
+    "Directive",
+    "Resolver",
+    "load_nginx",
+    "make_servers",
+    "parse_listen",
+    "parse_tree",
+    "proxy_pass_spec",
+    "system_resolver",
+]
+
+Resolver = Callable[[str, int], list[str]]
+"""Turns a host name and port into IP addresses; raises OSError when the name is unknown."""
+
+NEXT_UPSTREAM_MASKS = frozenset(
+    {
+        "error",
+        "timeout",
+        "invalid_header",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_403",
+        "http_404",
+        "http_429",
+        "non_idempotent",
+        "off",
+    }
+)
+LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit", "alert", "emerg")
+SSL_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+_MAX_INCLUDE_DEPTH = 32
+_DEFAULT_TLS = TlsSpec(certificate="", certificate_key="")
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Resolve at load time, as nginx resolves upstream names when it starts."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    kind: str  # "word", ";", "{", "}"
+    value: str
+    line: int
+
+
+_SPACE = " \t\r\n"
+
+
+def _unescape(raw: str) -> str:
+    """nginx drops the backslash before ``"``, ``'`` and ``\\`` and expands ``\\t \\r \\n``."""
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\\" and i + 1 < len(raw):
+            nxt = raw[i + 1]
+            if nxt in "\"'\\":
+                out.append(nxt)
+                i += 2
+                continue
+            if nxt in "trn":
+                out.append({"t": "\t", "r": "\r", "n": "\n"}[nxt])
+                i += 2
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _tokens(text: str, file: str) -> Iterator[_Token]:
+    i, n, line = 0, len(text), 1
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+            i += 1
+        elif ch in _SPACE:
+            i += 1
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in ";{}":
+            yield _Token(ch, ch, line)
+            i += 1
+        elif ch in "\"'":
+            start_line = line
+            j = i + 1
+            while j < n and text[j] != ch:
+                if text[j] == "\\":
+                    j += 1
+                if j < n and text[j] == "\n":
+                    line += 1
+                j += 1
+            if j >= n:
+                raise ConfigError(_EOF_ARGS, f"{file}:{line}")
+            yield _Token("word", _unescape(text[i + 1 : j]), start_line)
+            i = j + 1
+            if i < n and text[i] not in _SPACE + ";{":
+                raise ConfigError(f'unexpected "{text[i]}"', f"{file}:{line}")
+        else:
+            start, start_line = i, line
+            while i < n and text[i] not in _SPACE + ";{":
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                    line += text[i] == "\n"
+                elif text[i] == "$" and i + 1 < n and text[i + 1] == "{":
+                    i += 1  # "${" does not open a block
+                i += 1
+            yield _Token("word", _unescape(text[start:i]), start_line)
+
+
+_EOF_ARGS = 'unexpected end of file, expecting ";" or "}"'
+
+
+# --------------------------------------------------------------------------- tree
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """One directive as written: name, arguments, where, and its block if it has one."""
+
+    name: str
+    args: tuple[str, ...]
+    file: str
+    line: int
+    block: tuple[Directive, ...] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def source(self) -> Source:
+        return Source(self.file, self.line)
+
+
+@dataclass
+class _Reader:
+    """Reads the main file and its includes; remembers every file read and each notice."""
+
+    conf_dir: str
+    files: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def read(self, path: str, depth: int = 0) -> list[Directive]:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise ConfigError(f'open() "{path}" failed ({exc.errno}: {exc.strerror})') from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f'"{path}" is not UTF-8 text') from exc
+        if path not in self.files:
+            self.files.append(path)
+        return parse_tree(text, path, lambda d: self._include(d, depth))
+
+    def _include(self, d: Directive, depth: int) -> list[Directive]:
+        if len(d.args) != 1:
+            raise ConfigError('invalid number of arguments in "include" directive', d.where)
+        if depth >= _MAX_INCLUDE_DEPTH:
+            raise ConfigError("include nesting is too deep (a file includes itself?)", d.where)
+        pattern = os.path.join(self.conf_dir, d.args[0])
+        if glob.has_magic(pattern):
+            paths = sorted(glob.glob(pattern))
+        elif not os.path.exists(pattern) and os.path.basename(pattern) == "mime.types":
+            self.notices.append(
+                f'include "{d.args[0]}" was not found and has no effect in nonstop ({d.where})'
+            )
+            return []
+        else:
+            paths = [pattern]
+        out: list[Directive] = []
+        for path in paths:
+            try:
+                out.extend(self.read(path, depth + 1))
+            except ConfigError as exc:
+                if exc.where:
+                    raise
+                raise ConfigError(exc.message, d.where) from exc
+        return out
+
+
+def parse_tree(
+    text: str, file: str, include: Callable[[Directive], list[Directive]]
+) -> list[Directive]:
+    """Build the directive tree of one file; ``include`` expands an include directive."""
+    root: list[Directive] = []
+    stack: list[tuple[list[Directive], list[str], int]] = []
+    current = root
+    words: list[str] = []
+    first_line = 0
+    for tok in _tokens(text, file):
+        where = f"{file}:{tok.line}"
+        if tok.kind == "word":
+            if not words:
+                first_line = tok.line
+            words.append(tok.value)
+        elif tok.kind == ";":
+            if not words:
+                raise ConfigError('unexpected ";"', where)
+            d = Directive(words[0], tuple(words[1:]), file, first_line)
+            current.extend(include(d) if d.name == "include" else [d])
+            words = []
+        elif tok.kind == "{":
+            if not words:
+                raise ConfigError('unexpected "{"', where)
+            if words[0] == "include":
+                raise ConfigError('directive "include" is not terminated by ";"', where)
+            stack.append((current, words, first_line))
+            current, words = [], []
+        else:
+            if words or not stack:
+                raise ConfigError('unexpected "}"', where)
+            parent, header, line = stack.pop()
+            parent.append(Directive(header[0], tuple(header[1:]), file, line, tuple(current)))
+            current = parent
+    eof = f"{file}:{text.count(chr(10)) + 1}"
+    if words:
+        raise ConfigError(_EOF_ARGS, eof)
+    if stack:
+        raise ConfigError('unexpected end of file, expecting "}"', eof)
+    return root
+
+
+# --------------------------------------------------------------------------- directives
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    contexts: tuple[str, ...]
+    min_args: int
+    max_args: int  # -1: unlimited
+    block: bool = False
+    multi: bool = False  # may appear more than once at one level
+
+
+_H = ("http", "server", "location")
+_HS = ("http", "server")
+_SPECS: dict[str, _Spec] = {
+    "events": _Spec(("main",), 0, 0, block=True),
+    "http": _Spec(("main",), 0, 0, block=True),
+    "upstream": _Spec(("http",), 1, 1, block=True, multi=True),
+    "map": _Spec(("http",), 2, 2, block=True, multi=True),
+    "server": _Spec(("http",), 0, 0, block=True, multi=True),
+    "location": _Spec(("server",), 1, 2, block=True, multi=True),
+    "least_conn": _Spec(("upstream",), 0, 0, multi=True),
+    "ip_hash": _Spec(("upstream",), 0, 0, multi=True),
+    "hash": _Spec(("upstream",), 1, 2, multi=True),
+    "random": _Spec(("upstream",), 0, 2, multi=True),
+    "keepalive": _Spec(("upstream",), 1, 1),
+    "keepalive_requests": _Spec(("upstream", *_HS), 1, 1),
+    "keepalive_timeout": _Spec(("upstream", *_HS), 1, 1),
+    "client_header_timeout": _Spec(_HS, 1, 1),
+    "client_body_timeout": _Spec(_HS, 1, 1),
+    "send_timeout": _Spec(_HS, 1, 1),
+    "listen": _Spec(("server",), 1, -1, multi=True),
+    "server_name": _Spec(("server",), 1, -1, multi=True),
+    "return": _Spec(("server", "location"), 1, 2, multi=True),
+    "set": _Spec(("server", "location"), 2, 2, multi=True),
+    "ssl_certificate": _Spec(_HS, 1, 1),
+    "ssl_certificate_key": _Spec(_HS, 1, 1),
+    "ssl_protocols": _Spec(_HS, 1, -1),
+    "ssl_ciphers": _Spec(_HS, 1, 1),
+    "ssl_prefer_server_ciphers": _Spec(_HS, 1, 1),
+    "ssl_session_cache": _Spec(_HS, 1, 2),
+    "ssl_session_timeout": _Spec(_HS, 1, 1),
+    "add_header": _Spec(_H, 2, 3, multi=True),
+    "client_max_body_size": _Spec(_H, 1, 1),
+    "access_log": _Spec(_H, 1, 2),
+    "error_log": _Spec(("main", *_HS), 1, 2),
+    "proxy_pass": _Spec(("location",), 1, 1),
+    "proxy_set_header": _Spec(_H, 2, 2, multi=True),
+    "proxy_next_upstream": _Spec(_H, 1, -1),
+    "proxy_next_upstream_tries": _Spec(_H, 1, 1),
+    "proxy_next_upstream_timeout": _Spec(_H, 1, 1),
+    "proxy_connect_timeout": _Spec(_H, 1, 1),
+    "proxy_read_timeout": _Spec(_H, 1, 1),
+    "proxy_send_timeout": _Spec(_H, 1, 1),
+    "proxy_http_version": _Spec(_H, 1, 1),
+}
+_UPSTREAM_SERVER = _Spec(("upstream",), 1, -1, multi=True)
+
+_TEMP_PATHS = (
+    "client_body_temp_path",
+    "proxy_temp_path",
+    "fastcgi_temp_path",
+    "uwsgi_temp_path",
+    "scgi_temp_path",
+)
+NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
+    # nginx's own process model
+    "user": ("main",),
+    "worker_processes": ("main",),
+    "worker_rlimit_nofile": ("main",),
+    "worker_cpu_affinity": ("main",),
+    "worker_priority": ("main",),
+    "worker_shutdown_timeout": ("main",),
+    "daemon": ("main",),
+    "master_process": ("main",),
+    "pid": ("main",),
+    "lock_file": ("main",),
+    "timer_resolution": ("main",),
+    "pcre_jit": ("main",),
+    "worker_connections": ("events",),
+    "multi_accept": ("events",),
+    "use": ("events",),
+    "accept_mutex": ("events",),
+    "accept_mutex_delay": ("events",),
+    **{name: _H for name in _TEMP_PATHS},
+    # harmless for a proxy: file serving, hash table sizes, MIME types of local files
+    "sendfile": _H,
+    "tcp_nopush": _H,
+    "tcp_nodelay": _H,
+    "types_hash_max_size": _H,
+    "types_hash_bucket_size": _H,
+    "server_names_hash_max_size": ("http",),
+    "server_names_hash_bucket_size": ("http",),
+    "variables_hash_max_size": ("http",),
+    "variables_hash_bucket_size": ("http",),
+    "map_hash_max_size": ("http",),
+    "map_hash_bucket_size": ("http",),
+    "default_type": _H,
+    "types": _H,
+    "server_tokens": _H,
+    "gzip": _H,  # only "gzip off"
+}
+_NOTICE_ONLY_VALUE = {"gzip": "off"}
+
+# Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
+_NGINX_OTHERS_TEXT = """
+    root alias index try_files rewrite if break error_page autoindex internal limit_except
+    log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
+    ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
+    ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
+    gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
+    proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
+    proxy_request_buffering proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
+    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers proxy_intercept_errors
+    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
+    proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
+    proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
+    fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
+    limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
+    auth_basic_user_file auth_request allow deny real_ip_header set_real_ip_from
+    real_ip_recursive resolver resolver_timeout client_body_buffer_size
+    client_header_buffer_size large_client_header_buffers keepalive_disable
+    reset_timedout_connection lingering_close lingering_time lingering_timeout
+    server_name_in_redirect port_in_redirect absolute_redirect merge_slashes
+    underscores_in_headers ignore_invalid_headers chunked_transfer_encoding expires
+    sub_filter stub_status geo split_clients env load_module stream mail thread_pool
+    zone state ntlm sticky queue slow_start health_check resolve aio directio
+    open_file_cache open_file_cache_valid open_file_cache_min_uses open_file_cache_errors
+    output_buffers postpone_output send_lowat log_not_found log_subrequest
+    recursive_error_pages satisfy variables_hash ssl_conf_command ssl_password_file
+"""
+_NGINX_OTHERS = frozenset(_NGINX_OTHERS_TEXT.split())
+
+
+# --------------------------------------------------------------------------- shared parsers
+
+
+def _split_address(text: str, default_port: int | None, what: str) -> tuple[str, int, bool]:
+    """``"host:port"``, ``"[v6]:port"``, ``"host"`` or ``"unix:/path"`` -> host, port, bracketed."""
+    if text.startswith("unix:"):
+        return text[5:], 0, False
+    host, port_text, bracketed = text, "", False
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f'invalid IPv6 address in {what} "{text}"')
+        host, rest, bracketed = text[1:end], text[end + 1 :], True
+        if rest and not rest.startswith(":"):
+            raise ValueError(f'invalid host in {what} "{text}"')
+        port_text = rest[1:] if rest else ""
+        has_port = bool(rest)
+    else:
+        if text.count(":") > 1:
+            raise ValueError(f'invalid host in {what} "{text}": write IPv6 as [addr]:port')
+        has_port = ":" in text
+        if has_port:
+            host, port_text = text.split(":", 1)
+    if not host:
+        raise ValueError(f'no host in {what} "{text}"')
+    if not has_port:
+        if default_port is None:
+            raise ValueError(f'no port in {what} "{text}"')
+        return host, default_port, bracketed
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f'invalid port in {what} "{text}"')
+    return host, int(port_text), bracketed
+
+
+def _addresses(host: str, port: int, resolver: Resolver, what: str, text: str) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    if host == "localhost":
+        return ["127.0.0.1"]
+    try:
+        found = resolver(host, port)
+    except OSError:
+        found = []
+    if not found:
+        raise ValueError(f'host not found in {what} "{text}"')
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Balancing:
+    """The balancing method of an upstream, as both formats spell it."""
+
+    method: str = "round_robin"
+    hash_key: Template | None = None
+    hash_consistent: bool = False
+    random_two: bool = False
+    random_least_conn: bool = False
+
+
+def make_servers(
+    address: str, resolver: Resolver, params: ServerSpec, default_port: int | None = 80
+) -> list[ServerSpec]:
+    """One ``server`` of an upstream: a name resolving to N addresses gives N peers, as nginx
+    does.  ``params`` carries weight, max_fails and the rest; its address is replaced."""
+    host, port, _ = _split_address(address, default_port, "upstream")
+    if address.startswith("unix:"):
+        if not host.startswith("/"):
+            raise ValueError(f'invalid unix socket path in upstream "{address}"')
+        return [replace(params, address=address, host=host, port=0)]
+    hosts = _addresses(host, port, resolver, "upstream", address)
+    return [replace(params, address=address, host=h, port=port) for h in hosts]
+
+
+_LISTEN_OUTSIDE = ("http2", "reuseport", "bind", "deferred", "proxy_protocol", "quic", "default")
+_LISTEN_OUTSIDE_PREFIX = (
+    "backlog=",
+    "rcvbuf=",
+    "sndbuf=",
+    "ipv6only=",
+    "so_keepalive=",
+    "fastopen=",
+    "accept_filter=",
+    "setfib=",
+)
+
+
+def parse_listen(args: Collection[str], resolver: Resolver) -> list[Listen]:
+    """``listen [ADDR:]PORT [ssl] [default_server]``; raises ValueError."""
+    items = list(args)
+    address, flags = items[0], items[1:]
+    ssl = default = False
+    for flag in flags:
+        if flag == "ssl":
+            ssl = True
+        elif flag == "default_server":
+            default = True
+        elif flag in _LISTEN_OUTSIDE or flag.startswith(_LISTEN_OUTSIDE_PREFIX):
+            raise ValueError(f'listen parameter "{flag}" is outside the nonstop subset')
+        else:
+            raise ValueError(f'invalid parameter "{flag}"')
+    if address.startswith("unix:"):
+        raise ValueError(f'listen on a unix socket "{address}" is outside the nonstop subset')
+    if address.isdigit():
+        address = f"*:{address}"
+    host, port, _ = _split_address(address, 80, "listen")
+    wildcard = host == "*"
+    hosts = ["0.0.0.0"] if wildcard else _addresses(host, port, resolver, "listen", address)
+    return [Listen(host=h, port=port, ssl=ssl, default_server=default) for h in hosts]
+
+
+def proxy_pass_spec(
+    raw: str, declared: Collection[str], resolver: Resolver
+) -> tuple[ProxyPass, UpstreamSpec | None]:
+    """``proxy_pass URL`` -> the spec and, for ``http://host:port`` URLs naming no declared
+    upstream, the implicit upstream nginx creates for it (``ngx_http_upstream_add``)."""
+    url = compile_template(raw)
+    lower = raw.lower()
+    if lower.startswith("https://"):
+        raise ValueError(f'https upstreams are not supported: "{raw}"')
+    if not url.is_constant:
+        return ProxyPass(url=url), None
+    if not lower.startswith("http://"):
+        raise ValueError(f'invalid URL prefix in "{raw}"')
+    rest = raw[7:]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    hostport, uri = rest[:cut], (rest[cut:] or None)
+    if hostport in declared:
+        return ProxyPass(url=url, upstream=hostport, uri=uri, proxy_host=hostport), None
+    host, port, bracketed = _split_address(hostport, 80, "upstream")
+    shown = f"[{host}]" if bracketed else host
+    name = f"{shown}:{port}"
+    hosts = _addresses(host, port, resolver, "upstream", hostport)
+    servers = tuple(ServerSpec(address=name, host=h, port=port) for h in hosts)
+    implicit = UpstreamSpec(name=name, servers=servers, implicit=True)
+    proxy_host = shown if port == 80 else name
+    return ProxyPass(url=url, upstream=name, uri=uri, proxy_host=proxy_host), implicit
+
+
+def _return(args: tuple[str, ...]) -> ReturnSpec:
+    first = args[0]
+    if len(args) == 1 and not first.isdigit():
+        if first.startswith(("http://", "https://", "$scheme")):
+            return ReturnSpec(code=302, text=compile_template(first))
+        raise ValueError(f'invalid return code "{first}"')
+    if not first.isdigit() or int(first) > 999:
+        raise ValueError(f'invalid return code "{first}"')
+    text = compile_template(args[1]) if len(args) == 2 else None
+    return ReturnSpec(code=int(first), text=text)
+
+
+def _variable_name(raw: str) -> str:
+    if len(raw) < 2 or raw[0] != "$" or not all(is_name_char(c) for c in raw[1:]):
+        raise ValueError(f'invalid variable name "{raw}"')
+    return raw[1:]
+
+
+# --------------------------------------------------------------------------- levels
+
+
+class _Level:
+    """The directives of one http/server/location level, by name, duplicates checked."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[Directive]] = {}
+
+    def add(self, d: Directive, multi: bool) -> None:
+        if d.name in self.items and not multi:
+            raise ConfigError(f'"{d.name}" directive is duplicate', d.where)
+        self.items.setdefault(d.name, []).append(d)
+
+
+def _inherit(levels: list[_Level], name: str) -> list[Directive] | None:
+    """The directive list of the innermost level that has ``name`` (nginx's merge)."""
+    for level in levels:
+        if name in level.items:
+            return level.items[name]
+    return None
+
+
+def _one(levels: list[_Level], name: str) -> Directive | None:
+    found = _inherit(levels, name)
+    return found[0] if found else None
+
+
+# --------------------------------------------------------------------------- the builder
+
+_DURATIONS = (
+    "keepalive_timeout",
+    "client_header_timeout",
+    "client_body_timeout",
+    "send_timeout",
+    "ssl_session_timeout",
+    "proxy_next_upstream_timeout",
+    "proxy_connect_timeout",
+    "proxy_read_timeout",
+    "proxy_send_timeout",
+)
+_NUMBERS = ("keepalive_requests", "proxy_next_upstream_tries")
+
+
+class _Builder:
+    def __init__(self, path: str, prefix: str, resolver: Resolver) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.conf_dir = os.path.dirname(path)
+        self.resolver = resolver
+        self.reader = _Reader(self.conf_dir)
+        self.noticed: set[str] = set()
+        self.declared: dict[str, UpstreamSpec] = {}
+        self.implicit: dict[str, UpstreamSpec] = {}
+        self.error_log: tuple[str | None, str] | None = None
+
+    # -- helpers ------------------------------------------------------------
+
+    def fail(self, d: Directive, message: str) -> ConfigError:
+        return ConfigError(message, d.where)
+
+    def notice(self, d: Directive) -> None:
+        if d.name not in self.noticed:
+            self.noticed.add(d.name)
+            self.reader.notices.append(f'directive "{d.name}" has no effect in nonstop ({d.where})')
+
+    def check(self, d: Directive, ctx: str) -> bool:
+        """Validate context, block and arity; True when the directive is notice-only."""
+        spec = _UPSTREAM_SERVER if (d.name == "server" and ctx == "upstream") else None
+        spec = spec or _SPECS.get(d.name)
+        if spec is None:
+            return self._check_notice(d, ctx)
+        if ctx not in spec.contexts:
+            if d.name == "location" and ctx == "location":
+                raise self.fail(d, "nested locations are outside the nonstop subset")
+            where = ", ".join(spec.contexts)
+            raise self.fail(
+                d, f'"{d.name}" directive is not allowed here (nonstop accepts it in: {where})'
+            )
+        if spec.block and d.block is None:
+            raise self.fail(d, f'directive "{d.name}" has no opening "{{"')
+        if not spec.block and d.block is not None:
+            raise self.fail(d, f'directive "{d.name}" is not terminated by ";"')
+        n = len(d.args)
+        if n < spec.min_args or (spec.max_args >= 0 and n > spec.max_args):
+            raise self.fail(d, f'invalid number of arguments in "{d.name}" directive')
+        return False
+
+    def _check_notice(self, d: Directive, ctx: str) -> bool:
+        contexts = NOTICE_DIRECTIVES.get(d.name)
+        if contexts is None:
+            if d.name in _NGINX_OTHERS:
+                raise self.fail(d, f'directive "{d.name}" is outside the nonstop subset')
+            raise self.fail(d, f'unknown directive "{d.name}"')
+        if ctx not in contexts:
+            raise self.fail(d, f'"{d.name}" directive is not allowed here')
+        if (d.block is not None) != (d.name == "types"):
+            raise self.fail(d, f'directive "{d.name}" has the wrong form')
+        wanted = _NOTICE_ONLY_VALUE.get(d.name)
+        if wanted is not None and d.args != (wanted,):
+            raise self.fail(
+                d,
+                f'"{d.name} {" ".join(d.args)}" changes behaviour and is outside the nonstop'
+                f' subset (only "{d.name} {wanted}" is accepted)',
+            )
+        self.notice(d)
+        return True
+
+    def value(self, d: Directive, parse: Callable[[str], object], what: str = "value") -> object:
+        try:
+            return parse(d.args[0])
+        except ValueError as exc:
+            raise self.fail(d, f'"{d.name}" directive invalid {what}: {exc}') from exc
+
+    def duration(self, d: Directive | None, default: float) -> float:
+        return default if d is None else float(self.value(d, parse_duration))  # type: ignore[arg-type]
+
+    def size(self, d: Directive | None, default: int) -> int:
+        return default if d is None else int(self.value(d, parse_size))  # type: ignore[call-overload]
+
+    def number(self, d: Directive | None, default: int, minimum: int = 0) -> int:
+        if d is None:
+            return default
+        raw = d.args[0]
+        if not raw.isdigit() or int(raw) < minimum:
+            raise self.fail(d, f'"{d.name}" directive invalid number "{raw}"')
+        return int(raw)
+
+    def flag(self, d: Directive | None, default: bool) -> bool:
+        if d is None:
+            return default
+        if d.args[0] not in ("on", "off"):
+            raise self.fail(
+                d,
+                f'invalid value "{d.args[0]}" in "{d.name}" directive, it must be "on" or "off"',
+            )
+        return d.args[0] == "on"
+
+    def template(self, d: Directive, raw: str) -> Template:
+        try:
+            return compile_template(raw)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+
+    def conf_path(self, raw: str) -> str:
+        return os.path.normpath(os.path.join(self.conf_dir, raw))
+
+    def prefix_path(self, raw: str) -> str:
+        return os.path.normpath(os.path.join(self.prefix, raw))
+
+    # -- main and http ------------------------------------------------------
+
+    def build(self) -> Config:
+        tree = self.reader.read(self.path)
+        http: Directive | None = None
+        events: Directive | None = None
+        for d in tree:
+            if self.check(d, "main"):
+                continue
+            if d.name == "events":
+                if events is not None:
+                    raise self.fail(d, '"events" directive is duplicate')
+                events = d
+                for inner in d.block or ():
+                    self.check(inner, "events")
+            elif d.name == "http":
+                if http is not None:
+                    raise self.fail(d, '"http" directive is duplicate')
+                http = d
+            elif d.name == "error_log":
+                self.set_error_log(d, outer=True)
+        if events is None:
+            raise ConfigError('no "events" section in configuration', self.path)
+        servers, maps = self.http(http) if http is not None else ((), ())
+        state_dir = self.prefix_path(".nonstop")
+        error_path, error_level = self.error_log or (None, "error")
+        return Config(
+            path=self.path,
+            prefix=self.prefix,
+            servers=tuple(servers),
+            upstreams=(*self.declared.values(), *self.implicit.values()),
+            maps=tuple(maps),
+            state_dir=state_dir,
+            admin=AdminSpec(socket=os.path.join(state_dir, "admin.sock")),
+            error_log=error_path,
+            error_log_level=error_level,
+            notices=tuple(self.reader.notices),
+            files=tuple(self.reader.files),
+        )
+
+    def check_values(self, level: _Level) -> None:
+        """Check each value where it is written, as nginx does while parsing, even when no
+        lower level ends up using it."""
+        levels = [level]
+        for name in _DURATIONS:
+            self.duration(_one(levels, name), 0.0)
+        for name in _NUMBERS:
+            self.number(_one(levels, name), 0)
+        self.number(_one(levels, "keepalive"), 0, minimum=1)
+        self.size(_one(levels, "client_max_body_size"), 0)
+        self.flag(_one(levels, "ssl_prefer_server_ciphers"), False)
+        self.protocols(levels)
+        self.next_upstream(_one(levels, "proxy_next_upstream"))
+        self.http_version(_one(levels, "proxy_http_version"))
+        self.add_headers(levels)
+        self.access_log(levels)
+        for d in level.items.get("proxy_set_header", ()):
+            self.template(d, d.args[1])
+
+    def set_error_log(self, d: Directive, outer: bool) -> None:
+        path = None if d.args[0] == "stderr" else d.args[0]
+        if path is not None and (":" in path.split("/")[0] or "$" in path):
+            raise self.fail(d, f'error_log "{path}" is outside the nonstop subset (use a file)')
+        level = d.args[1] if len(d.args) == 2 else "error"
+        if level not in LOG_LEVELS:
+            raise self.fail(d, f'invalid log level "{level}"')
+        resolved = None if path is None else self.prefix_path(path)
+        if self.error_log is None and outer:
+            self.error_log = (resolved, level)
+        elif self.error_log is None or self.error_log != (resolved, level):
+            self.reader.notices.append(
+                f"error_log at this level has no effect in nonstop: one error log serves"
+                f" the whole process ({d.where})"
+            )
+
+    def http(self, http: Directive) -> tuple[list[ServerBlock], list[MapSpec]]:
+        level = _Level()
+        upstreams: list[Directive] = []
+        servers: list[Directive] = []
+        maps: list[MapSpec] = []
+        for d in http.block or ():
+            if self.check(d, "http"):
+                continue
+            if d.name == "upstream":
+                upstreams.append(d)
+            elif d.name == "server":
+                servers.append(d)
+            elif d.name == "map":
+                maps.append(self.map(d, maps))
+            elif d.name == "error_log":
+                self.set_error_log(d, outer=True)
+            else:
+                level.add(d, _SPECS[d.name].multi)
+        self.check_values(level)
+        names = {d.args[0] for d in upstreams}
+        for d in upstreams:
+            if d.args[0] in self.declared:
+                raise self.fail(d, f'duplicate upstream "{d.args[0]}"')
+            self.declared[d.args[0]] = self.upstream(d, names)
+        return [self.server(d, level) for d in servers], maps
+
+    # -- upstream -----------------------------------------------------------
+
+    def upstream(self, block: Directive, names: Collection[str]) -> UpstreamSpec:
+        name = block.args[0]
+        level = _Level()
+        peers: list[ServerSpec] = []
+        method: Directive | None = None
+        for d in block.block or ():
+            if self.check(d, "upstream"):
+                continue
+            if d.name == "server":
+                peers.extend(self.upstream_server(d))
+            elif d.name in ("least_conn", "ip_hash", "hash", "random"):
+                if method is not None:
+                    self.reader.notices.append(f"load balancing method redefined ({d.where})")
+                method = d
+            else:
+                level.add(d, False)
+        self.check_values(level)
+        if not peers:
+            raise self.fail(block, f'no servers are inside upstream "{name}"')
+        balancing = self.balancing(method)
+        if balancing.method not in ("round_robin", "least_conn"):
+            for peer in peers:
+                if peer.backup and peer.source is not None:
+                    raise ConfigError(
+                        'balancing method does not support parameter "backup"', str(peer.source)
+                    )
+        levels = [level]
+        return UpstreamSpec(
+            name=name,
+            servers=tuple(peers),
+            keepalive=self.number(_one(levels, "keepalive"), 0, minimum=1),
+            keepalive_requests=self.number(_one(levels, "keepalive_requests"), 1000),
+            keepalive_timeout=self.duration(_one(levels, "keepalive_timeout"), 60.0),
+            method=balancing.method,
+            hash_key=balancing.hash_key,
+            hash_consistent=balancing.hash_consistent,
+            random_two=balancing.random_two,
+            random_least_conn=balancing.random_least_conn,
+            source=block.source,
+        )
+
+    def balancing(self, d: Directive | None) -> Balancing:
+        if d is None:
+            return Balancing()
+        if d.name in ("least_conn", "ip_hash"):
+            return Balancing(method=d.name)
+        if d.name == "hash":
+            if len(d.args) == 2 and d.args[1] != "consistent":
+                raise self.fail(d, f'invalid parameter "{d.args[1]}"')
+            key = self.template(d, d.args[0])
+            return Balancing(method="hash", hash_key=key, hash_consistent=len(d.args) == 2)
+        if d.args not in ((), ("two",), ("two", "least_conn")):
+            raise self.fail(d, f'invalid parameter "{" ".join(d.args)}"')
+        two = bool(d.args)
+        return Balancing(method="random", random_two=two, random_least_conn=two)
+
+    def upstream_server(self, d: Directive) -> list[ServerSpec]:
+        params = ServerSpec(address="", host="", port=0, source=d.source)
+        for arg in d.args[1:]:
+            params = self.server_param(d, arg, params)
+        try:
+            return make_servers(d.args[0], self.resolver, params)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+
+    def server_param(self, d: Directive, arg: str, params: ServerSpec) -> ServerSpec:
+        """One ``weight=``/``max_fails=``/... parameter (``ngx_http_upstream_server``)."""
+        key, _, raw = arg.partition("=")
+        if key == "weight" and raw.isdigit() and int(raw) >= 1:
+            return replace(params, weight=int(raw))
+        if key == "max_fails" and raw.isdigit():
+            return replace(params, max_fails=int(raw))
+        if key == "max_conns" and raw.isdigit():
+            return replace(params, max_conns=int(raw))
+        if key == "fail_timeout" and raw:
+            try:
+                return replace(params, fail_timeout=parse_duration(raw))
+            except ValueError:
+                pass
+        if arg == "backup":
+            return replace(params, backup=True)
+        if arg == "down":
+            return replace(params, down=True)
+        raise self.fail(d, f'invalid parameter "{arg}"')
+
+    # -- map ----------------------------------------------------------------
+
+    def map(self, block: Directive, earlier: list[MapSpec]) -> MapSpec:
+        try:
+            source_tpl = compile_template(block.args[0])
+            target = _variable_name(block.args[1])
+        except ValueError as exc:
+            raise self.fail(block, str(exc)) from exc
+        if len(source_tpl.parts) != 1 or source_tpl.is_constant:
+            raise self.fail(block, "a map source other than one $variable is outside the subset")
+        if any(m.target == target for m in earlier):
+            raise self.fail(block, f'the duplicate "{target}" variable')
+        entries: dict[str, Template] = {}
+        default: Template | None = None
+        for d in block.block or ():
+            if d.block is not None:
+                raise self.fail(d, f'unexpected "{{" in map "{block.args[1]}"')
+            if d.name in ("hostnames", "volatile") and not d.args:
+                raise self.fail(d, f'map "{d.name}" is outside the nonstop subset')
+            if len(d.args) != 1:
+                raise self.fail(d, "invalid number of the map parameters")
+            key, value = d.name, self.template(d, d.args[0])
+            if key == "default":
+                if default is not None:
+                    raise self.fail(d, "duplicate default map parameter")
+                default = value
+                continue
+            if key.startswith("~"):
+                raise self.fail(d, f'regex map key "{key}" is outside the nonstop subset')
+            key = (key[1:] if key.startswith("\\") else key).lower()
+            if key in entries:
+                raise self.fail(d, f'conflicting parameter "{d.name}"')
+            entries[key] = value
+        return MapSpec(
+            source=source_tpl.parts[0][1],
+            target=target,
+            entries=tuple(entries.items()),
+            default=default or compile_template(""),
+            origin=block.source,
+        )
+
+    # -- server -------------------------------------------------------------
+
+    def server(self, block: Directive, http: _Level) -> ServerBlock:
+        level = _Level()
+        listens: list[Listen] = []
+        names: list[str] = []
+        ret: ReturnSpec | None = None
+        sets: list[tuple[str, Template]] = []
+        set_lines: list[Directive] = []
+        locations: list[Directive] = []
+        for d in block.block or ():
+            if self.check(d, "server"):
+                continue
+            if d.name == "listen":
+                listens.extend(self.listen(d))
+            elif d.name == "server_name":
+                names.extend(self.server_names(d))
+            elif d.name == "location":
+                locations.append(d)
+            elif d.name == "return":
+                ret = ret or self.ret(d)
+            elif d.name == "set":
+                sets.append(self.set(d))
+                set_lines.append(d)
+            elif d.name == "error_log":
+                self.set_error_log(d, outer=False)
+            else:
+                level.add(d, _SPECS[d.name].multi)
+        self.check_values(level)
+        levels = [level, http]
+        built = [self.location(d, levels, set_lines) for d in locations]
+        listens = listens or [Listen(host="0.0.0.0", port=80)]
+        return ServerBlock(
+            listens=tuple(listens),
+            server_names=tuple(names),
+            locations=tuple(built),
+            ret=ret,
+            tls=self.tls(block, levels, listens),
+            add_headers=self.add_headers(levels),
+            client_max_body_size=self.size(_one(levels, "client_max_body_size"), 1024 * 1024),
+            keepalive_timeout=self.duration(_one(levels, "keepalive_timeout"), 75.0),
+            keepalive_requests=self.number(_one(levels, "keepalive_requests"), 1000),
+            client_header_timeout=self.duration(_one(levels, "client_header_timeout"), 60.0),
+            client_body_timeout=self.duration(_one(levels, "client_body_timeout"), 60.0),
+            send_timeout=self.duration(_one(levels, "send_timeout"), 60.0),
+            access_log=self.access_log(levels),
+            sets=tuple(sets),
+            source=block.source,
+        )
+
+    def listen(self, d: Directive) -> list[Listen]:
+        try:
+            return parse_listen(d.args, self.resolver)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+
+    def server_names(self, d: Directive) -> list[str]:
+        for name in d.args:
+            if name.startswith("~") or "$" in name:
+                raise self.fail(d, f'regex server_name "{name}" is outside the nonstop subset')
+        return [name.lower() for name in d.args]
+
+    def ret(self, d: Directive) -> ReturnSpec:
+        try:
+            return _return(d.args)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+
+    def set(self, d: Directive) -> tuple[str, Template]:
+        try:
+            return _variable_name(d.args[0]), compile_template(d.args[1])
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+
+    def tls(self, block: Directive, levels: list[_Level], listens: list[Listen]) -> TlsSpec | None:
+        if not any(listen.ssl for listen in listens):
+            return None
+        cert = _one(levels, "ssl_certificate")
+        key = _one(levels, "ssl_certificate_key")
+        if cert is None:
+            raise self.fail(
+                block, 'no "ssl_certificate" is defined for the "listen ... ssl" directive'
+            )
+        if key is None:
+            raise self.fail(
+                cert, f'no "ssl_certificate_key" is defined for certificate "{cert.args[0]}"'
+            )
+        protocols = self.protocols(levels)
+        cache = _one(levels, "ssl_session_cache")
+        ciphers = _one(levels, "ssl_ciphers")
+        return TlsSpec(
+            certificate=self.conf_path(cert.args[0]),
+            certificate_key=self.conf_path(key.args[0]),
+            protocols=protocols or _DEFAULT_TLS.protocols,
+            ciphers=ciphers.args[0] if ciphers else None,
+            prefer_server_ciphers=self.flag(_one(levels, "ssl_prefer_server_ciphers"), False),
+            session_cache=" ".join(cache.args) if cache else None,
+            session_timeout=self.duration(_one(levels, "ssl_session_timeout"), 300.0),
+        )
+
+    def protocols(self, levels: list[_Level]) -> tuple[str, ...] | None:
+        d = _one(levels, "ssl_protocols")
+        if d is None:
+            return None
+        for proto in d.args:
+            if proto not in SSL_PROTOCOLS:
+                raise self.fail(d, f'invalid value "{proto}" in "ssl_protocols" directive')
+        return d.args
+
+    def add_headers(self, levels: list[_Level]) -> tuple[AddHeader, ...]:
+        out: list[AddHeader] = []
+        for d in _inherit(levels, "add_header") or ():
+            if len(d.args) == 3 and d.args[2] != "always":
+                raise self.fail(d, f'invalid parameter "{d.args[2]}"')
+            out.append(AddHeader(d.args[0], self.template(d, d.args[1]), len(d.args) == 3))
+        return tuple(out)
+
+    def access_log(self, levels: list[_Level]) -> AccessLog | None:
+        d = _one(levels, "access_log")
+        if d is None or d.args == ("off",):
+            return None
+        path = d.args[0]
+        if "$" in path or ":" in path.split("/")[0]:
+            raise self.fail(d, f'access_log "{path}" is outside the nonstop subset (use a file)')
+        if len(d.args) == 2 and d.args[1] != "combined":
+            raise self.fail(d, f'unknown log format "{d.args[1]}"')
+        return AccessLog(path=self.prefix_path(path))
+
+    # -- location -----------------------------------------------------------
+
+    def location(
+        self, block: Directive, parents: list[_Level], server_sets: list[Directive]
+    ) -> LocationSpec:
+        path, exact = self.location_path(block)
+        level = _Level()
+        sets: list[tuple[str, Template]] = []
+        set_lines: list[Directive] = []
+        ret: ReturnSpec | None = None
+        for d in block.block or ():
+            if self.check(d, "location"):
+                continue
+            if d.name == "set":
+                sets.append(self.set(d))
+                set_lines.append(d)
+            elif d.name == "return":
+                ret = ret or self.ret(d)
+            else:
+                level.add(d, _SPECS[d.name].multi)
+        self.check_values(level)
+        levels = [level, *parents]
+        pass_d = _one([level], "proxy_pass")
+        proxy = self.proxy_pass(pass_d, [*server_sets, *set_lines]) if pass_d else None
+        return LocationSpec(
+            path=path,
+            exact=exact,
+            proxy_pass=proxy,
+            ret=ret,
+            sets=tuple(sets),
+            set_headers=tuple(
+                SetHeader(d.args[0], self.template(d, d.args[1]))
+                for d in _inherit(levels, "proxy_set_header") or ()
+            ),
+            add_headers=self.add_headers(levels),
+            next_upstream=self.next_upstream(_one(levels, "proxy_next_upstream")),
+            next_upstream_tries=self.number(_one(levels, "proxy_next_upstream_tries"), 0),
+            next_upstream_timeout=self.duration(_one(levels, "proxy_next_upstream_timeout"), 0.0),
+            connect_timeout=self.duration(_one(levels, "proxy_connect_timeout"), 60.0),
+            read_timeout=self.duration(_one(levels, "proxy_read_timeout"), 60.0),
+            send_timeout=self.duration(_one(levels, "proxy_send_timeout"), 60.0),
+            http_version=self.http_version(_one(levels, "proxy_http_version")),
+            client_max_body_size=self.size(_one(levels, "client_max_body_size"), 1024 * 1024),
+            access_log=self.access_log(levels),
+            source=block.source,
+        )
+
+    def location_path(self, d: Directive) -> tuple[str, bool]:
+        args = d.args
+        if len(args) == 1:
+            for modifier in ("^~", "=", "~*", "~"):
+                if args[0].startswith(modifier) and len(args[0]) > len(modifier):
+                    args = (modifier, args[0][len(modifier) :])
+                    break
+        if len(args) == 1:
+            modifier, path = "", args[0]
+        else:
+            modifier, path = args
+        if modifier in ("~", "~*"):
+            raise self.fail(d, f'regex location "{modifier} {path}" is outside the nonstop subset')
+        if modifier not in ("", "=", "^~"):
+            raise self.fail(d, f'invalid location modifier "{modifier}"')
+        if path.startswith("@"):
+            raise self.fail(d, f'named location "{path}" is outside the nonstop subset')
+        return path, modifier == "="
+
+    def proxy_pass(self, d: Directive, sets: list[Directive]) -> ProxyPass:
+        try:
+            spec, implicit = proxy_pass_spec(d.args[0], self.declared, self.resolver)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+        if implicit is not None:
+            self.implicit.setdefault(implicit.name, implicit)
+        url = spec.url
+        if len(url.parts) == 1 and url.parts[0][0] == "var":
+            self.check_url_variable(url.parts[0][1], sets)
+        return spec
+
+    def check_url_variable(self, name: str, sets: list[Directive]) -> None:
+        """``set $v 8081; proxy_pass $v;`` gives a 500 on every request in nginx; refuse it."""
+        last = [d for d in sets if d.args[0] == f"${name}"]
+        if not last:
+            return
+        raw = last[-1].args[1]
+        if "$" in raw:
+            return
+        if raw.lower().startswith("https://"):
+            raise self.fail(last[-1], f'https upstreams are not supported: "{raw}"')
+        if not raw.lower().startswith("http://"):
+            raise self.fail(last[-1], f'invalid URL prefix in "{raw}" (used by "proxy_pass")')
+
+    def next_upstream(self, d: Directive | None) -> frozenset[str]:
+        if d is None:
+            return frozenset({"error", "timeout"})
+        for mask in d.args:
+            if mask not in NEXT_UPSTREAM_MASKS:
+                raise self.fail(d, f'invalid value "{mask}"')
+        if "off" in d.args:
+            return frozenset()
+        return frozenset(d.args)
+
+    def http_version(self, d: Directive | None) -> str:
+        if d is None:
+            return "1.1"
+        if d.args[0] not in ("1.0", "1.1"):
+            raise self.fail(d, f'invalid value "{d.args[0]}" in "proxy_http_version" directive')
+        return d.args[0]
+
+
+def load_nginx(path: str, prefix: str, resolver: Resolver = system_resolver) -> Config:
+    """Read ``path`` (absolute) as nginx.conf; relative log paths resolve against ``prefix``."""
+    return _Builder(path, prefix, resolver).build()

@@ -1,0 +1,61 @@
+"""Sizes and durations written the way nginx writes them.
+
+``parse_size`` follows ``ngx_parse_size`` (src/core/ngx_parse.c): a decimal number with an
+optional ``k``, ``m`` or ``g`` suffix in either case.  ``parse_duration`` follows
+``ngx_parse_time``: groups such as ``1h 30m`` or ``1m30s`` with units ``y M w d h m s ms``
+from the largest to the smallest, each at most once; a bare number means seconds.
+Errors are ``ValueError``; the loaders add the file and line or key path.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["parse_duration", "parse_size"]
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
+_SIZE = re.compile(r"([0-9]+)([kKmMgG]?)")
+
+# Largest first: a unit may only follow a larger one, as ngx_parse_time's "step" demands.
+_TIME_UNITS: tuple[tuple[str, float], ...] = (
+    ("y", 365 * 86400.0),
+    ("M", 30 * 86400.0),
+    ("w", 7 * 86400.0),
+    ("d", 86400.0),
+    ("h", 3600.0),
+    ("m", 60.0),
+    ("s", 1.0),
+    ("ms", 0.001),
+)
+_TIME_GROUP = re.compile(r"\s*([0-9]+)(ms|[yMwdhms]?)\s*")
+
+
+def parse_size(text: str) -> int:
+    """``"10m"`` -> 10485760; ``"512"`` -> 512 bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f'invalid size "{text}": expected a number with optional k, m or g')
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_duration(text: str) -> float:
+    """``"1m30s"`` -> 90.0; ``"500ms"`` -> 0.5; ``"10"`` -> 10.0 seconds."""
+    rank = {unit: i for i, (unit, _) in enumerate(_TIME_UNITS)}
+    factor = dict(_TIME_UNITS)
+    total = 0.0
+    pos, last = 0, -1
+    source = text.strip()
+    if not source:
+        raise ValueError('invalid duration "": expected a number with optional unit')
+    while pos < len(source):
+        match = _TIME_GROUP.match(source, pos)
+        if match is None or match.end() == pos:
+            raise ValueError(f'invalid duration "{text}": use units ms s m h d w M y')
+        unit = match.group(2) or "s"
+        bare = not match.group(2)
+        if rank[unit] <= last or (bare and match.end() != len(source)):
+            raise ValueError(f'invalid duration "{text}": units must go from largest to smallest')
+        last = rank[unit]
+        total += int(match.group(1)) * factor[unit]
+        pos = match.end()
+    return total

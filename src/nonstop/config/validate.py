@@ -1,0 +1,235 @@
+"""Checks across the whole model, the same for both input formats.
+
+The parsers reject what is wrong in one directive or key; this module rejects what is wrong
+between them: a ``proxy_pass`` to no upstream, ``backup`` under a method that ignores it
+(``ngx_http_upstream_server`` in src/http/ngx_http_upstream.c), a port listened to with and
+without TLS, an unknown ``$variable`` (nginx refuses those at load too), app ports that clash
+with listeners.  It returns the config with any warnings added to ``notices``, the way
+``nginx -t`` prints warnings and still succeeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+from nonstop.config.model import (
+    Config,
+    LocationSpec,
+    ServerBlock,
+    Source,
+    Template,
+    UpstreamSpec,
+)
+from nonstop.errors import ConfigError
+
+__all__ = ["KNOWN_VARIABLES", "VARIABLE_PREFIXES", "is_known_variable", "validate"]
+
+KNOWN_VARIABLES = frozenset(
+    {
+        "remote_addr",
+        "binary_remote_addr",
+        "remote_port",
+        "proxy_add_x_forwarded_for",
+        "proxy_host",
+        "host",
+        "scheme",
+        "https",
+        "request_uri",
+        "uri",
+        "document_uri",
+        "args",
+        "query_string",
+        "is_args",
+        "server_port",
+        "server_addr",
+        "server_name",
+        "server_protocol",
+        "request_method",
+        "request",
+        "content_length",
+        "content_type",
+    }
+)
+"""Variables the proxy evaluates, besides the ``VARIABLE_PREFIXES`` families."""
+
+VARIABLE_PREFIXES = ("http_", "arg_", "cookie_")
+
+BACKUP_METHODS = ("round_robin", "least_conn")
+
+
+def is_known_variable(name: str) -> bool:
+    return name in KNOWN_VARIABLES or any(
+        name.startswith(p) and len(name) > len(p) for p in VARIABLE_PREFIXES
+    )
+
+
+def _where(source: Source | None, fallback: str) -> str:
+    return str(source) if source is not None else fallback
+
+
+def validate(config: Config) -> Config:
+    """Raise ConfigError on the first inconsistency; return ``config`` with warnings added."""
+    notices: list[str] = list(config.notices)
+    if not config.servers:
+        raise ConfigError('no "server" block in configuration', config.path)
+    _check_upstreams(config)
+    _check_apps(config)
+    notices.extend(_check_listens(config))
+    for server in config.servers:
+        _check_server(config, server)
+    _check_variables(config)
+    return replace(config, notices=tuple(notices))
+
+
+def _check_upstreams(config: Config) -> None:
+    seen: set[str] = set()
+    for up in config.upstreams:
+        where = _where(up.source, config.path)
+        if up.name in seen:
+            raise ConfigError(f'duplicate upstream "{up.name}"', where)
+        seen.add(up.name)
+        if not up.servers and not up.app:
+            raise ConfigError(f'no servers are inside upstream "{up.name}"', where)
+        if up.method == "hash" and up.hash_key is None:
+            raise ConfigError(f'upstream "{up.name}" uses "hash" without a key', where)
+        for peer in up.servers:
+            _check_peer(up, peer.source, where, peer.backup, peer.weight)
+
+
+def _check_peer(
+    up: UpstreamSpec, source: Source | None, where: str, backup: bool, weight: int
+) -> None:
+    at = _where(source, where)
+    if backup and up.method not in BACKUP_METHODS:
+        raise ConfigError('balancing method does not support parameter "backup"', at)
+    if weight < 1:
+        raise ConfigError(f'invalid parameter "weight={weight}"', at)
+
+
+def _check_apps(config: Config) -> None:
+    listened = {listen.port for server in config.servers for listen in server.listens}
+    owner: dict[int, str] = {}
+    for app in config.apps:
+        where = _where(app.source, config.path)
+        for port in app.ports:
+            if port in owner:
+                raise ConfigError(
+                    f'port {port} of app "{app.name}" is already used by app "{owner[port]}"',
+                    where,
+                )
+            if port in listened:
+                raise ConfigError(
+                    f'port {port} of app "{app.name}" is also a "listen" port of nonstop', where
+                )
+            owner[port] = app.name
+
+
+def _check_listens(config: Config) -> list[str]:
+    """ssl consistency, one default server, and nginx's warning on repeated names."""
+    ssl: dict[tuple[str, int], bool] = {}
+    default: set[tuple[str, int]] = set()
+    names: set[tuple[str, int, str]] = set()
+    warnings: list[str] = []
+    for server in config.servers:
+        where = _where(server.source, config.path)
+        for listen in server.listens:
+            key, shown = listen.key, _show(listen.host, listen.port)
+            if ssl.setdefault(key, listen.ssl) != listen.ssl:
+                raise ConfigError(
+                    f'{shown} is listened to with "ssl" in one server and without it in'
+                    " another (nginx would silently make both ssl)",
+                    where,
+                )
+            if listen.default_server:
+                if key in default:
+                    raise ConfigError(f"a duplicate default server for {shown}", where)
+                default.add(key)
+            for name in server.server_names or ("",):
+                if (*key, name) in names:
+                    warnings.append(
+                        f'conflicting server name "{name}" on {shown}, ignored ({where})'
+                    )
+                names.add((*key, name))
+    return warnings
+
+
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_server(config: Config, server: ServerBlock) -> None:
+    where = _where(server.source, config.path)
+    if any(listen.ssl for listen in server.listens) and server.tls is None:
+        raise ConfigError('no "ssl_certificate" is defined for the "listen ... ssl"', where)
+    if not server.locations and server.ret is None:
+        raise ConfigError(
+            'a server needs a "location" or a "return": nonstop serves no files', where
+        )
+    seen: set[tuple[str, bool]] = set()
+    for loc in server.locations:
+        at = _where(loc.source, where)
+        if (loc.path, loc.exact) in seen:
+            raise ConfigError(f'duplicate location "{loc.path}"', at)
+        seen.add((loc.path, loc.exact))
+        _check_location(config, server, loc, at)
+
+
+def _check_location(config: Config, server: ServerBlock, loc: LocationSpec, at: str) -> None:
+    if loc.proxy_pass is None and loc.ret is None and server.ret is None:
+        raise ConfigError(
+            f'location "{loc.path}" has neither "proxy_pass" nor "return": nonstop serves no files',
+            at,
+        )
+    proxy = loc.proxy_pass
+    if proxy is not None and proxy.upstream is not None and config.upstream(proxy.upstream) is None:
+        raise ConfigError(f'host not found in upstream "{proxy.upstream}"', at)
+    if loc.next_upstream_tries < 0:
+        raise ConfigError("proxy_next_upstream_tries must not be negative", at)
+
+
+def _templates(config: Config) -> Iterator[tuple[Template, str]]:
+    """Every template in the config with where it was written."""
+    for up in config.upstreams:
+        if up.hash_key is not None:
+            yield up.hash_key, _where(up.source, config.path)
+    for server in config.servers:
+        where = _where(server.source, config.path)
+        yield from ((h.value, where) for h in server.add_headers)
+        yield from ((value, where) for _, value in server.sets)
+        if server.ret is not None and server.ret.text is not None:
+            yield server.ret.text, where
+        for loc in server.locations:
+            yield from _location_templates(loc, _where(loc.source, where))
+    for m in config.maps:
+        at = _where(m.origin, config.path)
+        yield from ((value, at) for _, value in m.entries)
+        yield m.default, at
+
+
+def _location_templates(loc: LocationSpec, at: str) -> Iterator[tuple[Template, str]]:
+    yield from ((h.value, at) for h in loc.set_headers)
+    yield from ((h.value, at) for h in loc.add_headers)
+    yield from ((value, at) for _, value in loc.sets)
+    if loc.ret is not None and loc.ret.text is not None:
+        yield loc.ret.text, at
+    if loc.proxy_pass is not None:
+        yield loc.proxy_pass.url, at
+
+
+def _check_variables(config: Config) -> None:
+    defined = {m.target for m in config.maps}
+    for server in config.servers:
+        defined.update(name for name, _ in server.sets)
+        for loc in server.locations:
+            defined.update(name for name, _ in loc.sets)
+    for m in config.maps:
+        at = _where(m.origin, config.path)
+        if is_known_variable(m.target):
+            raise ConfigError(f'the duplicate "{m.target}" variable', at)
+        if not (is_known_variable(m.source) or m.source in defined):
+            raise ConfigError(f'unknown "{m.source}" variable', at)
+    for template, where in _templates(config):
+        for name in template.variables:
+            if not (is_known_variable(name) or name in defined):
+                raise ConfigError(f'unknown "{name}" variable', where)
