@@ -1,0 +1,3 @@
+from nonstop.cli.main import main
+
+main()

@@ -1,0 +1,230 @@
+"""Connections to upstream servers, and the cache of idle keep-alive ones.
+
+``UpstreamConnection`` is a thin ``asyncio.Protocol`` around httptools' response parser;
+whoever holds it (a ``ClientConnection``) receives the parsed response through the
+``Exchange`` interface.  ``IdlePool`` is nginx's ``keepalive N`` cache
+(src/http/modules/ngx_http_upstream_keepalive_module.c): at most N idle connections per
+upstream, the least recently used closed first, each closed after
+``keepalive_timeout`` idle or ``keepalive_requests`` requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol
+
+import httptools
+
+__all__ = ["Exchange", "IdlePool", "UpstreamConnection"]
+
+
+class Exchange(Protocol):
+    """What an upstream connection reports to the request that holds it."""
+
+    def upstream_headers(self, conn: UpstreamConnection) -> None: ...
+    def upstream_body(self, data: bytes) -> None: ...
+    def upstream_complete(self, conn: UpstreamConnection) -> None: ...
+    def upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None: ...
+    def upstream_upgraded(self, conn: UpstreamConnection, rest: bytes) -> None: ...
+    def upstream_data_flushed(self) -> None: ...
+    def upstream_write_paused(self, paused: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "address",
+        "closed",
+        "exchange",
+        "headers",
+        "idle_since",
+        "parser",
+        "pool",
+        "requests",
+        "status_reason",
+        "transport",
+        "tunnel",
+    )
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.status_reason = b""
+        self.requests = 0
+        self.idle_since = 0.0
+        self.pool: IdlePool | None = None
+        self.closed = False
+        self.tunnel = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if self.tunnel:
+            if exchange is not None:
+                exchange.upstream_body(data)
+            return
+        if exchange is None:
+            # Bytes on an idle connection: the server broke the protocol; drop it.
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.tunnel = True
+            exchange.upstream_upgraded(self, data[upgrade.args[0] :])
+        except httptools.HttpParserError as exc:
+            self.close()
+            exchange.upstream_lost(self, exc)
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_data_flushed()
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.pool is not None:
+            self.pool.discard(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.upstream_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_paused(False)
+
+    # -- httptools callbacks ----------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self.status_reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_headers(self)
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_complete(self)
+
+    # -- use --------------------------------------------------------------------------
+    def begin(self, exchange: Exchange) -> None:
+        """Start one request/response on this connection."""
+        self.exchange = exchange
+        self.headers = []
+        self.status_reason = b""
+        self.requests += 1
+
+    def reset_parser(self) -> None:
+        """A fresh parser: after a HEAD response (no body follows its Content-Length)."""
+        self.parser = httptools.HttpResponseParser(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.pool is not None:
+                self.pool.discard(self)
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+        if self.pool is not None:
+            self.pool.discard(self)
+
+
+class IdlePool:
+    """Idle keep-alive connections of one upstream, most recently used last."""
+
+    __slots__ = ("by_address", "count", "max_idle", "max_requests", "order", "timeout")
+
+    def __init__(self, max_idle: int, max_requests: int, timeout: float) -> None:
+        self.max_idle = max_idle
+        self.max_requests = max_requests
+        self.timeout = timeout
+        self.by_address: dict[str, list[UpstreamConnection]] = {}
+        self.order: deque[UpstreamConnection] = deque()
+        self.count = 0
+
+    def get(self, address: str) -> UpstreamConnection | None:
+        conns = self.by_address.get(address)
+        while conns:
+            conn = conns.pop()
+            self.count -= 1
+            conn.pool = None
+            if not conn.closed:
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection, now: float) -> None:
+        """Cache a connection whose response completed cleanly, or close it."""
+        if self.max_idle <= 0 or conn.closed or conn.requests >= self.max_requests:
+            conn.close()
+            return
+        conn.exchange = None
+        conn.idle_since = now
+        conn.pool = self
+        self.by_address.setdefault(conn.address, []).append(conn)
+        self.order.append(conn)
+        self.count += 1
+        while self.count > self.max_idle:
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        while self.order:
+            old = self.order.popleft()
+            if old.pool is self:
+                old.close()
+                return
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        conns = self.by_address.get(conn.address)
+        if conns and conn in conns:
+            conns.remove(conn)
+            self.count -= 1
+        conn.pool = None
+
+    def expire(self, now: float) -> None:
+        """Close connections idle longer than keepalive_timeout; compact the LRU list."""
+        limit = now - self.timeout
+        live: deque[UpstreamConnection] = deque()
+        for conn in self.order:
+            if conn.pool is not self:
+                continue
+            if conn.idle_since <= limit:
+                conn.close()
+            else:
+                live.append(conn)
+        self.order = live
+
+    def close_address(self, address: str) -> None:
+        """Close every idle connection to one server (it is draining or gone)."""
+        for conn in list(self.by_address.get(address, ())):
+            conn.close()
+
+    def close_all(self) -> None:
+        for conns in list(self.by_address.values()):
+            for conn in list(conns):
+                conn.close()

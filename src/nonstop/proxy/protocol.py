@@ -1,0 +1,1000 @@
+"""The client side of the proxy: one ``ClientConnection`` per accepted connection.
+
+A thin ``asyncio.Protocol`` around httptools' request parser.  Requests are handled one at
+a time per connection (pipelined ones wait in a queue); each request's upstream exchange
+-- pick, connect or reuse, send, retry, relay -- lives on the connection so that the hot
+path allocates little: a ``Request``, an ``Attempt`` and the bytes themselves.
+
+Timeouts are deadlines checked by the server's tick (``expire``), not timer handles: a
+request sets one float instead of scheduling and cancelling a callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from nonstop.proxy.connection_pool import UpstreamConnection
+from nonstop.proxy.request import Request
+from nonstop.proxy.responses import REDIRECTS, error_page, status_line
+from nonstop.proxy.upstream import Outcome
+from nonstop.proxy.variables import normalize_uri
+
+if TYPE_CHECKING:
+    from nonstop.proxy.router import Route, VirtualHosts
+    from nonstop.proxy.server import Backend, ProxyState
+    from nonstop.proxy.upstream import Attempt, Peer
+
+__all__ = ["ClientConnection"]
+
+# Phases: what the connection waits for, which decides what its deadline means.
+IDLE, HEAD, BODY, CONNECT, UPSTREAM, TUNNEL, CLOSING = range(7)
+
+NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
+NO_BODY_STATUS = frozenset({204, 304})
+# add_header without "always" applies to these (ngx_http_headers_filter_module.c).
+ADD_HEADER_STATUS = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+RESPONSE_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"server",
+        b"date",
+    }
+)
+SPECIAL_REQUEST_HEADERS = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"upgrade",
+        b"expect",
+        b"x-forwarded-for",
+    }
+)
+RETRY_BUFFER = 1024 * 1024  # request body kept for a retry up to this size
+BODY_BUFFER_HIGH = 256 * 1024  # pause reading the client above this many unsent bytes
+SERVER_LINE = b"Server: nonstop\r\n"
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "attempt",
+        "body_buf",
+        "body_buf_size",
+        "body_done",
+        "body_retained",
+        "client_chunked",
+        "conn_requests",
+        "connect_task",
+        "deadline",
+        "expected_body",
+        "first_try",
+        "held",
+        "last_failure",
+        "local_port",
+        "out",
+        "parser",
+        "parsing",
+        "peer",
+        "pending",
+        "phase",
+        "remote_addr",
+        "remote_bytes",
+        "req",
+        "request_sent",
+        "resp_bytes",
+        "resp_chunked",
+        "resp_close",
+        "resp_eof_body",
+        "resp_started",
+        "resp_status",
+        "route",
+        "scheme",
+        "state",
+        "transport",
+        "uconn",
+        "upgrading",
+        "upstream",
+        "vhosts",
+        "write_paused",
+    )
+
+    def __init__(self, state: ProxyState, scheme: str = "http") -> None:
+        self.state = state
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.vhosts: VirtualHosts | None = None
+        self.remote_addr = ""
+        self.remote_bytes = b""
+        self.local_port = 0
+        self.phase = IDLE
+        self.deadline = 0.0
+        self.conn_requests = 0
+        self.parsing: Request | None = None
+        self.req: Request | None = None
+        self.pending: deque[tuple[Request, list[bytes], bool]] = deque()
+        self.held: list[bytes] | None = None
+        self.upgrading = False
+        self.write_paused = False
+        self.out: list[bytes] = []
+        self._reset_exchange()
+
+    def _reset_exchange(self) -> None:
+        self.route: Route | None = None
+        self.upstream: Backend | None = None
+        self.attempt: Attempt | None = None
+        self.peer: Peer | None = None
+        self.uconn: UpstreamConnection | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+        self.first_try = 0.0
+        self.request_sent = False
+        self.body_buf: list[bytes] = []
+        self.body_buf_size = 0
+        self.body_retained = True
+        self.body_done = False
+        self.client_chunked = False
+        self.expected_body = False
+        self.resp_started = False
+        self.resp_status = 0
+        self.resp_bytes = 0
+        self.resp_chunked = False
+        self.resp_close = False
+        self.resp_eof_body = False
+        self.last_failure = ""
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        state = self.state
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if isinstance(peer, tuple):
+            self.remote_addr = peer[0]
+            try:
+                family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
+                self.remote_bytes = socket.inet_pton(family, peer[0])
+            except OSError:
+                self.remote_bytes = b""
+        else:
+            self.remote_addr = "unix:"
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.local_port = local[1]
+            self.vhosts = state.router.vhosts_for(local[0], local[1])
+        if sock is not None and isinstance(peer, tuple):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        state.connections.add(self)
+        self.phase = IDLE
+        self.deadline = state.now() + state.client_header_timeout
+        if len(state.connections) > state.max_connections:
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self.phase = CLOSING
+        if self.req is not None and (self.uconn is not None or self.connect_task is not None):
+            # The client went away mid-exchange: nginx logs 499 and stops the upstream.
+            self._abort_upstream()
+            self._log(499)
+            self.req = None
+        self.pending.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == TUNNEL:
+            uconn = self.uconn
+            if uconn is not None and uconn.transport is not None:
+                uconn.transport.write(data)
+            return
+        if self.upgrading or self.held is not None:
+            if self.held is None:
+                self.held = []
+            self.held.append(data)
+            if sum(map(len, self.held)) > BODY_BUFFER_HIGH and self.transport is not None:
+                self.transport.pause_reading()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.upgrading = True
+            rest = data[upgrade.args[0] :]
+            self.held = [rest] if rest else []
+        except httptools.HttpParserError:
+            self._bad_request(400)
+            return
+        self._flush_upstream()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still want its response (nginx answers it).
+        return self.req is not None or bool(self.pending)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        uconn = self.uconn
+        if uconn is not None and uconn.transport is not None:
+            uconn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        uconn = self.uconn
+        if uconn is not None and uconn.transport is not None and not uconn.closed:
+            uconn.transport.resume_reading()
+
+    # -- request parser callbacks -----------------------------------------------------
+    def on_message_begin(self) -> None:
+        req = Request(
+            self.remote_addr, self.remote_bytes, self.scheme, self.local_port, self.state.now()
+        )
+        self.parsing = req
+        if self.req is None:
+            self.phase = HEAD
+
+    def on_url(self, url: bytes) -> None:
+        req = self.parsing
+        if req is not None:
+            req.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.parsing
+        if req is None:
+            return
+        lname = name.lower()
+        req.headers.append((lname, name, value))
+        if lname in SPECIAL_REQUEST_HEADERS:
+            self._special_header(req, lname, value)
+
+    def _special_header(self, req: Request, lname: bytes, value: bytes) -> None:
+        if lname == b"host":
+            if req.http_host is not None:
+                raise httptools.HttpParserError("duplicate Host header")
+            req.http_host = value
+        elif lname == b"x-forwarded-for":
+            if req.xff is None:
+                req.xff = []
+            req.xff.append(value)
+        elif lname == b"upgrade":
+            req.upgrade = value
+        elif lname == b"expect":
+            req.expect_continue = value.lower() == b"100-continue"
+        elif lname == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise httptools.HttpParserError("invalid Content-Length") from None
+            if req.content_length not in (-1, length):
+                raise httptools.HttpParserError("conflicting Content-Length")
+            req.content_length = length
+        elif lname == b"transfer-encoding":
+            req.chunked = True
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        if req is None:
+            return
+        parser = self.parser
+        req.method = parser.get_method()
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
+        self._prepare(req)
+        if self.req is None:
+            self._start(req, [], False)
+        else:
+            self.pending.append((req, [], False))
+            if self.transport is not None:
+                self.transport.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req is None:
+            return
+        req.body_received += len(body)
+        if req is self.req:
+            self._client_body(body)
+        elif self.pending:
+            self.pending[-1][1].append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        self.parsing = None
+        if req is None:
+            return
+        if req is self.req:
+            self._client_body_done()
+        elif self.pending:
+            last = self.pending[-1]
+            self.pending[-1] = (last[0], last[1], True)
+
+    # -- request handling -------------------------------------------------------------
+    def _prepare(self, req: Request) -> None:
+        """Split the URL, find the host, route the request."""
+        url = req.url
+        if url[:1] != b"/" and url.startswith((b"http://", b"https://")):
+            # absolute-form: the request line's host wins over the Host header
+            rest = url.split(b"://", 1)[1]
+            slash = rest.find(b"/")
+            authority = rest if slash < 0 else rest[:slash]
+            req.host = _host_only(authority)
+            url = b"/" if slash < 0 else rest[slash:]
+        path, _, args = url.partition(b"?")
+        req.path = normalize_uri(path.decode("latin-1"))
+        req.args = args.decode("latin-1")
+        if not req.host and req.http_host is not None:
+            req.host = _host_only(req.http_host)
+        vhosts = self.vhosts
+        if vhosts is None:
+            vhosts = self.state.router.vhosts_for("0.0.0.0", self.local_port)
+        if vhosts is None:
+            raise httptools.HttpParserError("no server for this address")
+        srv = vhosts.find(req.host)
+        names = srv.block.server_names
+        req.server_name = names[0] if names else ""
+        req.route = srv.find(req.path)
+
+    def _start(self, req: Request, body: list[bytes], complete: bool) -> None:
+        """Begin handling ``req``; ``body`` holds bytes that arrived while it waited."""
+        self._reset_exchange()
+        self.req = req
+        self.conn_requests += 1
+        route = req.route
+        assert route is not None
+        self.route = route
+        if req.version == "1.1" and req.http_host is None:
+            self._bad_request(400)
+            return
+        if route.sets:
+            req.vars = {}
+            for name, fn in route.sets:
+                req.vars[name] = fn(req)
+        if route.ret_code:
+            self._respond_return(req, route)
+            return
+        if not route.passes:
+            self._respond_error(404, close=False)
+            return
+        limit = route.client_max_body_size
+        if limit and req.content_length > limit:
+            # nginx: "client intended to send too large body"; no 100 Continue is sent.
+            self._respond_error(413, close=True)
+            return
+        self.client_chunked = req.chunked
+        self.expected_body = req.chunked or req.content_length > 0
+        self.body_done = not self.expected_body or complete
+        expects = req.expect_continue and self.expected_body and not complete
+        if expects and req.version == "1.1" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        for chunk in body:
+            self._client_body(chunk)
+        if complete and self.expected_body:
+            self._client_body_done()
+        self.phase = CONNECT
+        self._choose_upstream(req, route)
+
+    def _choose_upstream(self, req: Request, route: Route) -> None:
+        state = self.state
+        if route.upstream is not None:
+            upstream = state.upstreams.get(route.upstream)
+            req.proxy_host = route.proxy_host
+        else:
+            assert route.url_fn is not None
+            upstream, req.proxy_host, replace = state.upstream_for_url(route.url_fn(req))
+            if replace is not None:
+                route_uri: str | None = replace
+            else:
+                route_uri = None
+            if upstream is not None and route_uri is not None:
+                req.url = route_uri.encode("latin-1")
+        if upstream is None:
+            self._respond_error(500, close=False)
+            return
+        self.upstream = upstream
+        hash_key = None
+        if upstream.hash_fn is not None:
+            hash_key = upstream.hash_fn(req).encode("latin-1")  # the bytes nginx hashes
+        attempt = self.attempt = upstream.balancer.begin(req.remote_bytes, hash_key)
+        if route.tries and route.tries < attempt.tries_left:
+            attempt.tries_left = route.tries
+        self.first_try = state.now()
+        self._try_next()
+
+    def _try_next(self) -> None:
+        """Pick a peer and send the request to it (nginx's ngx_http_upstream_connect)."""
+        upstream = self.upstream
+        attempt = self.attempt
+        assert upstream is not None and attempt is not None
+        now = self.state.now()
+        peer = upstream.balancer.pick(attempt, now)
+        if peer is None:
+            self.state.log_error(
+                "error", f'no live upstreams while connecting to upstream "{upstream.name}"'
+            )
+            self._respond_error(502, close=False)
+            return
+        self.peer = peer
+        uconn = self.state.idle_connection(upstream, peer.address)
+        if uconn is not None:
+            self._attach(uconn)
+            return
+        route = self.route
+        assert route is not None
+        self.phase = CONNECT
+        self.deadline = now + route.connect_timeout
+        self.connect_task = self.state.loop.create_task(self._connect(peer))
+
+    async def _connect(self, peer: Peer) -> None:
+        loop = self.state.loop
+        try:
+            if peer.spec.is_unix:
+                _, proto = await loop.create_unix_connection(
+                    lambda: UpstreamConnection(peer.address), peer.host
+                )
+            else:
+                _, proto = await loop.create_connection(
+                    lambda: UpstreamConnection(peer.address), peer.host, peer.port
+                )
+        except asyncio.CancelledError:
+            return
+        except OSError as exc:
+            self.connect_task = None
+            if self.req is None or self.peer is not peer:
+                return
+            self._upstream_failed("error", f"connect() failed ({exc.errno}: {exc.strerror})")
+            return
+        self.connect_task = None
+        if self.req is None or self.phase == CLOSING or self.peer is not peer:
+            proto.close()
+            return
+        sock = proto.transport.get_extra_info("socket") if proto.transport else None
+        if sock is not None and sock.family != socket.AF_UNIX:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._attach(proto)
+
+    def _attach(self, uconn: UpstreamConnection) -> None:
+        """Send the request head and any body we have on ``uconn``."""
+        req = self.req
+        route = self.route
+        assert req is not None and route is not None and uconn.transport is not None
+        self.uconn = uconn
+        uconn.begin(self)
+        head = self._upstream_head(req, route)
+        transport = uconn.transport
+        if self.body_buf:
+            transport.write(head + b"".join(self.body_buf))
+            if not self.body_retained:
+                self.body_buf = []
+                self.body_buf_size = 0
+        else:
+            transport.write(head)
+        if self.body_done and self.client_chunked:
+            transport.write(b"0\r\n\r\n")
+        self.request_sent = True
+        self.phase = UPSTREAM
+        self.deadline = self.state.now() + route.read_timeout
+        if self.transport is not None and not self.body_done:
+            self.transport.resume_reading()
+
+    def _upstream_head(self, req: Request, route: Route) -> bytes:
+        url = req.url
+        if route.uri_replace is not None:
+            prefix = route.uri_prefix.encode("latin-1")
+            if url.startswith(prefix):
+                url = route.uri_replace.encode("latin-1") + url[len(prefix) :]
+        parts = [req.method, b" ", url, b" HTTP/1.1\r\n"]
+        drop = route.drop
+        connection_tokens: list[bytes] | None = None
+        for lname, name, value in req.headers:
+            if lname in drop:
+                if lname == b"connection":
+                    connection_tokens = [t.strip().lower() for t in value.split(b",")]
+                continue
+            parts.append(name + b": " + value + b"\r\n")
+        if connection_tokens:
+            named = set(connection_tokens) - {b"close", b"keep-alive", b"upgrade"}
+            if named:
+                parts = parts[:4] + [
+                    p for p in parts[4:] if p.split(b":", 1)[0].lower() not in named
+                ]
+        for op in route.ops:
+            assert op.fn is not None
+            computed = op.fn(req)
+            if computed:
+                parts.append(op.name + b": " + computed.encode("latin-1") + b"\r\n")
+        parts.append(route.const_head)
+        upstream = self.upstream
+        if not route.keeps_connection_header and (upstream is None or not upstream.keepalive):
+            parts.append(b"Connection: close\r\n")
+        if self.client_chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif req.content_length >= 0:
+            parts.append(b"Content-Length: " + str(req.content_length).encode() + b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    # -- request body -----------------------------------------------------------------
+    def _client_body(self, data: bytes) -> None:
+        req = self.req
+        route = self.route
+        if req is None or route is None:
+            return
+        limit = route.client_max_body_size
+        if limit and req.body_received > limit:
+            # A chunked body is checked as it arrives: "too large chunked body".
+            self._abort_upstream()
+            self._respond_error(413, close=True)
+            return
+        if self.client_chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        uconn = self.uconn
+        if uconn is not None and uconn.transport is not None:
+            uconn.transport.write(data)
+            if self.body_retained:
+                self._retain(data)
+        else:
+            self.body_buf.append(data)
+            self.body_buf_size += len(data)
+            if self.body_buf_size > BODY_BUFFER_HIGH and self.transport is not None:
+                self.transport.pause_reading()
+            if self.body_buf_size > RETRY_BUFFER:
+                self.body_retained = False
+
+    def _retain(self, data: bytes) -> None:
+        self.body_buf.append(data)
+        self.body_buf_size += len(data)
+        if self.body_buf_size > RETRY_BUFFER:
+            self.body_retained = False
+            self.body_buf = []
+            self.body_buf_size = 0
+
+    def _client_body_done(self) -> None:
+        if self.body_done:
+            return
+        self.body_done = True
+        uconn = self.uconn
+        if self.client_chunked and uconn is not None and uconn.transport is not None:
+            uconn.transport.write(b"0\r\n\r\n")
+
+    # -- upstream response (the Exchange interface) -----------------------------------
+    def upstream_headers(self, uconn: UpstreamConnection) -> None:
+        req = self.req
+        route = self.route
+        if req is None or route is None:
+            return
+        status = uconn.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            uconn.headers = []
+            uconn.status_reason = b""
+            return
+        mask = _STATUS_MASK.get(status)
+        if mask is not None and mask in route.next_upstream and self._may_retry(1):
+            outcome = Outcome.NEXT if status in (403, 404) else Outcome.FAILED
+            self._release_peer(outcome)
+            uconn.exchange = None
+            uconn.close()
+            self.uconn = None
+            self.last_failure = mask
+            self._retry_or_fail(mask)
+            return
+        self.resp_status = status
+        self.resp_started = True
+        no_body = status in NO_BODY_STATUS or req.method == b"HEAD" or status == 101
+        parts = [
+            b"HTTP/1.1 ",
+            str(status).encode(),
+            b" ",
+            uconn.status_reason,
+            b"\r\n",
+            SERVER_LINE,
+            self.state.date.line(),
+        ]
+        length = -1
+        chunked = False
+        tokens: list[bytes] | None = None
+        upgrade_value = b""
+        for name, value in uconn.headers:
+            lname = name.lower()
+            if lname in RESPONSE_DROP:
+                if lname == b"transfer-encoding":
+                    chunked = True
+                elif lname == b"connection":
+                    tokens = [t.strip().lower() for t in value.split(b",")]
+                elif lname == b"upgrade":
+                    upgrade_value = value
+                continue
+            if lname == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1
+            parts.append(name + b": " + value + b"\r\n")
+        if tokens:
+            named = set(tokens) - {b"close", b"keep-alive", b"upgrade"}
+            if named:
+                parts = parts[:7] + [
+                    p for p in parts[7:] if p.split(b":", 1)[0].lower() not in named
+                ]
+        adds = route.add_success if status in ADD_HEADER_STATUS else route.add_always
+        for op in adds:
+            value_bytes = op.const if op.const is not None else op.fn(req).encode("latin-1")  # type: ignore[misc]
+            if value_bytes:
+                parts.append(op.name + b": " + value_bytes + b"\r\n")
+        keep = self._client_keeps_alive(req)
+        if status == 101:
+            parts.append(b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n\r\n")
+        elif no_body or (length >= 0 and not chunked):
+            parts.append(
+                b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
+            )
+        elif req.version == "1.1":
+            self.resp_chunked = True
+            parts.append(
+                b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+                if keep
+                else b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            )
+        else:
+            keep = False
+            parts.append(b"Connection: close\r\n\r\n")
+        self.resp_close = not keep
+        self.resp_eof_body = not no_body and length < 0 and not chunked
+        self.out.append(b"".join(parts))
+        if req.method == b"HEAD" and status != 101:
+            # httptools cannot be told a HEAD response has no body: finish it here.
+            uconn.reset_parser()
+            self.upstream_complete(uconn)
+
+    def _client_keeps_alive(self, req: Request) -> bool:
+        if not req.keep_alive or self.state.shutting_down:
+            return False
+        block = req.route.block if req.route is not None else None
+        limit = block.keepalive_requests if block is not None else 1000
+        timeout = block.keepalive_timeout if block is not None else 75.0
+        if timeout <= 0:
+            return False
+        if not self.body_done:
+            return False
+        return self.conn_requests < limit
+
+    def upstream_body(self, data: bytes) -> None:
+        if self.phase == TUNNEL:
+            if self.transport is not None:
+                self.transport.write(data)
+            return
+        if not data:
+            return
+        self.resp_bytes += len(data)
+        if self.resp_chunked:
+            self.out.append(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.out.append(data)
+
+    def upstream_data_flushed(self) -> None:
+        out = self.out
+        if out and self.transport is not None:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
+        if self.phase == UPSTREAM and self.route is not None:
+            self.deadline = self.state.now() + self.route.read_timeout
+
+    def upstream_complete(self, uconn: UpstreamConnection) -> None:
+        req = self.req
+        if req is None or self.uconn is not uconn or self.resp_status == 101:
+            return  # a 101 goes on as a tunnel: upstream_upgraded follows
+        if self.resp_chunked:
+            self.out.append(b"0\r\n\r\n")
+        self.upstream_data_flushed()
+        upstream = self.upstream
+        self._release_peer(Outcome.OK)
+        self.uconn = None
+        uconn.exchange = None
+        if (
+            upstream is not None
+            and upstream.keepalive
+            and self.body_done
+            and uconn.parser.should_keep_alive()
+            and not uconn.closed
+        ):
+            self.state.keep_idle(upstream, uconn)
+        else:
+            uconn.close()
+        self._finish(self.resp_status, self.resp_close)
+
+    def upstream_lost(self, uconn: UpstreamConnection, exc: Exception | None) -> None:
+        if self.uconn is not uconn or self.req is None:
+            return
+        self.uconn = None
+        if self.resp_started:
+            if self.resp_eof_body and exc is None:
+                # A close-delimited body ends with the connection.
+                if self.resp_chunked:
+                    self.out.append(b"0\r\n\r\n")
+                self.upstream_data_flushed()
+                self._release_peer(Outcome.OK)
+                self._finish(self.resp_status, self.resp_close)
+                return
+            # Mid-response failure: nothing can be retried; cut the client off like nginx.
+            self._release_peer(Outcome.FAILED)
+            self.upstream_data_flushed()
+            self._log(self.resp_status)
+            self._close()
+            return
+        kind = "invalid_header" if isinstance(exc, httptools.HttpParserError) else "error"
+        self._upstream_failed(
+            kind,
+            "upstream prematurely closed connection"
+            if exc is None
+            else f"upstream connection failed ({exc})",
+        )
+
+    def upstream_upgraded(self, uconn: UpstreamConnection, rest: bytes) -> None:
+        """A 101 from upstream: from here on both sides are a byte tunnel."""
+        self.upstream_data_flushed()
+        if self.resp_status != 101:
+            self._close()
+            return
+        self.phase = TUNNEL
+        self.deadline = 0.0
+        self.upgrading = False
+        if rest and self.transport is not None:
+            self.transport.write(rest)
+        held = self.held or []
+        self.held = None
+        if uconn.transport is not None:
+            for chunk in held:
+                uconn.transport.write(chunk)
+        self._release_peer(Outcome.OK)
+        self.state.tunnels += 1
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        if self.transport is None:
+            return
+        if paused:
+            self.transport.pause_reading()
+        elif not self.body_done or self.phase == TUNNEL:
+            self.transport.resume_reading()
+
+    # -- failures and retries ---------------------------------------------------------
+    def _may_retry(self, spare: int = 0) -> bool:
+        """nginx's retry test; ``spare`` 1 for a status retry, which needs tries > 1."""
+        req = self.req
+        route = self.route
+        attempt = self.attempt
+        if req is None or route is None or attempt is None or attempt.tries_left <= spare:
+            return False
+        if route.next_timeout and self.state.now() - self.first_try >= route.next_timeout:
+            return False
+        if self.request_sent and not self.body_retained:
+            return False
+        return not (
+            self.request_sent
+            and req.method in NON_IDEMPOTENT
+            and "non_idempotent" not in route.next_upstream
+        )
+
+    def _upstream_failed(self, kind: str, message: str) -> None:
+        """An attempt failed before any response byte reached the client."""
+        uconn = self.uconn
+        if uconn is not None:
+            uconn.exchange = None
+            uconn.abort()
+            self.uconn = None
+        self._release_peer(Outcome.FAILED)
+        if self.peer is not None or self.upstream is not None:
+            self.state.log_error("error", f"{message} while proxying to upstream")
+        self.last_failure = kind
+        route = self.route
+        if route is not None and kind in route.next_upstream and self._may_retry():
+            self._retry_or_fail(kind)
+        else:
+            self._respond_error(504 if kind == "timeout" else 502, close=False)
+
+    def _retry_or_fail(self, kind: str) -> None:
+        self.request_sent = False
+        self.deadline = 0.0
+        if self.attempt is not None and self.attempt.tries_left > 0:
+            self._try_next()
+            return
+        self._respond_error(504 if kind in ("timeout", "http_504") else 502, close=False)
+
+    def _release_peer(self, outcome: Outcome) -> None:
+        peer = self.peer
+        if peer is not None and self.upstream is not None and self.attempt is not None:
+            self.peer = None
+            self.upstream.balancer.free(self.attempt, peer, outcome, self.state.now())
+
+    def _abort_upstream(self) -> None:
+        task = self.connect_task
+        if task is not None:
+            self.connect_task = None
+            task.cancel()
+        uconn = self.uconn
+        if uconn is not None:
+            self.uconn = None
+            uconn.abort()
+        if self.phase != TUNNEL:
+            self._release_peer(Outcome.OK)
+
+    def expire(self, now: float) -> None:
+        """The deadline passed; what that means depends on the phase."""
+        phase = self.phase
+        self.deadline = 0.0
+        if phase == CONNECT and self.req is not None and self.connect_task is not None:
+            task = self.connect_task
+            self.connect_task = None
+            task.cancel()
+            self._upstream_failed("timeout", "upstream timed out (connect)")
+        elif phase == UPSTREAM and self.req is not None and not self.resp_started:
+            self._upstream_failed("timeout", "upstream timed out while reading response header")
+        elif phase == UPSTREAM and self.req is not None:
+            self._abort_upstream()
+            self._log(self.resp_status)
+            self._close()
+        else:
+            self._close()
+
+    # -- responses of our own ----------------------------------------------------------
+    def _respond_return(self, req: Request, route: Route) -> None:
+        code = route.ret_code
+        if code == 444:
+            self._log(444)
+            self._close()
+            return
+        text = route.ret_text(req) if route.ret_text is not None else None
+        if code in REDIRECTS and text is not None:
+            if text.startswith("/"):
+                text = f"{req.scheme}://{req.host or req.server_name}{text}"
+            extra = b"Location: " + text.encode("latin-1") + b"\r\n"
+            self._respond(code, error_page(code), b"text/html", extra, close=False)
+        elif text is not None:
+            self._respond(code, text.encode("latin-1"), b"application/octet-stream", b"", False)
+        else:
+            self._respond(code, error_page(code) if code >= 300 else b"", b"text/html", b"", False)
+
+    def _respond_error(self, code: int, close: bool) -> None:
+        self._abort_upstream()
+        if self.resp_started:
+            self._close()
+            return
+        self._respond(code, error_page(code), b"text/html", b"", close)
+
+    def _respond(self, code: int, body: bytes, ctype: bytes, extra: bytes, close: bool) -> None:
+        req = self.req
+        route = self.route
+        if req is None or self.transport is None:
+            return
+        if not self.body_done or self.upgrading:
+            close = True  # an unread body would be taken for the next request
+        keep = not close and self._client_keeps_alive(req)
+        parts = [status_line(code), SERVER_LINE, self.state.date.line()]
+        if body or code not in NO_BODY_STATUS:
+            parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: ")
+            parts.append(str(len(body)).encode() + b"\r\n")
+        parts.append(extra)
+        if route is not None:
+            adds = route.add_success if code in ADD_HEADER_STATUS else route.add_always
+            for op in adds:
+                value = op.const if op.const is not None else op.fn(req).encode("latin-1")  # type: ignore[misc]
+                if value:
+                    parts.append(op.name + b": " + value + b"\r\n")
+        parts.append(b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
+        if req.method != b"HEAD":
+            parts.append(body)
+        self.transport.write(b"".join(parts))
+        self.resp_started = True
+        self.resp_bytes = len(body)
+        self._finish(code, not keep)
+
+    def _bad_request(self, code: int) -> None:
+        """Malformed input: answer ``code`` and close; nothing more is forwarded."""
+        self._abort_upstream()
+        transport = self.transport
+        if transport is None:
+            return
+        if not self.resp_started:
+            body = error_page(code)
+            transport.write(
+                status_line(code)
+                + SERVER_LINE
+                + self.state.date.line()
+                + b"Content-Type: text/html\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
+        self.state.log_error("info", f"client sent invalid request, answered {code}")
+        if self.req is None:
+            self.req = self.parsing
+        self._log(code)
+        self.req = None
+        self._close()
+
+    # -- end of a request -------------------------------------------------------------
+    def _finish(self, status: int, close: bool) -> None:
+        self._log(status)
+        req = self.req
+        block = req.route.block if req is not None and req.route is not None else None
+        self.req = None
+        self.route = None
+        self.upstream = None
+        self.attempt = None
+        if close or self.transport is None or self.upgrading:
+            self._close()
+            return
+        if self.pending:
+            req, body, complete = self.pending.popleft()
+            if not self.pending and self.transport is not None:
+                self.transport.resume_reading()
+            self._start(req, body, complete)
+            return
+        self.phase = IDLE
+        self.deadline = self.state.now() + (
+            block.keepalive_timeout if block is not None else self.state.client_keepalive_timeout
+        )
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def _log(self, status: int) -> None:
+        req = self.req
+        if req is None:
+            return
+        route = req.route
+        spec = route.spec if route is not None else None
+        log = spec.access_log if spec is not None else None
+        if log is None and route is not None and spec is None:
+            log = route.block.access_log
+        if log is not None and log.path is not None:
+            self.state.access(log.path, req, status, self.resp_bytes)
+
+    def _close(self) -> None:
+        self.phase = CLOSING
+        self.deadline = 0.0
+        if self.transport is not None:
+            self.transport.close()
+
+    def _flush_upstream(self) -> None:
+        """Nothing to do: body bytes are written as they are parsed."""
+
+    def close_idle(self) -> bool:
+        """Graceful shutdown: close if between requests; True if it closed."""
+        if self.phase in (IDLE,) and self.req is None and not self.pending:
+            self._close()
+            return True
+        return False
+
+
+_STATUS_MASK = {
+    500: "http_500",
+    502: "http_502",
+    503: "http_503",
+    504: "http_504",
+    403: "http_403",
+    404: "http_404",
+    429: "http_429",
+}
+
+
+def _host_only(authority: bytes) -> str:
+    """Host header to $host: lowercase, without port, without trailing dot."""
+    host = authority.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return host.rstrip(".")

@@ -1,0 +1,268 @@
+"""Routing: which server block answers a connection's request, and which location.
+
+Built once per config from the frozen model (``Router.build``); the hot path only does
+dict look-ups and a short prefix scan.  Server selection follows nginx's
+ngx_http_find_virtual_server (exact name, then leading wildcard, then trailing wildcard,
+then the listen's default server); locations follow ngx_http_core_find_location for the
+subset (``=`` exact, then the longest prefix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nonstop.config.model import (
+    AddHeader,
+    Config,
+    LocationSpec,
+    ReturnSpec,
+    ServerBlock,
+)
+from nonstop.proxy.variables import Getter, VariableTable
+
+__all__ = ["HOP_BY_HOP", "HeaderOp", "Route", "Router", "VirtualHosts"]
+
+# RFC 9110 section 7.6.1; Proxy-Connection is the pre-standard twin clients still send.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+@dataclass(slots=True)
+class HeaderOp:
+    name: bytes
+    const: bytes | None  # a constant value, or None when ``fn`` computes it
+    fn: Getter | None
+
+
+class Route:
+    """A location, compiled: everything the hot path needs, precomputed."""
+
+    __slots__ = (
+        "add_always",
+        "add_success",
+        "block",
+        "client_max_body_size",
+        "connect_timeout",
+        "const_head",
+        "drop",
+        "keeps_connection_header",
+        "next_timeout",
+        "next_upstream",
+        "ops",
+        "passes",
+        "proxy_host",
+        "read_timeout",
+        "ret_code",
+        "ret_text",
+        "send_timeout",
+        "sets",
+        "spec",
+        "tries",
+        "upstream",
+        "uri_prefix",
+        "uri_replace",
+        "url_fn",
+    )
+
+    def __init__(self, block: ServerBlock, spec: LocationSpec | None, table: VariableTable):
+        self.block = block
+        self.spec = spec
+        where = str(spec.source) if spec is not None and spec.source else ""
+        sets = [(name, table.compile(value, where)) for name, value in block.sets]
+        ret: ReturnSpec | None = block.ret
+        if spec is not None:
+            sets += [(name, table.compile(value, where)) for name, value in spec.sets]
+            ret = ret or spec.ret
+        self.sets = tuple(sets)
+        self.ret_code = ret.code if ret else 0
+        self.ret_text = table.compile(ret.text, where) if ret and ret.text else None
+        adds: tuple[AddHeader, ...] = spec.add_headers if spec is not None else block.add_headers
+        self.add_always = tuple(_op(h.name, h.value, table, where) for h in adds if h.always)
+        self.add_success = tuple(_op(h.name, h.value, table, where) for h in adds)
+        self.client_max_body_size = (
+            spec.client_max_body_size if spec is not None else block.client_max_body_size
+        )
+        self.passes = spec is not None and spec.proxy_pass is not None and not ret
+        self.upstream: str | None = None
+        self.url_fn: Getter | None = None
+        self.proxy_host = ""
+        self.uri_prefix = spec.path if spec is not None else "/"
+        self.uri_replace: str | None = None
+        self.ops: tuple[HeaderOp, ...] = ()
+        self.const_head = b""
+        self.drop = HOP_BY_HOP | {b"host", b"expect"}
+        self.keeps_connection_header = False
+        if spec is not None:
+            self.next_upstream = spec.next_upstream
+            self.tries = spec.next_upstream_tries
+            self.next_timeout = spec.next_upstream_timeout
+            self.connect_timeout = spec.connect_timeout
+            self.read_timeout = spec.read_timeout
+            self.send_timeout = spec.send_timeout
+        else:
+            self.next_upstream = frozenset()
+            self.tries = 0
+            self.next_timeout = 0.0
+            self.connect_timeout = self.read_timeout = self.send_timeout = 60.0
+        if self.passes and spec is not None and spec.proxy_pass is not None:
+            self._compile_pass(spec, table, where)
+
+    def _compile_pass(self, spec: LocationSpec, table: VariableTable, where: str) -> None:
+        pp = spec.proxy_pass
+        assert pp is not None
+        if pp.upstream is not None:
+            self.upstream = pp.upstream
+            self.proxy_host = pp.proxy_host
+            self.uri_replace = pp.uri
+        else:
+            self.url_fn = table.compile(pp.url, where)
+        names = {h.name.lower().encode("latin-1") for h in spec.set_headers}
+        ops: list[HeaderOp] = []
+        if b"host" not in names:
+            ops.append(HeaderOp(b"Host", None, _proxy_host))
+        for header in spec.set_headers:
+            ops.append(_op(header.name, header.value, table, where))
+        self.keeps_connection_header = b"connection" in names
+        self.drop = HOP_BY_HOP | {b"host", b"expect"} | names
+        # Constant headers are joined once; only the computed ones cost per request.
+        const = b"".join(
+            op.name + b": " + op.const + b"\r\n" for op in ops if op.const is not None and op.const
+        )
+        self.const_head = const
+        self.ops = tuple(op for op in ops if op.const is None)
+
+
+def _proxy_host(req: object) -> str:
+    return req.proxy_host  # type: ignore[attr-defined,no-any-return]
+
+
+def _op(name: str, value: object, table: VariableTable, where: str) -> HeaderOp:
+    from nonstop.config.model import Template
+
+    assert isinstance(value, Template)
+    if value.is_constant:
+        return HeaderOp(name.encode("latin-1"), "".join(v for _, v in value.parts).encode(), None)
+    return HeaderOp(name.encode("latin-1"), None, table.compile(value, where))
+
+
+class ServerRoutes:
+    """One server block's locations."""
+
+    __slots__ = ("block", "exact", "fallback", "prefixes")
+
+    def __init__(self, block: ServerBlock, table: VariableTable):
+        self.block = block
+        self.exact: dict[str, Route] = {}
+        prefixes: list[tuple[str, Route]] = []
+        for loc in block.locations:
+            route = Route(block, loc, table)
+            if loc.exact:
+                self.exact[loc.path] = route
+            else:
+                prefixes.append((loc.path, route))
+        prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+        self.prefixes = tuple(prefixes)
+        # No location matched: a server-level return still answers; otherwise 404.
+        self.fallback = Route(block, None, table)
+
+    def find(self, path: str) -> Route:
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        for prefix, route in self.prefixes:
+            if path.startswith(prefix):
+                return route
+        return self.fallback
+
+
+class VirtualHosts:
+    """The server blocks that share one listen address, with the name index."""
+
+    __slots__ = ("by_name", "default", "head_wild", "servers", "tail_wild")
+
+    def __init__(self, servers: list[ServerRoutes], default: ServerRoutes):
+        self.servers = servers
+        self.default = default
+        self.by_name: dict[str, ServerRoutes] = {}
+        self.head_wild: list[tuple[str, ServerRoutes]] = []
+        self.tail_wild: list[tuple[str, ServerRoutes]] = []
+        for srv in servers:
+            for name in srv.block.server_names:
+                name = name.lower()
+                if name.startswith("."):
+                    self.by_name.setdefault(name[1:], srv)
+                    self.head_wild.append((name, srv))
+                elif name.startswith("*."):
+                    self.head_wild.append((name[1:], srv))
+                elif name.endswith(".*"):
+                    self.tail_wild.append((name[:-1], srv))
+                else:
+                    self.by_name.setdefault(name, srv)
+        # The longest wildcard wins, as in nginx's wildcard hash.
+        self.head_wild.sort(key=lambda item: len(item[0]), reverse=True)
+        self.tail_wild.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def find(self, host: str) -> ServerRoutes:
+        srv = self.by_name.get(host)
+        if srv is not None:
+            return srv
+        for suffix, srv in self.head_wild:
+            if host.endswith(suffix):
+                return srv
+        for prefix, srv in self.tail_wild:
+            if host.startswith(prefix):
+                return srv
+        return self.default
+
+
+class Router:
+    """Every listen address of a config, each with its virtual hosts."""
+
+    def __init__(self, by_listen: dict[tuple[str, int], VirtualHosts], ssl: set[tuple[str, int]]):
+        self.by_listen = by_listen
+        self.ssl = ssl
+
+    @classmethod
+    def build(cls, config: Config, table: VariableTable) -> Router:
+        groups: dict[tuple[str, int], list[tuple[ServerRoutes, bool]]] = {}
+        ssl: set[tuple[str, int]] = set()
+        for block in config.servers:
+            routes = ServerRoutes(block, table)
+            for listen in block.listens:
+                groups.setdefault(listen.key, []).append((routes, listen.default_server))
+                if listen.ssl:
+                    ssl.add(listen.key)
+        by_listen: dict[tuple[str, int], VirtualHosts] = {}
+        for key, entries in groups.items():
+            servers = [srv for srv, _ in entries]
+            default = next((srv for srv, is_default in entries if is_default), servers[0])
+            by_listen[key] = VirtualHosts(servers, default)
+        return cls(by_listen, ssl)
+
+    def routes(self) -> Iterable[Route]:
+        for vhosts in self.by_listen.values():
+            for srv in vhosts.servers:
+                yield from srv.exact.values()
+                yield from (route for _, route in srv.prefixes)
+                yield srv.fallback
+
+    def vhosts_for(self, local_host: str, port: int) -> VirtualHosts | None:
+        """The most specific listen entry for a connection's local address."""
+        found = self.by_listen.get((local_host, port))
+        if found is not None:
+            return found
+        wildcard = "::" if ":" in local_host else "0.0.0.0"
+        found = self.by_listen.get((wildcard, port))
+        if found is None:
+            found = self.by_listen.get(("0.0.0.0" if wildcard == "::" else "::", port))
+        return found

@@ -1,0 +1,349 @@
+"""The proxy's I/O shell: listeners, the state every connection shares, reload, shutdown.
+
+``ProxyState`` is the one owner of what connections share (router, upstreams, idle
+upstream connections, logs).  ``ProxyServer`` builds it from a ``Config``, opens the
+listeners, runs the tick that enforces deadlines, swaps in a new config on reload and
+shuts down in one order: stop accepting, let in-flight requests finish within a
+deadline, close idle keep-alives, cancel the rest, flush logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from nonstop.config.model import Config, ServerSpec, UpstreamSpec
+from nonstop.errors import ConfigError
+from nonstop.proxy.accesslog import AccessLogs
+from nonstop.proxy.connection_pool import IdlePool, UpstreamConnection
+from nonstop.proxy.protocol import ClientConnection
+from nonstop.proxy.responses import DateCache
+from nonstop.proxy.router import Router
+from nonstop.proxy.tls import TlsContexts
+from nonstop.proxy.upstream import Upstream
+from nonstop.proxy.variables import Getter, VariableTable
+
+__all__ = ["Backend", "ProxyServer", "ProxyState"]
+
+log = logging.getLogger("nonstop")
+
+TICK = 0.25
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "crit": logging.CRITICAL,
+    "alert": logging.CRITICAL,
+    "emerg": logging.CRITICAL,
+}
+
+
+class Backend:
+    """One upstream at run time: its balancer state and its idle connections."""
+
+    __slots__ = ("balancer", "hash_fn", "idle", "keepalive", "name", "spec")
+
+    balancer: Upstream
+    idle: IdlePool
+
+    def __init__(self, spec: UpstreamSpec, table: VariableTable, previous: Backend | None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.balancer = Upstream(spec, previous=previous.balancer if previous else None)
+        self.keepalive = spec.keepalive > 0
+        self.hash_fn: Getter | None = (
+            table.compile(spec.hash_key) if spec.method == "hash" and spec.hash_key else None
+        )
+        if previous is not None and previous.spec.keepalive == spec.keepalive:
+            self.idle = previous.idle
+            self.idle.max_requests = spec.keepalive_requests
+            self.idle.timeout = spec.keepalive_timeout
+        else:
+            if previous is not None:
+                previous.idle.close_all()
+            self.idle = IdlePool(spec.keepalive, spec.keepalive_requests, spec.keepalive_timeout)
+
+
+class ProxyState:
+    """Everything the connections share; swapped piecewise on reload."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: Config) -> None:
+        self.loop = loop
+        self.now: Callable[[], float] = loop.time
+        self.config = config
+        self.connections: set[ClientConnection] = set()
+        self.date = DateCache()
+        self.shutting_down = False
+        self.client_header_timeout = 60.0
+        self.client_keepalive_timeout = 75.0
+        self.max_connections = 10_000
+        self.tunnels = 0
+        self.router: Router
+        self.upstreams: dict[str, Backend] = {}
+        self.implicit: dict[str, Backend] = {}
+        self.table: VariableTable
+        self.access_logs = AccessLogs()
+        self.error_level = logging.ERROR
+        self.install(config, None)
+
+    # -- config -----------------------------------------------------------------------
+    def install(self, config: Config, previous: ProxyState | None) -> None:
+        """Build the run-time objects for ``config``; raises ConfigError, changes nothing."""
+        set_names = frozenset(
+            name
+            for block in config.servers
+            for name, _ in (
+                *block.sets,
+                *(item for loc in block.locations for item in loc.sets),
+            )
+        )
+        table = VariableTable(config.maps, set_names)
+        router = Router.build(config, table)
+        old = previous.upstreams if previous is not None else self.upstreams
+        upstreams = {
+            spec.name: Backend(spec, table, old.get(spec.name)) for spec in config.upstreams
+        }
+        for route in router.routes():
+            if route.upstream is not None and route.upstream not in upstreams:
+                where = route.spec.source if route.spec is not None else None
+                raise ConfigError(f'no upstream "{route.upstream}"', str(where or ""))
+        self.config = config
+        self.table = table
+        self.router = router
+        self.upstreams = upstreams
+        self.implicit = {}
+        self.error_level = _LEVELS.get(config.error_log_level, logging.ERROR)
+        for name, backend in old.items():
+            if name not in upstreams:
+                backend.idle.close_all()
+
+    # -- used by connections ------------------------------------------------------------
+    def idle_connection(self, backend: Backend, address: str) -> UpstreamConnection | None:
+        if not backend.keepalive:
+            return None
+        conn: UpstreamConnection | None = backend.idle.get(address)
+        return conn
+
+    def keep_idle(self, backend: Backend, conn: UpstreamConnection) -> None:
+        backend.idle.put(conn, self.now())
+
+    def upstream_for_url(self, url: str) -> tuple[Backend | None, str, str | None]:
+        """A proxy_pass URL computed per request: a declared upstream, or an address.
+
+        As nginx does (ngx_http_proxy_eval): the host is first looked up among the
+        upstream names; otherwise it must be an address, since there is no resolver.
+        """
+        if "://" not in url:
+            url = "http://" + url
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            self.log_error("error", f'invalid URL prefix in "{url}"')
+            return None, "", None
+        if parts.scheme != "http" or not parts.hostname:
+            self.log_error("error", f'invalid URL prefix in "{url}"')
+            return None, "", None
+        uri = parts.path or None
+        if uri is not None and parts.query:
+            uri += "?" + parts.query
+        host = parts.hostname
+        backend = self.upstreams.get(host) if port is None else None
+        proxy_host = parts.netloc
+        if backend is not None:
+            return backend, proxy_host, uri
+        key = f"{host}:{port or 80}"
+        backend = self.upstreams.get(key) or self.implicit.get(key)
+        if backend is not None:
+            return backend, proxy_host, uri
+        if host == "localhost":
+            host = "127.0.0.1"
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            self.log_error("error", f'no resolver defined to resolve "{host}"')
+            return None, "", None
+        address = f"[{ip}]:{port or 80}" if ip.version == 6 else f"{ip}:{port or 80}"
+        spec = UpstreamSpec(
+            name=key,
+            servers=(ServerSpec(address=address, host=str(ip), port=port or 80),),
+            implicit=True,
+        )
+        backend = Backend(spec, self.table, None)
+        if len(self.implicit) >= 256:
+            self.implicit.clear()
+        self.implicit[key] = backend
+        return backend, proxy_host, uri
+
+    def log_error(self, level: str, message: str) -> None:
+        number = _LEVELS.get(level, logging.ERROR)
+        if number >= self.error_level:
+            log.log(number, message)
+
+    def access(self, path: str, req: object, status: int, sent: int) -> None:
+        self.access_logs.write(path, req, status, sent)
+
+
+class ProxyServer:
+    """Listeners and lifecycle around one ``ProxyState``."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        self.state = ProxyState(self.loop, config)
+        self.tls = TlsContexts()
+        self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self._tick: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.state.config
+
+    async def start(self) -> None:
+        self.tls.load(self.config)
+        await self._open_listeners(self.config)
+        self._tick = self.loop.create_task(self._run_tick())
+
+    # -- listeners --------------------------------------------------------------------
+    def _bind_keys(self, config: Config) -> dict[tuple[str, int], bool]:
+        """Addresses to bind, with their ssl flag; wildcards absorb specific addresses."""
+        keys: dict[tuple[str, int], bool] = {}
+        for block in config.servers:
+            for listen in block.listens:
+                keys[listen.key] = keys.get(listen.key, False) or listen.ssl
+        wild = {(h, p) for (h, p) in keys if h in ("0.0.0.0", "::")}
+        result: dict[tuple[str, int], bool] = {}
+        for (host, port), ssl in keys.items():
+            family_wild = "::" if ":" in host else "0.0.0.0"
+            if (host, port) not in wild and (family_wild, port) in wild:
+                continue
+            result[(host, port)] = ssl
+        return result
+
+    async def _open_listeners(self, config: Config) -> None:
+        wanted = self._bind_keys(config)
+        opened: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        try:
+            for key, ssl in wanted.items():
+                if key in self.listeners:
+                    continue
+                opened[key] = await self._listen(key, ssl)
+        except OSError:
+            for server in opened.values():
+                server.close()
+            raise
+        for key in list(self.listeners):
+            if key not in wanted:
+                self.listeners.pop(key).close()
+        self.listeners.update(opened)
+
+    async def _listen(self, key: tuple[str, int], ssl: bool) -> asyncio.AbstractServer:
+        host, port = key
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.listen(511)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(
+                    exc.errno, f"bind() to {host}:{port} failed (address in use)"
+                ) from exc
+            raise
+        state = self.state
+        scheme = "https" if ssl else "http"
+        context = self.tls.context_for(key) if ssl else None
+        return await self.loop.create_server(
+            lambda: ClientConnection(state, scheme), sock=sock, ssl=context, backlog=511
+        )
+
+    def bound_ports(self) -> list[tuple[str, int]]:
+        """The addresses actually listened on (port 0 in a config picks a free one)."""
+        out = []
+        for server in self.listeners.values():
+            for sock in getattr(server, "sockets", ()):
+                name = sock.getsockname()
+                out.append((name[0], name[1]))
+        return out
+
+    # -- reload -----------------------------------------------------------------------
+    async def reload(self, config: Config) -> None:
+        """Apply ``config``; on any error the running config stays and the error is raised."""
+        candidate = ProxyState.__new__(ProxyState)
+        candidate.__dict__.update(self.state.__dict__)
+        candidate.install(config, self.state)  # raises ConfigError before anything changes
+        self.tls.load(config)  # raises on a bad certificate; old contexts stay
+        await self._open_listeners(config)
+        state = self.state
+        state.config = candidate.config
+        state.table = candidate.table
+        state.router = candidate.router
+        state.upstreams = candidate.upstreams
+        state.implicit = {}
+        state.error_level = candidate.error_level
+        for conn in list(state.connections):
+            # Connections between requests keep their socket; their next request is
+            # routed with the new config.  Refresh their listen table now.
+            transport = conn.transport
+            if transport is not None:
+                local = transport.get_extra_info("sockname")
+                if isinstance(local, tuple):
+                    conn.vhosts = state.router.vhosts_for(local[0], local[1])
+
+    # -- tick and shutdown --------------------------------------------------------------
+    async def _run_tick(self) -> None:
+        state = self.state
+        last_expire = 0.0
+        while True:
+            await asyncio.sleep(TICK)
+            now = state.now()
+            for conn in list(state.connections):
+                deadline = conn.deadline
+                if deadline and deadline <= now:
+                    conn.expire(now)
+            if now - last_expire >= 1.0:
+                last_expire = now
+                for backend in list(state.upstreams.values()):
+                    backend.idle.expire(now)
+            state.access_logs.flush()
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, finish in-flight requests within ``timeout``, close the rest."""
+        state = self.state
+        state.shutting_down = True
+        for server in self.listeners.values():
+            server.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            for conn in list(state.connections):
+                conn.close_idle()
+            if not state.connections or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(state.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for backend in state.upstreams.values():
+            backend.idle.close_all()
+        if self._tick is not None:
+            self._tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick
+        for server in self.listeners.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self.listeners.clear()
+        state.access_logs.close()

@@ -1,0 +1,177 @@
+"""nginx variables, compiled once per template into small closures.
+
+A ``Template`` from the config becomes ``fn(request) -> str``; constant templates become
+a constant.  Getters follow nginx's definitions (src/http/ngx_http_variables.c and
+``$proxy_add_x_forwarded_for`` in src/http/modules/ngx_http_proxy_module.c).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from urllib.parse import unquote
+
+from nonstop.config.model import MapSpec, Template
+from nonstop.errors import ConfigError
+from nonstop.proxy.request import Request
+
+__all__ = ["Getter", "VariableTable", "normalize_uri"]
+
+Getter = Callable[[Request], str]
+
+
+def _latin(value: bytes | None) -> str:
+    return value.decode("latin-1") if value is not None else ""
+
+
+def normalize_uri(path: str) -> str:
+    """nginx's $uri: percent-decoded, slashes merged, dot segments resolved."""
+    if "%" not in path and "//" not in path and "/." not in path:
+        return path
+    path = unquote(path, encoding="latin-1")
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if len(out) > 1:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    merged = "/".join(out)
+    while "//" in merged:
+        merged = merged.replace("//", "/")
+    if path.endswith(("/.", "/..")):
+        merged += "/"
+    return merged or "/"
+
+
+def _xff(req: Request) -> str:
+    """$proxy_add_x_forwarded_for: incoming lines joined with ", ", then $remote_addr."""
+    if not req.xff:
+        return req.remote_addr
+    return ", ".join(v.decode("latin-1") for v in req.xff) + ", " + req.remote_addr
+
+
+def _arg(name: str) -> Getter:
+    key = name + "="
+
+    def get(req: Request) -> str:
+        for pair in req.args.split("&"):
+            if pair.startswith(key):
+                return pair[len(key) :]
+            if pair == name:
+                return ""
+        return ""
+
+    return get
+
+
+def _http(name: str) -> Getter:
+    lname = name.replace("_", "-").lower().encode("latin-1")
+
+    def get(req: Request) -> str:
+        return _latin(req.header(lname))
+
+    return get
+
+
+def _request_uri(req: Request) -> str:
+    return req.url.decode("latin-1")
+
+
+def _host(req: Request) -> str:
+    return req.host or req.server_name
+
+
+_SIMPLE: dict[str, Getter] = {
+    "remote_addr": lambda r: r.remote_addr,
+    "binary_remote_addr": lambda r: r.remote_bytes.decode("latin-1"),
+    "host": _host,
+    "http_host": lambda r: _latin(r.http_host),
+    "scheme": lambda r: r.scheme,
+    "https": lambda r: "on" if r.scheme == "https" else "",
+    "request_uri": _request_uri,
+    "uri": lambda r: r.path,
+    "document_uri": lambda r: r.path,
+    "args": lambda r: r.args,
+    "query_string": lambda r: r.args,
+    "is_args": lambda r: "?" if r.args else "",
+    "server_port": lambda r: str(r.server_port),
+    "server_name": lambda r: r.server_name,
+    "request_method": lambda r: r.method.decode("latin-1"),
+    "request": lambda r: r.request_line,
+    "server_protocol": lambda r: "HTTP/" + r.version,
+    "proxy_host": lambda r: r.proxy_host,
+    "proxy_add_x_forwarded_for": _xff,
+    "content_length": lambda r: _latin(r.header(b"content-length")),
+    "content_type": lambda r: _latin(r.header(b"content-type")),
+}
+
+
+class VariableTable:
+    """Resolves variable names to getters: built-ins, ``map`` targets and ``set`` names."""
+
+    def __init__(self, maps: tuple[MapSpec, ...] = (), set_names: frozenset[str] = frozenset()):
+        self._set_names = set_names
+        self._maps: dict[str, Getter] = {}
+        for spec in maps:
+            self._maps[spec.target] = self._compile_map(spec)
+
+    def _compile_map(self, spec: MapSpec) -> Getter:
+        source = self.getter(spec.source, "map")
+        table = {key: self.compile(value) for key, value in spec.entries}
+        default = self.compile(spec.default)
+
+        def get(req: Request) -> str:
+            fn = table.get(source(req).lower(), default)  # nginx maps ignore case
+            return fn(req)
+
+        return get
+
+    def getter(self, name: str, where: str = "") -> Getter:
+        if name in self._set_names:
+            return lambda r: (r.vars or {}).get(name, "")
+        if name in self._maps:
+            return self._maps[name]
+        if name in _SIMPLE:
+            return _SIMPLE[name]
+        if name.startswith("http_"):
+            return _http(name[5:])
+        if name.startswith("arg_"):
+            return _arg(name[4:])
+        if name.startswith("cookie_"):
+            return _cookie(name[7:])
+        raise ConfigError(f'unknown "{name}" variable', where)
+
+    def compile(self, template: Template, where: str = "") -> Getter:
+        """Compile a template into one getter; constants cost one call and no work."""
+        if template.is_constant:
+            text = "".join(v for _, v in template.parts)
+            return lambda r: text
+        fns: list[Getter] = []
+        for kind, value in template.parts:
+            if kind == "var":
+                fns.append(self.getter(value, where))
+            else:
+                fns.append(_const(value))
+        if len(fns) == 1:
+            return fns[0]
+        return lambda r: "".join(fn(r) for fn in fns)
+
+    @property
+    def maps(self) -> Mapping[str, Getter]:
+        return self._maps
+
+
+def _const(text: str) -> Getter:
+    return lambda r: text
+
+
+def _cookie(name: str) -> Getter:
+    def get(req: Request) -> str:
+        raw = _latin(req.header(b"cookie"))
+        for part in raw.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                return value
+        return ""
+
+    return get
