@@ -1,0 +1,131 @@
+"""Start real nonstop and nginx processes for integration tests, stop them by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.backends import wait_port
+
+__all__ = ["NginxProcess", "NonstopProcess", "raw_request"]
+
+
+class NonstopProcess:
+    """``nonstop run -c CONFIG`` as a subprocess; the config is written by the test."""
+
+    def __init__(self, config: Path, ports: list[int], extra: list[str] | None = None) -> None:
+        self.config = config
+        self.ports = ports
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = config.parent / "nonstop.stderr"
+
+    def start(self) -> NonstopProcess:
+        handle = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nonstop", "run", "-c", str(self.config), *self.extra],
+            stdout=handle,
+            stderr=handle,
+            cwd=self.config.parent,
+        )
+        handle.close()
+        for port in self.ports:
+            try:
+                wait_port(port)
+            except TimeoutError:
+                self.stop()
+                raise RuntimeError(f"nonstop did not start:\n{self.stderr()}") from None
+        return self
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nonstop", *args, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.config.parent,
+        )
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+class NginxProcess:
+    """A real nginx with its own prefix, run in the foreground, stopped by PID."""
+
+    def __init__(self, prefix: Path, conf: Path, ports: list[int]) -> None:
+        self.prefix = prefix
+        self.conf = conf
+        self.ports = ports
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("nginx") or (
+            "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+        )
+
+    def start(self) -> NginxProcess:
+        nginx = self.binary()
+        assert nginx is not None
+        (self.prefix / "logs").mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [nginx, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.prefix / "logs" / "stderr", "ab"),  # noqa: SIM115
+        )
+        for port in self.ports:
+            wait_port(port)
+        return self
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1") -> bytes:
+    """Send bytes, read until the server closes or ``timeout`` passes."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
