@@ -1,0 +1,119 @@
+"""The configs the benchmarks run: backend nginx, the proxy nginx.conf, the HAProxy equivalent.
+
+One nginx.conf template serves nginx and nonstop alike (nonstop reads a ``.conf`` file as
+nginx.conf and reports the process-model directives as having no effect); the HAProxy config
+says the same things in HAProxy's words: one thread, round robin over the same two backends,
+server connections reused, no logging.
+
+Both sides raise ``keepalive_requests`` far above a run's request count: nginx's default
+(1000 per connection) would otherwise close every wrk connection ~50 times a second and the
+benchmark would measure reconnects, which HAProxy (no such limit) does not do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["BACKEND_BODY", "render_backend_conf", "render_haproxy_cfg", "render_proxy_conf"]
+
+BACKEND_BODY = "hello from the backend\n"
+
+_TEMP_PATHS = """\
+    client_body_temp_path temp/client_body;
+    proxy_temp_path temp/proxy;
+    fastcgi_temp_path temp/fastcgi;
+    uwsgi_temp_path temp/uwsgi;
+    scgi_temp_path temp/scgi;
+"""
+
+
+def render_backend_conf(ports: Sequence[int]) -> str:
+    """A one-worker nginx answering ``200`` with a small body on every port in ``ports``."""
+    listens = "".join(f"        listen 127.0.0.1:{port};\n" for port in ports)
+    return f"""\
+# The fast backend every proxy forwards to.
+worker_processes 1;
+pid nginx.pid;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+{_TEMP_PATHS}
+    server {{
+{listens}        default_type text/plain;
+        location / {{
+            return 200 "{BACKEND_BODY.rstrip()}\\n";
+        }}
+    }}
+}}
+"""
+
+
+def render_proxy_conf(listen_port: int, backend_ports: Sequence[int], keepalive: int) -> str:
+    """The proxy under test, as nginx.conf: nginx and nonstop both run this file."""
+    servers = "".join(f"        server 127.0.0.1:{port};\n" for port in backend_ports)
+    return f"""\
+# The proxy under test; nginx and nonstop run this same file.
+worker_processes 1;
+pid nginx.pid;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+{_TEMP_PATHS}
+    upstream backends {{
+{servers}        keepalive {keepalive};
+        keepalive_requests 1000000;
+    }}
+
+    server {{
+        listen 127.0.0.1:{listen_port};
+        access_log off;
+
+        location / {{
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def render_haproxy_cfg(listen_port: int, backend_ports: Sequence[int], pidfile: str) -> str:
+    """The HAProxy equivalent of :func:`render_proxy_conf` (keep-alive both sides, no log)."""
+    servers = "".join(
+        f"    server b{i} 127.0.0.1:{port}\n" for i, port in enumerate(backend_ports, 1)
+    )
+    return f"""\
+# The proxy under test, HAProxy's equivalent of the nginx.conf the others run.
+global
+    nbthread 1
+    maxconn 4096
+    pidfile {pidfile}
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 75s
+    timeout server 75s
+    timeout http-keep-alive 75s
+
+frontend proxy
+    bind 127.0.0.1:{listen_port}
+    default_backend backends
+
+backend backends
+    balance roundrobin
+{servers}"""
