@@ -16,7 +16,48 @@ from typing import Protocol
 
 import httptools
 
-__all__ = ["Exchange", "IdlePool", "UpstreamConnection"]
+__all__ = [
+    "H_CONNECTION",
+    "H_DROP",
+    "H_LENGTH",
+    "H_PASS",
+    "H_TE",
+    "H_UPGRADE",
+    "Exchange",
+    "IdlePool",
+    "UpstreamConnection",
+]
+
+# What a response header is to the proxy, cached by its name as sent (the cache saves a
+# lower() and a set test per header on the hot path).
+H_PASS, H_DROP, H_LENGTH, H_TE, H_CONNECTION, H_UPGRADE = range(6)
+_BY_LOWER = {
+    b"connection": H_CONNECTION,
+    b"keep-alive": H_DROP,
+    b"proxy-connection": H_DROP,
+    b"te": H_DROP,
+    b"trailer": H_DROP,
+    b"transfer-encoding": H_TE,
+    b"upgrade": H_UPGRADE,
+    # nginx hides these from upstream (proxy_hide_header defaults) and sends its own
+    b"server": H_DROP,
+    b"date": H_DROP,
+    b"x-accel-redirect": H_DROP,
+    b"x-accel-expires": H_DROP,
+    b"x-accel-limit-rate": H_DROP,
+    b"x-accel-buffering": H_DROP,
+    b"x-accel-charset": H_DROP,
+    b"x-pad": H_DROP,
+    b"content-length": H_LENGTH,
+}
+_KINDS: dict[bytes, int] = {}
+
+
+def _kind(name: bytes) -> int:
+    kind = _BY_LOWER.get(name.lower(), H_PASS)
+    if len(_KINDS) < 4096:
+        _KINDS[name] = kind
+    return kind
 
 
 class Exchange(Protocol):
@@ -36,12 +77,13 @@ class UpstreamConnection(asyncio.Protocol):
         "address",
         "closed",
         "exchange",
-        "headers",
         "idle_since",
+        "length",
+        "lines",
         "parser",
         "pool",
         "requests",
-        "status_reason",
+        "special",
         "transport",
         "tunnel",
     )
@@ -51,8 +93,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.status_reason = b""
+        self.lines: list[bytes] = []  # response header lines to pass on, as sent
+        self.special: list[tuple[int, bytes]] = []  # (H_TE | H_CONNECTION | H_UPGRADE, value)
+        self.length = -1
         self.requests = 0
         self.idle_since = 0.0
         self.pool: IdlePool | None = None
@@ -107,11 +150,20 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.upstream_write_paused(False)
 
     # -- httptools callbacks ----------------------------------------------------------
-    def on_status(self, status: bytes) -> None:
-        self.status_reason += status
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        kind = _KINDS.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind == H_PASS:
+            self.lines.append(name + b": " + value + b"\r\n")
+        elif kind == H_LENGTH:
+            self.lines.append(name + b": " + value + b"\r\n")
+            try:
+                self.length = int(value)
+            except ValueError:
+                self.length = -1
+        elif kind != H_DROP:
+            self.special.append((kind, value))
 
     def on_headers_complete(self) -> None:
         if self.exchange is not None:
@@ -130,9 +182,14 @@ class UpstreamConnection(asyncio.Protocol):
     def begin(self, exchange: Exchange) -> None:
         """Start one request/response on this connection."""
         self.exchange = exchange
-        self.headers = []
-        self.status_reason = b""
         self.requests += 1
+
+    def clear_head(self) -> None:
+        """Forget the parsed head (after a 1xx, or once the head was used)."""
+        self.lines = []
+        if self.special:
+            self.special = []
+        self.length = -1
 
     def reset_parser(self) -> None:
         """A fresh parser: after a HEAD response (no body follows its Content-Length)."""

@@ -18,18 +18,20 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from nonstop.proxy.connection_pool import UpstreamConnection
+from nonstop.proxy.connection_pool import H_CONNECTION, H_TE, H_UPGRADE, UpstreamConnection
 from nonstop.proxy.request import Request
 from nonstop.proxy.responses import REDIRECTS, error_page, status_line
 from nonstop.proxy.upstream import Outcome
 from nonstop.proxy.variables import normalize_uri
 
 if TYPE_CHECKING:
-    from nonstop.proxy.router import Route, VirtualHosts
+    from nonstop.proxy.router import HeaderOp, Route, VirtualHosts
     from nonstop.proxy.server import Backend, ProxyState
     from nonstop.proxy.upstream import Attempt, Peer
 
 __all__ = ["ClientConnection"]
+
+OK = Outcome.OK
 
 # Phases: what the connection waits for, which decides what its deadline means.
 IDLE, HEAD, BODY, CONNECT, UPSTREAM, TUNNEL, CLOSING = range(7)
@@ -235,18 +237,14 @@ class ClientConnection(asyncio.Protocol):
             uconn.transport.resume_reading()
 
     # -- request parser callbacks -----------------------------------------------------
-    def on_message_begin(self) -> None:
-        req = Request(
-            self.remote_addr, self.remote_bytes, self.scheme, self.local_port, self.state.now()
-        )
-        self.parsing = req
-        if self.req is None:
-            self.phase = HEAD
-
     def on_url(self, url: bytes) -> None:
         req = self.parsing
-        if req is not None:
-            req.url += url
+        if req is None:
+            self.parsing = Request(self, url)
+            if self.req is None:
+                self.phase = HEAD
+        else:
+            req.url += url  # the URL arrived in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.parsing
@@ -320,29 +318,45 @@ class ClientConnection(asyncio.Protocol):
 
     # -- request handling -------------------------------------------------------------
     def _prepare(self, req: Request) -> None:
-        """Split the URL, find the host, route the request."""
+        """Split the URL, find the host, route the request.
+
+        The result depends only on the Host header and the path, so it is cached per
+        listen address; most traffic repeats a few of those pairs.
+        """
+        vhosts = self.vhosts
+        if vhosts is None:
+            vhosts = self.vhosts = self.state.router.vhosts_for("0.0.0.0", self.local_port)
+            if vhosts is None:
+                raise httptools.HttpParserError("no server for this address")
         url = req.url
+        path, _, args = url.partition(b"?")
+        if args:
+            req.args = args.decode("latin-1")
+        key = (req.http_host, path)
+        hit = vhosts.cache.get(key)
+        if hit is not None and url[:1] == b"/":
+            req.path, req.host, req.server_name, req.route = hit
+            return
+        host = ""
         if url[:1] != b"/" and url.startswith((b"http://", b"https://")):
             # absolute-form: the request line's host wins over the Host header
             rest = url.split(b"://", 1)[1]
             slash = rest.find(b"/")
             authority = rest if slash < 0 else rest[:slash]
-            req.host = _host_only(authority)
-            url = b"/" if slash < 0 else rest[slash:]
-        path, _, args = url.partition(b"?")
+            host = _host_only(authority)
+            path = b"/" if slash < 0 else rest[slash:].partition(b"?")[0]
+        elif req.http_host is not None:
+            host = _host_only(req.http_host)
+        req.host = host
         req.path = normalize_uri(path.decode("latin-1"))
-        req.args = args.decode("latin-1")
-        if not req.host and req.http_host is not None:
-            req.host = _host_only(req.http_host)
-        vhosts = self.vhosts
-        if vhosts is None:
-            vhosts = self.state.router.vhosts_for("0.0.0.0", self.local_port)
-        if vhosts is None:
-            raise httptools.HttpParserError("no server for this address")
-        srv = vhosts.find(req.host)
+        srv = vhosts.find(host)
         names = srv.block.server_names
         req.server_name = names[0] if names else ""
         req.route = srv.find(req.path)
+        if url[:1] == b"/":
+            if len(vhosts.cache) >= 4096:
+                vhosts.cache.clear()
+            vhosts.cache[key] = (req.path, req.host, req.server_name, req.route)
 
     def _start(self, req: Request, body: list[bytes], complete: bool) -> None:
         """Begin handling ``req``; ``body`` holds bytes that arrived while it waited."""
@@ -385,8 +399,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _choose_upstream(self, req: Request, route: Route) -> None:
         state = self.state
-        if route.upstream is not None:
-            upstream = state.upstreams.get(route.upstream)
+        upstream: Backend | None
+        if route.backend is not None:
+            upstream = route.backend  # type: ignore[assignment]
             req.proxy_host = route.proxy_host
         else:
             assert route.url_fn is not None
@@ -404,18 +419,19 @@ class ClientConnection(asyncio.Protocol):
         hash_key = None
         if upstream.hash_fn is not None:
             hash_key = upstream.hash_fn(req).encode("latin-1")  # the bytes nginx hashes
-        attempt = self.attempt = upstream.balancer.begin(req.remote_bytes, hash_key)
+        attempt = self.attempt = upstream.balancer.begin(self.remote_bytes, hash_key)
         if route.tries and route.tries < attempt.tries_left:
             attempt.tries_left = route.tries
-        self.first_try = state.now()
-        self._try_next()
+        self.first_try = now = state.now()
+        self._try_next(now)
 
-    def _try_next(self) -> None:
+    def _try_next(self, now: float = 0.0) -> None:
         """Pick a peer and send the request to it (nginx's ngx_http_upstream_connect)."""
         upstream = self.upstream
         attempt = self.attempt
         assert upstream is not None and attempt is not None
-        now = self.state.now()
+        if not now:
+            now = self.state.now()
         peer = upstream.balancer.pick(attempt, now)
         if peer is None:
             self.state.log_error(
@@ -424,9 +440,9 @@ class ClientConnection(asyncio.Protocol):
             self._respond_error(502, close=False)
             return
         self.peer = peer
-        uconn = self.state.idle_connection(upstream, peer.address)
+        uconn = upstream.idle.get(peer.address) if upstream.keepalive else None
         if uconn is not None:
-            self._attach(uconn)
+            self._attach(uconn, now)
             return
         route = self.route
         assert route is not None
@@ -465,7 +481,7 @@ class ClientConnection(asyncio.Protocol):
                 pass
         self._attach(proto)
 
-    def _attach(self, uconn: UpstreamConnection) -> None:
+    def _attach(self, uconn: UpstreamConnection, now: float = 0.0) -> None:
         """Send the request head and any body we have on ``uconn``."""
         req = self.req
         route = self.route
@@ -485,7 +501,7 @@ class ClientConnection(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         self.request_sent = True
         self.phase = UPSTREAM
-        self.deadline = self.state.now() + route.read_timeout
+        self.deadline = (now or self.state.now()) + route.read_timeout
         if self.transport is not None and not self.body_done:
             self.transport.resume_reading()
 
@@ -495,35 +511,31 @@ class ClientConnection(asyncio.Protocol):
             prefix = route.uri_prefix.encode("latin-1")
             if url.startswith(prefix):
                 url = route.uri_replace.encode("latin-1") + url[len(prefix) :]
-        parts = [req.method, b" ", url, b" HTTP/1.1\r\n"]
+        parts = [req.method + b" " + url + b" HTTP/1.1\r\n"]
         drop = route.drop
-        connection_tokens: list[bytes] | None = None
+        named: set[bytes] | None = None
         for lname, name, value in req.headers:
             if lname in drop:
-                if lname == b"connection":
-                    connection_tokens = [t.strip().lower() for t in value.split(b",")]
+                if lname == b"connection" and value not in _PLAIN_CONNECTION:
+                    named = {t.strip().lower() for t in value.split(b",")}
+                    named -= {b"close", b"keep-alive", b"upgrade", b""}
                 continue
             parts.append(name + b": " + value + b"\r\n")
-        if connection_tokens:
-            named = set(connection_tokens) - {b"close", b"keep-alive", b"upgrade"}
-            if named:
-                parts = parts[:4] + [
-                    p for p in parts[4:] if p.split(b":", 1)[0].lower() not in named
-                ]
+        if named:
+            parts = parts[:1] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
         for op in route.ops:
-            assert op.fn is not None
-            computed = op.fn(req)
+            computed = op.fn(req)  # type: ignore[misc]
             if computed:
                 parts.append(op.name + b": " + computed.encode("latin-1") + b"\r\n")
         parts.append(route.const_head)
-        upstream = self.upstream
-        if not route.keeps_connection_header and (upstream is None or not upstream.keepalive):
+        if not route.keeps_connection_header and not self.upstream.keepalive:  # type: ignore[union-attr]
             parts.append(b"Connection: close\r\n")
         if self.client_chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         elif req.content_length >= 0:
-            parts.append(b"Content-Length: " + str(req.content_length).encode() + b"\r\n")
-        parts.append(b"\r\n")
+            parts.append(b"Content-Length: %d\r\n\r\n" % req.content_length)
+        else:
+            parts.append(b"\r\n")
         return b"".join(parts)
 
     # -- request body -----------------------------------------------------------------
@@ -577,98 +589,75 @@ class ClientConnection(asyncio.Protocol):
             return
         status = uconn.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            uconn.headers = []
-            uconn.status_reason = b""
+            uconn.clear_head()
             return
-        mask = _STATUS_MASK.get(status)
-        if mask is not None and mask in route.next_upstream and self._may_retry(1):
-            outcome = Outcome.NEXT if status in (403, 404) else Outcome.FAILED
-            self._release_peer(outcome)
-            uconn.exchange = None
-            uconn.close()
-            self.uconn = None
-            self.last_failure = mask
-            self._retry_or_fail(mask)
-            return
+        if status in _STATUS_MASK:
+            mask = _STATUS_MASK[status]
+            if mask in route.next_upstream and self._may_retry(1):
+                outcome = Outcome.NEXT if status in (403, 404) else Outcome.FAILED
+                self._release_peer(outcome)
+                uconn.exchange = None
+                uconn.close()
+                self.uconn = None
+                self.last_failure = mask
+                self._retry_or_fail(mask)
+                return
         self.resp_status = status
         self.resp_started = True
-        no_body = status in NO_BODY_STATUS or req.method == b"HEAD" or status == 101
-        parts = [
-            b"HTTP/1.1 ",
-            str(status).encode(),
-            b" ",
-            uconn.status_reason,
-            b"\r\n",
-            SERVER_LINE,
-            self.state.date.line(),
-        ]
-        length = -1
+        lines = uconn.lines
+        length = uconn.length
         chunked = False
-        tokens: list[bytes] | None = None
         upgrade_value = b""
-        for name, value in uconn.headers:
-            lname = name.lower()
-            if lname in RESPONSE_DROP:
-                if lname == b"transfer-encoding":
+        if uconn.special:
+            for kind, value in uconn.special:
+                if kind == H_TE:
                     chunked = True
-                elif lname == b"connection":
-                    tokens = [t.strip().lower() for t in value.split(b",")]
-                elif lname == b"upgrade":
+                elif kind == H_UPGRADE:
                     upgrade_value = value
-                continue
-            if lname == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = -1
-            parts.append(name + b": " + value + b"\r\n")
-        if tokens:
-            named = set(tokens) - {b"close", b"keep-alive", b"upgrade"}
-            if named:
-                parts = parts[:7] + [
-                    p for p in parts[7:] if p.split(b":", 1)[0].lower() not in named
-                ]
+                elif kind == H_CONNECTION and value not in _PLAIN_CONNECTION:
+                    named = {t.strip().lower() for t in value.split(b",")}
+                    named -= {b"close", b"keep-alive", b"upgrade", b""}
+                    if named:
+                        lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in named]
+        uconn.clear_head()
+        head = status_line(status) + SERVER_LINE + self.state.date.current + b"".join(lines)
         adds = route.add_success if status in ADD_HEADER_STATUS else route.add_always
-        for op in adds:
-            value_bytes = op.const if op.const is not None else op.fn(req).encode("latin-1")  # type: ignore[misc]
-            if value_bytes:
-                parts.append(op.name + b": " + value_bytes + b"\r\n")
+        if adds:
+            head += _added(adds, req)
         keep = self._client_keeps_alive(req)
+        no_body = status in NO_BODY_STATUS or status == 101 or req.method == b"HEAD"
         if status == 101:
-            parts.append(b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n\r\n")
+            head += b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n\r\n"
         elif no_body or (length >= 0 and not chunked):
-            parts.append(
-                b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
-            )
+            head += b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
         elif req.version == "1.1":
             self.resp_chunked = True
-            parts.append(
+            head += (
                 b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
                 if keep
                 else b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             )
         else:
             keep = False
-            parts.append(b"Connection: close\r\n\r\n")
+            head += b"Connection: close\r\n\r\n"
         self.resp_close = not keep
         self.resp_eof_body = not no_body and length < 0 and not chunked
-        self.out.append(b"".join(parts))
+        self.out.append(head)
         if req.method == b"HEAD" and status != 101:
             # httptools cannot be told a HEAD response has no body: finish it here.
             uconn.reset_parser()
             self.upstream_complete(uconn)
 
     def _client_keeps_alive(self, req: Request) -> bool:
-        if not req.keep_alive or self.state.shutting_down:
-            return False
-        block = req.route.block if req.route is not None else None
-        limit = block.keepalive_requests if block is not None else 1000
-        timeout = block.keepalive_timeout if block is not None else 75.0
-        if timeout <= 0:
-            return False
-        if not self.body_done:
-            return False
-        return self.conn_requests < limit
+        """Keep the client connection after this response? (keepalive_requests/_timeout)"""
+        route = req.route
+        return (
+            req.keep_alive
+            and self.body_done
+            and route is not None
+            and self.conn_requests < route.keepalive_requests
+            and not self.state.shutting_down
+        )
 
     def upstream_body(self, data: bytes) -> None:
         if self.phase == TUNNEL:
@@ -695,21 +684,24 @@ class ClientConnection(asyncio.Protocol):
         req = self.req
         if req is None or self.uconn is not uconn or self.resp_status == 101:
             return  # a 101 goes on as a tunnel: upstream_upgraded follows
+        out = self.out
         if self.resp_chunked:
-            self.out.append(b"0\r\n\r\n")
-        self.upstream_data_flushed()
+            out.append(b"0\r\n\r\n")
+        transport = self.transport
+        if out and transport is not None:
+            transport.write(b"".join(out) if len(out) > 1 else out[0])
+            out.clear()
         upstream = self.upstream
-        self._release_peer(Outcome.OK)
+        assert upstream is not None
+        now = self.state.now()
+        peer = self.peer
+        if peer is not None:
+            self.peer = None
+            upstream.balancer.free(self.attempt, peer, OK, now)  # type: ignore[arg-type]
         self.uconn = None
         uconn.exchange = None
-        if (
-            upstream is not None
-            and upstream.keepalive
-            and self.body_done
-            and uconn.parser.should_keep_alive()
-            and not uconn.closed
-        ):
-            self.state.keep_idle(upstream, uconn)
+        if upstream.keepalive and self.body_done and uconn.parser.should_keep_alive():
+            upstream.idle.put(uconn, now)
         else:
             uconn.close()
         self._finish(self.resp_status, self.resp_close)
@@ -882,17 +874,15 @@ class ClientConnection(asyncio.Protocol):
         if not self.body_done or self.upgrading:
             close = True  # an unread body would be taken for the next request
         keep = not close and self._client_keeps_alive(req)
-        parts = [status_line(code), SERVER_LINE, self.state.date.line()]
+        parts = [status_line(code), SERVER_LINE, self.state.date.current]
         if body or code not in NO_BODY_STATUS:
             parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: ")
             parts.append(str(len(body)).encode() + b"\r\n")
         parts.append(extra)
         if route is not None:
             adds = route.add_success if code in ADD_HEADER_STATUS else route.add_always
-            for op in adds:
-                value = op.const if op.const is not None else op.fn(req).encode("latin-1")  # type: ignore[misc]
-                if value:
-                    parts.append(op.name + b": " + value + b"\r\n")
+            if adds:
+                parts.append(_added(adds, req))
         parts.append(b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
         if req.method != b"HEAD":
             parts.append(body)
@@ -912,7 +902,7 @@ class ClientConnection(asyncio.Protocol):
             transport.write(
                 status_line(code)
                 + SERVER_LINE
-                + self.state.date.line()
+                + self.state.date.current
                 + b"Content-Type: text/html\r\nContent-Length: "
                 + str(len(body)).encode()
                 + b"\r\nConnection: close\r\n\r\n"
@@ -927,9 +917,10 @@ class ClientConnection(asyncio.Protocol):
 
     # -- end of a request -------------------------------------------------------------
     def _finish(self, status: int, close: bool) -> None:
-        self._log(status)
         req = self.req
-        block = req.route.block if req is not None and req.route is not None else None
+        route = req.route if req is not None else None
+        if route is not None and route.log_path is not None:
+            self._log(status)
         self.req = None
         self.route = None
         self.upstream = None
@@ -945,22 +936,16 @@ class ClientConnection(asyncio.Protocol):
             return
         self.phase = IDLE
         self.deadline = self.state.now() + (
-            block.keepalive_timeout if block is not None else self.state.client_keepalive_timeout
+            route.keepalive_timeout if route is not None else self.state.client_keepalive_timeout
         )
         if self.transport is not None:
             self.transport.resume_reading()
 
     def _log(self, status: int) -> None:
         req = self.req
-        if req is None:
-            return
-        route = req.route
-        spec = route.spec if route is not None else None
-        log = spec.access_log if spec is not None else None
-        if log is None and route is not None and spec is None:
-            log = route.block.access_log
-        if log is not None and log.path is not None:
-            self.state.access(log.path, req, status, self.resp_bytes)
+        route = req.route if req is not None else None
+        if route is not None and route.log_path is not None:
+            self.state.access(route.log_path, req, status, self.resp_bytes)
 
     def _close(self) -> None:
         self.phase = CLOSING
@@ -978,6 +963,18 @@ class ClientConnection(asyncio.Protocol):
             return True
         return False
 
+
+def _added(ops: tuple[HeaderOp, ...], req: Request) -> bytes:
+    """add_header lines; a value that evaluates to "" adds nothing (as in nginx)."""
+    out = []
+    for op in ops:
+        value = op.const if op.const is not None else op.fn(req).encode("latin-1")  # type: ignore[misc]
+        if value:
+            out.append(op.name + b": " + value + b"\r\n")
+    return b"".join(out)
+
+
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade"})
 
 _STATUS_MASK = {
     500: "http_500",

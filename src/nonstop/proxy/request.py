@@ -1,12 +1,14 @@
 """One client request as the proxy sees it: parsed head, routing result, variables.
 
-A plain slotted object filled by the parser callbacks of ``ClientConnection``; the
-variable getters in ``variables.py`` read from it.
+Filled by the parser callbacks of ``ClientConnection``; the variable getters in
+``variables.py`` read from it.  Deliberately without ``__slots__``: most fields keep
+their class-level default for most requests, so a new request costs only the few
+assignments that differ (this object is created once per request on the hot path).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nonstop.proxy.router import Route
@@ -15,61 +17,50 @@ __all__ = ["Request"]
 
 
 class Request:
-    __slots__ = (
-        "args",
-        "body_received",
-        "chunked",
-        "content_length",
-        "expect_continue",
-        "headers",
-        "host",
-        "http_host",
-        "keep_alive",
-        "method",
-        "path",
-        "proxy_host",
-        "remote_addr",
-        "remote_bytes",
-        "route",
-        "scheme",
-        "server_name",
-        "server_port",
-        "start",
-        "upgrade",
-        "url",
-        "vars",
-        "version",
-        "xff",
-    )
+    # connection-level facts, shared by every request of a connection
+    conn: Any  # the ClientConnection: remote_addr, remote_bytes, scheme, local_port, ...
+    # request line and headers
+    url: bytes = b""
+    method: bytes = b""
+    version: str = "1.1"
+    http_host: bytes | None = None
+    keep_alive: bool = True
+    content_length: int = -1
+    chunked: bool = False
+    expect_continue: bool = False
+    upgrade: bytes | None = None
+    xff: list[bytes] | None = None
+    # derived
+    host: str = ""
+    server_name: str = ""
+    path: str = ""
+    args: str = ""
+    proxy_host: str = ""
+    route: Route | None = None
+    vars: dict[str, str] | None = None
+    body_received: int = 0
 
-    def __init__(
-        self, remote_addr: str, remote_bytes: bytes, scheme: str, server_port: int, start: float
-    ) -> None:
-        self.remote_addr = remote_addr
-        self.remote_bytes = remote_bytes
-        self.scheme = scheme
-        self.server_port = server_port
-        self.start = start
-        self.url = b""
-        self.method = b""
-        self.version = "1.1"
+    def __init__(self, conn: Any, url: bytes) -> None:
+        self.conn = conn
+        self.url = url
         # (lowercased name, name as sent, value) in arrival order
         self.headers: list[tuple[bytes, bytes, bytes]] = []
-        self.http_host: bytes | None = None
-        self.host = ""
-        self.server_name = ""
-        self.keep_alive = True
-        self.content_length = -1
-        self.chunked = False
-        self.expect_continue = False
-        self.upgrade: bytes | None = None
-        self.xff: list[bytes] | None = None
-        self.path = ""
-        self.args = ""
-        self.proxy_host = ""
-        self.route: Route | None = None
-        self.vars: dict[str, str] | None = None
-        self.body_received = 0
+
+    @property
+    def remote_addr(self) -> str:
+        return str(self.conn.remote_addr)
+
+    @property
+    def remote_bytes(self) -> bytes:
+        return bytes(self.conn.remote_bytes)
+
+    @property
+    def scheme(self) -> str:
+        return str(self.conn.scheme)
+
+    @property
+    def server_port(self) -> int:
+        return int(self.conn.local_port)
 
     def header(self, lname: bytes) -> bytes | None:
         """The first value of a header, by lowercased name."""

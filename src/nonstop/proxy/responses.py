@@ -57,17 +57,25 @@ def error_page(code: int) -> bytes:
 
 
 class DateCache:
-    """The ``Date`` header line, formatted at most once a second."""
+    """The ``Date`` header line; ``current`` is refreshed by the server tick.
 
-    __slots__ = ("_line", "_second")
+    Like nginx's cached time (ngx_time_update), it may lag the clock by up to a tick,
+    and costs the hot path one attribute read.
+    """
+
+    __slots__ = ("_second", "current")
 
     def __init__(self) -> None:
         self._second = -1
-        self._line = b""
+        self.current = b""
+        self.update()
 
-    def line(self) -> bytes:
+    def update(self) -> None:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._line = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
-        return self._line
+            self.current = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+
+    def line(self) -> bytes:
+        self.update()
+        return self.current

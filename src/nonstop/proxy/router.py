@@ -50,12 +50,16 @@ class Route:
     __slots__ = (
         "add_always",
         "add_success",
+        "backend",
         "block",
         "client_max_body_size",
         "connect_timeout",
         "const_head",
         "drop",
+        "keepalive_requests",
+        "keepalive_timeout",
         "keeps_connection_header",
+        "log_path",
         "next_timeout",
         "next_upstream",
         "ops",
@@ -92,6 +96,12 @@ class Route:
         self.client_max_body_size = (
             spec.client_max_body_size if spec is not None else block.client_max_body_size
         )
+        # keepalive_timeout 0 disables client keep-alive, as in nginx
+        self.keepalive_requests = block.keepalive_requests if block.keepalive_timeout > 0 else 0
+        self.keepalive_timeout = block.keepalive_timeout
+        log = spec.access_log if spec is not None else block.access_log
+        self.log_path = log.path if log is not None else None
+        self.backend: object | None = None  # the run-time upstream, set when installed
         self.passes = spec is not None and spec.proxy_pass is not None and not ret
         self.upstream: str | None = None
         self.url_fn: Getter | None = None
@@ -129,7 +139,11 @@ class Route:
         names = {h.name.lower().encode("latin-1") for h in spec.set_headers}
         ops: list[HeaderOp] = []
         if b"host" not in names:
-            ops.append(HeaderOp(b"Host", None, _proxy_host))
+            if self.upstream is not None:
+                # a static proxy_pass: $proxy_host is a constant
+                ops.append(HeaderOp(b"Host", self.proxy_host.encode("latin-1"), None))
+            else:
+                ops.append(HeaderOp(b"Host", None, _proxy_host))
         for header in spec.set_headers:
             ops.append(_op(header.name, header.value, table, where))
         self.keeps_connection_header = b"connection" in names
@@ -188,10 +202,12 @@ class ServerRoutes:
 class VirtualHosts:
     """The server blocks that share one listen address, with the name index."""
 
-    __slots__ = ("by_name", "default", "head_wild", "servers", "tail_wild")
+    __slots__ = ("by_name", "cache", "default", "head_wild", "servers", "tail_wild")
 
     def __init__(self, servers: list[ServerRoutes], default: ServerRoutes):
         self.servers = servers
+        # (Host header, path) -> (path, host, server_name, route), filled by the protocol
+        self.cache: dict[tuple[bytes | None, bytes], tuple[str, str, str, Route]] = {}
         self.default = default
         self.by_name: dict[str, ServerRoutes] = {}
         self.head_wild: list[tuple[str, ServerRoutes]] = []

@@ -113,9 +113,11 @@ class ProxyState:
             spec.name: Backend(spec, table, old.get(spec.name)) for spec in config.upstreams
         }
         for route in router.routes():
-            if route.upstream is not None and route.upstream not in upstreams:
-                where = route.spec.source if route.spec is not None else None
-                raise ConfigError(f'no upstream "{route.upstream}"', str(where or ""))
+            if route.upstream is not None:
+                if route.upstream not in upstreams:
+                    where = route.spec.source if route.spec is not None else None
+                    raise ConfigError(f'no upstream "{route.upstream}"', str(where or ""))
+                route.backend = upstreams[route.upstream]
         self.config = config
         self.table = table
         self.router = router
@@ -310,6 +312,7 @@ class ProxyServer:
         while True:
             await asyncio.sleep(TICK)
             now = state.now()
+            state.date.update()
             for conn in list(state.connections):
                 deadline = conn.deadline
                 if deadline and deadline <= now:
