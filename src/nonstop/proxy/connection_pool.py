@@ -11,7 +11,7 @@ upstream, the least recently used closed first, each closed after
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict
 from typing import Protocol
 
 import httptools
@@ -213,23 +213,33 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class IdlePool:
-    """Idle keep-alive connections of one upstream, most recently used last."""
+    """Idle keep-alive connections of one upstream, least recently used first.
 
-    __slots__ = ("by_address", "count", "max_idle", "max_requests", "order", "timeout")
+    ``order`` holds every idle connection in the order it was last freed, so eviction
+    and expiry look only at its head (nginx moves a freed connection to the cache
+    head); ``by_address`` finds one for a chosen server.  A retired pool (its upstream
+    was removed or replaced on reload) closes what is handed back to it.
+    """
+
+    __slots__ = ("by_address", "max_idle", "max_requests", "order", "retired", "timeout")
 
     def __init__(self, max_idle: int, max_requests: int, timeout: float) -> None:
         self.max_idle = max_idle
         self.max_requests = max_requests
         self.timeout = timeout
         self.by_address: dict[str, list[UpstreamConnection]] = {}
-        self.order: deque[UpstreamConnection] = deque()
-        self.count = 0
+        self.order: OrderedDict[UpstreamConnection, None] = OrderedDict()
+        self.retired = False
+
+    @property
+    def count(self) -> int:
+        return len(self.order)
 
     def get(self, address: str) -> UpstreamConnection | None:
         conns = self.by_address.get(address)
         while conns:
             conn = conns.pop()
-            self.count -= 1
+            self.order.pop(conn, None)
             conn.pool = None
             if not conn.closed:
                 return conn
@@ -237,51 +247,51 @@ class IdlePool:
 
     def put(self, conn: UpstreamConnection, now: float) -> None:
         """Cache a connection whose response completed cleanly, or close it."""
-        if self.max_idle <= 0 or conn.closed or conn.requests >= self.max_requests:
+        if self.max_idle <= 0 or self.retired or conn.closed or conn.requests >= self.max_requests:
             conn.close()
             return
         conn.exchange = None
         conn.idle_since = now
         conn.pool = self
         self.by_address.setdefault(conn.address, []).append(conn)
-        self.order.append(conn)
-        self.count += 1
-        while self.count > self.max_idle:
-            self._evict_oldest()
+        self.order[conn] = None
+        if len(self.order) > self.max_idle:
+            oldest, _ = self.order.popitem(last=False)
+            self._forget(oldest)
+            oldest.close()
 
-    def _evict_oldest(self) -> None:
-        while self.order:
-            old = self.order.popleft()
-            if old.pool is self:
-                old.close()
-                return
-
-    def discard(self, conn: UpstreamConnection) -> None:
+    def _forget(self, conn: UpstreamConnection) -> None:
         conns = self.by_address.get(conn.address)
         if conns and conn in conns:
             conns.remove(conn)
-            self.count -= 1
         conn.pool = None
 
+    def discard(self, conn: UpstreamConnection) -> None:
+        self.order.pop(conn, None)
+        self._forget(conn)
+
     def expire(self, now: float) -> None:
-        """Close connections idle longer than keepalive_timeout; compact the LRU list."""
+        """Close connections idle longer than keepalive_timeout (the oldest come first)."""
         limit = now - self.timeout
-        live: deque[UpstreamConnection] = deque()
-        for conn in self.order:
-            if conn.pool is not self:
-                continue
-            if conn.idle_since <= limit:
-                conn.close()
-            else:
-                live.append(conn)
-        self.order = live
+        while self.order:
+            conn = next(iter(self.order))
+            if conn.idle_since > limit:
+                break
+            self.discard(conn)
+            conn.close()
 
     def close_address(self, address: str) -> None:
         """Close every idle connection to one server (it is draining or gone)."""
         for conn in list(self.by_address.get(address, ())):
+            self.discard(conn)
             conn.close()
 
     def close_all(self) -> None:
-        for conns in list(self.by_address.values()):
-            for conn in list(conns):
-                conn.close()
+        for conn in list(self.order):
+            self.discard(conn)
+            conn.close()
+
+    def retire(self) -> None:
+        """The upstream is gone: close idle connections and refuse new ones."""
+        self.retired = True
+        self.close_all()

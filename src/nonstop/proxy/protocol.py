@@ -34,7 +34,9 @@ __all__ = ["ClientConnection"]
 OK = Outcome.OK
 
 # Phases: what the connection waits for, which decides what its deadline means.
-IDLE, HEAD, BODY, CONNECT, UPSTREAM, TUNNEL, CLOSING = range(7)
+IDLE, HEAD, BODY, CONNECT, UPSTREAM, TUNNEL, CLOSING, LINGER = range(8)
+LINGERING_TIMEOUT = 5.0  # nginx lingering_timeout: wait this long for more bytes to discard
+LINGERING_TIME = 30.0  # nginx lingering_time: discard for at most this long
 
 NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
 NO_BODY_STATUS = frozenset({204, 304})
@@ -76,14 +78,18 @@ class ClientConnection(asyncio.Protocol):
         "body_buf_size",
         "body_done",
         "body_retained",
+        "cached",
         "client_chunked",
         "conn_requests",
         "connect_task",
         "deadline",
+        "eof",
         "expected_body",
         "first_try",
+        "header_timeout",
         "held",
         "last_failure",
+        "lingering",
         "local_port",
         "out",
         "parser",
@@ -108,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
         "uconn",
         "upgrading",
         "upstream",
+        "upstream_keep",
         "vhosts",
         "write_paused",
     )
@@ -130,6 +137,9 @@ class ClientConnection(asyncio.Protocol):
         self.held: list[bytes] | None = None
         self.upgrading = False
         self.write_paused = False
+        self.eof = False
+        self.lingering = 0.0
+        self.header_timeout = state.client_header_timeout
         self.out: list[bytes] = []
         self._reset_exchange()
 
@@ -155,6 +165,8 @@ class ClientConnection(asyncio.Protocol):
         self.resp_close = False
         self.resp_eof_body = False
         self.last_failure = ""
+        self.upstream_keep = False
+        self.cached = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -175,6 +187,9 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(local, tuple):
             self.local_port = local[1]
             self.vhosts = state.router.vhosts_for(local[0], local[1])
+        if self.vhosts is not None:
+            # before a request names its server, the listen's default server's limits apply
+            self.header_timeout = self.vhosts.default.block.client_header_timeout
         if sock is not None and isinstance(peer, tuple):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -182,12 +197,18 @@ class ClientConnection(asyncio.Protocol):
                 pass
         state.connections.add(self)
         self.phase = IDLE
-        self.deadline = state.now() + state.client_header_timeout
+        self.deadline = state.now() + self.header_timeout
         if len(state.connections) > state.max_connections:
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        if self.phase == TUNNEL:
+            self.state.tunnels -= 1
+            uconn = self.uconn
+            if uconn is not None:
+                self.uconn = None
+                uconn.close()
         self.phase = CLOSING
         if self.req is not None and (self.uconn is not None or self.connect_task is not None):
             # The client went away mid-exchange: nginx logs 499 and stops the upstream.
@@ -197,10 +218,15 @@ class ClientConnection(asyncio.Protocol):
         self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        if self.phase == TUNNEL:
+        phase = self.phase
+        if phase == TUNNEL:
             uconn = self.uconn
             if uconn is not None and uconn.transport is not None:
                 uconn.transport.write(data)
+                self._tunnel_active()
+            return
+        if phase == LINGER:
+            self.deadline = min(self.state.now() + LINGERING_TIMEOUT, self.lingering)
             return
         if self.upgrading or self.held is not None:
             if self.held is None:
@@ -222,6 +248,7 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response (nginx answers it).
+        self.eof = True
         return self.req is not None or bool(self.pending)
 
     def pause_writing(self) -> None:
@@ -243,6 +270,7 @@ class ClientConnection(asyncio.Protocol):
             self.parsing = Request(self, url)
             if self.req is None:
                 self.phase = HEAD
+                self.deadline = self.state.now() + self.header_timeout
         else:
             req.url += url  # the URL arrived in pieces
 
@@ -369,6 +397,9 @@ class ClientConnection(asyncio.Protocol):
         if req.version == "1.1" and req.http_host is None:
             self._bad_request(400)
             return
+        self.client_chunked = req.chunked
+        self.expected_body = req.chunked or req.content_length > 0
+        self.body_done = not self.expected_body or complete
         if route.sets:
             req.vars = {}
             for name, fn in route.sets:
@@ -384,9 +415,6 @@ class ClientConnection(asyncio.Protocol):
             # nginx: "client intended to send too large body"; no 100 Continue is sent.
             self._respond_error(413, close=True)
             return
-        self.client_chunked = req.chunked
-        self.expected_body = req.chunked or req.content_length > 0
-        self.body_done = not self.expected_body or complete
         expects = req.expect_continue and self.expected_body and not complete
         if expects and req.version == "1.1" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -413,7 +441,7 @@ class ClientConnection(asyncio.Protocol):
             if upstream is not None and route_uri is not None:
                 req.url = route_uri.encode("latin-1")
         if upstream is None:
-            self._respond_error(500, close=False)
+            self._respond_error(500, close=True)
             return
         self.upstream = upstream
         hash_key = None
@@ -442,8 +470,10 @@ class ClientConnection(asyncio.Protocol):
         self.peer = peer
         uconn = upstream.idle.get(peer.address) if upstream.keepalive else None
         if uconn is not None:
+            self.cached = True
             self._attach(uconn, now)
             return
+        self.cached = False
         route = self.route
         assert route is not None
         self.phase = CONNECT
@@ -501,7 +531,11 @@ class ClientConnection(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         self.request_sent = True
         self.phase = UPSTREAM
-        self.deadline = (now or self.state.now()) + route.read_timeout
+        # proxy_read_timeout starts once the request is sent; before that the client's
+        # body pace is what is timed (client_body_timeout), as in nginx.
+        self.deadline = (now or self.state.now()) + (
+            route.read_timeout if self.body_done else route.body_timeout
+        )
         if self.transport is not None and not self.body_done:
             self.transport.resume_reading()
 
@@ -553,6 +587,8 @@ class ClientConnection(asyncio.Protocol):
         if self.client_chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
         uconn = self.uconn
+        if not self.resp_started:
+            self.deadline = self.state.now() + route.body_timeout
         if uconn is not None and uconn.transport is not None:
             uconn.transport.write(data)
             if self.body_retained:
@@ -580,6 +616,9 @@ class ClientConnection(asyncio.Protocol):
         uconn = self.uconn
         if self.client_chunked and uconn is not None and uconn.transport is not None:
             uconn.transport.write(b"0\r\n\r\n")
+        route = self.route
+        if uconn is not None and route is not None and not self.resp_started:
+            self.deadline = self.state.now() + route.read_timeout
 
     # -- upstream response (the Exchange interface) -----------------------------------
     def upstream_headers(self, uconn: UpstreamConnection) -> None:
@@ -645,6 +684,7 @@ class ClientConnection(asyncio.Protocol):
         self.out.append(head)
         if req.method == b"HEAD" and status != 101:
             # httptools cannot be told a HEAD response has no body: finish it here.
+            self.upstream_keep = uconn.parser.should_keep_alive()
             uconn.reset_parser()
             self.upstream_complete(uconn)
 
@@ -659,10 +699,17 @@ class ClientConnection(asyncio.Protocol):
             and not self.state.shutting_down
         )
 
+    def _tunnel_active(self) -> None:
+        """Bytes moved through a tunnel: nginx times upgraded connections with
+        proxy_read_timeout / proxy_send_timeout (ngx_http_upstream_process_upgraded)."""
+        route = self.route
+        self.deadline = self.state.now() + (route.read_timeout if route is not None else 60.0)
+
     def upstream_body(self, data: bytes) -> None:
         if self.phase == TUNNEL:
             if self.transport is not None:
                 self.transport.write(data)
+                self._tunnel_active()
             return
         if not data:
             return
@@ -682,7 +729,9 @@ class ClientConnection(asyncio.Protocol):
 
     def upstream_complete(self, uconn: UpstreamConnection) -> None:
         req = self.req
-        if req is None or self.uconn is not uconn or self.resp_status == 101:
+        if req is None or self.uconn is not uconn or not self.resp_started:
+            return  # an interim 1xx ended; the real response follows
+        if self.resp_status == 101:
             return  # a 101 goes on as a tunnel: upstream_upgraded follows
         out = self.out
         if self.resp_chunked:
@@ -700,7 +749,8 @@ class ClientConnection(asyncio.Protocol):
             upstream.balancer.free(self.attempt, peer, OK, now)  # type: ignore[arg-type]
         self.uconn = None
         uconn.exchange = None
-        if upstream.keepalive and self.body_done and uconn.parser.should_keep_alive():
+        reusable = self.upstream_keep if req.method == b"HEAD" else uconn.parser.should_keep_alive()
+        if upstream.keepalive and self.body_done and reusable:
             upstream.idle.put(uconn, now)
         else:
             uconn.close()
@@ -740,7 +790,7 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         self.phase = TUNNEL
-        self.deadline = 0.0
+        self._tunnel_active()
         self.upgrading = False
         if rest and self.transport is not None:
             self.transport.write(rest)
@@ -788,6 +838,12 @@ class ClientConnection(asyncio.Protocol):
             uconn.abort()
             self.uconn = None
         self._release_peer(Outcome.FAILED)
+        if self.cached and kind == "error" and self.attempt is not None:
+            # An error on a reused keep-alive connection (the server may have closed it
+            # just now) gives the try back: nginx's ngx_http_upstream_next does
+            # "if (u->peer.cached && ft_type == NGX_HTTP_UPSTREAM_FT_ERROR) tries++".
+            self.attempt.tries_left += 1
+        self.cached = False
         if self.peer is not None or self.upstream is not None:
             self.state.log_error("error", f"{message} while proxying to upstream")
         self.last_failure = kind
@@ -838,6 +894,12 @@ class ClientConnection(asyncio.Protocol):
             self._abort_upstream()
             self._log(self.resp_status)
             self._close()
+        elif phase == TUNNEL:
+            uconn = self.uconn
+            if uconn is not None:
+                self.uconn = None
+                uconn.close()
+            self._close()
         else:
             self._close()
 
@@ -851,11 +913,16 @@ class ClientConnection(asyncio.Protocol):
         text = route.ret_text(req) if route.ret_text is not None else None
         if code in REDIRECTS and text is not None:
             if text.startswith("/"):
-                text = f"{req.scheme}://{req.host or req.server_name}{text}"
+                port = self.local_port
+                default = 443 if req.scheme == "https" else 80
+                authority = req.host or req.server_name
+                if port != default:
+                    authority += f":{port}"  # port_in_redirect on
+                text = f"{req.scheme}://{authority}{text}"
             extra = b"Location: " + text.encode("latin-1") + b"\r\n"
             self._respond(code, error_page(code), b"text/html", extra, close=False)
         elif text is not None:
-            self._respond(code, text.encode("latin-1"), b"application/octet-stream", b"", False)
+            self._respond(code, text.encode("latin-1"), b"text/plain", b"", False)
         else:
             self._respond(code, error_page(code) if code >= 300 else b"", b"text/html", b"", False)
 
@@ -913,7 +980,8 @@ class ClientConnection(asyncio.Protocol):
             self.req = self.parsing
         self._log(code)
         self.req = None
-        self._close()
+        self.body_done = False  # unknown what else is on the way: linger
+        self._linger_or_close(None)
 
     # -- end of a request -------------------------------------------------------------
     def _finish(self, status: int, close: bool) -> None:
@@ -925,7 +993,11 @@ class ClientConnection(asyncio.Protocol):
         self.route = None
         self.upstream = None
         self.attempt = None
+        self.resp_started = False
         if close or self.transport is None or self.upgrading:
+            self._linger_or_close(req)
+            return
+        if self.eof and not self.pending:
             self._close()
             return
         if self.pending:
@@ -952,6 +1024,35 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0
         if self.transport is not None:
             self.transport.close()
+
+    def _linger_or_close(self, req: Request | None) -> None:
+        """Close after a response; if the client may still be sending, linger first.
+
+        Closing a socket with unread bytes makes the kernel send a reset, which can
+        destroy the response (a 413, a 400) before the client reads it.  Like nginx's
+        lingering close: shut our side, discard what still arrives, then close.
+        """
+        transport = self.transport
+        unread = not self.body_done or self.upgrading or (req is None and self.parsing)
+        if (
+            not unread
+            or transport is None
+            or transport.is_closing()
+            or not transport.can_write_eof()
+        ):
+            self._close()
+            return
+        now = self.state.now()
+        self.phase = LINGER
+        self.lingering = now + LINGERING_TIME
+        self.deadline = now + LINGERING_TIMEOUT
+        self.parsing = None
+        self.pending.clear()
+        try:
+            transport.write_eof()
+            transport.resume_reading()
+        except (OSError, RuntimeError):
+            self._close()
 
     def _flush_upstream(self) -> None:
         """Nothing to do: body bytes are written as they are parsed."""

@@ -52,6 +52,7 @@ class Route:
         "add_success",
         "backend",
         "block",
+        "body_timeout",
         "client_max_body_size",
         "connect_timeout",
         "const_head",
@@ -99,6 +100,7 @@ class Route:
         # keepalive_timeout 0 disables client keep-alive, as in nginx
         self.keepalive_requests = block.keepalive_requests if block.keepalive_timeout > 0 else 0
         self.keepalive_timeout = block.keepalive_timeout
+        self.body_timeout = block.client_body_timeout
         log = spec.access_log if spec is not None else block.access_log
         self.log_path = log.path if log is not None else None
         self.backend: object | None = None  # the run-time upstream, set when installed
@@ -110,7 +112,7 @@ class Route:
         self.uri_replace: str | None = None
         self.ops: tuple[HeaderOp, ...] = ()
         self.const_head = b""
-        self.drop = HOP_BY_HOP | {b"host", b"expect"}
+        self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"}
         self.keeps_connection_header = False
         if spec is not None:
             self.next_upstream = spec.next_upstream
@@ -147,7 +149,7 @@ class Route:
         for header in spec.set_headers:
             ops.append(_op(header.name, header.value, table, where))
         self.keeps_connection_header = b"connection" in names
-        self.drop = HOP_BY_HOP | {b"host", b"expect"} | names
+        self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"} | names
         # Constant headers are joined once; only the computed ones cost per request.
         const = b"".join(
             op.name + b": " + op.const + b"\r\n" for op in ops if op.const is not None and op.const

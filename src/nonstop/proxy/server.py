@@ -68,8 +68,6 @@ class Backend:
             self.idle.max_requests = spec.keepalive_requests
             self.idle.timeout = spec.keepalive_timeout
         else:
-            if previous is not None:
-                previous.idle.close_all()
             self.idle = IdlePool(spec.keepalive, spec.keepalive_requests, spec.keepalive_timeout)
 
 
@@ -96,8 +94,21 @@ class ProxyState:
         self.install(config, None)
 
     # -- config -----------------------------------------------------------------------
+    @staticmethod
+    def check(config: Config) -> None:
+        """Build everything ``config`` needs from scratch, sharing nothing with a running
+        state; raises ConfigError.  A reload runs this before it changes anything."""
+        probe = ProxyState.__new__(ProxyState)
+        probe.upstreams = {}
+        probe.install(config, None)
+
     def install(self, config: Config, previous: ProxyState | None) -> None:
-        """Build the run-time objects for ``config``; raises ConfigError, changes nothing."""
+        """Build and switch to the run-time objects for ``config``.
+
+        Servers whose spec did not change keep their passive-health state (the new
+        Upstream shares their Peer objects), and idle connections stay cached when the
+        upstream's keepalive did not change.  Call ``check`` first: this mutates.
+        """
         set_names = frozenset(
             name
             for block in config.servers
@@ -124,9 +135,12 @@ class ProxyState:
         self.upstreams = upstreams
         self.implicit = {}
         self.error_level = _LEVELS.get(config.error_log_level, logging.ERROR)
-        for name, backend in old.items():
-            if name not in upstreams:
-                backend.idle.close_all()
+        kept = {id(backend.idle) for backend in upstreams.values()}
+        for backend in old.values():
+            if id(backend.idle) not in kept:
+                # in-flight requests of the old config hand their connections back to
+                # a retired pool, which closes them
+                backend.idle.retire()
 
     # -- used by connections ------------------------------------------------------------
     def idle_connection(self, backend: Backend, address: str) -> UpstreamConnection | None:
@@ -284,18 +298,11 @@ class ProxyServer:
     # -- reload -----------------------------------------------------------------------
     async def reload(self, config: Config) -> None:
         """Apply ``config``; on any error the running config stays and the error is raised."""
-        candidate = ProxyState.__new__(ProxyState)
-        candidate.__dict__.update(self.state.__dict__)
-        candidate.install(config, self.state)  # raises ConfigError before anything changes
+        ProxyState.check(config)  # raises ConfigError; nothing has changed yet
         self.tls.load(config)  # raises on a bad certificate; old contexts stay
-        await self._open_listeners(config)
+        await self._open_listeners(config)  # opens new ports first; on error closes them
         state = self.state
-        state.config = candidate.config
-        state.table = candidate.table
-        state.router = candidate.router
-        state.upstreams = candidate.upstreams
-        state.implicit = {}
-        state.error_level = candidate.error_level
+        state.install(config, state)
         for conn in list(state.connections):
             # Connections between requests keep their socket; their next request is
             # routed with the new config.  Refresh their listen table now.

@@ -1,0 +1,281 @@
+"""What the client receives: response framing, keep-alive, pipelining.
+
+nginx re-frames an upstream body for the client (ngx_http_chunked_filter_module.c):
+chunked to an HTTP/1.1 client when the length is unknown, close-delimited to HTTP/1.0;
+HEAD, 204 and 304 have no body; ``keepalive_requests`` closes after the Nth response.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from protocol_support import conf, get, make_proxy, ok
+
+
+async def test_content_length_response_is_relayed_and_both_connections_kept(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf(servers=1), idle_per_server=1)
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    assert proxy.idle_count() == 0
+    up.respond(ok(b"hello", "X-App: 1"))
+    [resp] = client.responses()
+    assert (resp.status, resp.reason, resp.body) == (200, "OK", b"hello")
+    assert resp.header("Content-Length") == "5"
+    assert resp.header("X-App") == "1"
+    assert resp.header("Connection") == "keep-alive"
+    assert not client.closed
+    assert proxy.idle_count() == 1  # back in the keepalive cache
+    assert not up.transport.closed
+
+
+async def test_response_split_across_many_reads_arrives_whole(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    raw = ok(b"abcdefghij" * 50)
+    proxy.active().respond(*(raw[i : i + 7] for i in range(0, len(raw), 7)))
+    [resp] = client.responses()
+    assert resp.body == b"abcdefghij" * 50
+
+
+async def test_upstream_server_and_date_are_replaced_by_the_proxy(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    proxy.active().respond(ok(b"x", "Server: gunicorn", "Date: Thu, 01 Jan 1970 00:00:00 GMT"))
+    [resp] = client.responses()
+    assert resp.all("Server") == ["nonstop"]
+    [date] = resp.all("Date")
+    assert "1970" not in date
+
+
+async def test_hop_by_hop_response_headers_are_dropped(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    proxy.active().respond(
+        ok(b"x", "Keep-Alive: timeout=5", "Connection: X-Internal", "X-Internal: 1", "X-Ok: 1")
+    )
+    [resp] = client.responses()
+    assert resp.header("Keep-Alive") is None
+    assert resp.header("X-Internal") is None
+    assert resp.header("X-Ok") == "1"
+    assert resp.all("Connection") == ["keep-alive"]
+
+
+async def test_chunked_upstream_is_rechunked_to_http11_client(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwi",
+        b"ki\r\n5;x=y\r\npedia\r\n",
+        b"0\r\n\r\n",
+    )
+    [resp] = client.responses()
+    assert resp.chunked
+    assert resp.body == b"wikipedia"
+    assert resp.header("Connection") == "keep-alive"
+    assert not client.closed
+    assert not up.transport.closed  # the upstream message ended cleanly: reusable
+
+
+async def test_chunked_upstream_is_sent_raw_and_closed_to_http10_client(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/", "Connection: keep-alive", version="1.0"))
+    proxy.active().respond(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5\r\npedia\r\n0\r\n\r\n"
+    )
+    raw = client.take()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert b"Content-Length" not in head
+    assert b"Connection: close" in head
+    assert body == b"wikipedia"
+    assert client.closed
+
+
+async def test_close_delimited_upstream_is_chunked_to_http11_client(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nstream", b"ing")
+    assert b"0\r\n\r\n" not in client.transport.written()
+    up.hang_up()
+    [resp] = client.responses()
+    assert resp.chunked
+    assert resp.body == b"streaming"
+    assert resp.header("Connection") == "keep-alive"
+    assert not client.closed
+    assert proxy.idle_count() == 2 * 4 - 1  # the closed one is not cached again
+
+
+async def test_close_delimited_upstream_to_http10_client_ends_with_close(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/", version="1.0"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.0 200 OK\r\n\r\nold", b" style")
+    up.hang_up()
+    raw = client.take()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: close" in head
+    assert b"Transfer-Encoding" not in head
+    assert body == b"old style"
+    assert client.closed
+
+
+async def test_head_response_has_no_body_and_the_client_connection_stays_usable(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf(servers=1), idle_per_server=2)
+    client = proxy.client()
+    client.send(get("/", method="HEAD"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    [resp] = client.responses(head_only=True)
+    assert resp.status == 200
+    assert resp.header("Content-Length") == "1234"
+    assert client.transport.written() == b""
+    assert not client.closed
+    client.send(get("/next"))
+    proxy.active().respond(ok(b"after"))
+    [resp] = client.responses()
+    assert resp.body == b"after"
+
+
+async def test_head_response_returns_the_upstream_connection_to_the_pool(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf(servers=1), idle_per_server=1)
+    client = proxy.client()
+    client.send(get("/", method="HEAD"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    assert not up.transport.closed
+    assert proxy.idle_count() == 1
+
+
+@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
+async def test_204_and_304_have_no_body_and_no_framing(tmp_path: Path, status: str) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(f'HTTP/1.1 {status}\r\nETag: "v1"\r\n\r\n'.encode())
+    raw = client.take()
+    assert raw.startswith(f"HTTP/1.1 {status}\r\n".encode())
+    assert raw.endswith(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in raw
+    assert b'ETag: "v1"' in raw
+    assert not client.closed
+    assert not up.busy  # finished without waiting for a body
+
+
+async def test_interim_1xx_from_upstream_is_skipped_and_the_final_response_relayed(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+    up.respond(ok(b"final"))
+    [resp] = client.responses()
+    assert (resp.status, resp.body) == (200, b"final")
+
+
+async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(
+        get("/one") + get("/two", "Content-Length: 3", method="POST") + b"abc" + get("/three")
+    )
+    first = proxy.active()
+    assert b"GET /one " in first.take()
+    assert not client.reading  # the rest waits; reading is paused meanwhile
+    first.respond(ok(b"1"))
+    second = proxy.active()
+    head = second.take()
+    assert head.startswith(b"POST /two ")
+    assert head.endswith(b"\r\n\r\nabc")
+    second.respond(ok(b"2"))
+    third = proxy.active()
+    assert b"GET /three " in third.take()
+    third.respond(ok(b"3"))
+    assert [r.body for r in client.responses()] == [b"1", b"2", b"3"]
+    assert client.reading
+    assert not client.closed
+
+
+async def test_keepalive_requests_closes_the_client_after_the_nth_response(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf(server="keepalive_requests 2;"))
+    client = proxy.client()
+    client.send(get("/1"))
+    proxy.active().respond(ok(b"a"))
+    [resp] = client.responses()
+    assert resp.header("Connection") == "keep-alive"
+    assert not client.closed
+    client.send(get("/2"))
+    proxy.active().respond(ok(b"b"))
+    [resp] = client.responses()
+    assert resp.header("Connection") == "close"
+    assert client.closed
+
+
+async def test_client_connection_close_is_honoured_after_the_response(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/", "Connection: close"))
+    up = proxy.active()
+    up.respond(ok(b"bye"))
+    [resp] = client.responses()
+    assert resp.header("Connection") == "close"
+    assert client.closed
+    assert not up.transport.closed  # the upstream connection is still fine to reuse
+
+
+async def test_http10_client_without_keepalive_is_closed(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/", version="1.0"))
+    proxy.active().respond(ok(b"x"))
+    [resp] = client.responses()
+    assert resp.header("Connection") == "close"
+    assert client.closed
+
+
+async def test_upstream_connection_close_is_not_reused_but_client_stays(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf(servers=1), idle_per_server=2)
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(ok(b"x", "Connection: close"))
+    [resp] = client.responses()
+    assert resp.header("Connection") == "keep-alive"
+    assert up.transport.closed
+    assert proxy.idle_count() == 1
+
+
+async def test_client_gone_mid_response_drops_the_upstream_connection(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+    client.transport.lose()
+    assert up.transport.closed
+    assert not up.busy
+    peers = proxy.state.upstreams["app"].balancer.peers
+    assert [p.conns for p in peers] == [0, 0]
+    assert [p.fails for p in peers] == [0, 0]  # a client abort is no upstream failure
