@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: nginx (parity tests, rendered bench configs) and
-# haproxy (the benchmark's rendered haproxy.cfg is checked with haproxy -c).
+# System packages the test suite needs: nginx (parity tests, rendered bench configs),
+# haproxy (the benchmark's rendered haproxy.cfg is checked with haproxy -c), a JDK (the
+# deploy tests build a small Java app with javac and jar) and curl/openssl (TLS tests).
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+{ command -v javac >/dev/null 2>&1 && command -v jar >/dev/null 2>&1; } || missing+=(openjdk-17-jdk-headless)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
