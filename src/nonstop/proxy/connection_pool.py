@@ -93,7 +93,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.lines: list[bytes] = []  # response header lines to pass on, as sent
+        # response headers to pass on, flat: name, b": ", value, b"\r\n", name, ...
+        self.lines: list[bytes] = []
         self.special: list[tuple[int, bytes]] = []  # (H_TE | H_CONNECTION | H_UPGRADE, value)
         self.length = -1
         self.requests = 0
@@ -155,9 +156,9 @@ class UpstreamConnection(asyncio.Protocol):
         if kind is None:
             kind = _kind(name)
         if kind == H_PASS:
-            self.lines.append(name + b": " + value + b"\r\n")
+            self.lines += (name, b": ", value, b"\r\n")  # joined once, per response
         elif kind == H_LENGTH:
-            self.lines.append(name + b": " + value + b"\r\n")
+            self.lines += (name, b": ", value, b"\r\n")
             try:
                 self.length = int(value)
             except ValueError:

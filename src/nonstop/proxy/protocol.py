@@ -545,7 +545,7 @@ class ClientConnection(asyncio.Protocol):
             prefix = route.uri_prefix.encode("latin-1")
             if url.startswith(prefix):
                 url = route.uri_replace.encode("latin-1") + url[len(prefix) :]
-        parts = [req.method + b" " + url + b" HTTP/1.1\r\n"]
+        parts = [req.method, b" ", url, b" HTTP/1.1\r\n"]
         drop = route.drop
         named: set[bytes] | None = None
         for lname, name, value in req.headers:
@@ -554,9 +554,9 @@ class ClientConnection(asyncio.Protocol):
                     named = {t.strip().lower() for t in value.split(b",")}
                     named -= {b"close", b"keep-alive", b"upgrade", b""}
                 continue
-            parts.append(name + b": " + value + b"\r\n")
+            parts += (name, b": ", value, b"\r\n")
         if named:
-            parts = parts[:1] + [p for p in parts[1:] if p.split(b":", 1)[0].lower() not in named]
+            parts = parts[:4] + _without(parts[4:], named)
         for op in route.ops:
             computed = op.fn(req)  # type: ignore[misc]
             if computed:
@@ -657,7 +657,7 @@ class ClientConnection(asyncio.Protocol):
                     named = {t.strip().lower() for t in value.split(b",")}
                     named -= {b"close", b"keep-alive", b"upgrade", b""}
                     if named:
-                        lines = [ln for ln in lines if ln.split(b":", 1)[0].lower() not in named]
+                        lines = _without(lines, named)
         uconn.clear_head()
         head = status_line(status) + SERVER_LINE + self.state.date.current + b"".join(lines)
         adds = route.add_success if status in ADD_HEADER_STATUS else route.add_always
@@ -1063,6 +1063,15 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return True
         return False
+
+
+def _without(flat: list[bytes], names: set[bytes]) -> list[bytes]:
+    """Header parts (name, ": ", value, CRLF, ...) minus the headers ``names`` lists."""
+    out: list[bytes] = []
+    for i in range(0, len(flat), 4):
+        if flat[i].lower() not in names:
+            out += flat[i : i + 4]
+    return out
 
 
 def _added(ops: tuple[HeaderOp, ...], req: Request) -> bytes:
