@@ -12,6 +12,7 @@ request sets one float instead of scheduling and cancelling a callback.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections import deque
 from typing import TYPE_CHECKING
@@ -29,7 +30,18 @@ if TYPE_CHECKING:
     from nonstop.proxy.server import Backend, ProxyState
     from nonstop.proxy.upstream import Attempt, Peer
 
-__all__ = ["ClientConnection"]
+__all__ = ["ClientConnection", "Rejected"]
+
+log = logging.getLogger("nonstop")
+
+
+class Rejected(Exception):
+    """A request refused while parsing, with the status nginx answers it with."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
 
 OK = Outcome.OK
 
@@ -67,6 +79,8 @@ SPECIAL_REQUEST_HEADERS = frozenset(
     }
 )
 RETRY_BUFFER = 1024 * 1024  # request body kept for a retry up to this size
+MAX_LINE = 8192  # large_client_header_buffers 4 8k: one line (request line or header)
+MAX_HEAD_BYTES = 4 * 8192 + 1024  # the whole head, with some slack for line ends
 BODY_BUFFER_HIGH = 256 * 1024  # pause reading the client above this many unsent bytes
 SERVER_LINE = b"Server: nonstop\r\n"
 
@@ -86,8 +100,10 @@ class ClientConnection(asyncio.Protocol):
         "eof",
         "expected_body",
         "first_try",
+        "head_bytes",
         "header_timeout",
         "held",
+        "in_head",
         "last_failure",
         "lingering",
         "local_port",
@@ -140,6 +156,8 @@ class ClientConnection(asyncio.Protocol):
         self.eof = False
         self.lingering = 0.0
         self.header_timeout = state.client_header_timeout
+        self.in_head = True
+        self.head_bytes = 0
         self.out: list[bytes] = []
         self._reset_exchange()
 
@@ -235,16 +253,29 @@ class ClientConnection(asyncio.Protocol):
             if sum(map(len, self.held)) > BODY_BUFFER_HIGH and self.transport is not None:
                 self.transport.pause_reading()
             return
+        if self.in_head:
+            # Bound what a request head may take before the parser has called back
+            # (large_client_header_buffers: 4 x 8k in nginx).
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._bad_request(494)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.upgrading = True
             rest = data[upgrade.args[0] :]
             self.held = [rest] if rest else []
-        except httptools.HttpParserError:
-            self._bad_request(400)
-            return
-        self._flush_upstream()
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, Rejected):
+                self._bad_request(cause.status)
+            elif cause is None or isinstance(cause, httptools.HttpParserError):
+                self._bad_request(400)
+            else:
+                # A defect of ours surfaced inside a parser callback: say so loudly.
+                log.error("internal error handling a request", exc_info=cause)
+                self._bad_request(500)
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response (nginx answers it).
@@ -267,12 +298,14 @@ class ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         req = self.parsing
         if req is None:
-            self.parsing = Request(self, url)
+            self.parsing = req = Request(self, url)
             if self.req is None:
                 self.phase = HEAD
                 self.deadline = self.state.now() + self.header_timeout
         else:
             req.url += url  # the URL arrived in pieces
+        if len(req.url) > MAX_LINE:
+            raise Rejected(414)  # nginx: "Request-URI Too Large"
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.parsing
@@ -282,11 +315,15 @@ class ClientConnection(asyncio.Protocol):
         req.headers.append((lname, name, value))
         if lname in SPECIAL_REQUEST_HEADERS:
             self._special_header(req, lname, value)
+        elif len(name) + len(value) > MAX_LINE:
+            raise Rejected(494)  # "Request Header Or Cookie Too Large", sent as 400
 
     def _special_header(self, req: Request, lname: bytes, value: bytes) -> None:
+        if len(value) > MAX_LINE:
+            raise Rejected(494)
         if lname == b"host":
             if req.http_host is not None:
-                raise httptools.HttpParserError("duplicate Host header")
+                raise Rejected(400)  # nginx: "client sent duplicate host header"
             req.http_host = value
         elif lname == b"x-forwarded-for":
             if req.xff is None:
@@ -297,23 +334,33 @@ class ClientConnection(asyncio.Protocol):
         elif lname == b"expect":
             req.expect_continue = value.lower() == b"100-continue"
         elif lname == b"content-length":
+            if req.content_length != -1:
+                raise Rejected(400)  # nginx: "client sent duplicate header line"
             try:
-                length = int(value)
+                req.content_length = int(value)
             except ValueError:
-                raise httptools.HttpParserError("invalid Content-Length") from None
-            if req.content_length not in (-1, length):
-                raise httptools.HttpParserError("conflicting Content-Length")
-            req.content_length = length
+                raise Rejected(400) from None
         elif lname == b"transfer-encoding":
+            if req.chunked or value.strip().lower() != b"chunked":
+                # nginx accepts exactly "chunked"; any other coding is 501, because a
+                # proxy that re-frames the body must not pass on a coding it dropped.
+                raise Rejected(501)
             req.chunked = True
 
     def on_headers_complete(self) -> None:
         req = self.parsing
+        self.in_head = False
+        self.head_bytes = 0
         if req is None:
             return
         parser = self.parser
         req.method = parser.get_method()
-        req.version = parser.get_http_version()
+        version = req.version = parser.get_http_version()
+        if version != "1.1":
+            if version[0] != "1":
+                raise Rejected(505)
+            if req.chunked:
+                raise Rejected(400)  # nginx: Transfer-Encoding in an HTTP/1.0 request
         req.keep_alive = parser.should_keep_alive()
         self._prepare(req)
         if self.req is None:
@@ -336,6 +383,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self.parsing
         self.parsing = None
+        self.in_head = True  # what follows is the next request's head
         if req is None:
             return
         if req is self.req:
@@ -967,7 +1015,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.resp_started:
             body = error_page(code)
             transport.write(
-                status_line(code)
+                status_line(400 if code == 494 else code)  # nginx sends its 494 as 400
                 + SERVER_LINE
                 + self.state.date.current
                 + b"Content-Type: text/html\r\nContent-Length: "

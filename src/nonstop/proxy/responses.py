@@ -16,7 +16,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 _EXTRA_REASONS = {
     444: "No Response",
-    494: "Request Header Too Large",
+    494: "Request Header Or Cookie Too Large",
     499: "Client Closed Request",
 }
 
@@ -46,7 +46,7 @@ def error_page(code: int) -> bytes:
     """The HTML body nginx sends for its own error and redirect responses."""
     page = _PAGES.get(code)
     if page is None:
-        title = f"{code} {reason(code)}"
+        title = f"{code} {reason(code)}" if code != 494 else f"400 {reason(494)}"
         page = (
             f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
             f"<center><h1>{title}</h1></center>\r\n<hr><center>nonstop</center>\r\n"

@@ -1,0 +1,85 @@
+"""Malformed and smuggling requests: answered as nginx answers them, nothing forwarded.
+
+Every payload carries a second request (``GET /smuggled``) hidden where a lenient parser
+would see it; the recording backend must never receive it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.test_proxy_http import conf, servers
+from tests.support.proc import raw_request
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+
+CASES = {
+    "content-length-and-transfer-encoding": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n" + SMUGGLED,
+        400,
+    ),
+    "two-different-content-lengths": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 38\r\n\r\n" + SMUGGLED,
+        400,
+    ),
+    "transfer-encoding-not-ending-in-chunked": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"
+        + SMUGGLED,
+        400,
+    ),
+    "transfer-encoding-with-another-coding": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"
+        + SMUGGLED,
+        501,
+    ),
+    "invalid-chunk-size": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n" + SMUGGLED,
+        400,
+    ),
+    "invalid-chunk-extension": (
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;\x01\r\nx\r\n0\r\n\r\n"
+        + SMUGGLED,
+        400,
+    ),
+    "obs-fold": (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n\r\n" + SMUGGLED,
+        400,
+    ),
+    "nul-in-header": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x00b\r\n\r\n" + SMUGGLED, 400),
+    "control-char-in-header": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n" + SMUGGLED, 400),
+    "bad-request-line": (b"GET /a b HTTP/1.1 x\r\nHost: a\r\n\r\n" + SMUGGLED, 400),
+    "bad-method": (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLED, 400),
+    "bad-version": (b"GET / HTTP/9.1\r\nHost: a\r\n\r\n" + SMUGGLED, 400),
+    "unsupported-version": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n" + SMUGGLED, 505),
+    "missing-host": (b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n" + SMUGGLED, 400),
+    "duplicate-host": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
+    "uri-too-long": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLED, 414),
+    "header-too-long": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 400),
+    "headers-too-large": (
+        b"GET / HTTP/1.1\r\nHost: a\r\n"
+        + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(10)),
+        400,
+    ),
+    "transfer-encoding-in-http10": (
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+        400,
+    ),
+    "space-before-colon": (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n" + SMUGGLED, 400),
+    "bare-lf-line-ends": (b"GET / HTTP/1.1\nHost: a\n\n" + SMUGGLED, 400),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_request_is_refused_and_nothing_smuggled_reaches_the_backend(
+    name: str, backends, proxy
+):
+    payload, status = CASES[name]
+    (b1,) = backends(1)
+    p = proxy(conf(servers(b1)))
+    answer = raw_request(p.port, payload, timeout=3)
+    assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
+    assert b"Connection: close" in answer
+    assert "/smuggled" not in b1.paths()
+    # the proxy still serves ordinary requests afterwards
+    assert p.request("GET", "/")[0] == 200
