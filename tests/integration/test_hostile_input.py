@@ -7,7 +7,6 @@ would see it; the recording backend must never receive it.
 from __future__ import annotations
 
 import pytest
-
 from tests.integration.test_proxy_http import conf, servers
 from tests.support.proc import raw_request
 

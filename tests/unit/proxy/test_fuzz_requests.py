@@ -22,7 +22,6 @@ import httptools
 import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tests.unit.proxy.protocol_support import conf, make_proxy, ok
 
 SEEDS = [
