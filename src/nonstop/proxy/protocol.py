@@ -253,13 +253,6 @@ class ClientConnection(asyncio.Protocol):
             if sum(map(len, self.held)) > BODY_BUFFER_HIGH and self.transport is not None:
                 self.transport.pause_reading()
             return
-        if self.in_head:
-            # Bound what a request head may take before the parser has called back
-            # (large_client_header_buffers: 4 x 8k in nginx).
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES:
-                self._bad_request(494)
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -276,6 +269,17 @@ class ClientConnection(asyncio.Protocol):
                 # A defect of ours surfaced inside a parser callback: say so loudly.
                 log.error("internal error handling a request", exc_info=cause)
                 self._bad_request(500)
+            return
+        if self.in_head:
+            # Still inside a request head after this read: bound what it may take
+            # before the parser calls back (large_client_header_buffers 4 x 8k).  A
+            # read in which a message ended (head_bytes < 0) starts the count afresh.
+            if self.head_bytes < 0:
+                self.head_bytes = 0
+            else:
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self._bad_request(494)
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response (nginx answers it).
@@ -384,6 +388,7 @@ class ClientConnection(asyncio.Protocol):
         req = self.parsing
         self.parsing = None
         self.in_head = True  # what follows is the next request's head
+        self.head_bytes = -1
         if req is None:
             return
         if req is self.req:

@@ -299,8 +299,13 @@ class ProxyServer:
     async def reload(self, config: Config) -> None:
         """Apply ``config``; on any error the running config stays and the error is raised."""
         ProxyState.check(config)  # raises ConfigError; nothing has changed yet
+        previous = self.state.config
         self.tls.load(config)  # raises on a bad certificate; old contexts stay
-        await self._open_listeners(config)  # opens new ports first; on error closes them
+        try:
+            await self._open_listeners(config)  # opens new ports first; on error closes them
+        except OSError:
+            self.tls.load(previous)  # the old config stays whole, certificates included
+            raise
         state = self.state
         state.install(config, state)
         for conn in list(state.connections):

@@ -316,3 +316,27 @@ def _dechunk(data: bytes) -> bytes:
         body += data[:size]
         data = data[size + 2 :]
     return body
+
+
+async def test_head_and_a_large_body_in_one_read_are_not_taken_for_a_huge_head(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf(server="client_max_body_size 1m;"))
+    client = proxy.client()
+    body = b"x" * 100_000
+    client.send(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + body)
+    sent = proxy.written_upstream()
+    assert sent.startswith(b"POST /p HTTP/1.1\r\n")
+    assert sent.endswith(body)
+    assert client.take() == b""  # no 400: the request went upstream
+
+
+async def test_a_head_that_never_ends_is_refused_before_it_grows(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: ")
+    for _ in range(6):
+        client.send(b"a" * 7000)
+    [resp] = client.responses()
+    assert resp.status == 400
+    assert proxy.written_upstream() == b""

@@ -1,0 +1,423 @@
+"""TLS termination by a running nonstop, seen by real clients: Python's ssl, curl, openssl.
+
+Certificates are made per test with trustme; the proxy runs as a subprocess with an
+nginx.conf listening on a plain port (the https redirect) and a TLS port.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography import x509
+from tests.support.backends import RecordingBackend, free_port
+from tests.support.proc import NonstopProcess
+
+# The seed's front server, as written there (TLSv1 and TLSv1.1 load; OpenSSL may refuse them).
+SEED_TLS = """
+    ssl_protocols TLSv1 TLSv1.1 TLSv1.2;
+    ssl_prefer_server_ciphers on;
+    ssl_ciphers ECDH+AESGCM:ECDH+AES256:ECDH+AES128:DH+3DES:!ADH:!AECDH:!MD5;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 10m;
+"""
+
+
+class Site:
+    """A CA, certificate files, a backend and a nonstop serving example.com over TLS."""
+
+    def __init__(self, tmp: Path, backend: RecordingBackend) -> None:
+        self.dir = tmp
+        self.backend = backend
+        self.ca = trustme.CA()
+        self.ca_file = tmp / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self.plain = free_port()
+        self.tls = free_port()
+        self.dead = free_port()  # nothing listens: the proxy's own 502
+        self.path = tmp / "nginx.conf"
+        self.process: NonstopProcess | None = None
+
+    def issue(self, stem: str, *names: str) -> None:
+        cert = self.ca.create_child_ca().issue_cert(*names)  # served as a full chain
+        (self.dir / f"{stem}.crt").write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+        (self.dir / f"{stem}.key").write_bytes(cert.private_key_pem.bytes())
+
+    def config(self, tls: str = SEED_TLS, api_key: str = "api.key") -> str:
+        return f"""
+events {{}}
+http {{
+  access_log off;
+  upstream app {{
+    server {self.backend.address};
+    keepalive 4;
+  }}
+  server {{
+    listen 127.0.0.1:{self.plain};
+    server_name example.com;
+    return 301 https://$host$request_uri;
+  }}
+  server {{
+    listen 127.0.0.1:{self.tls} ssl;
+    server_name example.com;
+    ssl_certificate site.crt;
+    ssl_certificate_key site.key;
+    {tls}
+    add_header Strict-Transport-Security "max-age=31536000" always;
+    client_max_body_size 2m;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+    location /down/ {{
+      proxy_pass http://127.0.0.1:{self.dead};
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{self.tls} ssl;
+    server_name *.api.test;
+    ssl_certificate api.crt;
+    ssl_certificate_key {api_key};
+    location / {{
+      proxy_pass http://app;
+    }}
+  }}
+}}
+"""
+
+    def start(self, text: str | None = None) -> Site:
+        self.path.write_text(text or self.config())
+        self.process = NonstopProcess(
+            self.path, [self.plain, self.tls], ["--shutdown-timeout", "5s"]
+        ).start()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nonstop", *args, "-c", str(self.path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=self.dir,
+        )
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        return context
+
+    def connect(self, sni: str | None = "example.com") -> Client:
+        return Client(self.tls, sni, self.client_context())
+
+
+class Client(http.client.HTTPSConnection):
+    """An HTTPS connection to 127.0.0.1 that sends ``sni`` and verifies it against the CA."""
+
+    def __init__(self, port: int, sni: str | None, context: ssl.SSLContext) -> None:
+        if sni is None:
+            context.check_hostname = False
+        super().__init__(sni or "127.0.0.1", port, timeout=10, context=context)
+        self.sni = sni
+        self.tls_context = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self.tls_context.wrap_socket(raw, server_hostname=self.sni)
+
+    def get(self, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        self.request("POST" if body is not None else "GET", path, body=body)
+        resp = self.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+    def peer_names(self) -> list[str]:
+        assert isinstance(self.sock, ssl.SSLSocket)
+        cert = self.sock.getpeercert()
+        return [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Callable[..., Site]]:
+    made: list[Site] = []
+    backends: list[RecordingBackend] = []
+
+    def make(start: bool = True) -> Site:
+        backend = RecordingBackend(name="b1").start()
+        backends.append(backend)
+        s = Site(tmp_path, backend)
+        s.issue("site", "example.com", "www.example.com")
+        s.issue("api", "*.api.test")
+        made.append(s)
+        return s.start() if start else s
+
+    yield make
+    for s in made:
+        s.stop()
+    for backend in backends:
+        backend.stop()
+
+
+def s_client(site: Site, *args: str) -> str:
+    """One request through ``openssl s_client``; it waits for the proxy to close, so the
+    whole handshake summary is printed before it exits."""
+    result = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{site.tls}",
+            "-CAfile",
+            str(site.ca_file),
+            "-ign_eof",
+            *args,
+        ],
+        input="GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    return result.stdout + result.stderr
+
+
+def served_names(output: str) -> list[str]:
+    """The SAN DNS names of the leaf certificate in ``openssl s_client`` output."""
+    begin = output.index("-----BEGIN CERTIFICATE-----")
+    end = output.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")
+    cert = x509.load_pem_x509_certificate(output[begin:end].encode())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return list(san.value.get_values_for_type(x509.DNSName))
+
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def test_get_through_tls_reaches_the_backend_with_https_forwarded_proto(site) -> None:
+    s = site()
+    conn = s.connect()
+    status, headers, body = conn.get("/echo?q=1")
+    conn.close()
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["target"] == "/echo?q=1"
+    assert ["X-Forwarded-Proto", "https"] in seen["headers"]
+    assert headers["strict-transport-security"] == "max-age=31536000"
+
+
+def test_hsts_is_added_to_the_proxys_own_502(site) -> None:
+    s = site()
+    conn = s.connect()
+    status, headers, _ = conn.get("/down/x")
+    conn.close()
+    assert status == 502
+    assert headers["strict-transport-security"] == "max-age=31536000"
+
+
+def test_plain_port_redirects_to_https_keeping_the_query(site) -> None:
+    s = site()
+    conn = http.client.HTTPConnection("127.0.0.1", s.plain, timeout=10)
+    conn.request("GET", "/a/b?x=1&y=%20z", headers={"Host": "example.com"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 301
+    assert resp.getheader("Location") == "https://example.com/a/b?x=1&y=%20z"
+
+
+def test_several_requests_share_one_tls_connection(site) -> None:
+    s = site()
+    conn = s.connect()
+    conn.get("/")
+    first = conn.sock
+    for i in range(5):
+        status, _, body = conn.get(f"/echo?i={i}")
+        assert status == 200 and json.loads(body)["target"] == f"/echo?i={i}"
+        assert conn.sock is first
+    conn.close()
+
+
+def test_one_megabyte_goes_up_and_down_over_tls(site) -> None:
+    s = site()
+    conn = s.connect()
+    upload = bytes(range(256)) * 4096  # 1 MiB
+    status, _, body = conn.get("/echo", body=upload)
+    assert status == 200
+    assert json.loads(body)["body"].encode("latin-1") == upload
+    status, _, body = conn.get(f"/big/{1024 * 1024}")
+    conn.close()
+    assert status == 200 and body == b"x" * (1024 * 1024)
+
+
+def test_session_ticket_resumes_a_second_connection(site) -> None:
+    s = site()
+    context = s.client_context()
+    sessions = []
+    for _ in range(2):
+        raw = socket.create_connection(("127.0.0.1", s.tls), 10)
+        session = sessions[-1] if sessions else None
+        with context.wrap_socket(raw, server_hostname="example.com", session=session) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+            while sock.recv(65536):
+                pass
+            sessions.append(sock.session)
+            reused = sock.session_reused
+    assert reused
+
+
+@needs_curl
+def test_curl_with_the_ca_gets_the_backend_response(site) -> None:
+    s = site()
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-i",
+            "--cacert",
+            str(s.ca_file),
+            "--resolve",
+            f"example.com:{s.tls}:127.0.0.1",
+            f"https://example.com:{s.tls}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HTTP/1.1 200")
+    assert "strict-transport-security: max-age=31536000" in result.stdout.lower()
+    assert result.stdout.endswith("b1")
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def test_sni_chooses_the_certificate_by_exact_and_wildcard_name(site) -> None:
+    s = site()
+    for sni, names in [
+        ("example.com", ["example.com", "www.example.com"]),
+        ("www.example.com", ["example.com", "www.example.com"]),
+        ("v1.api.test", ["*.api.test"]),
+    ]:
+        conn = s.connect(sni)
+        assert conn.get("/")[0] == 200
+        assert conn.peer_names() == names
+        conn.close()
+
+
+def test_unknown_or_missing_sni_gets_the_default_servers_certificate(site) -> None:
+    s = site()
+    for sni in ("unknown.test", None):
+        conn = s.connect(sni)
+        if sni is not None:
+            conn.tls_context.check_hostname = False
+        assert conn.get("/")[0] == 200
+        assert conn.peer_names() == ["example.com", "www.example.com"]
+        conn.close()
+
+
+@needs_openssl
+def test_openssl_s_client_sees_sni_choice_verified_chain_and_alpn(site) -> None:
+    s = site()
+    out = s_client(s, "-servername", "x.api.test", "-alpn", "http/1.1", "-showcerts")
+    assert served_names(out) == ["*.api.test"]
+    assert "Verify return code: 0 (ok)" in out
+    assert "ALPN protocol: http/1.1" in out
+    assert "HTTP/1.1 200 OK" in out  # the request went through
+    out = s_client(s, "-noservername")
+    assert served_names(out) == ["example.com", "www.example.com"]
+
+
+@needs_openssl
+def test_protocols_follow_ssl_protocols(site) -> None:
+    s = site()  # the seed's "TLSv1 TLSv1.1 TLSv1.2": no TLS 1.3
+    out = s_client(s, "-servername", "example.com", "-tls1_2")
+    assert "Protocol  : TLSv1.2" in out and "HTTP/1.1 200 OK" in out
+    refused = s_client(s, "-servername", "example.com", "-tls1_3")
+    assert "Cipher is (NONE)" in refused and "HTTP/1.1" not in refused
+    s.stop()
+    s.start(s.config(tls=""))  # defaults: TLSv1.2 and TLSv1.3
+    out = s_client(s, "-servername", "example.com")
+    assert "Protocol  : TLSv1.3" in out and "HTTP/1.1 200 OK" in out
+
+
+# --------------------------------------------------------------------------- reload
+
+
+def test_reload_serves_a_new_certificate_and_keeps_an_open_connection(site) -> None:
+    s = site()
+    kept = s.connect()
+    assert kept.get("/")[0] == 200
+    sock = kept.sock
+    s.issue("site", "example.com", "renewed.example.com")
+    result = s.cli("reload")
+    assert result.returncode == 0, result.stderr
+    assert kept.get("/echo")[0] == 200
+    assert kept.sock is sock
+    assert kept.peer_names() == ["example.com", "www.example.com"]
+    kept.close()
+    fresh = s.connect()
+    assert fresh.get("/")[0] == 200
+    assert fresh.peer_names() == ["example.com", "renewed.example.com"]
+    fresh.close()
+
+
+def test_reload_with_a_broken_key_is_refused_and_the_old_certificate_stays(site) -> None:
+    s = site()
+    kept = s.connect()
+    assert kept.get("/")[0] == 200
+    s.issue("site", "example.com", "renewed.example.com")
+    s.path.write_text(s.config(api_key="site.key"))  # api.crt with another certificate's key
+    result = s.cli("reload")
+    assert result.returncode == 2
+    assert f'certificate "{s.dir / "api.crt"}" does not match key' in result.stderr
+    assert str(s.path) in result.stderr
+    assert kept.get("/")[0] == 200
+    kept.close()
+    fresh = s.connect()
+    assert fresh.get("/")[0] == 200
+    assert fresh.peer_names() == ["example.com", "www.example.com"]
+    fresh.close()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_check_names_a_missing_certificate_and_its_config_line(site) -> None:
+    s = site(start=False)
+    s.path.write_text(s.config())
+    (s.dir / "api.crt").unlink()
+    result = s.cli("check")
+    assert result.returncode == 2
+    assert f'cannot load certificate "{s.dir / "api.crt"}": no such file' in result.stderr
+    assert f"{s.path}:" in result.stderr
+
+
+def test_start_with_a_mismatched_key_exits_2_naming_the_files(site) -> None:
+    s = site(start=False)
+    s.path.write_text(s.config(api_key="site.key"))
+    result = subprocess.run(
+        [sys.executable, "-m", "nonstop", "run", "-c", str(s.path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=s.dir,
+    )
+    assert result.returncode == 2
+    assert f'certificate "{s.dir / "api.crt"}" does not match key' in result.stderr
