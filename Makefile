@@ -5,18 +5,26 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: example test lint unit integration bench clean
+.PHONY: example test lint build clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.compiled
+
+# The proxy's hot path is compiled with mypyc (setup.py); rebuild when its sources change.
+COMPILED_SOURCES := $(wildcard src/nonstop/proxy/*.py src/nonstop/proxy/balancers/*.py)
+$(VENV)/.compiled: $(VENV)/.installed $(COMPILED_SOURCES)
+	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
-example: $(VENV)/.installed
+build: $(VENV)/.compiled
+
+example: $(VENV)/.compiled
 	$(BIN)/python examples/hello/run.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.compiled
 	./scripts/system-deps.sh
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
@@ -28,4 +36,5 @@ lint: $(VENV)/.installed
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete

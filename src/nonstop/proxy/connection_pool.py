@@ -72,7 +72,9 @@ class Exchange(Protocol):
     def upstream_write_paused(self, paused: bool) -> None: ...
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """A connection to an upstream server; an asyncio protocol by its methods."""
+
     __slots__ = (
         "address",
         "closed",

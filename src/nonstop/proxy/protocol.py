@@ -15,7 +15,8 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
@@ -85,7 +86,10 @@ BODY_BUFFER_HIGH = 256 * 1024  # pause reading the client above this many unsent
 SERVER_LINE = b"Server: nonstop\r\n"
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """One client connection; an asyncio protocol by its methods (no base class, so that
+    the compiled build makes it a native class with C-level attribute access)."""
+
     __slots__ = (
         "attempt",
         "body_buf",
@@ -535,15 +539,13 @@ class ClientConnection(asyncio.Protocol):
 
     async def _connect(self, peer: Peer) -> None:
         loop = self.state.loop
+        proto = UpstreamConnection(peer.address)
+        factory = cast("Callable[[], asyncio.Protocol]", lambda: proto)
         try:
             if peer.spec.is_unix:
-                _, proto = await loop.create_unix_connection(
-                    lambda: UpstreamConnection(peer.address), peer.host
-                )
+                await loop.create_unix_connection(factory, peer.host)
             else:
-                _, proto = await loop.create_connection(
-                    lambda: UpstreamConnection(peer.address), peer.host, peer.port
-                )
+                await loop.create_connection(factory, peer.host, peer.port)
         except asyncio.CancelledError:
             return
         except OSError as exc:

@@ -17,6 +17,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
@@ -282,9 +283,8 @@ class ProxyServer:
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
-        return await self.loop.create_server(
-            lambda: ClientConnection(state, scheme), sock=sock, ssl=context, backlog=511
-        )
+        factory = cast("Callable[[], asyncio.Protocol]", lambda: ClientConnection(state, scheme))
+        return await self.loop.create_server(factory, sock=sock, ssl=context, backlog=511)
 
     def bound_ports(self) -> list[tuple[str, int]]:
         """The addresses actually listened on (port 0 in a config picks a free one)."""
