@@ -1,6 +1,8 @@
-"""A tiny example backend: answers every request with its name and port.
+"""A tiny example app: answers every request with its release and port.
 
-Run as ``python app.py NAME PORT``.  Stands in for the app a team deploys.
+Run as ``python app.py PORT RELEASE`` -- nonstop runs it so, from ``[apps.hello]`` in
+nonstop.toml, substituting ``{port}`` and ``{release}``.  ``/infra/health`` answers ``UP``.
+Like many apps, it exits at once on SIGTERM, with no graceful shutdown of its own.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "hello-app"
 
     def do_GET(self) -> None:
-        name, port = self.server.app_name, self.server.server_address[1]  # type: ignore[attr-defined]
+        release, port = self.server.release, self.server.server_address[1]  # type: ignore[attr-defined]
         if self.path == "/infra/health":
             body = b"UP"
         else:
-            body = f"hello from {name} (port {port}), you asked for {self.path}\n".encode()
+            body = f"hello from {release} (port {port}), you asked for {self.path}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -30,9 +32,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    name, port = sys.argv[1], int(sys.argv[2])
+    port, release = int(sys.argv[1]), sys.argv[2]
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.app_name = name  # type: ignore[attr-defined]
+    server.daemon_threads = True
+    server.release = release  # type: ignore[attr-defined]
+    print(f"hello {release} listening on 127.0.0.1:{port}", flush=True)
     server.serve_forever()
 
 

@@ -1,7 +1,7 @@
-"""Run the bundled example: two backends, nonstop in front, a few requests to watch.
+"""Run the bundled example: nonstop supervising an app, and a deploy under traffic.
 
-``python examples/hello/run.py``          serve until Ctrl-C
-``python examples/hello/run.py --once``   show the balancing, then stop everything
+``python examples/hello/run.py``          deploy v1, then v2 while requests run; serve until Ctrl-C
+``python examples/hello/run.py --once``   the same, then stop everything
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+CONFIG = HERE / "nonstop.toml"
 PROXY = 8000
-BACKENDS = {"blue": 9001, "green": 9002}
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
@@ -31,42 +33,65 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
+def nonstop(*args: str) -> int:
+    return subprocess.call([sys.executable, "-m", "nonstop", *args, "-c", str(CONFIG)])
+
+
+def get(path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{PROXY}{path}", timeout=10) as resp:
+        return str(resp.read().decode().strip())
+
+
+def request_loop(stop: threading.Event, seen: Counter[str], failed: list[str]) -> None:
+    """What users do meanwhile: one request after another, for at most 60 s."""
+    deadline = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            seen[get("/").split(" (")[0]] += 1
+        except OSError as exc:
+            failed.append(repr(exc))
+
+
+def demo() -> int:
+    if nonstop("deploy", "hello", "--release", "v1") != 0:
+        return 1
+    print("\n  " + get("/first"))
+    stop, seen, failed = threading.Event(), Counter[str](), list[str]()
+    loop = threading.Thread(target=request_loop, args=(stop, seen, failed))
+    loop.start()
+    print("\nnow v1 -> v2 while a request loop keeps running:\n")
+    code = nonstop("deploy", "hello", "--release", "v2")
+    stop.set()
+    loop.join()
+    print(f"\n  {dict(seen)}, failed requests: {len(failed)}")
+    print("  " + get("/after"))
+    return code if not failed else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--once", action="store_true", help="stop after the demo requests")
+    parser.add_argument("--once", action="store_true", help="stop after the demo")
     args = parser.parse_args()
-    procs: list[subprocess.Popen[bytes]] = []
+    daemon = subprocess.Popen([sys.executable, "-m", "nonstop", "run", "-c", str(CONFIG)])
     try:
-        for name, port in BACKENDS.items():
-            procs.append(subprocess.Popen([sys.executable, str(HERE / "app.py"), name, str(port)]))
-        for port in BACKENDS.values():
-            wait_port(port)
-        nonstop = subprocess.Popen(
-            [sys.executable, "-m", "nonstop", "run", "-c", str(HERE / "nonstop.toml")]
-        )
-        procs.append(nonstop)
         wait_port(PROXY)
-        print(f"nonstop listens on http://127.0.0.1:{PROXY}/ (weights: blue 2, green 1)\n")
-        for i in range(6):
-            with urllib.request.urlopen(f"http://127.0.0.1:{PROXY}/request/{i}") as resp:
-                print("  " + resp.read().decode().strip())
+        print(f"nonstop listens on http://127.0.0.1:{PROXY}/\n")
+        code = demo()
         print(f"\naccess log: {HERE / 'logs' / 'access.log'}")
-        if args.once:
-            return 0
+        if args.once or code:
+            return code
         print("Ctrl-C to stop.")
-        nonstop.wait()
-        return nonstop.returncode
+        daemon.wait()
+        return daemon.returncode
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
 """``nonstop run``: the daemon's main loop.
 
 Signal handlers only enqueue (as gunicorn's arbiter does); the loop dispatches: SIGHUP
-and the admin ``reload`` re-read the config, SIGTERM/SIGINT shut down in one order.
+and the admin ``reload`` re-read the config, SIGTERM/SIGINT shut down in one order:
+stop taking admin requests, cancel running deploys (they are recorded ``interrupted``
+and the next start resolves them with the old release serving), stop accepting
+connections and let in-flight requests finish, then stop the app instances, then
+close the state store.
+
+On start: open the state store, resolve deploys a crash cut short, then — with the
+proxy already listening and the admin socket open — stop orphaned instances and bring
+each app's live release back (a deploy of that app waits for it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -14,13 +23,18 @@ import sys
 import time
 from typing import Any
 
-from nonstop.admin.server import AdminServer
+from nonstop.admin.server import AdminServer, Emit
 from nonstop.config import load
-from nonstop.config.model import Config
-from nonstop.errors import ConfigError
-from nonstop.proxy.server import ProxyServer
+from nonstop.config.model import Config, HealthSpec
+from nonstop.deploy.deployer import Deployer, describe_deploy
+from nonstop.deploy.pool import AppPool
+from nonstop.deploy.store import StateStore
+from nonstop.errors import ConfigError, NonstopError
+from nonstop.health import HealthChecker
+from nonstop.proxy.server import Backend, ProxyServer
+from nonstop.supervisor import Supervisor, SupervisorEvent
 
-__all__ = ["Daemon", "admin_socket_path", "setup_logging"]
+__all__ = ["Daemon", "UpstreamChecks", "admin_socket_path", "setup_logging"]
 
 log = logging.getLogger("nonstop")
 
@@ -74,18 +88,36 @@ class Daemon:
         self.events: asyncio.Queue[str] = asyncio.Queue()
         self.proxy: ProxyServer | None = None
         self.admin: AdminServer | None = None
+        self.store: StateStore | None = None
+        self.deployer: Deployer | None = None
+        self.checks: UpstreamChecks | None = None
         self.started = time.time()
         self.reloads = 0
 
     async def run(self, config: Config) -> None:
         loop = asyncio.get_running_loop()
+        self.store = StateStore.open(config.state_dir)
+        for record in self.store.resolve_interrupted():
+            log.warning(
+                "deploy #%d of %s %s was interrupted by a stop of nonstop; the previous "
+                "release stays live",
+                record.id,
+                record.app,
+                record.release,
+            )
         self.proxy = ProxyServer(config, loop)
+        deployer = self.deployer = self._deployer(config.state_dir)
+        deployer.configure(config.apps)
         await self.proxy.start()
+        self.checks = UpstreamChecks(self.proxy)
+        self.checks.sync()
         self.admin = AdminServer(
             admin_socket_path(config),
             {"reload": self._admin_reload, "status": self._admin_status, "stop": self._stop},
+            {"deploy": self._admin_deploy, "rollback": self._admin_rollback},
         )
         await self.admin.start()
+        restore = loop.create_task(deployer.restore(), name="restore live releases")
         for signum, event in (
             (signal.SIGTERM, "stop"),
             (signal.SIGINT, "stop"),
@@ -109,15 +141,50 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             log.info("shutting down: finishing in-flight requests")
             await self.admin.close()
+            restore.cancel()
+            await asyncio.gather(restore, return_exceptions=True)
+            await self.checks.close()
             await self.proxy.shutdown(self.shutdown_timeout)
+            log.info("stopping app instances")
+            await deployer.close()
+            self.store.close()
             log.info("exit")
+
+    def _deployer(self, state_dir: str) -> Deployer:
+        assert self.proxy is not None and self.store is not None
+        state = self.proxy.state
+
+        def backend(name: str) -> Backend | None:
+            return state.upstreams.get(name)
+
+        def pool(name: str) -> AppPool:
+            return AppPool(name, lambda: backend(name))
+
+        def counts(name: str, address: str) -> tuple[int, int] | None:
+            found = backend(name)
+            return found.balancer.response_counts(address) if found is not None else None
+
+        supervisor = Supervisor(state_dir, on_event=lambda e: self._on_instance(e))
+        return Deployer(self.store, supervisor, pool, counts=counts)
+
+    def _on_instance(self, event: SupervisorEvent) -> None:
+        if self.deployer is not None:
+            self.deployer.on_supervisor_event(event)
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
         assert self.proxy is not None
         try:
             config = load(self.path, self.prefix)
+            previous = dict(self.proxy.state.upstreams)
             await self.proxy.reload(config)
+            # no await between the new backends going live and the apps' servers going
+            # back into them: no request can find an app's upstream empty
+            if self.deployer is not None:
+                self.deployer.reapply(previous)
+                self.deployer.configure(config.apps)
+            if self.checks is not None:
+                self.checks.sync()
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return {"ok": False, "error": str(exc)}
@@ -134,9 +201,10 @@ class Daemon:
     async def _admin_reload(self, _request: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
 
-    async def _admin_status(self, _request: dict[str, Any]) -> dict[str, Any]:
-        assert self.proxy is not None
+    async def _admin_status(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.proxy is not None and self.deployer is not None
         state = self.proxy.state
+        app = request.get("app")
         return {
             "ok": True,
             "pid": os.getpid(),
@@ -146,10 +214,119 @@ class Daemon:
             "connections": len(state.connections),
             "listen": [f"{h}:{p}" for h, p in self.proxy.bound_ports()],
             "upstreams": {
-                name: backend.balancer.snapshot() for name, backend in state.upstreams.items()
+                name: backend.balancer.snapshot(state.now())
+                for name, backend in state.upstreams.items()
+                if app is None or name == app
             },
+            "apps": self.deployer.status(None if app is None else str(app)),
         }
+
+    async def _admin_deploy(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        assert self.deployer is not None
+        app, holder, pid = _who(request)
+        release = request.get("release")
+        try:
+            result = await self.deployer.deploy(
+                app, None if release is None else str(release), holder, pid, emit
+            )
+        except NonstopError as exc:
+            return _failure(exc, self.deployer, app)
+        return {"ok": True, "result": result}
+
+    async def _admin_rollback(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        assert self.deployer is not None
+        app, holder, pid = _who(request)
+        try:
+            result = await self.deployer.rollback(app, holder, pid, emit)
+        except NonstopError as exc:
+            return _failure(exc, self.deployer, app)
+        return {"ok": True, "result": result}
 
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.events.put_nowait("stop")
         return {"ok": True}
+
+
+def _who(request: dict[str, Any]) -> tuple[str, str, int]:
+    """The app a deploy request names and who asks (for the lock's holder)."""
+    app = request.get("app")
+    if not isinstance(app, str) or not app:
+        raise ValueError('"app" must be a non-empty string')
+    holder = str(request.get("holder") or "admin client")
+    pid = request.get("pid")
+    return app, holder, pid if isinstance(pid, int) else 0
+
+
+def _failure(exc: NonstopError, deployer: Deployer, app: str) -> dict[str, Any]:
+    history = deployer.store.history(app, 1) if app in deployer.apps else []
+    answer: dict[str, Any] = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+    if history and history[0].reason == str(exc):
+        answer["result"] = describe_deploy(history[0])
+    return answer
+
+
+class UpstreamChecks:
+    """Active health checks of the static ``[upstreams.*]`` that have a ``health`` table.
+
+    One ``HealthChecker`` per upstream reports flips, applied through the upstream (its one
+    owner of peer state).  ``sync`` runs after start and after every reload: checkers
+    follow the server lists, and each watched server's known health is put on the new
+    ``Backend`` — a server whose line changed gets a new peer, which would otherwise wait
+    unhealthy for a flip that never comes.  A server never seen passing gets no traffic.
+    """
+
+    def __init__(self, proxy: ProxyServer) -> None:
+        self._proxy = proxy
+        self._checkers: dict[str, HealthChecker] = {}
+
+    def sync(self) -> None:
+        upstreams = self._proxy.state.upstreams
+        for name in [n for n in self._checkers if _checked(upstreams.get(n)) is None]:
+            self._drop(name)
+        for name, backend in upstreams.items():
+            health = _checked(backend)
+            if health is None:
+                continue
+            checker = self._checkers.get(name)
+            if checker is None:
+                checker = HealthChecker(health, functools.partial(self._change, name))
+                self._checkers[name] = checker
+            else:
+                checker.update_spec(health)
+            wanted = {s.address: s for s in backend.spec.servers if not s.is_unix}
+            for address in checker.addresses():
+                if address not in wanted:
+                    asyncio.get_running_loop().create_task(checker.unwatch(address))
+            for address, server in wanted.items():
+                peer = backend.balancer.peer(address)
+                checker.watch(
+                    address, server.host, server.port, peer is not None and peer.health_ok
+                )
+                backend.balancer.set_health(address, checker.healthy(address))
+
+    def _change(self, name: str, address: str, healthy: bool, detail: str) -> None:
+        backend = self._proxy.state.upstreams.get(name)
+        if backend is not None:
+            backend.balancer.set_health(address, healthy)
+            log.warning(
+                "upstream %s server %s is %s: %s",
+                name,
+                address,
+                "up" if healthy else "down",
+                detail,
+            )
+
+    def _drop(self, name: str) -> None:
+        checker = self._checkers.pop(name)
+        asyncio.get_running_loop().create_task(checker.close())
+
+    async def close(self) -> None:
+        for checker in self._checkers.values():
+            await checker.close()
+        self._checkers.clear()
+
+
+def _checked(backend: Backend | None) -> HealthSpec | None:
+    if backend is None or backend.spec.app or backend.spec.implicit:
+        return None
+    return backend.spec.health

@@ -1,8 +1,11 @@
 """The daemon side of the admin socket.
 
 One JSON object per line in each direction: ``{"cmd": "reload", ...}`` in,
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}`` out.  The socket is created
-with mode 0600: whoever can use it can deploy.
+``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}`` out.  A long operation
+(``deploy``, ``rollback``) first streams progress events on the same connection, one
+``{"event": ...}`` object per line as they happen, and ends with its final
+``{"ok": ..., "result": ...}`` line.  The socket is created with mode 0600: whoever can
+use it can deploy.  docs/admin-api.md lists every command and payload.
 """
 
 from __future__ import annotations
@@ -15,18 +18,32 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["AdminServer", "Handler"]
+from nonstop.errors import NonstopError
+
+__all__ = ["AdminServer", "Emit", "Handler", "StreamHandler"]
 
 log = logging.getLogger("nonstop")
 
+Emit = Callable[[dict[str, Any]], None]
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+StreamHandler = Callable[[dict[str, Any], Emit], Awaitable[dict[str, Any]]]
 MAX_REQUEST = 1024 * 1024
 
 
+def _line(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, default=str).encode() + b"\n"
+
+
 class AdminServer:
-    def __init__(self, path: str, handlers: dict[str, Handler]) -> None:
+    def __init__(
+        self,
+        path: str,
+        handlers: dict[str, Handler],
+        streams: dict[str, StreamHandler] | None = None,
+    ) -> None:
         self.path = path
         self.handlers = handlers
+        self.streams = streams or {}
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -53,28 +70,37 @@ class AdminServer:
             os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def emit(event: dict[str, Any]) -> None:
+            if not writer.is_closing():  # the client may have gone; the operation goes on
+                writer.write(_line(event))
+
         try:
             line = await reader.readline()
             try:
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise ValueError("a request is a JSON object")
-                handler = self.handlers.get(str(request.get("cmd")))
-                if handler is None:
-                    response: dict[str, Any] = {
-                        "ok": False,
-                        "error": f"unknown command {request.get('cmd')!r}",
-                    }
-                else:
-                    response = await handler(request)
+                response = await self._dispatch(line, emit)
             except ValueError as exc:
                 response = {"ok": False, "error": f"bad request: {exc}"}
-            writer.write(json.dumps(response).encode() + b"\n")
+            except NonstopError as exc:
+                response = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+            writer.write(_line(response))
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
+
+    async def _dispatch(self, line: bytes, emit: Emit) -> dict[str, Any]:
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError("a request is a JSON object")
+        cmd = str(request.get("cmd"))
+        stream = self.streams.get(cmd)
+        if stream is not None:
+            return await stream(request, emit)
+        handler = self.handlers.get(cmd)
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {request.get('cmd')!r}", "exit_code": 2}
+        return await handler(request)
 
 
 async def _answers(path: str) -> bool:

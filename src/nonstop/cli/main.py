@@ -1,4 +1,4 @@
-"""``nonstop``: run, check, reload, status.
+"""``nonstop``: run, check, reload, status, deploy, rollback.
 
 Exit codes (PRODUCT.md section 2): 0 success, 1 failed but safe, 2 usage or config
 error, 3 cannot reach the daemon.
@@ -142,35 +142,76 @@ def reload(config_path: str, prefix: str | None) -> None:
 
 
 @main.command()
+@click.argument("app", required=False)
 @_config_option
 @_prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config_path: str, prefix: str | None, as_json: bool) -> None:
-    """Show listeners, upstreams and their servers' state."""
-    answer = _call(_client(config_path, prefix), "status")
+def status(app: str | None, config_path: str, prefix: str | None, as_json: bool) -> None:
+    """Show apps (live release, instances, last deploys) and upstreams."""
+    args = {} if app is None else {"app": app}
+    answer = _call(_client(config_path, prefix), "status", **args)
+    if not answer.get("ok"):
+        _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from nonstop.cli.show import print_status
 
-    console = Console()
-    console.print(
-        f"nonstop pid {answer['pid']}, up {answer['uptime']:.0f}s, "
-        f"{answer['connections']} connections, listening on {', '.join(answer['listen'])}"
-    )
-    table = Table("upstream", "server", "weight", "state", "in flight", "fails")
-    for name, peers in answer["upstreams"].items():
-        for peer in peers:
-            table.add_row(
-                name,
-                str(peer.get("address")),
-                str(peer.get("weight")),
-                str(peer.get("state")),
-                str(peer.get("conns")),
-                str(peer.get("fails")),
-            )
-    console.print(table)
+    print_status(answer)
+
+
+def _holder() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def _long_call(config_path: str, prefix: str | None, cmd: str, as_json: bool, **args: Any) -> None:
+    """A deploy or rollback: progress lines as they come, then exit with its outcome."""
+    from nonstop.cli.show import Printer
+
+    printer = Printer(as_json)
+    client = _client(config_path, prefix)
+    try:
+        answer = client.stream(cmd, printer.event, holder=_holder(), pid=os.getpid(), **args)
+    except NonstopError as exc:
+        printer.unreachable(str(exc))
+        sys.exit(exc.exit_code)
+    printer.final(answer)
+    if not answer.get("ok"):
+        sys.exit(int(answer.get("exit_code") or 1))
+
+
+@main.command()
+@click.argument("app")
+@click.option("--release", "-r", default=None, help="What {release} becomes in the command.")
+@_config_option
+@_prefix_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event, result last.")
+def deploy(
+    app: str, release: str | None, config_path: str, prefix: str | None, as_json: bool
+) -> None:
+    """Deploy RELEASE of APP; exit 0 only once it serves all traffic and the old is stopped."""
+    args: dict[str, Any] = {"app": app}
+    if release is not None:
+        args["release"] = release
+    _long_call(config_path, prefix, "deploy", as_json, **args)
+
+
+@main.command()
+@click.argument("app")
+@_config_option
+@_prefix_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event, result last.")
+def rollback(app: str, config_path: str, prefix: str | None, as_json: bool) -> None:
+    """Back to the previous release of APP (instant while it is still warm)."""
+    _long_call(config_path, prefix, "rollback", as_json, app=app)
 
 
 if __name__ == "__main__":

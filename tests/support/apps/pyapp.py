@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--crash-on-start", action="store_true")
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-child", default=None)
+    parser.add_argument("--error-status", type=int, default=None)  # for non-infra paths
     args = parser.parse_args()
 
     print(f"pyapp release={args.release} starting on port {args.port}", flush=True)
@@ -89,6 +90,8 @@ def main() -> None:
                 ms = int(parse_qs(url.query).get("ms", ["100"])[0])
                 time.sleep(ms / 1000)
                 self.answer(200, f"slept {ms}ms on {args.release}".encode())
+            elif args.error_status is not None:
+                self.answer(args.error_status, b"broken")
             else:
                 self.answer(200, args.release.encode())
 

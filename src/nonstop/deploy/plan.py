@@ -1,0 +1,82 @@
+"""The pure decisions of a blue-green deploy: which slot, which ports, when to roll back.
+
+No sockets, no processes, no clock: the executor (``nonstop.deploy.deployer``) asks these
+functions and performs what they answer.  Slots follow the state store: slot 0 (blue)
+owns ``ports[0::2]``, slot 1 (green) ``ports[1::2]``, so an app with more port pairs runs
+one instance per pair on each side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nonstop.config.model import AppSpec, ServerSpec
+
+__all__ = [
+    "MIN_VERIFY_RESPONSES",
+    "VerifyCounts",
+    "address",
+    "idle_slot",
+    "server_spec",
+    "slot_ports",
+    "verify_failure",
+]
+
+# Below this many responses a ratio says nothing: one 500 out of two is not "50 % errors".
+MIN_VERIFY_RESPONSES = 20
+
+
+def slot_ports(app: AppSpec, slot: int) -> tuple[int, ...]:
+    """The ports of ``slot`` (0 = blue, 1 = green)."""
+    if slot not in (0, 1):
+        raise ValueError(f"slot must be 0 or 1, not {slot}")
+    return app.ports[slot::2]
+
+
+def idle_slot(live_slot: int | None) -> int:
+    """Where the next release starts: slot 0 for a first deploy, else the other slot."""
+    return 0 if live_slot is None else 1 - live_slot
+
+
+def address(host: str, port: int) -> str:
+    """The upstream address of an instance, as ``Instance.address`` writes it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def server_spec(app: AppSpec, port: int, backup: bool = False) -> ServerSpec:
+    """The upstream server of one instance of ``app``.
+
+    ``backup`` is how the previous release waits during ``verify``: it gets no request
+    while the new release answers, and takes the retry of a GET the new release failed
+    (nginx's backup semantics, ``ngx_http_upstream_round_robin.c``).
+    """
+    return ServerSpec(address=address(app.host, port), host=app.host, port=port, backup=backup)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyCounts:
+    """What happened on the new release since the switch."""
+
+    alive: bool  # every new instance still runs
+    health_failures: int  # consecutive failed active checks (of any new instance)
+    responses: int | None = None  # answered requests, None if the proxy does not count them
+    errors: int = 0  # of which 5xx
+
+
+def verify_failure(
+    app: AppSpec, counts: VerifyCounts, min_responses: int = MIN_VERIFY_RESPONSES
+) -> str | None:
+    """Why the new release must be rolled back now, or None while it looks fine."""
+    if not counts.alive:
+        return "the new release exited during verify"
+    fall = max(1, app.health.fall)
+    if counts.health_failures >= fall:
+        return f"the new release failed {counts.health_failures} health check(s) during verify"
+    if counts.responses is not None and counts.responses >= min_responses:
+        ratio = counts.errors / counts.responses
+        if ratio > app.verify_max_5xx_ratio:
+            return (
+                f"5xx ratio {ratio:.1%} ({counts.errors} of {counts.responses}) is over "
+                f"{app.verify_max_5xx_ratio:.1%}"
+            )
+    return None

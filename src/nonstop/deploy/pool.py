@@ -1,0 +1,174 @@
+"""An app's upstream as the deployer drives it: add, switch, drain, remove, re-apply.
+
+The proxy's ``Upstream`` stays the one owner of peer state (STYLE.md, point 4); this is the
+thin shell that tells it what to do and remembers what the app's server list should be,
+because a reload builds a new ``Backend`` from the config, where an app has no servers.
+
+Why a switch cannot lose a request: the new server is added healthy and the old one set
+draining in the same event-loop step (no ``await`` in between), so every ``pick`` sees
+either the old list or the new one.  A draining peer is never picked again; requests
+already on it finish, and ``drain`` waits for its ``in_flight`` to reach 0 before its idle
+keep-alive connections are closed — only then may its process be stopped.  This is
+kamal-proxy's ``DeployService`` order (health, swap, drain with a deadline, return).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from nonstop.clock import SYSTEM_CLOCK, Clock
+from nonstop.config.model import ServerSpec
+from nonstop.proxy.balancers import BACKUP_METHODS
+from nonstop.proxy.server import Backend
+from nonstop.proxy.upstream import Upstream
+
+__all__ = ["DRAIN_POLL", "AppPool"]
+
+log = logging.getLogger("nonstop")
+
+DRAIN_POLL = 0.01
+
+
+@dataclass
+class _Server:
+    spec: ServerSpec
+    draining: bool = False
+    healthy: bool = True
+
+
+class AppPool:
+    """The servers of the upstream named like the app; ``backend()`` finds the live one."""
+
+    def __init__(
+        self, name: str, backend: Callable[[], Backend | None], clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.name = name
+        self._backend = backend
+        self._clock = clock
+        self._servers: dict[str, _Server] = {}
+
+    # -- queries --------------------------------------------------------------------------
+
+    def addresses(self) -> list[str]:
+        return list(self._servers)
+
+    def spec(self, address: str) -> ServerSpec | None:
+        server = self._servers.get(address)
+        return server.spec if server is not None else None
+
+    def in_flight(self, address: str) -> int:
+        backend = self._backend()
+        return backend.balancer.in_flight(address) if backend is not None else 0
+
+    def supports_backup(self) -> bool:
+        backend = self._backend()
+        return backend is not None and backend.spec.method in BACKUP_METHODS
+
+    def describe(self, address: str) -> dict[str, object]:
+        """The proxy's view of one server (state, in flight, fails), {} if not in the pool."""
+        backend = self._backend()
+        if backend is None:
+            return {}
+        for entry in backend.balancer.snapshot():
+            if entry["address"] == address:
+                return entry
+        return {}
+
+    # -- changes (each one synchronous: atomic for the proxy) ---------------------------
+
+    def add(self, specs: Iterable[ServerSpec], healthy: bool = True) -> None:
+        for spec in specs:
+            self._servers[spec.address] = _Server(spec, healthy=healthy)
+        self._apply()
+
+    def switch(self, new: Iterable[ServerSpec], old: Iterable[str]) -> None:
+        """New servers in, old ones draining — in one step, so no pick sees neither."""
+        for spec in new:
+            self._servers[spec.address] = _Server(spec)
+        old = list(old)
+        for address in old:
+            server = self._servers.get(address)
+            if server is not None:
+                server.draining = True
+        self._apply()
+        self._close_idle(old)
+
+    def demote(self, address: str, spec: ServerSpec) -> None:
+        """Replace a drained server by ``spec`` (its backup form), selectable again."""
+        self._servers[address] = _Server(spec)
+        self._apply()
+
+    def set_draining(self, addresses: Iterable[str]) -> None:
+        for address in addresses:
+            server = self._servers.get(address)
+            if server is not None:
+                server.draining = True
+        self._apply()
+
+    def set_health(self, address: str, healthy: bool) -> None:
+        server = self._servers.get(address)
+        if server is not None and server.healthy != healthy:
+            server.healthy = healthy
+            self._apply()
+
+    def remove(self, addresses: Iterable[str]) -> None:
+        addresses = list(addresses)
+        for address in addresses:
+            self._servers.pop(address, None)
+        self._apply()
+        self._close_idle(addresses)
+
+    async def drain(self, addresses: Iterable[str], timeout: float) -> int:
+        """Wait until no request is in flight on ``addresses`` (at most ``timeout``).
+
+        Returns how many were still in flight when the wait ended (0 = fully drained);
+        the idle keep-alive connections to them are closed either way.
+        """
+        addresses = list(addresses)
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            left = sum(self.in_flight(address) for address in addresses)
+            if left == 0 or self._clock.monotonic() >= deadline:
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        self._close_idle(addresses)
+        return left
+
+    def reapply(self, previous: Upstream | None) -> None:
+        """After a reload: give the new ``Backend`` this app's servers again.
+
+        ``previous`` is the balancer from before the reload; building the new one from it
+        keeps every server's ``Peer`` (in-flight count, passive failures), so requests
+        that started before the reload are still counted by ``drain``.
+        """
+        backend = self._backend()
+        if backend is None:
+            return
+        spec = replace(backend.spec, servers=tuple(s.spec for s in self._servers.values()))
+        backend.balancer = Upstream(spec, previous=previous)
+        self._flags(backend.balancer)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _apply(self) -> None:
+        backend = self._backend()
+        if backend is None:
+            log.error("app %s has no upstream in the running config", self.name)
+            return
+        backend.balancer.replace_servers(tuple(s.spec for s in self._servers.values()))
+        self._flags(backend.balancer)
+
+    def _flags(self, balancer: Upstream) -> None:
+        for address, server in self._servers.items():
+            balancer.set_draining(address, server.draining)
+            balancer.set_health(address, server.healthy)
+
+    def _close_idle(self, addresses: Iterable[str]) -> None:
+        backend = self._backend()
+        if backend is None:
+            return
+        for address in addresses:
+            backend.idle.close_address(address)

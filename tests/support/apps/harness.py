@@ -1,0 +1,204 @@
+"""A nonstop daemon with one ``[apps.web]``, and a keep-alive load loop through it.
+
+Used by the deploy integration tests and ``bench/deploy_under_load.py``.  The daemon is a
+real ``nonstop run`` subprocess; the CLI is called as a user would; the load is real
+HTTP/1.1 keep-alive clients on threads, bounded in time.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.backends import free_port
+from tests.support.proc import NonstopProcess
+
+__all__ = ["AppDaemon", "Load", "app_config"]
+
+
+def app_config(
+    proxy_port: int,
+    ports: tuple[int, int],
+    command: str,
+    *,
+    verify: str = "300ms",
+    start_timeout: str = "10s",
+    interval: str = "50ms",
+    drain_timeout: str = "10s",
+    stop_timeout: str = "5s",
+    keepalive: int = 32,
+) -> str:
+    return f"""
+state_dir = "state"
+
+[apps.web]
+command = {json.dumps(command)}
+ports = [{ports[0]}, {ports[1]}]
+keepalive = {keepalive}
+health = {{ path = "/infra/health", expect_body = "UP", interval = "{interval}", \
+timeout = "2s", start_timeout = "{start_timeout}" }}
+stop_timeout = "{stop_timeout}"
+drain_timeout = "{drain_timeout}"
+verify = "{verify}"
+
+[[servers]]
+listen = ["127.0.0.1:{proxy_port}"]
+locations = [ {{ path = "/", pass = "web" }} ]
+"""
+
+
+class AppDaemon:
+    """``nonstop run`` with an app; ``deploy``/``rollback``/``status`` through the CLI."""
+
+    def __init__(self, where: Path, command: str, **options: Any) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        self.dir = where
+        self.port = free_port()
+        self.app_ports = (free_port(), free_port())
+        self.config = where / "nonstop.toml"
+        self.options = options
+        self.write(command, **options)
+        self.process = NonstopProcess(self.config, [self.port], ["--shutdown-timeout", "10s"])
+
+    def write(self, command: str, **options: Any) -> None:
+        merged = {**self.options, **options}
+        self.config.write_text(app_config(self.port, self.app_ports, command, **merged))
+
+    def start(self) -> AppDaemon:
+        self.process = NonstopProcess(self.config, [self.port], ["--shutdown-timeout", "10s"])
+        self.process.start()
+        return self
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.process.cli(*args, timeout=timeout)
+
+    def deploy_async(self, release: str, *extra: str) -> subprocess.Popen[str]:
+        argv = [sys.executable, "-m", "nonstop", "deploy", "web", "--release", release]
+        return subprocess.Popen(
+            [*argv, *extra, "-c", str(self.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.dir,
+        )
+
+    def status(self) -> dict[str, Any]:
+        done = self.cli("status", "web", "--json")
+        assert done.returncode == 0, done.stderr
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+
+    def get(self, path: str = "/") -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(errors="replace")
+        finally:
+            conn.close()
+
+    def wait_serving(self, release: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: tuple[int, str] | None = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.get()
+            except OSError:
+                last = None
+            if last == (200, release):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{release} not served after {timeout}s (last answer {last})")
+
+
+@dataclass
+class Load:
+    """``clients`` keep-alive connections sending GETs, POSTs and slow GETs until stopped.
+
+    Every answer that is not a 200 with the expected body, and every connection error,
+    is a failed request.  ``first_seen`` maps a release to when it first answered.
+    """
+
+    port: int
+    clients: int = 20
+    limit: float = 60.0
+    slow_ms: int = 150
+    ok: int = 0
+    failed: list[str] = field(default_factory=list)
+    releases: Counter[str] = field(default_factory=Counter)
+    first_seen: dict[str, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.clients)
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(20)
+
+    def wait_requests(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        start = self.ok
+        while self.ok - start < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert self.ok - start >= count, f"only {self.ok - start} answers in {timeout}s"
+
+    def _one(self, conn: http.client.HTTPConnection, index: int, n: int) -> None:
+        kind = (index + n) % 4
+        if kind == 0:
+            payload = f"client {index} request {n}".encode()
+            conn.request("POST", "/", body=payload)
+            expect: str | None = payload.decode()
+        elif kind == 1 and self.slow_ms:
+            conn.request("GET", f"/slow?ms={self.slow_ms}")
+            expect = None
+        else:
+            conn.request("GET", "/")
+            expect = None
+        resp = conn.getresponse()
+        body = resp.read().decode(errors="replace")
+        with self._lock:
+            if resp.status != 200 or (expect is not None and body != expect):
+                self.failed.append(f"status {resp.status}: {body[:80]!r}")
+                return
+            self.ok += 1
+            if kind not in (0, 1):
+                self.releases[body] += 1
+                self.first_seen.setdefault(body, time.monotonic())
+
+    def _run(self, index: int) -> None:
+        deadline = time.monotonic() + self.limit
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        n = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            n += 1
+            try:
+                self._one(conn, index, n)
+            except (OSError, http.client.HTTPException) as exc:
+                with self._lock:
+                    self.failed.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        conn.close()
