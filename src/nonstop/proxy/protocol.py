@@ -698,6 +698,11 @@ class ClientConnection:
                 return
         self.resp_status = status
         self.resp_started = True
+        peer = self.peer
+        if peer is not None:
+            peer.responses += 1
+            if status >= 500:
+                peer.responses_5xx += 1
         lines = uconn.lines
         length = uconn.length
         chunked = False

@@ -248,6 +248,11 @@ class Upstream:
         self._count_tries()
         return True
 
+    def response_counts(self, address: str) -> tuple[int, int]:
+        """Responses relayed from a server so far, and how many of them were 5xx."""
+        found = self._by_address.get(address, ())
+        return sum(p.responses for p in found), sum(p.responses_5xx for p in found)
+
     def in_flight(self, address: str) -> int:
         """Requests currently on the server(s) with this address."""
         return sum(peer.conns for peer in self._by_address.get(address, ()))

@@ -40,6 +40,8 @@ class Peer:
         "max_fails",
         "off",
         "port",
+        "responses",
+        "responses_5xx",
         "spec",
         "weight",
     )
@@ -62,6 +64,10 @@ class Peer:
         self.down = spec.down
         self.health_ok = health_ok
         self.draining = False
+        # responses relayed from this server, and how many were 5xx: what a deploy's
+        # verify step watches on the new release
+        self.responses = 0
+        self.responses_5xx = 0
         # ``off`` folds config ``down``, a failed active check and draining into the one flag
         # the balancers test; Upstream recomputes it whenever one of the three changes.
         self.off = self.down or not health_ok
