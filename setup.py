@@ -22,6 +22,8 @@ COMPILED = [
     "src/nonstop/proxy/variables.py",
     "src/nonstop/proxy/responses.py",
     "src/nonstop/proxy/accesslog.py",
+    "src/nonstop/proxy/server.py",
+    "src/nonstop/proxy/tls.py",
     "src/nonstop/proxy/upstream.py",
     "src/nonstop/proxy/balancers/peers.py",
     "src/nonstop/proxy/balancers/round_robin.py",

@@ -72,6 +72,30 @@ class Backend:
             self.idle = IdlePool(spec.keepalive, spec.keepalive_requests, spec.keepalive_timeout)
 
 
+def _build(
+    config: Config, old: dict[str, Backend]
+) -> tuple[VariableTable, Router, dict[str, Backend]]:
+    """The run-time objects for ``config``; ``old`` backends lend their state."""
+    set_names = frozenset(
+        name
+        for block in config.servers
+        for name, _ in (
+            *block.sets,
+            *(item for loc in block.locations for item in loc.sets),
+        )
+    )
+    table = VariableTable(config.maps, set_names)
+    router = Router.build(config, table)
+    upstreams = {spec.name: Backend(spec, table, old.get(spec.name)) for spec in config.upstreams}
+    for route in router.routes():
+        if route.upstream is not None:
+            if route.upstream not in upstreams:
+                where = route.spec.source if route.spec is not None else None
+                raise ConfigError(f'no upstream "{route.upstream}"', str(where or ""))
+            route.backend = upstreams[route.upstream]
+    return table, router, upstreams
+
+
 class ProxyState:
     """Everything the connections share; swapped piecewise on reload."""
 
@@ -99,9 +123,7 @@ class ProxyState:
     def check(config: Config) -> None:
         """Build everything ``config`` needs from scratch, sharing nothing with a running
         state; raises ConfigError.  A reload runs this before it changes anything."""
-        probe = ProxyState.__new__(ProxyState)
-        probe.upstreams = {}
-        probe.install(config, None)
+        _build(config, {})
 
     def install(self, config: Config, previous: ProxyState | None) -> None:
         """Build and switch to the run-time objects for ``config``.
@@ -110,26 +132,8 @@ class ProxyState:
         Upstream shares their Peer objects), and idle connections stay cached when the
         upstream's keepalive did not change.  Call ``check`` first: this mutates.
         """
-        set_names = frozenset(
-            name
-            for block in config.servers
-            for name, _ in (
-                *block.sets,
-                *(item for loc in block.locations for item in loc.sets),
-            )
-        )
-        table = VariableTable(config.maps, set_names)
-        router = Router.build(config, table)
         old = previous.upstreams if previous is not None else self.upstreams
-        upstreams = {
-            spec.name: Backend(spec, table, old.get(spec.name)) for spec in config.upstreams
-        }
-        for route in router.routes():
-            if route.upstream is not None:
-                if route.upstream not in upstreams:
-                    where = route.spec.source if route.spec is not None else None
-                    raise ConfigError(f'no upstream "{route.upstream}"', str(where or ""))
-                route.backend = upstreams[route.upstream]
+        table, router, upstreams = _build(config, old)
         self.config = config
         self.table = table
         self.router = router
