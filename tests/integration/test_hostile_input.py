@@ -82,3 +82,26 @@ def test_hostile_request_is_refused_and_nothing_smuggled_reaches_the_backend(
     assert "/smuggled" not in b1.paths()
     # the proxy still serves ordinary requests afterwards
     assert p.request("GET", "/")[0] == 200
+
+
+def test_connections_past_worker_connections_are_refused_with_503(backends, proxy):
+    import socket
+
+    (b1,) = backends(1)
+    p = proxy(conf(servers(b1)).replace("events {}", "events { worker_connections 2; }"))
+    held = [socket.create_connection(("127.0.0.1", p.port), timeout=5) for _ in range(2)]
+    try:
+        answer = raw_request(p.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", timeout=3)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:100]
+    finally:
+        for sock in held:
+            sock.close()
+    # the held ones were fine all along, and once they are gone new ones are served
+    import time
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if p.request("GET", "/")[0] == 200:
+            break
+        time.sleep(0.05)
+    assert p.request("GET", "/")[0] == 200

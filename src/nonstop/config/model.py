@@ -296,6 +296,9 @@ class Config:
     admin: AdminSpec = AdminSpec()
     error_log: str | None = None  # path; None = stderr
     error_log_level: str = "error"
+    # open client connections at most; past it a new one is answered 503 and closed
+    # (nginx.conf: worker_connections; TOML: max_connections)
+    max_connections: int = 10_000
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
     files: tuple[str, ...] = ()  # every file read (config and includes)
 

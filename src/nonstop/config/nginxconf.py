@@ -366,7 +366,6 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "lock_file": ("main",),
     "timer_resolution": ("main",),
     "pcre_jit": ("main",),
-    "worker_connections": ("events",),
     "multi_accept": ("events",),
     "use": ("events",),
     "accept_mutex": ("events",),
@@ -634,6 +633,7 @@ class _Builder:
         self.declared: dict[str, UpstreamSpec] = {}
         self.implicit: dict[str, UpstreamSpec] = {}
         self.error_log: tuple[str | None, str] | None = None
+        self.max_connections = 10_000
 
     # -- helpers ------------------------------------------------------------
 
@@ -686,6 +686,18 @@ class _Builder:
             )
         self.notice(d)
         return True
+
+    def worker_connections(self, d: Directive) -> int:
+        """nginx's per-worker connection limit; nonstop bounds open client connections."""
+        if d.block is not None or len(d.args) != 1:
+            raise self.fail(d, 'invalid number of arguments in "worker_connections" directive')
+        try:
+            count = int(d.args[0])
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise self.fail(d, f'invalid value "{d.args[0]}" in "worker_connections" directive')
+        return count
 
     def value(self, d: Directive, parse: Callable[[str], object], what: str = "value") -> object:
         try:
@@ -743,6 +755,9 @@ class _Builder:
                     raise self.fail(d, '"events" directive is duplicate')
                 events = d
                 for inner in d.block or ():
+                    if inner.name == "worker_connections":
+                        self.max_connections = self.worker_connections(inner)
+                        continue
                     self.check(inner, "events")
             elif d.name == "http":
                 if http is not None:
@@ -765,6 +780,7 @@ class _Builder:
             admin=AdminSpec(socket=os.path.join(state_dir, "admin.sock")),
             error_log=error_path,
             error_log_level=error_level,
+            max_connections=self.max_connections,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
         )

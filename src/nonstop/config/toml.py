@@ -68,7 +68,17 @@ _HEALTH_KEYS = frozenset(
     {"path", "interval", "timeout", "expect_status", "expect_body", "rise", "fall"}
 )
 _TOP_KEYS = frozenset(
-    {"state_dir", "engine", "admin", "error_log", "error_log_level", "upstreams", "apps", "servers"}
+    {
+        "state_dir",
+        "engine",
+        "admin",
+        "error_log",
+        "error_log_level",
+        "max_connections",
+        "upstreams",
+        "apps",
+        "servers",
+    }
 )
 _UPSTREAM_KEYS = _BALANCING_KEYS | _POOL_KEYS | {"servers", "health"}
 _PEER_KEYS = frozenset(
@@ -372,6 +382,7 @@ class _Reader:
             ),
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
             error_log_level=level,
+            max_connections=top.integer("max_connections", 10_000, minimum=1),
             files=(self.path,),
         )
 

@@ -191,8 +191,8 @@ class ClientConnection:
         self.cached = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
         state = self.state
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
@@ -221,7 +221,25 @@ class ClientConnection:
         self.phase = IDLE
         self.deadline = state.now() + self.header_timeout
         if len(state.connections) > state.max_connections:
-            transport.close()
+            # Past the bound: a short, honest answer instead of a silent close.
+            state.log_error("warn", f"{state.max_connections} connections are not enough")
+            transport.write(
+                status_line(503)
+                + SERVER_LINE
+                + state.date.current
+                + b"Content-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % len(error_page(503))
+                + error_page(503)
+            )
+            # Linger briefly so the unread request does not turn the answer into a reset.
+            now = state.now()
+            self.phase = LINGER
+            self.lingering = now + 2.0
+            self.deadline = now + 1.0
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)

@@ -140,6 +140,7 @@ class ProxyState:
         self.upstreams = upstreams
         self.implicit = {}
         self.error_level = _LEVELS.get(config.error_log_level, logging.ERROR)
+        self.max_connections = config.max_connections
         kept = {id(backend.idle) for backend in upstreams.values()}
         for backend in old.values():
             if id(backend.idle) not in kept:

@@ -654,7 +654,6 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
         "user",
         "worker_processes",
         "pid",
-        "worker_connections",
         "multi_accept",
         "sendfile",
         "tcp_nopush",
@@ -664,6 +663,7 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
         "gzip",
         "server_tokens",
     ]
+    assert cfg.max_connections == 1024  # worker_connections bounds client connections
     [notice] = [n for n in cfg.notices if '"worker_processes"' in n]
     assert notice.startswith('directive "worker_processes" has no effect in nonstop (')
     assert notice.endswith("nginx.conf:2)")
