@@ -5,6 +5,12 @@ nginx.conf and reports the process-model directives as having no effect); the HA
 says the same things in HAProxy's words: one thread, round robin over the same two backends,
 server connections reused, no logging.
 
+With a :class:`TlsFiles` the same configs terminate TLS on the listen port (the backends stay
+plain HTTP): nginx.conf gains ``ssl`` on the ``listen`` plus ``ssl_certificate`` and
+``ssl_certificate_key``, HAProxy ``ssl crt FILE`` on its ``bind`` (one PEM holding certificate
+and key). Both name the same protocol range, TLS 1.2 and 1.3, and offer ALPN ``http/1.1``
+(nginx without http2 does so on its own).
+
 Both sides raise ``keepalive_requests`` far above a run's request count: nginx's default
 (1000 per connection) would otherwise close every wrk connection ~50 times a second and the
 benchmark would measure reconnects, which HAProxy (no such limit) does not do.
@@ -13,8 +19,16 @@ benchmark would measure reconnects, which HAProxy (no such limit) does not do.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["BACKEND_BODY", "render_backend_conf", "render_haproxy_cfg", "render_proxy_conf"]
+__all__ = [
+    "BACKEND_BODY",
+    "TlsFiles",
+    "render_backend_conf",
+    "render_haproxy_cfg",
+    "render_proxy_conf",
+]
 
 BACKEND_BODY = "hello from the backend\n"
 
@@ -25,6 +39,16 @@ _TEMP_PATHS = """\
     uwsgi_temp_path temp/uwsgi;
     scgi_temp_path temp/scgi;
 """
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The certificate a TLS run serves, as each proxy wants it."""
+
+    certificate: Path  # PEM certificate (nginx, nonstop)
+    key: Path  # PEM private key, unencrypted (nginx, nonstop)
+    combined: Path  # certificate followed by key in one PEM (HAProxy's ``crt``)
+    kind: str  # what the key is, e.g. "ECDSA P-256", for the report
 
 
 def render_backend_conf(ports: Sequence[int]) -> str:
@@ -54,9 +78,22 @@ http {{
 """
 
 
-def render_proxy_conf(listen_port: int, backend_ports: Sequence[int], keepalive: int) -> str:
-    """The proxy under test, as nginx.conf: nginx and nonstop both run this file."""
+def render_proxy_conf(
+    listen_port: int, backend_ports: Sequence[int], keepalive: int, tls: TlsFiles | None = None
+) -> str:
+    """The proxy under test, as nginx.conf: nginx and nonstop both run this file.
+
+    With ``tls`` the listen port speaks TLS with that certificate; without it, plain HTTP.
+    """
     servers = "".join(f"        server 127.0.0.1:{port};\n" for port in backend_ports)
+    listen = f"listen 127.0.0.1:{listen_port};\n"
+    if tls is not None:
+        listen = (
+            f"listen 127.0.0.1:{listen_port} ssl;\n"
+            f"        ssl_certificate {tls.certificate};\n"
+            f"        ssl_certificate_key {tls.key};\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        )
     return f"""\
 # The proxy under test; nginx and nonstop run this same file.
 worker_processes 1;
@@ -76,8 +113,7 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{listen_port};
-        access_log off;
+        {listen}        access_log off;
 
         location / {{
             proxy_pass http://backends;
@@ -89,11 +125,16 @@ http {{
 """
 
 
-def render_haproxy_cfg(listen_port: int, backend_ports: Sequence[int], pidfile: str) -> str:
+def render_haproxy_cfg(
+    listen_port: int, backend_ports: Sequence[int], pidfile: str, tls: TlsFiles | None = None
+) -> str:
     """The HAProxy equivalent of :func:`render_proxy_conf` (keep-alive both sides, no log)."""
     servers = "".join(
         f"    server b{i} 127.0.0.1:{port}\n" for i, port in enumerate(backend_ports, 1)
     )
+    bind = f"bind 127.0.0.1:{listen_port}"
+    if tls is not None:
+        bind += f" ssl crt {tls.combined} alpn http/1.1 ssl-min-ver TLSv1.2"
     return f"""\
 # The proxy under test, HAProxy's equivalent of the nginx.conf the others run.
 global
@@ -111,7 +152,7 @@ defaults
     timeout http-keep-alive 75s
 
 frontend proxy
-    bind 127.0.0.1:{listen_port}
+    {bind}
     default_backend backends
 
 backend backends

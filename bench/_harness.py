@@ -15,6 +15,7 @@ import platform
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from _configs import render_backend_conf, render_haproxy_cfg, render_proxy_conf
+from _configs import TlsFiles, render_backend_conf, render_haproxy_cfg, render_proxy_conf
 from _procfs import ProcInfo, proc_info, tree_pids
 
 __all__ = [
@@ -32,10 +33,13 @@ __all__ = [
     "Lab",
     "Proxy",
     "StartFailed",
+    "TlsProbe",
     "default_nonstop",
     "free_ports",
     "http_status",
+    "https_probe",
     "machine_info",
+    "make_certificate",
     "parse_only",
     "pinned_self",
     "poll_until",
@@ -100,6 +104,63 @@ def http_status(port: int, timeout_s: float = 1.0) -> int | None:
         conn.close()
 
 
+@dataclass(frozen=True)
+class TlsProbe:
+    """What one ``GET /`` over TLS saw: the status and the session it negotiated."""
+
+    status: int
+    version: str | None  # e.g. "TLSv1.3"
+    cipher: str | None  # e.g. "TLS_AES_256_GCM_SHA384"
+
+
+def _unverified_context() -> ssl.SSLContext:
+    """A client context that accepts any certificate: the benchmark's own self-signed one,
+    on loopback only, where there is nothing to authenticate."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def https_probe(port: int, timeout_s: float = 1.0) -> TlsProbe | None:
+    """``GET /`` over TLS on a loopback port (certificate not verified), or None when
+    nothing answers or the handshake fails."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", port, timeout=timeout_s, context=_unverified_context()
+    )
+    try:
+        conn.request("GET", "/")
+        sock = conn.sock  # read the session now: a closing response drops the socket
+        version, cipher = None, None
+        if isinstance(sock, ssl.SSLSocket):
+            version, cipher = sock.version(), (sock.cipher() or (None,))[0]
+        response = conn.getresponse()
+        response.read()
+        return TlsProbe(response.status, version, cipher)
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def make_certificate(folder: Path, name: str = "localhost") -> TlsFiles:
+    """A fresh self-signed ECDSA P-256 certificate for ``name`` and 127.0.0.1, made with the
+    ``openssl`` CLI into ``folder``: certificate, key, and both in one PEM for HAProxy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key, combined = folder / "cert.pem", folder / "key.pem", folder / "cert+key.pem"
+    argv = [
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "2", "-subj", f"/CN={name}",
+        "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1",
+        "-keyout", str(key), "-out", str(cert),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl could not make a certificate: {done.stderr.strip()}")
+    combined.write_text(cert.read_text() + key.read_text())
+    return TlsFiles(certificate=cert, key=key, combined=combined, kind="ECDSA P-256")
+
+
 def _version(argv: list[str]) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
@@ -139,6 +200,7 @@ class Proxy:
     prefix: Path
     conf: Path
     log: Path
+    scheme: str = "http"  # "https" when the proxy terminates TLS
 
     @property
     def pid(self) -> int:
@@ -146,7 +208,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
 
     def pids(self) -> list[int]:
         """Every process of this proxy: root first, then its descendants."""
@@ -229,16 +291,27 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
-    def wait_http(self, proc: subprocess.Popen[bytes], port: int, log: Path, what: str) -> None:
-        """Poll ``GET /`` until it answers 200; raise StartFailed if the process exits first."""
+    def wait_http(
+        self, proc: subprocess.Popen[bytes], port: int, log: Path, what: str, tls: bool = False
+    ) -> None:
+        """Poll ``GET /`` (over TLS when ``tls``) until it answers 200; raise StartFailed if
+        the process exits first."""
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise StartFailed(f"{what} exited with status {proc.returncode}: {_tail(log)}")
-            if http_status(port) == 200:
+            if tls:
+                probe = https_probe(port)
+                status = probe.status if probe else None
+            else:
+                status = http_status(port)
+            if status == 200:
                 return
             time.sleep(0.05)
-        raise StartFailed(f"{what} did not answer 200 on port {port} within 15 s: {_tail(log)}")
+        scheme = "https" if tls else "http"
+        raise StartFailed(
+            f"{what} did not answer 200 over {scheme} on port {port} within 15 s: {_tail(log)}"
+        )
 
     # -- the backend ----------------------------------------------------------------------
 
@@ -256,26 +329,31 @@ class Lab:
 
     # -- the proxies ----------------------------------------------------------------------
 
-    def start_proxy(self, name: str, port: int, backend_ports: Sequence[int]) -> Proxy:
-        """Start the proxy called ``name`` (see ALL_PROXIES) and wait until it proxies a 200."""
+    def start_proxy(
+        self, name: str, port: int, backend_ports: Sequence[int], tls: TlsFiles | None = None
+    ) -> Proxy:
+        """Start the proxy called ``name`` (see ALL_PROXIES) and wait until it proxies a 200;
+        with ``tls`` it terminates TLS with that certificate on ``port``."""
         prefix = self._prefix(name)
         log = prefix / "stderr.log"
         if name == "haproxy":
             conf = prefix / "haproxy.cfg"
-            conf.write_text(render_haproxy_cfg(port, backend_ports, str(prefix / "haproxy.pid")))
+            pidfile = str(prefix / "haproxy.pid")
+            conf.write_text(render_haproxy_cfg(port, backend_ports, pidfile, tls))
             argv, kind = ["haproxy", "-W", "-db", "-f", str(conf)], "haproxy"
         else:
             keepalive = 32 if name == "nginx32" else 256
             conf = prefix / "nginx.conf"
-            conf.write_text(render_proxy_conf(port, backend_ports, keepalive))
+            conf.write_text(render_proxy_conf(port, backend_ports, keepalive, tls))
             argv, kind = self._nginx_like_argv(name, prefix, conf)
         try:
             proc = self.spawn(argv, self.proxy_cpu, log, prefix)
         except OSError as exc:
             raise StartFailed(f"{name}: cannot execute {argv[0]}: {exc}") from exc
-        proxy = Proxy(name=name, kind=kind, port=port, proc=proc, prefix=prefix, conf=conf, log=log)
+        scheme = "https" if tls else "http"
+        proxy = Proxy(name, kind, port, proc, prefix, conf, log, scheme)
         try:
-            self.wait_http(proc, port, log, name)
+            self.wait_http(proc, port, log, name, tls=tls is not None)
         except StartFailed:
             self.stop(proc)
             raise

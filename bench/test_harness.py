@@ -5,14 +5,18 @@ Run with ``.venv/bin/pytest bench/`` (the project's default test run covers test
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
+import ssl
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _configs import render_backend_conf, render_haproxy_cfg, render_proxy_conf
-from _harness import parse_only
+from _configs import TlsFiles, render_backend_conf, render_haproxy_cfg, render_proxy_conf
+from _harness import free_ports, http_status, https_probe, make_certificate, parse_only
 from _procfs import cpu_seconds, pss_kib, rss_kib, tree_pids
 from _wrk import parse_wrk
 
@@ -105,3 +109,109 @@ def test_rendered_haproxy_config_passes_haproxy_c(tmp_path: Path) -> None:
     cfg.write_text(render_haproxy_cfg(40003, [40001, 40002], str(tmp_path / "haproxy.pid")))
     done = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    return make_certificate(tmp_path / "tls")
+
+
+def test_plain_configs_have_no_tls_and_tls_configs_name_the_certificate() -> None:
+    files = TlsFiles(Path("/c/cert.pem"), Path("/c/key.pem"), Path("/c/both.pem"), "ECDSA P-256")
+    assert "ssl" not in render_proxy_conf(40003, [40001], 256)
+    assert " ssl" not in render_haproxy_cfg(40003, [40001], "/p")
+    nginx = render_proxy_conf(40003, [40001], 256, files)
+    assert "listen 127.0.0.1:40003 ssl;" in nginx
+    assert "ssl_certificate /c/cert.pem;" in nginx
+    assert "ssl_certificate_key /c/key.pem;" in nginx
+    assert "bind 127.0.0.1:40003 ssl crt /c/both.pem " in render_haproxy_cfg(
+        40003, [40001], "/p", files
+    )
+
+
+@needs_openssl
+def test_certificate_is_ecdsa_p256_and_the_combined_pem_holds_cert_and_key(
+    tls_files: TlsFiles,
+) -> None:
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(tls_files.certificate), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "NIST CURVE: P-256" in text
+    assert "IP Address:127.0.0.1" in text
+    combined = tls_files.combined.read_text()
+    assert combined.index("BEGIN CERTIFICATE") < combined.index("PRIVATE KEY")
+
+
+@needs_openssl
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx")
+def test_rendered_tls_nginx_config_passes_nginx_t(tmp_path: Path, tls_files: TlsFiles) -> None:
+    (tmp_path / "temp").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_proxy_conf(40003, [40001, 40002], 256, tls_files))
+    done = subprocess.run(
+        ["nginx", "-t", "-p", f"{tmp_path}/", "-c", str(conf)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@needs_openssl
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
+def test_rendered_tls_haproxy_config_passes_haproxy_c(tmp_path: Path, tls_files: TlsFiles) -> None:
+    cfg = tmp_path / "haproxy.cfg"
+    pidfile = str(tmp_path / "haproxy.pid")
+    cfg.write_text(render_haproxy_cfg(40003, [40001, 40002], pidfile, tls_files))
+    done = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def tls_server(tls_files: TlsFiles) -> Iterator[int]:
+    """A loopback HTTPS server answering 200, with the self-signed certificate."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Ok)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files.certificate, tls_files.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+@needs_openssl
+def test_https_probe_accepts_the_self_signed_certificate_and_reports_the_session(
+    tls_server: int,
+) -> None:
+    probe = https_probe(tls_server, timeout_s=5.0)
+    assert probe is not None
+    assert probe.status == 200
+    assert probe.version == "TLSv1.3"
+    assert probe.cipher and probe.cipher.startswith("TLS_")
+
+
+@needs_openssl
+def test_plain_http_check_does_not_pass_on_a_tls_port(tls_server: int) -> None:
+    assert http_status(tls_server, timeout_s=2.0) != 200
+
+
+def test_https_probe_on_a_closed_port_is_none() -> None:
+    assert https_probe(free_ports(1)[0]) is None
