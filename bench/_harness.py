@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import platform
 import shutil
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from _configs import TlsFiles, render_backend_conf, render_haproxy_cfg, render_proxy_conf
 from _procfs import ProcInfo, proc_info, tree_pids
@@ -428,3 +430,41 @@ def require_tools(names: Sequence[str]) -> None:
     missing = [name for name in names if shutil.which(name) is None]
     if missing:
         sys.exit(f"missing: {', '.join(missing)} -- apt-get install nginx haproxy wrk util-linux")
+
+
+def save_results(folder: Path, benchmark: str, args: Any, payload: dict[str, Any]) -> Path:
+    """Write one run's JSON (machine, settings, then ``payload``) to ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{benchmark}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("names", "results")}
+    document = {"benchmark": benchmark, "machine": machine_info(), "settings": settings}
+    path.write_text(json.dumps({**document, **payload}, indent=2) + "\n")
+    return path
+
+
+def measure_each(
+    benchmark: str,
+    args: Any,
+    measure: Callable[[Lab, str, list[int], Any], dict[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Start the backend, then run ``measure`` for each proxy in ``args.names``, fresh.
+
+    A proxy that does not start is reported and left out; the others still run.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    with (
+        Lab.create(benchmark, args.proxy_cpu, args.client_cpu, nonstop=args.nonstop) as lab,
+        pinned_self(args.client_cpu),
+    ):
+        print(f"run folder: {lab.root}", flush=True)
+        backend_ports = free_ports(2)
+        lab.start_backend(backend_ports)
+        for name in args.names:
+            try:
+                results[name] = measure(lab, name, backend_ports, args)
+                print(f"{name}: {results[name]}", flush=True)
+            except StartFailed as exc:
+                failures[name] = str(exc)
+                print(f"SKIPPING {name}: {exc}", file=sys.stderr, flush=True)
+    return results, failures

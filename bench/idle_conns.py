@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,15 +27,14 @@ from _harness import (
     BENCH_DIR,
     Lab,
     Proxy,
-    StartFailed,
     default_nonstop,
     free_ports,
     http_status,
-    machine_info,
+    measure_each,
     parse_only,
-    pinned_self,
     raise_on_sigterm,
     require_tools,
+    save_results,
 )
 from _procfs import proc_info, pss_kib, rss_kib
 
@@ -171,30 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raise_on_sigterm()
     require_tools(["nginx", "taskset"] + (["haproxy"] if "haproxy" in args.names else []))
-    results: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-    with (
-        Lab.create("idle_conns", args.proxy_cpu, args.client_cpu, nonstop=args.nonstop) as lab,
-        pinned_self(args.client_cpu),
-    ):
-        print(f"run folder: {lab.root}", flush=True)
-        backend_ports = free_ports(2)
-        lab.start_backend(backend_ports)
-        for name in args.names:
-            try:
-                results[name] = measure(lab, name, backend_ports, args)
-                print(f"{name}: {results[name]}", flush=True)
-            except StartFailed as exc:
-                failures[name] = str(exc)
-                print(f"SKIPPING {name}: {exc}", file=sys.stderr, flush=True)
+    results, failures = measure_each("idle_conns", args, measure)
     print()
     print(markdown_table(results, failures, args.connections))
-    folder: Path = args.results
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"idle_conns-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("names", "results")}
-    document = {"benchmark": "idle_conns", "machine": machine_info(), "settings": settings}
-    path.write_text(json.dumps({**document, "results": results, "failures": failures}, indent=2))
+    payload = {"results": results, "failures": failures}
+    path = save_results(args.results, "idle_conns", args, payload)
     print(f"\nresults: {path}")
     return 0 if results else 1
 

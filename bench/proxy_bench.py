@@ -14,10 +14,8 @@ and the proxy's CPU seconds per 100k requests (utime + stime of all its processe
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,11 +29,11 @@ from _harness import (
     StartFailed,
     default_nonstop,
     free_ports,
-    machine_info,
     parse_only,
     pinned_self,
     raise_on_sigterm,
     require_tools,
+    save_results,
 )
 from _procfs import busy_percent, core_times, cpu_seconds, tree_pids
 from _wrk import run_wrk
@@ -232,20 +230,12 @@ def write_results(
     summary: dict[str, dict[str, Any]],
     failures: dict[str, str],
 ) -> Path:
-    folder: Path = args.results
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"proxy_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("names", "results")}
-    document = {
-        "benchmark": "proxy_bench",
-        "machine": machine_info(),
-        "settings": settings,
+    payload = {
         "summary": summary,
         "failures": failures,
         "runs": [asdict(run) for run in runs],
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return save_results(args.results, "proxy_bench", args, payload)
 
 
 def targets_for(

@@ -15,7 +15,6 @@ when a new worker PID appears.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -27,16 +26,15 @@ from _harness import (
     BENCH_DIR,
     Lab,
     Proxy,
-    StartFailed,
     default_nonstop,
     free_ports,
     http_status,
-    machine_info,
+    measure_each,
     parse_only,
-    pinned_self,
     poll_until,
     raise_on_sigterm,
     require_tools,
+    save_results,
 )
 from _wrk import parse_wrk, run_wrk, start_wrk
 
@@ -142,30 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raise_on_sigterm()
     require_tools(["nginx", "wrk", "taskset"] + (["haproxy"] if "haproxy" in args.names else []))
-    results: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-    with (
-        Lab.create("reload", args.proxy_cpu, args.client_cpu, nonstop=args.nonstop) as lab,
-        pinned_self(args.client_cpu),
-    ):
-        print(f"run folder: {lab.root}", flush=True)
-        backend_ports = free_ports(2)
-        lab.start_backend(backend_ports)
-        for name in args.names:
-            try:
-                results[name] = measure(lab, name, backend_ports, args)
-                print(f"{name}: {results[name]}", flush=True)
-            except StartFailed as exc:
-                failures[name] = str(exc)
-                print(f"SKIPPING {name}: {exc}", file=sys.stderr, flush=True)
+    results, failures = measure_each("reload_under_load", args, measure)
     print()
     print(markdown_table(results, failures))
-    folder: Path = args.results
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"reload_under_load-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("names", "results")}
-    document = {"benchmark": "reload_under_load", "machine": machine_info(), "settings": settings}
-    path.write_text(json.dumps({**document, "results": results, "failures": failures}, indent=2))
+    payload = {"results": results, "failures": failures}
+    path = save_results(args.results, "reload_under_load", args, payload)
     print(f"\nresults: {path}")
     return 0 if results else 1
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -25,15 +23,14 @@ from typing import Any
 from _harness import (
     BENCH_DIR,
     Lab,
-    StartFailed,
     default_nonstop,
     free_ports,
     http_status,
-    machine_info,
+    measure_each,
     parse_only,
-    pinned_self,
     raise_on_sigterm,
     require_tools,
+    save_results,
 )
 from _wrk import run_wrk
 
@@ -101,7 +98,9 @@ def measure(
             "p99_ms": loaded.p99_ms,
             "errors": loaded.errors,
         },
-        "p99_ratio": round(loaded.p99_ms / idle.p99_ms, 2) if idle.p99_ms else None,
+        "p99_ratio": (
+            round(loaded.p99_ms / idle.p99_ms, 2) if idle.p99_ms and loaded.p99_ms else None
+        ),
     }
 
 
@@ -144,27 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raise_on_sigterm()
     require_tools(["nginx", "taskset", "wrk"])
-    results: dict[str, dict[str, Any]] = {}
-    with (
-        Lab.create("slowloris", args.proxy_cpu, args.client_cpu, nonstop=args.nonstop) as lab,
-        pinned_self(args.client_cpu),
-    ):
-        backend_ports = free_ports(2)
-        lab.start_backend(backend_ports)
-        for name in args.names:
-            try:
-                results[name] = measure(lab, name, backend_ports, args)
-                print(f"{name}: {results[name]}", flush=True)
-            except StartFailed as exc:
-                print(f"SKIPPING {name}: {exc}", file=sys.stderr, flush=True)
+    results, failures = measure_each("slowloris", args, measure)
     print()
     print(markdown_table(results, args.slow))
-    folder: Path = args.results
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"slowloris-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("names", "results")}
-    document = {"benchmark": "slowloris", "machine": machine_info(), "settings": settings}
-    path.write_text(json.dumps({**document, "results": results}, indent=2))
+    payload = {"results": results, "failures": failures}
+    path = save_results(args.results, "slowloris", args, payload)
     print(f"\nresults: {path}")
     return 0 if results else 1
 

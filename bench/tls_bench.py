@@ -17,9 +17,7 @@ and responses; the handshake (50 per wrk run) is not measured.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -34,12 +32,12 @@ from _harness import (
     default_nonstop,
     free_ports,
     https_probe,
-    machine_info,
     make_certificate,
     parse_only,
     pinned_self,
     raise_on_sigterm,
     require_tools,
+    save_results,
 )
 from proxy_bench import Run, markdown_table, run_rounds, summarize, targets_for, warm_up
 
@@ -106,22 +104,14 @@ def write_results(
     summary: dict[str, dict[str, Any]],
     failures: dict[str, str],
 ) -> Path:
-    folder: Path = args.results
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"tls_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("names", "results")}
-    document = {
-        "benchmark": "tls_bench",
-        "machine": machine_info(),
-        "settings": settings,
+    payload = {
         "certificate": tls.kind + ", self-signed, one for all proxies",
         "sessions": sessions,
         "summary": summary,
         "failures": failures,
         "runs": [asdict(run) for run in runs],
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return save_results(args.results, "tls_bench", args, payload)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
