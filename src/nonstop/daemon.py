@@ -15,20 +15,30 @@ each app's live release back (a deploy of that app waits for it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
+import pwd
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from nonstop.admin.server import AdminServer, Emit
 from nonstop.config import load
 from nonstop.config.model import Config, HealthSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
-from nonstop.deploy.pool import AppPool
+from nonstop.deploy.pool import AppPool, Pool
 from nonstop.deploy.store import StateStore
+from nonstop.engines.nginx import (
+    NginxAppPool,
+    NginxEngine,
+    NginxUpstreamChecks,
+    SystemNginx,
+    find_nginx,
+)
 from nonstop.errors import ConfigError, NonstopError
 from nonstop.health import HealthChecker
 from nonstop.proxy.server import Backend, ProxyServer
@@ -80,11 +90,40 @@ def admin_socket_path(config: Config) -> str:
     return path
 
 
+def with_engine(config: Config, engine: str | None) -> Config:
+    """``config`` with the engine the command line chose (``--engine``), if any."""
+    if engine is None or engine == config.engine:
+        return config
+    return dataclasses.replace(config, engine=engine)
+
+
+def nginx_engine(config: Config) -> NginxEngine:
+    """The nginx engine for ``config``, driving the nginx binary found on this host.
+
+    Started as root, nginx would run its workers as ``nobody``, who cannot reach the
+    state directory's temp paths; they run as nonstop's own user instead.
+    """
+    binary = find_nginx()
+    if binary is None:
+        raise ConfigError('engine "nginx" needs the nginx binary, and none was found on PATH')
+    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+    return NginxEngine(config, SystemNginx(binary), user=user)
+
+
 class Daemon:
-    def __init__(self, path: str, prefix: str | None, shutdown_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        prefix: str | None,
+        shutdown_timeout: float = 30.0,
+        engine: str | None = None,
+    ) -> None:
         self.path = path
         self.prefix = prefix
         self.shutdown_timeout = shutdown_timeout
+        self.engine = engine
+        self.nginx: NginxEngine | None = None
+        self.nginx_checks: NginxUpstreamChecks | None = None
         self.events: asyncio.Queue[str] = asyncio.Queue()
         self.proxy: ProxyServer | None = None
         self.admin: AdminServer | None = None
@@ -95,6 +134,32 @@ class Daemon:
         self.reloads = 0
 
     async def run(self, config: Config) -> None:
+        config = with_engine(config, self.engine)
+        if config.engine == "nginx":
+            await self._run(config, self._start_nginx(config))
+        else:
+            await self._run(config, self._start_embedded(config))
+
+    async def _start_embedded(self, config: Config) -> list[str]:
+        loop = asyncio.get_running_loop()
+        self.proxy = ProxyServer(config, loop)
+        deployer = self.deployer = self._deployer(config.state_dir)
+        deployer.configure(config.apps)
+        await self.proxy.start()
+        self.checks = UpstreamChecks(self.proxy)
+        self.checks.sync()
+        return [f"{h}:{p}" for h, p in self.proxy.bound_ports()]
+
+    async def _start_nginx(self, config: Config) -> list[str]:
+        self.nginx = nginx_engine(config)
+        deployer = self.deployer = self._deployer(config.state_dir)
+        deployer.configure(config.apps)
+        self.nginx_checks = NginxUpstreamChecks(self.nginx)
+        self.nginx_checks.sync(config)
+        await self.nginx.start()
+        return _listens(config)
+
+    async def _run(self, config: Config, start: Coroutine[Any, Any, list[str]]) -> None:
         loop = asyncio.get_running_loop()
         self.store = StateStore.open(config.state_dir)
         for record in self.store.resolve_interrupted():
@@ -105,12 +170,17 @@ class Daemon:
                 record.app,
                 record.release,
             )
-        self.proxy = ProxyServer(config, loop)
-        deployer = self.deployer = self._deployer(config.state_dir)
-        deployer.configure(config.apps)
-        await self.proxy.start()
-        self.checks = UpstreamChecks(self.proxy)
-        self.checks.sync()
+        try:
+            listening = await start
+        except BaseException:
+            if self.nginx_checks is not None:
+                await self.nginx_checks.close()
+            if self.nginx is not None:
+                await self.nginx.shutdown(1.0)
+            self.store.close()
+            raise
+        deployer = self.deployer
+        assert deployer is not None
         self.admin = AdminServer(
             admin_socket_path(config),
             {"reload": self._admin_reload, "status": self._admin_status, "stop": self._stop},
@@ -125,8 +195,7 @@ class Daemon:
             (signal.SIGUSR1, "reopen"),
         ):
             loop.add_signal_handler(signum, self.events.put_nowait, event)
-        addresses = ", ".join(f"{h}:{p}" for h, p in self.proxy.bound_ports())
-        log.info("nonstop %s started, listening on %s", os.getpid(), addresses)
+        log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         try:
             while True:
                 event = await self.events.get()
@@ -135,7 +204,7 @@ class Daemon:
                 if event == "reload":
                     await self.reload()
                 if event == "reopen":
-                    self.proxy.state.access_logs.reopen()
+                    self._reopen()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
@@ -143,28 +212,51 @@ class Daemon:
             await self.admin.close()
             restore.cancel()
             await asyncio.gather(restore, return_exceptions=True)
-            await self.checks.close()
-            await self.proxy.shutdown(self.shutdown_timeout)
+            await self._stop_engine()
             log.info("stopping app instances")
             await deployer.close()
             self.store.close()
             log.info("exit")
 
+    def _reopen(self) -> None:
+        if self.proxy is not None:
+            self.proxy.state.access_logs.reopen()
+        if self.nginx is not None:
+            self.nginx.reopen_logs()
+
+    async def _stop_engine(self) -> None:
+        if self.checks is not None:
+            await self.checks.close()
+        if self.proxy is not None:
+            await self.proxy.shutdown(self.shutdown_timeout)
+        if self.nginx_checks is not None:
+            await self.nginx_checks.close()
+        if self.nginx is not None:
+            await self.nginx.shutdown(self.shutdown_timeout)
+
     def _deployer(self, state_dir: str) -> Deployer:
-        assert self.proxy is not None and self.store is not None
+        assert self.store is not None
+        supervisor = Supervisor(state_dir, on_event=lambda e: self._on_instance(e))
+        if self.nginx is not None:
+            nginx = self.nginx
+
+            def nginx_pool(name: str) -> Pool:
+                return NginxAppPool(name, nginx)
+
+            return Deployer(self.store, supervisor, nginx_pool)
+        assert self.proxy is not None
         state = self.proxy.state
 
         def backend(name: str) -> Backend | None:
             return state.upstreams.get(name)
 
-        def pool(name: str) -> AppPool:
+        def pool(name: str) -> Pool:
             return AppPool(name, lambda: backend(name))
 
         def counts(name: str, address: str) -> tuple[int, int] | None:
             found = backend(name)
             return found.balancer.response_counts(address) if found is not None else None
 
-        supervisor = Supervisor(state_dir, on_event=lambda e: self._on_instance(e))
         return Deployer(self.store, supervisor, pool, counts=counts)
 
     def _on_instance(self, event: SupervisorEvent) -> None:
@@ -173,22 +265,19 @@ class Daemon:
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
-        assert self.proxy is not None
         try:
-            config = load(self.path, self.prefix)
-            previous = dict(self.proxy.state.upstreams)
-            await self.proxy.reload(config)
-            # no await between the new backends going live and the apps' servers going
-            # back into them: no request can find an app's upstream empty
-            if self.deployer is not None:
-                self.deployer.reapply(previous)
-                self.deployer.configure(config.apps)
-            if self.checks is not None:
-                self.checks.sync()
+            config = with_engine(load(self.path, self.prefix), self.engine)
+            if self.nginx is not None:
+                await self._reload_nginx(config)
+            else:
+                await self._reload_embedded(config)
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return {"ok": False, "error": str(exc)}
         except OSError as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+            return {"ok": False, "error": str(exc)}
+        except NonstopError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return {"ok": False, "error": str(exc)}
         self.reloads += 1
@@ -198,13 +287,40 @@ class Daemon:
         log.info("configuration reloaded from %s", self.path)
         return {"ok": True, "files": list(config.files)}
 
+    async def _reload_nginx(self, config: Config) -> None:
+        assert self.nginx is not None
+        if config.engine != "nginx":
+            raise ConfigError("the engine cannot change on reload: restart nonstop for that")
+        await self.nginx.apply(config)
+        if self.deployer is not None:
+            self.deployer.configure(config.apps)
+        if self.nginx_checks is not None:
+            self.nginx_checks.sync(config)
+
+    async def _reload_embedded(self, config: Config) -> None:
+        assert self.proxy is not None
+        if config.engine != "embedded":
+            raise ConfigError("the engine cannot change on reload: restart nonstop for that")
+        previous = dict(self.proxy.state.upstreams)
+        await self.proxy.reload(config)
+        # no await between the new backends going live and the apps' servers going
+        # back into them: no request can find an app's upstream empty
+        if self.deployer is not None:
+            self.deployer.reapply(previous)
+            self.deployer.configure(config.apps)
+        if self.checks is not None:
+            self.checks.sync()
+
     async def _admin_reload(self, _request: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
 
     async def _admin_status(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.proxy is not None and self.deployer is not None
-        state = self.proxy.state
+        assert self.deployer is not None
         app = request.get("app")
+        if self.nginx is not None:
+            return self._nginx_status(None if app is None else str(app))
+        assert self.proxy is not None
+        state = self.proxy.state
         return {
             "ok": True,
             "pid": os.getpid(),
@@ -219,6 +335,22 @@ class Daemon:
                 if app is None or name == app
             },
             "apps": self.deployer.status(None if app is None else str(app)),
+        }
+
+    def _nginx_status(self, app: str | None) -> dict[str, Any]:
+        assert self.nginx is not None and self.deployer is not None
+        return {
+            "ok": True,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 3),
+            "config": self.path,
+            "engine": "nginx",
+            "reloads": self.reloads,
+            "connections": "n/a",
+            "listen": _listens(self.nginx.config),
+            "nginx": self.nginx.describe(),
+            "upstreams": self.nginx.upstreams(app),
+            "apps": self.deployer.status(app),
         }
 
     async def _admin_deploy(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -245,6 +377,15 @@ class Daemon:
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.events.put_nowait("stop")
         return {"ok": True}
+
+
+def _listens(config: Config) -> list[str]:
+    seen: dict[str, None] = {}
+    for server in config.servers:
+        for listen in server.listens:
+            host = f"[{listen.host}]" if ":" in listen.host else listen.host
+            seen[f"{host}:{listen.port}"] = None
+    return list(seen)
 
 
 def _who(request: dict[str, Any]) -> tuple[str, str, int]:

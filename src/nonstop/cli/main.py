@@ -32,6 +32,12 @@ _config_option = click.option(
 _prefix_option = click.option(
     "-p", "--prefix", default=None, help="Prefix for relative paths (default: the config's dir)."
 )
+_engine_option = click.option(
+    "--engine",
+    type=click.Choice(["embedded", "nginx"]),
+    default=None,
+    help="Serve with this engine instead of the config's (nginx: a real nginx, driven).",
+)
 
 
 def _say(message: str) -> None:
@@ -59,8 +65,9 @@ def main() -> None:
 @main.command()
 @_config_option
 @_prefix_option
-def check(config_path: str, prefix: str | None) -> None:
-    """Validate a config like `nginx -t`."""
+@_engine_option
+def check(config_path: str, prefix: str | None, engine: str | None) -> None:
+    """Validate a config like `nginx -t` (engine nginx: and run `nginx -t` on its render)."""
     config = _load(config_path, prefix)
     try:
         import asyncio
@@ -74,6 +81,8 @@ def check(config_path: str, prefix: str | None) -> None:
         finally:
             loop.close()
         TlsContexts().load(config)
+        if (engine or config.engine) == "nginx":
+            _check_nginx(config)
     except ConfigError as exc:
         _say(f"[emerg] {exc}")
         _say(f"configuration file {os.path.abspath(config_path)} test failed")
@@ -82,16 +91,31 @@ def check(config_path: str, prefix: str | None) -> None:
     _say(f"configuration file {os.path.abspath(config_path)} test is successful")
 
 
+def _check_nginx(config: Config) -> None:
+    """Render ``config`` for nginx in a scratch directory and have nginx check it."""
+    import asyncio
+    import tempfile
+
+    from nonstop.daemon import nginx_engine
+
+    with tempfile.TemporaryDirectory(prefix="nonstop-check-") as home:
+        engine = nginx_engine(config)
+        engine.home = home
+        for line in asyncio.run(engine.check()).splitlines():
+            _say(f"[nginx] {line}")
+
+
 @main.command()
 @_config_option
 @_prefix_option
+@_engine_option
 @click.option(
     "--shutdown-timeout",
     default="30s",
     show_default=True,
     help="How long in-flight requests may take to finish on SIGTERM.",
 )
-def run(config_path: str, prefix: str | None, shutdown_timeout: str) -> None:
+def run(config_path: str, prefix: str | None, engine: str | None, shutdown_timeout: str) -> None:
     """Run the daemon in the foreground (SIGTERM/SIGINT: graceful stop; SIGHUP: reload)."""
     import uvloop
 
@@ -103,7 +127,7 @@ def run(config_path: str, prefix: str | None, shutdown_timeout: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     setup_logging(config)
-    daemon = Daemon(config_path, prefix, grace)
+    daemon = Daemon(config_path, prefix, grace, engine)
     try:
         uvloop.run(daemon.run(config))
     except ConfigError as exc:
@@ -112,6 +136,9 @@ def run(config_path: str, prefix: str | None, shutdown_timeout: str) -> None:
     except OSError as exc:
         _say(f"[emerg] {exc}")
         sys.exit(1)
+    except NonstopError as exc:
+        _say(f"[emerg] {exc}")
+        sys.exit(exc.exit_code)
 
 
 def _client(config_path: str, prefix: str | None) -> AdminClient:

@@ -33,9 +33,9 @@ from nonstop.config.model import AppSpec, ServerSpec
 from nonstop.deploy.errors import DeployRefused, RolledBack, UnknownApp
 from nonstop.deploy.events import Emit, Progress
 from nonstop.deploy.plan import VerifyCounts, idle_slot, server_spec, slot_ports, verify_failure
-from nonstop.deploy.pool import AppPool
+from nonstop.deploy.pool import AppPool, Pool
 from nonstop.deploy.store import DeployRecord, StateStore
-from nonstop.errors import DeployFailed, UsageError
+from nonstop.errors import DeployFailed, NonstopError, UsageError
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.health.gate import GateResult, wait_healthy
 from nonstop.supervisor import Instance, StartFailed, Supervisor, SupervisorEvent, reclaim
@@ -83,7 +83,7 @@ class AppRuntime:
     """What the deployer knows of one app right now."""
 
     spec: AppSpec
-    pool: AppPool
+    pool: Pool
     live_slot: int | None = None
     live_release: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -102,7 +102,7 @@ class Deployer:
         self,
         store: StateStore,
         supervisor: Supervisor,
-        pool_for: Callable[[str], AppPool],
+        pool_for: Callable[[str], Pool],
         clock: Clock = SYSTEM_CLOCK,
         probe_fn: ProbeFn = probe,
         counts: ResponseCounts = _no_counts,
@@ -304,6 +304,7 @@ class Deployer:
         old_addresses = [s.address for s in old_specs]
         run.phase = "switching"
         runtime.pool.switch(new_specs, old_addresses)
+        await self._applied(runtime, run, new, old_specs)
         durations["switched"] = round(say.elapsed(), 4)
         for instance in new:
             self.store.set_instance_state(spec.name, instance.port, "running")
@@ -383,6 +384,20 @@ class Deployer:
             probes=sum(r.probes for r in results),
         )
         return new
+
+    async def _applied(
+        self, runtime: AppRuntime, run: _Run, new: list[Instance], old_specs: list[ServerSpec]
+    ) -> None:
+        """The switch is live (an engine may apply it later); if not, undo it and refuse."""
+        try:
+            await runtime.pool.applied()
+        except NonstopError as exc:
+            new_addresses = [i.address for i in new]
+            runtime.pool.switch(old_specs, new_addresses)
+            runtime.pool.remove(new_addresses)
+            await self._discard(runtime, new)
+            run.progress("refused", f"refused: the switch was not applied: {exc}", reason=str(exc))
+            raise DeployRefused(f"the switch to {run.release} was not applied: {exc}") from None
 
     async def _gate(self, spec: AppSpec, instance: Instance) -> GateResult:
         return await wait_healthy(
@@ -582,7 +597,8 @@ class Deployer:
         """After a reload: every app's servers into the new backends (same loop step)."""
         for name, runtime in self.apps.items():
             old = previous.get(name)
-            runtime.pool.reapply(old.balancer if old is not None else None)
+            if isinstance(runtime.pool, AppPool):
+                runtime.pool.reapply(old.balancer if old is not None else None)
 
     async def close(self, timeout: float | None = None) -> None:
         """Cancel deploys and health gates, then stop every instance (daemon shutdown)."""

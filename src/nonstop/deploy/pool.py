@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import ServerSpec
@@ -25,11 +26,46 @@ from nonstop.proxy.balancers import BACKUP_METHODS
 from nonstop.proxy.server import Backend
 from nonstop.proxy.upstream import Upstream
 
-__all__ = ["DRAIN_POLL", "AppPool"]
+__all__ = ["DRAIN_POLL", "AppPool", "Pool"]
 
 log = logging.getLogger("nonstop")
 
 DRAIN_POLL = 0.01
+
+
+class Pool(Protocol):
+    """What the deployer asks of an app's upstream, whichever engine serves it.
+
+    Changes are synchronous so the embedded engine applies each in one event-loop step;
+    an engine that applies them later (nginx: render and reload) finishes in ``applied``,
+    which raises ``NonstopError`` when the change did not take effect.
+    """
+
+    def addresses(self) -> list[str]: ...
+
+    def spec(self, address: str) -> ServerSpec | None: ...
+
+    def in_flight(self, address: str) -> int: ...
+
+    def supports_backup(self) -> bool: ...
+
+    def describe(self, address: str) -> dict[str, object]: ...
+
+    def add(self, specs: Iterable[ServerSpec], healthy: bool = True) -> None: ...
+
+    def switch(self, new: Iterable[ServerSpec], old: Iterable[str]) -> None: ...
+
+    def demote(self, address: str, spec: ServerSpec) -> None: ...
+
+    def set_draining(self, addresses: Iterable[str]) -> None: ...
+
+    def set_health(self, address: str, healthy: bool) -> None: ...
+
+    def remove(self, addresses: Iterable[str]) -> None: ...
+
+    async def applied(self) -> None: ...
+
+    async def drain(self, addresses: Iterable[str], timeout: float) -> int: ...
 
 
 @dataclass
@@ -120,6 +156,9 @@ class AppPool:
             self._servers.pop(address, None)
         self._apply()
         self._close_idle(addresses)
+
+    async def applied(self) -> None:
+        """Every change above is already live in the proxy: nothing to wait for."""
 
     async def drain(self, addresses: Iterable[str], timeout: float) -> int:
         """Wait until no request is in flight on ``addresses`` (at most ``timeout``).

@@ -1,0 +1,257 @@
+"""The nginx binary behind a small interface, and a fake of it for unit tests.
+
+Four things are asked of nginx: check a config (``nginx -t``), start a master in the
+foreground under a prefix, take a signal, and list the master's worker processes.  The
+engine gets an ``NginxCommand`` through its constructor (as ingress-nginx's controller
+gets its ``NginxExecTester``), so its decisions are tested against ``FakeNginx`` and the
+real binary only in the integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "CheckResult",
+    "FakeMaster",
+    "FakeNginx",
+    "Master",
+    "NginxCommand",
+    "SystemNginx",
+    "children",
+    "find_nginx",
+    "retiring",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """``nginx -t``: whether it passed, and what nginx said (its own words)."""
+
+    ok: bool
+    output: str
+
+
+class Master(Protocol):
+    """A running nginx master (``asyncio.subprocess.Process`` is one)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+
+class NginxCommand(Protocol):
+    async def check(self, prefix: str, conf: str, error_log: str) -> CheckResult: ...
+
+    async def start(self, prefix: str, conf: str, error_log: str, stderr: str) -> Master: ...
+
+    def signal(self, pid: int, signum: int) -> None: ...
+
+    def workers(self, master: int) -> frozenset[int]: ...
+
+    def retiring(self, worker: int) -> bool: ...
+
+
+def find_nginx() -> str | None:
+    """The nginx binary on PATH, or the Debian/Ubuntu one in /usr/sbin."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def children(pid: int, proc: str = "/proc") -> frozenset[int]:
+    """The live child processes of ``pid``, read from /proc.
+
+    ``/proc/PID/task/*/children`` when the kernel has it; otherwise every
+    ``/proc/*/stat`` whose parent is ``pid`` (the field after the command in parentheses).
+    """
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"{proc}/{pid}/task")
+    except OSError:
+        return frozenset()
+    listed = False
+    for task in tasks:
+        try:
+            with open(f"{proc}/{pid}/task/{task}/children") as handle:
+                found.update(int(p) for p in handle.read().split())
+            listed = True
+        except (OSError, ValueError):
+            continue
+    if listed:
+        return frozenset(found)
+    return _scan_parent(pid, proc)
+
+
+def retiring(pid: int, proc: str = "/proc") -> bool:
+    """Whether an nginx worker has stopped taking requests: it exited, or it retitled
+    itself "worker process is shutting down" (``ngx_worker_process_cycle`` does that as it
+    closes its listening sockets and idle connections)."""
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
+            title = handle.read()
+    except OSError:
+        return True
+    return b"shutting down" in title or not title
+
+
+def _scan_parent(pid: int, proc: str) -> frozenset[int]:
+    found: set[int] = set()
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{name}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.add(int(name))
+    return frozenset(found)
+
+
+class SystemNginx:
+    """The real binary.  Every run names the prefix, the config and the early error log,
+    so nothing touches the paths nginx was compiled with."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    async def check(self, prefix: str, conf: str, error_log: str) -> CheckResult:
+        process = await asyncio.create_subprocess_exec(
+            *self._argv(prefix, conf, error_log),
+            "-t",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        return CheckResult(process.returncode == 0, out.decode(errors="replace").strip())
+
+    async def start(self, prefix: str, conf: str, error_log: str, stderr: str) -> Master:
+        with open(stderr, "ab") as handle:
+            return await asyncio.create_subprocess_exec(
+                *self._argv(prefix, conf, error_log),
+                "-g",
+                "daemon off;",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=handle,
+                stderr=handle,
+                start_new_session=True,  # the terminal's ^C is for nonstop, which stops nginx
+            )
+
+    def signal(self, pid: int, signum: int) -> None:
+        os.kill(pid, signum)
+
+    def workers(self, master: int) -> frozenset[int]:
+        return children(master)
+
+    def retiring(self, worker: int) -> bool:
+        return retiring(worker)
+
+    def _argv(self, prefix: str, conf: str, error_log: str) -> list[str]:
+        return [self.binary, "-p", prefix.rstrip("/") + "/", "-c", conf, "-e", error_log]
+
+
+@dataclass
+class FakeMaster:
+    pid: int
+    returncode: int | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self) -> int:
+        await self.exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def exit(self, code: int) -> None:
+        self.returncode = code
+        self.exited.set()
+
+
+class FakeNginx:
+    """Records every check, start and signal; workers are pids the test can end.
+
+    A reload (SIGHUP) starts one new worker and leaves the old ones running until the
+    test calls ``finish_old`` (or immediately with ``old_exit_at_once``), which is the
+    window the deployer's drain must wait out.  ``reject`` makes ``check`` fail any config
+    containing that text, with an nginx-style message.
+    """
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+        self.started: list[str] = []
+        self.signals: list[tuple[int, int]] = []
+        self.reject: str | None = None
+        self.old_exit_at_once = False
+        self.ignore_reload = False
+        self.master: FakeMaster | None = None
+        self.current: set[int] = set()
+        self.old: set[int] = set()
+        self._next = 5000
+
+    async def check(self, prefix: str, conf: str, error_log: str) -> CheckResult:
+        text = _read_tree(conf)
+        self.checked.append(text)
+        if self.reject is not None and self.reject in text:
+            return CheckResult(
+                False,
+                f'nginx: [emerg] unknown directive "{self.reject}" in {conf}:1\n'
+                f"nginx: configuration file {conf} test failed",
+            )
+        return CheckResult(True, f"nginx: configuration file {conf} test is successful")
+
+    async def start(self, prefix: str, conf: str, error_log: str, stderr: str) -> Master:
+        self.started.append(_read_tree(conf))
+        self.master = FakeMaster(self._pid())
+        self.current = {self._pid()}
+        return self.master
+
+    def signal(self, pid: int, signum: int) -> None:
+        self.signals.append((pid, signum))
+        assert self.master is not None and pid == self.master.pid
+        if signum == signal.SIGHUP and not self.ignore_reload:
+            self.old |= self.current
+            self.current = {self._pid()}
+            if self.old_exit_at_once:
+                self.old.clear()
+        elif signum in (signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):
+            self.current.clear()
+            self.old.clear()
+            self.master.exit(0)
+
+    def workers(self, master: int) -> frozenset[int]:
+        return frozenset(self.current | self.old)
+
+    def retiring(self, worker: int) -> bool:
+        return worker not in self.current
+
+    def finish_old(self) -> None:
+        self.old.clear()
+
+    def _pid(self) -> int:
+        self._next += 1
+        return self._next
+
+
+def _read_tree(conf: str) -> str:
+    """The main file and its app includes, as one text (what a check would have read)."""
+    with open(conf) as handle:
+        text = handle.read()
+    apps = os.path.join(os.path.dirname(conf), "apps")
+    if os.path.isdir(apps):
+        for name in sorted(os.listdir(apps)):
+            with open(os.path.join(apps, name)) as handle:
+                text += f"# {name}\n" + handle.read()
+    return text

@@ -1,0 +1,376 @@
+"""The shell around a real nginx: render, check, swap, reload, supervise, drain.
+
+Files live under ``STATE_DIR/nginx/``: ``conf/`` is what the running master reads,
+``next/`` is where each render is checked first, ``logs/`` and ``temp/`` are nginx's own.
+A change goes: render (pure) -> same bytes as live? nothing to do -> write ``next/`` ->
+``nginx -t`` on it -> rejected? the live files stay and the error is nginx's own words ->
+copy into ``conf/`` -> SIGHUP the master -> wait until it has started new workers.
+
+The drain is what a reload-then-kill script gets wrong: ``nginx -s reload`` returns
+while the old workers still finish requests they took before the reload, on the old
+upstream servers.  The engine records the workers that existed before each reload; a
+drain waits until every one of them has exited (they exit once their last request is
+done, or at ``worker_shutdown_timeout``), and only then may the old app be stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from nonstop.clock import SYSTEM_CLOCK, Clock
+from nonstop.config.model import Config, ServerSpec
+from nonstop.engines.nginx.command import Master, NginxCommand
+from nonstop.engines.nginx.render import MAIN_FILE, RenderOptions, render
+from nonstop.errors import ConfigError, NonstopError
+
+__all__ = ["NginxEngine", "NginxFailed", "NginxRejected"]
+
+log = logging.getLogger("nonstop")
+
+POLL = 0.01
+RELOAD_TIMEOUT = 10.0
+START_TIMEOUT = 10.0
+KILL_GRACE = 5.0
+
+
+class NginxRejected(ConfigError):
+    """``nginx -t`` refused a render; the message is nginx's own output."""
+
+
+class NginxFailed(NonstopError):
+    """nginx did not start, or did not apply a reload its own check had passed."""
+
+
+class NginxEngine:
+    """One nginx master under ``STATE_DIR/nginx``, driven from nonstop's model."""
+
+    def __init__(
+        self,
+        config: Config,
+        command: NginxCommand,
+        *,
+        user: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        poll: float = POLL,
+        home: str | None = None,
+    ) -> None:
+        self.config = config
+        self.command = command
+        self.user = user
+        self.clock = clock
+        self.poll = poll
+        self.home = home or os.path.join(config.state_dir, "nginx")
+        self.reloads = 0
+        self.master: Master | None = None
+        self._live: dict[str, str] = {}
+        self._app_servers: dict[str, tuple[ServerSpec, ...]] = {}
+        self._down: set[tuple[str, str]] = set()
+        self._old_workers: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._want = False
+        self._applier: asyncio.Task[None] | None = None
+        self._failure: NonstopError | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # -- paths ----------------------------------------------------------------------------
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.home, *parts)
+
+    @property
+    def conf(self) -> str:
+        return self.path("conf", MAIN_FILE)
+
+    @property
+    def error_log(self) -> str:
+        return self.path("logs", "error.log")
+
+    # -- run-time state the render depends on --------------------------------------------
+
+    def set_app_servers(self, app: str, servers: tuple[ServerSpec, ...]) -> None:
+        self._app_servers[app] = servers
+        self.request_apply()
+
+    def set_down(self, upstream: str, address: str, down: bool) -> None:
+        key = (upstream, address)
+        if (key in self._down) != down:
+            if down:
+                self._down.add(key)
+            else:
+                self._down.discard(key)
+            self.request_apply()
+
+    def is_down(self, upstream: str, address: str) -> bool:
+        return (upstream, address) in self._down
+
+    def options(self) -> RenderOptions:
+        return RenderOptions(
+            home=self.home,
+            app_servers=dict(self._app_servers),
+            down=frozenset(self._down),
+            user=self.user,
+        )
+
+    # -- apply: render, check, swap, reload -------------------------------------------------
+
+    async def apply(self, config: Config | None = None) -> bool:
+        """Make nginx run ``config`` (default: the current one) with the current state.
+
+        Returns whether anything changed.  Raises ``NginxRejected`` (nginx's message)
+        when the check fails, ``NginxFailed`` when nginx did not take a checked config;
+        either way the files nginx runs from are the previous ones.
+        """
+        async with self._lock:
+            config = config or self.config
+            files = dict(render(config, self.options()).files)
+            if files == self._live:
+                self.config = config
+                return False
+            self._prepare_dirs(config)
+            await self._check(files)
+            previous = self._live
+            _write_tree(self.path("conf"), files, previous)
+            self._live = files
+            if self.master is not None and self.master.returncode is None:
+                try:
+                    await self._reload()
+                except NginxFailed:
+                    _write_tree(self.path("conf"), previous, files)
+                    self._live = previous
+                    raise
+            self.config = config
+            return True
+
+    async def check(self) -> str:
+        """``nginx -t`` on the render of the current config; nginx's words if it passed."""
+        self._prepare_dirs()
+        return await self._check(dict(render(self.config, self.options()).files))
+
+    async def _check(self, files: Mapping[str, str]) -> str:
+        staging = self.path("next")
+        _write_tree(staging, files, {})
+        result = await self.command.check(
+            self.home, os.path.join(staging, MAIN_FILE), self.error_log
+        )
+        if not result.ok:
+            raise NginxRejected(result.output.strip())
+        return result.output.strip()
+
+    async def _reload(self) -> None:
+        assert self.master is not None
+        before = self.command.workers(self.master.pid)
+        self.command.signal(self.master.pid, signal.SIGHUP)
+        deadline = self.clock.monotonic() + RELOAD_TIMEOUT
+        while not self._reloaded(before):
+            if self.master.returncode is not None or self.clock.monotonic() >= deadline:
+                raise NginxFailed(f"nginx did not apply the new config: {self.log_tail()}")
+            await asyncio.sleep(self.poll)
+        self._old_workers |= before
+        self.reloads += 1
+
+    def _reloaded(self, before: frozenset[int]) -> bool:
+        """New workers run the new config and none of the old ones takes new requests.
+
+        The master starts the new workers first and tells the old ones to quit about
+        100 ms later; until then an old worker still accepts, with the old config.
+        """
+        assert self.master is not None
+        if not self.command.workers(self.master.pid) - before:
+            return False
+        return all(self.command.retiring(pid) for pid in before)
+
+    def request_apply(self) -> None:
+        """Apply soon (from synchronous code): changes made meanwhile share one reload."""
+        self._want = True
+        if self._applier is None or self._applier.done():
+            self._applier = asyncio.get_running_loop().create_task(self._apply_pending())
+
+    async def _apply_pending(self) -> None:
+        while self._want:
+            self._want = False
+            try:
+                await self.apply()
+                self._failure = None
+            except NonstopError as exc:
+                log.error("nginx config not applied, the running one stays: %s", exc)
+                self._failure = exc
+
+    async def settle(self) -> None:
+        """Wait until every requested change is applied; raise if the last one failed."""
+        while self._applier is not None and not self._applier.done():
+            await asyncio.shield(self._applier)
+        if self._failure is not None:
+            raise self._failure
+
+    # -- drain ------------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> int:
+        """Wait until every worker from before the latest reload has exited.
+
+        Bounded by ``timeout``; returns how many were still running when it ended (0 =
+        drained).  Those old workers are the only processes that may still send to a
+        server the new config no longer has.
+        """
+        await self.settle()
+        deadline = self.clock.monotonic() + timeout
+        while True:
+            left = self.old_workers()
+            if not left or self.clock.monotonic() >= deadline:
+                return len(left)
+            await asyncio.sleep(self.poll)
+
+    def old_workers(self) -> frozenset[int]:
+        if self.master is None:
+            self._old_workers.clear()
+            return frozenset()
+        self._old_workers &= self.command.workers(self.master.pid)
+        return frozenset(self._old_workers)
+
+    # -- the master's life ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check and write the config, start nginx in the foreground, wait for workers."""
+        await self.apply()
+        await self._spawn()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _spawn(self) -> None:
+        self._prepare_dirs()
+        master = await self.command.start(
+            self.home, self.conf, self.error_log, self.path("logs", "stderr.log")
+        )
+        deadline = self.clock.monotonic() + START_TIMEOUT
+        while not self.command.workers(master.pid):
+            if master.returncode is not None or self.clock.monotonic() >= deadline:
+                if master.returncode is None:
+                    await self._stop_master(master, 1.0)
+                raise NginxFailed(f"nginx did not start: {self.log_tail()}")
+            await asyncio.sleep(self.poll)
+        self.master = master
+        log.info("nginx master %d started with %s", master.pid, self.conf)
+
+    async def _supervise(self) -> None:
+        """Restart nginx if its master dies (not on our own stop)."""
+        while not self._stopping:
+            assert self.master is not None
+            code = await self.master.wait()
+            if self._stopping:
+                return
+            log.error("nginx master %d exited (code %d): restarting", self.master.pid, code)
+            self._old_workers.clear()
+            while not self._stopping:
+                try:
+                    await self._spawn()
+                    break
+                except NginxFailed as exc:
+                    log.error("%s", exc)
+                    await asyncio.sleep(1.0)
+
+    async def shutdown(self, timeout: float) -> None:
+        """SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL."""
+        self._stopping = True
+        if self._applier is not None:
+            await asyncio.gather(self._applier, return_exceptions=True)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        if self.master is not None and self.master.returncode is None:
+            await self._stop_master(self.master, timeout)
+            log.info("nginx master %d stopped", self.master.pid)
+
+    async def _stop_master(self, master: Master, timeout: float) -> None:
+        for signum, wait in (
+            (signal.SIGQUIT, timeout),
+            (signal.SIGTERM, KILL_GRACE),
+            (signal.SIGKILL, KILL_GRACE),
+        ):
+            try:
+                self.command.signal(master.pid, signum)
+            except ProcessLookupError:
+                return
+            try:
+                await asyncio.wait_for(master.wait(), wait)
+                return
+            except TimeoutError:
+                continue
+
+    def reopen_logs(self) -> None:
+        if self.master is not None and self.master.returncode is None:
+            self.command.signal(self.master.pid, signal.SIGUSR1)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        master = self.master
+        running = master is not None and master.returncode is None
+        return {
+            "master": master.pid if master is not None and running else None,
+            "workers": sorted(self.command.workers(master.pid)) if master and running else [],
+            "draining_workers": sorted(self.old_workers()),
+            "reloads": self.reloads,
+            "conf": self.conf,
+            "error_log": self.error_log,
+            "access_log": self.path("logs", "access.log"),
+        }
+
+    def upstreams(self, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """What each upstream's servers look like in the running config."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for up in self.config.upstreams:
+            if up.implicit or (name is not None and up.name != name):
+                continue
+            servers = self._app_servers.get(up.name, ()) if up.app else up.servers
+            out[up.name] = [
+                {
+                    "address": s.address,
+                    "state": "down" if s.down or self.is_down(up.name, s.address) else "up",
+                    "backup": s.backup,
+                    "weight": s.weight,
+                }
+                for s in servers
+            ]
+        return out
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of nginx's error log (and its stderr), for error messages."""
+        text = ""
+        for name in ("error.log", "stderr.log"):
+            try:
+                with open(self.path("logs", name), errors="replace") as handle:
+                    text += handle.read()[-4000:]
+            except OSError:
+                continue
+        kept = [line for line in text.splitlines() if line.strip()]
+        return " | ".join(kept[-lines:]) or "(nginx's error log is empty)"
+
+    def _prepare_dirs(self, config: Config | None = None) -> None:
+        """nginx's own directories, and those of the access logs the config names."""
+        for sub in ("conf", "next", "logs", "temp"):
+            os.makedirs(self.path(sub), exist_ok=True)
+        for server in (config or self.config).servers:
+            for log_spec in (server.access_log, *(loc.access_log for loc in server.locations)):
+                if log_spec is not None and log_spec.path is not None:
+                    os.makedirs(os.path.dirname(log_spec.path) or ".", exist_ok=True)
+
+
+def _write_tree(root: str, files: Mapping[str, str], previous: Mapping[str, str]) -> None:
+    """Write each file atomically (a rename), and remove the ones no longer rendered."""
+    for relative, text in files.items():
+        if previous.get(relative) == text:
+            continue
+        target = os.path.join(root, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target + ".tmp", "w") as handle:
+            handle.write(text)
+        os.replace(target + ".tmp", target)
+    for relative in set(previous) - set(files):
+        try:
+            os.unlink(os.path.join(root, relative))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,206 @@
+"""``engine = "nginx"`` end to end: ``nonstop run`` drives a real nginx in front of pyapp.
+
+The load is the deploy tests' keep-alive clients, with one difference a real HTTP client
+also has: a request whose reused keep-alive connection nginx closed before reading it is
+sent again on a new connection (RFC 9112, section 9.3.1).  Every reload makes nginx's
+old workers close their idle client connections; nonstop cannot change that, so those
+closes are counted apart (``closed_idle``) and every other failure — a 5xx, a reset
+after the request was read, a wrong body — fails the test.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.apps import pyapp_command
+from tests.support.apps.harness import AppDaemon, Load
+
+from nonstop.engines.nginx import find_nginx
+
+pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed")
+
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class NginxAppDaemon(AppDaemon):
+    """The deploy tests' daemon with ``engine = "nginx"``."""
+
+    def write(self, command: str, **options: Any) -> None:
+        super().write(command, **options)
+        self.config.write_text('engine = "nginx"\n' + self.config.read_text())
+
+    def nginx(self) -> dict[str, Any]:
+        done = self.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+
+
+class RetryingLoad(Load):
+    """``Load`` whose clients resend once when a reused connection was closed unread."""
+
+    closed_idle: int = 0
+
+    def _run(self, index: int) -> None:
+        deadline = time.monotonic() + self.limit
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        n = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            n += 1
+            reused = conn.sock is not None
+            try:
+                self._one(conn, index, n)
+                continue
+            except _STALE as exc:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+                if not reused:
+                    with self._lock:
+                        self.failed.append(repr(exc))
+                    continue
+                with self._lock:
+                    self.closed_idle += 1
+            except (OSError, http.client.HTTPException) as exc:
+                with self._lock:
+                    self.failed.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+                continue
+            try:
+                self._one(conn, index, n)
+            except (OSError, http.client.HTTPException) as exc:
+                with self._lock:
+                    self.failed.append(f"after a resend: {exc!r}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        conn.close()
+
+
+Make = Callable[..., NginxAppDaemon]
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Make]:
+    running: list[NginxAppDaemon] = []
+
+    def make(extra: str = "", **options: object) -> NginxAppDaemon:
+        d = NginxAppDaemon(tmp_path / f"d{len(running)}", pyapp_command(extra), **options)
+        running.append(d)
+        return d.start()
+
+    yield make
+    for d in running:
+        d.stop()
+
+
+def deployed(d: AppDaemon, release: str) -> None:
+    done = d.cli("deploy", "web", "--release", release)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_deploys_under_keepalive_load_through_nginx_fail_no_request(daemon: Make) -> None:
+    d = daemon(verify="200ms")
+    deployed(d, "v1")
+    master = d.nginx()["nginx"]["master"]
+    took = []
+    with RetryingLoad(d.port, clients=16, limit=40) as load:
+        load.wait_requests(100)
+        for release in ("v2", "v3", "v4"):
+            started = time.monotonic()
+            deployed(d, release)
+            took.append(time.monotonic() - started)
+            load.wait_requests(100)
+    assert load.failed == [], load.failed[:5]
+    assert list(load.first_seen)[-3:] == ["v2", "v3", "v4"]
+    assert d.get() == (200, "v4")
+    status = d.nginx()
+    assert status["engine"] == "nginx" and status["nginx"]["master"] == master
+    assert status["nginx"]["draining_workers"] == []
+    app = status["apps"]["web"]
+    assert [i["release"] for i in app["instances"]] == ["v4"]
+    assert [h["outcome"] for h in app["history"][:3]] == ["ok", "ok", "ok"]
+    print(f"deploy times {[round(t, 2) for t in took]}, closed idle {load.closed_idle}")
+
+
+def test_the_old_release_is_stopped_only_after_the_old_workers_exited(daemon: Make) -> None:
+    d = daemon(verify="0s", drain_timeout="10s")
+    deployed(d, "v1")
+    with RetryingLoad(d.port, clients=6, limit=30, slow_ms=1500) as load:
+        load.wait_requests(10)
+        time.sleep(0.2)  # let slow requests be in flight on v1 when the switch comes
+        done = d.cli("deploy", "web", "--release", "v2", "--json")
+        load.wait_requests(10)
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()[:-1]]
+    drained = next(e for e in events if e["event"] == "drained")
+    switched = next(e for e in events if e["event"] == "switched")
+    assert drained["in_flight"] == 0
+    assert drained["t"] - switched["t"] > 0.3  # it waited for the slow requests
+    assert load.failed == [], load.failed[:5]
+
+
+def test_a_reload_nginx_rejects_keeps_the_running_config(daemon: Make) -> None:
+    d = daemon()
+    deployed(d, "v1")
+    text = d.config.read_text()
+    d.config.write_text(
+        text
+        + '\n[[servers]]\nlisten = ["127.0.0.1:1"]\n'
+        + 'tls = { certificate = "missing.pem", certificate_key = "missing.key" }\n'
+        + 'locations = [ { path = "/", pass = "web" } ]\n'
+    )
+    done = d.cli("reload")
+    assert done.returncode == 2
+    assert "nginx: [emerg]" in done.stderr and "missing.pem" in done.stderr
+    live = Path(d.dir / "state" / "nginx" / "conf" / "nginx.conf").read_text()
+    assert "missing.pem" not in live
+    assert d.get() == (200, "v1")
+    d.config.write_text(text)
+    assert d.cli("reload").returncode == 0
+
+
+def test_logs_and_pid_live_under_the_state_directory(daemon: Make) -> None:
+    d = daemon()
+    deployed(d, "v1")
+    assert d.get() == (200, "v1")
+    home = d.dir / "state" / "nginx"
+    status = d.nginx()["nginx"]
+    assert int((home / "nginx.pid").read_text()) == status["master"]
+    assert status["error_log"] == str(home / "logs" / "error.log")
+    deadline = time.monotonic() + 5
+    while "GET / HTTP/1.1" not in (home / "logs" / "access.log").read_text():
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.05)
+    master = status["master"]
+    assert d.stop() == 0
+    assert not os.path.exists(f"/proc/{master}"), "nginx outlived nonstop"
+
+
+def test_check_runs_nginx_t_on_the_render(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    conf = tmp_path / "nginx.conf"
+    shutil.copy(Path(__file__).parents[1] / "unit/config/fixtures/blue_green/nginx.conf", conf)
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "service-url.inc").write_text(
+        "set $service_port http://127.0.0.1:8081;\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "nonstop", "check", "--engine", "nginx", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        "[nginx] nginx: configuration file" in done.stderr and "test is successful" in done.stderr
+    )

@@ -1,0 +1,218 @@
+"""The nginx engine's decisions against ``FakeNginx``: check before swap, reload only on
+change, drain until the pre-reload workers are gone, graceful stop, health as ``down``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nonstop.config import load
+from nonstop.config.model import Config, HealthSpec, ServerSpec
+from nonstop.engines.nginx import FakeNginx, NginxAppPool, NginxEngine, NginxRejected, children
+from nonstop.engines.nginx.checks import NginxUpstreamChecks
+from nonstop.health.active import Verdict
+
+CONFIG = """
+state_dir = "state"
+
+[upstreams.api]
+servers = [ {{ address = "127.0.0.1:9101" }}, {{ address = "127.0.0.1:9102" }} ]
+health = {{ path = "/health", interval = "10ms" }}
+
+[apps.web]
+command = "app {{port}}"
+ports = [8080, 8000]
+drain_timeout = "{drain}"
+
+[[servers]]
+listen = ["127.0.0.1:18080"]
+locations = [ {{ path = "/", pass = "web" }}, {{ path = "/api/", pass = "api" }} ]
+"""
+
+
+def run(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Each test body runs in its own event loop."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def _config(tmp_path: Path, drain: str = "30s", extra: str = "") -> Config:
+    path = tmp_path / "nonstop.toml"
+    path.write_text(CONFIG.format(drain=drain) + extra)
+    return load(str(path))
+
+
+def _server(port: int) -> ServerSpec:
+    return ServerSpec(f"127.0.0.1:{port}", "127.0.0.1", port)
+
+
+def _live(engine: NginxEngine, name: str = "apps/web.conf") -> str:
+    return Path(engine.path("conf", name)).read_text()
+
+
+async def _started(tmp_path: Path) -> tuple[NginxEngine, FakeNginx]:
+    fake = FakeNginx()
+    engine = NginxEngine(_config(tmp_path), fake, poll=0.001)
+    await engine.start()
+    return engine, fake
+
+
+@run
+async def test_start_checks_the_render_then_runs_nginx_on_the_checked_files(tmp_path: Path) -> None:
+    engine, fake = await _started(tmp_path)
+    assert len(fake.checked) == 1 and fake.started == fake.checked
+    assert "server 127.0.0.1:8080 down;" in _live(engine)
+    assert fake.master is not None and engine.describe()["master"] == fake.master.pid
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_a_change_reloads_once_and_the_same_bytes_do_not_reload(tmp_path: Path) -> None:
+    engine, fake = await _started(tmp_path)
+    assert fake.master is not None
+    engine.set_app_servers("web", (_server(8000),))
+    engine.set_app_servers("web", (_server(8000),))
+    await engine.settle()
+    assert fake.signals == [(fake.master.pid, signal.SIGHUP)]
+    assert _live(engine) == "server 127.0.0.1:8000;\n"
+    assert await engine.apply() is False
+    assert len(fake.signals) == 1 and engine.reloads == 1
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_a_rejected_render_keeps_the_live_config_and_reports_nginx_own_words(
+    tmp_path: Path,
+) -> None:
+    engine, fake = await _started(tmp_path)
+    before = _live(engine, "nginx.conf")
+    fake.reject = "9999"
+    bad = _config(
+        tmp_path, extra='\n[[servers]]\nlisten = ["127.0.0.1:9999"]\nredirect = "https://x"\n'
+    )
+    with pytest.raises(NginxRejected, match=r'nginx: \[emerg\] unknown directive "9999"'):
+        await engine.apply(bad)
+    assert _live(engine, "nginx.conf") == before
+    assert engine.config.servers != bad.servers
+    assert all(s != signal.SIGHUP for _, s in fake.signals)
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_drain_waits_until_every_worker_from_before_the_reload_has_exited(
+    tmp_path: Path,
+) -> None:
+    engine, fake = await _started(tmp_path)
+    engine.set_app_servers("web", (_server(8000),))
+    drain = asyncio.ensure_future(engine.drain(5.0))
+    for _ in range(20):
+        await asyncio.sleep(0.002)
+    assert not drain.done() and engine.describe()["draining_workers"]
+    fake.finish_old()
+    assert await asyncio.wait_for(drain, 1.0) == 0
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_drain_gives_up_at_its_timeout_and_counts_the_workers_left(tmp_path: Path) -> None:
+    engine, _ = await _started(tmp_path)
+    engine.set_app_servers("web", (_server(8000),))
+    assert await engine.drain(0.02) == 1
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_a_reload_nginx_does_not_take_restores_the_previous_files(tmp_path: Path) -> None:
+    engine, fake = await _started(tmp_path)
+    fake.ignore_reload = True
+    before = _live(engine)
+    import nonstop.engines.nginx.engine as module
+
+    module.RELOAD_TIMEOUT, saved = 0.05, module.RELOAD_TIMEOUT
+    try:
+        engine.set_app_servers("web", (_server(8000),))
+        with pytest.raises(Exception, match="did not apply the new config"):
+            await engine.settle()
+    finally:
+        module.RELOAD_TIMEOUT = saved
+    assert _live(engine) == before
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_shutdown_asks_the_master_to_quit_gracefully(tmp_path: Path) -> None:
+    engine, fake = await _started(tmp_path)
+    assert fake.master is not None
+    await engine.shutdown(1.0)
+    assert fake.signals[-1] == (fake.master.pid, signal.SIGQUIT)
+    assert fake.master.returncode == 0
+
+
+@run
+async def test_a_switch_renders_the_new_servers_and_leaves_the_draining_ones_out(
+    tmp_path: Path,
+) -> None:
+    engine, _ = await _started(tmp_path)
+    pool = NginxAppPool("web", engine)
+    pool.add([_server(8080)])
+    await pool.applied()
+    pool.switch([_server(8000)], ["127.0.0.1:8080"])
+    await pool.applied()
+    assert _live(engine) == "server 127.0.0.1:8000;\n"
+    assert pool.describe("127.0.0.1:8080")["state"] == "draining"
+    pool.set_health("127.0.0.1:8000", False)
+    await pool.applied()
+    assert _live(engine) == "server 127.0.0.1:8000 down;\n"
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_a_static_server_failing_its_check_is_rendered_down_and_back_up(
+    tmp_path: Path,
+) -> None:
+    engine, _ = await _started(tmp_path)
+    failing = {"127.0.0.1:9102"}
+
+    async def probe(host: str, port: int, spec: HealthSpec) -> Verdict:
+        ok = f"{host}:{port}" not in failing
+        return Verdict(True, 200) if ok else Verdict(False, error="refused", reason="refused")
+
+    checks = NginxUpstreamChecks(engine, probe)
+    checks.sync(engine.config)
+    main = engine.path("conf", "nginx.conf")
+
+    async def rendered(line: str) -> None:
+        for _ in range(500):
+            await engine.settle()
+            if line in Path(main).read_text():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"{line!r} never rendered")
+
+    await rendered("server 127.0.0.1:9102 down;")
+    assert "server 127.0.0.1:9101;" in Path(main).read_text()
+    failing.clear()
+    await rendered("server 127.0.0.1:9102;")
+    await checks.close()
+    await engine.shutdown(1.0)
+
+
+def test_children_are_read_from_proc_by_parent_pid(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    for pid, ppid in ((10, 1), (11, 10), (12, 10), (13, 11)):
+        (proc / str(pid) / "task" / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "stat").write_text(f"{pid} (nginx: a (b) c) S {ppid} 1 1 0\n")
+    assert children(10, str(proc)) == {11, 12}
+    (proc / "10" / "task" / "10" / "children").write_text("11 12 ")
+    assert children(10, str(proc)) == {11, 12}
+    assert children(99, str(proc)) == frozenset()
