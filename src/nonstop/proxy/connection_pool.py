@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 import httptools
@@ -79,6 +80,7 @@ class UpstreamConnection:
         "address",
         "closed",
         "exchange",
+        "feed",
         "idle_since",
         "length",
         "lines",
@@ -88,6 +90,7 @@ class UpstreamConnection:
         "special",
         "transport",
         "tunnel",
+        "write",
     )
 
     def __init__(self, address: str) -> None:
@@ -95,6 +98,9 @@ class UpstreamConnection:
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.parser = httptools.HttpResponseParser(self)
+        # bound methods kept once: the hot path calls them without a look-up each time
+        self.feed: Callable[[bytes], None] = self.parser.feed_data
+        self.write: Callable[[bytes], None] = _unconnected
         # response headers to pass on, flat: name, b": ", value, b"\r\n", name, ...
         self.lines: list[bytes] = []
         self.special: list[tuple[int, bytes]] = []  # (H_TE | H_CONNECTION | H_UPGRADE, value)
@@ -106,8 +112,9 @@ class UpstreamConnection:
         self.tunnel = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.write = transport.write
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
@@ -120,7 +127,7 @@ class UpstreamConnection:
             self.close()
             return
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.tunnel = True
             exchange.upstream_upgraded(self, data[upgrade.args[0] :])
@@ -197,6 +204,7 @@ class UpstreamConnection:
     def reset_parser(self) -> None:
         """A fresh parser: after a HEAD response (no body follows its Content-Length)."""
         self.parser = httptools.HttpResponseParser(self)
+        self.feed = self.parser.feed_data
 
     def close(self) -> None:
         if not self.closed:
@@ -213,6 +221,10 @@ class UpstreamConnection:
         self.closed = True
         if self.pool is not None:
             self.pool.discard(self)
+
+
+def _unconnected(data: bytes) -> None:
+    raise ConnectionError("not connected")
 
 
 class IdlePool:

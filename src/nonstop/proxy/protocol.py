@@ -103,6 +103,7 @@ class ClientConnection:
         "deadline",
         "eof",
         "expected_body",
+        "feed",
         "first_try",
         "head_bytes",
         "header_timeout",
@@ -136,6 +137,7 @@ class ClientConnection:
         "upstream",
         "upstream_keep",
         "vhosts",
+        "write",
         "write_paused",
     )
 
@@ -144,6 +146,9 @@ class ClientConnection:
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        # bound methods kept once: the hot path calls them without a look-up each time
+        self.feed: Callable[[bytes], None] = self.parser.feed_data
+        self.write: Callable[[bytes], None] = _unconnected
         self.vhosts: VirtualHosts | None = None
         self.remote_addr = ""
         self.remote_bytes = b""
@@ -193,6 +198,7 @@ class ClientConnection:
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        self.write = transport.write
         state = self.state
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
@@ -276,7 +282,7 @@ class ClientConnection:
                 self.transport.pause_reading()
             return
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.upgrading = True
             rest = data[upgrade.args[0] :]
@@ -592,16 +598,16 @@ class ClientConnection:
         self.uconn = uconn
         uconn.begin(self)
         head = self._upstream_head(req, route)
-        transport = uconn.transport
+        write = uconn.write
         if self.body_buf:
-            transport.write(head + b"".join(self.body_buf))
+            write(head + b"".join(self.body_buf))
             if not self.body_retained:
                 self.body_buf = []
                 self.body_buf_size = 0
         else:
-            transport.write(head)
+            write(head)
         if self.body_done and self.client_chunked:
-            transport.write(b"0\r\n\r\n")
+            write(b"0\r\n\r\n")
         self.request_sent = True
         self.phase = UPSTREAM
         # proxy_read_timeout starts once the request is sent; before that the client's
@@ -814,9 +820,8 @@ class ClientConnection:
         out = self.out
         if self.resp_chunked:
             out.append(b"0\r\n\r\n")
-        transport = self.transport
-        if out and transport is not None:
-            transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if out and self.transport is not None:
+            self.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
         upstream = self.upstream
         assert upstream is not None
@@ -1160,6 +1165,10 @@ def _added(ops: tuple[HeaderOp, ...], req: Request) -> bytes:
         if value:
             out.append(op.name + b": " + value + b"\r\n")
     return b"".join(out)
+
+
+def _unconnected(data: bytes) -> None:
+    raise ConnectionError("not connected")
 
 
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade"})
