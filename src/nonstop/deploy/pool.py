@@ -26,7 +26,7 @@ from nonstop.proxy.balancers import BACKUP_METHODS
 from nonstop.proxy.server import Backend
 from nonstop.proxy.upstream import Upstream
 
-__all__ = ["DRAIN_POLL", "AppPool", "Pool"]
+__all__ = ["DRAIN_POLL", "AppPool", "Pool", "ServerList"]
 
 log = logging.getLogger("nonstop")
 
@@ -75,18 +75,17 @@ class _Server:
     healthy: bool = True
 
 
-class AppPool:
-    """The servers of the upstream named like the app; ``backend()`` finds the live one."""
+class ServerList:
+    """The app's server list as the deployer wants it; a subclass makes it live.
 
-    def __init__(
-        self, name: str, backend: Callable[[], Backend | None], clock: Clock = SYSTEM_CLOCK
-    ) -> None:
+    Both engines keep the same bookkeeping (which servers, which draining, which
+    unhealthy); they differ only in ``_commit`` (how the list takes effect) and in
+    ``_retired`` (what to do about servers just set draining or removed).
+    """
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._backend = backend
-        self._clock = clock
         self._servers: dict[str, _Server] = {}
-
-    # -- queries --------------------------------------------------------------------------
 
     def addresses(self) -> list[str]:
         return list(self._servers)
@@ -94,6 +93,67 @@ class AppPool:
     def spec(self, address: str) -> ServerSpec | None:
         server = self._servers.get(address)
         return server.spec if server is not None else None
+
+    # -- changes (each one synchronous: atomic for the embedded proxy) -----------------
+
+    def add(self, specs: Iterable[ServerSpec], healthy: bool = True) -> None:
+        for spec in specs:
+            self._servers[spec.address] = _Server(spec, healthy=healthy)
+        self._commit()
+
+    def switch(self, new: Iterable[ServerSpec], old: Iterable[str]) -> None:
+        """New servers in, old ones draining — in one step, so no pick sees neither."""
+        for spec in new:
+            self._servers[spec.address] = _Server(spec)
+        old = list(old)
+        self._mark_draining(old)
+        self._commit()
+        self._retired(old, removed=False)
+
+    def demote(self, address: str, spec: ServerSpec) -> None:
+        """Replace a drained server by ``spec`` (its backup form), selectable again."""
+        self._servers[address] = _Server(spec)
+        self._commit()
+
+    def set_draining(self, addresses: Iterable[str]) -> None:
+        self._mark_draining(addresses)
+        self._commit()
+
+    def set_health(self, address: str, healthy: bool) -> None:
+        server = self._servers.get(address)
+        if server is not None and server.healthy != healthy:
+            server.healthy = healthy
+            self._commit()
+
+    def remove(self, addresses: Iterable[str]) -> None:
+        addresses = [a for a in addresses if self._servers.pop(a, None) is not None]
+        self._commit()
+        self._retired(addresses, removed=True)
+
+    def _mark_draining(self, addresses: Iterable[str]) -> None:
+        for address in addresses:
+            server = self._servers.get(address)
+            if server is not None:
+                server.draining = True
+
+    def _commit(self) -> None:
+        raise NotImplementedError
+
+    def _retired(self, addresses: list[str], removed: bool) -> None:
+        """Servers just set draining (``removed`` False) or taken out of the list."""
+
+
+class AppPool(ServerList):
+    """The servers of the upstream named like the app; ``backend()`` finds the live one."""
+
+    def __init__(
+        self, name: str, backend: Callable[[], Backend | None], clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        super().__init__(name)
+        self._backend = backend
+        self._clock = clock
+
+    # -- queries --------------------------------------------------------------------------
 
     def in_flight(self, address: str) -> int:
         backend = self._backend()
@@ -112,50 +172,6 @@ class AppPool:
             if entry["address"] == address:
                 return entry
         return {}
-
-    # -- changes (each one synchronous: atomic for the proxy) ---------------------------
-
-    def add(self, specs: Iterable[ServerSpec], healthy: bool = True) -> None:
-        for spec in specs:
-            self._servers[spec.address] = _Server(spec, healthy=healthy)
-        self._apply()
-
-    def switch(self, new: Iterable[ServerSpec], old: Iterable[str]) -> None:
-        """New servers in, old ones draining — in one step, so no pick sees neither."""
-        for spec in new:
-            self._servers[spec.address] = _Server(spec)
-        old = list(old)
-        for address in old:
-            server = self._servers.get(address)
-            if server is not None:
-                server.draining = True
-        self._apply()
-        self._close_idle(old)
-
-    def demote(self, address: str, spec: ServerSpec) -> None:
-        """Replace a drained server by ``spec`` (its backup form), selectable again."""
-        self._servers[address] = _Server(spec)
-        self._apply()
-
-    def set_draining(self, addresses: Iterable[str]) -> None:
-        for address in addresses:
-            server = self._servers.get(address)
-            if server is not None:
-                server.draining = True
-        self._apply()
-
-    def set_health(self, address: str, healthy: bool) -> None:
-        server = self._servers.get(address)
-        if server is not None and server.healthy != healthy:
-            server.healthy = healthy
-            self._apply()
-
-    def remove(self, addresses: Iterable[str]) -> None:
-        addresses = list(addresses)
-        for address in addresses:
-            self._servers.pop(address, None)
-        self._apply()
-        self._close_idle(addresses)
 
     async def applied(self) -> None:
         """Every change above is already live in the proxy: nothing to wait for."""
@@ -192,7 +208,7 @@ class AppPool:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _apply(self) -> None:
+    def _commit(self) -> None:
         backend = self._backend()
         if backend is None:
             log.error("app %s has no upstream in the running config", self.name)
@@ -204,6 +220,9 @@ class AppPool:
         for address, server in self._servers.items():
             balancer.set_draining(address, server.draining)
             balancer.set_health(address, server.healthy)
+
+    def _retired(self, addresses: list[str], removed: bool) -> None:
+        self._close_idle(addresses)
 
     def _close_idle(self, addresses: Iterable[str]) -> None:
         backend = self._backend()
