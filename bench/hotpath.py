@@ -1,0 +1,143 @@
+"""The Python cost of one proxied request, without sockets or a kernel in the way.
+
+A ``ClientConnection`` and pooled ``UpstreamConnection``s run on fake transports: each
+iteration feeds one GET to the client side and one 200 response (headers like nginx's) to
+the upstream side, through the whole protocol, balancer and pool. Wall time per request is
+noisy on a shared machine; instruction counts are not:
+
+    python bench/hotpath.py                      # microseconds per request
+    bench/hotpath.py --instructions              # instructions per request, with callgrind
+
+``--instructions`` runs itself twice under valgrind (2,000 and 12,000 requests) and divides
+the difference, so start-up and import costs cancel out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18081\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Tue, 24 Nov 2026 23:40:09 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 12\r\n"
+    b"Connection: keep-alive\r\n\r\nhello world\n"
+)
+CONFIG = """
+events {}
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  upstream app {
+    server 127.0.0.1:19001;
+    server 127.0.0.1:19002;
+    keepalive 256;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen 127.0.0.1:18081;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+"""
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.extra: dict[str, Any] = {
+            "peername": ("127.0.0.1", 5555),
+            "sockname": ("127.0.0.1", 18081),
+            "socket": None,
+        }
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+        if len(self.out) > 64:
+            del self.out[:-1]
+
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def is_closing(self) -> bool:
+        return False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None: ...
+
+
+async def run(count: int) -> float:
+    from nonstop.config import load
+    from nonstop.proxy.connection_pool import UpstreamConnection
+    from nonstop.proxy.protocol import ClientConnection
+    from nonstop.proxy.server import ProxyState
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nginx.conf"
+        path.write_text(CONFIG)
+        state = ProxyState(asyncio.get_running_loop(), load(str(path)))
+    client = ClientConnection(state)
+    transport = FakeTransport()
+    client.connection_made(transport)  # type: ignore[arg-type]
+    backend = state.upstreams["app"]
+    for peer in backend.balancer.peers:
+        conn = UpstreamConnection(peer.address)
+        conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+        backend.idle.put(conn, 0.0)
+    started = time.perf_counter()
+    for _ in range(count):
+        client.data_received(REQUEST)
+        upstream = client.uconn
+        assert upstream is not None, "the request did not go upstream"
+        upstream.data_received(RESPONSE)
+    elapsed = time.perf_counter() - started
+    assert transport.out[-1].endswith(b"hello world\n"), transport.out[-1][:200]
+    return elapsed / count
+
+
+def instructions() -> float:
+    def collected(count: int) -> int:
+        argv = [sys.executable, __file__, "--requests", str(count)]
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        assert found is not None, done.stderr[-500:]
+        return int(found.group(1))
+
+    return (collected(12_000) - collected(2_000)) / 10_000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
+    args = parser.parse_args()
+    if args.instructions:
+        print(f"{instructions():,.0f} instructions per proxied request")
+        return 0
+    import uvloop
+
+    seconds = uvloop.run(run(args.requests))
+    print(f"{seconds * 1e6:.2f} us per proxied request (Python only, fake transports)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
