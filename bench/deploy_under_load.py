@@ -78,7 +78,9 @@ def summary(values: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="nonstop-deploy-bench-") as tmp:
         work = Path(tmp)
-        d = AppDaemon(work / "daemon", command(args.app, work), verify=args.verify).start()
+        d = AppDaemon(
+            work / "daemon", command(args.app, work), verify=args.verify, engine=args.engine
+        ).start()
         try:
             first = d.cli("deploy", "web", "--release", "r0", timeout=120)
             if first.returncode != 0:
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             d.stop()
     return {
         "app": args.app,
+        "engine": args.engine,
         "clients": args.clients,
         "verify": args.verify,
         "deploys": len(deploys),
@@ -123,6 +126,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--app", choices=("java", "python"), default="java")
     parser.add_argument("--verify", default="200ms", help="the app's verify duration (200ms)")
     parser.add_argument("--slow-ms", type=int, default=200, help="the slow GET's delay (200)")
+    parser.add_argument(
+        "--engine", choices=("embedded", "nginx"), default="embedded", help="which engine serves"
+    )
     return parser.parse_args(argv)
 
 
@@ -133,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = RESULTS / f"deploy_under_load-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"\n{result['deploys']} deploys of the {args.app} app, {args.clients} clients: "
+        f"\n{result['deploys']} deploys of the {args.app} app through the {args.engine} engine, "
+        f"{args.clients} clients: "
         f"{result['failed_requests']} failed requests of {result['requests_answered']} answered; "
         f"{result['failed_deploys']} failed deploys\n"
         f"first response from the new release: {result['first_response_s']}\n"

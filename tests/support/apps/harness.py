@@ -35,9 +35,11 @@ def app_config(
     drain_timeout: str = "10s",
     stop_timeout: str = "5s",
     keepalive: int = 32,
+    engine: str = "embedded",
 ) -> str:
     return f"""
 state_dir = "state"
+engine = "{engine}"
 
 [apps.web]
 command = {json.dumps(command)}
