@@ -34,8 +34,7 @@ class NginxAppDaemon(AppDaemon):
     """The deploy tests' daemon with ``engine = "nginx"``."""
 
     def write(self, command: str, **options: Any) -> None:
-        super().write(command, **options)
-        self.config.write_text('engine = "nginx"\n' + self.config.read_text())
+        super().write(command, **{**options, "engine": "nginx"})
 
     def nginx(self) -> dict[str, Any]:
         done = self.cli("status", "--json")
