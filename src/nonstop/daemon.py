@@ -161,6 +161,15 @@ class Daemon:
 
     async def _run(self, config: Config, start: Coroutine[Any, Any, list[str]]) -> None:
         loop = asyncio.get_running_loop()
+        # Signals are queued from the very start: a SIGTERM that arrives while the engine
+        # is still starting is handled as a graceful stop once it has started.
+        for signum, event in (
+            (signal.SIGTERM, "stop"),
+            (signal.SIGINT, "stop"),
+            (signal.SIGHUP, "reload"),
+            (signal.SIGUSR1, "reopen"),
+        ):
+            loop.add_signal_handler(signum, self.events.put_nowait, event)
         self.store = StateStore.open(config.state_dir)
         for record in self.store.resolve_interrupted():
             log.warning(
@@ -173,6 +182,8 @@ class Daemon:
         try:
             listening = await start
         except BaseException:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                loop.remove_signal_handler(signum)
             if self.nginx_checks is not None:
                 await self.nginx_checks.close()
             if self.nginx is not None:
@@ -188,13 +199,6 @@ class Daemon:
         )
         await self.admin.start()
         restore = loop.create_task(deployer.restore(), name="restore live releases")
-        for signum, event in (
-            (signal.SIGTERM, "stop"),
-            (signal.SIGINT, "stop"),
-            (signal.SIGHUP, "reload"),
-            (signal.SIGUSR1, "reopen"),
-        ):
-            loop.add_signal_handler(signum, self.events.put_nowait, event)
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         try:
             while True:
