@@ -16,28 +16,14 @@ from pathlib import Path
 
 import pytest
 from tests.support.apps import pyapp_command
-from tests.support.apps.harness import AppDaemon, Load
+from tests.support.apps.harness import AppDaemon, Load, deployed, pyapp_daemons
 
 Make = Callable[..., AppDaemon]
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Make]:
-    running: list[AppDaemon] = []
-
-    def make(extra: str = "", **options: object) -> AppDaemon:
-        d = AppDaemon(tmp_path / f"d{len(running)}", pyapp_command(extra), **options)
-        running.append(d)
-        return d.start()
-
-    yield make
-    for d in running:
-        d.stop()
-
-
-def deployed(d: AppDaemon, release: str) -> None:
-    done = d.cli("deploy", "web", "--release", release)
-    assert done.returncode == 0, done.stdout + done.stderr
+    yield from pyapp_daemons(tmp_path, AppDaemon)
 
 
 def test_first_deploy_starts_the_release_on_slot_0_and_makes_it_live(daemon: Make) -> None:

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.apps import pyapp_command
-from tests.support.apps.harness import AppDaemon, Load
+from tests.support.apps.harness import AppDaemon, Load, deployed, pyapp_daemons
 
 from nonstop.engines.nginx import find_nginx
 
@@ -88,21 +87,7 @@ Make = Callable[..., NginxAppDaemon]
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Make]:
-    running: list[NginxAppDaemon] = []
-
-    def make(extra: str = "", **options: object) -> NginxAppDaemon:
-        d = NginxAppDaemon(tmp_path / f"d{len(running)}", pyapp_command(extra), **options)
-        running.append(d)
-        return d.start()
-
-    yield make
-    for d in running:
-        d.stop()
-
-
-def deployed(d: AppDaemon, release: str) -> None:
-    done = d.cli("deploy", "web", "--release", release)
-    assert done.returncode == 0, done.stdout + done.stderr
+    yield from pyapp_daemons(tmp_path, NginxAppDaemon)
 
 
 def test_deploys_under_keepalive_load_through_nginx_fail_no_request(daemon: Make) -> None:

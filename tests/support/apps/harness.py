@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.support.backends import free_port
 from tests.support.proc import NonstopProcess
@@ -204,3 +205,29 @@ class Load:
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
         conn.close()
+
+
+D = TypeVar("D", bound=AppDaemon)
+
+
+def pyapp_daemons(tmp_path: Path, kind: type[D]) -> Iterator[Callable[..., D]]:
+    """A fixture body: make daemons running pyapp (``make(extra, **options)``), stop them all."""
+    from tests.support.apps import pyapp_command
+
+    running: list[D] = []
+
+    def make(extra: str = "", **options: Any) -> D:
+        d = kind(tmp_path / f"d{len(running)}", pyapp_command(extra), **options)
+        running.append(d)
+        d.start()
+        return d
+
+    yield make
+    for d in running:
+        d.stop()
+
+
+def deployed(d: AppDaemon, release: str) -> None:
+    """Deploy ``release`` of the test app "web" and insist that it worked."""
+    done = d.cli("deploy", "web", "--release", release)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -50,17 +50,10 @@ class Random:
         return peer
 
 
-class RandomTwo:
+class RandomTwo(Random):
     """``random two [least_conn]``: the less loaded of two different eligible draws."""
 
-    __slots__ = ("_rand",)
-
-    def __init__(self, spec: UpstreamSpec, primary: PeerSet, rand: RandomSource) -> None:
-        del spec, primary
-        self._rand = rand
-
-    def begin(self, attempt: Attempt, client_addr: bytes, hash_key: str | bytes | None) -> None:
-        return None
+    __slots__ = ()
 
     def pick(self, peers: PeerSet, attempt: Attempt, now: float) -> Peer | None:
         if attempt.hash_tries > 20 or peers.number < 2:
