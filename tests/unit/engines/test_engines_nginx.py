@@ -216,3 +216,23 @@ def test_children_are_read_from_proc_by_parent_pid(tmp_path: Path) -> None:
     (proc / "10" / "task" / "10" / "children").write_text("11 12 ")
     assert children(10, str(proc)) == {11, 12}
     assert children(99, str(proc)) == frozenset()
+
+
+def test_only_our_own_nginx_master_is_taken_for_an_orphan(tmp_path: Path) -> None:
+    from nonstop.engines.nginx.engine import _orphan_master
+
+    home = tmp_path / "state" / "nginx"
+    home.mkdir(parents=True)
+    proc = tmp_path / "proc"
+    pidfile = home / "nginx.pid"
+    pidfile.write_text("4242\n")
+    (proc / "4242").mkdir(parents=True)
+    cmdline = proc / "4242" / "cmdline"
+    cmdline.write_bytes(b"nginx: master process /usr/sbin/nginx -p " + str(home).encode() + b"/\0")
+    assert _orphan_master(str(pidfile), str(home), str(proc)) == 4242
+    cmdline.write_bytes(b"nginx: master process /usr/sbin/nginx -p /etc/nginx/\0")
+    assert _orphan_master(str(pidfile), str(home), str(proc)) is None  # someone else's
+    cmdline.write_bytes(b"python3 app.py " + str(home).encode() + b"\0")
+    assert _orphan_master(str(pidfile), str(home), str(proc)) is None  # not nginx
+    pidfile.write_text("4243\n")
+    assert _orphan_master(str(pidfile), str(home), str(proc)) is None  # not running

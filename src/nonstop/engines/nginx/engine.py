@@ -242,6 +242,7 @@ class NginxEngine:
 
     async def _spawn(self) -> None:
         self._prepare_dirs()
+        await self._reclaim_orphan()
         master = await self.command.start(
             self.home, self.conf, self.error_log, self.path("logs", "stderr.log")
         )
@@ -283,6 +284,27 @@ class NginxEngine:
         if self.master is not None and self.master.returncode is None:
             await self._stop_master(self.master, timeout)
             log.info("nginx master %d stopped", self.master.pid)
+
+    async def _reclaim_orphan(self) -> None:
+        """Stop an nginx a killed nonstop left running under this home: it holds our ports.
+
+        Acts only on the pid in our own pid file, and only if that process is an nginx
+        master started with our prefix (its title names it), never on anything else.
+        """
+        pid = _orphan_master(os.path.join(self.home, "nginx.pid"), self.home)
+        if pid is None:
+            return
+        log.warning("stopping nginx master %d left running by an earlier nonstop", pid)
+        for signum in (signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):
+            try:
+                self.command.signal(pid, signum)
+            except ProcessLookupError:
+                return
+            deadline = self.clock.monotonic() + KILL_GRACE * 2
+            while self.clock.monotonic() < deadline:
+                if not os.path.exists(f"/proc/{pid}"):
+                    return
+                await asyncio.sleep(self.poll)
 
     async def _stop_master(self, master: Master, timeout: float) -> None:
         for signum, wait in (
@@ -374,3 +396,18 @@ def _write_tree(root: str, files: Mapping[str, str], previous: Mapping[str, str]
             os.unlink(os.path.join(root, relative))
         except FileNotFoundError:
             pass
+
+
+def _orphan_master(pidfile: str, home: str, proc: str = "/proc") -> int | None:
+    """The pid in ``pidfile`` if it is a running nginx master with prefix ``home``."""
+    try:
+        with open(pidfile) as handle:
+            pid = int(handle.read().strip())
+        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
+            title = handle.read().replace(b"\0", b" ")
+    except (OSError, ValueError):
+        return None
+    prefix = home.rstrip("/").encode()
+    if b"nginx: master process" in title and prefix in title:
+        return pid
+    return None
