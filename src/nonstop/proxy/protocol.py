@@ -55,19 +55,6 @@ NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
 NO_BODY_STATUS = frozenset({204, 304})
 # add_header without "always" applies to these (ngx_http_headers_filter_module.c).
 ADD_HEADER_STATUS = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
-RESPONSE_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"server",
-        b"date",
-    }
-)
 SPECIAL_REQUEST_HEADERS = frozenset(
     {
         b"host",
@@ -109,7 +96,6 @@ class ClientConnection:
         "header_timeout",
         "held",
         "in_head",
-        "last_failure",
         "lingering",
         "local_port",
         "out",
@@ -191,7 +177,6 @@ class ClientConnection:
         self.resp_chunked = False
         self.resp_close = False
         self.resp_eof_body = False
-        self.last_failure = ""
         self.upstream_keep = False
         self.cached = False
 
@@ -717,7 +702,6 @@ class ClientConnection:
                 uconn.exchange = None
                 uconn.close()
                 self.uconn = None
-                self.last_failure = mask
                 self._retry_or_fail(mask)
                 return
         self.resp_status = status
@@ -803,11 +787,15 @@ class ClientConnection:
         else:
             self.out.append(data)
 
-    def upstream_data_flushed(self) -> None:
+    def _write_out(self) -> None:
+        """Send what the response parser queued in ``out`` as one write."""
         out = self.out
         if out and self.transport is not None:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            self.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
+
+    def upstream_data_flushed(self) -> None:
+        self._write_out()
         if self.phase == UPSTREAM and self.route is not None:
             self.deadline = self.state.now() + self.route.read_timeout
 
@@ -817,12 +805,9 @@ class ClientConnection:
             return  # an interim 1xx ended; the real response follows
         if self.resp_status == 101:
             return  # a 101 goes on as a tunnel: upstream_upgraded follows
-        out = self.out
         if self.resp_chunked:
-            out.append(b"0\r\n\r\n")
-        if out and self.transport is not None:
-            self.write(b"".join(out) if len(out) > 1 else out[0])
-            out.clear()
+            self.out.append(b"0\r\n\r\n")
+        self._write_out()
         upstream = self.upstream
         assert upstream is not None
         now = self.state.now()
@@ -929,7 +914,6 @@ class ClientConnection:
         self.cached = False
         if self.peer is not None or self.upstream is not None:
             self.state.log_error("error", f"{message} while proxying to upstream")
-        self.last_failure = kind
         route = self.route
         if route is not None and kind in route.next_upstream and self._may_retry():
             self._retry_or_fail(kind)
@@ -1136,9 +1120,6 @@ class ClientConnection:
             transport.resume_reading()
         except (OSError, RuntimeError):
             self._close()
-
-    def _flush_upstream(self) -> None:
-        """Nothing to do: body bytes are written as they are parsed."""
 
     def close_idle(self) -> bool:
         """Graceful shutdown: close if between requests; True if it closed."""

@@ -75,7 +75,3 @@ class DateCache:
         if now != self._second:
             self._second = now
             self.current = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
-
-    def line(self) -> bytes:
-        self.update()
-        return self.current

@@ -18,7 +18,9 @@ from nonstop.config.model import (
     LocationSpec,
     ReturnSpec,
     ServerBlock,
+    Template,
 )
+from nonstop.proxy.request import Request
 from nonstop.proxy.variables import Getter, VariableTable
 
 __all__ = ["HOP_BY_HOP", "HeaderOp", "Route", "Router", "VirtualHosts"]
@@ -158,14 +160,11 @@ class Route:
         self.ops = tuple(op for op in ops if op.const is None)
 
 
-def _proxy_host(req: object) -> str:
-    return req.proxy_host  # type: ignore[attr-defined,no-any-return]
+def _proxy_host(req: Request) -> str:
+    return req.proxy_host
 
 
-def _op(name: str, value: object, table: VariableTable, where: str) -> HeaderOp:
-    from nonstop.config.model import Template
-
-    assert isinstance(value, Template)
+def _op(name: str, value: Template, table: VariableTable, where: str) -> HeaderOp:
     if value.is_constant:
         return HeaderOp(name.encode("latin-1"), "".join(v for _, v in value.parts).encode(), None)
     return HeaderOp(name.encode("latin-1"), None, table.compile(value, where))

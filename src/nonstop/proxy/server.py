@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
 from nonstop.errors import ConfigError
 from nonstop.proxy.accesslog import AccessLogs
-from nonstop.proxy.connection_pool import IdlePool, UpstreamConnection
+from nonstop.proxy.connection_pool import IdlePool
 from nonstop.proxy.protocol import ClientConnection
 from nonstop.proxy.responses import DateCache
 from nonstop.proxy.router import Router
@@ -149,15 +149,6 @@ class ProxyState:
                 backend.idle.retire()
 
     # -- used by connections ------------------------------------------------------------
-    def idle_connection(self, backend: Backend, address: str) -> UpstreamConnection | None:
-        if not backend.keepalive:
-            return None
-        conn: UpstreamConnection | None = backend.idle.get(address)
-        return conn
-
-    def keep_idle(self, backend: Backend, conn: UpstreamConnection) -> None:
-        backend.idle.put(conn, self.now())
-
     def upstream_for_url(self, url: str) -> tuple[Backend | None, str, str | None]:
         """A proxy_pass URL computed per request: a declared upstream, or an address.
 
