@@ -8,6 +8,7 @@ the other, so a proxy never competes with its own load for CPU.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import json
@@ -468,3 +469,23 @@ def measure_each(
                 failures[name] = str(exc)
                 print(f"SKIPPING {name}: {exc}", file=sys.stderr, flush=True)
     return results, failures
+
+
+def parse_bench_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    allowed: Sequence[str] = ALL_PROXIES,
+) -> argparse.Namespace:
+    """Add the options every side-by-side benchmark has, parse, and check ``--only``."""
+    parser.add_argument("--nonstop", type=Path, default=default_nonstop(), help="executable")
+    parser.add_argument("--proxy-cpu", type=int, default=1, help="core for the proxies")
+    parser.add_argument(
+        "--client-cpu", type=int, default=0, help="core for wrk, the client and the backend"
+    )
+    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
+    args = parser.parse_args(argv)
+    try:
+        args.names = parse_only(args.only, allowed)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args

@@ -19,19 +19,16 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from _harness import (
     ALL_PROXIES,
-    BENCH_DIR,
     Lab,
     Proxy,
-    default_nonstop,
     free_ports,
     http_status,
     measure_each,
-    parse_only,
+    parse_bench_args,
     raise_on_sigterm,
     require_tools,
     save_results,
@@ -152,15 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(ALL_PROXIES), help="comma-separated proxies")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100, help="connects in flight")
-    parser.add_argument("--nonstop", type=Path, default=default_nonstop(), help="executable")
-    parser.add_argument("--proxy-cpu", type=int, default=1, help="core for the proxies")
-    parser.add_argument("--client-cpu", type=int, default=0, help="core for client and backend")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
-    args = parser.parse_args(argv)
-    try:
-        args.names = parse_only(args.only)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv)
     return args
 
 

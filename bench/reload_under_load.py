@@ -18,19 +18,16 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from _harness import (
     ALL_PROXIES,
-    BENCH_DIR,
     Lab,
     Proxy,
-    default_nonstop,
     free_ports,
     http_status,
     measure_each,
-    parse_only,
+    parse_bench_args,
     poll_until,
     raise_on_sigterm,
     require_tools,
@@ -123,16 +120,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--reloads", type=int, default=4, help="reloads during the run")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--nonstop", type=Path, default=default_nonstop(), help="executable")
     parser.add_argument("--nonstop-reload", choices=("sighup", "cli"), default="sighup")
-    parser.add_argument("--proxy-cpu", type=int, default=1, help="core for the proxies")
-    parser.add_argument("--client-cpu", type=int, default=0, help="core for wrk and backend")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
-    args = parser.parse_args(argv)
-    try:
-        args.names = parse_only(args.only, ALL_PROXIES)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv, ALL_PROXIES)
     return args
 
 

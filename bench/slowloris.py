@@ -17,17 +17,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from _harness import (
-    BENCH_DIR,
     Lab,
-    default_nonstop,
     free_ports,
     http_status,
     measure_each,
-    parse_only,
+    parse_bench_args,
     raise_on_sigterm,
     require_tools,
     save_results,
@@ -127,15 +124,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--drip", type=float, default=3.0, help="seconds between bytes")
     parser.add_argument("--duration", type=float, default=10.0, help="each wrk run, seconds")
     parser.add_argument("--settle", type=float, default=2.0, help="after opening the slow ones")
-    parser.add_argument("--nonstop", type=Path, default=default_nonstop(), help="executable")
-    parser.add_argument("--proxy-cpu", type=int, default=1)
-    parser.add_argument("--client-cpu", type=int, default=0)
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
-    args = parser.parse_args(argv)
-    try:
-        args.names = parse_only(args.only)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv)
     return args
 
 

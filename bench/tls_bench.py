@@ -25,15 +25,13 @@ from typing import Any
 
 from _configs import TlsFiles
 from _harness import (
-    BENCH_DIR,
     Lab,
     Proxy,
     StartFailed,
-    default_nonstop,
     free_ports,
     https_probe,
     make_certificate,
-    parse_only,
+    parse_bench_args,
     pinned_self,
     raise_on_sigterm,
     require_tools,
@@ -52,15 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up each")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--nonstop", type=Path, default=default_nonstop(), help="executable")
-    parser.add_argument("--proxy-cpu", type=int, default=1, help="core for the proxies")
-    parser.add_argument("--client-cpu", type=int, default=0, help="core for wrk and backend")
-    parser.add_argument("--results", type=Path, default=BENCH_DIR / "results")
-    args = parser.parse_args(argv)
-    try:
-        args.names = parse_only(args.only, TLS_PROXIES)
-    except ValueError as exc:
-        parser.error(str(exc))
+    args = parse_bench_args(parser, argv, TLS_PROXIES)
     return args
 
 
