@@ -13,7 +13,7 @@ from bisect import bisect_left
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.balancer import RandomSource
-from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, usable
+from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["ConsistentHash", "Hash", "hash_key_bytes", "ketama_points", "make_hash"]
@@ -60,10 +60,7 @@ class Hash:
             attempt.hash_tries += 1
             if attempt.hash_tries > 20:
                 return pick_round_robin(peers, attempt, now)
-        attempt.tried |= 1 << p
-        if now - peer.checked > peer.fail_timeout:
-            peer.checked = now
-        return peer
+        return chosen(attempt, p, peer, now)
 
 
 def split_server(address: str) -> tuple[bytes, bytes]:
@@ -143,10 +140,7 @@ class ConsistentHash:
             if attempt.hash_tries > 20:
                 return pick_round_robin(peers, attempt, now)
         best_i, best = found
-        attempt.tried |= 1 << best_i
-        if now - best.checked > best.fail_timeout:
-            best.checked = now
-        return best
+        return chosen(attempt, best_i, best, now)
 
 
 def _swrr_in_group(

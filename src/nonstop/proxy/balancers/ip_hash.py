@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.balancer import RandomSource
-from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, usable
+from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["IpHash", "ip_hash_key"]
@@ -57,7 +57,4 @@ class IpHash:
             if attempt.hash_tries > 20:
                 return pick_round_robin(peers, attempt, now)
         attempt.hash = h
-        attempt.tried |= 1 << p
-        if now - peer.checked > peer.fail_timeout:
-            peer.checked = now
-        return peer
+        return chosen(attempt, p, peer, now)

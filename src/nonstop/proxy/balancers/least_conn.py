@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.balancer import RandomSource
-from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, usable
+from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["LeastConn"]
@@ -49,10 +49,7 @@ class LeastConn:
             return None
         if many:
             best, best_i = _tie_break(peers, tried, best, best_i, now)
-        attempt.tried = tried | 1 << best_i
-        if now - best.checked > best.fail_timeout:
-            best.checked = now
-        return best
+        return chosen(attempt, best_i, best, now)
 
 
 def _tie_break(peers: PeerSet, tried: int, best: Peer, first: int, now: float) -> tuple[Peer, int]:

@@ -13,7 +13,14 @@ from bisect import bisect_right
 
 from nonstop.config.model import ServerSpec
 
-__all__ = ["NEVER", "Attempt", "Peer", "PeerSet", "usable"]
+__all__ = [
+    "NEVER",
+    "Attempt",
+    "Peer",
+    "PeerSet",
+    "chosen",
+    "usable",
+]
 
 # "Never happened" for ``accessed`` / ``checked``.  nginx starts them at 0 against a clock near
 # 1.7e9, so the first pick always stamps ``checked``; -inf keeps that true for any ``now``.
@@ -163,3 +170,13 @@ class Attempt:
         self.hash = 0  # ip_hash/hash accumulator, or the ketama point index
         self.rehash = 0  # hash: the attempt number mixed into the key
         self.hash_tries = 0  # ip_hash/hash/random: failed looks; over 20 -> round robin
+
+
+def chosen(attempt: Attempt, index: int, peer: Peer, now: float) -> Peer:
+    """The end of every method's pick, as in nginx: mark the peer tried for this request
+    and, once its failure window has passed, stamp ``checked`` so exactly one probe goes
+    to a peer that failed (ngx_http_upstream_get_round_robin_peer and its twins)."""
+    attempt.tried |= 1 << index
+    if now - peer.checked > peer.fail_timeout:
+        peer.checked = now
+    return peer

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.balancer import RandomSource
-from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, usable
+from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["Random", "RandomTwo", "make_random"]
@@ -44,10 +44,7 @@ class Random:
             attempt.hash_tries += 1
             if attempt.hash_tries > 20:
                 return pick_round_robin(peers, attempt, now)
-        attempt.tried |= 1 << i
-        if now - peer.checked > peer.fail_timeout:
-            peer.checked = now
-        return peer
+        return chosen(attempt, i, peer, now)
 
 
 class RandomTwo(Random):
@@ -74,10 +71,7 @@ class RandomTwo(Random):
             attempt.hash_tries += 1
             if attempt.hash_tries > 20:
                 return pick_round_robin(peers, attempt, now)
-        attempt.tried |= 1 << i
-        if now - peer.checked > peer.fail_timeout:
-            peer.checked = now
-        return peer
+        return chosen(attempt, i, peer, now)
 
 
 def make_random(spec: UpstreamSpec, primary: PeerSet, rand: RandomSource) -> Random | RandomTwo:

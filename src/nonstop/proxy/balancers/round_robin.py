@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.balancer import RandomSource
-from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet
+from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen
 
 __all__ = ["RoundRobin", "pick_round_robin"]
 
@@ -49,11 +49,8 @@ def pick_round_robin(peers: PeerSet, attempt: Attempt, now: float) -> Peer | Non
             best_i = i
     if best is None:
         return None
-    attempt.tried = tried | 1 << best_i
     best.current_weight -= total
-    if now - best.checked > best.fail_timeout:
-        best.checked = now
-    return best
+    return chosen(attempt, best_i, best, now)
 
 
 class RoundRobin:
