@@ -28,7 +28,7 @@ from typing import Any
 
 from nonstop.admin.server import AdminServer, Emit
 from nonstop.config import load
-from nonstop.config.model import Config, HealthSpec
+from nonstop.config.model import Config, HealthSpec, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
 from nonstop.deploy.pool import AppPool, Pool
 from nonstop.deploy.store import StateStore
@@ -90,8 +90,10 @@ def admin_socket_path(config: Config) -> str:
     return path
 
 
-def with_engine(config: Config, engine: str | None) -> Config:
-    """``config`` with the engine the command line chose (``--engine``), if any."""
+def with_engine(config: Config, engine: str | None, nginx_pid: str | None = None) -> Config:
+    """``config`` with what the command line chose (``--engine``, ``--nginx-pid``)."""
+    if nginx_pid is not None:
+        config = dataclasses.replace(config, nginx=NginxSpec(pid=os.path.abspath(nginx_pid)))
     if engine is None or engine == config.engine:
         return config
     return dataclasses.replace(config, engine=engine)
@@ -107,7 +109,7 @@ def nginx_engine(config: Config) -> NginxEngine:
     if binary is None:
         raise ConfigError('engine "nginx" needs the nginx binary, and none was found on PATH')
     user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-    return NginxEngine(config, SystemNginx(binary), user=user)
+    return NginxEngine(config, SystemNginx(binary), user=user, system_pid=config.nginx.pid)
 
 
 class Daemon:
@@ -117,11 +119,13 @@ class Daemon:
         prefix: str | None,
         shutdown_timeout: float = 30.0,
         engine: str | None = None,
+        nginx_pid: str | None = None,
     ) -> None:
         self.path = path
         self.prefix = prefix
         self.shutdown_timeout = shutdown_timeout
         self.engine = engine
+        self.nginx_pid = nginx_pid
         self.nginx: NginxEngine | None = None
         self.nginx_checks: NginxUpstreamChecks | None = None
         self.events: asyncio.Queue[str] = asyncio.Queue()
@@ -134,7 +138,7 @@ class Daemon:
         self.reloads = 0
 
     async def run(self, config: Config) -> None:
-        config = with_engine(config, self.engine)
+        config = with_engine(config, self.engine, self.nginx_pid)
         if config.engine == "nginx":
             await self._run(config, self._start_nginx(config))
         else:
@@ -270,7 +274,7 @@ class Daemon:
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
         try:
-            config = with_engine(load(self.path, self.prefix), self.engine)
+            config = with_engine(load(self.path, self.prefix), self.engine, self.nginx_pid)
             if self.nginx is not None:
                 await self._reload_nginx(config)
             else:

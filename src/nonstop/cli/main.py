@@ -115,7 +115,19 @@ def _check_nginx(config: Config) -> None:
     show_default=True,
     help="How long in-flight requests may take to finish on SIGTERM.",
 )
-def run(config_path: str, prefix: str | None, engine: str | None, shutdown_timeout: str) -> None:
+@click.option(
+    "--nginx-pid",
+    default=None,
+    metavar="PATH",
+    help="Engine nginx: drive the nginx already running with this pid file ([nginx] pid).",
+)
+def run(
+    config_path: str,
+    prefix: str | None,
+    engine: str | None,
+    shutdown_timeout: str,
+    nginx_pid: str | None,
+) -> None:
     """Run the daemon in the foreground (SIGTERM/SIGINT: graceful stop; SIGHUP: reload)."""
     import uvloop
 
@@ -127,7 +139,7 @@ def run(config_path: str, prefix: str | None, engine: str | None, shutdown_timeo
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     setup_logging(config)
-    daemon = Daemon(config_path, prefix, grace, engine)
+    daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
     try:
         uvloop.run(daemon.run(config))
     except ConfigError as exc:

@@ -21,6 +21,7 @@ __all__ = [
     "Listen",
     "LocationSpec",
     "MapSpec",
+    "NginxSpec",
     "ProxyPass",
     "ReturnSpec",
     "ServerBlock",
@@ -262,6 +263,18 @@ class AdminSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class NginxSpec:
+    """How the nginx engine reaches nginx (``[nginx]``).
+
+    ``pid`` names the pid file of an nginx the system already runs (systemd's, say);
+    nonstop then drives that master instead of starting its own.  None: nonstop runs
+    nginx as its supervised child under the state directory.
+    """
+
+    pid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AppSpec:
     """A supervised app (``[apps.NAME]``); also an upstream of the same name."""
 
@@ -294,6 +307,7 @@ class Config:
     state_dir: str = ".nonstop"
     engine: str = "embedded"  # or "nginx"
     admin: AdminSpec = AdminSpec()
+    nginx: NginxSpec = NginxSpec()
     error_log: str | None = None  # path; None = stderr
     error_log_level: str = "error"
     # open client connections at most; past it a new one is answered 503 and closed

@@ -24,6 +24,7 @@ from nonstop.config.model import (
     HealthSpec,
     Listen,
     LocationSpec,
+    NginxSpec,
     ProxyPass,
     ReturnSpec,
     ServerBlock,
@@ -72,6 +73,7 @@ _TOP_KEYS = frozenset(
         "state_dir",
         "engine",
         "admin",
+        "nginx",
         "error_log",
         "error_log_level",
         "max_connections",
@@ -359,6 +361,8 @@ class _Reader:
             raise top.error("engine", 'must be "embedded" or "nginx"')
         admin = top.table("admin", frozenset({"socket"}))
         socket_path = admin.string("socket") if admin else None
+        nginx = top.table("nginx", frozenset({"pid"}))
+        nginx_pid = nginx.string("pid") if nginx else None
         error_log = top.string("error_log")
         level = top.string("error_log_level", "error") or "error"
         if level not in LOG_LEVELS:
@@ -380,6 +384,7 @@ class _Reader:
                 if socket_path
                 else os.path.join(state_dir, "admin.sock")
             ),
+            nginx=NginxSpec(pid=self.prefix_path(nginx_pid) if nginx_pid else None),
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
             error_log_level=level,
             max_connections=top.integer("max_connections", 10_000, minimum=1),

@@ -456,3 +456,14 @@ def test_an_app_and_an_upstream_cannot_share_a_name(toml: Load) -> None:
         '[apps.web]\ncommand = "x"\nports = [9001, 9002]\n' + MINIMAL_SERVER,
     )
     assert err.message == 'duplicate upstream "web"'
+
+
+def test_the_nginx_table_names_a_system_pid_file_under_the_prefix(
+    toml: Load, tmp_path: Path
+) -> None:
+    body = '[[servers]]\nlocations = [{ path = "/", pass = "http://127.0.0.1:9" }]\n'
+    cfg = toml('engine = "nginx"\n[nginx]\npid = "run/nginx.pid"\n' + body, str(tmp_path))
+    assert cfg.nginx.pid == str(tmp_path / "run" / "nginx.pid")
+    assert toml(body).nginx.pid is None
+    exc = error(toml, '[nginx]\npidfile = "/run/nginx.pid"\n' + body)
+    assert "nginx.pidfile: unknown key" in str(exc)

@@ -236,3 +236,69 @@ def test_only_our_own_nginx_master_is_taken_for_an_orphan(tmp_path: Path) -> Non
     assert _orphan_master(str(pidfile), str(home), str(proc)) is None  # not nginx
     pidfile.write_text("4243\n")
     assert _orphan_master(str(pidfile), str(home), str(proc)) is None  # not running
+
+
+async def _attached(tmp_path: Path, running: bool) -> tuple[NginxEngine, FakeNginx]:
+    fake = FakeNginx()
+    fake.system_running = running
+    engine = NginxEngine(
+        _config(tmp_path), fake, poll=0.001, system_pid=str(tmp_path / "run" / "nginx.pid")
+    )
+    await engine.start()
+    return engine, fake
+
+
+@run
+async def test_a_system_nginx_is_reloaded_onto_the_render_and_never_started_or_stopped(
+    tmp_path: Path,
+) -> None:
+    engine, fake = await _attached(tmp_path, running=True)
+    assert fake.started == [] and fake.attached == [engine.conf]
+    assert fake.master is not None
+    assert fake.signals == [(fake.master.pid, signal.SIGHUP)]
+    assert f"pid {tmp_path}/run/nginx.pid;" in Path(engine.conf).read_text()
+    assert engine.describe()["mode"] == "system"
+    engine.set_app_servers("web", (_server(8000),))
+    await engine.settle()
+    assert "server 127.0.0.1:8000;" in _live(engine)
+    assert fake.signals[-1] == (fake.master.pid, signal.SIGHUP) and len(fake.signals) == 2
+    await engine.shutdown(1.0)
+    assert fake.master.returncode is None  # still serving
+    assert all(signum == signal.SIGHUP for _, signum in fake.signals)
+
+
+@run
+async def test_nonstop_writes_the_config_first_and_drives_the_system_nginx_once_it_is_up(
+    tmp_path: Path,
+) -> None:
+    engine, fake = await _attached(tmp_path, running=False)
+    assert Path(engine.conf).exists() and engine.master is None
+    fake.system_running = True  # the system starts nginx on the files nonstop wrote
+    for _ in range(400):
+        if engine.master is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.master is fake.master and fake.master is not None
+    assert fake.signals == [(fake.master.pid, signal.SIGHUP)]
+    first = fake.master
+    first.exit(0)  # the system restarts it: nonstop follows the new master
+    for _ in range(400):
+        if engine.master is not None and engine.master is not first:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.master is fake.master and fake.master is not first
+    await engine.shutdown(1.0)
+
+
+def test_the_config_a_master_runs_is_read_from_its_title() -> None:
+    from nonstop.engines.nginx.command import master_conf
+
+    default = "/etc/nginx/nginx.conf"
+    title = "nginx: master process /usr/sbin/nginx -g daemon on; master_process on;"
+    assert master_conf(title, default) == default
+    title = "nginx: master process nginx -p /srv/ns/ -c conf/nginx.conf"
+    assert master_conf(title, default) == "/srv/ns/conf/nginx.conf"
+    title = "nginx: master process /usr/sbin/nginx -c /var/lib/ns/nginx/conf/nginx.conf"
+    assert master_conf(title, default) == "/var/lib/ns/nginx/conf/nginx.conf"
+    assert master_conf("nginx: worker process", default) is None
+    assert master_conf("python3 app.py", default) is None

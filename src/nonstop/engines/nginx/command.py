@@ -1,7 +1,8 @@
 """The nginx binary behind a small interface, and a fake of it for unit tests.
 
-Four things are asked of nginx: check a config (``nginx -t``), start a master in the
-foreground under a prefix, take a signal, and list the master's worker processes.  The
+Five things are asked of nginx: check a config (``nginx -t``), start a master in the
+foreground under a prefix -- or attach to one the system already runs, found through its
+pid file --, take a signal, and list the master's worker processes.  The
 engine gets an ``NginxCommand`` through its constructor (as ingress-nginx's controller
 gets its ``NginxExecTester``), so its decisions are tested against ``FakeNginx`` and the
 real binary only in the integration tests.
@@ -10,13 +11,19 @@ real binary only in the integration tests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
+import subprocess
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from nonstop.errors import NonstopError
+
 __all__ = [
+    "AttachFailed",
+    "AttachedMaster",
     "CheckResult",
     "FakeMaster",
     "FakeNginx",
@@ -25,8 +32,13 @@ __all__ = [
     "SystemNginx",
     "children",
     "find_nginx",
+    "master_conf",
     "retiring",
 ]
+
+
+class AttachFailed(NonstopError):
+    """No nginx master nonstop may drive behind the configured pid file (and why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +65,8 @@ class NginxCommand(Protocol):
     async def check(self, prefix: str, conf: str, error_log: str) -> CheckResult: ...
 
     async def start(self, prefix: str, conf: str, error_log: str, stderr: str) -> Master: ...
+
+    def attach(self, pid_file: str, conf: str) -> Master: ...
 
     def signal(self, pid: int, signum: int) -> None: ...
 
@@ -105,6 +119,70 @@ def retiring(pid: int, proc: str = "/proc") -> bool:
     return b"shutting down" in title or not title
 
 
+def master_conf(title: str, default_conf: str, cwd: str = "/") -> str | None:
+    """The config file an nginx master runs, from its process title; None: not a master.
+
+    nginx retitles its master "nginx: master process " followed by its command line
+    (``ngx_setproctitle``), so ``-c`` is there when it was given; otherwise the master
+    reads the path it was compiled with (``nginx -V``: ``--conf-path``).  A relative
+    ``-c`` is taken from ``-p`` or the master's working directory.
+    """
+    head = "nginx: master process "
+    if not title.startswith(head):
+        return None
+    words = title[len(head) :].split()
+    conf, prefix = default_conf, cwd
+    for flag, value in itertools.pairwise(words):
+        if flag == "-c":
+            conf = value
+        elif flag == "-p":
+            prefix = value
+    return os.path.normpath(os.path.join(prefix, conf))
+
+
+class AttachedMaster:
+    """A master nonstop did not start: alive while /proc shows an nginx master there."""
+
+    def __init__(self, pid: int, poll: float = 0.2, proc: str = "/proc") -> None:
+        self.pid = pid
+        self._poll = poll
+        self._proc = proc
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        if self._code is None and not _title(self.pid, self._proc).startswith("nginx: master"):
+            self._code = -1  # not our child: its exit status is its parent's to read
+        return self._code
+
+    async def wait(self) -> int:
+        while self.returncode is None:
+            await asyncio.sleep(self._poll)
+        assert self._code is not None
+        return self._code
+
+
+def _title(pid: int, proc: str = "/proc") -> str:
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def read_pid(pid_file: str) -> int:
+    try:
+        with open(pid_file) as handle:
+            text = handle.read().strip()
+    except OSError as exc:
+        raise AttachFailed(f"no nginx to drive: cannot read {pid_file}: {exc.strerror}") from exc
+    if not text:
+        raise AttachFailed(f"no nginx to drive: {pid_file} is empty")
+    if not text.isdigit():
+        raise AttachFailed(f"no nginx to drive: {pid_file} holds {text[:40]!r}, not a pid")
+    return int(text)
+
+
 def _scan_parent(pid: int, proc: str) -> frozenset[int]:
     found: set[int] = set()
     for name in os.listdir(proc):
@@ -150,6 +228,36 @@ class SystemNginx:
                 stderr=handle,
                 start_new_session=True,  # the terminal's ^C is for nonstop, which stops nginx
             )
+
+    def attach(self, pid_file: str, conf: str) -> Master:
+        """The running master behind ``pid_file``, if it is nginx and runs ``conf``.
+
+        Refused, with the reason, when the pid file is missing, the process is gone or is
+        not an nginx master, or its config is another file (a reload would not read ours).
+        """
+        pid = read_pid(pid_file)
+        title = _title(pid)
+        if not title:
+            raise AttachFailed(f"no nginx to drive: process {pid} (from {pid_file}) is not running")
+        runs = master_conf(title, self.default_conf(), _cwd(pid))
+        if runs is None:
+            raise AttachFailed(f"process {pid} (from {pid_file}) is not an nginx master: {title!r}")
+        if os.path.realpath(runs) != os.path.realpath(conf):
+            raise AttachFailed(
+                f"nginx master {pid} (from {pid_file}) runs {runs}, not nonstop's {conf}: "
+                f"start it with `-c {conf}`, or make {runs} a symlink to it"
+            )
+        return AttachedMaster(pid)
+
+    def default_conf(self) -> str:
+        """The config path this nginx binary was compiled with (``nginx -V``)."""
+        out = subprocess.run(
+            [self.binary, "-V"], capture_output=True, text=True, check=False
+        ).stderr
+        for word in out.split():
+            if word.startswith("--conf-path="):
+                return word.split("=", 1)[1]
+        return "conf/nginx.conf"  # nginx's own default, under its prefix
 
     def signal(self, pid: int, signum: int) -> None:
         os.kill(pid, signum)
@@ -197,6 +305,8 @@ class FakeNginx:
         self.old_exit_at_once = False
         self.ignore_reload = False
         self.master: FakeMaster | None = None
+        self.system_running = False  # attach finds a master (one the test "started")
+        self.attached: list[str] = []
         self.current: set[int] = set()
         self.old: set[int] = set()
         self._next = 5000
@@ -216,6 +326,15 @@ class FakeNginx:
         self.started.append(_read_tree(conf))
         self.master = FakeMaster(self._pid())
         self.current = {self._pid()}
+        return self.master
+
+    def attach(self, pid_file: str, conf: str) -> Master:
+        if not self.system_running:
+            raise AttachFailed(f"no nginx to drive: cannot read {pid_file}: No such file")
+        if self.master is None or self.master.returncode is not None:
+            self.master = FakeMaster(self._pid())
+            self.current = {self._pid()}
+        self.attached.append(conf)
         return self.master
 
     def signal(self, pid: int, signum: int) -> None:
@@ -243,6 +362,13 @@ class FakeNginx:
     def _pid(self) -> int:
         self._next += 1
         return self._next
+
+
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return "/"
 
 
 def _read_tree(conf: str) -> str:

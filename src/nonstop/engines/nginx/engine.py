@@ -6,6 +6,12 @@ A change goes: render (pure) -> same bytes as live? nothing to do -> write ``nex
 ``nginx -t`` on it -> rejected? the live files stay and the error is nginx's own words ->
 copy into ``conf/`` -> SIGHUP the master -> wait until it has started new workers.
 
+With ``system_pid`` (``[nginx] pid``) nonstop starts no nginx: it drives the master the
+system runs (systemd's, say), found through that pid file, which must run nonstop's
+``conf/nginx.conf``.  The files are written whether or not that master is up; nonstop
+attaches when it appears (and again after the system restarts it), reloads it once so
+it runs the current render, and leaves it running when nonstop stops.
+
 The drain is what a reload-then-kill script gets wrong: ``nginx -s reload`` returns
 while the old workers still finish requests they took before the reload, on the old
 upstream servers.  The engine records the workers that existed before each reload; a
@@ -24,7 +30,7 @@ from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import Config, ServerSpec
-from nonstop.engines.nginx.command import Master, NginxCommand
+from nonstop.engines.nginx.command import AttachFailed, Master, NginxCommand
 from nonstop.engines.nginx.render import MAIN_FILE, RenderOptions, render
 from nonstop.errors import ConfigError, NonstopError
 
@@ -36,6 +42,7 @@ POLL = 0.01
 RELOAD_TIMEOUT = 10.0
 START_TIMEOUT = 10.0
 KILL_GRACE = 5.0
+ATTACH_POLL = 0.5
 
 
 class NginxRejected(ConfigError):
@@ -58,10 +65,12 @@ class NginxEngine:
         clock: Clock = SYSTEM_CLOCK,
         poll: float = POLL,
         home: str | None = None,
+        system_pid: str | None = None,
     ) -> None:
         self.config = config
         self.command = command
         self.user = user
+        self.system_pid = system_pid
         self.clock = clock
         self.poll = poll
         self.home = home or os.path.join(config.state_dir, "nginx")
@@ -115,6 +124,7 @@ class NginxEngine:
             app_servers=dict(self._app_servers),
             down=frozenset(self._down),
             user=self.user,
+            pid=self.system_pid,
         )
 
     # -- apply: render, check, swap, reload -------------------------------------------------
@@ -235,10 +245,51 @@ class NginxEngine:
     # -- the master's life ----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Check and write the config, start nginx in the foreground, wait for workers."""
+        """Check and write the config, start nginx in the foreground, wait for workers.
+
+        With a system nginx: write the config, attach to its master if it is up (else
+        keep looking for it), and reload it onto the render.
+        """
         await self.apply()
+        if self.system_pid is not None:
+            await self._attach(first=True)
+            self._supervisor = asyncio.get_running_loop().create_task(self._watch_system())
+            return
         await self._spawn()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _attach(self, first: bool = False) -> bool:
+        """Find the system's master; once found, reload it so it runs the current render."""
+        assert self.system_pid is not None
+        try:
+            master = self.command.attach(self.system_pid, self.conf)
+        except AttachFailed as exc:
+            if first:
+                log.warning("%s; nonstop drives it once it is up", exc)
+            return False
+        async with self._lock:
+            self.master = master
+            self._old_workers.clear()
+            while not self.command.workers(master.pid) and master.returncode is None:
+                await asyncio.sleep(self.poll)  # a master that is still starting
+            await self._reload()
+        log.info("driving nginx master %d (pid file %s)", master.pid, self.system_pid)
+        return True
+
+    async def _watch_system(self) -> None:
+        """Attach again whenever the system's master is gone and another one is up."""
+        while not self._stopping:
+            if self.master is not None and self.master.returncode is None:
+                await self.master.wait()
+                if self._stopping:
+                    return
+                log.error(
+                    "nginx master %d exited; waiting for the system to start it", self.master.pid
+                )
+                self.master = None
+                self._old_workers.clear()
+            if not await self._attach():
+                await asyncio.sleep(ATTACH_POLL)
 
     async def _spawn(self) -> None:
         self._prepare_dirs()
@@ -281,6 +332,8 @@ class NginxEngine:
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
+        if self.system_pid is not None:
+            return  # the system's nginx keeps serving; it is not nonstop's to stop
         if self.master is not None and self.master.returncode is None:
             await self._stop_master(self.master, timeout)
             log.info("nginx master %d stopped", self.master.pid)
@@ -332,6 +385,8 @@ class NginxEngine:
         master = self.master
         running = master is not None and master.returncode is None
         return {
+            "mode": "system" if self.system_pid is not None else "child",
+            "pid_file": self.system_pid or self.path("nginx.pid"),
             "master": master.pid if master is not None and running else None,
             "workers": sorted(self.command.workers(master.pid)) if master and running else [],
             "draining_workers": sorted(self.old_workers()),
@@ -375,6 +430,8 @@ class NginxEngine:
         """nginx's own directories, and those of the access logs the config names."""
         for sub in ("conf", "next", "logs", "temp"):
             os.makedirs(self.path(sub), exist_ok=True)
+        if self.system_pid is not None:  # `nginx -t` opens the pid file, creating it
+            os.makedirs(os.path.dirname(self.system_pid), exist_ok=True)
         for server in (config or self.config).servers:
             for log_spec in (server.access_log, *(loc.access_log for loc in server.locations)):
                 if log_spec is not None and log_spec.path is not None:

@@ -65,13 +65,15 @@ class RenderOptions:
     ``home`` is nginx's own directory under the state dir (pid, logs, temp paths);
     ``app_servers`` the servers the deployer set per app; ``down`` the ``(upstream,
     address)`` pairs an active health check failed; ``user`` the ``user`` directive
-    (only meaningful when nginx starts as root).
+    (only meaningful when nginx starts as root); ``pid`` the pid file of a system nginx
+    nonstop drives (a reload must not move it).
     """
 
     home: str
     app_servers: Mapping[str, tuple[ServerSpec, ...]] = field(default_factory=dict)
     down: frozenset[tuple[str, str]] = frozenset()
     user: str | None = None
+    pid: str | None = None  # the pid file; None = HOME/nginx.pid
     worker_processes: str = "auto"
     worker_connections: int = 1024
 
@@ -190,7 +192,7 @@ def _main(w: _Writer, config: Config, options: RenderOptions) -> None:
     if options.user:
         w.line("user", quote(options.user))
     w.line("worker_processes", options.worker_processes)
-    w.line("pid", quote(os.path.join(home, "nginx.pid")))
+    w.line("pid", quote(options.pid or os.path.join(home, "nginx.pid")))
     w.line("error_log", quote(os.path.join(home, "logs", "error.log")), "notice")
     drain = max((app.drain_timeout for app in config.apps), default=None)
     if drain is not None:
