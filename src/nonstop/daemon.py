@@ -251,7 +251,10 @@ class Daemon:
             def nginx_pool(name: str) -> Pool:
                 return NginxAppPool(name, nginx)
 
-            return Deployer(self.store, supervisor, nginx_pool)
+            def nginx_counts(name: str, address: str) -> tuple[int, int] | None:
+                return nginx.stats.counts(address)
+
+            return Deployer(self.store, supervisor, nginx_pool, counts=nginx_counts)
         assert self.proxy is not None
         state = self.proxy.state
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.apps import pyapp_command
 from tests.support.apps.harness import AppDaemon, Load, deployed, pyapp_daemons
 
 from nonstop.engines.nginx import find_nginx
@@ -129,6 +130,24 @@ def test_the_old_release_is_stopped_only_after_the_old_workers_exited(daemon: Ma
     assert drained["in_flight"] == 0
     assert drained["t"] - switched["t"] > 0.3  # it waited for the slow requests
     assert load.failed == [], load.failed[:5]
+
+
+def test_a_release_answering_5xx_through_nginx_is_rolled_back(daemon: Make) -> None:
+    d = daemon(verify="5s")
+    deployed(d, "v1")
+    d.write(pyapp_command("--error-status 500"))
+    assert d.cli("reload").returncode == 0
+    with Load(d.port, clients=8, limit=30, slow_ms=0) as load:
+        load.wait_requests(20)
+        done = d.cli("deploy", "web", "--release", "v2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "rolled back" in done.stderr and "5xx ratio" in done.stderr
+    assert d.get() == (200, "v1")
+    app = d.status()["apps"]["web"]
+    assert app["live"]["release"] == "v1"
+    assert app["history"][0]["outcome"] == "rolled_back"
+    [v1] = app["instances"]
+    assert v1["responses"] > 0 and v1["responses_5xx"] == 0
 
 
 def test_a_reload_nginx_rejects_keeps_the_running_config(daemon: Make) -> None:

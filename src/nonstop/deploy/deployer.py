@@ -566,6 +566,8 @@ class Deployer:
                     "live": instance.port in runtime.live_ports,
                     "health": peer.get("state", "not in pool"),
                     "in_flight": peer.get("conns", 0),
+                    "responses": peer.get("responses"),
+                    "responses_5xx": peer.get("responses_5xx"),
                     "uptime": round(instance.uptime(), 3),
                 }
             )

@@ -31,7 +31,8 @@ from typing import Any
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import Config, ServerSpec
 from nonstop.engines.nginx.command import AttachFailed, Master, NginxCommand
-from nonstop.engines.nginx.render import MAIN_FILE, RenderOptions, render
+from nonstop.engines.nginx.render import MAIN_FILE, RenderOptions, render, stats_log
+from nonstop.engines.nginx.stats import UpstreamStats
 from nonstop.errors import ConfigError, NonstopError
 
 __all__ = ["NginxEngine", "NginxFailed", "NginxRejected"]
@@ -75,6 +76,7 @@ class NginxEngine:
         self.poll = poll
         self.home = home or os.path.join(config.state_dir, "nginx")
         self.reloads = 0
+        self.stats = UpstreamStats(stats_log(self.home))
         self.master: Master | None = None
         self._live: dict[str, str] = {}
         self._app_servers: dict[str, tuple[ServerSpec, ...]] = {}
@@ -394,6 +396,7 @@ class NginxEngine:
             "conf": self.conf,
             "error_log": self.error_log,
             "access_log": self.path("logs", "access.log"),
+            "upstream_log": self.stats.path,
         }
 
     def upstreams(self, name: str | None = None) -> dict[str, list[dict[str, Any]]]:

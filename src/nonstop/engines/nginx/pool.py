@@ -8,6 +8,10 @@ workers that existed before the reload have exited — nginx does not report req
 flight per server, but an old worker still running is the only thing that may still
 send to a server the new config dropped.
 
+Answers and 5xx per server come from the upstream log nginx writes for nonstop
+(``stats.py``), counted from the moment a server joins the pool, as the embedded
+proxy counts them.
+
 Draining servers are left out of the include (no new request reaches them); unhealthy
 ones are rendered ``down``.  nginx's backups are not used to keep the previous release
 warm during verify: each demotion would cost one more reload, and every reload closes the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nonstop.config.model import ServerSpec
 from nonstop.deploy.pool import ServerList
 from nonstop.engines.nginx.engine import NginxEngine
 
@@ -30,6 +35,23 @@ class NginxAppPool(ServerList):
     def __init__(self, name: str, engine: NginxEngine) -> None:
         super().__init__(name)
         self._engine = engine
+
+    # -- changes: a server that joins is counted from zero --------------------------------
+
+    def add(self, specs: Iterable[ServerSpec], healthy: bool = True) -> None:
+        specs = list(specs)
+        self._count_from_now(specs)
+        super().add(specs, healthy)
+
+    def switch(self, new: Iterable[ServerSpec], old: Iterable[str]) -> None:
+        new = list(new)
+        self._count_from_now(new)
+        super().switch(new, old)
+
+    def _count_from_now(self, specs: list[ServerSpec]) -> None:
+        for spec in specs:
+            if spec.address not in self._servers:
+                self._engine.stats.reset(spec.address)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -44,7 +66,14 @@ class NginxAppPool(ServerList):
         if server is None:
             return {}
         state = "draining" if server.draining else ("up" if server.healthy else "down")
-        return {"address": address, "state": state, "conns": 0}
+        answers, errors = self._engine.stats.counts(address)
+        return {
+            "address": address,
+            "state": state,
+            "conns": 0,
+            "responses": answers,
+            "responses_5xx": errors,
+        }
 
     async def applied(self) -> None:
         await self._engine.settle()

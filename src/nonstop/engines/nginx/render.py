@@ -41,6 +41,7 @@ from nonstop.config.model import (
 
 __all__ = [
     "MAIN_FILE",
+    "STATS_FORMAT",
     "RenderOptions",
     "Rendered",
     "app_file",
@@ -50,9 +51,12 @@ __all__ = [
     "render_app_servers",
     "seconds",
     "size",
+    "stats_log",
 ]
 
 MAIN_FILE = "nginx.conf"
+STATS_FORMAT = "nonstop_upstream"
+STATS_FIELDS = "$upstream_addr $upstream_status"
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 _BARE = re.compile(r"^[^\s;{}\"'\\#]+$")
 _MAP_SPECIAL = {"default", "hostnames", "include", "volatile"}
@@ -205,6 +209,10 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     for kind in _TEMP_PATHS:
         w.line(f"{kind}_temp_path", quote(os.path.join(home, "temp", kind)))
     w.line("access_log", quote(os.path.join(home, "logs", "access.log")), "combined")
+    stats = stats_log(home) if config.apps else None
+    if stats is not None:
+        w.line("log_format", STATS_FORMAT, quote(STATS_FIELDS))
+        _stats_line(w, stats)
     w.blank()
     for spec in config.maps:
         _map(w, spec)
@@ -215,7 +223,7 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        _server(w, server, keepalive)
+        _server(w, server, keepalive, stats)
         w.blank()
 
 
@@ -277,7 +285,7 @@ def _server_line(server: ServerSpec, down: bool) -> str:
     return " ".join(words) + ";"
 
 
-def _server(w: _Writer, server: ServerBlock, keepalive: set[str]) -> None:
+def _server(w: _Writer, server: ServerBlock, keepalive: set[str], stats: str | None) -> None:
     w.open("server")
     for listen in server.listens:
         words = ["listen", _address(listen.host, listen.port)]
@@ -295,7 +303,7 @@ def _server(w: _Writer, server: ServerBlock, keepalive: set[str]) -> None:
     w.line("client_header_timeout", duration(server.client_header_timeout))
     w.line("client_body_timeout", duration(server.client_body_timeout))
     w.line("send_timeout", duration(server.send_timeout))
-    _access_log(w, server.access_log)
+    _access_log(w, server.access_log, stats)
     _add_headers(w, server.add_headers)
     for name, value in server.sets:
         w.line("set", "$" + name, quote(value.raw))
@@ -303,7 +311,7 @@ def _server(w: _Writer, server: ServerBlock, keepalive: set[str]) -> None:
         _return(w, server.ret)
     for location in server.locations:
         w.blank()
-        _location(w, location, keepalive)
+        _location(w, location, keepalive, stats)
     w.close()
 
 
@@ -319,10 +327,26 @@ def _tls(w: _Writer, tls: TlsSpec) -> None:
     w.line("ssl_session_timeout", seconds(tls.session_timeout))
 
 
-def _access_log(w: _Writer, log: AccessLog | None) -> None:
-    """Only a log the config names; otherwise the one under the state dir applies."""
+def _access_log(w: _Writer, log: AccessLog | None, stats: str | None) -> None:
+    """Only a log the config names; otherwise the one under the state dir applies.
+
+    A level with its own ``access_log`` inherits none from above, so the upstream
+    answers log nonstop counts is named again beside it.
+    """
     if log is not None and log.path is not None:
         w.line("access_log", quote(log.path), log.format)
+        if stats is not None:
+            _stats_line(w, stats)
+
+
+def stats_log(home: str) -> str:
+    """Where nginx writes one line per request for nonstop's per-server counts."""
+    return os.path.join(home, "logs", "upstream.log")
+
+
+def _stats_line(w: _Writer, path: str) -> None:
+    # Buffered: one write() per 16 KiB of lines, or within 100 ms of the first one.
+    w.line("access_log", quote(path), STATS_FORMAT, "buffer=16k", "flush=100ms")
 
 
 def _add_headers(w: _Writer, headers: tuple[AddHeader, ...]) -> None:
@@ -340,12 +364,12 @@ def _return(w: _Writer, ret: ReturnSpec) -> None:
         w.line("return", str(ret.code), quote(ret.text.raw))
 
 
-def _location(w: _Writer, loc: LocationSpec, keepalive: set[str]) -> None:
+def _location(w: _Writer, loc: LocationSpec, keepalive: set[str], stats: str | None) -> None:
     w.open("location", *(("=", quote(loc.path)) if loc.exact else (quote(loc.path),)))
     for name, value in loc.sets:
         w.line("set", "$" + name, quote(value.raw))
     w.line("client_max_body_size", size(loc.client_max_body_size))
-    _access_log(w, loc.access_log)
+    _access_log(w, loc.access_log, stats)
     _add_headers(w, loc.add_headers)
     if loc.ret is not None:
         _return(w, loc.ret)
