@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 from tests.support.apps import pyapp_command
-from tests.support.apps.harness import AppDaemon, Load, deployed, pyapp_daemons
+from tests.support.apps.harness import (
+    AppDaemon,
+    Load,
+    assert_a_5xx_release_is_rolled_back,
+    deployed,
+    pyapp_daemons,
+)
 
 Make = Callable[..., AppDaemon]
 
@@ -109,20 +115,7 @@ def test_a_release_that_dies_after_its_gate_is_rolled_back_automatically(
 
 
 def test_a_release_answering_5xx_during_verify_is_rolled_back(daemon: Make) -> None:
-    d = daemon(verify="5s")
-    deployed(d, "v1")
-    d.write(pyapp_command("--error-status 500"))
-    assert d.cli("reload").returncode == 0
-    with Load(d.port, clients=8, limit=30, slow_ms=0) as load:
-        load.wait_requests(20)
-        done = d.cli("deploy", "web", "--release", "v2")
-        load.wait_requests(20)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "rolled back" in done.stderr and "5xx ratio" in done.stderr
-    assert d.get() == (200, "v1")
-    app = d.status()["apps"]["web"]
-    assert app["live"]["release"] == "v1"
-    assert app["history"][0]["outcome"] == "rolled_back"
+    assert_a_5xx_release_is_rolled_back(daemon(verify="5s"))
 
 
 def test_a_second_concurrent_deploy_is_refused_naming_the_holder(daemon: Make) -> None:

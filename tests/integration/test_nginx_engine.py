@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.apps import pyapp_command
-from tests.support.apps.harness import AppDaemon, Load, deployed, pyapp_daemons
+from tests.support.apps.harness import (
+    AppDaemon,
+    Load,
+    assert_a_5xx_release_is_rolled_back,
+    deployed,
+    pyapp_daemons,
+)
 
 from nonstop.engines.nginx import find_nginx
 
@@ -133,19 +138,7 @@ def test_the_old_release_is_stopped_only_after_the_old_workers_exited(daemon: Ma
 
 
 def test_a_release_answering_5xx_through_nginx_is_rolled_back(daemon: Make) -> None:
-    d = daemon(verify="5s")
-    deployed(d, "v1")
-    d.write(pyapp_command("--error-status 500"))
-    assert d.cli("reload").returncode == 0
-    with Load(d.port, clients=8, limit=30, slow_ms=0) as load:
-        load.wait_requests(20)
-        done = d.cli("deploy", "web", "--release", "v2")
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "rolled back" in done.stderr and "5xx ratio" in done.stderr
-    assert d.get() == (200, "v1")
-    app = d.status()["apps"]["web"]
-    assert app["live"]["release"] == "v1"
-    assert app["history"][0]["outcome"] == "rolled_back"
+    app = assert_a_5xx_release_is_rolled_back(daemon(verify="5s"))
     [v1] = app["instances"]
     assert v1["responses"] > 0 and v1["responses_5xx"] == 0
 

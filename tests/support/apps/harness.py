@@ -231,3 +231,26 @@ def deployed(d: AppDaemon, release: str) -> None:
     """Deploy ``release`` of the test app "web" and insist that it worked."""
     done = d.cli("deploy", "web", "--release", release)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def assert_a_5xx_release_is_rolled_back(d: AppDaemon) -> dict[str, Any]:
+    """Deploy a v2 that answers 500 under load: verify must roll back to v1.
+
+    Returns the app's status afterwards.
+    """
+    from tests.support.apps import pyapp_command
+
+    deployed(d, "v1")
+    d.write(pyapp_command("--error-status 500"))
+    assert d.cli("reload").returncode == 0
+    with Load(d.port, clients=8, limit=30, slow_ms=0) as load:
+        load.wait_requests(20)
+        done = d.cli("deploy", "web", "--release", "v2")
+        load.wait_requests(20)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "rolled back" in done.stderr and "5xx ratio" in done.stderr
+    assert d.get() == (200, "v1")
+    app: dict[str, Any] = d.status()["apps"]["web"]
+    assert app["live"]["release"] == "v1"
+    assert app["history"][0]["outcome"] == "rolled_back"
+    return app
