@@ -11,6 +11,7 @@ clients send GETs, POSTs and slow GETs through it.  Reported per deploy:
 
     python bench/deploy_under_load.py                    # 100 deploys, Java app, 20 clients
     python bench/deploy_under_load.py --deploys 10 --app python
+    python bench/deploy_under_load.py --engine nginx --client checked
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def one_deploy(d: AppDaemon, load: Load, release: str) -> dict[str, Any]:
         "release": release,
         "exit": done.returncode,
         "failed": len(load.failed) - failed_before,
+        "failures": sorted(set(load.failed[failed_before:]))[:5],
         "first_response_s": None if first is None else round(first - start, 4),
         "total_s": round(total, 4),
         "error": done.stderr.strip()[-500:] if done.returncode else "",
@@ -87,7 +89,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit(f"the first deploy failed:\n{first.stderr}")
             deploys = []
             limit = args.deploys * 30.0 + 30
-            with Load(d.port, clients=args.clients, limit=limit, slow_ms=args.slow_ms) as load:
+            with Load(
+                d.port,
+                clients=args.clients,
+                limit=limit,
+                slow_ms=args.slow_ms,
+                check_reuse=args.client == "checked",
+            ) as load:
                 load.wait_requests(100)
                 for n in range(1, args.deploys + 1):
                     result = one_deploy(d, load, f"r{n}")
@@ -99,13 +107,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
                 load.wait_requests(100)
-            answered = load.ok
+            answered, reconnects = load.ok, load.reconnects
         finally:
             d.stop()
     return {
         "app": args.app,
         "engine": args.engine,
+        "client": args.client,
         "clients": args.clients,
+        "reconnects": reconnects,
         "verify": args.verify,
         "deploys": len(deploys),
         "requests_answered": answered,
@@ -128,6 +138,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-ms", type=int, default=200, help="the slow GET's delay (200)")
     parser.add_argument(
         "--engine", choices=("embedded", "nginx"), default="embedded", help="which engine serves"
+    )
+    parser.add_argument(
+        "--client",
+        choices=("plain", "checked"),
+        default="plain",
+        help="plain: reuse a kept-alive connection blindly (http.client); checked: first see "
+        "whether the server closed it, as urllib3, Go and browsers do",
     )
     return parser.parse_args(argv)
 

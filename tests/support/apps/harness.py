@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
+import socket
 import subprocess
 import sys
 import threading
@@ -125,19 +127,32 @@ class AppDaemon:
         raise AssertionError(f"{release} not served after {timeout}s (last answer {last})")
 
 
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """An idle kept-alive connection that is readable has been closed (or reset)."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
+
+
 @dataclass
 class Load:
     """``clients`` keep-alive connections sending GETs, POSTs and slow GETs until stopped.
 
     Every answer that is not a 200 with the expected body, and every connection error,
     is a failed request.  ``first_seen`` maps a release to when it first answered.
+
+    ``check_reuse``: before reusing a kept-alive connection, look whether the server has
+    closed it, and open a new one if so -- as urllib3, Go's net/http and browsers do.
+    Without it a client writes its next request into a connection the server already
+    closed (http.client's way), and that request fails.
     """
 
     port: int
     clients: int = 20
     limit: float = 60.0
     slow_ms: int = 150
+    check_reuse: bool = False
     ok: int = 0
+    reconnects: int = 0
     failed: list[str] = field(default_factory=list)
     releases: Counter[str] = field(default_factory=Counter)
     first_seen: dict[str, float] = field(default_factory=dict)
@@ -197,6 +212,10 @@ class Load:
         n = 0
         while not self._stop.is_set() and time.monotonic() < deadline:
             n += 1
+            if self.check_reuse and conn.sock is not None and _closed_by_peer(conn.sock):
+                conn.close()
+                with self._lock:
+                    self.reconnects += 1
             try:
                 self._one(conn, index, n)
             except (OSError, http.client.HTTPException) as exc:
