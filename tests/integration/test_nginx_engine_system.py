@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.test_nginx_engine import NginxAppDaemon, RetryingLoad
-from tests.support.apps.harness import deployed, pyapp_daemons
+from tests.integration.test_nginx_engine import NginxAppDaemon
+from tests.support.apps.harness import Load, deployed, pyapp_daemons
 from tests.support.backends import free_port, wait_port
 
 from nonstop.engines.nginx import find_nginx
@@ -98,7 +98,7 @@ def test_deploys_through_a_system_nginx_and_leave_it_running(
             time.sleep(0.05)
         assert d.nginx()["nginx"]["mode"] == "system"
         deployed(d, "v1")
-        with RetryingLoad(d.port, clients=8, limit=30) as load:
+        with Load(d.port, clients=8, limit=30) as load:
             load.wait_requests(50)
             deployed(d, "v2")
             load.wait_requests(50)

@@ -198,7 +198,7 @@ class LocationSpec:
     send_timeout: float = 60.0
     http_version: str = "1.1"
     client_max_body_size: int = 1024 * 1024  # 0 = unlimited
-    access_log: AccessLog | None = None  # None = off
+    access_log: AccessLog | None = None  # None: none named; AccessLog(None): "off"
     source: Source | None = field(default=None, compare=False)
 
 

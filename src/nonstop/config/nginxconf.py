@@ -1093,8 +1093,10 @@ class _Builder:
 
     def access_log(self, levels: list[_Level]) -> AccessLog | None:
         d = _one(levels, "access_log")
-        if d is None or d.args == ("off",):
+        if d is None:
             return None
+        if d.args == ("off",):
+            return AccessLog(path=None)
         path = d.args[0]
         if "$" in path or ":" in path.split("/")[0]:
             raise self.fail(d, f'access_log "{path}" is outside the nonstop subset (use a file)')

@@ -655,7 +655,7 @@ class _Reader:
             return inherited
         raw = t.string("access_log") or ""
         if raw == "off":
-            return None
+            return AccessLog(path=None)
         if not raw:
             raise t.error("access_log", 'must be "off" or a file path')
         return AccessLog(path=self.prefix_path(raw))

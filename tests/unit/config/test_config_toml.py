@@ -228,7 +228,7 @@ def test_app_settings_and_paths(toml: Load, tmp_path: Path) -> None:
     assert cfg.admin.socket == str(tmp_path / "p" / "state" / "admin.sock")
     assert cfg.error_log == str(tmp_path / "p" / "logs" / "error.log")
     off, inherited = cfg.servers[0].locations
-    assert off.access_log is None
+    assert off.access_log is not None and off.access_log.path is None  # "off"
     assert inherited.access_log is not None
     assert inherited.access_log.path == str(tmp_path / "p" / "logs" / "access.log")
 

@@ -56,7 +56,7 @@ def _server(port: int) -> ServerSpec:
     return ServerSpec(f"127.0.0.1:{port}", "127.0.0.1", port)
 
 
-def _live(engine: NginxEngine, name: str = "apps/web.conf") -> str:
+def _live(engine: NginxEngine, name: str = "nginx.conf") -> str:
     return Path(engine.path("conf", name)).read_text()
 
 
@@ -71,7 +71,7 @@ async def _started(tmp_path: Path) -> tuple[NginxEngine, FakeNginx]:
 async def test_start_checks_the_render_then_runs_nginx_on_the_checked_files(tmp_path: Path) -> None:
     engine, fake = await _started(tmp_path)
     assert len(fake.checked) == 1 and fake.started == fake.checked
-    assert "server 127.0.0.1:8080 down;" in _live(engine)
+    assert "upstream web__slot0 {" in _live(engine)
     assert fake.master is not None and engine.describe()["master"] == fake.master.pid
     await engine.shutdown(1.0)
 
@@ -80,11 +80,11 @@ async def test_start_checks_the_render_then_runs_nginx_on_the_checked_files(tmp_
 async def test_a_change_reloads_once_and_the_same_bytes_do_not_reload(tmp_path: Path) -> None:
     engine, fake = await _started(tmp_path)
     assert fake.master is not None
-    engine.set_app_servers("web", (_server(8000),))
-    engine.set_app_servers("web", (_server(8000),))
+    engine.set_down("api", "127.0.0.1:9102", True)
+    engine.set_down("api", "127.0.0.1:9102", True)
     await engine.settle()
     assert fake.signals == [(fake.master.pid, signal.SIGHUP)]
-    assert _live(engine) == "server 127.0.0.1:8000;\n"
+    assert "server 127.0.0.1:9102 down;" in _live(engine)
     assert await engine.apply() is False
     assert len(fake.signals) == 1 and engine.reloads == 1
     await engine.shutdown(1.0)
@@ -113,8 +113,8 @@ async def test_drain_waits_until_every_worker_from_before_the_reload_has_exited(
     tmp_path: Path,
 ) -> None:
     engine, fake = await _started(tmp_path)
-    engine.set_app_servers("web", (_server(8000),))
-    drain = asyncio.ensure_future(engine.drain(5.0))
+    engine.set_down("api", "127.0.0.1:9102", True)
+    drain = asyncio.ensure_future(engine.drain(frozenset(), 5.0))
     for _ in range(20):
         await asyncio.sleep(0.002)
     assert not drain.done() and engine.describe()["draining_workers"]
@@ -126,8 +126,8 @@ async def test_drain_waits_until_every_worker_from_before_the_reload_has_exited(
 @run
 async def test_drain_gives_up_at_its_timeout_and_counts_the_workers_left(tmp_path: Path) -> None:
     engine, _ = await _started(tmp_path)
-    engine.set_app_servers("web", (_server(8000),))
-    assert await engine.drain(0.02) == 1
+    engine.set_down("api", "127.0.0.1:9102", True)
+    assert await engine.drain(frozenset(), 0.02) == 1
     await engine.shutdown(1.0)
 
 
@@ -140,7 +140,7 @@ async def test_a_reload_nginx_does_not_take_restores_the_previous_files(tmp_path
 
     module.RELOAD_TIMEOUT, saved = 0.05, module.RELOAD_TIMEOUT
     try:
-        engine.set_app_servers("web", (_server(8000),))
+        engine.set_down("api", "127.0.0.1:9102", True)
         with pytest.raises(Exception, match="did not apply the new config"):
             await engine.settle()
     finally:
@@ -159,20 +159,44 @@ async def test_shutdown_asks_the_master_to_quit_gracefully(tmp_path: Path) -> No
 
 
 @run
-async def test_a_switch_renders_the_new_servers_and_leaves_the_draining_ones_out(
-    tmp_path: Path,
-) -> None:
-    engine, _ = await _started(tmp_path)
+async def test_a_switch_moves_the_slot_flag_and_never_reloads_nginx(tmp_path: Path) -> None:
+    engine, fake = await _started(tmp_path)
+    flag = Path(engine.path("slots", "web.slot1"))
+    before = _live(engine)
     pool = NginxAppPool("web", engine)
     pool.add([_server(8080)])
     await pool.applied()
+    assert engine.slot("web") == 0 and not flag.exists()
     pool.switch([_server(8000)], ["127.0.0.1:8080"])
     await pool.applied()
-    assert _live(engine) == "server 127.0.0.1:8000;\n"
+    assert engine.slot("web") == 1 and flag.exists()
+    assert engine.describe()["live_upstreams"] == {"web": "web__slot1"}
     assert pool.describe("127.0.0.1:8080")["state"] == "draining"
     pool.set_health("127.0.0.1:8000", False)
+    pool.switch([_server(8080)], ["127.0.0.1:8000"])  # a rollback
     await pool.applied()
-    assert _live(engine) == "server 127.0.0.1:8000 down;\n"
+    assert engine.slot("web") == 0 and not flag.exists()
+    assert fake.signals == [] and _live(engine) == before
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_a_drain_waits_until_nginx_holds_no_connection_to_the_old_ports(
+    tmp_path: Path,
+) -> None:
+    engine, fake = await _started(tmp_path)
+    pool = NginxAppPool("web", engine)
+    pool.add([_server(8080)])
+    pool.switch([_server(8000)], ["127.0.0.1:8080"])
+    fake.open_connections = {8080: 2, 8000: 5}
+    drain = asyncio.ensure_future(pool.drain(["127.0.0.1:8080"], 5.0))
+    for _ in range(20):
+        await asyncio.sleep(0.002)
+    assert not drain.done()
+    fake.open_connections[8080] = 0  # nginx closed its idle connections to the old slot
+    assert await asyncio.wait_for(drain, 1.0) == 0
+    fake.open_connections[8080] = 1
+    assert await pool.drain(["127.0.0.1:8080"], 0.02) == 1  # bounded, and says what is left
     await engine.shutdown(1.0)
 
 
@@ -258,9 +282,9 @@ async def test_a_system_nginx_is_reloaded_onto_the_render_and_never_started_or_s
     assert fake.signals == [(fake.master.pid, signal.SIGHUP)]
     assert f"pid {tmp_path}/run/nginx.pid;" in Path(engine.conf).read_text()
     assert engine.describe()["mode"] == "system"
-    engine.set_app_servers("web", (_server(8000),))
+    engine.set_down("api", "127.0.0.1:9102", True)
     await engine.settle()
-    assert "server 127.0.0.1:8000;" in _live(engine)
+    assert "server 127.0.0.1:9102 down;" in _live(engine)
     assert fake.signals[-1] == (fake.master.pid, signal.SIGHUP) and len(fake.signals) == 2
     await engine.shutdown(1.0)
     assert fake.master.returncode is None  # still serving
@@ -302,3 +326,26 @@ def test_the_config_a_master_runs_is_read_from_its_title() -> None:
     assert master_conf(title, default) == "/var/lib/ns/nginx/conf/nginx.conf"
     assert master_conf("nginx: worker process", default) is None
     assert master_conf("python3 app.py", default) is None
+
+
+def test_connections_to_ports_are_counted_from_proc_net_tcp(tmp_path: Path) -> None:
+    from nonstop.engines.nginx.command import established
+
+    net = tmp_path / "net"
+    net.mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue\n"
+    (net / "tcp").write_text(
+        header
+        + "   0: 0100007F:1F90 00000000:0000 0A 0 0\n"  # 8080 listening: not a connection
+        + "   1: 0100007F:1F90 0100007F:D431 01 0 0\n"  # 8080 accepted, established
+        + "   2: 0100007F:D431 0100007F:1F90 01 0 0\n"  # nginx's side of it: not counted
+        + "   3: 0100007F:1F40 0100007F:D432 01 0 0\n"  # 8000
+        + "   4: 0100007F:1F90 0100007F:D433 06 0 0\n"  # 8080 in TIME_WAIT
+    )
+    (net / "tcp6").write_text(
+        header + "   0: 00000000000000000000000001000000:1F90 "
+        "00000000000000000000000001000000:D434 01 0 0\n"
+    )
+    assert established(frozenset({8080}), str(tmp_path)) == 2
+    assert established(frozenset({8080, 8000}), str(tmp_path)) == 3
+    assert established(frozenset({9}), str(tmp_path)) == 0

@@ -6,6 +6,7 @@ Set ``NONSTOP_UPDATE_GOLDEN=1`` to rewrite the golden files after a deliberate c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -14,23 +15,17 @@ from pathlib import Path
 import pytest
 
 from nonstop.config import load
-from nonstop.config.model import ServerSpec
 from nonstop.engines.nginx import NginxEngine, SystemNginx, find_nginx, render
 from nonstop.engines.nginx.render import RenderOptions, duration, quote, size
 
 GOLDEN = Path(__file__).parent / "golden"
 INPUTS = GOLDEN / "inputs"
-WEB = (ServerSpec("127.0.0.1:8080", "127.0.0.1", 8080),)
 
 CASES: dict[str, tuple[str, RenderOptions]] = {
-    "product": ("product.toml", RenderOptions("/state/nginx", app_servers={"web": WEB})),
+    "product": ("product.toml", RenderOptions("/state/nginx")),
     "edge": (
         "edge.toml",
-        RenderOptions(
-            "/state/nginx",
-            app_servers={"web": WEB},
-            down=frozenset({("api", "127.0.0.1:9102"), ("web", "127.0.0.1:8080")}),
-        ),
+        RenderOptions("/state/nginx", down=frozenset({("api", "127.0.0.1:9102")})),
     ),
     "methods": ("methods.conf", RenderOptions("/state/nginx")),
     "seed_ip_hash": ("seed_ip_hash.conf", RenderOptions("/state/nginx")),
@@ -59,10 +54,48 @@ def test_render_is_deterministic_for_the_same_config_and_state() -> None:
     assert render(config, options) == render(load(str(INPUTS / "edge.toml")), options)
 
 
-def test_an_app_without_servers_renders_a_down_placeholder_nginx_accepts() -> None:
-    files = render(load(str(INPUTS / "edge.toml")), RenderOptions("/state/nginx")).files
-    assert files["apps/web.conf"] == "server 127.0.0.1:8080 down;\n"
-    assert "include apps/web.conf;" in files["nginx.conf"]
+def test_an_app_is_two_slot_upstreams_each_backed_by_the_other() -> None:
+    main = render(load(str(INPUTS / "edge.toml")), RenderOptions("/state/nginx")).main
+    blue = main[main.index("upstream web__slot0 {") :]
+    blue = blue[: blue.index("}")]
+    green = main[main.index("upstream web__slot1 {") :]
+    green = green[: green.index("}")]
+    assert "server 127.0.0.1:8080;" in blue and "server 127.0.0.1:8000 backup;" in blue
+    assert "server 127.0.0.1:8000;" in green and "server 127.0.0.1:8080 backup;" in green
+    assert "upstream web {" not in main  # no reload moves an app: the slot flag does
+
+
+def test_a_server_passing_to_an_app_picks_the_slot_from_its_flag_file() -> None:
+    main = render(load(str(INPUTS / "edge.toml")), RenderOptions("/state/nginx")).main
+    assert "set $nonstop_app_web web__slot0;" in main
+    assert "if (-f /state/nginx/slots/web.slot1) {" in main
+    assert "set $nonstop_app_web web__slot1;" in main
+    assert "proxy_pass http://$nonstop_app_web;" in main
+
+
+def test_an_app_pass_sends_the_host_a_literal_pass_would_have_sent() -> None:
+    config = load(str(INPUTS / "edge.toml"))
+    server = config.servers[0]
+    plain = dataclasses.replace(server.locations[0], set_headers=())
+    config = dataclasses.replace(config, servers=(dataclasses.replace(server, locations=(plain,)),))
+    main = render(config, RenderOptions("/s")).main
+    assert "proxy_set_header Host web;" in main  # $proxy_host of http://web, not the slot's
+
+
+def test_an_app_pass_with_a_uri_part_rewrites_as_nginx_would() -> None:
+    config = load(str(INPUTS / "edge.toml"))
+    web = next(u for u in config.upstreams if u.name == "web")
+    server = config.servers[0]
+    loc = server.locations[0]
+    assert loc.proxy_pass is not None
+    moved = dataclasses.replace(
+        loc,
+        path="/shop/",
+        proxy_pass=dataclasses.replace(loc.proxy_pass, uri="/store/"),
+    )
+    config = dataclasses.replace(config, servers=(dataclasses.replace(server, locations=(moved,)),))
+    main = render(config, RenderOptions("/s")).main
+    assert web.app and "rewrite ^/shop/(.*)$ /store/$1 break;" in main
 
 
 def test_worker_shutdown_timeout_is_the_longest_app_drain_timeout() -> None:
@@ -148,14 +181,34 @@ def test_every_golden_config_passes_nginx_t(case: str, tmp_path: Path) -> None:
     engine = NginxEngine(config, SystemNginx(binary), home=str(tmp_path / "home"))
 
     async def check() -> str:
-        engine.set_app_servers("web", options.app_servers.get("web", ()))
         for upstream, address in options.down:
             engine.set_down(upstream, address, True)
-        await engine.settle()  # rendered, checked and written once already
+        await engine.apply()
         return await engine.check()
 
     assert "test is successful" in asyncio.run(check())
     assert (
-        "include apps/web.conf" in (tmp_path / "home" / "conf" / "nginx.conf").read_text()
-        or not config.apps
+        "web__slot1" in (tmp_path / "home" / "conf" / "nginx.conf").read_text() or not config.apps
     )
+
+
+def test_access_log_off_stays_off_and_keeps_only_the_upstream_log(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        "events {}\nhttp {\n  upstream u { server 127.0.0.1:9; }\n"
+        "  server { listen 127.0.0.1:8; access_log off; location / { proxy_pass http://u; } }\n}\n"
+    )
+    main = render(load(str(conf)), RenderOptions("/s")).main
+    server = main[main.index("server {") :]
+    assert "access_log off;" in server and "upstream.log" not in main
+    toml = tmp_path / "nonstop.toml"
+    toml.write_text(
+        '[apps.web]\ncommand = "app"\nports = [9001, 9002]\n'
+        '[[servers]]\nlisten = ["127.0.0.1:8"]\naccess_log = "off"\n'
+        'locations = [{ path = "/", pass = "web" }]\n'
+    )
+    main = render(load(str(toml)), RenderOptions("/s")).main
+    server = main[main.index("server {") :]
+    assert "access_log off;" not in server  # it would silence the upstream log too
+    assert "access_log /s/logs/upstream.log nonstop_upstream" in server
+    assert "access_log /s/logs/access.log" not in server

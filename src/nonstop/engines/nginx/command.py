@@ -31,6 +31,7 @@ __all__ = [
     "NginxCommand",
     "SystemNginx",
     "children",
+    "established",
     "find_nginx",
     "master_conf",
     "retiring",
@@ -73,6 +74,8 @@ class NginxCommand(Protocol):
     def workers(self, master: int) -> frozenset[int]: ...
 
     def retiring(self, worker: int) -> bool: ...
+
+    def connections(self, ports: frozenset[int]) -> int: ...
 
 
 def find_nginx() -> str | None:
@@ -183,6 +186,27 @@ def read_pid(pid_file: str) -> int:
     return int(text)
 
 
+def established(ports: frozenset[int], proc: str = "/proc") -> int:
+    """Open TCP connections accepted on ``ports`` (the server's side), from /proc/net.
+
+    A connection nginx holds to an app, busy or idle in its keep-alive cache, is one of
+    these until nginx closes it.  ``st`` 01 is ESTABLISHED (include/net/tcp_states.h).
+    """
+    count = 0
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"{proc}/net/{table}") as handle:
+                next(handle, None)  # the header
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "01":
+                        port = int(fields[1].rsplit(":", 1)[1], 16)
+                        count += port in ports
+        except OSError:
+            continue
+    return count
+
+
 def _scan_parent(pid: int, proc: str) -> frozenset[int]:
     found: set[int] = set()
     for name in os.listdir(proc):
@@ -268,6 +292,9 @@ class SystemNginx:
     def retiring(self, worker: int) -> bool:
         return retiring(worker)
 
+    def connections(self, ports: frozenset[int]) -> int:
+        return established(ports)
+
     def _argv(self, prefix: str, conf: str, error_log: str) -> list[str]:
         return [self.binary, "-p", prefix.rstrip("/") + "/", "-c", conf, "-e", error_log]
 
@@ -306,6 +333,7 @@ class FakeNginx:
         self.ignore_reload = False
         self.master: FakeMaster | None = None
         self.system_running = False  # attach finds a master (one the test "started")
+        self.open_connections: dict[int, int] = {}  # port -> connections nginx holds
         self.attached: list[str] = []
         self.current: set[int] = set()
         self.old: set[int] = set()
@@ -356,6 +384,9 @@ class FakeNginx:
     def retiring(self, worker: int) -> bool:
         return worker not in self.current
 
+    def connections(self, ports: frozenset[int]) -> int:
+        return sum(n for port, n in self.open_connections.items() if port in ports)
+
     def finish_old(self) -> None:
         self.old.clear()
 
@@ -372,12 +403,6 @@ def _cwd(pid: int) -> str:
 
 
 def _read_tree(conf: str) -> str:
-    """The main file and its app includes, as one text (what a check would have read)."""
+    """The text a check or start would have read."""
     with open(conf) as handle:
-        text = handle.read()
-    apps = os.path.join(os.path.dirname(conf), "apps")
-    if os.path.isdir(apps):
-        for name in sorted(os.listdir(apps)):
-            with open(os.path.join(apps, name)) as handle:
-                text += f"# {name}\n" + handle.read()
-    return text
+        return handle.read()

@@ -1,22 +1,29 @@
-"""The shell around a real nginx: render, check, swap, reload, supervise, drain.
+"""The shell around a real nginx: render, check, swap, reload, supervise, switch, drain.
 
 Files live under ``STATE_DIR/nginx/``: ``conf/`` is what the running master reads,
-``next/`` is where each render is checked first, ``logs/`` and ``temp/`` are nginx's own.
-A change goes: render (pure) -> same bytes as live? nothing to do -> write ``next/`` ->
-``nginx -t`` on it -> rejected? the live files stay and the error is nginx's own words ->
-copy into ``conf/`` -> SIGHUP the master -> wait until it has started new workers.
+``next/`` is where each render is checked first, ``slots/`` holds the flag files that
+pick each app's live slot, ``logs/`` and ``temp/`` are nginx's own.  A config change
+goes: render (pure) -> same bytes as live? nothing to do -> write ``next/`` -> ``nginx
+-t`` on it -> rejected? the live files stay and the error is nginx's own words -> copy
+into ``conf/`` -> SIGHUP the master -> wait until it has started new workers.
+
+A deploy changes no config.  The switch renames (or removes) ``slots/APP.slot1``; every
+worker reads it on its next request (``render.py``).  nginx is not reloaded, so its
+workers keep every client connection: nothing is closed under a client.
+
+The drain is what a reload-then-kill script gets wrong: ``nginx -s reload`` returns
+while the old workers still send requests to the old upstream servers.  Here, after a
+switch, a request already passed to the old slot finishes there, and its connection
+goes back to nginx's keep-alive cache, which closes it ``SLOT_IDLE`` after its last use.
+The drain waits until no connection to the old slot's ports is open (read from
+/proc/net/tcp) -- then nothing in nginx can still be sending to the old release -- and,
+after a config reload, until every worker from before it has exited.
 
 With ``system_pid`` (``[nginx] pid``) nonstop starts no nginx: it drives the master the
 system runs (systemd's, say), found through that pid file, which must run nonstop's
 ``conf/nginx.conf``.  The files are written whether or not that master is up; nonstop
 attaches when it appears (and again after the system restarts it), reloads it once so
 it runs the current render, and leaves it running when nonstop stops.
-
-The drain is what a reload-then-kill script gets wrong: ``nginx -s reload`` returns
-while the old workers still finish requests they took before the reload, on the old
-upstream servers.  The engine records the workers that existed before each reload; a
-drain waits until every one of them has exited (they exit once their last request is
-done, or at ``worker_shutdown_timeout``), and only then may the old app be stopped.
 """
 
 from __future__ import annotations
@@ -29,9 +36,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
-from nonstop.config.model import Config, ServerSpec
+from nonstop.config.model import Config
+from nonstop.deploy.plan import server_spec, slot_ports
 from nonstop.engines.nginx.command import AttachFailed, Master, NginxCommand
-from nonstop.engines.nginx.render import MAIN_FILE, RenderOptions, render, stats_log
+from nonstop.engines.nginx.render import (
+    MAIN_FILE,
+    RenderOptions,
+    render,
+    slot_flag,
+    slot_upstream,
+    stats_log,
+)
 from nonstop.engines.nginx.stats import UpstreamStats
 from nonstop.errors import ConfigError, NonstopError
 
@@ -79,7 +94,6 @@ class NginxEngine:
         self.stats = UpstreamStats(stats_log(self.home))
         self.master: Master | None = None
         self._live: dict[str, str] = {}
-        self._app_servers: dict[str, tuple[ServerSpec, ...]] = {}
         self._down: set[tuple[str, str]] = set()
         self._old_workers: set[int] = set()
         self._lock = asyncio.Lock()
@@ -104,9 +118,22 @@ class NginxEngine:
 
     # -- run-time state the render depends on --------------------------------------------
 
-    def set_app_servers(self, app: str, servers: tuple[ServerSpec, ...]) -> None:
-        self._app_servers[app] = servers
-        self.request_apply()
+    def set_slot(self, app: str, slot: int) -> None:
+        """Make ``slot`` the live one of ``app``: every worker's next request sees it."""
+        flag = slot_flag(self.home, app)
+        if slot == 1:
+            os.makedirs(os.path.dirname(flag), exist_ok=True)
+            with open(flag + ".tmp", "w") as handle:
+                handle.write("nonstop: this file makes slot 1 live\n")
+            os.replace(flag + ".tmp", flag)
+        else:
+            try:
+                os.unlink(flag)
+            except FileNotFoundError:
+                pass
+
+    def slot(self, app: str) -> int:
+        return 1 if os.path.exists(slot_flag(self.home, app)) else 0
 
     def set_down(self, upstream: str, address: str, down: bool) -> None:
         key = (upstream, address)
@@ -123,7 +150,6 @@ class NginxEngine:
     def options(self) -> RenderOptions:
         return RenderOptions(
             home=self.home,
-            app_servers=dict(self._app_servers),
             down=frozenset(self._down),
             user=self.user,
             pid=self.system_pid,
@@ -222,19 +248,19 @@ class NginxEngine:
 
     # -- drain ------------------------------------------------------------------------------
 
-    async def drain(self, timeout: float) -> int:
-        """Wait until every worker from before the latest reload has exited.
+    async def drain(self, ports: frozenset[int], timeout: float) -> int:
+        """Wait until nginx holds no connection to ``ports`` and no pre-reload worker runs.
 
-        Bounded by ``timeout``; returns how many were still running when it ended (0 =
-        drained).  Those old workers are the only processes that may still send to a
-        server the new config no longer has.
+        Bounded by ``timeout``; returns what was still open when it ended (0 = drained):
+        connections to those ports, plus workers from before the latest reload (the only
+        processes that may still send to a server the new config no longer has).
         """
         await self.settle()
         deadline = self.clock.monotonic() + timeout
         while True:
-            left = self.old_workers()
+            left = len(self.old_workers()) + self.command.connections(ports)
             if not left or self.clock.monotonic() >= deadline:
-                return len(left)
+                return left
             await asyncio.sleep(self.poll)
 
     def old_workers(self) -> frozenset[int]:
@@ -397,15 +423,23 @@ class NginxEngine:
             "error_log": self.error_log,
             "access_log": self.path("logs", "access.log"),
             "upstream_log": self.stats.path,
+            "live_upstreams": {
+                app.name: slot_upstream(app.name, self.slot(app.name)) for app in self.config.apps
+            },
         }
 
     def upstreams(self, name: str | None = None) -> dict[str, list[dict[str, Any]]]:
         """What each upstream's servers look like in the running config."""
         out: dict[str, list[dict[str, Any]]] = {}
+        apps = {app.name: app for app in self.config.apps}
         for up in self.config.upstreams:
             if up.implicit or (name is not None and up.name != name):
                 continue
-            servers = self._app_servers.get(up.name, ()) if up.app else up.servers
+            if up.app and up.name in apps:
+                live = self.slot(up.name)
+                servers = [server_spec(apps[up.name], p) for p in slot_ports(apps[up.name], live)]
+            else:
+                servers = list(up.servers)
             out[up.name] = [
                 {
                     "address": s.address,
@@ -431,7 +465,7 @@ class NginxEngine:
 
     def _prepare_dirs(self, config: Config | None = None) -> None:
         """nginx's own directories, and those of the access logs the config names."""
-        for sub in ("conf", "next", "logs", "temp"):
+        for sub in ("conf", "next", "logs", "temp", "slots"):
             os.makedirs(self.path(sub), exist_ok=True)
         if self.system_pid is not None:  # `nginx -t` opens the pid file, creating it
             os.makedirs(os.path.dirname(self.system_pid), exist_ok=True)

@@ -1,21 +1,19 @@
-"""An app's upstream inside nginx, with the interface the deployer drives.
+"""An app inside nginx, with the interface the deployer drives.
 
 The deployer speaks to an app pool (``nonstop.deploy.pool.Pool``); with the embedded
-engine the proxy's upstream applies each change in one event-loop step.  Here a change
-rewrites the app's include (``apps/NAME.conf``) and reloads nginx; ``applied`` waits for
-that reload and raises nginx's reason if it did not happen, and ``drain`` waits until the
-workers that existed before the reload have exited — nginx does not report requests in
-flight per server, but an old worker still running is the only thing that may still
-send to a server the new config dropped.
+engine the proxy's upstream applies each change in one event-loop step.  Here the app's
+servers are fixed in the render, one upstream per slot, and a change of the live servers
+moves the app's slot flag (``NginxEngine.set_slot``): no reload, no client connection
+closed.  ``drain`` waits until nginx holds no connection to the drained servers' ports.
+
+The slot that is not live is the live slot's ``backup`` (where the method allows it), so
+during ``verify`` the previous release takes the retry of a request the new release
+failed, as with the embedded engine.  Health marks are kept for ``status`` but not
+rendered: a crashed instance is refused at connect and nginx passes the request on.
 
 Answers and 5xx per server come from the upstream log nginx writes for nonstop
 (``stats.py``), counted from the moment a server joins the pool, as the embedded
 proxy counts them.
-
-Draining servers are left out of the include (no new request reaches them); unhealthy
-ones are rendered ``down``.  nginx's backups are not used to keep the previous release
-warm during verify: each demotion would cost one more reload, and every reload closes the
-keep-alive connections the old workers held.
 """
 
 from __future__ import annotations
@@ -23,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from nonstop.config.model import ServerSpec
+from nonstop.config.validate import BACKUP_METHODS
+from nonstop.deploy.plan import slot_ports
 from nonstop.deploy.pool import ServerList
 from nonstop.engines.nginx.engine import NginxEngine
 
@@ -56,10 +56,11 @@ class NginxAppPool(ServerList):
     # -- queries --------------------------------------------------------------------------
 
     def in_flight(self, address: str) -> int:
-        return 0  # nginx does not tell; the drain waits for old workers instead
+        return 0  # nginx does not tell; the drain waits for its connections instead
 
     def supports_backup(self) -> bool:
-        return False
+        up = self._engine.config.upstream(self.name)
+        return up is not None and up.method in BACKUP_METHODS
 
     def describe(self, address: str) -> dict[str, object]:
         server = self._servers.get(address)
@@ -79,17 +80,22 @@ class NginxAppPool(ServerList):
         await self._engine.settle()
 
     async def drain(self, addresses: Iterable[str], timeout: float) -> int:
-        return await self._engine.drain(timeout)
+        ports = frozenset(int(a.rsplit(":", 1)[1]) for a in addresses)
+        return await self._engine.drain(ports, timeout)
 
     # -- internals --------------------------------------------------------------------------
 
     def _retired(self, addresses: list[str], removed: bool) -> None:
-        if removed:
-            for address in addresses:
-                self._engine.set_down(self.name, address, False)
+        pass  # a server out of the live slot gets nothing new; the drain waits for the rest
 
     def _commit(self) -> None:
-        for address, server in self._servers.items():
-            self._engine.set_down(self.name, address, not server.healthy)
-        live = tuple(s.spec for s in self._servers.values() if not s.draining)
-        self._engine.set_app_servers(self.name, live)
+        """The live slot is the one holding the primary (not draining, not backup) servers."""
+        app = next((a for a in self._engine.config.apps if a.name == self.name), None)
+        if app is None:
+            return
+        for server in self._servers.values():
+            if not server.draining and not server.spec.backup:
+                slot = 0 if server.spec.port in slot_ports(app, 0) else 1
+                if slot != self._engine.slot(self.name):
+                    self._engine.set_slot(self.name, slot)
+                return

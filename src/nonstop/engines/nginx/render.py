@@ -1,19 +1,34 @@
 """Render the frozen ``Config`` as a complete nginx.conf, byte for byte the same each time.
 
 Pure: no files, no clock, no environment.  The engine passes what changes at run time —
-the servers the deployer set for each app, the servers active health checks took out —
-and gets back the text of every file, so it can compare bytes and reload only on change.
+the servers active health checks took out — and gets back the text of every file, so it
+can compare bytes and reload only on change.
 
-The layout keeps a deploy switch small: each ``[apps.NAME]`` upstream includes
-``apps/NAME.conf`` (relative to the main file, as nginx resolves ``include`` against the
-directory of the ``-c`` file), which holds only that upstream's ``server`` lines.
+A deploy does not change the render, so it never reloads nginx (every reload makes the
+old workers close their idle client connections, which a client reusing one sees as a
+failed request).  Each ``[apps.NAME]`` becomes two upstreams, one per slot
+(``NAME__slot0`` blue, ``NAME__slot1`` green), whose servers are the slot's fixed ports
+with the other slot's as ``backup`` where the method allows it.  Every server that passes
+to an app picks the slot per request from a flag file the engine writes::
+
+    set $nonstop_app_NAME NAME__slot0;
+    if (-f STATE/nginx/slots/NAME.slot1) { set $nonstop_app_NAME NAME__slot1; }
+
+and its locations ``proxy_pass http://$nonstop_app_NAME`` -- a variable naming a declared
+upstream, so nginx balances and keeps connections alive exactly as with a literal name.
+The switch is a rename or an unlink: the next request of every worker sees it.  A pass
+with a URI part (``http://NAME/base/``) becomes the ``rewrite ... break`` nginx applies
+for it, as a ``proxy_pass`` with variables passes the request URI unchanged.
 
 Semantics follow nonstop's embedded engine where the two could differ:
 
 * ``Connection: close`` is sent upstream only without keep-alive, so a location passing to
   an upstream with ``keepalive N`` gets ``proxy_http_version 1.1`` and
   ``proxy_set_header Connection ""`` (``ngx_http_upstream_keepalive_module.c`` needs both);
-* nginx's own default ``Host $proxy_host`` is left implicit, as the model leaves it;
+* nginx's own default ``Host $proxy_host`` is left implicit, as the model leaves it --
+  except for an app, whose upstream name the slot would otherwise leak into it;
+* an app slot keeps an idle upstream connection at most ``SLOT_IDLE`` seconds: the drain
+  after a switch ends when the old slot has no connection left;
 * ``worker_shutdown_timeout`` is the longest app ``drain_timeout``, so an old worker never
   outlives the drain the deployer waits for.
 """
@@ -23,12 +38,13 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from nonstop.config.model import (
     AccessLog,
     AddHeader,
+    AppSpec,
     Config,
     LocationSpec,
     MapSpec,
@@ -38,25 +54,31 @@ from nonstop.config.model import (
     TlsSpec,
     UpstreamSpec,
 )
+from nonstop.config.validate import BACKUP_METHODS
+from nonstop.deploy.plan import server_spec, slot_ports
 
 __all__ = [
     "MAIN_FILE",
+    "SLOT_IDLE",
     "STATS_FORMAT",
     "RenderOptions",
     "Rendered",
-    "app_file",
     "duration",
     "quote",
     "render",
-    "render_app_servers",
     "seconds",
     "size",
+    "slot_flag",
+    "slot_upstream",
+    "slot_variable",
     "stats_log",
 ]
 
 MAIN_FILE = "nginx.conf"
 STATS_FORMAT = "nonstop_upstream"
 STATS_FIELDS = "$upstream_addr $upstream_status"
+SLOT_IDLE = 0.25
+
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 _BARE = re.compile(r"^[^\s;{}\"'\\#]+$")
 _MAP_SPECIAL = {"default", "hostnames", "include", "volatile"}
@@ -66,15 +88,13 @@ _MAP_SPECIAL = {"default", "hostnames", "include", "volatile"}
 class RenderOptions:
     """What the render needs beyond the config: run-time state, all passed in.
 
-    ``home`` is nginx's own directory under the state dir (pid, logs, temp paths);
-    ``app_servers`` the servers the deployer set per app; ``down`` the ``(upstream,
-    address)`` pairs an active health check failed; ``user`` the ``user`` directive
-    (only meaningful when nginx starts as root); ``pid`` the pid file of a system nginx
-    nonstop drives (a reload must not move it).
+    ``home`` is nginx's own directory under the state dir (pid, logs, temp paths, slot
+    flags); ``down`` the ``(upstream, address)`` pairs an active health check failed;
+    ``user`` the ``user`` directive (only meaningful when nginx starts as root); ``pid``
+    the pid file of a system nginx nonstop drives (a reload must not move it).
     """
 
     home: str
-    app_servers: Mapping[str, tuple[ServerSpec, ...]] = field(default_factory=dict)
     down: frozenset[tuple[str, str]] = frozenset()
     user: str | None = None
     pid: str | None = None  # the pid file; None = HOME/nginx.pid
@@ -91,10 +111,6 @@ class Rendered:
     @property
     def main(self) -> str:
         return self.files[MAIN_FILE]
-
-
-def app_file(name: str) -> str:
-    return f"apps/{name}.conf"
 
 
 def quote(value: str) -> str:
@@ -153,7 +169,7 @@ class _Writer:
 
 
 def render(config: Config, options: RenderOptions) -> Rendered:
-    """Every file nginx needs for ``config``: ``nginx.conf`` and one include per app."""
+    """Every file nginx needs for ``config`` (one: ``nginx.conf``)."""
     w = _Writer()
     _main(w, config, options)
     w.open("events")
@@ -163,27 +179,22 @@ def render(config: Config, options: RenderOptions) -> Rendered:
     w.open("http")
     _http(w, config, options)
     w.close()
-    files = {MAIN_FILE: w.text()}
-    for app in config.apps:
-        servers = options.app_servers.get(app.name, ())
-        down = {a for u, a in options.down if u == app.name}
-        files[app_file(app.name)] = render_app_servers(servers, app.host, app.ports[0], down)
-    return Rendered(files)
+    return Rendered({MAIN_FILE: w.text()})
 
 
-def render_app_servers(
-    servers: Iterable[ServerSpec], host: str, idle_port: int, down: Iterable[str] = ()
-) -> str:
-    """An app's include: its servers, or a ``down`` placeholder while it has none.
+def slot_upstream(app: str, slot: int) -> str:
+    """The upstream holding ``app``'s servers of ``slot``."""
+    return f"{app}__slot{slot}"
 
-    nginx refuses an upstream without servers; a placeholder that is ``down`` makes the
-    upstream answer 502 until the first deploy, as the embedded engine does.
-    """
-    down = set(down)
-    lines = [_server_line(s, s.address in down) for s in servers]
-    if not lines:
-        lines = [_server_line(ServerSpec(_address(host, idle_port), host, idle_port), True)]
-    return "\n".join(lines) + "\n"
+
+def slot_variable(app: str) -> str:
+    """The variable naming ``app``'s live slot upstream, per request."""
+    return "nonstop_app_" + re.sub(r"[^A-Za-z0-9_]", "_", app)
+
+
+def slot_flag(home: str, app: str) -> str:
+    """The file whose existence makes slot 1 (green) ``app``'s live slot."""
+    return os.path.join(home, "slots", f"{app}.slot1")
 
 
 def _address(host: str, port: int) -> str:
@@ -217,13 +228,20 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     for spec in config.maps:
         _map(w, spec)
         w.blank()
+    apps = {app.name: app for app in config.apps}
     for up in config.upstreams:
-        if not up.implicit:
+        if up.implicit:
+            continue
+        if up.app and up.name in apps:
+            for slot in (0, 1):
+                _slot_upstream(w, up, apps[up.name], slot)
+                w.blank()
+        else:
             _upstream(w, up, options.down)
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        _server(w, server, keepalive, stats)
+        _server(w, server, _Passes(keepalive, set(apps), options.home), stats)
         w.blank()
 
 
@@ -241,16 +259,37 @@ def _upstream(w: _Writer, up: UpstreamSpec, down: frozenset[tuple[str, str]]) ->
     method = _method(up)
     if method:
         w.line(*method)
-    if up.app:
-        w.line("include", app_file(up.name))
-    else:
-        for server in up.servers:
-            w.line(_server_line(server, (up.name, server.address) in down).rstrip(";"))
+    for server in up.servers:
+        w.line(_server_line(server, (up.name, server.address) in down).rstrip(";"))
+    _keepalive(w, up, up.keepalive_timeout)
+    w.close()
+
+
+def _slot_upstream(w: _Writer, up: UpstreamSpec, app: AppSpec, slot: int) -> None:
+    """One slot of an app: its ports, then the other slot's as backups.
+
+    A request that chose this slot just before a switch and reaches the upstream after
+    the old release stopped (its body took that long) is refused there and retried on
+    the backup -- the release that is live by then -- instead of failing.
+    """
+    w.open("upstream", slot_upstream(up.name, slot))
+    method = _method(up)
+    if method:
+        w.line(*method)
+    for port in slot_ports(app, slot):
+        w.line(_server_line(server_spec(app, port), False).rstrip(";"))
+    if up.method in BACKUP_METHODS:  # nginx refuses backup with the others
+        for port in slot_ports(app, 1 - slot):
+            w.line(_server_line(server_spec(app, port, backup=True), False).rstrip(";"))
+    _keepalive(w, up, min(up.keepalive_timeout, SLOT_IDLE))
+    w.close()
+
+
+def _keepalive(w: _Writer, up: UpstreamSpec, idle: float) -> None:
     if up.keepalive > 0:
         w.line("keepalive", str(up.keepalive))
         w.line("keepalive_requests", str(up.keepalive_requests))
-        w.line("keepalive_timeout", duration(up.keepalive_timeout))
-    w.close()
+        w.line("keepalive_timeout", duration(idle))
 
 
 def _method(up: UpstreamSpec) -> tuple[str, ...]:
@@ -285,7 +324,21 @@ def _server_line(server: ServerSpec, down: bool) -> str:
     return " ".join(words) + ";"
 
 
-def _server(w: _Writer, server: ServerBlock, keepalive: set[str], stats: str | None) -> None:
+@dataclass(frozen=True, slots=True)
+class _Passes:
+    """What a ``proxy_pass`` line needs to know about the upstreams it may name."""
+
+    keepalive: set[str]
+    apps: set[str]
+    home: str
+
+    def apps_of(self, server: ServerBlock) -> list[str]:
+        """The apps ``server``'s locations pass to, in order, each once."""
+        names = [loc.proxy_pass.upstream for loc in server.locations if loc.proxy_pass]
+        return list(dict.fromkeys(n for n in names if n in self.apps))
+
+
+def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None) -> None:
     w.open("server")
     for listen in server.listens:
         words = ["listen", _address(listen.host, listen.port)]
@@ -305,13 +358,19 @@ def _server(w: _Writer, server: ServerBlock, keepalive: set[str], stats: str | N
     w.line("send_timeout", duration(server.send_timeout))
     _access_log(w, server.access_log, stats)
     _add_headers(w, server.add_headers)
+    for app in passes.apps_of(server):
+        variable = "$" + slot_variable(app)
+        w.line("set", variable, slot_upstream(app, 0))
+        w.open("if", f"(-f {quote(slot_flag(passes.home, app))})")
+        w.line("set", variable, slot_upstream(app, 1))
+        w.close()
     for name, value in server.sets:
         w.line("set", "$" + name, quote(value.raw))
     if server.ret is not None:
         _return(w, server.ret)
     for location in server.locations:
         w.blank()
-        _location(w, location, keepalive, stats)
+        _location(w, location, passes, stats)
     w.close()
 
 
@@ -328,15 +387,20 @@ def _tls(w: _Writer, tls: TlsSpec) -> None:
 
 
 def _access_log(w: _Writer, log: AccessLog | None, stats: str | None) -> None:
-    """Only a log the config names; otherwise the one under the state dir applies.
+    """The log the config names, or ``off``; with none named, the state dir's applies.
 
     A level with its own ``access_log`` inherits none from above, so the upstream
-    answers log nonstop counts is named again beside it.
+    answers log nonstop counts is named again beside it (alone, for ``off``: nginx's
+    ``access_log off`` would silence it too).
     """
-    if log is not None and log.path is not None:
+    if log is None:
+        return
+    if log.path is not None:
         w.line("access_log", quote(log.path), log.format)
-        if stats is not None:
-            _stats_line(w, stats)
+    elif stats is None:
+        w.line("access_log", "off")
+    if stats is not None:
+        _stats_line(w, stats)
 
 
 def stats_log(home: str) -> str:
@@ -364,7 +428,7 @@ def _return(w: _Writer, ret: ReturnSpec) -> None:
         w.line("return", str(ret.code), quote(ret.text.raw))
 
 
-def _location(w: _Writer, loc: LocationSpec, keepalive: set[str], stats: str | None) -> None:
+def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None) -> None:
     w.open("location", *(("=", quote(loc.path)) if loc.exact else (quote(loc.path),)))
     for name, value in loc.sets:
         w.line("set", "$" + name, quote(value.raw))
@@ -374,18 +438,32 @@ def _location(w: _Writer, loc: LocationSpec, keepalive: set[str], stats: str | N
     if loc.ret is not None:
         _return(w, loc.ret)
     if loc.proxy_pass is not None:
-        _proxy(w, loc, loc.proxy_pass.upstream in keepalive)
+        _proxy(w, loc, passes)
     w.close()
 
 
-def _proxy(w: _Writer, loc: LocationSpec, keepalive: bool) -> None:
-    assert loc.proxy_pass is not None
-    w.line("proxy_pass", quote(loc.proxy_pass.url.raw))
+def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
+    proxy = loc.proxy_pass
+    assert proxy is not None
+    keepalive = proxy.upstream in passes.keepalive
+    app = proxy.upstream if proxy.upstream in passes.apps else None
+    if app is None:
+        w.line("proxy_pass", quote(proxy.url.raw))
+    else:
+        if proxy.uri is not None:
+            # What nginx does for a literal pass with a URI part: the location's prefix
+            # of the normalized URI becomes that part (ngx_http_proxy_create_request).
+            pattern = "^" + re.escape(loc.path) + ("$" if loc.exact else "(.*)$")
+            target = proxy.uri + ("" if loc.exact else "$1")
+            w.line("rewrite", quote(pattern), quote(target), "break")
+        w.line("proxy_pass", quote(f"{proxy.scheme}://${slot_variable(app)}"))
     w.line("proxy_http_version", "1.1" if keepalive else loc.http_version)
     named = set()
     for header in loc.set_headers:
         named.add(header.name.lower())
         w.line("proxy_set_header", quote(header.name), quote(header.value.raw))
+    if app is not None and "host" not in named:
+        w.line("proxy_set_header", "Host", quote(proxy.proxy_host or app))
     if keepalive and "connection" not in named:
         w.line("proxy_set_header", "Connection", '""')
     masks = sorted(loc.next_upstream)
