@@ -1,4 +1,5 @@
-"""The configs the benchmarks run: backend nginx, the proxy nginx.conf, the HAProxy equivalent.
+"""The configs the benchmarks run: backend nginx, the proxy nginx.conf, the HAProxy equivalent,
+and the same proxy nginx.conf as nonstop's nginx engine renders it.
 
 One nginx.conf template serves nginx and nonstop alike (nonstop reads a ``.conf`` file as
 nginx.conf and reports the process-model directives as having no effect); the HAProxy config
@@ -18,6 +19,7 @@ benchmark would measure reconnects, which HAProxy (no such limit) does not do.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = [
     "BACKEND_BODY",
     "TlsFiles",
     "render_backend_conf",
+    "render_driven_conf",
     "render_haproxy_cfg",
     "render_proxy_conf",
 ]
@@ -158,3 +161,35 @@ frontend proxy
 backend backends
     balance roundrobin
 {servers}"""
+
+
+def render_driven_conf(
+    listen_port: int, backend_ports: Sequence[int], spare_ports: Sequence[int], prefix: Path
+) -> str:
+    """nginx256's nginx.conf as nonstop's nginx engine renders it, its upstream an app.
+
+    The two backend ports are the app's blue slot and ``spare_ports`` (nothing listens
+    there) its green one, so the render has everything a deploy needs: the two slot
+    upstreams, the per-request slot flag check, ``proxy_pass`` through a variable, and the
+    buffered upstream log nonstop counts 5xx from.  What it costs beside the hand-written
+    file is what "nginx driven by nonstop" costs.
+    """
+    from nonstop.config import load
+    from nonstop.config.model import AppSpec
+    from nonstop.engines.nginx.render import RenderOptions, render
+
+    hand = prefix / "hand.conf"
+    hand.write_text(render_proxy_conf(listen_port, backend_ports, 256))
+    config = load(str(hand))
+    ports = tuple(port for pair in zip(backend_ports, spare_ports, strict=True) for port in pair)
+    upstreams = tuple(
+        dataclasses.replace(up, app=True, servers=()) if up.name == "backends" else up
+        for up in config.upstreams
+    )
+    config = dataclasses.replace(
+        config, upstreams=upstreams, apps=(AppSpec(name="backends", command="-", ports=ports),)
+    )
+    for sub in ("logs", "slots"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    options = RenderOptions(home=str(prefix), worker_processes="1", worker_connections=4096)
+    return render(config, options).main

@@ -27,7 +27,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from _configs import TlsFiles, render_backend_conf, render_haproxy_cfg, render_proxy_conf
+from _configs import (
+    TlsFiles,
+    render_backend_conf,
+    render_driven_conf,
+    render_haproxy_cfg,
+    render_proxy_conf,
+)
 from _procfs import ProcInfo, proc_info, tree_pids
 
 __all__ = [
@@ -51,7 +57,7 @@ __all__ = [
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
-ALL_PROXIES = ("nonstop", "nginx256", "nginx32", "haproxy")
+ALL_PROXIES = ("nonstop", "nginx256", "nginx32", "haproxy", "nginx-driven")
 _STOP_TIMEOUT_S = 10.0
 
 
@@ -344,6 +350,10 @@ class Lab:
             pidfile = str(prefix / "haproxy.pid")
             conf.write_text(render_haproxy_cfg(port, backend_ports, pidfile, tls))
             argv, kind = ["haproxy", "-W", "-db", "-f", str(conf)], "haproxy"
+        elif name == "nginx-driven":
+            conf = prefix / "nginx.conf"
+            conf.write_text(render_driven_conf(port, backend_ports, free_ports(2), prefix))
+            argv, kind = self._nginx_like_argv(name, prefix, conf)
         else:
             keepalive = 32 if name == "nginx32" else 256
             conf = prefix / "nginx.conf"
