@@ -189,7 +189,7 @@ def render_driven_conf(
     config = dataclasses.replace(
         config, upstreams=upstreams, apps=(AppSpec(name="backends", command="-", ports=ports),)
     )
-    for sub in ("logs", "slots"):
+    for sub in ("logs", "slots", "temp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
     options = RenderOptions(home=str(prefix), worker_processes="1", worker_connections=4096)
     return render(config, options).main

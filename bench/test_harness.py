@@ -15,7 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _configs import TlsFiles, render_backend_conf, render_haproxy_cfg, render_proxy_conf
+from _configs import (
+    TlsFiles,
+    render_backend_conf,
+    render_driven_conf,
+    render_haproxy_cfg,
+    render_proxy_conf,
+)
 from _harness import free_ports, http_status, https_probe, make_certificate, parse_only
 from _procfs import cpu_seconds, pss_kib, rss_kib, tree_pids
 from _wrk import parse_wrk
@@ -95,6 +101,19 @@ def test_proc_readings_see_a_child_and_its_cpu_and_memory() -> None:
 )
 def test_rendered_nginx_configs_pass_nginx_t(tmp_path: Path, text: str) -> None:
     (tmp_path / "temp").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    done = subprocess.run(
+        ["nginx", "-t", "-p", f"{tmp_path}/", "-c", str(conf)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx")
+def test_the_driven_config_is_the_engine_render_and_passes_nginx_t(tmp_path: Path) -> None:
+    text = render_driven_conf(40003, [40001, 40002], [40004, 40005], tmp_path)
+    assert "upstream backends__slot0" in text and "proxy_pass http://$nonstop_app_backends;" in text
+    assert "server 40001" not in text and "server 127.0.0.1:40004 backup;" in text
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)
     done = subprocess.run(
