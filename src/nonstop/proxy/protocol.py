@@ -16,7 +16,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -44,18 +44,27 @@ class Rejected(Exception):
         self.status = status
 
 
-OK = Outcome.OK
+# Module constants are Final: the compiled build then uses them directly instead of
+# looking each one up among the module's globals on every use.
+OK: Final = Outcome.OK
 
 # Phases: what the connection waits for, which decides what its deadline means.
-IDLE, HEAD, BODY, CONNECT, UPSTREAM, TUNNEL, CLOSING, LINGER = range(8)
-LINGERING_TIMEOUT = 5.0  # nginx lingering_timeout: wait this long for more bytes to discard
-LINGERING_TIME = 30.0  # nginx lingering_time: discard for at most this long
+IDLE: Final = 0
+HEAD: Final = 1
+BODY: Final = 2
+CONNECT: Final = 3
+UPSTREAM: Final = 4
+TUNNEL: Final = 5
+CLOSING: Final = 6
+LINGER: Final = 7
+LINGERING_TIMEOUT: Final = 5.0  # nginx lingering_timeout: wait this long for more bytes to discard
+LINGERING_TIME: Final = 30.0  # nginx lingering_time: discard for at most this long
 
-NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
-NO_BODY_STATUS = frozenset({204, 304})
+NON_IDEMPOTENT: Final = frozenset({b"POST", b"LOCK", b"PATCH"})
+NO_BODY_STATUS: Final = frozenset({204, 304})
 # add_header without "always" applies to these (ngx_http_headers_filter_module.c).
-ADD_HEADER_STATUS = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
-SPECIAL_REQUEST_HEADERS = frozenset(
+ADD_HEADER_STATUS: Final = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+SPECIAL_REQUEST_HEADERS: Final = frozenset(
     {
         b"host",
         b"content-length",
@@ -66,11 +75,11 @@ SPECIAL_REQUEST_HEADERS = frozenset(
         b"x-forwarded-for",
     }
 )
-RETRY_BUFFER = 1024 * 1024  # request body kept for a retry up to this size
-MAX_LINE = 8192  # large_client_header_buffers 4 8k: one line (request line or header)
-MAX_HEAD_BYTES = 4 * 8192 + 1024  # the whole head, with some slack for line ends
-BODY_BUFFER_HIGH = 256 * 1024  # pause reading the client above this many unsent bytes
-SERVER_LINE = b"Server: nonstop\r\n"
+RETRY_BUFFER: Final = 1024 * 1024  # request body kept for a retry up to this size
+MAX_LINE: Final = 8192  # large_client_header_buffers 4 8k: one line (request line or header)
+MAX_HEAD_BYTES: Final = 4 * 8192 + 1024  # the whole head, with some slack for line ends
+BODY_BUFFER_HIGH: Final = 256 * 1024  # pause reading the client above this many unsent bytes
+SERVER_LINE: Final = b"Server: nonstop\r\n"
 
 
 class ClientConnection:
@@ -1152,9 +1161,9 @@ def _unconnected(data: bytes) -> None:
     raise ConnectionError("not connected")
 
 
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade"})
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade"})
 
-_STATUS_MASK = {
+_STATUS_MASK: Final = {
     500: "http_500",
     502: "http_502",
     503: "http_503",
