@@ -78,12 +78,14 @@ class UpstreamConnection:
         "exchange",
         "feed",
         "idle_since",
+        "keeps_alive",
         "length",
         "lines",
         "parser",
         "pool",
         "requests",
         "special",
+        "status_code",
         "transport",
         "tunnel",
         "write",
@@ -96,6 +98,8 @@ class UpstreamConnection:
         self.parser = httptools.HttpResponseParser(self)
         # bound methods kept once: the hot path calls them without a look-up each time
         self.feed: Callable[[bytes], None] = self.parser.feed_data
+        self.status_code: Callable[[], int] = self.parser.get_status_code
+        self.keeps_alive: Callable[[], bool] = self.parser.should_keep_alive
         self.write: Callable[[bytes], None] = _unconnected
         # response headers to pass on, flat: name, b": ", value, b"\r\n", name, ...
         self.lines: list[bytes] = []
@@ -204,6 +208,8 @@ class UpstreamConnection:
         """A fresh parser: after a HEAD response (no body follows its Content-Length)."""
         self.parser = httptools.HttpResponseParser(self)
         self.feed = self.parser.feed_data
+        self.status_code = self.parser.get_status_code
+        self.keeps_alive = self.parser.should_keep_alive
 
     def close(self) -> None:
         if not self.closed:

@@ -73,6 +73,7 @@ SPECIAL_REQUEST_HEADERS: Final = frozenset(
         b"upgrade",
         b"expect",
         b"x-forwarded-for",
+        b"proxy-connection",
     }
 )
 RETRY_BUFFER: Final = 1024 * 1024  # request body kept for a retry up to this size
@@ -80,6 +81,9 @@ MAX_LINE: Final = 8192  # large_client_header_buffers 4 8k: one line (request li
 MAX_HEAD_BYTES: Final = 4 * 8192 + 1024  # the whole head, with some slack for line ends
 BODY_BUFFER_HIGH: Final = 256 * 1024  # pause reading the client above this many unsent bytes
 SERVER_LINE: Final = b"Server: nonstop\r\n"
+# "?" as an int: ``b"?" in data`` first tries the operand as an int and formats a
+# TypeError, which costs more than the search
+QUERY: Final = ord("?")
 
 
 class ClientConnection:
@@ -101,10 +105,13 @@ class ClientConnection:
         "expected_body",
         "feed",
         "first_try",
+        "get_method",
+        "get_version",
         "head_bytes",
         "header_timeout",
         "held",
         "in_head",
+        "keeps_alive",
         "lingering",
         "local_port",
         "out",
@@ -143,6 +150,9 @@ class ClientConnection:
         self.parser = httptools.HttpRequestParser(self)
         # bound methods kept once: the hot path calls them without a look-up each time
         self.feed: Callable[[bytes], None] = self.parser.feed_data
+        self.get_method: Callable[[], bytes] = self.parser.get_method
+        self.get_version: Callable[[], str] = self.parser.get_http_version
+        self.keeps_alive: Callable[[], bool] = self.parser.should_keep_alive
         self.write: Callable[[bytes], None] = _unconnected
         self.vhosts: VirtualHosts | None = None
         self.remote_addr = ""
@@ -355,6 +365,12 @@ class ClientConnection:
             if req.xff is None:
                 req.xff = []
             req.xff.append(value)
+        elif lname == b"connection":
+            req.connection_header = True
+        elif lname == b"proxy-connection":
+            if len(lname) + len(value) > MAX_LINE:
+                raise Rejected(494)  # the limit of an ordinary header line
+            req.connection_header = True  # llhttp reads it as a Connection header
         elif lname == b"upgrade":
             req.upgrade = value
         elif lname == b"expect":
@@ -379,15 +395,19 @@ class ClientConnection:
         self.head_bytes = 0
         if req is None:
             return
-        parser = self.parser
-        req.method = parser.get_method()
-        version = req.version = parser.get_http_version()
-        if version != "1.1":
-            if version[0] != "1":
-                raise Rejected(505)
-            if req.chunked:
-                raise Rejected(400)  # nginx: Transfer-Encoding in an HTTP/1.0 request
-        req.keep_alive = parser.should_keep_alive()
+        req.method = self.get_method()
+        keep_alive = req.keep_alive = self.keeps_alive()
+        # llhttp accepts the versions 0.9, 1.0, 1.1 and 2.0, and without a Connection (or
+        # Proxy-Connection) header keeps only 1.1 alive: then the version is the default
+        # "1.1" without asking the parser, whose version string costs more than the rest
+        # of this method (tests/unit/proxy pins this property of llhttp).
+        if not keep_alive or req.connection_header:
+            version = req.version = self.get_version()
+            if version != "1.1":
+                if version[0] != "1":
+                    raise Rejected(505)
+                if req.chunked:
+                    raise Rejected(400)  # nginx: Transfer-Encoding in an HTTP/1.0 request
         self._prepare(req)
         if self.req is None:
             self._start(req, [], False)
@@ -432,9 +452,11 @@ class ClientConnection:
             if vhosts is None:
                 raise httptools.HttpParserError("no server for this address")
         url = req.url
-        path, _, args = url.partition(b"?")
-        if args:
-            req.args = args.decode("latin-1")
+        path = url
+        if QUERY in url:
+            path, _, args = url.partition(b"?")
+            if args:
+                req.args = args.decode("latin-1")
         key = (req.http_host, path)
         hit = vhosts.cache.get(key)
         if hit is not None and url[:1] == b"/":
@@ -699,7 +721,7 @@ class ClientConnection:
         route = self.route
         if req is None or route is None:
             return
-        status = uconn.parser.get_status_code()
+        status = uconn.status_code()
         if 100 <= status < 200 and status != 101:
             uconn.clear_head()
             return
@@ -761,7 +783,7 @@ class ClientConnection:
         self.out.append(head)
         if req.method == b"HEAD" and status != 101:
             # httptools cannot be told a HEAD response has no body: finish it here.
-            self.upstream_keep = uconn.parser.should_keep_alive()
+            self.upstream_keep = uconn.keeps_alive()
             uconn.reset_parser()
             self.upstream_complete(uconn)
 
@@ -826,7 +848,7 @@ class ClientConnection:
             upstream.balancer.free(self.attempt, peer, OK, now)  # type: ignore[arg-type]
         self.uconn = None
         uconn.exchange = None
-        reusable = self.upstream_keep if req.method == b"HEAD" else uconn.parser.should_keep_alive()
+        reusable = self.upstream_keep if req.method == b"HEAD" else uconn.keeps_alive()
         if upstream.keepalive and self.body_done and reusable:
             upstream.idle.put(uconn, now)
         else:
