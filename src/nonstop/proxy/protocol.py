@@ -120,6 +120,7 @@ class ClientConnection:
         "peer",
         "pending",
         "phase",
+        "reading_paused",
         "remote_addr",
         "remote_bytes",
         "req",
@@ -167,6 +168,7 @@ class ClientConnection:
         self.held: list[bytes] | None = None
         self.upgrading = False
         self.write_paused = False
+        self.reading_paused = False
         self.eof = False
         self.lingering = 0.0
         self.header_timeout = state.client_header_timeout
@@ -282,8 +284,8 @@ class ClientConnection:
             if self.held is None:
                 self.held = []
             self.held.append(data)
-            if sum(map(len, self.held)) > BODY_BUFFER_HIGH and self.transport is not None:
-                self.transport.pause_reading()
+            if sum(map(len, self.held)) > BODY_BUFFER_HIGH:
+                self._pause_reading()
             return
         try:
             self.feed(data)
@@ -347,7 +349,9 @@ class ClientConnection:
         req = self.parsing
         if req is None:
             return
-        lname = name.lower()
+        lname = _LOWER.get(name)
+        if lname is None:
+            lname = _lower(name)
         req.headers.append((lname, name, value))
         if lname in SPECIAL_REQUEST_HEADERS:
             self._special_header(req, lname, value)
@@ -413,8 +417,7 @@ class ClientConnection:
             self._start(req, [], False)
         else:
             self.pending.append((req, [], False))
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
@@ -631,8 +634,8 @@ class ClientConnection:
         self.deadline = (now or self.state.now()) + (
             route.read_timeout if self.body_done else route.body_timeout
         )
-        if self.transport is not None and not self.body_done:
-            self.transport.resume_reading()
+        if not self.body_done:
+            self._resume_reading()
 
     def _upstream_head(self, req: Request, route: Route) -> bytes:
         url = req.url
@@ -691,8 +694,8 @@ class ClientConnection:
         else:
             self.body_buf.append(data)
             self.body_buf_size += len(data)
-            if self.body_buf_size > BODY_BUFFER_HIGH and self.transport is not None:
-                self.transport.pause_reading()
+            if self.body_buf_size > BODY_BUFFER_HIGH:
+                self._pause_reading()
             if self.body_buf_size > RETRY_BUFFER:
                 self.body_retained = False
 
@@ -725,7 +728,7 @@ class ClientConnection:
         if 100 <= status < 200 and status != 101:
             uconn.clear_head()
             return
-        if status in _STATUS_MASK:
+        if status >= 403 and status in _STATUS_MASK:  # (403 is the lowest listed)
             mask = _STATUS_MASK[status]
             if mask in route.next_upstream and self._may_retry(1):
                 outcome = Outcome.NEXT if status in (403, 404) else Outcome.FAILED
@@ -757,30 +760,36 @@ class ClientConnection:
                     named -= {b"close", b"keep-alive", b"upgrade", b""}
                     if named:
                         lines = _without(lines, named)
+        # the head is joined once from its parts: status line, our Server and Date, the
+        # upstream's lines, add_header lines, framing and Connection
+        parts = [status_line(status), SERVER_LINE, self.state.date.current]
+        parts += lines
         uconn.clear_head()
-        head = status_line(status) + SERVER_LINE + self.state.date.current + b"".join(lines)
-        adds = route.add_success if status in ADD_HEADER_STATUS else route.add_always
-        if adds:
-            head += _added(adds, req)
+        if route.add_success or route.add_always:
+            adds = route.add_success if status in ADD_HEADER_STATUS else route.add_always
+            if adds:
+                parts.append(_added(adds, req))
         keep = self._client_keeps_alive(req)
-        no_body = status in NO_BODY_STATUS or status == 101 or req.method == b"HEAD"
+        no_body = status == 204 or status == 304 or status == 101 or req.method == b"HEAD"
         if status == 101:
-            head += b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n\r\n"
+            parts.append(b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n\r\n")
         elif no_body or (length >= 0 and not chunked):
-            head += b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
+            parts.append(
+                b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
+            )
         elif req.version == "1.1":
             self.resp_chunked = True
-            head += (
+            parts.append(
                 b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
                 if keep
                 else b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             )
         else:
             keep = False
-            head += b"Connection: close\r\n\r\n"
+            parts.append(b"Connection: close\r\n\r\n")
         self.resp_close = not keep
         self.resp_eof_body = not no_body and length < 0 and not chunked
-        self.out.append(head)
+        self.out.append(b"".join(parts))
         if req.method == b"HEAD" and status != 101:
             # httptools cannot be told a HEAD response has no body: finish it here.
             self.upstream_keep = uconn.keeps_alive()
@@ -853,7 +862,7 @@ class ClientConnection:
             upstream.idle.put(uconn, now)
         else:
             uconn.close()
-        self._finish(self.resp_status, self.resp_close)
+        self._finish(self.resp_status, self.resp_close, now)
 
     def upstream_lost(self, uconn: UpstreamConnection, exc: Exception | None) -> None:
         if self.uconn is not uconn or self.req is None:
@@ -900,16 +909,13 @@ class ClientConnection:
                 uconn.transport.write(chunk)
         self._release_peer(Outcome.OK)
         self.state.tunnels += 1
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self._resume_reading()
 
     def upstream_write_paused(self, paused: bool) -> None:
-        if self.transport is None:
-            return
         if paused:
-            self.transport.pause_reading()
+            self._pause_reading()
         elif not self.body_done or self.phase == TUNNEL:
-            self.transport.resume_reading()
+            self._resume_reading()
 
     # -- failures and retries ---------------------------------------------------------
     def _may_retry(self, spare: int = 0) -> bool:
@@ -1082,7 +1088,7 @@ class ClientConnection:
         self._linger_or_close(None)
 
     # -- end of a request -------------------------------------------------------------
-    def _finish(self, status: int, close: bool) -> None:
+    def _finish(self, status: int, close: bool, now: float = 0.0) -> None:
         req = self.req
         route = req.route if req is not None else None
         if route is not None and route.log_path is not None:
@@ -1100,15 +1106,26 @@ class ClientConnection:
             return
         if self.pending:
             req, body, complete = self.pending.popleft()
-            if not self.pending and self.transport is not None:
-                self.transport.resume_reading()
+            if not self.pending:
+                self._resume_reading()
             self._start(req, body, complete)
             return
         self.phase = IDLE
-        self.deadline = self.state.now() + (
+        self.deadline = (now or self.state.now()) + (
             route.keepalive_timeout if route is not None else self.state.client_keepalive_timeout
         )
+        self._resume_reading()
+
+    def _pause_reading(self) -> None:
         if self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        """Undo ``_pause_reading``; only this connection pauses its transport, so when
+        it did not, there is nothing to resume (and no call to make per request)."""
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
             self.transport.resume_reading()
 
     def _log(self, status: int) -> None:
@@ -1148,6 +1165,7 @@ class ClientConnection:
         self.pending.clear()
         try:
             transport.write_eof()
+            self.reading_paused = False
             transport.resume_reading()
         except (OSError, RuntimeError):
             self._close()
@@ -1177,6 +1195,19 @@ def _added(ops: tuple[HeaderOp, ...], req: Request) -> bytes:
         if value:
             out.append(op.name + b": " + value + b"\r\n")
     return b"".join(out)
+
+
+# Request header names as sent -> lowercased, the same object each time: saves a lower()
+# per header, and the cached name's hash is computed once for every set and dict it
+# meets.  Bounded in entries and in name length, since clients choose the names.
+_LOWER: Final[dict[bytes, bytes]] = {}
+
+
+def _lower(name: bytes) -> bytes:
+    lname = name.lower()
+    if len(_LOWER) < 4096 and len(name) <= 64:
+        _LOWER[name] = lname
+    return lname
 
 
 def _unconnected(data: bytes) -> None:
