@@ -171,10 +171,7 @@ class UpstreamConnection:
             lines.append(value)
             lines.append(b"\r\n")
             if kind == H_LENGTH:
-                try:
-                    self.length = int(value)
-                except ValueError:
-                    self.length = -1
+                self.length = _length(value)
         elif kind != H_DROP:
             self.special.append((kind, value))
 
@@ -226,6 +223,28 @@ class UpstreamConnection:
         self.closed = True
         if self.pool is not None:
             self.pool.discard(self)
+
+
+def _length(value: bytes) -> int:
+    """A Content-Length value as int(value) reads it, -1 if it is not a number.
+
+    llhttp lets only digits through, and for those a loop over the bytes is a few
+    instructions each, where int() on bytes is a generic call several times dearer.
+    """
+    size = len(value)
+    if 0 < size <= 18:
+        n = 0
+        for i in range(size):
+            c = value[i]
+            if c < 48 or c > 57:
+                break
+            n = n * 10 + c - 48
+        else:
+            return n
+    try:
+        return int(value)
+    except ValueError:
+        return -1
 
 
 def _unconnected(data: bytes) -> None:

@@ -755,7 +755,11 @@ class ClientConnection:
                     chunked = True
                 elif kind == H_UPGRADE:
                     upgrade_value = value
-                elif kind == H_CONNECTION and value not in _PLAIN_CONNECTION:
+                elif (
+                    kind == H_CONNECTION
+                    and value != b"keep-alive"  # the usual one, compared before hashing
+                    and value not in _PLAIN_CONNECTION
+                ):
                     named = {t.strip().lower() for t in value.split(b",")}
                     named -= {b"close", b"keep-alive", b"upgrade", b""}
                     if named:
@@ -831,7 +835,13 @@ class ClientConnection:
         """Send what the response parser queued in ``out`` as one write."""
         out = self.out
         if out and self.transport is not None:
-            self.write(b"".join(out) if len(out) > 1 else out[0])
+            count = len(out)
+            if count == 1:
+                self.write(out[0])
+            elif count == 2:
+                self.write(out[0] + out[1])  # head and body: cheaper than a join
+            else:
+                self.write(b"".join(out))
             out.clear()
 
     def upstream_data_flushed(self) -> None:

@@ -13,6 +13,8 @@ import httptools
 import pytest
 from protocol_support import conf, get, make_proxy, ok
 
+from nonstop.proxy.connection_pool import _length
+
 
 async def test_content_length_response_is_relayed_and_both_connections_kept(
     tmp_path: Path,
@@ -321,3 +323,15 @@ async def test_client_gone_mid_response_drops_the_upstream_connection(tmp_path: 
     peers = proxy.state.upstreams["app"].balancer.peers
     assert [p.conns for p in peers] == [0, 0]
     assert [p.fails for p in peers] == [0, 0]  # a client abort is no upstream failure
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"0", b"12", b"007", b"123456789012345678", b"1234567890123456789", b"", b"1x", b" 5", b"-1"],
+)
+def test_content_length_is_read_as_int_reads_it(value: bytes) -> None:
+    try:
+        expected = int(value)
+    except ValueError:
+        expected = -1
+    assert _length(value) == expected
