@@ -718,7 +718,7 @@ class ClientConnection:
         if uconn is not None and route is not None and not self.resp_started:
             self.deadline = self.state.now() + route.read_timeout
 
-    # -- upstream response (the Exchange interface) -----------------------------------
+    # -- upstream response (called by the UpstreamConnection) ------------------------
     def upstream_headers(self, uconn: UpstreamConnection) -> None:
         req = self.req
         route = self.route
