@@ -25,6 +25,7 @@ COMPILED = [
     "src/nonstop/proxy/server.py",
     "src/nonstop/proxy/tls.py",
     "src/nonstop/proxy/upstream.py",
+    "src/nonstop/proxy/balancers/balancer.py",
     "src/nonstop/proxy/balancers/peers.py",
     "src/nonstop/proxy/balancers/round_robin.py",
     "src/nonstop/proxy/balancers/least_conn.py",

@@ -1,8 +1,9 @@
 """Connections to upstream servers, and the cache of idle keep-alive ones.
 
 ``UpstreamConnection`` is a thin ``asyncio.Protocol`` around httptools' response parser;
-whoever holds it (a ``ClientConnection``) receives the parsed response through the
-``Exchange`` interface.  ``IdlePool`` is nginx's ``keepalive N`` cache
+the ``ClientConnection`` that holds it receives the parsed response through its
+``upstream_*`` methods (typed as that class, so the compiled build calls them directly).
+``IdlePool`` is nginx's ``keepalive N`` cache
 (src/http/modules/ngx_http_upstream_keepalive_module.c): at most N idle connections per
 upstream, the least recently used closed first, each closed after
 ``keepalive_timeout`` idle or ``keepalive_requests`` requests.
@@ -11,11 +12,13 @@ upstream, the least recently used closed first, each closed after
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Final
 
 import httptools
+
+if TYPE_CHECKING:
+    from nonstop.proxy.protocol import ClientConnection
 
 __all__ = [
     "H_CONNECTION",
@@ -24,15 +27,20 @@ __all__ = [
     "H_PASS",
     "H_TE",
     "H_UPGRADE",
-    "Exchange",
     "IdlePool",
     "UpstreamConnection",
 ]
 
 # What a response header is to the proxy, cached by its name as sent (the cache saves a
-# lower() and a set test per header on the hot path).
-H_PASS, H_DROP, H_LENGTH, H_TE, H_CONNECTION, H_UPGRADE = range(6)
-_BY_LOWER = {
+# lower() and a set test per header on the hot path).  Final: the compiled build uses the
+# values and the tables directly instead of looking them up among the module's globals.
+H_PASS: Final = 0
+H_DROP: Final = 1
+H_LENGTH: Final = 2
+H_TE: Final = 3
+H_CONNECTION: Final = 4
+H_UPGRADE: Final = 5
+_BY_LOWER: Final = {
     b"connection": H_CONNECTION,
     b"keep-alive": H_DROP,
     b"proxy-connection": H_DROP,
@@ -51,7 +59,7 @@ _BY_LOWER = {
     b"x-pad": H_DROP,
     b"content-length": H_LENGTH,
 }
-_KINDS: dict[bytes, int] = {}
+_KINDS: Final[dict[bytes, int]] = {}
 
 
 def _kind(name: bytes) -> int:
@@ -59,18 +67,6 @@ def _kind(name: bytes) -> int:
     if len(_KINDS) < 4096:
         _KINDS[name] = kind
     return kind
-
-
-class Exchange(Protocol):
-    """What an upstream connection reports to the request that holds it."""
-
-    def upstream_headers(self, conn: UpstreamConnection) -> None: ...
-    def upstream_body(self, data: bytes) -> None: ...
-    def upstream_complete(self, conn: UpstreamConnection) -> None: ...
-    def upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None: ...
-    def upstream_upgraded(self, conn: UpstreamConnection, rest: bytes) -> None: ...
-    def upstream_data_flushed(self) -> None: ...
-    def upstream_write_paused(self, paused: bool) -> None: ...
 
 
 class UpstreamConnection:
@@ -82,12 +78,14 @@ class UpstreamConnection:
         "exchange",
         "feed",
         "idle_since",
+        "keeps_alive",
         "length",
         "lines",
         "parser",
         "pool",
         "requests",
         "special",
+        "status_code",
         "transport",
         "tunnel",
         "write",
@@ -96,10 +94,12 @@ class UpstreamConnection:
     def __init__(self, address: str) -> None:
         self.address = address
         self.transport: asyncio.Transport | None = None
-        self.exchange: Exchange | None = None
+        self.exchange: ClientConnection | None = None
         self.parser = httptools.HttpResponseParser(self)
         # bound methods kept once: the hot path calls them without a look-up each time
         self.feed: Callable[[bytes], None] = self.parser.feed_data
+        self.status_code: Callable[[], int] = self.parser.get_status_code
+        self.keeps_alive: Callable[[], bool] = self.parser.should_keep_alive
         self.write: Callable[[bytes], None] = _unconnected
         # response headers to pass on, flat: name, b": ", value, b"\r\n", name, ...
         self.lines: list[bytes] = []
@@ -164,14 +164,14 @@ class UpstreamConnection:
         kind = _KINDS.get(name)
         if kind is None:
             kind = _kind(name)
-        if kind == H_PASS:
-            self.lines += (name, b": ", value, b"\r\n")  # joined once, per response
-        elif kind == H_LENGTH:
-            self.lines += (name, b": ", value, b"\r\n")
-            try:
-                self.length = int(value)
-            except ValueError:
-                self.length = -1
+        if kind in (H_PASS, H_LENGTH):
+            lines = self.lines  # joined once, per response
+            lines.append(name)
+            lines.append(b": ")
+            lines.append(value)
+            lines.append(b"\r\n")
+            if kind == H_LENGTH:
+                self.length = _length(value)
         elif kind != H_DROP:
             self.special.append((kind, value))
 
@@ -189,7 +189,7 @@ class UpstreamConnection:
             exchange.upstream_complete(self)
 
     # -- use --------------------------------------------------------------------------
-    def begin(self, exchange: Exchange) -> None:
+    def begin(self, exchange: ClientConnection) -> None:
         """Start one request/response on this connection."""
         self.exchange = exchange
         self.requests += 1
@@ -205,6 +205,8 @@ class UpstreamConnection:
         """A fresh parser: after a HEAD response (no body follows its Content-Length)."""
         self.parser = httptools.HttpResponseParser(self)
         self.feed = self.parser.feed_data
+        self.status_code = self.parser.get_status_code
+        self.keeps_alive = self.parser.should_keep_alive
 
     def close(self) -> None:
         if not self.closed:
@@ -221,6 +223,28 @@ class UpstreamConnection:
         self.closed = True
         if self.pool is not None:
             self.pool.discard(self)
+
+
+def _length(value: bytes) -> int:
+    """A Content-Length value as int(value) reads it, -1 if it is not a number.
+
+    llhttp lets only digits through, and for those a loop over the bytes is a few
+    instructions each, where int() on bytes is a generic call several times dearer.
+    """
+    size = len(value)
+    if 0 < size <= 18:
+        n = 0
+        for i in range(size):
+            c = value[i]
+            if c < 48 or c > 57:
+                break
+            n = n * 10 + c - 48
+        else:
+            return n
+    try:
+        return int(value)
+    except ValueError:
+        return -1
 
 
 def _unconnected(data: bytes) -> None:
@@ -243,7 +267,9 @@ class IdlePool:
         self.max_requests = max_requests
         self.timeout = timeout
         self.by_address: dict[str, list[UpstreamConnection]] = {}
-        self.order: OrderedDict[UpstreamConnection, None] = OrderedDict()
+        # a plain dict keeps insertion order, and the compiled build has its operations
+        # inline (an OrderedDict's are method calls)
+        self.order: dict[UpstreamConnection, None] = {}
         self.retired = False
 
     @property
@@ -254,7 +280,9 @@ class IdlePool:
         conns = self.by_address.get(address)
         while conns:
             conn = conns.pop()
-            self.order.pop(conn, None)
+            order = self.order
+            if conn in order:
+                del order[conn]
             conn.pool = None
             if not conn.closed:
                 return conn
@@ -268,10 +296,16 @@ class IdlePool:
         conn.exchange = None
         conn.idle_since = now
         conn.pool = self
-        self.by_address.setdefault(conn.address, []).append(conn)
-        self.order[conn] = None
-        if len(self.order) > self.max_idle:
-            oldest, _ = self.order.popitem(last=False)
+        conns = self.by_address.get(conn.address)
+        if conns is None:
+            self.by_address[conn.address] = [conn]
+        else:
+            conns.append(conn)
+        order = self.order
+        order[conn] = None
+        if len(order) > self.max_idle:
+            oldest = next(iter(order))
+            del order[oldest]
             self._forget(oldest)
             oldest.close()
 
@@ -282,7 +316,8 @@ class IdlePool:
         conn.pool = None
 
     def discard(self, conn: UpstreamConnection) -> None:
-        self.order.pop(conn, None)
+        if conn in self.order:
+            del self.order[conn]
         self._forget(conn)
 
     def expire(self, now: float) -> None:

@@ -16,7 +16,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -44,18 +44,27 @@ class Rejected(Exception):
         self.status = status
 
 
-OK = Outcome.OK
+# Module constants are Final: the compiled build then uses them directly instead of
+# looking each one up among the module's globals on every use.
+OK: Final = Outcome.OK
 
 # Phases: what the connection waits for, which decides what its deadline means.
-IDLE, HEAD, BODY, CONNECT, UPSTREAM, TUNNEL, CLOSING, LINGER = range(8)
-LINGERING_TIMEOUT = 5.0  # nginx lingering_timeout: wait this long for more bytes to discard
-LINGERING_TIME = 30.0  # nginx lingering_time: discard for at most this long
+IDLE: Final = 0
+HEAD: Final = 1
+BODY: Final = 2
+CONNECT: Final = 3
+UPSTREAM: Final = 4
+TUNNEL: Final = 5
+CLOSING: Final = 6
+LINGER: Final = 7
+LINGERING_TIMEOUT: Final = 5.0  # nginx lingering_timeout: wait this long for more bytes to discard
+LINGERING_TIME: Final = 30.0  # nginx lingering_time: discard for at most this long
 
-NON_IDEMPOTENT = frozenset({b"POST", b"LOCK", b"PATCH"})
-NO_BODY_STATUS = frozenset({204, 304})
+NON_IDEMPOTENT: Final = frozenset({b"POST", b"LOCK", b"PATCH"})
+NO_BODY_STATUS: Final = frozenset({204, 304})
 # add_header without "always" applies to these (ngx_http_headers_filter_module.c).
-ADD_HEADER_STATUS = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
-SPECIAL_REQUEST_HEADERS = frozenset(
+ADD_HEADER_STATUS: Final = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
+SPECIAL_REQUEST_HEADERS: Final = frozenset(
     {
         b"host",
         b"content-length",
@@ -64,13 +73,17 @@ SPECIAL_REQUEST_HEADERS = frozenset(
         b"upgrade",
         b"expect",
         b"x-forwarded-for",
+        b"proxy-connection",
     }
 )
-RETRY_BUFFER = 1024 * 1024  # request body kept for a retry up to this size
-MAX_LINE = 8192  # large_client_header_buffers 4 8k: one line (request line or header)
-MAX_HEAD_BYTES = 4 * 8192 + 1024  # the whole head, with some slack for line ends
-BODY_BUFFER_HIGH = 256 * 1024  # pause reading the client above this many unsent bytes
-SERVER_LINE = b"Server: nonstop\r\n"
+RETRY_BUFFER: Final = 1024 * 1024  # request body kept for a retry up to this size
+MAX_LINE: Final = 8192  # large_client_header_buffers 4 8k: one line (request line or header)
+MAX_HEAD_BYTES: Final = 4 * 8192 + 1024  # the whole head, with some slack for line ends
+BODY_BUFFER_HIGH: Final = 256 * 1024  # pause reading the client above this many unsent bytes
+SERVER_LINE: Final = b"Server: nonstop\r\n"
+# "?" as an int: ``b"?" in data`` first tries the operand as an int and formats a
+# TypeError, which costs more than the search
+QUERY: Final = ord("?")
 
 
 class ClientConnection:
@@ -92,10 +105,13 @@ class ClientConnection:
         "expected_body",
         "feed",
         "first_try",
+        "get_method",
+        "get_version",
         "head_bytes",
         "header_timeout",
         "held",
         "in_head",
+        "keeps_alive",
         "lingering",
         "local_port",
         "out",
@@ -104,6 +120,7 @@ class ClientConnection:
         "peer",
         "pending",
         "phase",
+        "reading_paused",
         "remote_addr",
         "remote_bytes",
         "req",
@@ -134,6 +151,9 @@ class ClientConnection:
         self.parser = httptools.HttpRequestParser(self)
         # bound methods kept once: the hot path calls them without a look-up each time
         self.feed: Callable[[bytes], None] = self.parser.feed_data
+        self.get_method: Callable[[], bytes] = self.parser.get_method
+        self.get_version: Callable[[], str] = self.parser.get_http_version
+        self.keeps_alive: Callable[[], bool] = self.parser.should_keep_alive
         self.write: Callable[[bytes], None] = _unconnected
         self.vhosts: VirtualHosts | None = None
         self.remote_addr = ""
@@ -148,6 +168,7 @@ class ClientConnection:
         self.held: list[bytes] | None = None
         self.upgrading = False
         self.write_paused = False
+        self.reading_paused = False
         self.eof = False
         self.lingering = 0.0
         self.header_timeout = state.client_header_timeout
@@ -263,8 +284,8 @@ class ClientConnection:
             if self.held is None:
                 self.held = []
             self.held.append(data)
-            if sum(map(len, self.held)) > BODY_BUFFER_HIGH and self.transport is not None:
-                self.transport.pause_reading()
+            if sum(map(len, self.held)) > BODY_BUFFER_HIGH:
+                self._pause_reading()
             return
         try:
             self.feed(data)
@@ -328,7 +349,9 @@ class ClientConnection:
         req = self.parsing
         if req is None:
             return
-        lname = name.lower()
+        lname = _LOWER.get(name)
+        if lname is None:
+            lname = _lower(name)
         req.headers.append((lname, name, value))
         if lname in SPECIAL_REQUEST_HEADERS:
             self._special_header(req, lname, value)
@@ -346,6 +369,12 @@ class ClientConnection:
             if req.xff is None:
                 req.xff = []
             req.xff.append(value)
+        elif lname == b"connection":
+            req.connection_header = True
+        elif lname == b"proxy-connection":
+            if len(lname) + len(value) > MAX_LINE:
+                raise Rejected(494)  # the limit of an ordinary header line
+            req.connection_header = True  # llhttp reads it as a Connection header
         elif lname == b"upgrade":
             req.upgrade = value
         elif lname == b"expect":
@@ -370,22 +399,25 @@ class ClientConnection:
         self.head_bytes = 0
         if req is None:
             return
-        parser = self.parser
-        req.method = parser.get_method()
-        version = req.version = parser.get_http_version()
-        if version != "1.1":
-            if version[0] != "1":
-                raise Rejected(505)
-            if req.chunked:
-                raise Rejected(400)  # nginx: Transfer-Encoding in an HTTP/1.0 request
-        req.keep_alive = parser.should_keep_alive()
+        req.method = self.get_method()
+        keep_alive = req.keep_alive = self.keeps_alive()
+        # llhttp accepts the versions 0.9, 1.0, 1.1 and 2.0, and without a Connection (or
+        # Proxy-Connection) header keeps only 1.1 alive: then the version is the default
+        # "1.1" without asking the parser, whose version string costs more than the rest
+        # of this method (tests/unit/proxy pins this property of llhttp).
+        if not keep_alive or req.connection_header:
+            version = req.version = self.get_version()
+            if version != "1.1":
+                if version[0] != "1":
+                    raise Rejected(505)
+                if req.chunked:
+                    raise Rejected(400)  # nginx: Transfer-Encoding in an HTTP/1.0 request
         self._prepare(req)
         if self.req is None:
             self._start(req, [], False)
         else:
             self.pending.append((req, [], False))
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
@@ -423,9 +455,11 @@ class ClientConnection:
             if vhosts is None:
                 raise httptools.HttpParserError("no server for this address")
         url = req.url
-        path, _, args = url.partition(b"?")
-        if args:
-            req.args = args.decode("latin-1")
+        path = url
+        if QUERY in url:
+            path, _, args = url.partition(b"?")
+            if args:
+                req.args = args.decode("latin-1")
         key = (req.http_host, path)
         hit = vhosts.cache.get(key)
         if hit is not None and url[:1] == b"/":
@@ -600,8 +634,8 @@ class ClientConnection:
         self.deadline = (now or self.state.now()) + (
             route.read_timeout if self.body_done else route.body_timeout
         )
-        if self.transport is not None and not self.body_done:
-            self.transport.resume_reading()
+        if not self.body_done:
+            self._resume_reading()
 
     def _upstream_head(self, req: Request, route: Route) -> bytes:
         url = req.url
@@ -660,8 +694,8 @@ class ClientConnection:
         else:
             self.body_buf.append(data)
             self.body_buf_size += len(data)
-            if self.body_buf_size > BODY_BUFFER_HIGH and self.transport is not None:
-                self.transport.pause_reading()
+            if self.body_buf_size > BODY_BUFFER_HIGH:
+                self._pause_reading()
             if self.body_buf_size > RETRY_BUFFER:
                 self.body_retained = False
 
@@ -684,17 +718,17 @@ class ClientConnection:
         if uconn is not None and route is not None and not self.resp_started:
             self.deadline = self.state.now() + route.read_timeout
 
-    # -- upstream response (the Exchange interface) -----------------------------------
+    # -- upstream response (called by the UpstreamConnection) ------------------------
     def upstream_headers(self, uconn: UpstreamConnection) -> None:
         req = self.req
         route = self.route
         if req is None or route is None:
             return
-        status = uconn.parser.get_status_code()
+        status = uconn.status_code()
         if 100 <= status < 200 and status != 101:
             uconn.clear_head()
             return
-        if status in _STATUS_MASK:
+        if status >= 403 and status in _STATUS_MASK:  # (403 is the lowest listed)
             mask = _STATUS_MASK[status]
             if mask in route.next_upstream and self._may_retry(1):
                 outcome = Outcome.NEXT if status in (403, 404) else Outcome.FAILED
@@ -721,38 +755,48 @@ class ClientConnection:
                     chunked = True
                 elif kind == H_UPGRADE:
                     upgrade_value = value
-                elif kind == H_CONNECTION and value not in _PLAIN_CONNECTION:
+                elif (
+                    kind == H_CONNECTION
+                    and value != b"keep-alive"  # the usual one, compared before hashing
+                    and value not in _PLAIN_CONNECTION
+                ):
                     named = {t.strip().lower() for t in value.split(b",")}
                     named -= {b"close", b"keep-alive", b"upgrade", b""}
                     if named:
                         lines = _without(lines, named)
+        # the head is joined once from its parts: status line, our Server and Date, the
+        # upstream's lines, add_header lines, framing and Connection
+        parts = [status_line(status), SERVER_LINE, self.state.date.current]
+        parts += lines
         uconn.clear_head()
-        head = status_line(status) + SERVER_LINE + self.state.date.current + b"".join(lines)
-        adds = route.add_success if status in ADD_HEADER_STATUS else route.add_always
-        if adds:
-            head += _added(adds, req)
+        if route.add_success or route.add_always:
+            adds = route.add_success if status in ADD_HEADER_STATUS else route.add_always
+            if adds:
+                parts.append(_added(adds, req))
         keep = self._client_keeps_alive(req)
-        no_body = status in NO_BODY_STATUS or status == 101 or req.method == b"HEAD"
+        no_body = status == 204 or status == 304 or status == 101 or req.method == b"HEAD"
         if status == 101:
-            head += b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n\r\n"
+            parts.append(b"Upgrade: " + upgrade_value + b"\r\nConnection: upgrade\r\n\r\n")
         elif no_body or (length >= 0 and not chunked):
-            head += b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
+            parts.append(
+                b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"
+            )
         elif req.version == "1.1":
             self.resp_chunked = True
-            head += (
+            parts.append(
                 b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
                 if keep
                 else b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             )
         else:
             keep = False
-            head += b"Connection: close\r\n\r\n"
+            parts.append(b"Connection: close\r\n\r\n")
         self.resp_close = not keep
         self.resp_eof_body = not no_body and length < 0 and not chunked
-        self.out.append(head)
+        self.out.append(b"".join(parts))
         if req.method == b"HEAD" and status != 101:
             # httptools cannot be told a HEAD response has no body: finish it here.
-            self.upstream_keep = uconn.parser.should_keep_alive()
+            self.upstream_keep = uconn.keeps_alive()
             uconn.reset_parser()
             self.upstream_complete(uconn)
 
@@ -791,7 +835,13 @@ class ClientConnection:
         """Send what the response parser queued in ``out`` as one write."""
         out = self.out
         if out and self.transport is not None:
-            self.write(b"".join(out) if len(out) > 1 else out[0])
+            count = len(out)
+            if count == 1:
+                self.write(out[0])
+            elif count == 2:
+                self.write(out[0] + out[1])  # head and body: cheaper than a join
+            else:
+                self.write(b"".join(out))
             out.clear()
 
     def upstream_data_flushed(self) -> None:
@@ -817,12 +867,12 @@ class ClientConnection:
             upstream.balancer.free(self.attempt, peer, OK, now)  # type: ignore[arg-type]
         self.uconn = None
         uconn.exchange = None
-        reusable = self.upstream_keep if req.method == b"HEAD" else uconn.parser.should_keep_alive()
+        reusable = self.upstream_keep if req.method == b"HEAD" else uconn.keeps_alive()
         if upstream.keepalive and self.body_done and reusable:
             upstream.idle.put(uconn, now)
         else:
             uconn.close()
-        self._finish(self.resp_status, self.resp_close)
+        self._finish(self.resp_status, self.resp_close, now)
 
     def upstream_lost(self, uconn: UpstreamConnection, exc: Exception | None) -> None:
         if self.uconn is not uconn or self.req is None:
@@ -869,16 +919,13 @@ class ClientConnection:
                 uconn.transport.write(chunk)
         self._release_peer(Outcome.OK)
         self.state.tunnels += 1
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self._resume_reading()
 
     def upstream_write_paused(self, paused: bool) -> None:
-        if self.transport is None:
-            return
         if paused:
-            self.transport.pause_reading()
+            self._pause_reading()
         elif not self.body_done or self.phase == TUNNEL:
-            self.transport.resume_reading()
+            self._resume_reading()
 
     # -- failures and retries ---------------------------------------------------------
     def _may_retry(self, spare: int = 0) -> bool:
@@ -1051,7 +1098,7 @@ class ClientConnection:
         self._linger_or_close(None)
 
     # -- end of a request -------------------------------------------------------------
-    def _finish(self, status: int, close: bool) -> None:
+    def _finish(self, status: int, close: bool, now: float = 0.0) -> None:
         req = self.req
         route = req.route if req is not None else None
         if route is not None and route.log_path is not None:
@@ -1069,15 +1116,26 @@ class ClientConnection:
             return
         if self.pending:
             req, body, complete = self.pending.popleft()
-            if not self.pending and self.transport is not None:
-                self.transport.resume_reading()
+            if not self.pending:
+                self._resume_reading()
             self._start(req, body, complete)
             return
         self.phase = IDLE
-        self.deadline = self.state.now() + (
+        self.deadline = (now or self.state.now()) + (
             route.keepalive_timeout if route is not None else self.state.client_keepalive_timeout
         )
+        self._resume_reading()
+
+    def _pause_reading(self) -> None:
         if self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        """Undo ``_pause_reading``; only this connection pauses its transport, so when
+        it did not, there is nothing to resume (and no call to make per request)."""
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
             self.transport.resume_reading()
 
     def _log(self, status: int) -> None:
@@ -1117,6 +1175,7 @@ class ClientConnection:
         self.pending.clear()
         try:
             transport.write_eof()
+            self.reading_paused = False
             transport.resume_reading()
         except (OSError, RuntimeError):
             self._close()
@@ -1148,13 +1207,26 @@ def _added(ops: tuple[HeaderOp, ...], req: Request) -> bytes:
     return b"".join(out)
 
 
+# Request header names as sent -> lowercased, the same object each time: saves a lower()
+# per header, and the cached name's hash is computed once for every set and dict it
+# meets.  Bounded in entries and in name length, since clients choose the names.
+_LOWER: Final[dict[bytes, bytes]] = {}
+
+
+def _lower(name: bytes) -> bytes:
+    lname = name.lower()
+    if len(_LOWER) < 4096 and len(name) <= 64:
+        _LOWER[name] = lname
+    return lname
+
+
 def _unconnected(data: bytes) -> None:
     raise ConnectionError("not connected")
 
 
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade"})
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade"})
 
-_STATUS_MASK = {
+_STATUS_MASK: Final = {
     500: "http_500",
     502: "http_502",
     503: "http_503",

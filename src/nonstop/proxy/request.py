@@ -25,6 +25,7 @@ class Request:
     version: str = "1.1"
     http_host: bytes | None = None
     keep_alive: bool = True
+    connection_header: bool = False  # a Connection or Proxy-Connection header came
     content_length: int = -1
     chunked: bool = False
     expect_continue: bool = False

@@ -54,7 +54,6 @@ class Upstream:
         "_backup",
         "_balancer",
         "_by_address",
-        "_pick",
         "_primary",
         "_rand",
         "_sets",
@@ -117,7 +116,6 @@ class Upstream:
         self._backup = PeerSet(backup, backup=True, single=False) if backup else None
         self._sets: _Sets = (self._primary, self._backup)
         self._balancer: Balancer = BALANCERS[self.spec.method](self.spec, self._primary, self._rand)
-        self._pick = self._balancer.pick
         by_address: dict[str, list[Peer]] = {}
         for peer in primary + backup:
             by_address.setdefault(peer.address, []).append(peer)
@@ -163,17 +161,20 @@ class Upstream:
 
     def pick(self, attempt: Attempt, now: float) -> Peer | None:
         """The next peer for ``attempt``, or None: no live upstream (nginx ``NGX_BUSY``)."""
-        if attempt.sets is not self._sets:
+        if attempt.sets[0] is not self._primary:
+            # (the primary list is new whenever the lists are; comparing the pair itself
+            # would compare two fresh tuples in the compiled build, never the same object)
             self._remap(attempt)
+        balancer = self._balancer
         if attempt.backup:
             backup = self._backup
-            peer = self._pick(backup, attempt, now) if backup is not None else None
+            peer = balancer.pick(backup, attempt, now) if backup is not None else None
         else:
-            peer = self._pick(self._primary, attempt, now)
+            peer = balancer.pick(self._primary, attempt, now)
             if peer is None and self._backup is not None:
                 attempt.backup = True
                 attempt.tried = 0
-                peer = self._pick(self._backup, attempt, now)
+                peer = balancer.pick(self._backup, attempt, now)
         if peer is None:
             return None
         peer.conns += 1

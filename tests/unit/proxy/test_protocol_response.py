@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httptools
 import pytest
 from protocol_support import conf, get, make_proxy, ok
+
+from nonstop.proxy.connection_pool import _length
 
 
 async def test_content_length_response_is_relayed_and_both_connections_kept(
@@ -99,6 +102,47 @@ async def test_chunked_upstream_is_sent_raw_and_closed_to_http10_client(tmp_path
     assert b"Connection: close" in head
     assert body == b"wikipedia"
     assert client.closed
+
+
+async def test_chunked_upstream_is_not_chunked_to_http10_client_with_proxy_connection(
+    tmp_path: Path,
+) -> None:
+    # llhttp takes Proxy-Connection for Connection: the request is kept alive, and the
+    # proxy must still see that it is HTTP/1.0
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(get("/", "Proxy-Connection: keep-alive", version="1.0"))
+    proxy.active().respond(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n0\r\n\r\n"
+    )
+    head, _, body = client.take().partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert b"Connection: close" in head
+    assert body == b"wiki"
+
+
+def test_llhttp_keeps_only_http11_alive_when_no_connection_header_came() -> None:
+    # ClientConnection relies on this to skip asking the parser for the version
+    class Head:
+        seen: tuple[str, bool] | None = None
+
+        def on_headers_complete(self) -> None:
+            self.seen = (parser.get_http_version(), parser.should_keep_alive())
+
+    accepted = []
+    for major in range(10):
+        for minor in range(10):
+            head = Head()
+            parser = httptools.HttpRequestParser(head)
+            try:
+                parser.feed_data(b"GET / HTTP/%d.%d\r\nHost: a\r\n\r\n" % (major, minor))
+            except httptools.HttpParserError:
+                continue
+            assert head.seen is not None
+            version, keep_alive = head.seen
+            assert keep_alive == (version == "1.1"), version
+            accepted.append(version)
+    assert "1.0" in accepted and "1.1" in accepted
 
 
 async def test_close_delimited_upstream_is_chunked_to_http11_client(tmp_path: Path) -> None:
@@ -279,3 +323,15 @@ async def test_client_gone_mid_response_drops_the_upstream_connection(tmp_path: 
     peers = proxy.state.upstreams["app"].balancer.peers
     assert [p.conns for p in peers] == [0, 0]
     assert [p.fails for p in peers] == [0, 0]  # a client abort is no upstream failure
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"0", b"12", b"007", b"123456789012345678", b"1234567890123456789", b"", b"1x", b" 5", b"-1"],
+)
+def test_content_length_is_read_as_int_reads_it(value: bytes) -> None:
+    try:
+        expected = int(value)
+    except ValueError:
+        expected = -1
+    assert _length(value) == expected

@@ -9,7 +9,6 @@ then asked to ``begin`` a request and to ``pick`` from a peer list.  Backup swit
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet
@@ -20,12 +19,20 @@ RandomSource = Callable[[], int]
 """Returns a non-negative int, like C ``random()`` (31 bits)."""
 
 
-class Balancer(Protocol):
+class Balancer:
+    """The base class of every method: a real class rather than a Protocol, so that the
+    compiled build dispatches ``begin`` and ``pick`` through its vtable (two C calls per
+    request) instead of as Python method calls."""
+
+    __slots__ = ()
+
     def begin(self, attempt: Attempt, client_addr: bytes, hash_key: str | bytes | None) -> None:
         """Fill the method's per-request fields of ``attempt`` (nginx's ``peer.init``)."""
+        return None
 
     def pick(self, peers: PeerSet, attempt: Attempt, now: float) -> Peer | None:
         """Choose an eligible peer of ``peers`` and mark it tried, or None (``NGX_BUSY``)."""
+        raise NotImplementedError
 
 
 BalancerFactory = Callable[[UpstreamSpec, PeerSet, RandomSource], Balancer]

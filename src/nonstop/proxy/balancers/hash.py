@@ -12,7 +12,7 @@ import zlib
 from bisect import bisect_left
 
 from nonstop.config.model import UpstreamSpec
-from nonstop.proxy.balancers.balancer import RandomSource
+from nonstop.proxy.balancers.balancer import Balancer, RandomSource
 from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
@@ -30,7 +30,7 @@ def hash_key_bytes(hash_key: str | bytes | None) -> bytes:
     return hash_key.encode("utf-8", "surrogateescape")
 
 
-class Hash:
+class Hash(Balancer):
     """``hash KEY``: ``acc += (crc32([n] KEY) >> 16) & 0x7fff`` per look, weight walk on acc."""
 
     __slots__ = ()
@@ -102,7 +102,7 @@ def ketama_points(peers: PeerSet) -> tuple[list[int], list[str]]:
     return hashes, servers
 
 
-class ConsistentHash:
+class ConsistentHash(Balancer):
     """``hash KEY consistent``: the first point at or after ``crc32(KEY)`` names a server."""
 
     __slots__ = ("_groups", "_hashes", "_npoints", "_point_group")

@@ -10,7 +10,7 @@ more than 20 unusable looks, or with fewer than two peers, it falls back to roun
 from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
-from nonstop.proxy.balancers.balancer import RandomSource
+from nonstop.proxy.balancers.balancer import Balancer, RandomSource
 from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
@@ -28,7 +28,7 @@ def ip_hash_key(client_addr: bytes) -> bytes:
     return _PSEUDO_ADDR
 
 
-class IpHash:
+class IpHash(Balancer):
     """``ip_hash``."""
 
     __slots__ = ()

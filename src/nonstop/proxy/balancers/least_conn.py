@@ -9,14 +9,14 @@ over the tied peers only, from the first tied index, and the winner pays back th
 from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
-from nonstop.proxy.balancers.balancer import RandomSource
+from nonstop.proxy.balancers.balancer import Balancer, RandomSource
 from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["LeastConn"]
 
 
-class LeastConn:
+class LeastConn(Balancer):
     """``least_conn``."""
 
     __slots__ = ()

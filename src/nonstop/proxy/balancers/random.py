@@ -12,14 +12,14 @@ failed draw (and, with ``two``, the first good one) counts towards the per-reque
 from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
-from nonstop.proxy.balancers.balancer import RandomSource
+from nonstop.proxy.balancers.balancer import Balancer, RandomSource
 from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["Random", "RandomTwo", "make_random"]
 
 
-class Random:
+class Random(Balancer):
     """``random``: one weighted draw, repeated until an eligible peer comes up."""
 
     __slots__ = ("_rand",)

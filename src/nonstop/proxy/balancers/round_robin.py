@@ -9,7 +9,7 @@ sum.  A single-server upstream is checked only against ``down`` and ``max_conns`
 from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
-from nonstop.proxy.balancers.balancer import RandomSource
+from nonstop.proxy.balancers.balancer import Balancer, RandomSource
 from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen
 
 __all__ = ["RoundRobin", "pick_round_robin"]
@@ -53,7 +53,7 @@ def pick_round_robin(peers: PeerSet, attempt: Attempt, now: float) -> Peer | Non
     return chosen(attempt, best_i, best, now)
 
 
-class RoundRobin:
+class RoundRobin(Balancer):
     """``round_robin``: the default method."""
 
     __slots__ = ()
