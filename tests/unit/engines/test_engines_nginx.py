@@ -62,7 +62,7 @@ def _live(engine: NginxEngine, name: str = "nginx.conf") -> str:
 
 async def _started(tmp_path: Path) -> tuple[NginxEngine, FakeNginx]:
     fake = FakeNginx()
-    engine = NginxEngine(_config(tmp_path), fake, poll=0.001)
+    engine = NginxEngine(_config(tmp_path), fake, poll=0.001, slot_seen=0.05)
     await engine.start()
     return engine, fake
 
@@ -167,8 +167,10 @@ async def test_a_switch_moves_the_slot_flag_and_never_reloads_nginx(tmp_path: Pa
     pool.add([_server(8080)])
     await pool.applied()
     assert engine.slot("web") == 0 and not flag.exists()
+    started = asyncio.get_running_loop().time()
     pool.switch([_server(8000)], ["127.0.0.1:8080"])
-    await pool.applied()
+    await pool.applied()  # counted applied once every worker's cached flag has expired
+    assert asyncio.get_running_loop().time() - started >= 0.05
     assert engine.slot("web") == 1 and flag.exists()
     assert engine.describe()["live_upstreams"] == {"web": "web__slot1"}
     assert pool.describe("127.0.0.1:8080")["state"] == "draining"

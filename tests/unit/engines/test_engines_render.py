@@ -71,6 +71,8 @@ def test_a_server_passing_to_an_app_picks_the_slot_from_its_flag_file() -> None:
     assert "if (-f /state/nginx/slots/web.slot1) {" in main
     assert "set $nonstop_app_web web__slot1;" in main
     assert "proxy_pass http://$nonstop_app_web;" in main
+    # each worker caches the flag's state for a second instead of a stat() per request
+    assert "open_file_cache_valid 1s;" in main and "open_file_cache_errors on;" in main
 
 
 def test_an_app_pass_sends_the_host_a_literal_pass_would_have_sent() -> None:

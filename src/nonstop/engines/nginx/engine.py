@@ -8,8 +8,9 @@ goes: render (pure) -> same bytes as live? nothing to do -> write ``next/`` -> `
 into ``conf/`` -> SIGHUP the master -> wait until it has started new workers.
 
 A deploy changes no config.  The switch renames (or removes) ``slots/APP.slot1``; every
-worker reads it on its next request (``render.py``).  nginx is not reloaded, so its
-workers keep every client connection: nothing is closed under a client.
+worker sees it within ``SLOT_SEEN`` (``render.py``), which ``switched`` waits out.  nginx
+is not reloaded, so its workers keep every client connection: nothing is closed under a
+client.
 
 The drain is what a reload-then-kill script gets wrong: ``nginx -s reload`` returns
 while the old workers still send requests to the old upstream servers.  Here, after a
@@ -41,6 +42,7 @@ from nonstop.deploy.plan import server_spec, slot_ports
 from nonstop.engines.nginx.command import AttachFailed, Master, NginxCommand
 from nonstop.engines.nginx.render import (
     MAIN_FILE,
+    SLOT_SEEN,
     RenderOptions,
     render,
     slot_flag,
@@ -59,6 +61,7 @@ RELOAD_TIMEOUT = 10.0
 START_TIMEOUT = 10.0
 KILL_GRACE = 5.0
 ATTACH_POLL = 0.5
+SWITCH_MARGIN = 0.2  # nginx's cached clock ticks once per event-loop pass
 
 
 class NginxRejected(ConfigError):
@@ -82,15 +85,18 @@ class NginxEngine:
         poll: float = POLL,
         home: str | None = None,
         system_pid: str | None = None,
+        slot_seen: float = SLOT_SEEN + SWITCH_MARGIN,
     ) -> None:
         self.config = config
         self.command = command
         self.user = user
         self.system_pid = system_pid
+        self.slot_seen = slot_seen
         self.clock = clock
         self.poll = poll
         self.home = home or os.path.join(config.state_dir, "nginx")
         self.reloads = 0
+        self._switched_at: float | None = None
         self.stats = UpstreamStats(stats_log(self.home))
         self.master: Master | None = None
         self._live: dict[str, str] = {}
@@ -119,7 +125,9 @@ class NginxEngine:
     # -- run-time state the render depends on --------------------------------------------
 
     def set_slot(self, app: str, slot: int) -> None:
-        """Make ``slot`` the live one of ``app``: every worker's next request sees it."""
+        """Make ``slot`` the live one of ``app``; every worker sees it within ``SLOT_SEEN``
+        (``switched`` waits that long)."""
+        self._switched_at = self.clock.monotonic()
         flag = slot_flag(self.home, app)
         if slot == 1:
             os.makedirs(os.path.dirname(flag), exist_ok=True)
@@ -134,6 +142,14 @@ class NginxEngine:
 
     def slot(self, app: str) -> int:
         return 1 if os.path.exists(slot_flag(self.home, app)) else 0
+
+    async def switched(self) -> None:
+        """Wait until every worker has seen the latest slot flag (and pending reloads)."""
+        await self.settle()
+        if self._switched_at is not None:
+            left = self._switched_at + self.slot_seen - self.clock.monotonic()
+            if left > 0:
+                await asyncio.sleep(left)
 
     def set_down(self, upstream: str, address: str, down: bool) -> None:
         key = (upstream, address)
@@ -255,7 +271,7 @@ class NginxEngine:
         connections to those ports, plus workers from before the latest reload (the only
         processes that may still send to a server the new config no longer has).
         """
-        await self.settle()
+        await self.switched()  # a worker that has not seen the switch may still connect
         deadline = self.clock.monotonic() + timeout
         while True:
             left = len(self.old_workers()) + self.command.connections(ports)

@@ -77,7 +77,7 @@ class NginxAppPool(ServerList):
         }
 
     async def applied(self) -> None:
-        await self._engine.settle()
+        await self._engine.switched()
 
     async def drain(self, addresses: Iterable[str], timeout: float) -> int:
         ports = frozenset(int(a.rsplit(":", 1)[1]) for a in addresses)
