@@ -156,3 +156,29 @@ def test_check_runs_nginx_t_on_the_render(tmp_path: Path) -> None:
     assert (
         "[nginx] nginx: configuration file" in done.stderr and "test is successful" in done.stderr
     )
+
+
+def test_a_rollback_through_nginx_moves_traffic_back_without_a_reload(daemon: Make) -> None:
+    d = daemon(verify="0s")
+    deployed(d, "v1")
+    deployed(d, "v2")
+    with Load(d.port, clients=10, limit=30) as load:
+        load.wait_requests(50)
+        done = d.cli("rollback", "web")
+        load.wait_requests(50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load.failed == [], load.failed[:5]
+    assert d.get() == (200, "v1")
+    status = d.nginx()
+    assert status["nginx"]["reloads"] == 0
+    assert status["nginx"]["live_upstreams"] == {"web": "web__slot0"}
+
+
+def test_a_restarted_daemon_serves_the_live_release_through_nginx_again(daemon: Make) -> None:
+    d = daemon(verify="0s")
+    deployed(d, "v1")
+    deployed(d, "v2")  # green slot: its flag file outlives the daemon
+    assert d.stop() == 0
+    d.start()
+    d.wait_serving("v2")
+    assert d.nginx()["nginx"]["live_upstreams"] == {"web": "web__slot1"}
