@@ -35,13 +35,44 @@ class NonstopProcess:
             cwd=self.config.parent,
         )
         handle.close()
-        for port in self.ports:
-            try:
+        try:
+            for port in self.ports:
                 wait_port(port)
-            except TimeoutError:
-                self.stop()
-                raise RuntimeError(f"nonstop did not start:\n{self.stderr()}") from None
+            self._wait_admin()
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"nonstop did not start:\n{self.stderr()}") from None
         return self
+
+    def _wait_admin(self, timeout: float = 15.0) -> None:
+        """Until the admin socket answers: nonstop opens it once everything is up.
+
+        An open port alone is no proof: with the nginx engine, the ``nginx -t`` run
+        before nginx starts binds and listens on the ports for a moment, and a
+        connection it accepts is reset when it exits.
+        """
+        from nonstop.config import load
+        from nonstop.daemon import admin_socket_path
+
+        prefix = None
+        for flag in ("-p", "--prefix"):
+            if flag in self.extra:
+                prefix = self.extra[self.extra.index(flag) + 1]
+        path = admin_socket_path(load(str(self.config), prefix))
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise TimeoutError
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(path)
+                    return
+                except OSError:
+                    pass
+            if time.monotonic() >= deadline:
+                raise TimeoutError
+            time.sleep(0.02)
 
     def stderr(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
