@@ -34,6 +34,8 @@ __all__ = [
     "established",
     "find_nginx",
     "master_conf",
+    "process_title",
+    "read_pid",
     "retiring",
 ]
 
@@ -114,12 +116,8 @@ def retiring(pid: int, proc: str = "/proc") -> bool:
     """Whether an nginx worker has stopped taking requests: it exited, or it retitled
     itself "worker process is shutting down" (``ngx_worker_process_cycle`` does that as it
     closes its listening sockets and idle connections)."""
-    try:
-        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
-            title = handle.read()
-    except OSError:
-        return True
-    return b"shutting down" in title or not title
+    title = process_title(pid, proc)
+    return "shutting down" in title or not title
 
 
 def master_conf(title: str, default_conf: str, cwd: str = "/") -> str | None:
@@ -154,7 +152,9 @@ class AttachedMaster:
 
     @property
     def returncode(self) -> int | None:
-        if self._code is None and not _title(self.pid, self._proc).startswith("nginx: master"):
+        if self._code is None and not process_title(self.pid, self._proc).startswith(
+            "nginx: master"
+        ):
             self._code = -1  # not our child: its exit status is its parent's to read
         return self._code
 
@@ -165,7 +165,8 @@ class AttachedMaster:
         return self._code
 
 
-def _title(pid: int, proc: str = "/proc") -> str:
+def process_title(pid: int, proc: str = "/proc") -> str:
+    """A process's title as ``ps`` shows it (nginx retitles its processes); "" if gone."""
     try:
         with open(f"{proc}/{pid}/cmdline", "rb") as handle:
             return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -260,7 +261,7 @@ class SystemNginx:
         not an nginx master, or its config is another file (a reload would not read ours).
         """
         pid = read_pid(pid_file)
-        title = _title(pid)
+        title = process_title(pid)
         if not title:
             raise AttachFailed(f"no nginx to drive: process {pid} (from {pid_file}) is not running")
         runs = master_conf(title, self.default_conf(), _cwd(pid))

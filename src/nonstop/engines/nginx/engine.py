@@ -39,7 +39,13 @@ from typing import Any
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import Config
 from nonstop.deploy.plan import server_spec, slot_ports
-from nonstop.engines.nginx.command import AttachFailed, Master, NginxCommand
+from nonstop.engines.nginx.command import (
+    AttachFailed,
+    Master,
+    NginxCommand,
+    process_title,
+    read_pid,
+)
 from nonstop.engines.nginx.render import (
     MAIN_FILE,
     SLOT_SEEN,
@@ -511,13 +517,10 @@ def _write_tree(root: str, files: Mapping[str, str], previous: Mapping[str, str]
 def _orphan_master(pidfile: str, home: str, proc: str = "/proc") -> int | None:
     """The pid in ``pidfile`` if it is a running nginx master with prefix ``home``."""
     try:
-        with open(pidfile) as handle:
-            pid = int(handle.read().strip())
-        with open(f"{proc}/{pid}/cmdline", "rb") as handle:
-            title = handle.read().replace(b"\0", b" ")
-    except (OSError, ValueError):
+        pid = read_pid(pidfile)
+    except AttachFailed:
         return None
-    prefix = home.rstrip("/").encode()
-    if b"nginx: master process" in title and prefix in title:
+    title = process_title(pid, proc)
+    if "nginx: master process" in title and home.rstrip("/") in title:
         return pid
     return None
