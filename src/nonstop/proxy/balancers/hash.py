@@ -13,7 +13,7 @@ from bisect import bisect_left
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.balancer import Balancer, RandomSource
-from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
+from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, swrr_gain, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["ConsistentHash", "Hash", "hash_key_bytes", "ketama_points", "make_hash"]
@@ -153,11 +153,7 @@ def _swrr_in_group(
     for i, peer in group:
         if tried >> i & 1 or not usable(peer, now):
             continue
-        ew = peer.effective_weight
-        peer.current_weight += ew
-        total += ew
-        if ew < peer.weight:
-            peer.effective_weight = ew + 1
+        total += swrr_gain(peer)
         if best is None or peer.current_weight > best.current_weight:
             best = peer
             best_i = i

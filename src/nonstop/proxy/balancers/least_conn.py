@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.proxy.balancers.balancer import Balancer, RandomSource
-from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, usable
+from nonstop.proxy.balancers.peers import Attempt, Peer, PeerSet, chosen, swrr_gain, usable
 from nonstop.proxy.balancers.round_robin import pick_round_robin
 
 __all__ = ["LeastConn"]
@@ -63,11 +63,7 @@ def _tie_break(peers: PeerSet, tried: int, best: Peer, first: int, now: float) -
             continue
         if not usable(peer, now):
             continue
-        ew = peer.effective_weight
-        peer.current_weight += ew
-        total += ew
-        if ew < peer.weight:
-            peer.effective_weight = ew + 1
+        total += swrr_gain(peer)
         if peer.current_weight > best.current_weight:
             best = peer
             best_i = i

@@ -19,6 +19,7 @@ __all__ = [
     "Peer",
     "PeerSet",
     "chosen",
+    "swrr_gain",
     "usable",
 ]
 
@@ -106,6 +107,17 @@ def usable(peer: Peer, now: float) -> bool:
     if peer.max_fails and peer.fails >= peer.max_fails and now - peer.checked <= peer.fail_timeout:
         return False
     return not (peer.max_conns and peer.conns >= peer.max_conns)
+
+
+def swrr_gain(peer: Peer) -> int:
+    """One peer's share of a smooth weighted round robin step (``ngx_http_upstream_get_peer``):
+    it gains its effective weight, which recovers by one towards ``weight`` after a
+    failure lowered it.  Returns the gain, which the caller sums for the winner to pay."""
+    ew = peer.effective_weight
+    peer.current_weight += ew
+    if ew < peer.weight:
+        peer.effective_weight = ew + 1
+    return ew
 
 
 class PeerSet:
