@@ -20,6 +20,7 @@ from tests.support.apps.harness import (
     AppDaemon,
     Load,
     assert_a_5xx_release_is_rolled_back,
+    assert_a_rollback_moves_traffic_back,
     deployed,
     pyapp_daemons,
 )
@@ -138,15 +139,7 @@ def test_a_second_concurrent_deploy_is_refused_naming_the_holder(daemon: Make) -
 
 def test_rollback_goes_back_to_the_previous_release(daemon: Make) -> None:
     d = daemon(verify="0s")
-    deployed(d, "v1")
-    deployed(d, "v2")
-    with Load(d.port, clients=10, limit=30) as load:
-        load.wait_requests(50)
-        done = d.cli("rollback", "web")
-        load.wait_requests(50)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert load.failed == []
-    assert d.get() == (200, "v1")
+    assert_a_rollback_moves_traffic_back(d)
     history = d.status()["apps"]["web"]["history"]
     assert (history[0]["kind"], history[0]["release"], history[0]["outcome"]) == (
         "rollback",

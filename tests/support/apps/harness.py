@@ -273,3 +273,16 @@ def assert_a_5xx_release_is_rolled_back(d: AppDaemon) -> dict[str, Any]:
     assert app["live"]["release"] == "v1"
     assert app["history"][0]["outcome"] == "rolled_back"
     return app
+
+
+def assert_a_rollback_moves_traffic_back(d: AppDaemon) -> None:
+    """Deploy v1 then v2, and ``nonstop rollback`` under load: v1 serves, nothing fails."""
+    deployed(d, "v1")
+    deployed(d, "v2")
+    with Load(d.port, clients=10, limit=30) as load:
+        load.wait_requests(50)
+        done = d.cli("rollback", "web")
+        load.wait_requests(50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load.failed == [], load.failed[:5]
+    assert d.get() == (200, "v1")
