@@ -79,8 +79,9 @@ class ServerList:
     """The app's server list as the deployer wants it; a subclass makes it live.
 
     Both engines keep the same bookkeeping (which servers, which draining, which
-    unhealthy); they differ only in ``_commit`` (how the list takes effect) and in
-    ``_retired`` (what to do about servers just set draining or removed).
+    unhealthy); they differ only in ``_commit`` (how the list takes effect), ``_retired``
+    (what to do about servers just set draining or removed) and ``_joined`` (about a
+    server new to the list).
     """
 
     def __init__(self, name: str) -> None:
@@ -98,13 +99,13 @@ class ServerList:
 
     def add(self, specs: Iterable[ServerSpec], healthy: bool = True) -> None:
         for spec in specs:
-            self._servers[spec.address] = _Server(spec, healthy=healthy)
+            self._put(spec, healthy)
         self._commit()
 
     def switch(self, new: Iterable[ServerSpec], old: Iterable[str]) -> None:
         """New servers in, old ones draining — in one step, so no pick sees neither."""
         for spec in new:
-            self._servers[spec.address] = _Server(spec)
+            self._put(spec)
         old = list(old)
         self._mark_draining(old)
         self._commit()
@@ -130,6 +131,11 @@ class ServerList:
         self._commit()
         self._retired(addresses, removed=True)
 
+    def _put(self, spec: ServerSpec, healthy: bool = True) -> None:
+        if spec.address not in self._servers:
+            self._joined(spec)
+        self._servers[spec.address] = _Server(spec, healthy=healthy)
+
     def _mark_draining(self, addresses: Iterable[str]) -> None:
         for address in addresses:
             server = self._servers.get(address)
@@ -141,6 +147,9 @@ class ServerList:
 
     def _retired(self, addresses: list[str], removed: bool) -> None:
         """Servers just set draining (``removed`` False) or taken out of the list."""
+
+    def _joined(self, spec: ServerSpec) -> None:
+        """A server that was not in the list until now (its answers count from here)."""
 
 
 class AppPool(ServerList):

@@ -36,23 +36,6 @@ class NginxAppPool(ServerList):
         super().__init__(name)
         self._engine = engine
 
-    # -- changes: a server that joins is counted from zero --------------------------------
-
-    def add(self, specs: Iterable[ServerSpec], healthy: bool = True) -> None:
-        specs = list(specs)
-        self._count_from_now(specs)
-        super().add(specs, healthy)
-
-    def switch(self, new: Iterable[ServerSpec], old: Iterable[str]) -> None:
-        new = list(new)
-        self._count_from_now(new)
-        super().switch(new, old)
-
-    def _count_from_now(self, specs: list[ServerSpec]) -> None:
-        for spec in specs:
-            if spec.address not in self._servers:
-                self._engine.stats.reset(spec.address)
-
     # -- queries --------------------------------------------------------------------------
 
     def in_flight(self, address: str) -> int:
@@ -85,8 +68,8 @@ class NginxAppPool(ServerList):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _retired(self, addresses: list[str], removed: bool) -> None:
-        pass  # a server out of the live slot gets nothing new; the drain waits for the rest
+    def _joined(self, spec: ServerSpec) -> None:
+        self._engine.stats.reset(spec.address)  # its answers count from now on
 
     def _commit(self) -> None:
         """The live slot is the one holding the primary (not draining, not backup) servers."""
