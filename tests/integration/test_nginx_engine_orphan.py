@@ -48,8 +48,12 @@ def test_the_next_start_stops_the_nginx_a_killed_nonstop_left_running(tmp_path: 
     conf = site(tmp_path, port)
     first = NonstopProcess(conf, [port], ["--engine", "nginx"]).start()
     assert first.proc is not None
-    masters = children(first.proc.pid)
-    assert len(masters) == 1
+    try:
+        masters = children(first.proc.pid)
+        assert len(masters) == 1
+    except BaseException:
+        first.stop()  # it and its nginx must not outlive a failed test
+        raise
     (master,) = masters
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)
