@@ -330,6 +330,20 @@ def test_the_config_a_master_runs_is_read_from_its_title() -> None:
     assert master_conf("python3 app.py", default) is None
 
 
+def test_a_master_that_has_not_retitled_itself_yet_is_read_from_its_command_line() -> None:
+    """A daemonized master writes its pid file before it retitles itself."""
+    from nonstop.engines.nginx.command import master_conf
+
+    default = "/etc/nginx/nginx.conf"
+    title = "/usr/sbin/nginx -c /srv/other.conf -e /srv/early.log"
+    assert master_conf(title, default) == "/srv/other.conf"
+    assert master_conf("nginx -p /srv/ns/ -c conf/nginx.conf", default) == "/srv/ns/conf/nginx.conf"
+    assert master_conf("/usr/sbin/nginx", default) == default
+    assert master_conf("/usr/sbin/nginx -t -c /srv/other.conf", default) is None
+    assert master_conf("/usr/sbin/nginx -s reload", default) is None
+    assert master_conf("/usr/bin/nginx-exporter -c /srv/other.conf", default) is None
+
+
 def test_connections_to_ports_are_counted_from_proc_net_tcp(tmp_path: Path) -> None:
     from nonstop.engines.nginx.command import established
 

@@ -17,7 +17,7 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from nonstop.errors import NonstopError
 
@@ -120,6 +120,10 @@ def retiring(pid: int, proc: str = "/proc") -> bool:
     return "shutting down" in title or not title
 
 
+# Flags with which nginx only tests, signals or prints, and never becomes a master.
+_NOT_A_MASTER: Final = frozenset({"-t", "-T", "-s", "-v", "-V", "-h", "-?", "-q"})
+
+
 def master_conf(title: str, default_conf: str, cwd: str = "/") -> str | None:
     """The config file an nginx master runs, from its process title; None: not a master.
 
@@ -129,9 +133,14 @@ def master_conf(title: str, default_conf: str, cwd: str = "/") -> str | None:
     ``-c`` is taken from ``-p`` or the master's working directory.
     """
     head = "nginx: master process "
-    if not title.startswith(head):
-        return None
-    words = title[len(head) :].split()
+    if title.startswith(head):
+        words = title[len(head) :].split()
+    else:
+        # A daemonized master writes its pid file (ngx_create_pidfile) before it retitles
+        # itself (ngx_master_process_cycle): in between, /proc shows its command line.
+        words = title.split()
+        if not words or os.path.basename(words[0]) != "nginx" or _NOT_A_MASTER & set(words):
+            return None
     conf, prefix = default_conf, cwd
     for flag, value in itertools.pairwise(words):
         if flag == "-c":
