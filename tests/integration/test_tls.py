@@ -83,6 +83,12 @@ http {{
     location /down/ {{
       proxy_pass http://127.0.0.1:{self.dead};
     }}
+    location /upgrade {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+    }}
   }}
   server {{
     listen 127.0.0.1:{self.tls} ssl;
@@ -263,6 +269,60 @@ def test_one_megabyte_goes_up_and_down_over_tls(site) -> None:
     status, _, body = conn.get(f"/big/{1024 * 1024}")
     conn.close()
     assert status == 200 and body == b"x" * (1024 * 1024)
+
+
+def test_interleaved_uploads_on_two_tls_connections_each_arrive_whole(site) -> None:
+    """Decrypted bytes land in a buffer shared by every TLS connection: each request
+    must still carry exactly its own bytes when reads of two connections alternate."""
+    s = site()
+    size, step = 512 * 1024, 16 * 1024
+    bodies = [bytes([65 + i]) * size for i in range(2)]
+    socks = []
+    for _ in bodies:
+        raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
+        tls = s.client_context().wrap_socket(raw, server_hostname="example.com")
+        tls.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: example.com\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % size
+        )
+        socks.append(tls)
+    for offset in range(0, size, step):
+        for tls, body in zip(socks, bodies, strict=True):
+            tls.sendall(body[offset : offset + step])
+    for tls, body in zip(socks, bodies, strict=True):
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+        tls.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert json.loads(payload)["body"].encode("latin-1") == body
+
+
+def test_upgrade_over_tls_tunnels_bytes_sent_with_the_head_and_after(site) -> None:
+    s = site()
+    raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
+    tls = s.client_context().wrap_socket(raw, server_hostname="example.com")
+    tls.sendall(  # the first frame rides in the same record as the request head
+        b"GET /upgrade HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n\r\nfirst-frame"
+    )
+    got = b""
+    while b"first-frame" not in got:
+        chunk = tls.recv(65536)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 101"), got
+    for i in range(20):
+        frame = b"frame-%d-" % i + bytes([97 + i]) * 40000
+        tls.sendall(frame)
+        echoed = b""
+        while len(echoed) < len(frame):
+            chunk = tls.recv(65536)
+            assert chunk, echoed[:80]
+            echoed += chunk
+        assert echoed == frame
+    tls.close()
 
 
 def test_session_ticket_resumes_a_second_connection(site) -> None:

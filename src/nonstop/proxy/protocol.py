@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from nonstop.proxy.server import Backend, ProxyState
     from nonstop.proxy.upstream import Attempt, Peer
 
-__all__ = ["ClientConnection", "Rejected"]
+__all__ = ["ClientConnection", "Rejected", "TlsClientConnection"]
 
 log = logging.getLogger("nonstop")
 
@@ -1245,3 +1245,26 @@ def _host_only(authority: bytes) -> str:
         return host[: end + 1] if end > 0 else host
     host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return host.rstrip(".")
+
+
+# Where a TLS connection's decrypted bytes land.  One buffer serves every connection:
+# uvloop fills it and calls buffer_updated at once, which copies what it needs out.
+TLS_READ_SIZE: Final = 64 * 1024
+TLS_READ_VIEW: Final = memoryview(bytearray(TLS_READ_SIZE))
+
+
+class TlsClientConnection(ClientConnection):
+    """A client connection behind TLS: it takes decrypted bytes into a buffer it lends.
+
+    Without ``get_buffer`` uvloop's TLS layer reads each record with
+    ``SSLObject.read(256 KiB)``, which allocates -- and glibc maps, remaps and unmaps --
+    a 256 KiB bytes object per read.  Lending a buffer makes it decrypt into ours.
+    """
+
+    __slots__ = ()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return TLS_READ_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(TLS_READ_VIEW[:nbytes].tobytes())

@@ -24,7 +24,7 @@ from nonstop.config.model import Config, ServerSpec, UpstreamSpec
 from nonstop.errors import ConfigError
 from nonstop.proxy.accesslog import AccessLogs
 from nonstop.proxy.connection_pool import IdlePool
-from nonstop.proxy.protocol import ClientConnection
+from nonstop.proxy.protocol import ClientConnection, TlsClientConnection
 from nonstop.proxy.responses import DateCache
 from nonstop.proxy.router import Router
 from nonstop.proxy.tls import TlsContexts
@@ -279,7 +279,8 @@ class ProxyServer:
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
-        factory = cast("Callable[[], asyncio.Protocol]", lambda: ClientConnection(state, scheme))
+        kind = TlsClientConnection if ssl else ClientConnection
+        factory = cast("Callable[[], asyncio.Protocol]", lambda: kind(state, scheme))
         return await self.loop.create_server(factory, sock=sock, ssl=context, backlog=511)
 
     def bound_ports(self) -> list[tuple[str, int]]:
