@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 from nonstop.config.model import Config, Listen, ServerBlock, TlsSpec
 from nonstop.config.units import parse_size
 from nonstop.errors import ConfigError
+from nonstop.proxy.tls_object import DirectSSLObject
 
 __all__ = [
     "DEFAULT_CIPHERS",
@@ -269,6 +270,7 @@ class _Front:
     def __init__(self, table: SniTable[ssl.SSLContext]) -> None:
         self.table = table
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.sslobject_class = DirectSSLObject
         self.context.sni_callback = self._select
 
     def _select(

@@ -194,6 +194,26 @@ def test_alpn_negotiates_http_1_1(certs: Certs, tmp_path: Path) -> None:
     )
 
 
+def test_the_server_object_calls_read_write_and_pending_in_c_and_still_talks(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """The listener's objects skip ssl.SSLObject's Python wrappers; bytes still flow."""
+    certs.issue("a", "a.test")
+    tls = TlsContexts()
+    tls.load(write(tmp_path, server("a.test", "a")))
+    session = Session(context_of(tls), certs.client(), "a.test")
+    inner = session.server._sslobj  # type: ignore[attr-defined]
+    for name in ("read", "write", "pending"):
+        assert getattr(session.server, name).__self__ is inner, name
+    assert session.exchange(b"response") == b"response"
+    session.client.write(b"GET / HTTP/1.1\r\n\r\n")
+    pump(session.c_out, session.s_in)
+    buffer = bytearray(64)
+    assert session.server.read(64, buffer) == 18 and buffer[:18] == b"GET / HTTP/1.1\r\n\r\n"
+    assert session.server.pending() == 0
+    assert session.names() == ["a.test"]
+
+
 # --------------------------------------------------------------------------- settings
 
 

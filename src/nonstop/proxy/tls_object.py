@@ -1,0 +1,31 @@
+"""The TLS object uvloop drives for each connection, minus a Python frame per call.
+
+uvloop's TLS layer calls ``read``, ``write`` and ``pending`` on the ``ssl.SSLObject``
+that ``SSLContext.wrap_bio`` returns, several times per request.  Those methods are
+Python wrappers that only forward to the C object the standard library keeps in
+``_sslobj``.  ``DirectSSLObject`` binds the C methods onto the instance, so each call
+goes straight to C; everything else is ``ssl.SSLObject`` unchanged.
+
+It relies on ``SSLObject._create`` and ``_sslobj``, which CPython has kept since 3.7;
+if a future version drops either, the standard object is used as it is.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+__all__ = ["DirectSSLObject"]
+
+
+class DirectSSLObject(ssl.SSLObject):
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> DirectSSLObject:
+        self: DirectSSLObject = super()._create(*args, **kwargs)  # type: ignore[misc]
+        inner = getattr(self, "_sslobj", None)
+        if inner is not None:
+            # Same signatures as the wrappers' (read(len[, buffer]), write(data), pending()).
+            self.read = inner.read  # type: ignore[method-assign]
+            self.write = inner.write  # type: ignore[method-assign]
+            self.pending = inner.pending  # type: ignore[method-assign]
+        return self
