@@ -24,6 +24,7 @@ COMPILED = [
     "src/nonstop/proxy/accesslog.py",
     "src/nonstop/proxy/server.py",
     "src/nonstop/proxy/tls.py",
+    "src/nonstop/proxy/tls_stream.py",
     "src/nonstop/proxy/upstream.py",
     "src/nonstop/proxy/balancers/balancer.py",
     "src/nonstop/proxy/balancers/peers.py",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from nonstop.proxy.server import Backend, ProxyState
     from nonstop.proxy.upstream import Attempt, Peer
 
-__all__ = ["ClientConnection", "Rejected", "TlsClientConnection"]
+__all__ = ["ClientConnection", "Rejected"]
 
 log = logging.getLogger("nonstop")
 
@@ -133,8 +133,11 @@ class ClientConnection:
         "resp_status",
         "route",
         "scheme",
+        "send_mark",
+        "send_timeout",
         "state",
         "transport",
+        "truncated",
         "uconn",
         "upgrading",
         "upstream",
@@ -172,6 +175,11 @@ class ClientConnection:
         self.eof = False
         self.lingering = 0.0
         self.header_timeout = state.client_header_timeout
+        self.send_timeout = 60.0  # nginx send_timeout: the client must take bytes this often
+        self.send_mark = 0  # unsent bytes when the send timer was last armed
+        # The response was cut off: a TLS close then sends no close_notify, which would
+        # tell the client the body it got is whole (nginx: c->error, c->timedout).
+        self.truncated = False
         self.in_head = True
         self.head_bytes = 0
         self.out: list[bytes] = []
@@ -224,6 +232,7 @@ class ClientConnection:
         if self.vhosts is not None:
             # before a request names its server, the listen's default server's limits apply
             self.header_timeout = self.vhosts.default.block.client_header_timeout
+            self.send_timeout = self.vhosts.default.block.send_timeout
         if sock is not None and isinstance(peer, tuple):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -321,16 +330,33 @@ class ClientConnection:
         return self.req is not None or bool(self.pending)
 
     def pause_writing(self) -> None:
+        """The client takes our bytes slower than they come: stop reading upstream, and
+        from now on only send_timeout counts (the upstream waits on us, not we on it)."""
         self.write_paused = True
         uconn = self.uconn
         if uconn is not None and uconn.transport is not None:
             uconn.transport.pause_reading()
+        if self.phase != CLOSING:
+            self._arm_send_timer(self.state.now())
 
     def resume_writing(self) -> None:
         self.write_paused = False
         uconn = self.uconn
         if uconn is not None and uconn.transport is not None and not uconn.closed:
             uconn.transport.resume_reading()
+        now = self.state.now()
+        phase = self.phase
+        route = self.route
+        if phase == UPSTREAM and route is not None:
+            self.deadline = now + route.read_timeout
+        elif phase == TUNNEL:
+            self._tunnel_active()
+        elif phase == IDLE:
+            self.deadline = now + (
+                route.keepalive_timeout
+                if route is not None
+                else self.state.client_keepalive_timeout
+            )
 
     # -- request parser callbacks -----------------------------------------------------
     def on_url(self, url: bytes) -> None:
@@ -494,6 +520,7 @@ class ClientConnection:
         route = req.route
         assert route is not None
         self.route = route
+        self.send_timeout = route.client_send_timeout
         if req.version == "1.1" and req.http_host is None:
             self._bad_request(400)
             return
@@ -814,6 +841,8 @@ class ClientConnection:
     def _tunnel_active(self) -> None:
         """Bytes moved through a tunnel: nginx times upgraded connections with
         proxy_read_timeout / proxy_send_timeout (ngx_http_upstream_process_upgraded)."""
+        if self.write_paused:
+            return  # the client is behind: its send timer runs (pause_writing)
         route = self.route
         self.deadline = self.state.now() + (route.read_timeout if route is not None else 60.0)
 
@@ -846,7 +875,7 @@ class ClientConnection:
 
     def upstream_data_flushed(self) -> None:
         self._write_out()
-        if self.phase == UPSTREAM and self.route is not None:
+        if self.phase == UPSTREAM and self.route is not None and not self.write_paused:
             self.deadline = self.state.now() + self.route.read_timeout
 
     def upstream_complete(self, uconn: UpstreamConnection) -> None:
@@ -891,6 +920,7 @@ class ClientConnection:
             self._release_peer(Outcome.FAILED)
             self.upstream_data_flushed()
             self._log(self.resp_status)
+            self.truncated = True
             self._close()
             return
         kind = "invalid_header" if isinstance(exc, httptools.HttpParserError) else "error"
@@ -993,10 +1023,45 @@ class ClientConnection:
         if self.phase != TUNNEL:
             self._release_peer(Outcome.OK)
 
+    def _arm_send_timer(self, now: float) -> None:
+        transport = self.transport
+        self.send_mark = transport.get_write_buffer_size() if transport is not None else 0
+        self.deadline = now + self.send_timeout
+
+    def _send_timed_out(self, now: float) -> bool:
+        """nginx's send_timeout: bytes wait for the client and it took none of them for
+        that long.  True when that was handled (progress: wait again; none: reset)."""
+        transport = self.transport
+        if transport is None:
+            return False
+        size = transport.get_write_buffer_size()
+        if size == 0:
+            return False
+        if size < self.send_mark:
+            self.send_mark = size  # the client took some: wait again
+            self.deadline = now + self.send_timeout
+            return True
+        self.state.log_error(
+            "info", f"client timed out while sending to client, client: {self.remote_addr}"
+        )
+        if self.req is not None:
+            self._abort_upstream()
+            self._log(self.resp_status)
+            self.req = None
+        if self.phase == TUNNEL:
+            self.state.tunnels -= 1
+        self.phase = CLOSING
+        transport.abort()  # a close would wait for bytes that will never leave
+        return True
+
     def expire(self, now: float) -> None:
         """The deadline passed; what that means depends on the phase."""
         phase = self.phase
         self.deadline = 0.0
+        if (phase == CLOSING or self.write_paused) and (
+            self._send_timed_out(now) or phase == CLOSING
+        ):
+            return
         if phase == CONNECT and self.req is not None and self.connect_task is not None:
             task = self.connect_task
             self.connect_task = None
@@ -1007,6 +1072,7 @@ class ClientConnection:
         elif phase == UPSTREAM and self.req is not None:
             self._abort_upstream()
             self._log(self.resp_status)
+            self.truncated = True
             self._close()
         elif phase == TUNNEL:
             uconn = self.uconn
@@ -1147,8 +1213,12 @@ class ClientConnection:
     def _close(self) -> None:
         self.phase = CLOSING
         self.deadline = 0.0
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+            if transport.get_write_buffer_size():
+                # The close waits for these bytes to leave: bound the wait by send_timeout.
+                self._arm_send_timer(self.state.now())
 
     def _linger_or_close(self, req: Request | None) -> None:
         """Close after a response; if the client may still be sending, linger first.
@@ -1245,26 +1315,3 @@ def _host_only(authority: bytes) -> str:
         return host[: end + 1] if end > 0 else host
     host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return host.rstrip(".")
-
-
-# Where a TLS connection's decrypted bytes land.  One buffer serves every connection:
-# uvloop fills it and calls buffer_updated at once, which copies what it needs out.
-TLS_READ_SIZE: Final = 64 * 1024
-TLS_READ_VIEW: Final = memoryview(bytearray(TLS_READ_SIZE))
-
-
-class TlsClientConnection(ClientConnection):
-    """A client connection behind TLS: it takes decrypted bytes into a buffer it lends.
-
-    Without ``get_buffer`` uvloop's TLS layer reads each record with
-    ``SSLObject.read(256 KiB)``, which allocates -- and glibc maps, remaps and unmaps --
-    a 256 KiB bytes object per read.  Lending a buffer makes it decrypt into ours.
-    """
-
-    __slots__ = ()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return TLS_READ_VIEW
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(TLS_READ_VIEW[:nbytes].tobytes())

@@ -56,6 +56,7 @@ class Route:
         "block",
         "body_timeout",
         "client_max_body_size",
+        "client_send_timeout",
         "connect_timeout",
         "const_head",
         "drop",
@@ -103,6 +104,7 @@ class Route:
         self.keepalive_requests = block.keepalive_requests if block.keepalive_timeout > 0 else 0
         self.keepalive_timeout = block.keepalive_timeout
         self.body_timeout = block.client_body_timeout
+        self.client_send_timeout = block.send_timeout  # nginx send_timeout (to the client)
         log = spec.access_log if spec is not None else block.access_log
         self.log_path = log.path if log is not None else None
         self.backend: object | None = None  # the run-time upstream, set when installed

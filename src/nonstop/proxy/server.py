@@ -24,10 +24,12 @@ from nonstop.config.model import Config, ServerSpec, UpstreamSpec
 from nonstop.errors import ConfigError
 from nonstop.proxy.accesslog import AccessLogs
 from nonstop.proxy.connection_pool import IdlePool
-from nonstop.proxy.protocol import ClientConnection, TlsClientConnection
+from nonstop.proxy.protocol import ClientConnection
 from nonstop.proxy.responses import DateCache
 from nonstop.proxy.router import Router
 from nonstop.proxy.tls import TlsContexts
+from nonstop.proxy.tls_object import quiet_undecodable_sni
+from nonstop.proxy.tls_stream import TlsStream
 from nonstop.proxy.upstream import Upstream
 from nonstop.proxy.variables import Getter, VariableTable
 
@@ -279,9 +281,19 @@ class ProxyServer:
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
-        kind = TlsClientConnection if ssl else ClientConnection
-        factory = cast("Callable[[], asyncio.Protocol]", lambda: kind(state, scheme))
-        return await self.loop.create_server(factory, sock=sock, ssl=context, backlog=511)
+        factory: Callable[[], asyncio.Protocol]
+        if context is not None:
+            quiet_undecodable_sni()
+            tls = context  # TLS is done by TlsStream, not by the event loop (see there)
+            factory = cast(
+                "Callable[[], asyncio.Protocol]",
+                lambda: TlsStream(tls, ClientConnection(state, "https")),
+            )
+        else:
+            factory = cast(
+                "Callable[[], asyncio.Protocol]", lambda: ClientConnection(state, scheme)
+            )
+        return await self.loop.create_server(factory, sock=sock, backlog=511)
 
     def bound_ports(self) -> list[tuple[str, int]]:
         """The addresses actually listened on (port 0 in a config picks a free one)."""

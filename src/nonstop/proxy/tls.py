@@ -178,6 +178,7 @@ def _configure(context: ssl.SSLContext, spec: TlsSpec, where: str) -> None:
     except ssl.SSLError as exc:
         raise ConfigError(f'invalid "ssl_ciphers {spec.ciphers}": {_reason(exc)}', where) from None
     options = context.options & ~ssl.OP_NO_TICKET  # session tickets on, as in nginx
+    options |= ssl.OP_NO_RENEGOTIATION  # clients may not renegotiate, as in nginx
     if spec.prefer_server_ciphers:
         options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:

@@ -13,9 +13,10 @@ if a future version drops either, the standard object is used as it is.
 from __future__ import annotations
 
 import ssl
+import sys
 from typing import Any
 
-__all__ = ["DirectSSLObject"]
+__all__ = ["DirectSSLObject", "quiet_undecodable_sni"]
 
 
 class DirectSSLObject(ssl.SSLObject):
@@ -29,3 +30,24 @@ class DirectSSLObject(ssl.SSLObject):
             self.write = inner.write  # type: ignore[method-assign]
             self.pending = inner.pending  # type: ignore[method-assign]
         return self
+
+
+def quiet_undecodable_sni() -> None:
+    """Keep a client's SNI that is not ASCII from printing a traceback per handshake.
+
+    CPython decodes the name before the SNI callback runs; when that fails it reports
+    the error through ``sys.unraisablehook`` (a traceback on stderr, whatever the error
+    log level) and fails the handshake, which the TLS stream logs at ``info`` as nginx
+    does.  Any client can send such a name, so this one report is dropped.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_nonstop_sni", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, UnicodeError) and isinstance(unraisable.object, bytes):
+            return
+        previous(unraisable)
+
+    hook._nonstop_sni = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
