@@ -6,6 +6,9 @@ would see it; the recording backend must never receive it.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from tests.integration.test_proxy_http import conf, servers
 from tests.support.proc import raw_request
@@ -105,3 +108,80 @@ def test_connections_past_worker_connections_are_refused_with_503(backends, prox
             break
         time.sleep(0.05)
     assert p.request("GET", "/")[0] == 200
+
+
+# --------------------------------------------------------------------------- slow readers
+
+
+def _stalled_download(port: int, size: int) -> socket.socket:
+    """A client that asks for ``size`` bytes and then reads nothing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /big/%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)
+    return sock
+
+
+def _read_all(sock: socket.socket, deadline: float) -> int:
+    got = 0
+    try:
+        while time.monotonic() < deadline:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return got
+
+
+def test_a_client_that_stops_reading_is_reset_after_send_timeout(backends, proxy):
+    """nginx's send_timeout: no byte taken for that long closes the connection, and
+    the connection's slot is free again (a close that waits for the bytes would hold
+    it forever)."""
+    (b1,) = backends(1)
+    p = proxy(
+        conf(servers(b1), server="send_timeout 1s;", http="error_log stderr info;").replace(
+            "events {}", "events { worker_connections 3; }"
+        )
+    )
+    size = 64 * 1024 * 1024
+    stalled = [_stalled_download(p.port, size) for _ in range(2)]
+    deadline = time.monotonic() + 20
+    while p.process.stderr().count("client timed out while sending to client") < 2:
+        assert time.monotonic() < deadline, p.process.stderr()[-2000:]
+        time.sleep(0.1)
+    for sock in stalled:
+        assert _read_all(sock, time.monotonic() + 10) < size  # cut off, not served whole
+        sock.close()
+    # both slots are free: two more connections at once are served, not refused with 503
+    held = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    try:
+        assert p.request("GET", "/")[0] == 200
+    finally:
+        held.close()
+
+
+def test_a_reader_that_pauses_is_not_cut_off_by_proxy_read_timeout(backends, proxy):
+    """While the client is behind, the upstream waits on us, not we on it: only
+    send_timeout counts then, and a pause shorter than it costs nothing."""
+    (b1,) = backends(1)
+    p = proxy(conf(servers(b1), "proxy_read_timeout 1s;", server="send_timeout 10s;"))
+    size = 16 * 1024 * 1024  # more than the kernel's buffers hold: the proxy must wait
+    sock = _stalled_download(p.port, size)
+    time.sleep(2.5)  # past proxy_read_timeout, well within send_timeout
+    answer = bytearray()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        answer += chunk
+        head_end = answer.find(b"\r\n\r\n")
+        if head_end > 0 and len(answer) - head_end - 4 >= size:
+            break
+    sock.close()
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head[:100]
+    assert len(body) == size

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 import trustme
 from cryptography import x509
 from tests.support.backends import RecordingBackend, free_port
-from tests.support.proc import NonstopProcess
+from tests.support.proc import NonstopProcess, raw_request
 
 # The seed's front server, as written there (TLSv1 and TLSv1.1 load; OpenSSL may refuse them).
 SEED_TLS = """
@@ -128,6 +129,21 @@ http {{
 
     def connect(self, sni: str | None = "example.com") -> Client:
         return Client(self.tls, sni, self.client_context())
+
+    def tls_socket(self, ragged_eof_is_error: bool = False) -> ssl.SSLSocket:
+        """A raw TLS socket to example.com, for bytes no HTTP client would send."""
+        raw = socket.create_connection(("127.0.0.1", self.tls), timeout=10)
+        return self.client_context().wrap_socket(
+            raw, server_hostname="example.com", suppress_ragged_eofs=not ragged_eof_is_error
+        )
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything until the peer closes."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
 
 
 class Client(http.client.HTTPSConnection):
@@ -290,9 +306,7 @@ def test_interleaved_uploads_on_two_tls_connections_each_arrive_whole(site) -> N
         for tls, body in zip(socks, bodies, strict=True):
             tls.sendall(body[offset : offset + step])
     for tls, body in zip(socks, bodies, strict=True):
-        answer = b""
-        while chunk := tls.recv(65536):
-            answer += chunk
+        answer = read_to_end(tls)
         tls.close()
         head, _, payload = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
@@ -301,8 +315,7 @@ def test_interleaved_uploads_on_two_tls_connections_each_arrive_whole(site) -> N
 
 def test_upgrade_over_tls_tunnels_bytes_sent_with_the_head_and_after(site) -> None:
     s = site()
-    raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
-    tls = s.client_context().wrap_socket(raw, server_hostname="example.com")
+    tls = s.tls_socket()
     tls.sendall(  # the first frame rides in the same record as the request head
         b"GET /upgrade HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\n\r\nfirst-frame"
@@ -322,6 +335,233 @@ def test_upgrade_over_tls_tunnels_bytes_sent_with_the_head_and_after(site) -> No
             assert chunk, echoed[:80]
             echoed += chunk
         assert echoed == frame
+    tls.close()
+
+
+def test_two_requests_in_one_tls_record_are_both_answered_in_order(site) -> None:
+    s = site()
+    tls = s.tls_socket()
+    tls.sendall(  # one write: one record holding both requests
+        b"GET /echo?n=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        b"GET /echo?n=2 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+    )
+    answer = read_to_end(tls)
+    tls.close()
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
+    assert answer.index(b"/echo?n=1") < answer.index(b"/echo?n=2")
+
+
+def test_a_slow_reader_gets_eight_megabytes_whole(site) -> None:
+    """The TCP transport's write flow control reaches the connection through TLS."""
+    s = site()
+    size = 8 * 1024 * 1024
+    raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    tls = s.client_context().wrap_socket(raw, server_hostname="example.com")
+    tls.sendall(b"GET /big/%d HTTP/1.1\r\nHost: example.com\r\n\r\n" % size)
+    answer = bytearray()
+    time.sleep(0.5)  # let the proxy fill every buffer and pause
+    while b"\r\n\r\n" not in answer or len(answer) - answer.index(b"\r\n\r\n") - 4 < size:
+        chunk = tls.recv(65536)
+        assert chunk, len(answer)
+        answer += chunk
+    head, _, body = bytes(answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"x" * size
+    # the same connection goes on
+    tls.sendall(b"GET /echo HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+    more = read_to_end(tls)
+    tls.close()
+    assert more.startswith(b"HTTP/1.1 200 ")
+
+
+def test_close_notify_from_the_client_is_answered_with_close_notify(site) -> None:
+    s = site()
+    tls = s.tls_socket()
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")
+    plain = tls.unwrap()  # a full two-way shutdown: it returns once the proxy's arrives
+    assert plain.recv(1) == b""  # then the proxy closed the socket
+    plain.close()
+
+
+def test_a_request_then_fin_without_close_notify_still_gets_its_response(site) -> None:
+    s = site()
+    tls = s.tls_socket()
+    tls.sendall(b"GET /sleep/0.3 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    socket.socket.shutdown(tls, socket.SHUT_WR)  # TCP half-close under the TLS session
+    answer = read_to_end(tls)
+    tls.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+
+
+def test_a_request_then_close_notify_still_gets_its_response(site) -> None:
+    """TLS half-close: the client's close_notify follows its request at once."""
+    s = site()
+    raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = s.client_context().wrap_bio(incoming, outgoing, server_hostname="example.com")
+
+    def pump_until(step: Callable[[], object]) -> object:
+        while True:
+            try:
+                return step()
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                data = raw.recv(65536)
+                if not data:
+                    incoming.write_eof()
+                else:
+                    incoming.write(data)
+
+    pump_until(client.do_handshake)
+    client.write(b"GET /sleep/0.3 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    try:
+        client.unwrap()  # queues close_notify; the server's is still to come
+    except ssl.SSLWantReadError:
+        pass
+    raw.sendall(outgoing.read())
+    answer = b""
+    while True:
+        try:
+            chunk = pump_until(lambda: client.read(65536))
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            break
+        if not chunk:
+            break
+        assert isinstance(chunk, bytes)
+        answer += chunk
+    raw.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+
+
+def test_requests_in_separate_records_then_fin_are_all_answered(site) -> None:
+    """Records left waiting while the first request fails go before the FIN behind them."""
+    s = site()
+    tls = s.tls_socket()
+    for target in (b"/down/x", b"/echo?n=2", b"/echo?n=3"):
+        tls.sendall(b"GET %s HTTP/1.1\r\nHost: example.com\r\n\r\n" % target)
+    socket.socket.shutdown(tls, socket.SHUT_WR)
+    answer = read_to_end(tls)
+    tls.close()
+    assert answer.count(b"HTTP/1.1 ") == 3, answer[:500]
+    assert answer.startswith(b"HTTP/1.1 502 ")
+    assert answer.index(b"/echo?n=2") < answer.index(b"/echo?n=3")
+
+
+def test_a_response_cut_off_upstream_ends_without_close_notify(site) -> None:
+    """close_notify would tell the client the bytes it got are the whole response."""
+    s = site()
+    tls = s.tls_socket(ragged_eof_is_error=True)
+    tls.sendall(b"GET /cut HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    answer = b""
+    with pytest.raises(ssl.SSLEOFError):
+        while chunk := tls.recv(65536):
+            answer += chunk
+    tls.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"partial-body")
+    # an answer that ends well ends with close_notify: recv sees a clean end
+    tls = s.tls_socket(ragged_eof_is_error=True)
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+    answer = read_to_end(tls)
+    tls.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_upload_over_the_limit_gets_its_413_while_still_sending(site) -> None:
+    """Lingering close over TLS: close_notify, our half shut, the rest read and dropped,
+    so the client's unread bytes do not turn the 413 into a reset."""
+    s = site()
+    tls = s.tls_socket()
+    size = 8 * 1024 * 1024  # client_max_body_size is 2m
+    tls.sendall(b"POST /echo HTTP/1.1\r\nHost: example.com\r\nContent-Length: %d\r\n\r\n" % size)
+    answer = b""
+    sent = 0
+    tls.settimeout(0.05)
+    while sent < size and b"\r\n\r\n" not in answer:
+        try:
+            sent += tls.send(b"x" * 65536)
+        except (TimeoutError, ssl.SSLWantWriteError):
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        try:
+            answer += tls.recv(65536)
+        except (TimeoutError, ssl.SSLWantReadError):
+            pass
+    tls.settimeout(5)
+    try:
+        while chunk := tls.recv(65536):
+            answer += chunk
+    except (ssl.SSLError, OSError):
+        pass
+    tls.close()
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+
+
+@needs_openssl
+def test_a_server_name_that_is_not_ascii_fails_quietly(site) -> None:
+    s = site()
+    out = s_client(s, "-servername", "\u00e9.example.com")
+    assert "HTTP/1.1 200" not in out
+    assert s.process is not None
+    err = s.process.stderr()
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    conn = s.connect()
+    assert conn.get("/")[0] == 200
+    conn.close()
+
+
+def test_bytes_that_are_not_tls_are_logged_and_closed_and_nothing_is_forwarded(site) -> None:
+    s = site(start=False)
+    s.start(s.config().replace("http {", "http {\n  error_log stderr info;", 1))
+    seen = len(s.backend.paths())
+    answer = raw_request(s.tls, b"GET /plain HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert b"HTTP/1.1 200" not in answer
+    assert s.backend.paths()[seen:] == []
+    assert s.process is not None
+    deadline = time.monotonic() + 5
+    while "while SSL handshaking, client: 127.0.0.1" not in s.process.stderr():
+        assert time.monotonic() < deadline, s.process.stderr()
+        time.sleep(0.05)
+    conn = s.connect()
+    assert conn.get("/")[0] == 200  # and the listener goes on
+    conn.close()
+
+
+def test_a_client_that_never_finishes_the_handshake_is_closed_at_the_header_timeout(
+    site,
+) -> None:
+    s = site(start=False)
+    s.start(s.config().replace("http {", "http {\n  client_header_timeout 1s;", 1))
+    raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
+    started = time.monotonic()
+    raw.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing
+    assert raw.recv(1024) == b""
+    assert 0.5 < time.monotonic() - started < 5
+    raw.close()
+
+
+def test_connections_past_worker_connections_get_503_over_tls(site) -> None:
+    s = site(start=False)
+    s.start(s.config().replace("events {}", "events { worker_connections 2; }", 1))
+    held = [socket.create_connection(("127.0.0.1", s.tls), timeout=5) for _ in range(2)]
+    try:
+        conn = s.connect()
+        status, _, _ = conn.get("/")
+        conn.close()
+        assert status == 503
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_shutdown_closes_an_idle_tls_connection_with_close_notify(site) -> None:
+    s = site()
+    tls = s.tls_socket()
+    tls.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert tls.recv(65536).startswith(b"HTTP/1.1 200 ")
+    s.stop()
+    assert tls.recv(1024) == b""  # close_notify read as a clean end, not an SSLEOFError
     tls.close()
 
 

@@ -6,6 +6,7 @@ request it receives (method, target, headers, body, raw bytes) and answers by pa
 - ``/status/N``      answer status N
 - ``/sleep/S``       answer after S seconds
 - ``/close``         close the connection without answering
+- ``/cut``           start a 1000-byte answer, send 12 bytes of it, then reset
 - ``/echo``          answer a JSON document of what was received
 - ``/chunked``       answer with a chunked body
 - ``/big/N``         answer N bytes
@@ -190,6 +191,11 @@ class RecordingBackend:
         elif path.startswith("/sleep/"):
             await asyncio.sleep(float(path.split("/")[2]))
         elif path == "/close":
+            return False
+        elif path == "/cut":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial-body")
+            await writer.drain()
+            writer.transport.abort()
             return False
         elif path == "/echo":
             body = json.dumps(
