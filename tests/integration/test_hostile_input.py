@@ -185,3 +185,68 @@ def test_a_reader_that_pauses_is_not_cut_off_by_proxy_read_timeout(backends, pro
     head, _, body = bytes(answer).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), head[:100]
     assert len(body) == size
+
+
+def test_an_upstream_that_stops_taking_the_body_gets_504_after_proxy_send_timeout(proxy):
+    """nginx's proxy_send_timeout: the upstream took no request byte for that long.
+    The client's body pace (client_body_timeout, far longer here) does not count then:
+    we stopped reading the client because the upstream stopped reading us."""
+    import threading
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def stalled_upstream() -> None:  # accepts, reads the first bytes, then nothing
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.recv(1024)
+            accepted.append(conn)
+
+    thread = threading.Thread(target=stalled_upstream, daemon=True)
+    thread.start()
+    try:
+        p = proxy(
+            conf(
+                f"server 127.0.0.1:{port};",
+                "proxy_send_timeout 1s; proxy_next_upstream off; client_max_body_size 0;",
+                server="client_body_timeout 30s;",
+            )
+        )
+        size = 256 * 1024 * 1024
+        client = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        client.sendall(b"PUT /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size)
+        client.settimeout(0.05)
+        answer = b""
+        started = time.monotonic()
+        while b"\r\n\r\n" not in answer and time.monotonic() - started < 20:
+            try:
+                client.send(b"x" * 65536)
+            except (TimeoutError, BlockingIOError):
+                pass
+            except OSError:
+                break
+            try:
+                answer += client.recv(65536)
+            except TimeoutError:
+                pass
+        elapsed = time.monotonic() - started
+        client.close()
+        assert answer.startswith(b"HTTP/1.1 504 "), answer[:100]
+        assert elapsed < 10, (
+            f"504 after {elapsed:.1f}s: client_body_timeout, not proxy_send_timeout"
+        )
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()

@@ -142,6 +142,7 @@ class ClientConnection:
         "upgrading",
         "upstream",
         "upstream_keep",
+        "upstream_mark",
         "vhosts",
         "write",
         "write_paused",
@@ -186,6 +187,7 @@ class ClientConnection:
         self._reset_exchange()
 
     def _reset_exchange(self) -> None:
+        self.upstream_mark = -1  # unsent request bytes when the upstream stopped taking them
         self.route: Route | None = None
         self.upstream: Backend | None = None
         self.attempt: Attempt | None = None
@@ -952,10 +954,45 @@ class ClientConnection:
         self._resume_reading()
 
     def upstream_write_paused(self, paused: bool) -> None:
+        """The upstream takes the request body slower than the client sends it."""
+        route = self.route
+        sending = self.phase == UPSTREAM and not self.resp_started and route is not None
         if paused:
             self._pause_reading()
-        elif not self.body_done or self.phase == TUNNEL:
+            if sending and route is not None:
+                # We stopped reading the client: proxy_send_timeout counts, not its pace.
+                self._arm_upstream_send_timer(self.state.now(), route)
+            return
+        if self.upstream_mark >= 0:
+            self.upstream_mark = -1
+            if sending and route is not None:
+                self.deadline = self.state.now() + (
+                    route.read_timeout if self.body_done else route.body_timeout
+                )
+        if not self.body_done or self.phase == TUNNEL:
             self._resume_reading()
+
+    def _arm_upstream_send_timer(self, now: float, route: Route) -> None:
+        uconn = self.uconn
+        transport = uconn.transport if uconn is not None else None
+        self.upstream_mark = transport.get_write_buffer_size() if transport is not None else 0
+        self.deadline = now + route.send_timeout
+
+    def _upstream_send_timed_out(self, now: float) -> bool:
+        """nginx's proxy_send_timeout: the upstream took no request byte for that long."""
+        uconn = self.uconn
+        route = self.route
+        transport = uconn.transport if uconn is not None else None
+        if transport is None or route is None or self.resp_started:
+            return False
+        size = transport.get_write_buffer_size()
+        if 0 < size < self.upstream_mark:
+            self.upstream_mark = size  # it took some: wait again
+            self.deadline = now + route.send_timeout
+            return True
+        self.upstream_mark = -1
+        self._upstream_failed("timeout", "upstream timed out while sending request to upstream")
+        return True
 
     # -- failures and retries ---------------------------------------------------------
     def _may_retry(self, spare: int = 0) -> bool:
@@ -1060,6 +1097,13 @@ class ClientConnection:
         self.deadline = 0.0
         if (phase == CLOSING or self.write_paused) and (
             self._send_timed_out(now) or phase == CLOSING
+        ):
+            return
+        if (
+            phase == UPSTREAM
+            and self.upstream_mark >= 0
+            and self.req is not None
+            and self._upstream_send_timed_out(now)
         ):
             return
         if phase == CONNECT and self.req is not None and self.connect_task is not None:
