@@ -900,6 +900,8 @@ class ClientConnection:
         uconn.exchange = None
         reusable = self.upstream_keep if req.method == b"HEAD" else uconn.keeps_alive()
         if upstream.keepalive and self.body_done and reusable:
+            if self.write_paused and uconn.transport is not None:
+                uconn.transport.resume_reading()  # paused for this client, not for the next
             upstream.idle.put(uconn, now)
         else:
             uconn.close()

@@ -35,6 +35,29 @@ async def test_content_length_response_is_relayed_and_both_connections_kept(
     assert not up.transport.closed
 
 
+async def test_an_upstream_connection_paused_for_a_slow_client_reads_again_in_the_pool(
+    tmp_path: Path,
+) -> None:
+    """The client falls behind as the last bytes of a response arrive: the upstream
+    connection was paused for it, and must not go back to the keep-alive cache paused
+    (the next request on it would never see its response)."""
+    proxy = make_proxy(tmp_path, conf(servers=1), idle_per_server=1)
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+    client.conn.pause_writing()  # the client's buffer passed its high-water mark
+    assert not up.transport.reading
+    up.respond(b"67890")  # the rest: the exchange ends while the client is behind
+    assert proxy.idle_count() == 1
+    assert up.transport.reading, "pooled while paused"
+    client.conn.resume_writing()
+    client.send(get("/next"))
+    assert proxy.active() is up
+    up.respond(ok(b"again"))
+    assert [r.body for r in client.responses()] == [b"1234567890", b"again"]
+
+
 async def test_response_split_across_many_reads_arrives_whole(tmp_path: Path) -> None:
     proxy = make_proxy(tmp_path, conf())
     client = proxy.client()
