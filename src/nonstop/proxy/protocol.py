@@ -306,6 +306,8 @@ class ClientConnection:
             self.held = [rest] if rest else []
         except httptools.HttpParserError as exc:
             cause = exc.__context__
+            if self.phase >= CLOSING:
+                return  # the connection already answered and is ending: nothing more
             if isinstance(cause, Rejected):
                 self._bad_request(cause.status)
             elif cause is None or isinstance(cause, httptools.HttpParserError):
@@ -364,6 +366,11 @@ class ClientConnection:
     def on_url(self, url: bytes) -> None:
         req = self.parsing
         if req is None:
+            if self.phase >= CLOSING:
+                # An answer that ends the connection was given (a 400 decided after the
+                # head, a close): a request behind it in the same read is not one to
+                # serve -- it would reach the upstream unseen.  Stop the parser here.
+                raise Rejected(0)
             self.parsing = req = Request(self, url)
             if self.req is None:
                 self.phase = HEAD

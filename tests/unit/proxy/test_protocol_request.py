@@ -340,3 +340,28 @@ async def test_a_head_that_never_ends_is_refused_before_it_grows(tmp_path: Path)
     [resp] = client.responses()
     assert resp.status == 400
     assert proxy.written_upstream() == b""
+
+
+async def test_a_request_behind_a_400_in_the_same_read_never_reaches_the_upstream(
+    tmp_path: Path,
+) -> None:
+    """The 400 for a missing Host is decided after the head; the parser has the next
+    request in the same buffer and must stop there, as nginx reads nothing after it."""
+    proxy = make_proxy(tmp_path, conf())
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n" + get("/smuggled"))
+    assert proxy.written_upstream() == b""
+    assert [r.status for r in client.responses()] == [400]
+    client.send(get("/later"))  # lingering: what still arrives is discarded
+    assert proxy.written_upstream() == b""
+
+
+async def test_a_request_behind_a_closing_local_answer_in_the_same_read_is_not_served(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf(extra_locations='location = /bye { return 200 "bye"; }'))
+    client = proxy.client()
+    client.send(get("/bye", "Connection: close") + get("/after"))
+    assert proxy.written_upstream() == b""
+    assert [r.body for r in client.responses()] == [b"bye"]
+    assert client.closed
