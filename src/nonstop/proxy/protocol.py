@@ -110,6 +110,7 @@ class ClientConnection:
         "head_bytes",
         "header_timeout",
         "held",
+        "idle_timeout",
         "in_head",
         "keeps_alive",
         "lingering",
@@ -176,6 +177,7 @@ class ClientConnection:
         self.eof = False
         self.lingering = 0.0
         self.header_timeout = state.client_header_timeout
+        self.idle_timeout = state.client_keepalive_timeout  # the last keepalive_timeout used
         self.send_timeout = 60.0  # nginx send_timeout: the client must take bytes this often
         self.send_mark = 0  # unsent bytes when the send timer was last armed
         # The response was cut off: a TLS close then sends no close_notify, which would
@@ -356,11 +358,7 @@ class ClientConnection:
         elif phase == TUNNEL:
             self._tunnel_active()
         elif phase == IDLE:
-            self.deadline = now + (
-                route.keepalive_timeout
-                if route is not None
-                else self.state.client_keepalive_timeout
-            )
+            self.deadline = now + self.idle_timeout
 
     # -- request parser callbacks -----------------------------------------------------
     def on_url(self, url: bytes) -> None:
@@ -964,17 +962,17 @@ class ClientConnection:
 
     def upstream_write_paused(self, paused: bool) -> None:
         """The upstream takes the request body slower than the client sends it."""
-        route = self.route
-        sending = self.phase == UPSTREAM and not self.resp_started and route is not None
+        # the route of a request still being sent upstream, else None
+        route = self.route if self.phase == UPSTREAM and not self.resp_started else None
         if paused:
             self._pause_reading()
-            if sending and route is not None:
+            if route is not None:
                 # We stopped reading the client: proxy_send_timeout counts, not its pace.
                 self._arm_upstream_send_timer(self.state.now(), route)
             return
         if self.upstream_mark >= 0:
             self.upstream_mark = -1
-            if sending and route is not None:
+            if route is not None:
                 self.deadline = self.state.now() + (
                     route.read_timeout if self.body_done else route.body_timeout
                 )
@@ -1104,9 +1102,10 @@ class ClientConnection:
         """The deadline passed; what that means depends on the phase."""
         phase = self.phase
         self.deadline = 0.0
-        if (phase == CLOSING or self.write_paused) and (
-            self._send_timed_out(now) or phase == CLOSING
-        ):
+        if phase == CLOSING:
+            self._send_timed_out(now)  # a close still waiting for its bytes to leave
+            return
+        if self.write_paused and self._send_timed_out(now):
             return
         if (
             phase == UPSTREAM
@@ -1240,9 +1239,10 @@ class ClientConnection:
             self._start(req, body, complete)
             return
         self.phase = IDLE
-        self.deadline = (now or self.state.now()) + (
+        self.idle_timeout = (
             route.keepalive_timeout if route is not None else self.state.client_keepalive_timeout
         )
+        self.deadline = (now or self.state.now()) + self.idle_timeout
         self._resume_reading()
 
     def _pause_reading(self) -> None:

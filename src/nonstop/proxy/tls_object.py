@@ -1,13 +1,14 @@
-"""The TLS object uvloop drives for each connection, minus a Python frame per call.
+"""Two pieces of ``ssl`` that the TLS listeners adjust.
 
-uvloop's TLS layer calls ``read``, ``write`` and ``pending`` on the ``ssl.SSLObject``
-that ``SSLContext.wrap_bio`` returns, several times per request.  Those methods are
-Python wrappers that only forward to the C object the standard library keeps in
-``_sslobj``.  ``DirectSSLObject`` binds the C methods onto the instance, so each call
-goes straight to C; everything else is ``ssl.SSLObject`` unchanged.
+``DirectSSLObject``: ``TlsStream`` calls ``read``, ``write`` and ``pending`` on the
+``ssl.SSLObject`` that ``SSLContext.wrap_bio`` returns, once or more per request.  Those
+methods are Python wrappers that only forward to the C object the standard library keeps
+in ``_sslobj``; this subclass binds the C methods onto the instance, so each call goes
+straight to C.  Everything else is ``ssl.SSLObject`` unchanged.  It relies on
+``SSLObject._create`` and ``_sslobj``, which CPython has kept since 3.7; if a future
+version drops either, the standard object is used as it is.
 
-It relies on ``SSLObject._create`` and ``_sslobj``, which CPython has kept since 3.7;
-if a future version drops either, the standard object is used as it is.
+``quiet_undecodable_sni``: see there.
 """
 
 from __future__ import annotations

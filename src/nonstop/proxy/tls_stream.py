@@ -8,8 +8,9 @@ connection writes is encrypted at once and handed to the TCP transport in one wr
 
 Why not the event loop's own TLS layer: that one is general (any protocol, start_tls,
 flow control of its own, a write backlog), and on a keep-alive connection carrying
-small requests its bookkeeping cost about a microsecond per request -- several percent
-of all the CPU nonstop spends on a request.  This one does only what a server-side
+small requests its bookkeeping cost ~4,000 instructions per request (61.3k against
+57.4k with this layer, callgrind) -- several percent of all the CPU nonstop spends on a
+request.  This one does only what a server-side
 HTTP connection needs:
 
 - The connection is told of the TCP connection at once (``connection_made``), before

@@ -58,6 +58,22 @@ async def test_an_upstream_connection_paused_for_a_slow_client_reads_again_in_th
     assert [r.body for r in client.responses()] == [b"1234567890", b"again"]
 
 
+async def test_an_idle_connection_that_catches_up_gets_its_servers_keepalive_timeout(
+    tmp_path: Path,
+) -> None:
+    """While the client is behind, send_timeout times it; once it catches up, idle,
+    its server's keepalive_timeout applies again -- not the http-wide default."""
+    proxy = make_proxy(tmp_path, conf(server="keepalive_timeout 5s;"), idle_per_server=1)
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    client.conn.pause_writing()  # behind from the start of the response
+    up.respond(ok(b"hello"))
+    assert client.conn.deadline == proxy.clock() + 5  # idle now, keepalive_timeout 5s
+    client.conn.resume_writing()
+    assert client.conn.deadline == proxy.clock() + 5
+
+
 async def test_response_split_across_many_reads_arrives_whole(tmp_path: Path) -> None:
     proxy = make_proxy(tmp_path, conf())
     client = proxy.client()
