@@ -49,6 +49,7 @@ from nonstop.config.nginxconf import (
 )
 from nonstop.config.template import compile_template
 from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.vocabulary import BACKUP_METHODS, METHODS
 from nonstop.errors import ConfigError
 
 __all__ = ["TOML_KEEPALIVE", "load_toml"]
@@ -57,7 +58,6 @@ TOML_KEEPALIVE = 64
 """Idle upstream connections kept per pool in TOML configs (nginx.conf keeps nginx's 0)."""
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_METHODS = ("round_robin", "least_conn", "ip_hash", "hash", "random")
 _FORWARDED_FOR = {
     "append": "$proxy_add_x_forwarded_for",
     "replace": "$remote_addr",
@@ -395,8 +395,8 @@ class _Reader:
 
     def balancing(self, t: _Table) -> Balancing:
         method = t.string("method", "round_robin") or "round_robin"
-        if method not in _METHODS:
-            raise t.error("method", f"must be one of {', '.join(_METHODS)}")
+        if method not in METHODS:
+            raise t.error("method", f"must be one of {', '.join(METHODS)}")
         key = t.string("hash_key")
         if (key is not None) != (method == "hash"):
             which = "method" if key is not None else "hash_key"
@@ -439,7 +439,7 @@ class _Reader:
         if not peers:
             raise t.error("servers", f'no servers are inside upstream "{name}"')
         for peer in peers:
-            if peer.backup and balancing.method not in ("round_robin", "least_conn"):
+            if peer.backup and balancing.method not in BACKUP_METHODS:
                 raise ConfigError(
                     'balancing method does not support parameter "backup"', str(peer.source)
                 )

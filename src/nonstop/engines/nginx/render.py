@@ -57,7 +57,7 @@ from nonstop.config.model import (
     TlsSpec,
     UpstreamSpec,
 )
-from nonstop.config.validate import BACKUP_METHODS
+from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.deploy.plan import server_spec, slot_ports
 
 __all__ = [
