@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from nonstop.admin.client import AdminClient
+from nonstop.cli.fleet import fleet
 from nonstop.config import load
 from nonstop.config.model import Config
 from nonstop.config.units import parse_duration
@@ -251,6 +252,9 @@ def deploy(
 def rollback(app: str, config_path: str, prefix: str | None, as_json: bool) -> None:
     """Back to the previous release of APP (instant while it is still warm)."""
     _long_call(config_path, prefix, "rollback", as_json, app=app)
+
+
+main.add_command(fleet)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Fleets: one deploy across several hosts, through the front load balancer."""
