@@ -7,6 +7,7 @@ error, 3 cannot reach the daemon.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -133,13 +134,26 @@ def run(
     import uvloop
 
     from nonstop.daemon import Daemon, setup_logging
+    from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
 
     config = _load(config_path, prefix)
     try:
         grace = parse_duration(shutdown_timeout)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    # Before anything reads or writes state: the state directory is this daemon's alone,
+    # what it writes is private, and it may open as many files as the hard limit allows.
+    restrict_umask()
+    lock = StateDirLock(config.state_dir)
+    try:
+        lock.acquire()
+    except NonstopError as exc:
+        _say(f"[emerg] {exc}")
+        sys.exit(exc.exit_code)
+    too_few_files = raise_open_files_limit(config.max_connections)
     setup_logging(config)
+    if too_few_files is not None:
+        logging.getLogger("nonstop").warning("%s", too_few_files)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
     try:
         uvloop.run(daemon.run(config))
