@@ -1,7 +1,7 @@
 """``nonstop``: run, check, reload, status, deploy, rollback.
 
-Exit codes (PRODUCT.md section 2): 0 success, 1 failed but safe, 2 usage or config
-error, 3 cannot reach the daemon.
+Exit codes: 0 success, 1 failed but safe, 2 usage or config error, 3 cannot reach the
+daemon, 4 the state store failed (full disk, read-only, corrupt).
 """
 
 from __future__ import annotations
