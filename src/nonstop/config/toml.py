@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from nonstop.config.listen import is_loopback, parse_listen_address
 from nonstop.config.model import (
     AccessLog,
     AddHeader,
@@ -359,8 +360,9 @@ class _Reader:
         engine = top.string("engine", "embedded") or "embedded"
         if engine not in ("embedded", "nginx"):
             raise top.error("engine", 'must be "embedded" or "nginx"')
-        admin = top.table("admin", frozenset({"socket"}))
+        admin = top.table("admin", frozenset({"socket", "listen", "token", "token_file"}))
         socket_path = admin.string("socket") if admin else None
+        admin_listen, admin_token = self.admin_http(admin)
         nginx = top.table("nginx", frozenset({"pid"}))
         nginx_pid = nginx.string("pid") if nginx else None
         error_log = top.string("error_log")
@@ -382,7 +384,9 @@ class _Reader:
             admin=AdminSpec(
                 socket=self.prefix_path(socket_path)
                 if socket_path
-                else os.path.join(state_dir, "admin.sock")
+                else os.path.join(state_dir, "admin.sock"),
+                listen=admin_listen,
+                token=admin_token,
             ),
             nginx=NginxSpec(pid=self.prefix_path(nginx_pid) if nginx_pid else None),
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
@@ -390,6 +394,42 @@ class _Reader:
             max_connections=top.integer("max_connections", 10_000, minimum=1),
             files=(self.path,),
         )
+
+    def admin_http(self, admin: _Table | None) -> tuple[str | None, str | None]:
+        """``[admin] listen`` and its token; a public address needs a token."""
+        if admin is None:
+            return None, None
+        listen = admin.string("listen")
+        token = admin.string("token")
+        token_file = admin.string("token_file")
+        if token is not None and token_file is not None:
+            raise admin.error("token_file", 'give "token" or "token_file", not both')
+        if token_file is not None:
+            path = self.conf_path(token_file)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except OSError as exc:
+                raise admin.error("token_file", f"cannot read {path}: {exc.strerror}") from None
+        if token is not None and len(token) < 16:
+            raise admin.error(
+                "token_file" if token_file else "token", "a token has at least 16 characters"
+            )
+        if listen is None:
+            return None, token
+        if listen.startswith("unix:"):
+            listen = "unix:" + self.prefix_path(listen[5:])
+        try:
+            where = parse_listen_address(listen)
+        except ValueError as exc:
+            raise admin.error("listen", str(exc)) from None
+        if token is None and not isinstance(where, str) and not is_loopback(where[0]):
+            raise admin.error(
+                "listen",
+                f"{listen} is not a loopback address: anyone who reaches it could deploy; "
+                'set "token_file" (or listen on 127.0.0.1 or a unix: socket)',
+            )
+        return listen, token
 
     # -- upstreams and apps -------------------------------------------------
 
