@@ -24,7 +24,7 @@ from nonstop.proxy.connection_pool import H_CONNECTION, H_TE, H_UPGRADE, Upstrea
 from nonstop.proxy.request import Request
 from nonstop.proxy.responses import REDIRECTS, error_page, status_line
 from nonstop.proxy.upstream import Outcome
-from nonstop.proxy.variables import normalize_uri
+from nonstop.proxy.uri import escape_uri, needs_parse, parse_target, valid_host
 
 if TYPE_CHECKING:
     from nonstop.proxy.router import HeaderOp, Route, VirtualHosts
@@ -84,6 +84,7 @@ SERVER_LINE: Final = b"Server: nonstop\r\n"
 # "?" as an int: ``b"?" in data`` first tries the operand as an int and formats a
 # TypeError, which costs more than the search
 QUERY: Final = ord("?")
+HASH: Final = ord("#")
 
 
 class ClientConnection:
@@ -480,7 +481,8 @@ class ClientConnection:
         """Split the URL, find the host, route the request.
 
         The result depends only on the Host header and the path, so it is cached per
-        listen address; most traffic repeats a few of those pairs.
+        listen address; most traffic repeats a few of those pairs.  Routing is on
+        nginx's $uri (``uri.parse_target``); a clean origin-form path is its own $uri.
         """
         vhosts = self.vhosts
         if vhosts is None:
@@ -488,33 +490,43 @@ class ClientConnection:
             if vhosts is None:
                 raise httptools.HttpParserError("no server for this address")
         url = req.url
+        cacheable = HASH not in url
+        host: str | None = None
+        if url[:1] != b"/":
+            host = _origin_form(req)
+            url = req.url
+            cacheable = False  # the request line's host, not the Host header, names it
         path = url
         if QUERY in url:
             path, _, args = url.partition(b"?")
             if args:
                 req.args = args.decode("latin-1")
         key = (req.http_host, path)
-        hit = vhosts.cache.get(key)
-        if hit is not None and url[:1] == b"/":
-            req.path, req.host, req.server_name, req.route = hit
-            return
-        host = ""
-        if url[:1] != b"/" and url.startswith((b"http://", b"https://")):
-            # absolute-form: the request line's host wins over the Host header
-            rest = url.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            authority = rest if slash < 0 else rest[:slash]
-            host = _host_only(authority)
-            path = b"/" if slash < 0 else rest[slash:].partition(b"?")[0]
-        elif req.http_host is not None:
-            host = _host_only(req.http_host)
-        req.host = host
-        req.path = normalize_uri(path.decode("latin-1"))
+        if cacheable:
+            hit = vhosts.cache.get(key)
+            if hit is not None:
+                req.path, req.host, req.server_name, req.route = hit
+                return
+        if req.http_host is not None:
+            # nginx validates the Host header even when the request line names the host
+            valid = valid_host(req.http_host)
+            if valid is None:
+                raise Rejected(400)  # nginx: "client sent invalid host header"
+            if host is None:
+                host = valid
+        req.host = host = host or ""
+        if not cacheable or needs_parse(path):
+            parsed = parse_target(url.decode("latin-1"))
+            if parsed is None:
+                raise Rejected(400)  # above the root, a decoded NUL, a broken escape
+            req.path, req.args = parsed
+        else:
+            req.path = path.decode("latin-1")
         srv = vhosts.find(host)
         names = srv.block.server_names
         req.server_name = names[0] if names else ""
         req.route = srv.find(req.path)
-        if url[:1] == b"/":
+        if cacheable:
             if len(vhosts.cache) >= 4096:
                 vhosts.cache.clear()
             vhosts.cache[key] = (req.path, req.host, req.server_name, req.route)
@@ -674,9 +686,7 @@ class ClientConnection:
     def _upstream_head(self, req: Request, route: Route) -> bytes:
         url = req.url
         if route.uri_replace is not None:
-            prefix = route.uri_prefix.encode("latin-1")
-            if url.startswith(prefix):
-                url = route.uri_replace.encode("latin-1") + url[len(prefix) :]
+            url = _rewritten(req, route.uri_prefix, route.uri_replace)
         parts = [req.method, b" ", url, b" HTTP/1.1\r\n"]
         drop = route.drop
         named: set[bytes] | None = None
@@ -1360,11 +1370,52 @@ _STATUS_MASK: Final = {
 }
 
 
-def _host_only(authority: bytes) -> str:
-    """Host header to $host: lowercase, without port, without trailing dot."""
-    host = authority.decode("latin-1").strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return host.rstrip(".")
+def _rewritten(req: Request, prefix: str, replace: str) -> bytes:
+    """The URI nginx forwards when proxy_pass has a URI part: that part in place of the
+    location's prefix of $uri, escaped as nginx escapes it, then $args
+    (ngx_http_proxy_create_request)."""
+    uri = req.path
+    rest = uri[len(prefix) :] if uri.startswith(prefix) else uri
+    out = replace + escape_uri(rest)
+    if req.args:
+        out += "?" + req.args
+    return out.encode("latin-1")
+
+
+def _origin_form(req: Request) -> str:
+    """An absolute-form target becomes origin-form (RFC 9112 section 3.2.2); its host is
+    the request's $host, whatever the Host header says.  The authority must be what
+    nginx's request-line parser takes: a name or an IP literal, an optional port."""
+    url = req.url
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or not scheme.isalpha():
+        raise Rejected(400)  # "*", authority-form or garbage: nginx's invalid request
+    end = len(rest)
+    for stop in (b"/", b"?"):
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    authority = rest[:end]
+    name, colon, port = authority.partition(b":")
+    if authority[:1] == b"[":
+        close = authority.find(b"]")
+        name, colon, port = authority[: close + 1], authority[close + 1 : close + 2], b""
+        if close < 0 or not _IP_LITERAL.issuperset(authority[1:close]):
+            raise Rejected(400)
+        port = authority[close + 2 :]
+        if colon not in (b"", b":"):
+            raise Rejected(400)
+    elif not name or not _HOST_CHARS.issuperset(name):
+        raise Rejected(400)
+    if port and not port.isdigit():
+        raise Rejected(400)
+    host = valid_host(name)
+    if host is None:
+        raise Rejected(400)  # nginx: "client sent invalid host in request line"
+    target = rest[end:]
+    req.url = target if target[:1] == b"/" else b"/" + target
+    return host
+
+
+_HOST_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+_IP_LITERAL: Final = frozenset(b"0123456789abcdefABCDEF:.")
