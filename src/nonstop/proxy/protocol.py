@@ -109,6 +109,7 @@ class ClientConnection:
         "get_method",
         "get_version",
         "head_bytes",
+        "head_size",
         "header_timeout",
         "held",
         "idle_timeout",
@@ -123,6 +124,7 @@ class ClientConnection:
         "pending",
         "phase",
         "reading_paused",
+        "rejected",
         "remote_addr",
         "remote_bytes",
         "req",
@@ -155,6 +157,9 @@ class ClientConnection:
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        # A lone LF ends a header line, as in nginx (RFC 9112 section 2.2); a lone CR
+        # stays an error.  The request line's LF is mended in ``_request_line``.
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         # bound methods kept once: the hot path calls them without a look-up each time
         self.feed: Callable[[bytes], None] = self.parser.feed_data
         self.get_method: Callable[[], bytes] = self.parser.get_method
@@ -186,6 +191,8 @@ class ClientConnection:
         self.truncated = False
         self.in_head = True
         self.head_bytes = 0
+        self.head_size = 0  # bytes of the head being parsed, counted as the parser calls
+        self.rejected = 0  # a 400 due once the requests before the bad bytes are answered
         self.out: list[bytes] = []
         self._reset_exchange()
 
@@ -301,6 +308,8 @@ class ClientConnection:
             if sum(map(len, self.held)) > BODY_BUFFER_HIGH:
                 self._pause_reading()
             return
+        if self.parsing is None and self.in_head:
+            data = self._request_line(data)
         try:
             self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -312,13 +321,20 @@ class ClientConnection:
             if self.phase >= CLOSING:
                 return  # the connection already answered and is ending: nothing more
             if isinstance(cause, Rejected):
-                self._bad_request(cause.status)
+                code = cause.status
             elif cause is None or isinstance(cause, httptools.HttpParserError):
-                self._bad_request(400)
+                code = 400
+                if exc.args and exc.args[0] == "Invalid HTTP version":
+                    # nginx: 505 for a major version above 1, 400 below
+                    code = 505 if self.get_version()[:1] > "1" else 400
             else:
                 # A defect of ours surfaced inside a parser callback: say so loudly.
                 log.error("internal error handling a request", exc_info=cause)
-                self._bad_request(500)
+                code = 500
+            if self.req is not None and self.body_done and code != 500:
+                self._reject_later(code)
+            else:
+                self._bad_request(code)
             return
         if self.in_head:
             # Still inside a request head after this read: bound what it may take
@@ -330,6 +346,33 @@ class ClientConnection:
                 self.head_bytes += len(data)
                 if self.head_bytes > MAX_HEAD_BYTES:
                     self._bad_request(494)
+
+    def _request_line(self, data: bytes) -> bytes:
+        """A request line ending in a lone LF gets its CR (nginx reads LF as a line end,
+        llhttp only with a flag that would also take a lone CR for one); a line without
+        a version (HTTP/0.9) is answered at once.  Runs on a read that begins a request."""
+        end = data.find(b"\n")
+        if end >= 10 and data[end - 1] == 13 and data[end - 10] == 32 and data[end - 9] == 72:
+            return data  # "... HTTP/x.y\r\n": the common case
+        line = data[:end]
+        if end < 0 or b"\r" in line[:-1] or not line.rstrip(b"\r"):
+            return data  # no whole line yet, a lone CR (refused), an empty line (skipped)
+        if line.rstrip(b"\r").count(b" ") == 1:
+            self._bad_request(400)  # HTTP/0.9: nginx's simple request; not proxied here
+            return b""
+        if line[-1:] == b"\r":
+            return data
+        return line + b"\r" + data[end:]
+
+    def _reject_later(self, code: int) -> None:
+        """Bad bytes behind requests that came whole: those are answered first, then
+        ``code`` and close (nginx reads the next request only after the previous one)."""
+        self.rejected = code
+        self.parsing = None
+        if self.pending and not self.pending[-1][2]:
+            self.pending.pop()  # its body is cut by the bad bytes
+        self.held = []  # read nothing more; ``_finish`` answers
+        self._pause_reading()
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response (nginx answers it).
@@ -371,6 +414,7 @@ class ClientConnection:
                 # serve -- it would reach the upstream unseen.  Stop the parser here.
                 raise Rejected(0)
             self.parsing = req = Request(self, url)
+            self.head_size = 0
             if self.req is None:
                 self.phase = HEAD
                 self.deadline = self.state.now() + self.header_timeout
@@ -387,9 +431,14 @@ class ClientConnection:
         if lname is None:
             lname = _lower(name)
         req.headers.append((lname, name, value))
+        size = len(name) + len(value)
+        # the head as a whole, however its bytes arrive (large_client_header_buffers)
+        self.head_size += size + 4
+        if self.head_size > MAX_HEAD_BYTES:
+            raise Rejected(494)
         if lname in SPECIAL_REQUEST_HEADERS:
             self._special_header(req, lname, value)
-        elif len(name) + len(value) > MAX_LINE:
+        elif size > MAX_LINE:
             raise Rejected(494)  # "Request Header Or Cookie Too Large", sent as 400
 
     def _special_header(self, req: Request, lname: bytes, value: bytes) -> None:
@@ -433,7 +482,9 @@ class ClientConnection:
         self.head_bytes = 0
         if req is None:
             return
-        req.method = self.get_method()
+        method = req.method = self.get_method()
+        if method == b"TRACE" or method == b"CONNECT":
+            raise Rejected(405)  # nginx: "client sent TRACE method" (and CONNECT)
         keep_alive = req.keep_alive = self.keeps_alive()
         # llhttp accepts the versions 0.9, 1.0, 1.1 and 2.0, and without a Connection (or
         # Proxy-Connection) header keeps only 1.1 alive: then the version is the default
@@ -1244,9 +1295,12 @@ class ClientConnection:
             return
         if self.pending:
             req, body, complete = self.pending.popleft()
-            if not self.pending:
+            if not self.pending and not self.rejected:
                 self._resume_reading()
             self._start(req, body, complete)
+            return
+        if self.rejected:
+            self._bad_request(self.rejected)
             return
         self.phase = IDLE
         self.idle_timeout = (

@@ -140,7 +140,7 @@ async def test_http09_is_answered_at_once(tmp_path: Path) -> None:
     assert proxy.written_upstream() == b""
 
 
-@pytest.mark.parametrize(("version", "status"), [("3.0", 505), ("0.5", 400)])
+@pytest.mark.parametrize(("version", "status"), [("3.0", 505), ("9.9", 505), ("0.5", 400)])
 async def test_versions_nginx_does_not_speak_are_refused_at_once(
     tmp_path: Path, version: str, status: int
 ) -> None:
@@ -151,8 +151,10 @@ async def test_versions_nginx_does_not_speak_are_refused_at_once(
     assert proxy.written_upstream() == b""
 
 
-async def test_http12_is_served_as_http11(tmp_path: Path) -> None:
+async def test_http12_is_refused_where_nginx_would_serve_it(tmp_path: Path) -> None:
+    """Stricter than nginx, knowingly: llhttp speaks only 1.0 and 1.1 (docs/security.md)."""
     proxy = make_proxy(tmp_path, conf())
     client = proxy.client()
-    client.send(get("/", "Connection: keep-alive", version="1.2"))
-    assert request_head(proxy.written_upstream())[0] == "GET / HTTP/1.1"
+    client.send(get("/", version="1.2"))
+    assert [r.status for r in client.responses()] == [400]
+    assert proxy.written_upstream() == b""
