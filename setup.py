@@ -20,6 +20,7 @@ COMPILED = [
     "src/nonstop/proxy/request.py",
     "src/nonstop/proxy/router.py",
     "src/nonstop/proxy/variables.py",
+    "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",
     "src/nonstop/proxy/accesslog.py",
     "src/nonstop/proxy/server.py",

@@ -52,7 +52,7 @@ CASES = {
     "control-char-in-header": (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: \x01\r\n\r\n" + SMUGGLED, 400),
     "bad-request-line": (b"GET /a b HTTP/1.1 x\r\nHost: a\r\n\r\n" + SMUGGLED, 400),
     "bad-method": (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n" + SMUGGLED, 400),
-    "bad-version": (b"GET / HTTP/9.1\r\nHost: a\r\n\r\n" + SMUGGLED, 400),
+    "bad-version": (b"GET / HTTP/9.1\r\nHost: a\r\n\r\n" + SMUGGLED, 505),
     "unsupported-version": (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n" + SMUGGLED, 505),
     "missing-host": (b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n" + SMUGGLED, 400),
     "duplicate-host": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
@@ -68,7 +68,8 @@ CASES = {
         400,
     ),
     "space-before-colon": (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n" + SMUGGLED, 400),
-    "bare-lf-line-ends": (b"GET / HTTP/1.1\nHost: a\n\n" + SMUGGLED, 400),
+    "bare-cr-line-ends": (b"GET / HTTP/1.1\rHost: a\r\r" + SMUGGLED, 400),
+    "bare-cr-in-headers": (b"GET / HTTP/1.1\r\nHost: a\rX-A: 1\r\n\r\n" + SMUGGLED, 400),
 }
 
 

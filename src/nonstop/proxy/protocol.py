@@ -24,7 +24,7 @@ from nonstop.proxy.connection_pool import H_CONNECTION, H_TE, H_UPGRADE, Upstrea
 from nonstop.proxy.request import Request
 from nonstop.proxy.responses import REDIRECTS, error_page, status_line
 from nonstop.proxy.upstream import Outcome
-from nonstop.proxy.variables import normalize_uri
+from nonstop.proxy.uri import escape_uri, needs_parse, parse_target, valid_host
 
 if TYPE_CHECKING:
     from nonstop.proxy.router import HeaderOp, Route, VirtualHosts
@@ -84,6 +84,7 @@ SERVER_LINE: Final = b"Server: nonstop\r\n"
 # "?" as an int: ``b"?" in data`` first tries the operand as an int and formats a
 # TypeError, which costs more than the search
 QUERY: Final = ord("?")
+HASH: Final = ord("#")
 
 
 class ClientConnection:
@@ -108,6 +109,7 @@ class ClientConnection:
         "get_method",
         "get_version",
         "head_bytes",
+        "head_size",
         "header_timeout",
         "held",
         "idle_timeout",
@@ -122,6 +124,7 @@ class ClientConnection:
         "pending",
         "phase",
         "reading_paused",
+        "rejected",
         "remote_addr",
         "remote_bytes",
         "req",
@@ -154,6 +157,9 @@ class ClientConnection:
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        # A lone LF ends a header line, as in nginx (RFC 9112 section 2.2); a lone CR
+        # stays an error.  The request line's LF is mended in ``_request_line``.
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         # bound methods kept once: the hot path calls them without a look-up each time
         self.feed: Callable[[bytes], None] = self.parser.feed_data
         self.get_method: Callable[[], bytes] = self.parser.get_method
@@ -185,6 +191,8 @@ class ClientConnection:
         self.truncated = False
         self.in_head = True
         self.head_bytes = 0
+        self.head_size = 0  # bytes of the head being parsed, counted as the parser calls
+        self.rejected = 0  # a 400 due once the requests before the bad bytes are answered
         self.out: list[bytes] = []
         self._reset_exchange()
 
@@ -300,6 +308,8 @@ class ClientConnection:
             if sum(map(len, self.held)) > BODY_BUFFER_HIGH:
                 self._pause_reading()
             return
+        if self.parsing is None and self.in_head:
+            data = self._request_line(data)
         try:
             self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -311,13 +321,20 @@ class ClientConnection:
             if self.phase >= CLOSING:
                 return  # the connection already answered and is ending: nothing more
             if isinstance(cause, Rejected):
-                self._bad_request(cause.status)
+                code = cause.status
             elif cause is None or isinstance(cause, httptools.HttpParserError):
-                self._bad_request(400)
+                code = 400
+                if exc.args and exc.args[0] == "Invalid HTTP version":
+                    # nginx: 505 for a major version above 1, 400 below
+                    code = 505 if self.get_version()[:1] > "1" else 400
             else:
                 # A defect of ours surfaced inside a parser callback: say so loudly.
                 log.error("internal error handling a request", exc_info=cause)
-                self._bad_request(500)
+                code = 500
+            if self.req is not None and self.body_done and code != 500:
+                self._reject_later(code)
+            else:
+                self._bad_request(code)
             return
         if self.in_head:
             # Still inside a request head after this read: bound what it may take
@@ -329,6 +346,33 @@ class ClientConnection:
                 self.head_bytes += len(data)
                 if self.head_bytes > MAX_HEAD_BYTES:
                     self._bad_request(494)
+
+    def _request_line(self, data: bytes) -> bytes:
+        """A request line ending in a lone LF gets its CR (nginx reads LF as a line end,
+        llhttp only with a flag that would also take a lone CR for one); a line without
+        a version (HTTP/0.9) is answered at once.  Runs on a read that begins a request."""
+        end = data.find(b"\n")
+        if end >= 10 and data[end - 1] == 13 and data[end - 10] == 32 and data[end - 9] == 72:
+            return data  # "... HTTP/x.y\r\n": the common case
+        line = data[:end]
+        if end < 0 or b"\r" in line[:-1] or not line.rstrip(b"\r"):
+            return data  # no whole line yet, a lone CR (refused), an empty line (skipped)
+        if line.rstrip(b"\r").count(b" ") == 1:
+            self._bad_request(400)  # HTTP/0.9: nginx's simple request; not proxied here
+            return b""
+        if line[-1:] == b"\r":
+            return data
+        return line + b"\r" + data[end:]
+
+    def _reject_later(self, code: int) -> None:
+        """Bad bytes behind requests that came whole: those are answered first, then
+        ``code`` and close (nginx reads the next request only after the previous one)."""
+        self.rejected = code
+        self.parsing = None
+        if self.pending and not self.pending[-1][2]:
+            self.pending.pop()  # its body is cut by the bad bytes
+        self.held = []  # read nothing more; ``_finish`` answers
+        self._pause_reading()
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response (nginx answers it).
@@ -370,6 +414,7 @@ class ClientConnection:
                 # serve -- it would reach the upstream unseen.  Stop the parser here.
                 raise Rejected(0)
             self.parsing = req = Request(self, url)
+            self.head_size = 0
             if self.req is None:
                 self.phase = HEAD
                 self.deadline = self.state.now() + self.header_timeout
@@ -386,9 +431,14 @@ class ClientConnection:
         if lname is None:
             lname = _lower(name)
         req.headers.append((lname, name, value))
+        size = len(name) + len(value)
+        # the head as a whole, however its bytes arrive (large_client_header_buffers)
+        self.head_size += size + 4
+        if self.head_size > MAX_HEAD_BYTES:
+            raise Rejected(494)
         if lname in SPECIAL_REQUEST_HEADERS:
             self._special_header(req, lname, value)
-        elif len(name) + len(value) > MAX_LINE:
+        elif size > MAX_LINE:
             raise Rejected(494)  # "Request Header Or Cookie Too Large", sent as 400
 
     def _special_header(self, req: Request, lname: bytes, value: bytes) -> None:
@@ -432,7 +482,9 @@ class ClientConnection:
         self.head_bytes = 0
         if req is None:
             return
-        req.method = self.get_method()
+        method = req.method = self.get_method()
+        if method == b"TRACE" or method == b"CONNECT":
+            raise Rejected(405)  # nginx: "client sent TRACE method" (and CONNECT)
         keep_alive = req.keep_alive = self.keeps_alive()
         # llhttp accepts the versions 0.9, 1.0, 1.1 and 2.0, and without a Connection (or
         # Proxy-Connection) header keeps only 1.1 alive: then the version is the default
@@ -480,7 +532,8 @@ class ClientConnection:
         """Split the URL, find the host, route the request.
 
         The result depends only on the Host header and the path, so it is cached per
-        listen address; most traffic repeats a few of those pairs.
+        listen address; most traffic repeats a few of those pairs.  Routing is on
+        nginx's $uri (``uri.parse_target``); a clean origin-form path is its own $uri.
         """
         vhosts = self.vhosts
         if vhosts is None:
@@ -488,33 +541,43 @@ class ClientConnection:
             if vhosts is None:
                 raise httptools.HttpParserError("no server for this address")
         url = req.url
+        cacheable = HASH not in url
+        host: str | None = None
+        if url[:1] != b"/":
+            host = _origin_form(req)
+            url = req.url
+            cacheable = False  # the request line's host, not the Host header, names it
         path = url
         if QUERY in url:
             path, _, args = url.partition(b"?")
             if args:
                 req.args = args.decode("latin-1")
         key = (req.http_host, path)
-        hit = vhosts.cache.get(key)
-        if hit is not None and url[:1] == b"/":
-            req.path, req.host, req.server_name, req.route = hit
-            return
-        host = ""
-        if url[:1] != b"/" and url.startswith((b"http://", b"https://")):
-            # absolute-form: the request line's host wins over the Host header
-            rest = url.split(b"://", 1)[1]
-            slash = rest.find(b"/")
-            authority = rest if slash < 0 else rest[:slash]
-            host = _host_only(authority)
-            path = b"/" if slash < 0 else rest[slash:].partition(b"?")[0]
-        elif req.http_host is not None:
-            host = _host_only(req.http_host)
-        req.host = host
-        req.path = normalize_uri(path.decode("latin-1"))
+        if cacheable:
+            hit = vhosts.cache.get(key)
+            if hit is not None:
+                req.path, req.host, req.server_name, req.route = hit
+                return
+        if req.http_host is not None:
+            # nginx validates the Host header even when the request line names the host
+            valid = valid_host(req.http_host)
+            if valid is None:
+                raise Rejected(400)  # nginx: "client sent invalid host header"
+            if host is None:
+                host = valid
+        req.host = host = host or ""
+        if not cacheable or needs_parse(path):
+            parsed = parse_target(url.decode("latin-1"))
+            if parsed is None:
+                raise Rejected(400)  # above the root, a decoded NUL, a broken escape
+            req.path, req.args = parsed
+        else:
+            req.path = path.decode("latin-1")
         srv = vhosts.find(host)
         names = srv.block.server_names
         req.server_name = names[0] if names else ""
         req.route = srv.find(req.path)
-        if url[:1] == b"/":
+        if cacheable:
             if len(vhosts.cache) >= 4096:
                 vhosts.cache.clear()
             vhosts.cache[key] = (req.path, req.host, req.server_name, req.route)
@@ -674,9 +737,7 @@ class ClientConnection:
     def _upstream_head(self, req: Request, route: Route) -> bytes:
         url = req.url
         if route.uri_replace is not None:
-            prefix = route.uri_prefix.encode("latin-1")
-            if url.startswith(prefix):
-                url = route.uri_replace.encode("latin-1") + url[len(prefix) :]
+            url = _rewritten(req, route.uri_prefix, route.uri_replace)
         parts = [req.method, b" ", url, b" HTTP/1.1\r\n"]
         drop = route.drop
         named: set[bytes] | None = None
@@ -1234,9 +1295,12 @@ class ClientConnection:
             return
         if self.pending:
             req, body, complete = self.pending.popleft()
-            if not self.pending:
+            if not self.pending and not self.rejected:
                 self._resume_reading()
             self._start(req, body, complete)
+            return
+        if self.rejected:
+            self._bad_request(self.rejected)
             return
         self.phase = IDLE
         self.idle_timeout = (
@@ -1360,11 +1424,52 @@ _STATUS_MASK: Final = {
 }
 
 
-def _host_only(authority: bytes) -> str:
-    """Host header to $host: lowercase, without port, without trailing dot."""
-    host = authority.decode("latin-1").strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    return host.rstrip(".")
+def _rewritten(req: Request, prefix: str, replace: str) -> bytes:
+    """The URI nginx forwards when proxy_pass has a URI part: that part in place of the
+    location's prefix of $uri, escaped as nginx escapes it, then $args
+    (ngx_http_proxy_create_request)."""
+    uri = req.path
+    rest = uri[len(prefix) :] if uri.startswith(prefix) else uri
+    out = replace + escape_uri(rest)
+    if req.args:
+        out += "?" + req.args
+    return out.encode("latin-1")
+
+
+def _origin_form(req: Request) -> str:
+    """An absolute-form target becomes origin-form (RFC 9112 section 3.2.2); its host is
+    the request's $host, whatever the Host header says.  The authority must be what
+    nginx's request-line parser takes: a name or an IP literal, an optional port."""
+    url = req.url
+    scheme, sep, rest = url.partition(b"://")
+    if not sep or not scheme.isalpha():
+        raise Rejected(400)  # "*", authority-form or garbage: nginx's invalid request
+    end = len(rest)
+    for stop in (b"/", b"?"):
+        found = rest.find(stop)
+        if 0 <= found < end:
+            end = found
+    authority = rest[:end]
+    name, colon, port = authority.partition(b":")
+    if authority[:1] == b"[":
+        close = authority.find(b"]")
+        name, colon, port = authority[: close + 1], authority[close + 1 : close + 2], b""
+        if close < 0 or not _IP_LITERAL.issuperset(authority[1:close]):
+            raise Rejected(400)
+        port = authority[close + 2 :]
+        if colon not in (b"", b":"):
+            raise Rejected(400)
+    elif not name or not _HOST_CHARS.issuperset(name):
+        raise Rejected(400)
+    if port and not port.isdigit():
+        raise Rejected(400)
+    host = valid_host(name)
+    if host is None:
+        raise Rejected(400)  # nginx: "client sent invalid host in request line"
+    target = rest[end:]
+    req.url = target if target[:1] == b"/" else b"/" + target
+    return host
+
+
+_HOST_CHARS: Final = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
+_IP_LITERAL: Final = frozenset(b"0123456789abcdefABCDEF:.")

@@ -8,39 +8,18 @@ a constant.  Getters follow nginx's definitions (src/http/ngx_http_variables.c a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from urllib.parse import unquote
 
 from nonstop.config.model import MapSpec, Template
 from nonstop.errors import ConfigError
 from nonstop.proxy.request import Request
 
-__all__ = ["BUILTINS", "Getter", "VariableTable", "normalize_uri"]
+__all__ = ["BUILTINS", "Getter", "VariableTable"]
 
 Getter = Callable[[Request], str]
 
 
 def _latin(value: bytes | None) -> str:
     return value.decode("latin-1") if value is not None else ""
-
-
-def normalize_uri(path: str) -> str:
-    """nginx's $uri: percent-decoded, slashes merged, dot segments resolved."""
-    if "%" not in path and "//" not in path and "/." not in path:
-        return path
-    path = unquote(path, encoding="latin-1")
-    out: list[str] = []
-    for segment in path.split("/"):
-        if segment == "..":
-            if len(out) > 1:
-                out.pop()
-        elif segment != ".":
-            out.append(segment)
-    merged = "/".join(out)
-    while "//" in merged:
-        merged = merged.replace("//", "/")
-    if path.endswith(("/.", "/..")):
-        merged += "/"
-    return merged or "/"
 
 
 def _xff(req: Request) -> str:

@@ -243,7 +243,7 @@ async def test_client_max_body_size_0_disables_the_limit(tmp_path: Path) -> None
     [
         b"GET / HTTP/1.1\r\nHost: example.test\r\nBad Header\r\n\r\n",
         b"GET /\x00 HTTP/1.1\r\nHost: example.test\r\n\r\n",
-        b"GET / HTTP/9.9\r\nHost: example.test\r\n\r\n",
+        b"GET / HTTP/x.1\r\nHost: example.test\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
