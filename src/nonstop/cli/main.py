@@ -96,7 +96,7 @@ def _check_nginx(config: Config) -> None:
     import asyncio
     import tempfile
 
-    from nonstop.daemon import nginx_engine
+    from nonstop.engines.build import nginx_engine
 
     with tempfile.TemporaryDirectory(prefix="nonstop-check-") as home:
         engine = nginx_engine(config)

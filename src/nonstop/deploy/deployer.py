@@ -7,7 +7,7 @@ The order is the guarantee (PRODUCT.md section 5):
 3. ``wait_healthy``: exact body, ``interval``, ``timeout``, ``start_timeout``; on failure
    stop the new instance and refuse, with the reason and its log tail — the old release
    never stopped serving;
-4. switch in one event-loop step (``AppPool.switch``), then drain the old instance: its
+4. switch in one step (``Engine.set_servers``), then drain the old instance: its
    in-flight requests finish (up to ``drain_timeout``), its idle connections are closed;
 5. ``verify``: the old instance stays warm — as a backup server where the balancing
    method has backups, so a GET the new release failed is retried on it — while the new
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,21 +33,20 @@ from nonstop.config.model import AppSpec, ServerSpec
 from nonstop.deploy.errors import DeployRefused, RolledBack, UnknownApp
 from nonstop.deploy.events import Emit, Progress
 from nonstop.deploy.plan import VerifyCounts, idle_slot, server_spec, slot_ports, verify_failure
-from nonstop.deploy.pool import AppPool, Pool
+from nonstop.deploy.server_set import ServerSet
 from nonstop.deploy.store import DeployRecord, StateStore
+from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, NonstopError, UsageError
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.health.gate import GateResult, wait_healthy
+from nonstop.servers import slot_of
 from nonstop.supervisor import Instance, StartFailed, Supervisor, SupervisorEvent, reclaim
 
-__all__ = ["AppRuntime", "Deployer", "ResponseCounts", "describe_deploy", "own_tail"]
+__all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
 
 log = logging.getLogger("nonstop")
 
 _VERIFY_POLL = 0.02
-
-# (answered, 5xx) on one server since it was added, or None if the proxy cannot tell.
-ResponseCounts = Callable[[str, str], tuple[int, int] | None]
 
 
 def own_tail(text: str, lines: int = 20) -> str:
@@ -58,10 +57,6 @@ def own_tail(text: str, lines: int = 20) -> str:
             kept = kept[i:]
             break
     return "\n".join(kept[-lines:])
-
-
-def _no_counts(_app: str, _address: str) -> tuple[int, int] | None:
-    return None
 
 
 @dataclass
@@ -83,7 +78,7 @@ class AppRuntime:
     """What the deployer knows of one app right now."""
 
     spec: AppSpec
-    pool: Pool
+    servers: ServerSet = field(default_factory=ServerSet)
     live_slot: int | None = None
     live_release: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -102,17 +97,15 @@ class Deployer:
         self,
         store: StateStore,
         supervisor: Supervisor,
-        pool_for: Callable[[str], Pool],
+        engine: Engine,
         clock: Clock = SYSTEM_CLOCK,
         probe_fn: ProbeFn = probe,
-        counts: ResponseCounts = _no_counts,
     ) -> None:
         self.store = store
         self.supervisor = supervisor
+        self.engine = engine
         self.clock = clock
-        self._pool_for = pool_for
         self._probe = probe_fn
-        self._counts = counts
         self.apps: dict[str, AppRuntime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -123,7 +116,7 @@ class Deployer:
         for spec in apps:
             runtime = self.apps.get(spec.name)
             if runtime is None:
-                self.apps[spec.name] = AppRuntime(spec, self._pool_for(spec.name))
+                self.apps[spec.name] = AppRuntime(spec)
             else:
                 runtime.spec = spec
             self.supervisor.update_app(spec)
@@ -160,7 +153,8 @@ class Deployer:
                 except StartFailed as exc:
                     log.error("cannot restore %s on port %d: %s", spec.name, port, exc)
                     continue
-                runtime.pool.add([server_spec(spec, port)], healthy=False)
+                runtime.servers.add([server_spec(spec, port)], healthy=False)
+                await self._push(runtime, quiet=True)
                 self._gate_live(runtime, port)
         finally:
             runtime.ready.set()
@@ -192,29 +186,47 @@ class Deployer:
                     event.port,
                     event.returncode,
                 )
-                runtime.pool.set_health(server_spec(runtime.spec, event.port).address, False)
+                address = server_spec(runtime.spec, event.port).address
+                if runtime.servers.set_health(address, False):
+                    self._own(self._push(runtime, quiet=True))
 
     def _slot_of(self, runtime: AppRuntime | None, port: int) -> int:
-        if runtime is None or port not in runtime.spec.ports:
-            return 0
-        return runtime.spec.ports.index(port) % 2
+        return 0 if runtime is None else slot_of(runtime.spec, port)
+
+    async def _push(self, runtime: AppRuntime, quiet: bool = False) -> None:
+        """Hand the app's server set to the engine; back once it is live.
+
+        ``quiet``: a health mark, which must not end the task that made it when the
+        engine cannot apply it now (the error is logged; the next change carries it).
+        """
+        try:
+            await self.engine.set_servers(runtime.spec.name, runtime.servers.states())
+        except NonstopError as exc:
+            if not quiet:
+                raise
+            log.error("%s: server set not applied: %s", runtime.spec.name, exc)
+
+    def _own(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``work`` as a task of the deployer's (cancelled and awaited by ``close``)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _gate_live(self, runtime: AppRuntime, port: int) -> None:
         """Put a (re)started live instance back into the pool once it passes its check."""
         old = runtime.gating.pop(port, None)
         if old is not None:
             old.cancel()
-        task = asyncio.get_running_loop().create_task(self._regate(runtime, port))
-        runtime.gating[port] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        runtime.gating[port] = self._own(self._regate(runtime, port))
 
     async def _regate(self, runtime: AppRuntime, port: int) -> None:
         instance = self.supervisor.get(runtime.spec.name, port)
         while instance is not None and instance.is_alive():
             result = await self._gate(runtime.spec, instance)
             if result.ok:
-                runtime.pool.set_health(instance.address, True)
+                if runtime.servers.set_health(instance.address, True):
+                    await self._push(runtime, quiet=True)
                 self.store.set_instance_state(runtime.spec.name, port, "running")
                 log.info("%s on port %d is healthy: serving", runtime.spec.name, port)
                 return
@@ -241,9 +253,7 @@ class Deployer:
         record = self.store.begin_deploy(name, release, holder, pid, kind)
         run = _Run(record, release, Progress(name, emit, self.clock))
         runtime.run = run
-        task = asyncio.get_running_loop().create_task(self._execute(runtime, run, kind))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self._own(self._execute(runtime, run, kind))
 
         def finished(_: asyncio.Task[dict[str, Any]]) -> None:
             runtime.run = None
@@ -303,8 +313,7 @@ class Deployer:
         new_specs = [server_spec(spec, i.port) for i in new]
         old_addresses = [s.address for s in old_specs]
         run.phase = "switching"
-        runtime.pool.switch(new_specs, old_addresses)
-        await self._applied(runtime, run, new, old_specs)
+        await self._switch(runtime, run, new, new_specs, old_specs)
         durations["switched"] = round(say.elapsed(), 4)
         for instance in new:
             self.store.set_instance_state(spec.name, instance.port, "running")
@@ -316,12 +325,13 @@ class Deployer:
         reason = None
         if old_addresses:  # a first deploy has nothing to drain, verify against or go back to
             await self._drain(runtime, run, old_addresses, durations)
-            keep_backup = runtime.pool.supports_backup()
+            keep_backup = await self.engine.supports_backup(spec.name)
             for port, address in zip(old_ports, old_addresses, strict=True):
                 if keep_backup:
-                    runtime.pool.demote(address, server_spec(spec, port, backup=True))
+                    runtime.servers.demote(address, server_spec(spec, port, backup=True))
                 else:
-                    runtime.pool.remove([address])
+                    runtime.servers.remove([address])
+            await self._push(runtime)
             reason = await self._verify(runtime, run, new)
             durations["verified"] = round(say.elapsed(), 4)
         if reason is not None:
@@ -329,9 +339,11 @@ class Deployer:
             raise RolledBack(reason)
         run.phase = "stopping old"
         if old_addresses:
-            runtime.pool.set_draining(old_addresses)
-            await runtime.pool.drain(old_addresses, spec.drain_timeout)
-            runtime.pool.remove(old_addresses)
+            runtime.servers.set_draining(old_addresses)
+            await self._push(runtime)
+            await self.engine.drain(spec.name, frozenset(old_addresses), spec.drain_timeout)
+            runtime.servers.remove(old_addresses)
+            await self._push(runtime)
             await self._stop(runtime, run, old_ports, "old")
         durations["old_stopped"] = round(say.elapsed(), 4)
         self.store.set_live(spec.name, slot, run.release)
@@ -385,16 +397,26 @@ class Deployer:
         )
         return new
 
-    async def _applied(
-        self, runtime: AppRuntime, run: _Run, new: list[Instance], old_specs: list[ServerSpec]
+    async def _switch(
+        self,
+        runtime: AppRuntime,
+        run: _Run,
+        new: list[Instance],
+        new_specs: list[ServerSpec],
+        old_specs: list[ServerSpec],
     ) -> None:
-        """The switch is live (an engine may apply it later); if not, undo it and refuse."""
+        """Switch to the new servers; if the engine cannot, undo it and refuse."""
+        runtime.servers.switch(new_specs, [s.address for s in old_specs])
         try:
-            await runtime.pool.applied()
+            await self._push(runtime)
         except NonstopError as exc:
             new_addresses = [i.address for i in new]
-            runtime.pool.switch(old_specs, new_addresses)
-            runtime.pool.remove(new_addresses)
+            runtime.servers.switch(old_specs, new_addresses)
+            runtime.servers.remove(new_addresses)
+            try:
+                await self._push(runtime)
+            except NonstopError as again:
+                log.error("%s: the switch back was not applied either: %s", run.release, again)
             await self._discard(runtime, new)
             run.progress("refused", f"refused: the switch was not applied: {exc}", reason=str(exc))
             raise DeployRefused(f"the switch to {run.release} was not applied: {exc}") from None
@@ -417,7 +439,9 @@ class Deployer:
         self, runtime: AppRuntime, run: _Run, addresses: list[str], durations: dict[str, float]
     ) -> None:
         run.phase = "draining"
-        left = await runtime.pool.drain(addresses, runtime.spec.drain_timeout)
+        left = await self.engine.drain(
+            runtime.spec.name, frozenset(addresses), runtime.spec.drain_timeout
+        )
         durations["drained"] = round(run.progress.elapsed(), 4)
         if left:
             message = (
@@ -442,7 +466,7 @@ class Deployer:
             while self.clock.monotonic() < deadline:
                 if run.rollback.is_set():
                     return f"rollback requested by {run.rollback_by}"
-                responses, errors = self._response_counts(spec, new)
+                responses, errors = await self._response_counts(spec, new)
                 counts = VerifyCounts(
                     alive=all(i.is_alive() for i in new),
                     health_failures=failures[0],
@@ -469,14 +493,20 @@ class Deployer:
             )
             failures[0] = 0 if all(v.ok for v in verdicts) else failures[0] + 1
 
-    def _response_counts(self, spec: AppSpec, new: list[Instance]) -> tuple[int | None, int]:
+    async def _response_counts(self, spec: AppSpec, new: list[Instance]) -> tuple[int | None, int]:
+        """Answers and 5xx of the new instances since they joined; None: not counted."""
+        reports = {r.address: r for r in await self.engine.servers(spec.name)}
+        if not reports:
+            return None, 0
         total = errors = 0
         for instance in new:
-            counted = self._counts(spec.name, instance.address)
-            if counted is None:
+            report = reports.get(instance.address)
+            if report is None:
+                continue
+            if report.responses is None or report.responses_5xx is None:
                 return None, 0
-            total += counted[0]
-            errors += counted[1]
+            total += report.responses
+            errors += report.responses_5xx
         return total, errors
 
     async def _switch_back(
@@ -486,14 +516,16 @@ class Deployer:
         run.phase = "rolling back"
         new_addresses = [i.address for i in new]
         if old_specs:
-            runtime.pool.switch(old_specs, new_addresses)
+            runtime.servers.switch(old_specs, new_addresses)
+            await self._push(runtime)
             say("rollback", f"traffic switched back to {runtime.live_release}")
-            await runtime.pool.drain(new_addresses, spec.drain_timeout)
         else:
-            runtime.pool.set_draining(new_addresses)
+            runtime.servers.set_draining(new_addresses)
+            await self._push(runtime)
             say("rollback", "no previous release: taking the new one out")
-            await runtime.pool.drain(new_addresses, spec.drain_timeout)
-        runtime.pool.remove(new_addresses)
+        await self.engine.drain(spec.name, frozenset(new_addresses), spec.drain_timeout)
+        runtime.servers.remove(new_addresses)
+        await self._push(runtime)
         await self._stop(runtime, run, tuple(i.port for i in new), "new", instances=new)
 
     async def _stop(
@@ -546,16 +578,17 @@ class Deployer:
 
     # -- status and shutdown --------------------------------------------------------------
 
-    def status(self, name: str | None = None) -> dict[str, Any]:
+    async def status(self, name: str | None = None) -> dict[str, Any]:
         names = [name] if name is not None else sorted(self.apps)
-        return {n: self._app_status(self.runtime(n)) for n in names}
+        return {n: await self._app_status(self.runtime(n)) for n in names}
 
-    def _app_status(self, runtime: AppRuntime) -> dict[str, Any]:
+    async def _app_status(self, runtime: AppRuntime) -> dict[str, Any]:
         spec = runtime.spec
         live = self.store.live(spec.name)
+        reports = {r.address: r for r in await self.engine.servers(spec.name)}
         instances = []
         for instance in self.supervisor.instances(spec.name):
-            peer = runtime.pool.describe(instance.address)
+            report = reports.get(instance.address)
             instances.append(
                 {
                     "port": instance.port,
@@ -564,10 +597,10 @@ class Deployer:
                     "pid": instance.pid,
                     "state": instance.state.value,
                     "live": instance.port in runtime.live_ports,
-                    "health": peer.get("state", "not in pool"),
-                    "in_flight": peer.get("conns", 0),
-                    "responses": peer.get("responses"),
-                    "responses_5xx": peer.get("responses_5xx"),
+                    "health": report.state if report is not None else "not in pool",
+                    "in_flight": report.in_flight if report is not None else 0,
+                    "responses": report.responses if report is not None else None,
+                    "responses_5xx": report.responses_5xx if report is not None else None,
                     "uptime": round(instance.uptime(), 3),
                 }
             )
@@ -594,13 +627,6 @@ class Deployer:
             },
             "history": [describe_deploy(r) for r in self.store.history(spec.name, 10)],
         }
-
-    def reapply(self, previous: dict[str, Any]) -> None:
-        """After a reload: every app's servers into the new backends (same loop step)."""
-        for name, runtime in self.apps.items():
-            old = previous.get(name)
-            if isinstance(runtime.pool, AppPool):
-                runtime.pool.reapply(old.balancer if old is not None else None)
 
     async def close(self, timeout: float | None = None) -> None:
         """Cancel deploys and health gates, then stop every instance (daemon shutdown)."""
