@@ -155,7 +155,12 @@ class Daemon:
         self.admin = AdminServer(
             admin_socket_path(config),
             {"reload": self._admin_reload, "status": self._admin_status, "stop": self._stop},
-            {"deploy": self._admin_deploy, "rollback": self._admin_rollback},
+            {
+                "deploy": self._admin_deploy,
+                "rollback": self._admin_rollback,
+                "commit": self._admin_commit,
+                "abort": self._admin_abort,
+            },
         )
         await self.admin.start()
         restore = loop.create_task(deployer.restore(), name="restore live releases")
@@ -241,9 +246,17 @@ class Daemon:
         assert self.deployer is not None
         app, holder, pid = _who(request)
         release = request.get("release")
+        hold = request.get("hold")
+        if hold is not None and (not isinstance(hold, int | float) or hold <= 0):
+            raise ValueError('"hold" must be a number of seconds above 0')
         try:
             result = await self.deployer.deploy(
-                app, None if release is None else str(release), holder, pid, emit
+                app,
+                None if release is None else str(release),
+                holder,
+                pid,
+                emit,
+                hold=None if hold is None else float(hold),
             )
         except NonstopError as exc:
             return _failure(exc, self.deployer, app)
@@ -257,6 +270,26 @@ class Daemon:
         except NonstopError as exc:
             return _failure(exc, self.deployer, app)
         return {"ok": True, "result": result}
+
+    async def _admin_commit(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return await self._decide(request, emit, commit=True)
+
+    async def _admin_abort(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return await self._decide(request, emit, commit=False)
+
+    async def _decide(self, request: dict[str, Any], emit: Emit, commit: bool) -> dict[str, Any]:
+        """Commit or abort a held deploy; an abort that rolled back did what was asked."""
+        assert self.deployer is not None
+        app, holder, _ = _who(request)
+        decide = self.deployer.commit if commit else self.deployer.abort
+        try:
+            result = await decide(app, holder, emit)
+        except NonstopError as exc:
+            return _failure(exc, self.deployer, app)
+        if not commit or result.get("outcome") == "ok":
+            return {"ok": True, "result": result}
+        reason = str(result.get("reason") or result.get("outcome"))
+        return {"ok": False, "error": reason, "exit_code": 1, "result": result}
 
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.events.put_nowait("stop")
