@@ -7,44 +7,37 @@ and the next start resolves them with the old release serving), stop accepting
 connections and let in-flight requests finish, then stop the app instances, then
 close the state store.
 
-On start: open the state store, resolve deploys a crash cut short, then — with the
-proxy already listening and the admin socket open — stop orphaned instances and bring
-each app's live release back (a deploy of that app waits for it).
+On start: open the state store, resolve deploys a crash cut short, build the engine the
+config names (``nonstop.engines.build``) and start it, then — with the engine already
+listening and the admin socket open — stop orphaned instances and bring each app's live
+release back (a deploy of that app waits for it).
+
+The daemon holds one ``Engine`` and reaches the data plane only through it: which engine
+serves is decided in ``build_engine`` and nowhere here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import os
-import pwd
 import signal
 import sys
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 from nonstop.admin.server import AdminServer, Emit
 from nonstop.config import load
-from nonstop.config.model import Config, HealthSpec, NginxSpec
+from nonstop.config.model import Config, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
-from nonstop.deploy.pool import AppPool, Pool
 from nonstop.deploy.store import StateStore
-from nonstop.engines.nginx import (
-    NginxAppPool,
-    NginxEngine,
-    NginxUpstreamChecks,
-    SystemNginx,
-    find_nginx,
-)
+from nonstop.engines.base import Engine
+from nonstop.engines.build import build_engine
 from nonstop.errors import ConfigError, NonstopError
-from nonstop.health import HealthChecker
-from nonstop.proxy.server import Backend, ProxyServer
 from nonstop.supervisor import Supervisor, SupervisorEvent
 
-__all__ = ["Daemon", "UpstreamChecks", "admin_socket_path", "setup_logging"]
+__all__ = ["Daemon", "admin_socket_path", "setup_logging"]
 
 log = logging.getLogger("nonstop")
 
@@ -99,19 +92,6 @@ def with_engine(config: Config, engine: str | None, nginx_pid: str | None = None
     return dataclasses.replace(config, engine=engine)
 
 
-def nginx_engine(config: Config) -> NginxEngine:
-    """The nginx engine for ``config``, driving the nginx binary found on this host.
-
-    Started as root, nginx would run its workers as ``nobody``, who cannot reach the
-    state directory's temp paths; they run as nonstop's own user instead.
-    """
-    binary = find_nginx()
-    if binary is None:
-        raise ConfigError('engine "nginx" needs the nginx binary, and none was found on PATH')
-    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-    return NginxEngine(config, SystemNginx(binary), user=user, system_pid=config.nginx.pid)
-
-
 class Daemon:
     def __init__(
         self,
@@ -124,46 +104,21 @@ class Daemon:
         self.path = path
         self.prefix = prefix
         self.shutdown_timeout = shutdown_timeout
-        self.engine = engine
+        self.engine_name = engine
         self.nginx_pid = nginx_pid
-        self.nginx: NginxEngine | None = None
-        self.nginx_checks: NginxUpstreamChecks | None = None
         self.events: asyncio.Queue[str] = asyncio.Queue()
-        self.proxy: ProxyServer | None = None
+        self.engine: Engine | None = None
         self.admin: AdminServer | None = None
         self.store: StateStore | None = None
         self.deployer: Deployer | None = None
-        self.checks: UpstreamChecks | None = None
+        self.running: Config | None = None
         self.started = time.time()
         self.reloads = 0
 
     async def run(self, config: Config) -> None:
-        config = with_engine(config, self.engine, self.nginx_pid)
-        if config.engine == "nginx":
-            await self._run(config, self._start_nginx(config))
-        else:
-            await self._run(config, self._start_embedded(config))
+        await self._run(with_engine(config, self.engine_name, self.nginx_pid))
 
-    async def _start_embedded(self, config: Config) -> list[str]:
-        loop = asyncio.get_running_loop()
-        self.proxy = ProxyServer(config, loop)
-        deployer = self.deployer = self._deployer(config.state_dir)
-        deployer.configure(config.apps)
-        await self.proxy.start()
-        self.checks = UpstreamChecks(self.proxy)
-        self.checks.sync()
-        return [f"{h}:{p}" for h, p in self.proxy.bound_ports()]
-
-    async def _start_nginx(self, config: Config) -> list[str]:
-        self.nginx = nginx_engine(config)
-        deployer = self.deployer = self._deployer(config.state_dir)
-        deployer.configure(config.apps)
-        self.nginx_checks = NginxUpstreamChecks(self.nginx)
-        self.nginx_checks.sync(config)
-        await self.nginx.start()
-        return _listens(config)
-
-    async def _run(self, config: Config, start: Coroutine[Any, Any, list[str]]) -> None:
+    async def _run(self, config: Config) -> None:
         loop = asyncio.get_running_loop()
         # Signals are queued from the very start: a SIGTERM that arrives while the engine
         # is still starting is handled as a graceful stop once it has started.
@@ -174,8 +129,8 @@ class Daemon:
             (signal.SIGUSR1, "reopen"),
         ):
             loop.add_signal_handler(signum, self.events.put_nowait, event)
-        self.store = StateStore.open(config.state_dir)
-        for record in self.store.resolve_interrupted():
+        store = self.store = StateStore.open(config.state_dir)
+        for record in store.resolve_interrupted():
             log.warning(
                 "deploy #%d of %s %s was interrupted by a stop of nonstop; the previous "
                 "release stays live",
@@ -184,22 +139,28 @@ class Daemon:
                 record.release,
             )
         try:
-            listening = await start
+            engine = self.engine = build_engine(config)
+            supervisor = Supervisor(config.state_dir, on_event=self._on_instance)
+            deployer = self.deployer = Deployer(store, supervisor, engine)
+            deployer.configure(config.apps)
+            self.running = config
+            listening = await engine.start()
         except BaseException:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
-            if self.nginx_checks is not None:
-                await self.nginx_checks.close()
-            if self.nginx is not None:
-                await self.nginx.shutdown(1.0)
-            self.store.close()
+            if self.engine is not None:
+                await self.engine.shutdown(1.0)
+            store.close()
             raise
-        deployer = self.deployer
-        assert deployer is not None
         self.admin = AdminServer(
             admin_socket_path(config),
             {"reload": self._admin_reload, "status": self._admin_status, "stop": self._stop},
-            {"deploy": self._admin_deploy, "rollback": self._admin_rollback},
+            {
+                "deploy": self._admin_deploy,
+                "rollback": self._admin_rollback,
+                "commit": self._admin_commit,
+                "abort": self._admin_abort,
+            },
         )
         await self.admin.start()
         restore = loop.create_task(deployer.restore(), name="restore live releases")
@@ -212,7 +173,7 @@ class Daemon:
                 if event == "reload":
                     await self.reload()
                 if event == "reopen":
-                    self._reopen()
+                    await engine.reopen_logs()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
@@ -220,55 +181,11 @@ class Daemon:
             await self.admin.close()
             restore.cancel()
             await asyncio.gather(restore, return_exceptions=True)
-            await self._stop_engine()
+            await engine.shutdown(self.shutdown_timeout)
             log.info("stopping app instances")
             await deployer.close()
-            self.store.close()
+            store.close()
             log.info("exit")
-
-    def _reopen(self) -> None:
-        if self.proxy is not None:
-            self.proxy.state.access_logs.reopen()
-        if self.nginx is not None:
-            self.nginx.reopen_logs()
-
-    async def _stop_engine(self) -> None:
-        if self.checks is not None:
-            await self.checks.close()
-        if self.proxy is not None:
-            await self.proxy.shutdown(self.shutdown_timeout)
-        if self.nginx_checks is not None:
-            await self.nginx_checks.close()
-        if self.nginx is not None:
-            await self.nginx.shutdown(self.shutdown_timeout)
-
-    def _deployer(self, state_dir: str) -> Deployer:
-        assert self.store is not None
-        supervisor = Supervisor(state_dir, on_event=lambda e: self._on_instance(e))
-        if self.nginx is not None:
-            nginx = self.nginx
-
-            def nginx_pool(name: str) -> Pool:
-                return NginxAppPool(name, nginx)
-
-            def nginx_counts(name: str, address: str) -> tuple[int, int] | None:
-                return nginx.stats.counts(address)
-
-            return Deployer(self.store, supervisor, nginx_pool, counts=nginx_counts)
-        assert self.proxy is not None
-        state = self.proxy.state
-
-        def backend(name: str) -> Backend | None:
-            return state.upstreams.get(name)
-
-        def pool(name: str) -> Pool:
-            return AppPool(name, lambda: backend(name))
-
-        def counts(name: str, address: str) -> tuple[int, int] | None:
-            found = backend(name)
-            return found.balancer.response_counts(address) if found is not None else None
-
-        return Deployer(self.store, supervisor, pool, counts=counts)
 
     def _on_instance(self, event: SupervisorEvent) -> None:
         if self.deployer is not None:
@@ -277,11 +194,8 @@ class Daemon:
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
         try:
-            config = with_engine(load(self.path, self.prefix), self.engine, self.nginx_pid)
-            if self.nginx is not None:
-                await self._reload_nginx(config)
-            else:
-                await self._reload_embedded(config)
+            config = with_engine(load(self.path, self.prefix), self.engine_name, self.nginx_pid)
+            await self._apply(config)
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return {"ok": False, "error": str(exc)}
@@ -298,79 +212,51 @@ class Daemon:
         log.info("configuration reloaded from %s", self.path)
         return {"ok": True, "files": list(config.files)}
 
-    async def _reload_nginx(self, config: Config) -> None:
-        assert self.nginx is not None
-        if config.engine != "nginx":
+    async def _apply(self, config: Config) -> None:
+        assert self.engine is not None and self.running is not None
+        if config.engine != self.running.engine:
             raise ConfigError("the engine cannot change on reload: restart nonstop for that")
-        await self.nginx.apply(config)
+        await self.engine.apply(config)  # the apps' servers go into the new state whole
+        self.running = config
         if self.deployer is not None:
             self.deployer.configure(config.apps)
-        if self.nginx_checks is not None:
-            self.nginx_checks.sync(config)
-
-    async def _reload_embedded(self, config: Config) -> None:
-        assert self.proxy is not None
-        if config.engine != "embedded":
-            raise ConfigError("the engine cannot change on reload: restart nonstop for that")
-        previous = dict(self.proxy.state.upstreams)
-        await self.proxy.reload(config)
-        # no await between the new backends going live and the apps' servers going
-        # back into them: no request can find an app's upstream empty
-        if self.deployer is not None:
-            self.deployer.reapply(previous)
-            self.deployer.configure(config.apps)
-        if self.checks is not None:
-            self.checks.sync()
 
     async def _admin_reload(self, _request: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
 
     async def _admin_status(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.deployer is not None
+        assert self.deployer is not None and self.engine is not None
         app = request.get("app")
-        if self.nginx is not None:
-            return self._nginx_status(None if app is None else str(app))
-        assert self.proxy is not None
-        state = self.proxy.state
-        return {
+        name = None if app is None else str(app)
+        engine = dict(await self.engine.status(name))
+        answer: dict[str, Any] = {
             "ok": True,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3),
             "config": self.path,
-            "reloads": self.reloads,
-            "connections": len(state.connections),
-            "listen": [f"{h}:{p}" for h, p in self.proxy.bound_ports()],
-            "upstreams": {
-                name: backend.balancer.snapshot(state.now())
-                for name, backend in state.upstreams.items()
-                if app is None or name == app
-            },
-            "apps": self.deployer.status(None if app is None else str(app)),
         }
-
-    def _nginx_status(self, app: str | None) -> dict[str, Any]:
-        assert self.nginx is not None and self.deployer is not None
-        return {
-            "ok": True,
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started, 3),
-            "config": self.path,
-            "engine": "nginx",
-            "reloads": self.reloads,
-            "connections": "n/a",
-            "listen": _listens(self.nginx.config),
-            "nginx": self.nginx.describe(),
-            "upstreams": self.nginx.upstreams(app),
-            "apps": self.deployer.status(app),
-        }
+        if "engine" in engine:
+            answer["engine"] = engine.pop("engine")
+        answer["reloads"] = self.reloads
+        answer.update(engine)
+        answer["apps"] = await self.deployer.status(name)
+        return answer
 
     async def _admin_deploy(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
         assert self.deployer is not None
         app, holder, pid = _who(request)
         release = request.get("release")
+        hold = request.get("hold")
+        if hold is not None and (not isinstance(hold, int | float) or hold <= 0):
+            raise ValueError('"hold" must be a number of seconds above 0')
         try:
             result = await self.deployer.deploy(
-                app, None if release is None else str(release), holder, pid, emit
+                app,
+                None if release is None else str(release),
+                holder,
+                pid,
+                emit,
+                hold=None if hold is None else float(hold),
             )
         except NonstopError as exc:
             return _failure(exc, self.deployer, app)
@@ -385,18 +271,29 @@ class Daemon:
             return _failure(exc, self.deployer, app)
         return {"ok": True, "result": result}
 
+    async def _admin_commit(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return await self._decide(request, emit, commit=True)
+
+    async def _admin_abort(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        return await self._decide(request, emit, commit=False)
+
+    async def _decide(self, request: dict[str, Any], emit: Emit, commit: bool) -> dict[str, Any]:
+        """Commit or abort a held deploy; an abort that rolled back did what was asked."""
+        assert self.deployer is not None
+        app, holder, _ = _who(request)
+        decide = self.deployer.commit if commit else self.deployer.abort
+        try:
+            result = await decide(app, holder, emit)
+        except NonstopError as exc:
+            return _failure(exc, self.deployer, app)
+        if not commit or result.get("outcome") == "ok":
+            return {"ok": True, "result": result}
+        reason = str(result.get("reason") or result.get("outcome"))
+        return {"ok": False, "error": reason, "exit_code": 1, "result": result}
+
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.events.put_nowait("stop")
         return {"ok": True}
-
-
-def _listens(config: Config) -> list[str]:
-    seen: dict[str, None] = {}
-    for server in config.servers:
-        for listen in server.listens:
-            host = f"[{listen.host}]" if ":" in listen.host else listen.host
-            seen[f"{host}:{listen.port}"] = None
-    return list(seen)
 
 
 def _who(request: dict[str, Any]) -> tuple[str, str, int]:
@@ -415,70 +312,3 @@ def _failure(exc: NonstopError, deployer: Deployer, app: str) -> dict[str, Any]:
     if history and history[0].reason == str(exc):
         answer["result"] = describe_deploy(history[0])
     return answer
-
-
-class UpstreamChecks:
-    """Active health checks of the static ``[upstreams.*]`` that have a ``health`` table.
-
-    One ``HealthChecker`` per upstream reports flips, applied through the upstream (its one
-    owner of peer state).  ``sync`` runs after start and after every reload: checkers
-    follow the server lists, and each watched server's known health is put on the new
-    ``Backend`` — a server whose line changed gets a new peer, which would otherwise wait
-    unhealthy for a flip that never comes.  A server never seen passing gets no traffic.
-    """
-
-    def __init__(self, proxy: ProxyServer) -> None:
-        self._proxy = proxy
-        self._checkers: dict[str, HealthChecker] = {}
-
-    def sync(self) -> None:
-        upstreams = self._proxy.state.upstreams
-        for name in [n for n in self._checkers if _checked(upstreams.get(n)) is None]:
-            self._drop(name)
-        for name, backend in upstreams.items():
-            health = _checked(backend)
-            if health is None:
-                continue
-            checker = self._checkers.get(name)
-            if checker is None:
-                checker = HealthChecker(health, functools.partial(self._change, name))
-                self._checkers[name] = checker
-            else:
-                checker.update_spec(health)
-            wanted = {s.address: s for s in backend.spec.servers if not s.is_unix}
-            for address in checker.addresses():
-                if address not in wanted:
-                    asyncio.get_running_loop().create_task(checker.unwatch(address))
-            for address, server in wanted.items():
-                peer = backend.balancer.peer(address)
-                checker.watch(
-                    address, server.host, server.port, peer is not None and peer.health_ok
-                )
-                backend.balancer.set_health(address, checker.healthy(address))
-
-    def _change(self, name: str, address: str, healthy: bool, detail: str) -> None:
-        backend = self._proxy.state.upstreams.get(name)
-        if backend is not None:
-            backend.balancer.set_health(address, healthy)
-            log.warning(
-                "upstream %s server %s is %s: %s",
-                name,
-                address,
-                "up" if healthy else "down",
-                detail,
-            )
-
-    def _drop(self, name: str) -> None:
-        checker = self._checkers.pop(name)
-        asyncio.get_running_loop().create_task(checker.close())
-
-    async def close(self) -> None:
-        for checker in self._checkers.values():
-            await checker.close()
-        self._checkers.clear()
-
-
-def _checked(backend: Backend | None) -> HealthSpec | None:
-    if backend is None or backend.spec.app or backend.spec.implicit:
-        return None
-    return backend.spec.health

@@ -98,7 +98,7 @@ def _check_nginx(config: Config) -> None:
     import asyncio
     import tempfile
 
-    from nonstop.daemon import nginx_engine
+    from nonstop.engines.build import nginx_engine
 
     with tempfile.TemporaryDirectory(prefix="nonstop-check-") as home:
         engine = nginx_engine(config)
@@ -248,14 +248,61 @@ def _long_call(config_path: str, prefix: str | None, cmd: str, as_json: bool, **
 @_config_option
 @_prefix_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event, result last.")
+@click.option(
+    "--hold",
+    is_flag=True,
+    help="Switch, keep the old release warm and return; `commit` or `abort` decides.",
+)
+@click.option(
+    "--hold-timeout",
+    default="10m",
+    show_default=True,
+    help="With --hold: roll back if neither commit nor abort comes within this time.",
+)
 def deploy(
-    app: str, release: str | None, config_path: str, prefix: str | None, as_json: bool
+    app: str,
+    release: str | None,
+    config_path: str,
+    prefix: str | None,
+    as_json: bool,
+    hold: bool,
+    hold_timeout: str,
 ) -> None:
-    """Deploy RELEASE of APP; exit 0 only once it serves all traffic and the old is stopped."""
+    """Deploy RELEASE of APP; exit 0 only once it serves all traffic and the old is stopped
+    (with --hold: once it serves all traffic and the old release waits warm)."""
     args: dict[str, Any] = {"app": app}
     if release is not None:
         args["release"] = release
+    if hold:
+        try:
+            args["hold"] = parse_duration(hold_timeout)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--hold-timeout") from exc
+        if args["hold"] <= 0:
+            raise click.BadParameter("must be above 0", param_hint="--hold-timeout")
     _long_call(config_path, prefix, "deploy", as_json, **args)
+
+
+def _decision(cmd: str, doc: str) -> None:
+    """``commit`` and ``abort``: decide APP's held deploy."""
+
+    @main.command(name=cmd, help=doc)
+    @click.argument("app")
+    @_config_option
+    @_prefix_option
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per event, result last.")
+    def decide(app: str, config_path: str, prefix: str | None, as_json: bool) -> None:
+        _long_call(config_path, prefix, cmd, as_json, app=app)
+
+
+_decision(
+    "commit",
+    "Finish APP's held deploy: drain and stop the old release; exit 0 once it is stopped.",
+)
+_decision(
+    "abort",
+    "Roll APP's held deploy back to the warm old release; exit 0 once the new one stopped.",
+)
 
 
 @main.command()

@@ -28,6 +28,8 @@ EVENT_KINDS = (
     "switched",  # traffic moved to the new release
     "drained",  # no request left on the old release, its idle connections closed
     "verify",  # watching the new release
+    "hold",  # switched, the old release warm: waiting for commit or abort
+    "commit",  # a held deploy was committed
     "rollback",  # switching back to the previous release
     "stopped",  # an instance was stopped
     "done",  # the deploy finished (any outcome)
@@ -39,7 +41,7 @@ class Progress:
 
     def __init__(self, app: str, emit: Emit | None, clock: Clock) -> None:
         self.app = app
-        self._emit = emit
+        self._emits: list[Emit] = [] if emit is None else [emit]
         self._clock = clock
         self.start = clock.monotonic()
 
@@ -55,5 +57,9 @@ class Progress:
             **fields,
         }
         log.info("deploy %s: %s", self.app, message)
-        if self._emit is not None:
-            self._emit(data)
+        for emit in self._emits:
+            emit(data)
+
+    def listen(self, emit: Emit) -> None:
+        """Also send the events from now on to ``emit`` (a ``commit`` or ``abort`` client)."""
+        self._emits.append(emit)

@@ -8,14 +8,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from nonstop.config.model import AppSpec, HealthSpec, UpstreamSpec
+from nonstop.config.model import AppSpec, HealthSpec
 from nonstop.deploy import DeployLocked, StateStore
 from nonstop.deploy.deployer import Deployer, own_tail
 from nonstop.deploy.errors import DeployRefused, RolledBack, UnknownApp
-from nonstop.deploy.pool import AppPool
+from nonstop.engines.fake import FakeEngine
 from nonstop.health.active import Verdict
-from nonstop.proxy.server import Backend
-from nonstop.proxy.variables import VariableTable
 from nonstop.supervisor import FakeLauncher, Supervisor
 
 T = TypeVar("T")
@@ -34,16 +32,14 @@ class World:
     def __init__(self, tmp: Path) -> None:
         self.launcher = FakeLauncher()
         self.unhealthy: set[int] = set()
-        self.backend = Backend(
-            UpstreamSpec(name="web", servers=(), app=True), VariableTable(), None
-        )
+        self.engine = FakeEngine()
         self.store = StateStore.open(tmp / "state")
         self.events: list[dict[str, Any]] = []
         supervisor = Supervisor(tmp / "state", launcher=self.launcher)
         self.deployer = Deployer(
             self.store,
             supervisor,
-            lambda name: AppPool(name, lambda: self.backend),
+            self.engine,
             probe_fn=self.probe,
         )
         supervisor.on_event = self.deployer.on_supervisor_event
@@ -58,7 +54,7 @@ class World:
         return await self.deployer.deploy("web", release, "tester", 1, self.events.append)
 
     def servers(self) -> list[tuple[str, bool]]:
-        return [(p.address, p.off) for p in self.backend.balancer.peers]
+        return self.engine.primaries("web")
 
 
 def run(world: World, body: Any) -> Any:
@@ -115,7 +111,7 @@ def test_a_crash_during_verify_switches_back_to_the_warm_old_instance(tmp_path: 
         task = asyncio.create_task(w.deploy("v2"))
         while not any(e["event"] == "verify" for e in w.events[-3:]):
             await asyncio.sleep(0.005)
-        assert [p.address for p in w.backend.balancer.backups] == ["127.0.0.1:8080"]
+        assert w.engine.backups("web") == ["127.0.0.1:8080"]
         w.launcher.launched[1].exit(1)
         with pytest.raises(RolledBack, match="exited during verify"):
             await task

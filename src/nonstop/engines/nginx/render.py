@@ -58,7 +58,7 @@ from nonstop.config.model import (
     UpstreamSpec,
 )
 from nonstop.config.vocabulary import BACKUP_METHODS
-from nonstop.deploy.plan import server_spec, slot_ports
+from nonstop.servers import server_spec, slot_ports
 
 __all__ = [
     "MAIN_FILE",
