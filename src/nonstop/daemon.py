@@ -154,8 +154,14 @@ class Daemon:
             raise
         self.admin = AdminServer(
             admin_socket_path(config),
-            {"reload": self._admin_reload, "status": self._admin_status, "stop": self._stop},
             {
+                "reload": self._admin_reload,
+                "status": self._admin_status,
+                "stop": self._stop,
+                "undrain": self._admin_undrain,
+            },
+            {
+                "drain": self._admin_drain,
                 "deploy": self._admin_deploy,
                 "rollback": self._admin_rollback,
                 "commit": self._admin_commit,
@@ -291,9 +297,44 @@ class Daemon:
         reason = str(result.get("reason") or result.get("outcome"))
         return {"ok": False, "error": reason, "exit_code": 1, "result": result}
 
+    async def _admin_drain(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """``nonstop drain``: out of selection now; answered once nothing is in flight."""
+        assert self.engine is not None
+        upstream, address = _server(request)
+        timeout = request.get("timeout", 30.0)
+        if not isinstance(timeout, int | float) or timeout < 0:
+            raise ValueError('"timeout" must be a number of seconds, 0 or more')
+        emit({"event": "draining", "upstream": upstream, "address": address})
+        left = await self.engine.drain_server(upstream, address, float(timeout))
+        if left:
+            return {
+                "ok": False,
+                "error": f"{left} request(s) still in flight to {address} after {timeout:g}s; "
+                "it stays drained: no new request goes to it",
+                "exit_code": 1,
+                "in_flight": left,
+            }
+        return {"ok": True, "upstream": upstream, "address": address, "in_flight": 0}
+
+    async def _admin_undrain(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.engine is not None
+        upstream, address = _server(request)
+        await self.engine.undrain_server(upstream, address)
+        return {"ok": True, "upstream": upstream, "address": address}
+
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
         self.events.put_nowait("stop")
         return {"ok": True}
+
+
+def _server(request: dict[str, Any]) -> tuple[str, str]:
+    """The upstream and server address a drain request names."""
+    upstream, address = request.get("upstream"), request.get("address")
+    if not isinstance(upstream, str) or not upstream:
+        raise ValueError('"upstream" must be a non-empty string')
+    if not isinstance(address, str) or not address:
+        raise ValueError('"address" must be a non-empty string (HOST:PORT)')
+    return upstream, address
 
 
 def _who(request: dict[str, Any]) -> tuple[str, str, int]:

@@ -315,6 +315,68 @@ def rollback(app: str, config_path: str, prefix: str | None, as_json: bool) -> N
     _long_call(config_path, prefix, "rollback", as_json, app=app)
 
 
+def _server_call(
+    config_path: str, prefix: str | None, cmd: str, as_json: bool, **args: Any
+) -> dict[str, Any]:
+    """``drain``/``undrain``: one answer (JSON with --json), exit with its outcome."""
+    client = _client(config_path, prefix)
+    try:
+        answer = client.stream(cmd, lambda event: None, **args)
+    except NonstopError as exc:
+        _say(str(exc))
+        sys.exit(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(answer))
+    if not answer.get("ok"):
+        if not as_json:
+            _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
+    return answer
+
+
+@main.command()
+@click.argument("upstream")
+@click.argument("address")
+@_config_option
+@_prefix_option
+@click.option(
+    "--timeout",
+    default="30s",
+    show_default=True,
+    help="How long to wait for the requests in flight to it to finish.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The answer as JSON.")
+def drain(
+    upstream: str, address: str, config_path: str, prefix: str | None, timeout: str, as_json: bool
+) -> None:
+    """Take ADDRESS out of UPSTREAM: no new request goes to it; exit 0 once none is in
+    flight to it, 1 if some still are after --timeout (it stays drained either way)."""
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    _server_call(
+        config_path, prefix, "drain", as_json, upstream=upstream, address=address, timeout=seconds
+    )
+    if not as_json:
+        _say(f"{address} of upstream {upstream} is drained: nothing in flight to it")
+
+
+@main.command()
+@click.argument("upstream")
+@click.argument("address")
+@_config_option
+@_prefix_option
+@click.option("--json", "as_json", is_flag=True, help="The answer as JSON.")
+def undrain(
+    upstream: str, address: str, config_path: str, prefix: str | None, as_json: bool
+) -> None:
+    """Put ADDRESS back into UPSTREAM after `nonstop drain`."""
+    _server_call(config_path, prefix, "undrain", as_json, upstream=upstream, address=address)
+    if not as_json:
+        _say(f"{address} of upstream {upstream} takes requests again")
+
+
 main.add_command(fleet)
 
 

@@ -28,6 +28,11 @@ The contract of each operation:
 - ``status`` is the engine's part of ``nonstop status``: JSON-able and fresh.
 - ``supports_backup`` says whether an app's balancing method has backup servers (how
   the previous release waits during verify).
+- ``drain_server`` takes one server of a static upstream out of selection (``nonstop
+  drain``, HAProxy's ``set server state drain``) and waits, like ``drain``, until nothing
+  is in flight to it; it stays out across reloads until ``undrain_server`` puts it back.
+  Both raise ``UsageError`` for an upstream or server the config does not have, or an
+  app's upstream (its servers are the deployer's).
 - ``reopen_logs`` (SIGUSR1) and ``shutdown`` (stop accepting, finish in-flight within
   ``timeout``, close the rest).
 """
@@ -53,6 +58,10 @@ class Engine(Protocol):
     async def drain(self, app: str, addresses: frozenset[str], timeout: float) -> int: ...
 
     async def servers(self, app: str) -> tuple[ServerReport, ...]: ...
+
+    async def drain_server(self, upstream: str, address: str, timeout: float) -> int: ...
+
+    async def undrain_server(self, upstream: str, address: str) -> None: ...
 
     async def supports_backup(self, app: str) -> bool: ...
 

@@ -23,9 +23,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from nonstop.config.model import Config
+from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.engines.checks import UpstreamChecks
+from nonstop.errors import UsageError
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.proxy.balancers import BACKUP_METHODS
 from nonstop.proxy.server import Backend, ProxyServer
 from nonstop.servers import ServerReport, ServerState
 
@@ -45,6 +46,7 @@ class EmbeddedEngine:
         probe_fn: ProbeFn = probe,
     ) -> None:
         self._servers: dict[str, tuple[ServerState, ...]] = {}
+        self._drained: dict[str, set[str]] = {}  # static upstream -> servers drained by hand
         self.proxy = ProxyServer(config, loop)
         self._checks = UpstreamChecks(self._mark, probe_fn)
 
@@ -58,6 +60,7 @@ class EmbeddedEngine:
     async def apply(self, config: Config) -> None:
         # no await between the new state going live and the checks marking its servers
         await self.proxy.reload(config, self._servers)
+        self._mark_drained()
         self._sync_checks()
 
     async def reopen_logs(self) -> None:
@@ -113,6 +116,45 @@ class EmbeddedEngine:
         left = _in_flight(backend, addresses)
         self._close_idle(backend, addresses)
         return left
+
+    # -- a static upstream's server, drained by hand -------------------------------------
+
+    async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
+        backend = self._static(upstream, address)
+        self._drained.setdefault(upstream, set()).add(address)
+        backend.balancer.set_draining(address, True)
+        log.warning("upstream %s server %s is draining (nonstop drain)", upstream, address)
+        return await self.drain(upstream, frozenset({address}), timeout)
+
+    async def undrain_server(self, upstream: str, address: str) -> None:
+        backend = self._static(upstream, address)
+        self._drained.get(upstream, set()).discard(address)
+        backend.balancer.set_draining(address, False)
+        log.warning("upstream %s server %s is back (nonstop undrain)", upstream, address)
+
+    def _static(self, upstream: str, address: str) -> Backend:
+        backend = self.proxy.state.upstreams.get(upstream)
+        if backend is None or backend.spec.implicit:
+            raise UsageError(f'no upstream "{upstream}" in the running config')
+        if backend.spec.app:
+            raise UsageError(
+                f'"{upstream}" is an app: its servers follow its deploys (nonstop deploy)'
+            )
+        if backend.balancer.peer(address) is None:
+            known = ", ".join(s.address for s in backend.spec.servers)
+            raise UsageError(f'upstream "{upstream}" has no server {address} (it has {known})')
+        return backend
+
+    def _mark_drained(self) -> None:
+        """After a reload: servers drained by hand stay drained while the config has them."""
+        for upstream, addresses in self._drained.items():
+            backend = self.proxy.state.upstreams.get(upstream)
+            for address in list(addresses):
+                if backend is None or not backend.balancer.set_draining(address, True):
+                    addresses.discard(address)
+                    log.warning(
+                        "upstream %s server %s left the config: undrained", upstream, address
+                    )
 
     async def servers(self, app: str) -> tuple[ServerReport, ...]:
         backend = self._backend(app)

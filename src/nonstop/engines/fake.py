@@ -27,6 +27,7 @@ class FakeEngine:
         self.in_flight: dict[str, int] = {}
         self.answers: dict[str, tuple[int, int]] = {}
         self.configs: list[Config] = []
+        self.drained: set[tuple[str, str]] = set()  # (upstream, address) drained by hand
         self.backup = backup
         self.started = False
         self.stopped = False
@@ -84,6 +85,13 @@ class FakeEngine:
                 )
             )
         return tuple(reports)
+
+    async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
+        self.drained.add((upstream, address))
+        return await self.drain(upstream, frozenset({address}), timeout)
+
+    async def undrain_server(self, upstream: str, address: str) -> None:
+        self.drained.discard((upstream, address))
 
     async def supports_backup(self, app: str) -> bool:
         return self.backup

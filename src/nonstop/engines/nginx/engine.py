@@ -38,7 +38,7 @@ from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import Config
-from nonstop.config.validate import BACKUP_METHODS
+from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.engines.nginx.command import (
     AttachFailed,
@@ -57,7 +57,7 @@ from nonstop.engines.nginx.render import (
     stats_log,
 )
 from nonstop.engines.nginx.stats import UpstreamStats
-from nonstop.errors import ConfigError, NonstopError
+from nonstop.errors import ConfigError, NonstopError, UsageError
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import ServerReport, ServerState, server_spec, slot_of, slot_ports
 
@@ -218,6 +218,12 @@ class NginxEngine:
     async def drain(self, app: str, addresses: frozenset[str], timeout: float) -> int:
         ports = frozenset(int(a.rsplit(":", 1)[1]) for a in addresses)
         return await self.drain_ports(ports, timeout)
+
+    async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
+        raise UsageError(_NO_DRAIN)
+
+    async def undrain_server(self, upstream: str, address: str) -> None:
+        raise UsageError(_NO_DRAIN)
 
     async def servers(self, app: str) -> tuple[ServerReport, ...]:
         reports = []
@@ -602,3 +608,10 @@ def _orphan_master(pidfile: str, home: str, proc: str = "/proc") -> int | None:
     if "nginx: master process" in title and home.rstrip("/") in title:
         return pid
     return None
+
+
+_NO_DRAIN = (
+    "nonstop drain and undrain work with engine embedded; with engine nginx, mark the "
+    'server "down" in the config and run nonstop reload (a reload closes idle client '
+    "connections)"
+)
