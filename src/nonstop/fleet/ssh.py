@@ -230,12 +230,17 @@ class Connection:
 
 
 async def _stream(source: Path, process: asyncssh.SSHClientProcess[bytes]) -> None:
+    """``source`` into the command's stdin, until its end or until the command stops
+    reading (it failed: its exit status and stderr then say why, e.g. a full disk)."""
     loop = asyncio.get_running_loop()
-    with open(source, "rb") as handle:
-        while chunk := await loop.run_in_executor(None, handle.read, CHUNK):
-            process.stdin.write(chunk)
-            await process.stdin.drain()
-    process.stdin.write_eof()
+    try:
+        with open(source, "rb") as handle:
+            while chunk := await loop.run_in_executor(None, handle.read, CHUNK):
+                process.stdin.write(chunk)
+                await process.stdin.drain()
+        process.stdin.write_eof()
+    except BrokenPipeError:
+        pass
 
 
 def _abandon(process: asyncssh.SSHClientProcess[bytes] | None) -> None:
