@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from nonstop.config.toml import _Table
 from nonstop.errors import ConfigError
 from nonstop.fleet.batches import Batch, Percent, batch_sizes
-from nonstop.fleet.ssh import Destination, SshSettings
+from nonstop.fleet.hosts import Destination, SshSettings
 
 __all__ = ["FleetSpec", "fleet_from_table", "load_fleet", "read_fleet"]
 

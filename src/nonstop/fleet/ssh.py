@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from nonstop.fleet.errors import (
     HostUnreachable,
     LoginRefused,
 )
+from nonstop.fleet.hosts import Destination, SshSettings
 
 __all__ = [
     "Completed",
@@ -52,7 +52,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 """Bytes per write when streaming a file to a remote command's stdin."""
 
 CIPHERS = (
@@ -68,46 +68,6 @@ streams a release about 1.8x faster than asyncssh's default choice, chacha20-pol
 KILL_AFTER = 2.0
 """Seconds between TERM and KILL for a remote command that ran out of time."""
 _TIMEOUT_STATUSES = (124, 137)
-
-_DESTINATION = re.compile(
-    r"(?:(?P<user>[^@\s]+)@)?"
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:@\s\[\]]+))"
-    r"(?::(?P<port>[0-9]+))?"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """``user@host:port`` as written in ``[fleet] hosts`` (IPv6 as ``[addr]:port``)."""
-
-    host: str
-    port: int = 22
-    user: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Destination:
-        """``"deploy@app1:22"`` -> Destination("app1", 22, "deploy"); ``ValueError`` if not."""
-        match = _DESTINATION.fullmatch(text.strip())
-        if match is None:
-            raise ValueError(f'invalid SSH destination "{text}": expected user@host:port')
-        port = int(match.group("port") or 22)
-        if not 0 < port < 65536:
-            raise ValueError(f'invalid SSH destination "{text}": port must be 1-65535')
-        return cls(match.group("v6") or match.group("host"), port, match.group("user"))
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user + '@' if self.user else ''}{host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class SshSettings:
-    """How to reach every host; built from the ``[fleet]`` table."""
-
-    known_hosts: str
-    identity: str | None = None
-    connect_timeout: float = 10.0
-    command_timeout: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
