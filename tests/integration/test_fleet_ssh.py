@@ -81,11 +81,17 @@ def test_hostile_arguments_arrive_verbatim_and_run_nothing(fleet_hosts: TestHost
     assert not (fleet_hosts[0].root / "pwned").exists()
 
 
-def test_a_command_given_as_one_string_is_refused() -> None:
-    from nonstop.fleet.ssh import remote_command
+def test_a_command_given_as_one_string_is_refused_before_it_is_sent(
+    fleet_hosts: TestHosts,
+) -> None:
+    async def main() -> None:
+        async with Sessions(settings(fleet_hosts)) as sessions:
+            conn = await sessions.get(dest(fleet_hosts[0]))
+            await conn.run("touch /srv/web/from-a-string")  # type: ignore[arg-type]
 
     with pytest.raises(TypeError):
-        remote_command("rm -rf /srv/web/releases")  # type: ignore[arg-type]
+        asyncio.run(main())
+    assert not (fleet_hosts[0].root / "from-a-string").exists()
 
 
 def test_a_failed_command_names_host_exit_status_and_stderr(fleet_hosts: TestHosts) -> None:

@@ -30,7 +30,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -197,7 +198,6 @@ class Host:
     sshd: subprocess.Popen[bytes] | None = None
     veth: str = ""
     public_key: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def destination(self) -> str:
@@ -256,7 +256,7 @@ class TestHosts:
     ) -> None:
         self.close()
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Host]:
         return iter(self.hosts)
 
     def __getitem__(self, index: int) -> Host:

@@ -88,15 +88,16 @@ def remote_command(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
-def _under_timeout(argv: Sequence[str], limit: float) -> list[str]:
-    """``argv`` run by coreutils' ``timeout`` on the host.
+def _under_timeout(argv: Sequence[str], limit: float) -> str:
+    """The command line for ``argv`` run by coreutils' ``timeout`` on the host.
 
     OpenSSH's sshd ignores the SSH "signal" request and a command without a terminal
     outlives its closed channel, so only the host itself can stop a command that ran out
     of time, or whose client vanished: ``timeout`` sends TERM to the command's process
     group at ``limit``, KILL ``KILL_AFTER`` seconds later, and exits 124 (137 after KILL).
     """
-    return ["timeout", f"--kill-after={KILL_AFTER:g}s", f"{limit:.3f}s", *argv]
+    wrapper = ["timeout", f"--kill-after={KILL_AFTER:g}s", f"{limit:.3f}s"]
+    return f"{remote_command(wrapper)} {remote_command(argv)}"
 
 
 def _translate(host: str, exc: BaseException) -> HostError:
@@ -153,7 +154,7 @@ class Connection:
         check: bool,
     ) -> Completed:
         limit = self.settings.command_timeout if timeout is None else timeout
-        command = remote_command(_under_timeout(argv, limit))
+        command = _under_timeout(argv, limit)
         started = asyncio.get_running_loop().time()
         process: asyncssh.SSHClientProcess[bytes] | None = None
         try:
