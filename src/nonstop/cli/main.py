@@ -70,6 +70,8 @@ def main() -> None:
 @_engine_option
 def check(config_path: str, prefix: str | None, engine: str | None) -> None:
     """Validate a config like `nginx -t` (engine nginx: and run `nginx -t` on its render)."""
+    if _check_fleet(config_path):
+        return
     config = _load(config_path, prefix)
     try:
         import asyncio
@@ -91,6 +93,31 @@ def check(config_path: str, prefix: str | None, engine: str | None) -> None:
         sys.exit(2)
     _say(f"the configuration file {os.path.abspath(config_path)} syntax is ok")
     _say(f"configuration file {os.path.abspath(config_path)} test is successful")
+
+
+def _check_fleet(path: str) -> bool:
+    """Check a ``[fleet]`` table if the file has one; True when that is all it holds."""
+    if path.endswith(".conf"):
+        return False
+    from nonstop.fleet.config import read_fleet
+
+    try:
+        fleet = read_fleet(path)
+    except ConfigError as exc:
+        _say(f"[emerg] {exc}")
+        _say(f"configuration file {os.path.abspath(path)} test failed")
+        sys.exit(2)
+    if fleet is None:
+        return False
+    sizes = ", ".join(map(str, fleet.batch_sizes()))
+    _say(f"fleet: {len(fleet.hosts)} hosts in batches of {sizes}")
+    import tomllib
+
+    with open(path, "rb") as handle:
+        if set(tomllib.load(handle)) != {"fleet"}:
+            return False
+    _say(f"configuration file {os.path.abspath(path)} test is successful")
+    return True
 
 
 def _check_nginx(config: Config) -> None:

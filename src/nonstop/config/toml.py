@@ -81,6 +81,7 @@ _TOP_KEYS = frozenset(
         "upstreams",
         "apps",
         "servers",
+        "fleet",  # read by nonstop.fleet.config, not part of this host's Config
     }
 )
 _UPSTREAM_KEYS = _BALANCING_KEYS | _POOL_KEYS | {"servers", "health"}
