@@ -45,9 +45,7 @@ def test_a_silent_lease_expires_and_the_next_run_takes_it_over(tmp_path: Path) -
     code, _ = lease(
         "acquire", "--file", path, "--token", "a", "--holder", "killed ci", "--ttl", "1s"
     )
-    assert code == 0
-    code, answer = lease("acquire", "--file", path, "--token", "b", "--holder", "next ci")
-    assert code == 1 and "killed ci" in str(answer["reason"])
+    assert code == 0  # (refusal while it is live: the racing test above)
     deadline = time.monotonic() + 10
     while True:
         code, answer = lease("acquire", "--file", path, "--token", "b", "--holder", "next ci")
