@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from nonstop.admin.server import AdminServer, Emit
@@ -35,6 +36,15 @@ from nonstop.deploy.store import StateStore
 from nonstop.engines.base import Engine
 from nonstop.engines.build import build_engine
 from nonstop.errors import ConfigError, NonstopError
+from nonstop.events import (
+    DeployEvent,
+    Event,
+    EventBus,
+    InstanceEvent,
+    ReloadEvent,
+    Subscription,
+    as_dict,
+)
 from nonstop.supervisor import Supervisor, SupervisorEvent
 
 __all__ = ["Daemon", "admin_socket_path", "setup_logging"]
@@ -106,7 +116,8 @@ class Daemon:
         self.shutdown_timeout = shutdown_timeout
         self.engine_name = engine
         self.nginx_pid = nginx_pid
-        self.events: asyncio.Queue[str] = asyncio.Queue()
+        self.commands: asyncio.Queue[str] = asyncio.Queue()  # from signals and the admin API
+        self.events = EventBus()
         self.engine: Engine | None = None
         self.admin: AdminServer | None = None
         self.store: StateStore | None = None
@@ -128,7 +139,7 @@ class Daemon:
             (signal.SIGHUP, "reload"),
             (signal.SIGUSR1, "reopen"),
         ):
-            loop.add_signal_handler(signum, self.events.put_nowait, event)
+            loop.add_signal_handler(signum, self.commands.put_nowait, event)
         store = self.store = StateStore.open(config.state_dir)
         for record in store.resolve_interrupted():
             log.warning(
@@ -139,9 +150,9 @@ class Daemon:
                 record.release,
             )
         try:
-            engine = self.engine = build_engine(config)
+            engine = self.engine = build_engine(config, self.events)
             supervisor = Supervisor(config.state_dir, on_event=self._on_instance)
-            deployer = self.deployer = Deployer(store, supervisor, engine)
+            deployer = self.deployer = Deployer(store, supervisor, engine, events=self.events)
             deployer.configure(config.apps)
             self.running = config
             listening = await engine.start()
@@ -167,7 +178,7 @@ class Daemon:
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         try:
             while True:
-                event = await self.events.get()
+                event = await self.commands.get()
                 if event == "stop":
                     break
                 if event == "reload":
@@ -190,26 +201,27 @@ class Daemon:
     def _on_instance(self, event: SupervisorEvent) -> None:
         if self.deployer is not None:
             self.deployer.on_supervisor_event(event)
+        self.events.publish(
+            InstanceEvent(
+                event.app, event.port, event.release, event.kind, event.pid, event.returncode
+            )
+        )
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
         try:
             config = with_engine(load(self.path, self.prefix), self.engine_name, self.nginx_pid)
             await self._apply(config)
-        except ConfigError as exc:
+        except (ConfigError, OSError, NonstopError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
-            return {"ok": False, "error": str(exc)}
-        except OSError as exc:
-            log.error("reload refused, the running config stays: %s", exc)
-            return {"ok": False, "error": str(exc)}
-        except NonstopError as exc:
-            log.error("reload refused, the running config stays: %s", exc)
+            self.events.publish(ReloadEvent(False, str(exc)))
             return {"ok": False, "error": str(exc)}
         self.reloads += 1
         setup_logging(config)
         for notice in config.notices:
             log.info("%s", notice)
         log.info("configuration reloaded from %s", self.path)
+        self.events.publish(ReloadEvent(True))
         return {"ok": True, "files": list(config.files)}
 
     async def _apply(self, config: Config) -> None:
@@ -249,51 +261,67 @@ class Daemon:
         hold = request.get("hold")
         if hold is not None and (not isinstance(hold, int | float) or hold <= 0):
             raise ValueError('"hold" must be a number of seconds above 0')
-        try:
-            result = await self.deployer.deploy(
-                app,
-                None if release is None else str(release),
-                holder,
-                pid,
-                emit,
-                hold=None if hold is None else float(hold),
-            )
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
-        return {"ok": True, "result": result}
+        deploy = self.deployer.deploy(
+            app,
+            None if release is None else str(release),
+            holder,
+            pid,
+            hold=None if hold is None else float(hold),
+        )
+        return await self._streamed(app, emit, deploy)
 
     async def _admin_rollback(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
         assert self.deployer is not None
         app, holder, pid = _who(request)
-        try:
-            result = await self.deployer.rollback(app, holder, pid, emit)
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
-        return {"ok": True, "result": result}
+        return await self._streamed(app, emit, self.deployer.rollback(app, holder, pid))
 
     async def _admin_commit(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        return await self._decide(request, emit, commit=True)
-
-    async def _admin_abort(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        return await self._decide(request, emit, commit=False)
-
-    async def _decide(self, request: dict[str, Any], emit: Emit, commit: bool) -> dict[str, Any]:
-        """Commit or abort a held deploy; an abort that rolled back did what was asked."""
         assert self.deployer is not None
         app, holder, _ = _who(request)
-        decide = self.deployer.commit if commit else self.deployer.abort
-        try:
-            result = await decide(app, holder, emit)
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
-        if not commit or result.get("outcome") == "ok":
-            return {"ok": True, "result": result}
-        reason = str(result.get("reason") or result.get("outcome"))
-        return {"ok": False, "error": reason, "exit_code": 1, "result": result}
+        answer = await self._streamed(app, emit, self.deployer.commit(app, holder))
+        result = answer.get("result") or {}
+        if answer["ok"] and result.get("outcome") != "ok":  # committed, then failed
+            reason = str(result.get("reason") or result.get("outcome"))
+            return {"ok": False, "error": reason, "exit_code": 1, "result": result}
+        return answer
+
+    async def _admin_abort(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """An abort that rolled the deploy back did what was asked: ok."""
+        assert self.deployer is not None
+        app, holder, _ = _who(request)
+        return await self._streamed(app, emit, self.deployer.abort(app, holder))
+
+    async def _streamed(
+        self, app: str, emit: Emit, work: Coroutine[Any, Any, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run a deploy operation, sending ``app``'s deploy events to the client as they
+        come (read from the event stream), then its answer."""
+        assert self.deployer is not None
+
+        def of_app(event: Event) -> bool:
+            return isinstance(event, DeployEvent) and event.app == app
+
+        with self.events.subscribe(of_app) as events:
+            relay = asyncio.ensure_future(_relay(events, emit))
+            try:
+                result = await work
+            except NonstopError as exc:
+                return _failure(exc, self.deployer, app)
+            finally:
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+                for event in events.pending():
+                    emit(as_dict(event))
+        return {"ok": True, "result": result}
 
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
-        self.events.put_nowait("stop")
+        self.commands.put_nowait("stop")
         return {"ok": True}
+
+
+async def _relay(events: Subscription, emit: Emit) -> None:
+    async for event in events:
+        emit(as_dict(event))
 
 
 def _who(request: dict[str, Any]) -> tuple[str, str, int]:

@@ -35,7 +35,7 @@ from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import AppSpec
 from nonstop.deploy import blue_green
 from nonstop.deploy.errors import UnknownApp
-from nonstop.deploy.events import Emit, Progress
+from nonstop.deploy.events import Progress
 from nonstop.deploy.executor import Executor, own_tail
 from nonstop.deploy.plan import server_spec, slot_ports
 from nonstop.deploy.runtime import AppRuntime, Run
@@ -43,6 +43,7 @@ from nonstop.deploy.steps import Plan, Step
 from nonstop.deploy.store import DeployRecord, StateStore
 from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, UsageError
+from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import slot_of
 from nonstop.supervisor import StartFailed, Supervisor, SupervisorEvent, reclaim
@@ -65,13 +66,15 @@ class Deployer:
         clock: Clock = SYSTEM_CLOCK,
         probe_fn: ProbeFn = probe,
         on_step: Callable[[str, Step], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events if events is not None else EventBus()
         self.store = store
         self.supervisor = supervisor
         self.engine = engine
         self.clock = clock
         self._probe = probe_fn
-        self.executor = Executor(store, supervisor, engine, clock, probe_fn, on_step)
+        self.executor = Executor(store, supervisor, engine, clock, probe_fn, self.events, on_step)
         self.apps: dict[str, AppRuntime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -194,7 +197,6 @@ class Deployer:
         release: str | None,
         holder: str,
         pid: int,
-        emit: Emit | None = None,
         kind: str = "deploy",
         hold: float | None = None,
     ) -> dict[str, Any]:
@@ -211,7 +213,7 @@ class Deployer:
             release = runtime.live_release
         planned = blue_green.plan(runtime.spec, runtime.live_slot, blue_green.Options(hold))
         record = self.store.begin_deploy(name, release, holder, pid, kind)
-        run = Run(record, release, Progress(name, emit, self.clock))
+        run = Run(record, release, Progress(name, record.id, self.events, self.clock))
         runtime.run = run
         task = self._own(self._execute(runtime, run, planned, kind))
 
@@ -275,28 +277,26 @@ class Deployer:
 
     # -- steering a running deploy: rollback, commit, abort -----------------------------
 
-    async def rollback(
-        self, name: str, holder: str, pid: int, emit: Emit | None = None
-    ) -> dict[str, Any]:
+    async def rollback(self, name: str, holder: str, pid: int) -> dict[str, Any]:
         """Back to the previous release: instant while a deploy verifies or holds, else a
         deploy of it."""
         runtime = self.runtime(name)
         await runtime.ready.wait()
         run = runtime.run
         if run is not None and run.phase in ("verify", "hold"):
-            return await self._decide(run, holder, emit, commit=False)
+            return await self._decide(run, holder, commit=False)
         live = self.store.live(name)
         if live is None or live.previous_release is None:
             raise DeployFailed(f"{name} has no previous release to roll back to")
-        return await self.deploy(name, live.previous_release, holder, pid, emit, "rollback")
+        return await self.deploy(name, live.previous_release, holder, pid, "rollback")
 
-    async def commit(self, name: str, holder: str, emit: Emit | None = None) -> dict[str, Any]:
+    async def commit(self, name: str, holder: str) -> dict[str, Any]:
         """Let a held deploy finish: drain and stop the old release, record the new live."""
-        return await self._decide(self._holding(name), holder, emit, commit=True)
+        return await self._decide(self._holding(name), holder, commit=True)
 
-    async def abort(self, name: str, holder: str, emit: Emit | None = None) -> dict[str, Any]:
+    async def abort(self, name: str, holder: str) -> dict[str, Any]:
         """Roll a held deploy back to the warm old release."""
-        return await self._decide(self._holding(name), holder, emit, commit=False)
+        return await self._decide(self._holding(name), holder, commit=False)
 
     def _holding(self, name: str) -> Run:
         run = self.runtime(name).run
@@ -304,26 +304,13 @@ class Deployer:
             raise DeployFailed(f"no deploy of {name} is holding")
         return run
 
-    async def _decide(
-        self, run: Run, holder: str, emit: Emit | None, commit: bool
-    ) -> dict[str, Any]:
-        if emit is not None:
-            run.progress.listen(emit)
+    async def _decide(self, run: Run, holder: str, commit: bool) -> dict[str, Any]:
         if commit:
             run.commit_by = holder
             run.commit.set()
         else:
             run.rollback_by = holder
             run.rollback.set()
-            if emit is not None:
-                emit(
-                    {
-                        "event": "rollback",
-                        "app": run.progress.app,
-                        "t": 0.0,
-                        "message": "rolling back",
-                    }
-                )
         run.decided.set()
         await run.done.wait()
         return run.result

@@ -1,7 +1,8 @@
 """Active health checks of the static ``[upstreams.*]`` that have a ``health`` table.
 
 Shared by both engines: one ``HealthChecker`` per checked upstream reports flips, and the
-engine applies them through ``mark(upstream, address, healthy)`` — the embedded proxy on
+engine applies them through ``mark(upstream, address, healthy)`` and each one goes on
+the event stream — — the embedded proxy on
 the upstream (its one owner of peer state), nginx as ``down`` in the render (nginx OSS
 has no active checks of its own).  ``sync`` runs after start and after every reload:
 checkers follow the server lists, and each watched server's known health is marked
@@ -22,6 +23,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from nonstop.config.model import UpstreamSpec
+from nonstop.events import EventBus, HealthEvent
 from nonstop.health.checker import HealthChecker, ProbeFn, probe
 
 __all__ = ["Mark", "UpstreamChecks"]
@@ -38,9 +40,12 @@ def _never_seen(_upstream: str, _address: str) -> bool:
 class UpstreamChecks:
     """One ``HealthChecker`` per checked upstream; every flip goes to ``mark``."""
 
-    def __init__(self, mark: Mark, probe_fn: ProbeFn = probe) -> None:
+    def __init__(
+        self, mark: Mark, probe_fn: ProbeFn = probe, events: EventBus | None = None
+    ) -> None:
         self._mark = mark
         self._probe = probe_fn
+        self._events = events
         self._checkers: dict[str, HealthChecker] = {}
         self._ending: set[asyncio.Task[None]] = set()
 
@@ -79,6 +84,8 @@ class UpstreamChecks:
 
     def _change(self, name: str, address: str, healthy: bool, detail: str) -> None:
         self._mark(name, address, healthy)
+        if self._events is not None:
+            self._events.publish(HealthEvent(name, address, healthy, detail))
         log.warning(
             "upstream %s server %s is %s: %s", name, address, "up" if healthy else "down", detail
         )

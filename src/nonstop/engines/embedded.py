@@ -24,6 +24,7 @@ from typing import Any
 
 from nonstop.config.model import Config
 from nonstop.engines.checks import UpstreamChecks
+from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.proxy.balancers import BACKUP_METHODS
 from nonstop.proxy.server import Backend, ProxyServer
@@ -43,10 +44,11 @@ class EmbeddedEngine:
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         probe_fn: ProbeFn = probe,
+        events: EventBus | None = None,
     ) -> None:
         self._servers: dict[str, tuple[ServerState, ...]] = {}
         self.proxy = ProxyServer(config, loop)
-        self._checks = UpstreamChecks(self._mark, probe_fn)
+        self._checks = UpstreamChecks(self._mark, probe_fn, events)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from nonstop.engines.nginx.render import (
 )
 from nonstop.engines.nginx.stats import UpstreamStats
 from nonstop.errors import ConfigError, NonstopError
+from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import ServerReport, ServerState, server_spec, slot_of, slot_ports
 
@@ -96,6 +97,7 @@ class NginxEngine:
         system_pid: str | None = None,
         slot_seen: float = SLOT_SEEN + SWITCH_MARGIN,
         probe_fn: ProbeFn = probe,
+        events: EventBus | None = None,
     ) -> None:
         self.config = config
         self.command = command
@@ -119,7 +121,7 @@ class NginxEngine:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._apps: dict[str, tuple[ServerState, ...]] = {}
-        self._checks = UpstreamChecks(self._mark, probe_fn)
+        self._checks = UpstreamChecks(self._mark, probe_fn, events)
 
     # -- paths ----------------------------------------------------------------------------
 
