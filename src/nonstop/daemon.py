@@ -2,10 +2,12 @@
 
 Signal handlers only enqueue (as gunicorn's arbiter does); the loop dispatches: SIGHUP
 and the admin ``reload`` re-read the config, SIGTERM/SIGINT shut down in one order:
-stop taking admin requests, cancel running deploys (they are recorded ``interrupted``
-and the next start resolves them with the old release serving), stop accepting
-connections and let in-flight requests finish, then stop the app instances, then
-close the state store.
+stop taking admin requests, cancel the daemon's own tasks (the restore of live
+releases), cancel running deploys and health gates (deploys are recorded
+``interrupted`` and the next start resolves them with the old release serving), shut
+the engine down (stop accepting connections, let in-flight requests finish, stop its
+active checks), then stop the app instances, then close the state store.  Every task
+has an owner (``nonstop.tasks.TaskOwner``) that this order closes.
 
 On start: open the state store, resolve deploys a crash cut short, build the engine the
 config names (``nonstop.engines.build``) and start it, then — with the engine already
@@ -46,6 +48,7 @@ from nonstop.events import (
     as_dict,
 )
 from nonstop.supervisor import Supervisor, SupervisorEvent
+from nonstop.tasks import TaskOwner
 
 __all__ = ["Daemon", "admin_socket_path", "setup_logging"]
 
@@ -118,6 +121,7 @@ class Daemon:
         self.nginx_pid = nginx_pid
         self.commands: asyncio.Queue[str] = asyncio.Queue()  # from signals and the admin API
         self.events = EventBus()
+        self.tasks = TaskOwner("daemon")
         self.engine: Engine | None = None
         self.admin: AdminServer | None = None
         self.store: StateStore | None = None
@@ -174,7 +178,7 @@ class Daemon:
             },
         )
         await self.admin.start()
-        restore = loop.create_task(deployer.restore(), name="restore live releases")
+        self.tasks.spawn(deployer.restore(), "restore live releases")
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         try:
             while True:
@@ -190,8 +194,8 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             log.info("shutting down: finishing in-flight requests")
             await self.admin.close()
-            restore.cancel()
-            await asyncio.gather(restore, return_exceptions=True)
+            await self.tasks.close()
+            await deployer.cancel()
             await engine.shutdown(self.shutdown_timeout)
             log.info("stopping app instances")
             await deployer.close()
@@ -302,7 +306,7 @@ class Daemon:
             return isinstance(event, DeployEvent) and event.app == app
 
         with self.events.subscribe(of_app) as events:
-            relay = asyncio.ensure_future(_relay(events, emit))
+            relay = self.tasks.spawn(_relay(events, emit), f"{app} deploy events")
             try:
                 result = await work
             except NonstopError as exc:

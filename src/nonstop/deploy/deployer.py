@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import AppSpec
@@ -47,12 +47,11 @@ from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import slot_of
 from nonstop.supervisor import StartFailed, Supervisor, SupervisorEvent, reclaim
+from nonstop.tasks import TaskOwner
 
 __all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
 
 log = logging.getLogger("nonstop")
-
-T = TypeVar("T")
 
 
 class Deployer:
@@ -76,7 +75,7 @@ class Deployer:
         self._probe = probe_fn
         self.executor = Executor(store, supervisor, engine, clock, probe_fn, self.events, on_step)
         self.apps: dict[str, AppRuntime] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskOwner("deployer")  # deploys, health gates, health marks
 
     # -- configuration ------------------------------------------------------------------
 
@@ -157,25 +156,17 @@ class Deployer:
                 )
                 address = server_spec(runtime.spec, event.port).address
                 if runtime.servers.set_health(address, False):
-                    self._own(self.executor.push(runtime, quiet=True))
+                    self.tasks.spawn(self.executor.push(runtime, quiet=True))
 
     def _slot_of(self, runtime: AppRuntime | None, port: int) -> int:
         return 0 if runtime is None else slot_of(runtime.spec, port)
-
-    def _own(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run ``work`` as a task of the deployer's (cancelled and awaited by ``close``)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_retrieved)
-        return task
 
     def _gate_live(self, runtime: AppRuntime, port: int) -> None:
         """Put a (re)started live instance back into the pool once it passes its check."""
         old = runtime.gating.pop(port, None)
         if old is not None:
             old.cancel()
-        runtime.gating[port] = self._own(self._regate(runtime, port))
+        runtime.gating[port] = self.tasks.spawn(self._regate(runtime, port))
 
     async def _regate(self, runtime: AppRuntime, port: int) -> None:
         instance = self.supervisor.get(runtime.spec.name, port)
@@ -215,7 +206,7 @@ class Deployer:
         record = self.store.begin_deploy(name, release, holder, pid, kind)
         run = Run(record, release, Progress(name, record.id, self.events, self.clock))
         runtime.run = run
-        task = self._own(self._execute(runtime, run, planned, kind))
+        task = self.tasks.spawn(self._execute(runtime, run, planned, kind))
 
         def finished(_: asyncio.Task[dict[str, Any]]) -> None:
             runtime.run = None
@@ -367,19 +358,15 @@ class Deployer:
             "history": [describe_deploy(r) for r in self.store.history(spec.name, 10)],
         }
 
+    async def cancel(self) -> None:
+        """Cancel deploys (recorded ``interrupted``) and health gates: the first step of
+        the daemon's shutdown."""
+        await self.tasks.close()
+
     async def close(self, timeout: float | None = None) -> None:
-        """Cancel deploys and health gates, then stop every instance (daemon shutdown)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Cancel what runs, then stop every instance (the daemon's last step but one)."""
+        await self.cancel()
         await self.supervisor.close(timeout)
-
-
-def _retrieved(task: asyncio.Task[Any]) -> None:
-    """A deploy's failure is its result (recorded, and answered to whoever waits); a
-    held deploy's task may end with nobody awaiting it."""
-    if not task.cancelled():
-        task.exception()
 
 
 def describe_deploy(record: DeployRecord) -> dict[str, Any]:

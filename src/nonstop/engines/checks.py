@@ -16,15 +16,14 @@ here until ``close`` awaits them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from nonstop.config.model import UpstreamSpec
 from nonstop.events import EventBus, HealthEvent
 from nonstop.health.checker import HealthChecker, ProbeFn, probe
+from nonstop.tasks import TaskOwner
 
 __all__ = ["Mark", "UpstreamChecks"]
 
@@ -47,7 +46,7 @@ class UpstreamChecks:
         self._probe = probe_fn
         self._events = events
         self._checkers: dict[str, HealthChecker] = {}
-        self._ending: set[asyncio.Task[None]] = set()
+        self._ending = TaskOwner("active checks")  # unwatching servers, closing checkers
 
     def sync(
         self,
@@ -61,7 +60,7 @@ class UpstreamChecks:
             checker = self._checkers.pop(name)
             for address in checker.addresses():
                 self._mark(name, address, True)
-            self._own(checker.close())
+            self._ending.spawn(checker.close())
         for name, up in checked.items():
             assert up.health is not None
             found = self._checkers.get(name)
@@ -77,7 +76,7 @@ class UpstreamChecks:
             for address in checker.addresses():
                 if address not in wanted:
                     self._mark(name, address, True)
-                    self._own(checker.unwatch(address))
+                    self._ending.spawn(checker.unwatch(address))
             for address, server in wanted.items():
                 checker.watch(address, server.host, server.port, known(name, address))
                 self._mark(name, address, checker.healthy(address))
@@ -90,16 +89,11 @@ class UpstreamChecks:
             "upstream %s server %s is %s: %s", name, address, "up" if healthy else "down", detail
         )
 
-    def _own(self, ending: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(ending)
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
-
     async def close(self) -> None:
         for checker in self._checkers.values():
             await checker.close()
         self._checkers.clear()
-        await asyncio.gather(*self._ending, return_exceptions=True)
+        await self._ending.close()
 
 
 def _checked(up: UpstreamSpec) -> bool:
