@@ -354,6 +354,7 @@ class Deployer:
                 "phase": run.phase,
                 "elapsed": round(run.progress.elapsed(), 3),
                 "holder": run.record.holder,
+                "hold_until": run.hold_until,
             },
             "history": [describe_deploy(r) for r in self.store.history(spec.name, 10)],
         }
