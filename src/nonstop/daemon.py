@@ -2,10 +2,12 @@
 
 Signal handlers only enqueue (as gunicorn's arbiter does); the loop dispatches: SIGHUP
 and the admin ``reload`` re-read the config, SIGTERM/SIGINT shut down in one order:
-stop taking admin requests, cancel running deploys (they are recorded ``interrupted``
-and the next start resolves them with the old release serving), stop accepting
-connections and let in-flight requests finish, then stop the app instances, then
-close the state store.
+stop taking admin requests, cancel the daemon's own tasks (the restore of live
+releases), cancel running deploys and health gates (deploys are recorded
+``interrupted`` and the next start resolves them with the old release serving), shut
+the engine down (stop accepting connections, let in-flight requests finish, stop its
+active checks), then stop the app instances, then close the state store.  Every task
+has an owner (``nonstop.tasks.TaskOwner``) that this order closes.
 
 On start: open the state store, resolve deploys a crash cut short, build the engine the
 config names (``nonstop.engines.build``) and start it, then — with the engine already
@@ -25,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from nonstop.admin.server import AdminServer, Emit
@@ -35,7 +38,18 @@ from nonstop.deploy.store import StateStore
 from nonstop.engines.base import Engine
 from nonstop.engines.build import build_engine
 from nonstop.errors import ConfigError, NonstopError
+from nonstop.events import (
+    DeployEvent,
+    DrainEvent,
+    Event,
+    EventBus,
+    InstanceEvent,
+    ReloadEvent,
+    Subscription,
+    as_dict,
+)
 from nonstop.supervisor import Supervisor, SupervisorEvent
+from nonstop.tasks import TaskOwner
 
 __all__ = ["Daemon", "admin_socket_path", "setup_logging"]
 
@@ -106,7 +120,9 @@ class Daemon:
         self.shutdown_timeout = shutdown_timeout
         self.engine_name = engine
         self.nginx_pid = nginx_pid
-        self.events: asyncio.Queue[str] = asyncio.Queue()
+        self.commands: asyncio.Queue[str] = asyncio.Queue()  # from signals and the admin API
+        self.events = EventBus()
+        self.tasks = TaskOwner("daemon")
         self.engine: Engine | None = None
         self.admin: AdminServer | None = None
         self.store: StateStore | None = None
@@ -128,7 +144,7 @@ class Daemon:
             (signal.SIGHUP, "reload"),
             (signal.SIGUSR1, "reopen"),
         ):
-            loop.add_signal_handler(signum, self.events.put_nowait, event)
+            loop.add_signal_handler(signum, self.commands.put_nowait, event)
         store = self.store = StateStore.open(config.state_dir)
         for record in store.resolve_interrupted():
             log.warning(
@@ -139,9 +155,9 @@ class Daemon:
                 record.release,
             )
         try:
-            engine = self.engine = build_engine(config)
+            engine = self.engine = build_engine(config, self.events)
             supervisor = Supervisor(config.state_dir, on_event=self._on_instance)
-            deployer = self.deployer = Deployer(store, supervisor, engine)
+            deployer = self.deployer = Deployer(store, supervisor, engine, events=self.events)
             deployer.configure(config.apps)
             self.running = config
             listening = await engine.start()
@@ -169,11 +185,11 @@ class Daemon:
             },
         )
         await self.admin.start()
-        restore = loop.create_task(deployer.restore(), name="restore live releases")
+        self.tasks.spawn(deployer.restore(), "restore live releases")
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         try:
             while True:
-                event = await self.events.get()
+                event = await self.commands.get()
                 if event == "stop":
                     break
                 if event == "reload":
@@ -185,8 +201,8 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             log.info("shutting down: finishing in-flight requests")
             await self.admin.close()
-            restore.cancel()
-            await asyncio.gather(restore, return_exceptions=True)
+            await self.tasks.close()
+            await deployer.cancel()
             await engine.shutdown(self.shutdown_timeout)
             log.info("stopping app instances")
             await deployer.close()
@@ -196,26 +212,27 @@ class Daemon:
     def _on_instance(self, event: SupervisorEvent) -> None:
         if self.deployer is not None:
             self.deployer.on_supervisor_event(event)
+        self.events.publish(
+            InstanceEvent(
+                event.app, event.port, event.release, event.kind, event.pid, event.returncode
+            )
+        )
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
         try:
             config = with_engine(load(self.path, self.prefix), self.engine_name, self.nginx_pid)
             await self._apply(config)
-        except ConfigError as exc:
+        except (ConfigError, OSError, NonstopError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
-            return {"ok": False, "error": str(exc)}
-        except OSError as exc:
-            log.error("reload refused, the running config stays: %s", exc)
-            return {"ok": False, "error": str(exc)}
-        except NonstopError as exc:
-            log.error("reload refused, the running config stays: %s", exc)
+            self.events.publish(ReloadEvent(False, str(exc)))
             return {"ok": False, "error": str(exc)}
         self.reloads += 1
         setup_logging(config)
         for notice in config.notices:
             log.info("%s", notice)
         log.info("configuration reloaded from %s", self.path)
+        self.events.publish(ReloadEvent(True))
         return {"ok": True, "files": list(config.files)}
 
     async def _apply(self, config: Config) -> None:
@@ -255,47 +272,58 @@ class Daemon:
         hold = request.get("hold")
         if hold is not None and (not isinstance(hold, int | float) or hold <= 0):
             raise ValueError('"hold" must be a number of seconds above 0')
-        try:
-            result = await self.deployer.deploy(
-                app,
-                None if release is None else str(release),
-                holder,
-                pid,
-                emit,
-                hold=None if hold is None else float(hold),
-            )
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
-        return {"ok": True, "result": result}
+        deploy = self.deployer.deploy(
+            app,
+            None if release is None else str(release),
+            holder,
+            pid,
+            hold=None if hold is None else float(hold),
+        )
+        return await self._streamed(app, emit, deploy)
 
     async def _admin_rollback(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
         assert self.deployer is not None
         app, holder, pid = _who(request)
-        try:
-            result = await self.deployer.rollback(app, holder, pid, emit)
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
-        return {"ok": True, "result": result}
+        return await self._streamed(app, emit, self.deployer.rollback(app, holder, pid))
 
     async def _admin_commit(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        return await self._decide(request, emit, commit=True)
-
-    async def _admin_abort(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        return await self._decide(request, emit, commit=False)
-
-    async def _decide(self, request: dict[str, Any], emit: Emit, commit: bool) -> dict[str, Any]:
-        """Commit or abort a held deploy; an abort that rolled back did what was asked."""
         assert self.deployer is not None
         app, holder, _ = _who(request)
-        decide = self.deployer.commit if commit else self.deployer.abort
-        try:
-            result = await decide(app, holder, emit)
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
-        if not commit or result.get("outcome") == "ok":
-            return {"ok": True, "result": result}
-        reason = str(result.get("reason") or result.get("outcome"))
-        return {"ok": False, "error": reason, "exit_code": 1, "result": result}
+        answer = await self._streamed(app, emit, self.deployer.commit(app, holder))
+        result = answer.get("result") or {}
+        if answer["ok"] and result.get("outcome") != "ok":  # committed, then failed
+            reason = str(result.get("reason") or result.get("outcome"))
+            return {"ok": False, "error": reason, "exit_code": 1, "result": result}
+        return answer
+
+    async def _admin_abort(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """An abort that rolled the deploy back did what was asked: ok."""
+        assert self.deployer is not None
+        app, holder, _ = _who(request)
+        return await self._streamed(app, emit, self.deployer.abort(app, holder))
+
+    async def _streamed(
+        self, app: str, emit: Emit, work: Coroutine[Any, Any, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run a deploy operation, sending ``app``'s deploy events to the client as they
+        come (read from the event stream), then its answer."""
+        assert self.deployer is not None
+
+        def of_app(event: Event) -> bool:
+            return isinstance(event, DeployEvent) and event.app == app
+
+        with self.events.subscribe(of_app) as events:
+            relay = self.tasks.spawn(_relay(events, emit), f"{app} deploy events")
+            try:
+                result = await work
+            except NonstopError as exc:
+                return _failure(exc, self.deployer, app)
+            finally:
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+                for event in events.pending():
+                    emit(as_dict(event))
+        return {"ok": True, "result": result}
 
     async def _admin_drain(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
         """``nonstop drain``: out of selection now; answered once nothing is in flight."""
@@ -305,7 +333,9 @@ class Daemon:
         if not isinstance(timeout, int | float) or timeout < 0:
             raise ValueError('"timeout" must be a number of seconds, 0 or more')
         emit({"event": "draining", "upstream": upstream, "address": address})
+        self.events.publish(DrainEvent(upstream, (address,)))
         left = await self.engine.drain_server(upstream, address, float(timeout))
+        self.events.publish(DrainEvent(upstream, (address,), left))
         if left:
             return {
                 "ok": False,
@@ -323,8 +353,13 @@ class Daemon:
         return {"ok": True, "upstream": upstream, "address": address}
 
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
-        self.events.put_nowait("stop")
+        self.commands.put_nowait("stop")
         return {"ok": True}
+
+
+async def _relay(events: Subscription, emit: Emit) -> None:
+    async for event in events:
+        emit(as_dict(event))
 
 
 def _server(request: dict[str, Any]) -> tuple[str, str]:

@@ -8,6 +8,7 @@ POSTs and slow GETs running through the proxy and none of them failing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def decided_under_load(d: AppDaemon, decision: str) -> tuple[Load, str]:
         load.wait_requests(100)
         app = d.status()["apps"]["web"]
         assert app["deploy"]["phase"] == "hold"
+        assert app["deploy"]["hold_until"] > time.time() + 60  # --hold-timeout 2m
         assert sorted(i["release"] for i in app["instances"]) == ["v1", "v2"]  # v1 warm
         assert d.get() == (200, "v2")
         done = d.cli(decision, "web")

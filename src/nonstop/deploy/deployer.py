@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import AppSpec
 from nonstop.deploy import blue_green
 from nonstop.deploy.errors import UnknownApp
-from nonstop.deploy.events import Emit, Progress
+from nonstop.deploy.events import Progress
 from nonstop.deploy.executor import Executor, own_tail
 from nonstop.deploy.plan import server_spec, slot_ports
 from nonstop.deploy.runtime import AppRuntime, Run
@@ -43,15 +43,15 @@ from nonstop.deploy.steps import Plan, Step
 from nonstop.deploy.store import DeployRecord, StateStore
 from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, UsageError
+from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import slot_of
 from nonstop.supervisor import StartFailed, Supervisor, SupervisorEvent, reclaim
+from nonstop.tasks import TaskOwner
 
 __all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
 
 log = logging.getLogger("nonstop")
-
-T = TypeVar("T")
 
 
 class Deployer:
@@ -65,15 +65,17 @@ class Deployer:
         clock: Clock = SYSTEM_CLOCK,
         probe_fn: ProbeFn = probe,
         on_step: Callable[[str, Step], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events if events is not None else EventBus()
         self.store = store
         self.supervisor = supervisor
         self.engine = engine
         self.clock = clock
         self._probe = probe_fn
-        self.executor = Executor(store, supervisor, engine, clock, probe_fn, on_step)
+        self.executor = Executor(store, supervisor, engine, clock, probe_fn, self.events, on_step)
         self.apps: dict[str, AppRuntime] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskOwner("deployer")  # deploys, health gates, health marks
 
     # -- configuration ------------------------------------------------------------------
 
@@ -154,25 +156,17 @@ class Deployer:
                 )
                 address = server_spec(runtime.spec, event.port).address
                 if runtime.servers.set_health(address, False):
-                    self._own(self.executor.push(runtime, quiet=True))
+                    self.tasks.spawn(self.executor.push(runtime, quiet=True))
 
     def _slot_of(self, runtime: AppRuntime | None, port: int) -> int:
         return 0 if runtime is None else slot_of(runtime.spec, port)
-
-    def _own(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run ``work`` as a task of the deployer's (cancelled and awaited by ``close``)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_retrieved)
-        return task
 
     def _gate_live(self, runtime: AppRuntime, port: int) -> None:
         """Put a (re)started live instance back into the pool once it passes its check."""
         old = runtime.gating.pop(port, None)
         if old is not None:
             old.cancel()
-        runtime.gating[port] = self._own(self._regate(runtime, port))
+        runtime.gating[port] = self.tasks.spawn(self._regate(runtime, port))
 
     async def _regate(self, runtime: AppRuntime, port: int) -> None:
         instance = self.supervisor.get(runtime.spec.name, port)
@@ -194,7 +188,6 @@ class Deployer:
         release: str | None,
         holder: str,
         pid: int,
-        emit: Emit | None = None,
         kind: str = "deploy",
         hold: float | None = None,
     ) -> dict[str, Any]:
@@ -211,9 +204,9 @@ class Deployer:
             release = runtime.live_release
         planned = blue_green.plan(runtime.spec, runtime.live_slot, blue_green.Options(hold))
         record = self.store.begin_deploy(name, release, holder, pid, kind)
-        run = Run(record, release, Progress(name, emit, self.clock))
+        run = Run(record, release, Progress(name, record.id, self.events, self.clock))
         runtime.run = run
-        task = self._own(self._execute(runtime, run, planned, kind))
+        task = self.tasks.spawn(self._execute(runtime, run, planned, kind))
 
         def finished(_: asyncio.Task[dict[str, Any]]) -> None:
             runtime.run = None
@@ -275,28 +268,26 @@ class Deployer:
 
     # -- steering a running deploy: rollback, commit, abort -----------------------------
 
-    async def rollback(
-        self, name: str, holder: str, pid: int, emit: Emit | None = None
-    ) -> dict[str, Any]:
+    async def rollback(self, name: str, holder: str, pid: int) -> dict[str, Any]:
         """Back to the previous release: instant while a deploy verifies or holds, else a
         deploy of it."""
         runtime = self.runtime(name)
         await runtime.ready.wait()
         run = runtime.run
         if run is not None and run.phase in ("verify", "hold"):
-            return await self._decide(run, holder, emit, commit=False)
+            return await self._decide(run, holder, commit=False)
         live = self.store.live(name)
         if live is None or live.previous_release is None:
             raise DeployFailed(f"{name} has no previous release to roll back to")
-        return await self.deploy(name, live.previous_release, holder, pid, emit, "rollback")
+        return await self.deploy(name, live.previous_release, holder, pid, "rollback")
 
-    async def commit(self, name: str, holder: str, emit: Emit | None = None) -> dict[str, Any]:
+    async def commit(self, name: str, holder: str) -> dict[str, Any]:
         """Let a held deploy finish: drain and stop the old release, record the new live."""
-        return await self._decide(self._holding(name), holder, emit, commit=True)
+        return await self._decide(self._holding(name), holder, commit=True)
 
-    async def abort(self, name: str, holder: str, emit: Emit | None = None) -> dict[str, Any]:
+    async def abort(self, name: str, holder: str) -> dict[str, Any]:
         """Roll a held deploy back to the warm old release."""
-        return await self._decide(self._holding(name), holder, emit, commit=False)
+        return await self._decide(self._holding(name), holder, commit=False)
 
     def _holding(self, name: str) -> Run:
         run = self.runtime(name).run
@@ -304,26 +295,13 @@ class Deployer:
             raise DeployFailed(f"no deploy of {name} is holding")
         return run
 
-    async def _decide(
-        self, run: Run, holder: str, emit: Emit | None, commit: bool
-    ) -> dict[str, Any]:
-        if emit is not None:
-            run.progress.listen(emit)
+    async def _decide(self, run: Run, holder: str, commit: bool) -> dict[str, Any]:
         if commit:
             run.commit_by = holder
             run.commit.set()
         else:
             run.rollback_by = holder
             run.rollback.set()
-            if emit is not None:
-                emit(
-                    {
-                        "event": "rollback",
-                        "app": run.progress.app,
-                        "t": 0.0,
-                        "message": "rolling back",
-                    }
-                )
         run.decided.set()
         await run.done.wait()
         return run.result
@@ -376,23 +354,20 @@ class Deployer:
                 "phase": run.phase,
                 "elapsed": round(run.progress.elapsed(), 3),
                 "holder": run.record.holder,
+                "hold_until": run.hold_until,
             },
             "history": [describe_deploy(r) for r in self.store.history(spec.name, 10)],
         }
 
+    async def cancel(self) -> None:
+        """Cancel deploys (recorded ``interrupted``) and health gates: the first step of
+        the daemon's shutdown."""
+        await self.tasks.close()
+
     async def close(self, timeout: float | None = None) -> None:
-        """Cancel deploys and health gates, then stop every instance (daemon shutdown)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Cancel what runs, then stop every instance (the daemon's last step but one)."""
+        await self.cancel()
         await self.supervisor.close(timeout)
-
-
-def _retrieved(task: asyncio.Task[Any]) -> None:
-    """A deploy's failure is its result (recorded, and answered to whoever waits); a
-    held deploy's task may end with nobody awaiting it."""
-    if not task.cancelled():
-        task.exception()
 
 
 def describe_deploy(record: DeployRecord) -> dict[str, Any]:

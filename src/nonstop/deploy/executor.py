@@ -34,6 +34,7 @@ from nonstop.deploy.steps import (
 from nonstop.deploy.store import StateStore
 from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, NonstopError
+from nonstop.events import DrainEvent, EventBus
 from nonstop.health.checker import ProbeFn
 from nonstop.health.gate import GateResult, wait_healthy
 from nonstop.supervisor import Instance, StartFailed, Supervisor
@@ -65,9 +66,11 @@ class Executor:
         engine: Engine,
         clock: Clock,
         probe_fn: ProbeFn,
+        events: EventBus,
         on_step: Callable[[str, Step], None] | None = None,
     ) -> None:
         self.store = store
+        self.events = events
         self.supervisor = supervisor
         self.engine = engine
         self.clock = clock
@@ -125,6 +128,13 @@ class Executor:
             log.error("%s: server set not applied: %s", runtime.spec.name, exc)
             return
         runtime.pushed = states
+
+    async def drain(self, spec: AppSpec, addresses: list[str]) -> int:
+        """Drain ``addresses`` through the engine; the stream sees it begin and end."""
+        self.events.publish(DrainEvent(spec.name, tuple(addresses)))
+        left = await self.engine.drain(spec.name, frozenset(addresses), spec.drain_timeout)
+        self.events.publish(DrainEvent(spec.name, tuple(addresses), left))
+        return left
 
     async def gate(self, spec: AppSpec, instance: Instance) -> GateResult:
         return await wait_healthy(
@@ -214,12 +224,12 @@ class Executor:
                 run.phase = "stopping old"
             runtime.servers.set_draining(addresses)
             await self.push(runtime)
-            await self.engine.drain(spec.name, frozenset(addresses), spec.drain_timeout)
+            await self.drain(spec, addresses)
             runtime.servers.remove(addresses)
             await self.push(runtime)
             return
         run.phase = "draining"
-        left = await self.engine.drain(spec.name, frozenset(addresses), spec.drain_timeout)
+        left = await self.drain(spec, addresses)
         run.stamp("drained")
         if left:
             message = (

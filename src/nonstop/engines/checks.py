@@ -1,7 +1,8 @@
 """Active health checks of the static ``[upstreams.*]`` that have a ``health`` table.
 
 Shared by both engines: one ``HealthChecker`` per checked upstream reports flips, and the
-engine applies them through ``mark(upstream, address, healthy)`` — the embedded proxy on
+engine applies them through ``mark(upstream, address, healthy)`` and each one goes on
+the event stream — — the embedded proxy on
 the upstream (its one owner of peer state), nginx as ``down`` in the render (nginx OSS
 has no active checks of its own).  ``sync`` runs after start and after every reload:
 checkers follow the server lists, and each watched server's known health is marked
@@ -15,14 +16,14 @@ here until ``close`` awaits them.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from nonstop.config.model import UpstreamSpec
+from nonstop.events import EventBus, HealthEvent
 from nonstop.health.checker import HealthChecker, ProbeFn, probe
+from nonstop.tasks import TaskOwner
 
 __all__ = ["Mark", "UpstreamChecks"]
 
@@ -38,11 +39,14 @@ def _never_seen(_upstream: str, _address: str) -> bool:
 class UpstreamChecks:
     """One ``HealthChecker`` per checked upstream; every flip goes to ``mark``."""
 
-    def __init__(self, mark: Mark, probe_fn: ProbeFn = probe) -> None:
+    def __init__(
+        self, mark: Mark, probe_fn: ProbeFn = probe, events: EventBus | None = None
+    ) -> None:
         self._mark = mark
         self._probe = probe_fn
+        self._events = events
         self._checkers: dict[str, HealthChecker] = {}
-        self._ending: set[asyncio.Task[None]] = set()
+        self._ending = TaskOwner("active checks")  # unwatching servers, closing checkers
 
     def sync(
         self,
@@ -56,7 +60,7 @@ class UpstreamChecks:
             checker = self._checkers.pop(name)
             for address in checker.addresses():
                 self._mark(name, address, True)
-            self._own(checker.close())
+            self._ending.spawn(checker.close())
         for name, up in checked.items():
             assert up.health is not None
             found = self._checkers.get(name)
@@ -72,27 +76,24 @@ class UpstreamChecks:
             for address in checker.addresses():
                 if address not in wanted:
                     self._mark(name, address, True)
-                    self._own(checker.unwatch(address))
+                    self._ending.spawn(checker.unwatch(address))
             for address, server in wanted.items():
                 checker.watch(address, server.host, server.port, known(name, address))
                 self._mark(name, address, checker.healthy(address))
 
     def _change(self, name: str, address: str, healthy: bool, detail: str) -> None:
         self._mark(name, address, healthy)
+        if self._events is not None:
+            self._events.publish(HealthEvent(name, address, healthy, detail))
         log.warning(
             "upstream %s server %s is %s: %s", name, address, "up" if healthy else "down", detail
         )
-
-    def _own(self, ending: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(ending)
-        self._ending.add(task)
-        task.add_done_callback(self._ending.discard)
 
     async def close(self) -> None:
         for checker in self._checkers.values():
             await checker.close()
         self._checkers.clear()
-        await asyncio.gather(*self._ending, return_exceptions=True)
+        await self._ending.close()
 
 
 def _checked(up: UpstreamSpec) -> bool:

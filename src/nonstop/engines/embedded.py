@@ -26,6 +26,7 @@ from nonstop.config.model import Config
 from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.errors import UsageError
+from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.proxy.server import Backend, ProxyServer
 from nonstop.servers import ServerReport, ServerState
@@ -44,11 +45,12 @@ class EmbeddedEngine:
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         probe_fn: ProbeFn = probe,
+        events: EventBus | None = None,
     ) -> None:
         self._servers: dict[str, tuple[ServerState, ...]] = {}
         self._drained: dict[str, set[str]] = {}  # static upstream -> servers drained by hand
         self.proxy = ProxyServer(config, loop)
-        self._checks = UpstreamChecks(self._mark, probe_fn)
+        self._checks = UpstreamChecks(self._mark, probe_fn, events)
 
     # -- lifecycle ------------------------------------------------------------------------
 

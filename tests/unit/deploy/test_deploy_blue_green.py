@@ -1,7 +1,6 @@
 """Blue-green as a plan: the steps planned, and the steps run for each way a deploy ends.
 
-The executor runs on ``FakeEngine``, ``FakeLauncher`` and ``FakeClock`` (virtual time:
-a 30-second verify takes microseconds); no socket, no process, no data plane.
+The executor runs on fakes (``world.py``): a 30-second verify takes microseconds.
 """
 
 from __future__ import annotations
@@ -9,14 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.support.deploy_world import World
+from tests.support.deploy_world import run as run_in
 
-from nonstop.clock import FakeClock
 from nonstop.config.model import AppSpec, HealthSpec
-from nonstop.deploy import StateStore, blue_green
-from nonstop.deploy.deployer import Deployer
+from nonstop.deploy import blue_green
 from nonstop.deploy.errors import DeployRefused, RolledBack
 from nonstop.deploy.steps import (
     Commit,
@@ -25,14 +23,10 @@ from nonstop.deploy.steps import (
     Hold,
     Rollback,
     Start,
-    Step,
     Stop,
     Switch,
     Verify,
 )
-from nonstop.engines.fake import FakeEngine
-from nonstop.health.active import Verdict
-from nonstop.supervisor import FakeLauncher, Supervisor
 
 APP = AppSpec(
     name="web",
@@ -84,62 +78,9 @@ def test_undo_before_the_switch_stops_the_new_release_and_after_it_switches_back
     assert blue_green.undo(planned, Hold(60.0)) == back
 
 
-class World:
-    """A deployer on fakes that records every step it runs."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.clock = FakeClock()
-        self.launcher = FakeLauncher()
-        self.engine = FakeEngine()
-        self.unhealthy: set[int] = set()
-        self.steps: list[Step] = []
-        self.events: list[dict[str, Any]] = []
-        self.store = StateStore.open(tmp / "state")
-        supervisor = Supervisor(tmp / "state", launcher=self.launcher, clock=self.clock)
-        self.deployer = Deployer(
-            self.store,
-            supervisor,
-            self.engine,
-            clock=self.clock,
-            probe_fn=self.probe,
-            on_step=lambda _app, step: self.steps.append(step),
-        )
-        supervisor.on_event = self.deployer.on_supervisor_event
-        self.deployer.configure((APP,))
-
-    async def probe(self, host: str, port: int, spec: HealthSpec) -> Verdict:
-        if port in self.unhealthy:
-            return Verdict(False, 503, "DOWN", reason="status 503 (expected 200)")
-        return Verdict(True, 200, "UP")
-
-    async def deploy(self, release: str, hold: float | None = None) -> dict[str, Any]:
-        return await self.deployer.deploy(
-            "web", release, "tester", 1, self.events.append, hold=hold
-        )
-
-    async def deployed_v1(self) -> None:
-        await self.deploy("v1")
-        self.steps.clear()
-
-    async def until(self, event: str) -> None:
-        while not any(e["event"] == event for e in self.events):
-            await asyncio.sleep(0)
-
-    def kinds(self) -> list[str]:
-        return [step.kind for step in self.steps]
-
-
 def run(tmp: Path, body: Callable[[World], Awaitable[None]]) -> World:
-    world = World(tmp)
-
-    async def main() -> None:
-        await world.deployer.restore()
-        try:
-            await body(world)
-        finally:
-            await world.deployer.close(1.0)
-
-    asyncio.run(main())
+    world = World(tmp, APP)
+    run_in(world, body)
     return world
 
 

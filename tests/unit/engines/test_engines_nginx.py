@@ -15,6 +15,7 @@ import pytest
 from nonstop.config import load
 from nonstop.config.model import Config, HealthSpec, ServerSpec
 from nonstop.engines.nginx import FakeNginx, NginxEngine, NginxRejected, children
+from nonstop.events import EventBus, HealthEvent
 from nonstop.health.active import Verdict
 from nonstop.servers import ServerState
 
@@ -214,8 +215,15 @@ async def test_a_static_server_failing_its_check_is_rendered_down_and_back_up(
         return Verdict(True, 200) if ok else Verdict(False, error="refused", reason="refused")
 
     fake = FakeNginx()
+    bus = EventBus()
+    flips = bus.subscribe(lambda e: isinstance(e, HealthEvent))
     engine = NginxEngine(
-        _config(tmp_path, health=True), fake, poll=0.001, slot_seen=0.05, probe_fn=probe
+        _config(tmp_path, health=True),
+        fake,
+        poll=0.001,
+        slot_seen=0.05,
+        probe_fn=probe,
+        events=bus,
     )
     await engine.start()
     main = engine.path("conf", "nginx.conf")
@@ -232,6 +240,8 @@ async def test_a_static_server_failing_its_check_is_rendered_down_and_back_up(
     assert "server 127.0.0.1:9101;" in Path(main).read_text()
     failing.clear()
     await rendered("server 127.0.0.1:9102;")
+    seen = [(e.address, e.healthy) for e in flips.pending() if isinstance(e, HealthEvent)]
+    assert seen[-1] == ("127.0.0.1:9102", True)
     await engine.shutdown(1.0)
 
 

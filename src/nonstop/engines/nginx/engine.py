@@ -58,8 +58,10 @@ from nonstop.engines.nginx.render import (
 )
 from nonstop.engines.nginx.stats import UpstreamStats
 from nonstop.errors import ConfigError, NonstopError, UsageError
+from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import ServerReport, ServerState, server_spec, slot_of, slot_ports
+from nonstop.tasks import TaskOwner
 
 __all__ = ["NginxEngine", "NginxFailed", "NginxRejected"]
 
@@ -96,6 +98,7 @@ class NginxEngine:
         system_pid: str | None = None,
         slot_seen: float = SLOT_SEEN + SWITCH_MARGIN,
         probe_fn: ProbeFn = probe,
+        events: EventBus | None = None,
     ) -> None:
         self.config = config
         self.command = command
@@ -116,10 +119,10 @@ class NginxEngine:
         self._want = False
         self._applier: asyncio.Task[None] | None = None
         self._failure: NonstopError | None = None
-        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("nginx engine")  # the applier, the master's supervisor
         self._stopping = False
         self._apps: dict[str, tuple[ServerState, ...]] = {}
-        self._checks = UpstreamChecks(self._mark, probe_fn)
+        self._checks = UpstreamChecks(self._mark, probe_fn, events)
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -330,7 +333,7 @@ class NginxEngine:
         """Apply soon (from synchronous code): changes made meanwhile share one reload."""
         self._want = True
         if self._applier is None or self._applier.done():
-            self._applier = asyncio.get_running_loop().create_task(self._apply_pending())
+            self._applier = self._tasks.spawn(self._apply_pending(), "apply to nginx")
 
     async def _apply_pending(self) -> None:
         while self._want:
@@ -385,10 +388,10 @@ class NginxEngine:
         await self.update()
         if self.system_pid is not None:
             await self._attach(first=True)
-            self._supervisor = asyncio.get_running_loop().create_task(self._watch_system())
+            self._tasks.spawn(self._watch_system(), "watch the system's nginx")
             return self.listens()
         await self._spawn()
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        self._tasks.spawn(self._supervise(), "supervise nginx")
         return self.listens()
 
     async def _attach(self, first: bool = False) -> bool:
@@ -461,11 +464,9 @@ class NginxEngine:
         """SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL."""
         self._stopping = True
         await self._checks.close()
-        if self._applier is not None:
+        if self._applier is not None:  # a change being applied is finished, not cut
             await asyncio.gather(self._applier, return_exceptions=True)
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+        await self._tasks.close()
         if self.system_pid is not None:
             return  # the system's nginx keeps serving; it is not nonstop's to stop
         if self.master is not None and self.master.returncode is None:
