@@ -158,6 +158,7 @@ def test_a_health_event_flips_the_servers_state_on_the_page(browser: Browser) ->
         loaded(browser, page)
         row = '#upstreams [data-upstream="api"] tr[data-address="10.0.0.12:9000"]'
         assert browser.evaluate(f"document.querySelector('{row}').dataset.state") == "up"
+        assert browser.text(f"{row} .server-load") == "4"  # requests in flight
         page.push(
             {
                 "kind": "health",

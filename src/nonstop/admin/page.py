@@ -257,7 +257,8 @@ class StatusFeed:
         kind = str(event.get("kind", ""))
         name = kind if _KIND.fullmatch(kind) else "event"
         event_id = self._last_id = next(self._ids)
-        frame = sse_event(name, event, event_id)
+        data = {**event, "at": event.get("at", round(self.clock(), 3))}  # when, for replays
+        frame = sse_event(name, data, event_id)
         self.recent.append((event_id, name, frame))
         self._broadcast(frame)
 

@@ -307,7 +307,7 @@
   }
 
   function logEvent(kind, data) {
-    state.events.unshift({ at: Date.now() / 1000, kind, text: describe(kind, data) });
+    state.events.unshift({ at: data.at || Date.now() / 1000, kind, text: describe(kind, data) });
     state.events.length = Math.min(state.events.length, 50);
     replace(
       "events",
@@ -486,15 +486,15 @@
             { "data-port": i.port },
             h("td", {}, `:${i.port}`),
             h("td", {}, i.release || "–"),
-            h("td", {}, i.pid ?? "–"),
             h("td", {}, badge(i.state || "?", i.state === "running" ? "ok" : i.state === "crashed" ? "bad" : "drain")),
-            h("td", {}, i.live ? "live" : i.health || "–"),
             h("td", { class: "num" }, i.in_flight ?? "–"),
+            h("td", {}, i.live ? "live" : i.health || "–"),
+            h("td", {}, i.pid ?? "–"),
             h("td", { class: "num" }, i.responses ?? "–"),
             h("td", { class: "num" }, i.responses_5xx ?? "–"),
           ),
         );
-        const columns = ["port", "release", "pid", "state", "health", "in flight", "answers", "5xx"];
+        const columns = ["port", "release", "state", "in flight", "health", "pid", "answers", "5xx"];
         const instances = table(`Instances of ${name}`, columns, rows);
         return h("article", { class: "card", "data-app": name }, h("h3", {}, name), facts, rows.length ? instances : h("p", { class: "muted" }, "No instance runs."));
       }),
@@ -516,9 +516,9 @@
             { "data-address": s.address, "data-state": s.state },
             h("th", { scope: "row" }, s.address, s.backup ? " (backup)" : ""),
             h("td", { class: "server-state" }, badge(s.state, serverKind(s))),
+            h("td", { class: "num server-load" }, s.max_conns ? `${s.conns} / ${s.max_conns}` : s.conns ?? "–"),
             h("td", { class: "server-health" }, s.health_ok === false ? "failing" : s.health_ok ? "passing" : "–"),
             h("td", { class: "server-drain" }, s.draining ? "draining" : "no"),
-            h("td", { class: "num" }, s.max_conns ? `${s.conns} / ${s.max_conns}` : s.conns ?? "–"),
             h("td", { class: "num" }, s.fails ?? "–"),
             h("td", { class: "num" }, s.weight ?? "–"),
           ),
@@ -527,7 +527,7 @@
           "article",
           { class: "card", "data-upstream": name },
           h("h3", {}, name, " ", h("span", { class: "muted" }, `${up} of ${servers.length} serving`)),
-          table(`Servers of ${name}`, ["server", "state", "health check", "drain", "in flight", "fails", "weight"], rows),
+          table(`Servers of ${name}`, ["server", "state", "in flight", "health check", "drain", "fails", "weight"], rows),
         );
       }),
     );
