@@ -7,6 +7,7 @@ its rendering. Every wait polls the DOM with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -24,8 +25,10 @@ from tests.support.browser import (
     running_in_group,
 )
 
+# On CI (which runs scripts/system-deps.sh) a missing browser fails instead of skipping.
 pytestmark = pytest.mark.skipif(
-    chromium_path() is None, reason="needs chromium (scripts/system-deps.sh installs it)"
+    chromium_path() is None and not os.environ.get("CI"),
+    reason="needs chromium (scripts/system-deps.sh installs it)",
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,12 +277,18 @@ def test_in_a_narrow_window_nothing_sticks_out_sideways(browser: Browser) -> Non
         assert width <= 360
 
 
-def test_the_browser_and_its_profile_are_gone_afterwards() -> None:
-    with open_browser() as opened:
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_browser_and_its_profile_are_gone_afterwards_even_when_a_test_fails(
+    fails: bool,
+) -> None:
+    pid, path = 0, Path()
+    failure = pytest.raises(AssertionError) if fails else contextlib.nullcontext()
+    with failure, open_browser() as opened:
         pid = opened.proc.pid
-        profile = next(arg for arg in opened.proc.args if str(arg).startswith("--user-data-dir"))
+        profile = next(a for a in opened.proc.args if str(a).startswith("--user-data-dir"))
         path = Path(str(profile).split("=", 1)[1])
-        assert path.is_dir()
+        assert path.is_dir() and running_in_group(pid)
+        assert not fails, "a failing test"
     assert running_in_group(pid) == []
     assert not path.exists()
 
