@@ -186,7 +186,7 @@ class StatusFeed:
         heartbeat: float = 15.0,
         retry: float = 2.0,
         client_buffer: int = 4 * 1024 * 1024,
-        history: int = 600,
+        history: int = 300,  # five minutes of samples, what the chart shows
         replay: int = 256,
         clock: Callable[[], float] = time.time,
     ) -> None:
