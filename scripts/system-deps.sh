@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: nginx (parity tests, rendered bench configs),
 # haproxy (the benchmark's rendered haproxy.cfg is checked with haproxy -c), a JDK (the
-# deploy tests build a small Java app with javac and jar), curl/openssl (TLS tests), and
-# for the fleet tests' hosts (network namespaces on a bridge, one real sshd in each):
+# deploy tests build a small Java app with javac and jar), curl/openssl (TLS tests),
+# chromium (the status page's tests drive a headless Chromium over the DevTools protocol),
+# and for the fleet tests' hosts (network namespaces on a bridge, one real sshd in each):
 # openssh-server (sshd), openssh-client (ssh-keygen, and scp for the staging benchmark),
 # iproute2 (ip netns, bridge, veth) and util-linux (unshare, nsenter, mount).
 # Installs only what is missing; uses sudo when not root.
@@ -17,6 +18,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 { command -v ssh-keygen >/dev/null 2>&1 && command -v scp >/dev/null 2>&1; } || missing+=(openssh-client)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 { command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1; } || missing+=(util-linux)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
