@@ -27,10 +27,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
-from nonstop.admin.server import AdminServer, Emit
+from nonstop.admin.http import AdminHttp
+from nonstop.admin.page import StatusFeed, add_status_page
+from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
 from nonstop.config import load
 from nonstop.config.model import Config, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
@@ -125,6 +127,8 @@ class Daemon:
         self.tasks = TaskOwner("daemon")
         self.engine: Engine | None = None
         self.admin: AdminServer | None = None
+        self.http: AdminHttp | None = None  # [admin] listen
+        self.feed: StatusFeed | None = None  # the status page's event stream
         self.store: StateStore | None = None
         self.deployer: Deployer | None = None
         self.running: Config | None = None
@@ -168,23 +172,29 @@ class Daemon:
                 await self.engine.shutdown(1.0)
             store.close()
             raise
-        self.admin = AdminServer(
-            admin_socket_path(config),
-            {
-                "reload": self._admin_reload,
-                "status": self._admin_status,
-                "stop": self._stop,
-                "undrain": self._admin_undrain,
-            },
-            {
-                "drain": self._admin_drain,
-                "deploy": self._admin_deploy,
-                "rollback": self._admin_rollback,
-                "commit": self._admin_commit,
-                "abort": self._admin_abort,
-            },
-        )
+        handlers: dict[str, Handler] = {
+            "reload": self._admin_reload,
+            "status": self._admin_status,
+            "stop": self._stop,
+            "undrain": self._admin_undrain,
+        }
+        streams: dict[str, StreamHandler] = {
+            "drain": self._admin_drain,
+            "deploy": self._admin_deploy,
+            "rollback": self._admin_rollback,
+            "commit": self._admin_commit,
+            "abort": self._admin_abort,
+        }
+        self.admin = AdminServer(admin_socket_path(config), handlers, streams)
         await self.admin.start()
+        if config.admin.listen is not None:
+            try:
+                await self._start_http(config, handlers, streams)
+            except OSError:
+                await self.admin.close()
+                await engine.shutdown(1.0)
+                store.close()
+                raise
         self.tasks.spawn(deployer.restore(), "restore live releases")
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         try:
@@ -201,6 +211,10 @@ class Daemon:
                 loop.remove_signal_handler(signum)
             log.info("shutting down: finishing in-flight requests")
             await self.admin.close()
+            if self.http is not None:
+                await self.http.close()
+            if self.feed is not None:
+                await self.feed.close()
             await self.tasks.close()
             await deployer.cancel()
             await engine.shutdown(self.shutdown_timeout)
@@ -208,6 +222,30 @@ class Daemon:
             await deployer.close()
             store.close()
             log.info("exit")
+
+    async def _start_http(
+        self,
+        config: Config,
+        handlers: dict[str, Handler],
+        streams: dict[str, StreamHandler],
+    ) -> None:
+        """``[admin] listen``: the admin API, the status page and its event stream."""
+        assert config.admin.listen is not None
+        http = self.http = AdminHttp(config.admin.listen, config.admin.token, handlers, streams)
+        self.feed = add_status_page(http, self._page_snapshot, self._page_events)
+        await http.start()
+        log.info("admin listener on %s", ", ".join(http.addresses()))
+
+    async def _page_snapshot(self) -> Mapping[str, Any]:
+        return await self._admin_status({})
+
+    async def _page_events(self) -> AsyncIterator[Mapping[str, Any]]:
+        """The control plane's events as the page reads them: ``kind`` names the type."""
+        with self.events.subscribe() as events:
+            async for event in events:
+                data = as_dict(event)
+                kind = "deploy" if isinstance(event, DeployEvent) else str(data["event"])
+                yield {"kind": kind, **data}
 
     def _on_instance(self, event: SupervisorEvent) -> None:
         if self.deployer is not None:

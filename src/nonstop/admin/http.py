@@ -110,14 +110,19 @@ class AdminHttp:
         self.handlers = dict(handlers)
         self.streams = dict(streams or {})
         self.routes: dict[tuple[str, str], Route] = dict(routes or {})
+        self.public: set[tuple[str, str]] = set()  # routes served without the token
         self.request_timeout = request_timeout
         self.max_connections = max_connections
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._unix = isinstance(parse_listen_address(listen), str)
 
-    def route(self, method: str, path: str, handler: Route) -> None:
+    def route(self, method: str, path: str, handler: Route, public: bool = False) -> None:
+        """Serve ``handler`` at ``method path``; ``public`` ones need no token (files that
+        hold no data, such as the page's own HTML: a browser sends no header for them)."""
         self.routes[(method, path)] = handler
+        if public:
+            self.public.add((method, path))
 
     async def start(self) -> None:
         where = parse_listen_address(self.listen)
@@ -213,6 +218,9 @@ class AdminHttp:
     # -- routing --------------------------------------------------------------------------
 
     async def _answer(self, request: HttpRequest) -> HttpResponse:
+        key = (request.method, request.path)
+        if key in self.public:
+            return await self.routes[key](request)
         if self.token is not None:
             given = request.headers.get("authorization", "")
             scheme, _, credential = given.partition(" ")

@@ -349,7 +349,9 @@ def add_status_page(
     feed = StatusFeed(snapshot, subscribe, alive=lambda: bool(http.addresses()), **options)
     files = resources.files("nonstop.admin") / "page"
     for path, (name, content_type) in ASSETS.items():
-        http.route("GET", path, _asset((files / name).read_bytes(), content_type))
+        # public: a browser opening /#token=... sends no header for the page's own files,
+        # which hold no data; the page sends the token with every request for data
+        http.route("GET", path, _asset((files / name).read_bytes(), content_type), public=True)
 
     async def events(request: HttpRequest) -> HttpResponse:
         last = request.headers.get("last-event-id", "")
@@ -358,7 +360,6 @@ def add_status_page(
         return HttpResponse(200, stream, "text/event-stream; charset=utf-8", headers)
 
     http.route("GET", "/events", events)
-    _serve_assets_without_token(http)
     return feed
 
 
@@ -367,21 +368,3 @@ def _asset(body: bytes, content_type: str) -> Callable[[HttpRequest], Awaitable[
         return HttpResponse(200, body, content_type, dict(_ASSET_HEADERS))
 
     return serve
-
-
-def _serve_assets_without_token(http: AdminHttp) -> None:
-    """Let a browser load the page's own files without ``Authorization``.
-
-    A browser navigating to ``/#token=...`` sends no header; the page then reads the token
-    from its fragment and sends it with every request for data (``/events``). The files hold
-    no data. AdminHttp checks the token before routing, so its answer is wrapped here for the
-    three asset paths only.
-    """
-    answer = http._answer
-
-    async def assets_first(request: HttpRequest) -> HttpResponse:
-        if request.method == "GET" and request.path in ASSETS:
-            return await http.routes[("GET", request.path)](request)
-        return await answer(request)
-
-    setattr(http, "_answer", assets_first)  # noqa: B010
