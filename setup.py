@@ -3,14 +3,23 @@
 The data plane is plain, strictly typed Python; mypyc (part of mypy) turns these modules
 into C extensions, which roughly halves the interpreter work per proxied request.  Set
 NONSTOP_COMPILE=0 to install the pure-Python modules instead (same behaviour, slower).
-Everything else about the package is in pyproject.toml.
+Where no C compiler works, the build says so in one line and installs them interpreted
+too; ``nonstop -V`` tells which one is in use.  Everything else about the package is in
+pyproject.toml.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, CompileError, ExecError, LinkError, PlatformError
 
 # The modules on the per-request path.  tests/conftest.py refuses to run against a
 # compiled module that is older than its source, so edit, then `make build`.
@@ -35,13 +44,83 @@ COMPILED = [
     "src/nonstop/proxy/balancers/random.py",
 ]
 
+class InterpretedDataPlane(UserWarning):
+    """No C compiler worked: the data plane is installed as Python."""
 
-def _extensions() -> list[object]:
+
+# What a missing or broken C compiler raises out of build_ext.
+_NO_COMPILER = (CCompilerError, CompileError, ExecError, LinkError, PlatformError)
+
+
+def _extensions() -> list[Any]:
     if os.environ.get("NONSTOP_COMPILE", "1") == "0":
         return []
     from mypyc.build import mypycify
 
-    return list(mypycify(COMPILED, opt_level="3"))
+    # One C file per module, so that the compiler runs on every core (BuildExt).
+    return list(mypycify(COMPILED, opt_level="3", multi_file=True))
 
 
-setup(ext_modules=_extensions())
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class BuildExt(build_ext):
+    """build_ext that runs one compiler per core, and falls back to interpreted modules.
+
+    Every C file of every extension is compiled concurrently, at most one compiler per
+    core.  If the compiler is missing or fails, no compiled module is installed (a shim
+    without its shared library would not import): the package then runs the same
+    modules as Python, and the build says so in one line.
+    """
+
+    def build_extensions(self) -> None:
+        self.check_extensions_list(self.extensions)
+        slots = threading.BoundedSemaphore(_cores())
+        compile_all: Callable[..., list[str]] = self.compiler.compile
+
+        def compile_each(sources: list[str], *args: Any, **kwargs: Any) -> list[str]:
+            def one(source: str) -> list[str]:
+                with slots:
+                    return compile_all([source], *args, **kwargs)
+
+            with ThreadPoolExecutor(max(1, len(sources))) as pool:
+                return [obj for objects in pool.map(one, sources) for obj in objects]
+
+        self.compiler.compile = compile_each
+        with ThreadPoolExecutor(max(1, len(self.extensions))) as pool:
+            for _ in pool.map(self.build_extension, self.extensions):
+                pass
+
+    def run(self) -> None:
+        inplace = self.inplace
+        try:
+            super().run()
+        except _NO_COMPILER as exc:
+            self._remove_outputs(inplace)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            # A warning, not a print: pip shows a build backend's warnings, not its output.
+            warnings.warn_explicit(
+                f"no working C compiler ({reason}): nonstop's data plane is installed "
+                "interpreted, the same code at about half the speed (`nonstop -V` says which)",
+                InterpretedDataPlane,
+                "setup.py",
+                0,
+            )
+
+    def _remove_outputs(self, inplace: bool) -> None:
+        """Remove what was built, and for --inplace what an earlier build left in src/."""
+        for where in (False, True) if inplace else (False,):
+            self.inplace = where
+            for ext in self.extensions:
+                path = self.get_ext_fullpath(ext.name)
+                if os.path.exists(path):
+                    os.remove(path)
+        self.inplace = inplace
+        self.extensions = []
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -83,7 +83,7 @@ def _build(
         for block in config.servers
         for name, _ in (
             *block.sets,
-            *(item for loc in block.locations for item in loc.sets),
+            *[item for loc in block.locations for item in loc.sets],
         )
     )
     table = VariableTable(config.maps, set_names)
