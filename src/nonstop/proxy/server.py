@@ -33,7 +33,7 @@ from nonstop.proxy.tls_stream import TlsStream
 from nonstop.proxy.upstream import Upstream
 from nonstop.proxy.variables import Getter, VariableTable
 
-__all__ = ["Backend", "ProxyServer", "ProxyState"]
+__all__ = ["Backend", "ProxyServer", "ProxyState", "bind_error"]
 
 log = logging.getLogger("nonstop")
 
@@ -48,6 +48,22 @@ _LEVELS = {
     "alert": logging.CRITICAL,
     "emerg": logging.CRITICAL,
 }
+
+
+def bind_error(exc: OSError, host: str, port: int) -> OSError:
+    """``exc`` from listening on host:port, naming the address (nginx's wording).
+
+    A port below 1024 refused for want of privilege also says what to do about it.
+    """
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    message = f"bind() to {address} failed ({reason})"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        message += (
+            "; ports below 1024 need root or the CAP_NET_BIND_SERVICE capability"
+            " (docs/operations.md), or listen on a port above 1023"
+        )
+    return OSError(exc.errno, message)
 
 
 class Backend:
@@ -273,11 +289,7 @@ class ProxyServer:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise OSError(
-                    exc.errno, f"bind() to {host}:{port} failed (address in use)"
-                ) from exc
-            raise
+            raise bind_error(exc, host, port) from exc
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
