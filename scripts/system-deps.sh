@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: nginx (parity tests, rendered bench configs),
 # haproxy (the benchmark's rendered haproxy.cfg is checked with haproxy -c), a JDK (the
-# deploy tests build a small Java app with javac and jar) and curl/openssl (TLS tests).
+# deploy tests build a small Java app with javac and jar), curl/openssl (TLS tests, the
+# README walkthrough) and logrotate (the example rule of docs/operations.md is run).
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
 missing=()
@@ -10,6 +11,7 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 { command -v javac >/dev/null 2>&1 && command -v jar >/dev/null 2>&1; } || missing+=(openjdk-17-jdk-headless)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
