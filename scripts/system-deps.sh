@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs: nginx (parity tests, rendered bench configs),
 # haproxy (the benchmark's rendered haproxy.cfg is checked with haproxy -c), a JDK (the
-# deploy tests build a small Java app with javac and jar), curl/openssl (TLS tests),
+# deploy tests build a small Java app with javac and jar), curl/openssl (TLS tests, the
+# README walkthrough), logrotate (the example rule of docs/operations.md is run),
 # chromium (the status page's tests drive a headless Chromium over the DevTools protocol),
 # and for the fleet tests' hosts (network namespaces on a bridge, one real sshd in each):
 # openssh-server (sshd), openssh-client (ssh-keygen, and scp for the staging benchmark),
@@ -19,6 +20,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missing+=(iproute2)
 { command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1; } || missing+=(util-linux)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

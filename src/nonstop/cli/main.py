@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -19,7 +20,7 @@ from nonstop.cli.fleet import fleet
 from nonstop.config import load
 from nonstop.config.model import Config
 from nonstop.config.units import parse_duration
-from nonstop.errors import ConfigError, NonstopError
+from nonstop.errors import ConfigError, DaemonUnreachable, NonstopError
 
 __all__ = ["main"]
 
@@ -58,8 +59,48 @@ def _load(path: str, prefix: str | None) -> Config:
     return config
 
 
+def _data_plane() -> str:
+    """Whether the proxy's hot path runs compiled by mypyc or as the same code interpreted."""
+    import importlib.machinery
+    import importlib.util
+    import pkgutil
+
+    import nonstop.proxy
+    import nonstop.proxy.balancers
+
+    compiled = 0
+    for package in (nonstop.proxy, nonstop.proxy.balancers):
+        for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            spec = importlib.util.find_spec(module.name)
+            origin = spec.origin if spec is not None else None
+            if origin and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+                compiled += 1
+    if compiled:
+        return f"compiled (mypyc, {compiled} modules)"
+    return "interpreted (built with NONSTOP_COMPILE=0 or without a C compiler)"
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    click.echo(f"nonstop {version('nonstop')}")
+    click.echo(f"data plane: {_data_plane()}")
+    click.echo(f"python {sys.version.split()[0]}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="nonstop")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the version and whether the data plane is compiled, then exit.",
+)
 def main() -> None:
     """Load-balance web apps and deploy new versions without failing a request."""
 
@@ -202,9 +243,21 @@ def _client(config_path: str, prefix: str | None) -> AdminClient:
     return AdminClient(admin_socket_path(config))
 
 
+def _unreachable(exc: DaemonUnreachable) -> str:
+    """``exc``, and the command that starts a daemon for this command's config."""
+    params = click.get_current_context().params
+    command = ["nonstop", "run", "-c", str(params.get("config_path") or "nonstop.toml")]
+    if params.get("prefix"):
+        command += ["-p", str(params["prefix"])]
+    return f"{exc}; is it running? Start it with `{shlex.join(command)}`"
+
+
 def _call(client: AdminClient, cmd: str, **args: Any) -> dict[str, Any]:
     try:
         return client.call(cmd, **args)
+    except DaemonUnreachable as exc:
+        _say(_unreachable(exc))
+        sys.exit(exc.exit_code)
     except NonstopError as exc:
         _say(str(exc))
         sys.exit(exc.exit_code)
@@ -261,6 +314,9 @@ def _long_call(config_path: str, prefix: str | None, cmd: str, as_json: bool, **
     client = _client(config_path, prefix)
     try:
         answer = client.stream(cmd, printer.event, holder=_holder(), pid=os.getpid(), **args)
+    except DaemonUnreachable as exc:
+        printer.unreachable(_unreachable(exc))
+        sys.exit(exc.exit_code)
     except NonstopError as exc:
         printer.unreachable(str(exc))
         sys.exit(exc.exit_code)

@@ -35,7 +35,7 @@ from nonstop.proxy.upstream import Upstream
 from nonstop.proxy.variables import Getter, VariableTable
 from nonstop.servers import ServerState
 
-__all__ = ["AppServers", "Backend", "ProxyServer", "ProxyState"]
+__all__ = ["AppServers", "Backend", "ProxyServer", "ProxyState", "bind_error"]
 
 # Each app's servers as the control plane set them (``Engine.set_servers``): a config
 # names an app's upstream but not its servers, so every state built for a config gets
@@ -55,6 +55,22 @@ _LEVELS = {
     "alert": logging.CRITICAL,
     "emerg": logging.CRITICAL,
 }
+
+
+def bind_error(exc: OSError, host: str, port: int) -> OSError:
+    """``exc`` from listening on host:port, naming the address (nginx's wording).
+
+    A port below 1024 refused for want of privilege also says what to do about it.
+    """
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    message = f"bind() to {address} failed ({reason})"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        message += (
+            "; ports below 1024 need root or the CAP_NET_BIND_SERVICE capability"
+            " (docs/operations.md), or listen on a port above 1023"
+        )
+    return OSError(exc.errno, message)
 
 
 class Backend:
@@ -91,7 +107,7 @@ def _build(
         for block in config.servers
         for name, _ in (
             *block.sets,
-            *(item for loc in block.locations for item in loc.sets),
+            *[item for loc in block.locations for item in loc.sets],
         )
     )
     table = VariableTable(config.maps, set_names)
@@ -309,11 +325,7 @@ class ProxyServer:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise OSError(
-                    exc.errno, f"bind() to {host}:{port} failed (address in use)"
-                ) from exc
-            raise
+            raise bind_error(exc, host, port) from exc
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
