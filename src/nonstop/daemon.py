@@ -240,12 +240,11 @@ class Daemon:
         return await self._admin_status({})
 
     async def _page_events(self) -> AsyncIterator[Mapping[str, Any]]:
-        """The control plane's events as the page reads them: ``kind`` names the type."""
+        """The control plane's events as the page reads them (docs/observability.md)."""
         with self.events.subscribe() as events:
             async for event in events:
-                data = as_dict(event)
-                kind = "deploy" if isinstance(event, DeployEvent) else str(data["event"])
-                yield {"kind": kind, **data}
+                for shown in _for_page(event):
+                    yield shown
 
     def _on_instance(self, event: SupervisorEvent) -> None:
         if self.deployer is not None:
@@ -398,6 +397,38 @@ class Daemon:
 async def _relay(events: Subscription, emit: Emit) -> None:
     async for event in events:
         emit(as_dict(event))
+
+
+def _for_page(event: Event) -> list[dict[str, Any]]:
+    """One control-plane event as the status page's stream carries it, ``kind`` first."""
+    if isinstance(event, DeployEvent):
+        return [{"kind": "deploy", **as_dict(event)}]
+    if isinstance(event, DrainEvent):
+        return [
+            {
+                "kind": "drain",
+                "upstream": event.app,
+                "address": address,
+                "draining": event.left is None,
+                "left": event.left,
+            }
+            for address in event.addresses
+        ]
+    if isinstance(event, InstanceEvent):
+        return [
+            {
+                "kind": "instance",
+                "app": event.app,
+                "port": event.port,
+                "pid": event.pid,
+                "state": event.kind,
+                "release": event.release,
+                "returncode": event.returncode,
+            }
+        ]
+    if isinstance(event, ReloadEvent):
+        return [{"kind": "reload", "ok": event.ok, "message": event.error}]
+    return [{"kind": "health", **dataclasses.asdict(event)}]
 
 
 def _server(request: dict[str, Any]) -> tuple[str, str]:

@@ -44,6 +44,7 @@ log = logging.getLogger("nonstop")
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024 * 1024
+SEND_TIMEOUT = 60.0  # a client that takes no byte of a stream for this long is let go
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -206,14 +207,26 @@ class AdminHttp:
             return
         head.append("Transfer-Encoding: chunked")
         head.append("Connection: close")
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        await writer.drain()
-        async for chunk in body:
-            if chunk:
-                writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                await writer.drain()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
+        try:
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            await self._drain(writer)
+            async for chunk in body:
+                if chunk:
+                    writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    await self._drain(writer)
+            writer.write(b"0\r\n\r\n")
+            await self._drain(writer)
+        finally:
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                await close()  # a stream whose client went away ends now, not at gc
+
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """A streaming client that stops reading gives its connection back (send_timeout)."""
+        try:
+            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+        except TimeoutError:
+            raise ConnectionError(f"the client read nothing for {SEND_TIMEOUT:g}s") from None
 
     # -- routing --------------------------------------------------------------------------
 
