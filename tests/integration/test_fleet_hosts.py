@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from tests.support.netns import CLAIMS, TestHosts, leftovers, needs_namespaces
+from tests.support.netns import CLAIMS, TestHosts, _remove_run, leftovers, needs_namespaces
 
 pytestmark = needs_namespaces
 
@@ -64,3 +65,32 @@ def test_nothing_is_left_when_the_test_body_fails() -> None:
     assert leftovers(token) == []
     assert not (CLAIMS / subnet).exists()
     assert not Path(workdir).exists()
+
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from tests.support.netns import TestHosts
+hosts = TestHosts(1).__enter__()
+print(hosts.token, hosts.subnet, hosts.workdir, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no cleanup: what a killed test run leaves
+"""
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next_run() -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(root)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == -9, done.stderr
+    token, subnet, workdir = done.stdout.split()
+    try:
+        assert leftovers(token)  # its namespace, veth and bridge are still there
+        assert (CLAIMS / subnet).exists()
+        with TestHosts(1):
+            assert leftovers(token) == []
+        assert not (CLAIMS / subnet).exists()
+        assert not Path(workdir).exists()
+    finally:
+        _remove_run(token)
+        (CLAIMS / subnet).unlink(missing_ok=True)

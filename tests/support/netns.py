@@ -153,15 +153,16 @@ def _sweep_dead_runs() -> None:
         return
     for claim in CLAIMS.iterdir():
         try:
-            pid_text, token = claim.read_text().split()
+            pid_text, token, workdir = claim.read_text().split()
         except (OSError, ValueError):
             continue
         if not _pid_alive(int(pid_text)):
             _remove_run(token)
+            shutil.rmtree(workdir, ignore_errors=True)
             claim.unlink(missing_ok=True)
 
 
-def _claim_subnet(token: str) -> tuple[str, Path]:
+def _claim_subnet(token: str, workdir: Path) -> tuple[str, Path]:
     """A /24 under ``SUBNET_BASE`` that no other run holds and no route uses."""
     CLAIMS.mkdir(parents=True, exist_ok=True)
     routes = _run("ip", "-4", "route", "show").stdout
@@ -175,7 +176,7 @@ def _claim_subnet(token: str) -> tuple[str, Path]:
         except FileExistsError:
             continue
         with os.fdopen(fd, "w") as handle:
-            handle.write(f"{os.getpid()} {token}\n")
+            handle.write(f"{os.getpid()} {token} {workdir}\n")
         return subnet, claim
     raise RuntimeError(f"no free /24 left under {SUBNET_BASE}.0.0/16")
 
@@ -276,7 +277,7 @@ class TestHosts:
         if not Path(SSHD).exists():
             raise RuntimeError(f"{SSHD} is missing: run scripts/system-deps.sh")
         _sweep_dead_runs()
-        self.subnet, self._claim = _claim_subnet(self.token)
+        self.subnet, self._claim = _claim_subnet(self.token, self.workdir)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         client_public = _keygen(self.client_key, f"nonstop-tests-{self.token}")
         _run("ip", "link", "add", self.bridge, "type", "bridge")
