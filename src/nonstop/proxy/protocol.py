@@ -156,15 +156,7 @@ class ClientConnection:
         self.state = state
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        # A lone LF ends a header line, as in nginx (RFC 9112 section 2.2); a lone CR
-        # stays an error.  The request line's LF is mended in ``_request_line``.
-        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
-        # bound methods kept once: the hot path calls them without a look-up each time
-        self.feed: Callable[[bytes], None] = self.parser.feed_data
-        self.get_method: Callable[[], bytes] = self.parser.get_method
-        self.get_version: Callable[[], str] = self.parser.get_http_version
-        self.keeps_alive: Callable[[], bool] = self.parser.should_keep_alive
+        self._new_parser()
         self.write: Callable[[bytes], None] = _unconnected
         self.vhosts: VirtualHosts | None = None
         self.remote_addr = ""
@@ -195,6 +187,17 @@ class ClientConnection:
         self.rejected = 0  # a 400 due once the requests before the bad bytes are answered
         self.out: list[bytes] = []
         self._reset_exchange()
+
+    def _new_parser(self) -> None:
+        parser = self.parser = httptools.HttpRequestParser(self)
+        # A lone LF ends a header line, as in nginx (RFC 9112 section 2.2); a lone CR
+        # stays an error.  The request line's lone LF is mended in ``_mended``.
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        # bound methods kept once: the hot path calls them without a look-up each time
+        self.feed: Callable[[bytes], None] = parser.feed_data
+        self.get_method: Callable[[], bytes] = parser.get_method
+        self.get_version: Callable[[], str] = parser.get_http_version
+        self.keeps_alive: Callable[[], bool] = parser.should_keep_alive
 
     def _reset_exchange(self) -> None:
         self.upstream_mark = -1  # unsent request bytes when the upstream stopped taking them
@@ -308,8 +311,6 @@ class ClientConnection:
             if sum(map(len, self.held)) > BODY_BUFFER_HIGH:
                 self._pause_reading()
             return
-        if self.parsing is None and self.in_head:
-            data = self._request_line(data)
         try:
             self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -320,6 +321,12 @@ class ClientConnection:
             cause = exc.__context__
             if self.phase >= CLOSING:
                 return  # the connection already answered and is ending: nothing more
+            mended = self._mended(data, exc)
+            if mended is not None:
+                self._new_parser()
+                self.parsing = None
+                self.data_received(mended)
+                return
             if isinstance(cause, Rejected):
                 code = cause.status
             elif cause is None or isinstance(cause, httptools.HttpParserError):
@@ -346,23 +353,31 @@ class ClientConnection:
                 self.head_bytes += len(data)
                 if self.head_bytes > MAX_HEAD_BYTES:
                     self._bad_request(494)
+                elif self._simple_request(data):
+                    self._bad_request(400)  # HTTP/0.9, answered now rather than at a timeout
 
-    def _request_line(self, data: bytes) -> bytes:
-        """A request line ending in a lone LF gets its CR (nginx reads LF as a line end,
-        llhttp only with a flag that would also take a lone CR for one); a line without
-        a version (HTTP/0.9) is answered at once.  Runs on a read that begins a request."""
+    def _mended(self, data: bytes, exc: Exception) -> bytes | None:
+        """A request line that ends in a lone LF, with its CR, when it is the first line
+        of ``data``; else None.  nginx takes a lone LF as a line end (RFC 9112 section
+        2.2); llhttp takes it after the version only with the flag that would also take
+        a lone CR for one, so the line is mended and the read parsed again."""
+        req = self.parsing
+        if req is None or req.headers or exc.args[:1] != ("Expected CRLF after version",):
+            return None
         end = data.find(b"\n")
-        if end >= 10 and data[end - 1] == 13 and data[end - 10] == 32 and data[end - 9] == 72:
-            return data  # "... HTTP/x.y\r\n": the common case
         line = data[:end]
-        if end < 0 or b"\r" in line[:-1] or not line.rstrip(b"\r"):
-            return data  # no whole line yet, a lone CR (refused), an empty line (skipped)
-        if line.rstrip(b"\r").count(b" ") == 1:
-            self._bad_request(400)  # HTTP/0.9: nginx's simple request; not proxied here
-            return b""
-        if line[-1:] == b"\r":
-            return data
+        if end < 0 or b"\r" in line or req.url not in line:
+            return None
         return line + b"\r" + data[end:]
+
+    def _simple_request(self, data: bytes) -> bool:
+        """The read ends an HTTP/0.9 request line ("GET /"), which has no headers to
+        wait for: nginx answers it at once."""
+        req = self.parsing
+        if req is None or req.headers or data[-1:] != b"\n":
+            return False
+        start = data.rfind(b"\n", 0, len(data) - 1) + 1
+        return data[start:].strip() == self.get_method() + b" " + req.url
 
     def _reject_later(self, code: int) -> None:
         """Bad bytes behind requests that came whole: those are answered first, then
@@ -541,7 +556,7 @@ class ClientConnection:
             if vhosts is None:
                 raise httptools.HttpParserError("no server for this address")
         url = req.url
-        cacheable = HASH not in url
+        cacheable = True
         host: str | None = None
         if url[:1] != b"/":
             host = _origin_form(req)
@@ -552,6 +567,8 @@ class ClientConnection:
             path, _, args = url.partition(b"?")
             if args:
                 req.args = args.decode("latin-1")
+                if HASH in args:
+                    req.args = req.args.partition("#")[0]  # "#" ends $args
         key = (req.http_host, path)
         if cacheable:
             hit = vhosts.cache.get(key)
@@ -566,6 +583,8 @@ class ClientConnection:
             if host is None:
                 host = valid
         req.host = host = host or ""
+        if HASH in path:
+            cacheable = False  # "#" ends $uri, and the "?" behind it starts no $args
         if not cacheable or needs_parse(path):
             parsed = parse_target(url.decode("latin-1"))
             if parsed is None:
