@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import tempfile
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
+from typing import IO, TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -96,7 +98,9 @@ class ClientConnection:
         "body_buf",
         "body_buf_size",
         "body_done",
+        "body_file",
         "body_retained",
+        "buffering",
         "cached",
         "client_chunked",
         "conn_requests",
@@ -186,6 +190,7 @@ class ClientConnection:
         self.head_size = 0  # bytes of the head being parsed, counted as the parser calls
         self.rejected = 0  # a 400 due once the requests before the bad bytes are answered
         self.out: list[bytes] = []
+        self.body_file: IO[bytes] | None = None  # a buffered body past client_body_buffer_size
         self._reset_exchange()
 
     def _new_parser(self) -> None:
@@ -211,6 +216,9 @@ class ClientConnection:
         self.request_sent = False
         self.body_buf: list[bytes] = []
         self.body_buf_size = 0
+        if self.body_file is not None:
+            self._drop_body_file()
+        self.buffering = False  # reading the whole body before choosing an upstream
         self.body_retained = True
         self.body_done = False
         self.client_chunked = False
@@ -286,6 +294,8 @@ class ClientConnection:
                 self.uconn = None
                 uconn.close()
         self.phase = CLOSING
+        if self.body_file is not None:
+            self._drop_body_file()  # an aborted upload: nothing of it reached the app
         if self.req is not None and (self.uconn is not None or self.connect_task is not None):
             # The client went away mid-exchange: nginx logs 499 and stops the upstream.
             self._abort_upstream()
@@ -634,6 +644,17 @@ class ClientConnection:
         expects = req.expect_continue and self.expected_body and not complete
         if expects and req.version == "1.1" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.expected_body and route.request_buffering:
+            # proxy_request_buffering on: the upstream is chosen once the body is whole
+            self.buffering = True
+            self.body_done = False  # done when the buffered body is, pending or not
+            self.phase = BODY
+            self.deadline = self.state.now() + route.body_timeout
+            for chunk in body:
+                self._client_body(chunk)
+            if complete:
+                self._client_body_done()
+            return
         for chunk in body:
             self._client_body(chunk)
         if complete and self.expected_body:
@@ -734,7 +755,13 @@ class ClientConnection:
         uconn.begin(self)
         head = self._upstream_head(req, route)
         write = uconn.write
-        if self.body_buf:
+        body_file = self.body_file
+        if body_file is not None:
+            write(head)
+            body_file.seek(0)
+            while chunk := body_file.read(BODY_BUFFER_HIGH):
+                write(chunk)
+        elif self.body_buf:
             write(head + b"".join(self.body_buf))
             if not self.body_retained:
                 self.body_buf = []
@@ -796,6 +823,9 @@ class ClientConnection:
             self._abort_upstream()
             self._respond_error(413, close=True)
             return
+        if self.buffering:
+            self._buffer_body(data, route)
+            return
         if self.client_chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
         uconn = self.uconn
@@ -821,10 +851,46 @@ class ClientConnection:
             self.body_buf = []
             self.body_buf_size = 0
 
+    def _buffer_body(self, data: bytes, route: Route) -> None:
+        """Keep a body being buffered: in memory up to client_body_buffer_size, then in
+        an unlinked file under the state directory (nginx's client_body_temp_path)."""
+        self.deadline = self.state.now() + route.body_timeout
+        body_file = self.body_file
+        if body_file is None and self.body_buf_size + len(data) > route.body_buffer_size:
+            directory = os.path.join(self.state.config.state_dir, "client_body_temp")
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            body_file = self.body_file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+            body_file.write(b"".join(self.body_buf))
+            self.body_buf = []
+        if body_file is not None:
+            body_file.write(data)
+        else:
+            self.body_buf.append(data)
+        self.body_buf_size += len(data)
+
+    def _drop_body_file(self) -> None:
+        body_file = self.body_file
+        self.body_file = None
+        if body_file is not None:
+            body_file.close()
+
     def _client_body_done(self) -> None:
         if self.body_done:
             return
         self.body_done = True
+        if self.buffering:
+            # The body is whole: forward it with its length (nginx re-frames a buffered
+            # chunked body with Content-Length) and only now choose the upstream.
+            self.buffering = False
+            req = self.req
+            route = self.route
+            if req is None or route is None:
+                return
+            req.content_length = self.body_buf_size
+            self.client_chunked = False
+            self.phase = CONNECT
+            self._choose_upstream(req, route)
+            return
         uconn = self.uconn
         if self.client_chunked and uconn is not None and uconn.transport is not None:
             uconn.transport.write(b"0\r\n\r\n")
@@ -1212,6 +1278,8 @@ class ClientConnection:
                 self.uconn = None
                 uconn.close()
             self._close()
+        elif phase == BODY and self.req is not None:
+            self._respond_error(408, close=True)  # client_body_timeout while buffering
         else:
             self._close()
 
@@ -1306,6 +1374,8 @@ class ClientConnection:
         self.upstream = None
         self.attempt = None
         self.resp_started = False
+        if self.body_file is not None:
+            self._drop_body_file()
         if close or self.transport is None or self.upgrading:
             self._linger_or_close(req)
             return
