@@ -109,6 +109,7 @@ class ClientConnection:
         "eof",
         "expected_body",
         "feed",
+        "file_sending",
         "first_try",
         "get_method",
         "get_version",
@@ -219,6 +220,7 @@ class ClientConnection:
         if self.body_file is not None:
             self._drop_body_file()
         self.buffering = False  # reading the whole body before choosing an upstream
+        self.file_sending = False  # a buffered body's file is not yet all written upstream
         self.body_retained = True
         self.body_done = False
         self.client_chunked = False
@@ -759,8 +761,8 @@ class ClientConnection:
         if body_file is not None:
             write(head)
             body_file.seek(0)
-            while chunk := body_file.read(BODY_BUFFER_HIGH):
-                write(chunk)
+            self.file_sending = True
+            self._send_body_file()
         elif self.body_buf:
             write(head + b"".join(self.body_buf))
             if not self.body_retained:
@@ -867,6 +869,22 @@ class ClientConnection:
         else:
             self.body_buf.append(data)
         self.body_buf_size += len(data)
+
+    def _send_body_file(self) -> None:
+        """Write the buffered body's file upstream as the connection takes it: a chunk
+        at a time while its write buffer is short, the rest when it drains (nginx sends
+        from the file too), so a large body is not held in memory a second time."""
+        uconn = self.uconn
+        body_file = self.body_file
+        transport = uconn.transport if uconn is not None else None
+        if uconn is None or transport is None or body_file is None:
+            return
+        while transport.get_write_buffer_size() < BODY_BUFFER_HIGH:
+            chunk = body_file.read(BODY_BUFFER_HIGH)
+            if not chunk:
+                self.file_sending = False
+                return
+            uconn.write(chunk)
 
     def _drop_body_file(self) -> None:
         body_file = self.body_file
@@ -1050,7 +1068,7 @@ class ClientConnection:
         self.uconn = None
         uconn.exchange = None
         reusable = self.upstream_keep if req.method == b"HEAD" else uconn.keeps_alive()
-        if upstream.keepalive and self.body_done and reusable:
+        if upstream.keepalive and self.body_done and reusable and not self.file_sending:
             if self.write_paused and uconn.transport is not None:
                 uconn.transport.resume_reading()  # paused for this client, not for the next
             upstream.idle.put(uconn, now)
@@ -1122,6 +1140,8 @@ class ClientConnection:
                 self.deadline = self.state.now() + (
                     route.read_timeout if self.body_done else route.body_timeout
                 )
+        if self.file_sending and route is not None:
+            self._send_body_file()  # may pause again, and arm the send timer again
         if not self.body_done or self.phase == TUNNEL:
             self._resume_reading()
 

@@ -98,3 +98,41 @@ async def test_buffering_off_streams_the_body_as_it_comes(tmp_path: Path) -> Non
     client = proxy.client()
     client.send(get("/", "Content-Length: 6", method="POST"), b"abc")
     assert request_head(proxy.active().take())[2] == b"abc"
+
+
+async def test_a_buffered_file_goes_upstream_as_the_connection_drains(tmp_path: Path) -> None:
+    location = "proxy_pass http://app; client_body_buffer_size 1k;"
+    proxy = make_proxy(tmp_path, conf(location, server="client_max_body_size 4m;"))
+    for upstream in proxy.upstreams:
+        upstream.transport.holding = True  # the upstream reads slower than we write
+    client = proxy.client()
+    body = bytes(range(256)) * 8192  # 2 MiB
+    client.send(get("/", f"Content-Length: {len(body)}", method="POST"), body)
+    up = proxy.active()
+    sent = up.take()
+    assert len(sent) < len(body) // 4  # not the whole file into the write buffer at once
+    while len(sent) < len(body):
+        up.transport.drain()
+        up.conn.resume_writing()  # the upstream took those bytes: the next part goes
+        more = up.take()
+        assert more
+        sent += more
+    assert request_head(sent)[2] == body
+
+
+async def test_a_connection_answered_before_its_buffered_body_was_sent_is_not_reused(
+    tmp_path: Path,
+) -> None:
+    location = "proxy_pass http://app; client_body_buffer_size 1k;"
+    proxy = make_proxy(tmp_path, conf(location, server="client_max_body_size 4m;"))
+    client = proxy.client()
+    body = b"x" * (2 * 1024 * 1024)
+    for upstream in proxy.upstreams:
+        upstream.transport.holding = True
+    client.send(get("/", f"Content-Length: {len(body)}", method="POST"), body)
+    up = proxy.active()
+    idle = proxy.idle_count()
+    up.respond(ok(b"early"))
+    assert [r.body for r in client.responses()] == [b"early"]
+    assert up.transport.closed
+    assert proxy.idle_count() == idle  # the rest of the body would be read as a request
