@@ -19,18 +19,22 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "nonstop.toml"
+LOGS = HERE / "logs"
+ADMIN = HERE / ".nonstop" / "admin.sock"
 PROXY = 8000
 
 
-def wait_port(port: int, timeout: float = 15.0) -> None:
+def wait_ready(daemon: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Until the daemon's admin socket answers: it opens it once it serves."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+    while time.monotonic() < deadline and daemon.poll() is None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(ADMIN))
                 return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+            except OSError:
+                time.sleep(0.05)
+    raise SystemExit(f"nonstop did not start (its log: {LOGS / 'error.log'})")
 
 
 def nonstop(*args: str) -> int:
@@ -74,10 +78,10 @@ def main() -> int:
     args = parser.parse_args()
     daemon = subprocess.Popen([sys.executable, "-m", "nonstop", "run", "-c", str(CONFIG)])
     try:
-        wait_port(PROXY)
+        wait_ready(daemon)
         print(f"nonstop listens on http://127.0.0.1:{PROXY}/\n")
         code = demo()
-        print(f"\naccess log: {HERE / 'logs' / 'access.log'}")
+        print(f"\naccess log: {LOGS / 'access.log'}\ndaemon log: {LOGS / 'error.log'}")
         if args.once or code:
             return code
         print("Ctrl-C to stop.")

@@ -2,49 +2,58 @@
 
 Signal handlers only enqueue (as gunicorn's arbiter does); the loop dispatches: SIGHUP
 and the admin ``reload`` re-read the config, SIGTERM/SIGINT shut down in one order:
-stop taking admin requests, cancel running deploys (they are recorded ``interrupted``
-and the next start resolves them with the old release serving), stop accepting
-connections and let in-flight requests finish, then stop the app instances, then
-close the state store.
+stop taking admin requests, cancel the daemon's own tasks (the restore of live
+releases), cancel running deploys and health gates (deploys are recorded
+``interrupted`` and the next start resolves them with the old release serving), shut
+the engine down (stop accepting connections, let in-flight requests finish, stop its
+active checks), then stop the app instances, then close the state store.  Every task
+has an owner (``nonstop.tasks.TaskOwner``) that this order closes.
 
-On start: open the state store, resolve deploys a crash cut short, then — with the
-proxy already listening and the admin socket open — stop orphaned instances and bring
-each app's live release back (a deploy of that app waits for it).
+On start: open the state store, resolve deploys a crash cut short, build the engine the
+config names (``nonstop.engines.build``) and start it, then — with the engine already
+listening and the admin socket open — stop orphaned instances and bring each app's live
+release back (a deploy of that app waits for it).
+
+The daemon holds one ``Engine`` and reaches the data plane only through it: which engine
+serves is decided in ``build_engine`` and nowhere here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import os
-import pwd
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
-from nonstop.admin.server import AdminServer, Emit
+from nonstop.admin.http import AdminHttp
+from nonstop.admin.page import StatusFeed, add_status_page
+from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
 from nonstop.config import load
-from nonstop.config.model import Config, HealthSpec, NginxSpec
+from nonstop.config.model import Config, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
-from nonstop.deploy.pool import AppPool, Pool
 from nonstop.deploy.store import StateStore
-from nonstop.engines.nginx import (
-    NginxAppPool,
-    NginxEngine,
-    NginxUpstreamChecks,
-    SystemNginx,
-    find_nginx,
-)
+from nonstop.engines.base import Engine
+from nonstop.engines.build import build_engine
 from nonstop.errors import ConfigError, NonstopError
-from nonstop.health import HealthChecker
-from nonstop.proxy.server import Backend, ProxyServer
+from nonstop.events import (
+    DeployEvent,
+    DrainEvent,
+    Event,
+    EventBus,
+    InstanceEvent,
+    ReloadEvent,
+    Subscription,
+    as_dict,
+)
 from nonstop.supervisor import Supervisor, SupervisorEvent
+from nonstop.tasks import TaskOwner
 
-__all__ = ["Daemon", "UpstreamChecks", "admin_socket_path", "setup_logging"]
+__all__ = ["Daemon", "admin_socket_path", "setup_logging"]
 
 log = logging.getLogger("nonstop")
 
@@ -99,19 +108,6 @@ def with_engine(config: Config, engine: str | None, nginx_pid: str | None = None
     return dataclasses.replace(config, engine=engine)
 
 
-def nginx_engine(config: Config) -> NginxEngine:
-    """The nginx engine for ``config``, driving the nginx binary found on this host.
-
-    Started as root, nginx would run its workers as ``nobody``, who cannot reach the
-    state directory's temp paths; they run as nonstop's own user instead.
-    """
-    binary = find_nginx()
-    if binary is None:
-        raise ConfigError('engine "nginx" needs the nginx binary, and none was found on PATH')
-    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-    return NginxEngine(config, SystemNginx(binary), user=user, system_pid=config.nginx.pid)
-
-
 class Daemon:
     def __init__(
         self,
@@ -124,46 +120,25 @@ class Daemon:
         self.path = path
         self.prefix = prefix
         self.shutdown_timeout = shutdown_timeout
-        self.engine = engine
+        self.engine_name = engine
         self.nginx_pid = nginx_pid
-        self.nginx: NginxEngine | None = None
-        self.nginx_checks: NginxUpstreamChecks | None = None
-        self.events: asyncio.Queue[str] = asyncio.Queue()
-        self.proxy: ProxyServer | None = None
+        self.commands: asyncio.Queue[str] = asyncio.Queue()  # from signals and the admin API
+        self.events = EventBus()
+        self.tasks = TaskOwner("daemon")
+        self.engine: Engine | None = None
         self.admin: AdminServer | None = None
+        self.http: AdminHttp | None = None  # [admin] listen
+        self.feed: StatusFeed | None = None  # the status page's event stream
         self.store: StateStore | None = None
         self.deployer: Deployer | None = None
-        self.checks: UpstreamChecks | None = None
+        self.running: Config | None = None
         self.started = time.time()
         self.reloads = 0
 
     async def run(self, config: Config) -> None:
-        config = with_engine(config, self.engine, self.nginx_pid)
-        if config.engine == "nginx":
-            await self._run(config, self._start_nginx(config))
-        else:
-            await self._run(config, self._start_embedded(config))
+        await self._run(with_engine(config, self.engine_name, self.nginx_pid))
 
-    async def _start_embedded(self, config: Config) -> list[str]:
-        loop = asyncio.get_running_loop()
-        self.proxy = ProxyServer(config, loop)
-        deployer = self.deployer = self._deployer(config.state_dir)
-        deployer.configure(config.apps)
-        await self.proxy.start()
-        self.checks = UpstreamChecks(self.proxy)
-        self.checks.sync()
-        return [f"{h}:{p}" for h, p in self.proxy.bound_ports()]
-
-    async def _start_nginx(self, config: Config) -> list[str]:
-        self.nginx = nginx_engine(config)
-        deployer = self.deployer = self._deployer(config.state_dir)
-        deployer.configure(config.apps)
-        self.nginx_checks = NginxUpstreamChecks(self.nginx)
-        self.nginx_checks.sync(config)
-        await self.nginx.start()
-        return _listens(config)
-
-    async def _run(self, config: Config, start: Coroutine[Any, Any, list[str]]) -> None:
+    async def _run(self, config: Config) -> None:
         loop = asyncio.get_running_loop()
         # Signals are queued from the very start: a SIGTERM that arrives while the engine
         # is still starting is handled as a graceful stop once it has started.
@@ -173,9 +148,9 @@ class Daemon:
             (signal.SIGHUP, "reload"),
             (signal.SIGUSR1, "reopen"),
         ):
-            loop.add_signal_handler(signum, self.events.put_nowait, event)
-        self.store = StateStore.open(config.state_dir)
-        for record in self.store.resolve_interrupted():
+            loop.add_signal_handler(signum, self.commands.put_nowait, event)
+        store = self.store = StateStore.open(config.state_dir)
+        for record in store.resolve_interrupted():
             log.warning(
                 "deploy #%d of %s %s was interrupted by a stop of nonstop; the previous "
                 "release stays live",
@@ -184,219 +159,286 @@ class Daemon:
                 record.release,
             )
         try:
-            listening = await start
+            engine = self.engine = build_engine(config, self.events)
+            supervisor = Supervisor(config.state_dir, on_event=self._on_instance)
+            deployer = self.deployer = Deployer(store, supervisor, engine, events=self.events)
+            deployer.configure(config.apps)
+            self.running = config
+            listening = await engine.start()
         except BaseException:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
-            if self.nginx_checks is not None:
-                await self.nginx_checks.close()
-            if self.nginx is not None:
-                await self.nginx.shutdown(1.0)
-            self.store.close()
+            if self.engine is not None:
+                await self.engine.shutdown(1.0)
+            store.close()
             raise
-        deployer = self.deployer
-        assert deployer is not None
-        self.admin = AdminServer(
-            admin_socket_path(config),
-            {"reload": self._admin_reload, "status": self._admin_status, "stop": self._stop},
-            {"deploy": self._admin_deploy, "rollback": self._admin_rollback},
-        )
+        handlers: dict[str, Handler] = {
+            "reload": self._admin_reload,
+            "status": self._admin_status,
+            "stop": self._stop,
+            "undrain": self._admin_undrain,
+        }
+        streams: dict[str, StreamHandler] = {
+            "drain": self._admin_drain,
+            "deploy": self._admin_deploy,
+            "rollback": self._admin_rollback,
+            "commit": self._admin_commit,
+            "abort": self._admin_abort,
+        }
+        self.admin = AdminServer(admin_socket_path(config), handlers, streams)
         await self.admin.start()
-        restore = loop.create_task(deployer.restore(), name="restore live releases")
+        if config.admin.listen is not None:
+            try:
+                await self._start_http(config, handlers, streams)
+            except OSError:
+                await self.admin.close()
+                await engine.shutdown(1.0)
+                store.close()
+                raise
+        self.tasks.spawn(deployer.restore(), "restore live releases")
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         try:
             while True:
-                event = await self.events.get()
+                event = await self.commands.get()
                 if event == "stop":
                     break
                 if event == "reload":
                     await self.reload()
                 if event == "reopen":
-                    self._reopen()
+                    await engine.reopen_logs()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
             log.info("shutting down: finishing in-flight requests")
             await self.admin.close()
-            restore.cancel()
-            await asyncio.gather(restore, return_exceptions=True)
-            await self._stop_engine()
+            if self.http is not None:
+                await self.http.close()
+            if self.feed is not None:
+                await self.feed.close()
+            await self.tasks.close()
+            await deployer.cancel()
+            await engine.shutdown(self.shutdown_timeout)
             log.info("stopping app instances")
             await deployer.close()
-            self.store.close()
+            store.close()
             log.info("exit")
 
-    def _reopen(self) -> None:
-        if self.proxy is not None:
-            self.proxy.state.access_logs.reopen()
-        if self.nginx is not None:
-            self.nginx.reopen_logs()
+    async def _start_http(
+        self,
+        config: Config,
+        handlers: dict[str, Handler],
+        streams: dict[str, StreamHandler],
+    ) -> None:
+        """``[admin] listen``: the admin API, the status page and its event stream."""
+        assert config.admin.listen is not None
+        http = self.http = AdminHttp(config.admin.listen, config.admin.token, handlers, streams)
+        self.feed = add_status_page(http, self._page_snapshot, self._page_events)
+        await http.start()
+        log.info("admin listener on %s", ", ".join(http.addresses()))
 
-    async def _stop_engine(self) -> None:
-        if self.checks is not None:
-            await self.checks.close()
-        if self.proxy is not None:
-            await self.proxy.shutdown(self.shutdown_timeout)
-        if self.nginx_checks is not None:
-            await self.nginx_checks.close()
-        if self.nginx is not None:
-            await self.nginx.shutdown(self.shutdown_timeout)
+    async def _page_snapshot(self) -> Mapping[str, Any]:
+        return await self._admin_status({})
 
-    def _deployer(self, state_dir: str) -> Deployer:
-        assert self.store is not None
-        supervisor = Supervisor(state_dir, on_event=lambda e: self._on_instance(e))
-        if self.nginx is not None:
-            nginx = self.nginx
-
-            def nginx_pool(name: str) -> Pool:
-                return NginxAppPool(name, nginx)
-
-            def nginx_counts(name: str, address: str) -> tuple[int, int] | None:
-                return nginx.stats.counts(address)
-
-            return Deployer(self.store, supervisor, nginx_pool, counts=nginx_counts)
-        assert self.proxy is not None
-        state = self.proxy.state
-
-        def backend(name: str) -> Backend | None:
-            return state.upstreams.get(name)
-
-        def pool(name: str) -> Pool:
-            return AppPool(name, lambda: backend(name))
-
-        def counts(name: str, address: str) -> tuple[int, int] | None:
-            found = backend(name)
-            return found.balancer.response_counts(address) if found is not None else None
-
-        return Deployer(self.store, supervisor, pool, counts=counts)
+    async def _page_events(self) -> AsyncIterator[Mapping[str, Any]]:
+        """The control plane's events as the page reads them (docs/observability.md)."""
+        with self.events.subscribe() as events:
+            async for event in events:
+                for shown in _for_page(event):
+                    yield shown
 
     def _on_instance(self, event: SupervisorEvent) -> None:
         if self.deployer is not None:
             self.deployer.on_supervisor_event(event)
+        self.events.publish(
+            InstanceEvent(
+                event.app, event.port, event.release, event.kind, event.pid, event.returncode
+            )
+        )
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
         try:
-            config = with_engine(load(self.path, self.prefix), self.engine, self.nginx_pid)
-            if self.nginx is not None:
-                await self._reload_nginx(config)
-            else:
-                await self._reload_embedded(config)
-        except ConfigError as exc:
+            config = with_engine(load(self.path, self.prefix), self.engine_name, self.nginx_pid)
+            await self._apply(config)
+        except (ConfigError, OSError, NonstopError) as exc:
             log.error("reload refused, the running config stays: %s", exc)
-            return {"ok": False, "error": str(exc)}
-        except OSError as exc:
-            log.error("reload refused, the running config stays: %s", exc)
-            return {"ok": False, "error": str(exc)}
-        except NonstopError as exc:
-            log.error("reload refused, the running config stays: %s", exc)
+            self.events.publish(ReloadEvent(False, str(exc)))
             return {"ok": False, "error": str(exc)}
         self.reloads += 1
         setup_logging(config)
         for notice in config.notices:
             log.info("%s", notice)
         log.info("configuration reloaded from %s", self.path)
+        self.events.publish(ReloadEvent(True))
         return {"ok": True, "files": list(config.files)}
 
-    async def _reload_nginx(self, config: Config) -> None:
-        assert self.nginx is not None
-        if config.engine != "nginx":
+    async def _apply(self, config: Config) -> None:
+        assert self.engine is not None and self.running is not None
+        if config.engine != self.running.engine:
             raise ConfigError("the engine cannot change on reload: restart nonstop for that")
-        await self.nginx.apply(config)
+        await self.engine.apply(config)  # the apps' servers go into the new state whole
+        self.running = config
         if self.deployer is not None:
             self.deployer.configure(config.apps)
-        if self.nginx_checks is not None:
-            self.nginx_checks.sync(config)
-
-    async def _reload_embedded(self, config: Config) -> None:
-        assert self.proxy is not None
-        if config.engine != "embedded":
-            raise ConfigError("the engine cannot change on reload: restart nonstop for that")
-        previous = dict(self.proxy.state.upstreams)
-        await self.proxy.reload(config)
-        # no await between the new backends going live and the apps' servers going
-        # back into them: no request can find an app's upstream empty
-        if self.deployer is not None:
-            self.deployer.reapply(previous)
-            self.deployer.configure(config.apps)
-        if self.checks is not None:
-            self.checks.sync()
 
     async def _admin_reload(self, _request: dict[str, Any]) -> dict[str, Any]:
         return await self.reload()
 
     async def _admin_status(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.deployer is not None
+        assert self.deployer is not None and self.engine is not None
         app = request.get("app")
-        if self.nginx is not None:
-            return self._nginx_status(None if app is None else str(app))
-        assert self.proxy is not None
-        state = self.proxy.state
-        return {
+        name = None if app is None else str(app)
+        engine = dict(await self.engine.status(name))
+        answer: dict[str, Any] = {
             "ok": True,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3),
             "config": self.path,
-            "reloads": self.reloads,
-            "connections": len(state.connections),
-            "listen": [f"{h}:{p}" for h, p in self.proxy.bound_ports()],
-            "upstreams": {
-                name: backend.balancer.snapshot(state.now())
-                for name, backend in state.upstreams.items()
-                if app is None or name == app
-            },
-            "apps": self.deployer.status(None if app is None else str(app)),
         }
-
-    def _nginx_status(self, app: str | None) -> dict[str, Any]:
-        assert self.nginx is not None and self.deployer is not None
-        return {
-            "ok": True,
-            "pid": os.getpid(),
-            "uptime": round(time.time() - self.started, 3),
-            "config": self.path,
-            "engine": "nginx",
-            "reloads": self.reloads,
-            "connections": "n/a",
-            "listen": _listens(self.nginx.config),
-            "nginx": self.nginx.describe(),
-            "upstreams": self.nginx.upstreams(app),
-            "apps": self.deployer.status(app),
-        }
+        if "engine" in engine:
+            answer["engine"] = engine.pop("engine")
+        answer["reloads"] = self.reloads
+        answer.update(engine)
+        answer["apps"] = await self.deployer.status(name)
+        return answer
 
     async def _admin_deploy(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
         assert self.deployer is not None
         app, holder, pid = _who(request)
         release = request.get("release")
-        try:
-            result = await self.deployer.deploy(
-                app, None if release is None else str(release), holder, pid, emit
-            )
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
-        return {"ok": True, "result": result}
+        hold = request.get("hold")
+        if hold is not None and (not isinstance(hold, int | float) or hold <= 0):
+            raise ValueError('"hold" must be a number of seconds above 0')
+        deploy = self.deployer.deploy(
+            app,
+            None if release is None else str(release),
+            holder,
+            pid,
+            hold=None if hold is None else float(hold),
+        )
+        return await self._streamed(app, emit, deploy)
 
     async def _admin_rollback(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
         assert self.deployer is not None
         app, holder, pid = _who(request)
-        try:
-            result = await self.deployer.rollback(app, holder, pid, emit)
-        except NonstopError as exc:
-            return _failure(exc, self.deployer, app)
+        return await self._streamed(app, emit, self.deployer.rollback(app, holder, pid))
+
+    async def _admin_commit(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        assert self.deployer is not None
+        app, holder, _ = _who(request)
+        answer = await self._streamed(app, emit, self.deployer.commit(app, holder))
+        result = answer.get("result") or {}
+        if answer["ok"] and result.get("outcome") != "ok":  # committed, then failed
+            reason = str(result.get("reason") or result.get("outcome"))
+            return {"ok": False, "error": reason, "exit_code": 1, "result": result}
+        return answer
+
+    async def _admin_abort(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """An abort that rolled the deploy back did what was asked: ok."""
+        assert self.deployer is not None
+        app, holder, _ = _who(request)
+        return await self._streamed(app, emit, self.deployer.abort(app, holder))
+
+    async def _streamed(
+        self, app: str, emit: Emit, work: Coroutine[Any, Any, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run a deploy operation, sending ``app``'s deploy events to the client as they
+        come (read from the event stream), then its answer."""
+        assert self.deployer is not None
+
+        def of_app(event: Event) -> bool:
+            return isinstance(event, DeployEvent) and event.app == app
+
+        with self.events.subscribe(of_app) as events:
+            relay = self.tasks.spawn(_relay(events, emit), f"{app} deploy events")
+            try:
+                result = await work
+            except NonstopError as exc:
+                return _failure(exc, self.deployer, app)
+            finally:
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+                for event in events.pending():
+                    emit(as_dict(event))
         return {"ok": True, "result": result}
 
+    async def _admin_drain(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
+        """``nonstop drain``: out of selection now; answered once nothing is in flight."""
+        assert self.engine is not None
+        upstream, address = _server(request)
+        timeout = request.get("timeout", 30.0)
+        if not isinstance(timeout, int | float) or timeout < 0:
+            raise ValueError('"timeout" must be a number of seconds, 0 or more')
+        emit({"event": "draining", "upstream": upstream, "address": address})
+        self.events.publish(DrainEvent(upstream, (address,)))
+        left = await self.engine.drain_server(upstream, address, float(timeout))
+        self.events.publish(DrainEvent(upstream, (address,), left))
+        if left:
+            return {
+                "ok": False,
+                "error": f"{left} request(s) still in flight to {address} after {timeout:g}s; "
+                "it stays drained: no new request goes to it",
+                "exit_code": 1,
+                "in_flight": left,
+            }
+        return {"ok": True, "upstream": upstream, "address": address, "in_flight": 0}
+
+    async def _admin_undrain(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.engine is not None
+        upstream, address = _server(request)
+        await self.engine.undrain_server(upstream, address)
+        return {"ok": True, "upstream": upstream, "address": address}
+
     async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
-        self.events.put_nowait("stop")
+        self.commands.put_nowait("stop")
         return {"ok": True}
 
 
-def _listens(config: Config) -> list[str]:
-    seen: dict[str, None] = {}
-    for server in config.servers:
-        for listen in server.listens:
-            host = f"[{listen.host}]" if ":" in listen.host else listen.host
-            seen[f"{host}:{listen.port}"] = None
-    return list(seen)
+async def _relay(events: Subscription, emit: Emit) -> None:
+    async for event in events:
+        emit(as_dict(event))
+
+
+def _for_page(event: Event) -> list[dict[str, Any]]:
+    """One control-plane event as the status page's stream carries it, ``kind`` first."""
+    if isinstance(event, DeployEvent):
+        return [{"kind": "deploy", **as_dict(event)}]
+    if isinstance(event, DrainEvent):
+        return [
+            {
+                "kind": "drain",
+                "upstream": event.app,
+                "address": address,
+                "draining": event.left is None,
+                "left": event.left,
+            }
+            for address in event.addresses
+        ]
+    if isinstance(event, InstanceEvent):
+        return [
+            {
+                "kind": "instance",
+                "app": event.app,
+                "port": event.port,
+                "pid": event.pid,
+                "state": event.kind,
+                "release": event.release,
+                "returncode": event.returncode,
+            }
+        ]
+    if isinstance(event, ReloadEvent):
+        return [{"kind": "reload", "ok": event.ok, "message": event.error}]
+    return [{"kind": "health", **dataclasses.asdict(event)}]
+
+
+def _server(request: dict[str, Any]) -> tuple[str, str]:
+    """The upstream and server address a drain request names."""
+    upstream, address = request.get("upstream"), request.get("address")
+    if not isinstance(upstream, str) or not upstream:
+        raise ValueError('"upstream" must be a non-empty string')
+    if not isinstance(address, str) or not address:
+        raise ValueError('"address" must be a non-empty string (HOST:PORT)')
+    return upstream, address
 
 
 def _who(request: dict[str, Any]) -> tuple[str, str, int]:
@@ -415,70 +457,3 @@ def _failure(exc: NonstopError, deployer: Deployer, app: str) -> dict[str, Any]:
     if history and history[0].reason == str(exc):
         answer["result"] = describe_deploy(history[0])
     return answer
-
-
-class UpstreamChecks:
-    """Active health checks of the static ``[upstreams.*]`` that have a ``health`` table.
-
-    One ``HealthChecker`` per upstream reports flips, applied through the upstream (its one
-    owner of peer state).  ``sync`` runs after start and after every reload: checkers
-    follow the server lists, and each watched server's known health is put on the new
-    ``Backend`` — a server whose line changed gets a new peer, which would otherwise wait
-    unhealthy for a flip that never comes.  A server never seen passing gets no traffic.
-    """
-
-    def __init__(self, proxy: ProxyServer) -> None:
-        self._proxy = proxy
-        self._checkers: dict[str, HealthChecker] = {}
-
-    def sync(self) -> None:
-        upstreams = self._proxy.state.upstreams
-        for name in [n for n in self._checkers if _checked(upstreams.get(n)) is None]:
-            self._drop(name)
-        for name, backend in upstreams.items():
-            health = _checked(backend)
-            if health is None:
-                continue
-            checker = self._checkers.get(name)
-            if checker is None:
-                checker = HealthChecker(health, functools.partial(self._change, name))
-                self._checkers[name] = checker
-            else:
-                checker.update_spec(health)
-            wanted = {s.address: s for s in backend.spec.servers if not s.is_unix}
-            for address in checker.addresses():
-                if address not in wanted:
-                    asyncio.get_running_loop().create_task(checker.unwatch(address))
-            for address, server in wanted.items():
-                peer = backend.balancer.peer(address)
-                checker.watch(
-                    address, server.host, server.port, peer is not None and peer.health_ok
-                )
-                backend.balancer.set_health(address, checker.healthy(address))
-
-    def _change(self, name: str, address: str, healthy: bool, detail: str) -> None:
-        backend = self._proxy.state.upstreams.get(name)
-        if backend is not None:
-            backend.balancer.set_health(address, healthy)
-            log.warning(
-                "upstream %s server %s is %s: %s",
-                name,
-                address,
-                "up" if healthy else "down",
-                detail,
-            )
-
-    def _drop(self, name: str) -> None:
-        checker = self._checkers.pop(name)
-        asyncio.get_running_loop().create_task(checker.close())
-
-    async def close(self) -> None:
-        for checker in self._checkers.values():
-            await checker.close()
-        self._checkers.clear()
-
-
-def _checked(backend: Backend | None) -> HealthSpec | None:
-    if backend is None or backend.spec.app or backend.spec.implicit:
-        return None
-    return backend.spec.health

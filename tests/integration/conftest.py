@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.backends import RecordingBackend, free_port
+from tests.support.netns import TestHosts
 from tests.support.proc import NonstopProcess
 
 
@@ -77,3 +78,10 @@ def proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     yield make
     for p in running:
         p.process.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet_hosts() -> Iterator[TestHosts]:
+    """Three test hosts (namespaces with sshd) shared by the tests of one module."""
+    with TestHosts(3) as hosts:
+        yield hosts

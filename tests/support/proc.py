@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.backends import wait_port
@@ -25,6 +26,7 @@ class NonstopProcess:
         self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = config.parent / "nonstop.stderr"
+        self.preexec: Callable[[], None] | None = None  # runs in the child before exec
 
     def start(self) -> NonstopProcess:
         handle = open(self.log, "ab")  # noqa: SIM115
@@ -33,6 +35,7 @@ class NonstopProcess:
             stdout=handle,
             stderr=handle,
             cwd=self.config.parent,
+            preexec_fn=self.preexec,
         )
         handle.close()
         try:

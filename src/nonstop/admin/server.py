@@ -6,6 +6,12 @@ One JSON object per line in each direction: ``{"cmd": "reload", ...}`` in,
 ``{"event": ...}`` object per line as they happen, and ends with its final
 ``{"ok": ..., "result": ...}`` line.  The socket is created with mode 0600: whoever can
 use it can deploy.  docs/admin-api.md lists every command and payload.
+
+Whatever a client sends, the daemon answers it or closes the connection, and never lets
+it hold a resource unbounded: the request line must arrive within ``REQUEST_TIMEOUT``,
+at most ``MAX_CONNECTIONS`` connections are served at once (one more is told so and
+closed), and a line that is too long, not UTF-8, not JSON, nested too deep or of the
+wrong shape is answered ``bad request`` with the reason.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ Emit = Callable[[dict[str, Any]], None]
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 StreamHandler = Callable[[dict[str, Any], Emit], Awaitable[dict[str, Any]]]
 MAX_REQUEST = 1024 * 1024
+REQUEST_TIMEOUT = 10.0  # seconds from connect to the end of the request line
+MAX_CONNECTIONS = 64  # served at once; deploys stream on theirs for minutes
 
 
 def _line(data: dict[str, Any]) -> bytes:
@@ -40,10 +48,15 @@ class AdminServer:
         path: str,
         handlers: dict[str, Handler],
         streams: dict[str, StreamHandler] | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.path = path
         self.handlers = handlers
         self.streams = streams or {}
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.connections = 0
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -74,26 +87,46 @@ class AdminServer:
             if not writer.is_closing():  # the client may have gone; the operation goes on
                 writer.write(_line(event))
 
+        self.connections += 1
         try:
-            line = await reader.readline()
-            try:
-                response = await self._dispatch(line, emit)
-            except ValueError as exc:
-                response = {"ok": False, "error": f"bad request: {exc}"}
-            except NonstopError as exc:
-                response = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+            if self.connections > self.max_connections:
+                response = _refusal(f"more than {self.max_connections} admin connections at once")
+            else:
+                response = await self._answer(reader, emit)
             writer.write(_line(response))
             await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
             pass
         finally:
+            self.connections -= 1
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, emit: Emit) -> dict[str, Any]:
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), self.request_timeout)
+        except TimeoutError:
+            return _refusal(f"no request line within {self.request_timeout:g}s")
+        except asyncio.LimitOverrunError:
+            return _refusal(f"a request line is at most {MAX_REQUEST} bytes")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial.strip():
+                raise ConnectionError("closed without a request") from exc
+            line = exc.partial  # the client half-closed after a line without its newline
+        try:
+            return await self._dispatch(line, emit)
+        except (ValueError, RecursionError) as exc:
+            # json's errors, UnicodeDecodeError and the handlers' argument checks
+            return _refusal(str(exc) if not isinstance(exc, RecursionError) else "nested too deep")
+        except NonstopError as exc:
+            return {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
 
     async def _dispatch(self, line: bytes, emit: Emit) -> dict[str, Any]:
         request = json.loads(line)
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
-        cmd = str(request.get("cmd"))
+        cmd = request.get("cmd")
+        if not isinstance(cmd, str):
+            raise ValueError('a request names its command as a string: {"cmd": "status"}')
         stream = self.streams.get(cmd)
         if stream is not None:
             return await stream(request, emit)
@@ -101,6 +134,10 @@ class AdminServer:
         if handler is None:
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}", "exit_code": 2}
         return await handler(request)
+
+
+def _refusal(reason: str) -> dict[str, Any]:
+    return {"ok": False, "error": f"bad request: {reason}", "exit_code": 2}
 
 
 async def _answers(path: str) -> bool:

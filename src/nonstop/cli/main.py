@@ -1,23 +1,26 @@
 """``nonstop``: run, check, reload, status, deploy, rollback.
 
-Exit codes (PRODUCT.md section 2): 0 success, 1 failed but safe, 2 usage or config
-error, 3 cannot reach the daemon.
+Exit codes: 0 success, 1 failed but safe, 2 usage or config error, 3 cannot reach the
+daemon, 4 the state store failed (full disk, read-only, corrupt).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
 import sys
 from typing import Any
 
 import click
 
 from nonstop.admin.client import AdminClient
+from nonstop.cli.fleet import fleet
 from nonstop.config import load
 from nonstop.config.model import Config
 from nonstop.config.units import parse_duration
-from nonstop.errors import ConfigError, NonstopError
+from nonstop.errors import ConfigError, DaemonUnreachable, NonstopError
 
 __all__ = ["main"]
 
@@ -56,8 +59,48 @@ def _load(path: str, prefix: str | None) -> Config:
     return config
 
 
+def _data_plane() -> str:
+    """Whether the proxy's hot path runs compiled by mypyc or as the same code interpreted."""
+    import importlib.machinery
+    import importlib.util
+    import pkgutil
+
+    import nonstop.proxy
+    import nonstop.proxy.balancers
+
+    compiled = 0
+    for package in (nonstop.proxy, nonstop.proxy.balancers):
+        for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            spec = importlib.util.find_spec(module.name)
+            origin = spec.origin if spec is not None else None
+            if origin and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+                compiled += 1
+    if compiled:
+        return f"compiled (mypyc, {compiled} modules)"
+    return "interpreted (built with NONSTOP_COMPILE=0 or without a C compiler)"
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    click.echo(f"nonstop {version('nonstop')}")
+    click.echo(f"data plane: {_data_plane()}")
+    click.echo(f"python {sys.version.split()[0]}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="nonstop")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show the version and whether the data plane is compiled, then exit.",
+)
 def main() -> None:
     """Load-balance web apps and deploy new versions without failing a request."""
 
@@ -68,6 +111,8 @@ def main() -> None:
 @_engine_option
 def check(config_path: str, prefix: str | None, engine: str | None) -> None:
     """Validate a config like `nginx -t` (engine nginx: and run `nginx -t` on its render)."""
+    if _check_fleet(config_path):
+        return
     config = _load(config_path, prefix)
     try:
         import asyncio
@@ -91,12 +136,37 @@ def check(config_path: str, prefix: str | None, engine: str | None) -> None:
     _say(f"configuration file {os.path.abspath(config_path)} test is successful")
 
 
+def _check_fleet(path: str) -> bool:
+    """Check a ``[fleet]`` table if the file has one; True when that is all it holds."""
+    if path.endswith(".conf"):
+        return False
+    from nonstop.fleet.config import read_fleet
+
+    try:
+        fleet = read_fleet(path)
+    except ConfigError as exc:
+        _say(f"[emerg] {exc}")
+        _say(f"configuration file {os.path.abspath(path)} test failed")
+        sys.exit(2)
+    if fleet is None:
+        return False
+    sizes = ", ".join(map(str, fleet.batch_sizes()))
+    _say(f"fleet: {len(fleet.hosts)} hosts in batches of {sizes}")
+    import tomllib
+
+    with open(path, "rb") as handle:
+        if set(tomllib.load(handle)) != {"fleet"}:
+            return False
+    _say(f"configuration file {os.path.abspath(path)} test is successful")
+    return True
+
+
 def _check_nginx(config: Config) -> None:
     """Render ``config`` for nginx in a scratch directory and have nginx check it."""
     import asyncio
     import tempfile
 
-    from nonstop.daemon import nginx_engine
+    from nonstop.engines.build import nginx_engine
 
     with tempfile.TemporaryDirectory(prefix="nonstop-check-") as home:
         engine = nginx_engine(config)
@@ -132,13 +202,26 @@ def run(
     import uvloop
 
     from nonstop.daemon import Daemon, setup_logging
+    from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
 
     config = _load(config_path, prefix)
     try:
         grace = parse_duration(shutdown_timeout)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    # Before anything reads or writes state: the state directory is this daemon's alone,
+    # what it writes is private, and it may open as many files as the hard limit allows.
+    restrict_umask()
+    lock = StateDirLock(config.state_dir)
+    try:
+        lock.acquire()
+    except NonstopError as exc:
+        _say(f"[emerg] {exc}")
+        sys.exit(exc.exit_code)
+    too_few_files = raise_open_files_limit(config.max_connections)
     setup_logging(config)
+    if too_few_files is not None:
+        logging.getLogger("nonstop").warning("%s", too_few_files)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
     try:
         uvloop.run(daemon.run(config))
@@ -160,9 +243,21 @@ def _client(config_path: str, prefix: str | None) -> AdminClient:
     return AdminClient(admin_socket_path(config))
 
 
+def _unreachable(exc: DaemonUnreachable) -> str:
+    """``exc``, and the command that starts a daemon for this command's config."""
+    params = click.get_current_context().params
+    command = ["nonstop", "run", "-c", str(params.get("config_path") or "nonstop.toml")]
+    if params.get("prefix"):
+        command += ["-p", str(params["prefix"])]
+    return f"{exc}; is it running? Start it with `{shlex.join(command)}`"
+
+
 def _call(client: AdminClient, cmd: str, **args: Any) -> dict[str, Any]:
     try:
         return client.call(cmd, **args)
+    except DaemonUnreachable as exc:
+        _say(_unreachable(exc))
+        sys.exit(exc.exit_code)
     except NonstopError as exc:
         _say(str(exc))
         sys.exit(exc.exit_code)
@@ -219,6 +314,9 @@ def _long_call(config_path: str, prefix: str | None, cmd: str, as_json: bool, **
     client = _client(config_path, prefix)
     try:
         answer = client.stream(cmd, printer.event, holder=_holder(), pid=os.getpid(), **args)
+    except DaemonUnreachable as exc:
+        printer.unreachable(_unreachable(exc))
+        sys.exit(exc.exit_code)
     except NonstopError as exc:
         printer.unreachable(str(exc))
         sys.exit(exc.exit_code)
@@ -233,14 +331,61 @@ def _long_call(config_path: str, prefix: str | None, cmd: str, as_json: bool, **
 @_config_option
 @_prefix_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event, result last.")
+@click.option(
+    "--hold",
+    is_flag=True,
+    help="Switch, keep the old release warm and return; `commit` or `abort` decides.",
+)
+@click.option(
+    "--hold-timeout",
+    default="10m",
+    show_default=True,
+    help="With --hold: roll back if neither commit nor abort comes within this time.",
+)
 def deploy(
-    app: str, release: str | None, config_path: str, prefix: str | None, as_json: bool
+    app: str,
+    release: str | None,
+    config_path: str,
+    prefix: str | None,
+    as_json: bool,
+    hold: bool,
+    hold_timeout: str,
 ) -> None:
-    """Deploy RELEASE of APP; exit 0 only once it serves all traffic and the old is stopped."""
+    """Deploy RELEASE of APP; exit 0 only once it serves all traffic and the old is stopped
+    (with --hold: once it serves all traffic and the old release waits warm)."""
     args: dict[str, Any] = {"app": app}
     if release is not None:
         args["release"] = release
+    if hold:
+        try:
+            args["hold"] = parse_duration(hold_timeout)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--hold-timeout") from exc
+        if args["hold"] <= 0:
+            raise click.BadParameter("must be above 0", param_hint="--hold-timeout")
     _long_call(config_path, prefix, "deploy", as_json, **args)
+
+
+def _decision(cmd: str, doc: str) -> None:
+    """``commit`` and ``abort``: decide APP's held deploy."""
+
+    @main.command(name=cmd, help=doc)
+    @click.argument("app")
+    @_config_option
+    @_prefix_option
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per event, result last.")
+    def decide(app: str, config_path: str, prefix: str | None, as_json: bool) -> None:
+        _long_call(config_path, prefix, cmd, as_json, app=app)
+
+
+_decision(
+    "commit",
+    "Finish APP's held deploy: drain and stop the old release; exit 0 once it is stopped.",
+)
+_decision(
+    "abort",
+    "Roll APP's held deploy back to the warm old release; exit 0 once the new one stopped.",
+)
 
 
 @main.command()
@@ -251,6 +396,71 @@ def deploy(
 def rollback(app: str, config_path: str, prefix: str | None, as_json: bool) -> None:
     """Back to the previous release of APP (instant while it is still warm)."""
     _long_call(config_path, prefix, "rollback", as_json, app=app)
+
+
+def _server_call(
+    config_path: str, prefix: str | None, cmd: str, as_json: bool, **args: Any
+) -> dict[str, Any]:
+    """``drain``/``undrain``: one answer (JSON with --json), exit with its outcome."""
+    client = _client(config_path, prefix)
+    try:
+        answer = client.stream(cmd, lambda event: None, **args)
+    except NonstopError as exc:
+        _say(str(exc))
+        sys.exit(exc.exit_code)
+    if as_json:
+        click.echo(json.dumps(answer))
+    if not answer.get("ok"):
+        if not as_json:
+            _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
+    return answer
+
+
+@main.command()
+@click.argument("upstream")
+@click.argument("address")
+@_config_option
+@_prefix_option
+@click.option(
+    "--timeout",
+    default="30s",
+    show_default=True,
+    help="How long to wait for the requests in flight to it to finish.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The answer as JSON.")
+def drain(
+    upstream: str, address: str, config_path: str, prefix: str | None, timeout: str, as_json: bool
+) -> None:
+    """Take ADDRESS out of UPSTREAM: no new request goes to it; exit 0 once none is in
+    flight to it, 1 if some still are after --timeout (it stays drained either way)."""
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    _server_call(
+        config_path, prefix, "drain", as_json, upstream=upstream, address=address, timeout=seconds
+    )
+    if not as_json:
+        _say(f"{address} of upstream {upstream} is drained: nothing in flight to it")
+
+
+@main.command()
+@click.argument("upstream")
+@click.argument("address")
+@_config_option
+@_prefix_option
+@click.option("--json", "as_json", is_flag=True, help="The answer as JSON.")
+def undrain(
+    upstream: str, address: str, config_path: str, prefix: str | None, as_json: bool
+) -> None:
+    """Put ADDRESS back into UPSTREAM after `nonstop drain`."""
+    _server_call(config_path, prefix, "undrain", as_json, upstream=upstream, address=address)
+    if not as_json:
+        _say(f"{address} of upstream {upstream} takes requests again")
+
+
+main.add_command(fleet)
 
 
 if __name__ == "__main__":

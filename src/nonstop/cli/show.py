@@ -57,12 +57,7 @@ class Printer:
             return
         if answer.get("ok"):
             result = answer.get("result") or {}
-            self.out.print(
-                f"{result.get('app')} {result.get('release')} is live "
-                f"({result.get('kind')} #{result.get('id')}, {_seconds(result.get('duration'))})",
-                style="green",
-                markup=False,
-            )
+            self.out.print(_outcome(result), style="green", markup=False)
         else:
             error = str(answer.get("error"))
             if self.shown_tail:
@@ -74,6 +69,22 @@ class Printer:
             self._json({"ok": False, "error": message})
         else:
             self.err.print(f"nonstop: {message}", markup=False)
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    what = f"{result.get('kind')} #{result.get('id')}"
+    if result.get("outcome") == "held":
+        return (
+            f"{result.get('app')} {result.get('release')} serves all traffic; {what} holds "
+            f"until `nonstop commit` or `nonstop abort` (at most until "
+            f"{_when(result.get('hold_until'))})"
+        )
+    if result.get("outcome") == "rolled_back":
+        return f"{result.get('app')}: {what} rolled back: {result.get('reason')}"
+    return (
+        f"{result.get('app')} {result.get('release')} is live "
+        f"({what}, {_seconds(result.get('duration'))})"
+    )
 
 
 def print_status(answer: dict[str, Any]) -> None:

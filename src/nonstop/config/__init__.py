@@ -25,11 +25,11 @@ from nonstop.config.model import (
 )
 from nonstop.config.nginxconf import Resolver, system_resolver
 from nonstop.config.template import compile_template
-from nonstop.config.validate import KNOWN_VARIABLES, VARIABLE_PREFIXES, is_known_variable
+from nonstop.config.vocabulary import VARIABLE_PREFIXES, VARIABLES, is_known_variable
 
 __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
-    "KNOWN_VARIABLES",
+    "VARIABLES",
     "VARIABLE_PREFIXES",
     "AccessLog",
     "AddHeader",

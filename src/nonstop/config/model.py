@@ -264,6 +264,9 @@ class MapSpec:
 @dataclass(frozen=True, slots=True)
 class AdminSpec:
     socket: str = ".nonstop/admin.sock"
+    # the HTTP admin listener: "HOST:PORT" or "unix:/PATH"; None: only the admin socket
+    listen: str | None = None
+    token: str | None = field(default=None, repr=False)  # its bearer token (a secret)
 
 
 @dataclass(frozen=True, slots=True)

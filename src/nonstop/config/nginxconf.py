@@ -45,11 +45,19 @@ from nonstop.config.model import (
 )
 from nonstop.config.template import compile_template, is_name_char
 from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.vocabulary import (
+    BACKUP_METHODS,
+    DIRECTIVES,
+    METHODS,
+    NGINX_OTHERS,
+    NOTICE_DIRECTIVES,
+    NOTICE_ONLY_VALUE,
+    UPSTREAM_SERVER,
+)
 from nonstop.errors import ConfigError
 
 __all__ = [
     "NEXT_UPSTREAM_MASKS",
-    "NOTICE_DIRECTIVES",
     "Balancing",
     "Directive",
     "Resolver",
@@ -287,141 +295,6 @@ def parse_tree(
     return root
 
 
-# --------------------------------------------------------------------------- directives
-
-
-@dataclass(frozen=True, slots=True)
-class _Spec:
-    contexts: tuple[str, ...]
-    min_args: int
-    max_args: int  # -1: unlimited
-    block: bool = False
-    multi: bool = False  # may appear more than once at one level
-
-
-_H = ("http", "server", "location")
-_HS = ("http", "server")
-_SPECS: dict[str, _Spec] = {
-    "events": _Spec(("main",), 0, 0, block=True),
-    "http": _Spec(("main",), 0, 0, block=True),
-    "upstream": _Spec(("http",), 1, 1, block=True, multi=True),
-    "map": _Spec(("http",), 2, 2, block=True, multi=True),
-    "server": _Spec(("http",), 0, 0, block=True, multi=True),
-    "location": _Spec(("server",), 1, 2, block=True, multi=True),
-    "least_conn": _Spec(("upstream",), 0, 0, multi=True),
-    "ip_hash": _Spec(("upstream",), 0, 0, multi=True),
-    "hash": _Spec(("upstream",), 1, 2, multi=True),
-    "random": _Spec(("upstream",), 0, 2, multi=True),
-    "keepalive": _Spec(("upstream",), 1, 1),
-    "keepalive_requests": _Spec(("upstream", *_HS), 1, 1),
-    "keepalive_timeout": _Spec(("upstream", *_HS), 1, 1),
-    "client_header_timeout": _Spec(_HS, 1, 1),
-    "client_body_timeout": _Spec(_HS, 1, 1),
-    "send_timeout": _Spec(_HS, 1, 1),
-    "listen": _Spec(("server",), 1, -1, multi=True),
-    "server_name": _Spec(("server",), 1, -1, multi=True),
-    "return": _Spec(("server", "location"), 1, 2, multi=True),
-    "set": _Spec(("server", "location"), 2, 2, multi=True),
-    "ssl_certificate": _Spec(_HS, 1, 1),
-    "ssl_certificate_key": _Spec(_HS, 1, 1),
-    "ssl_protocols": _Spec(_HS, 1, -1),
-    "ssl_ciphers": _Spec(_HS, 1, 1),
-    "ssl_prefer_server_ciphers": _Spec(_HS, 1, 1),
-    "ssl_session_cache": _Spec(_HS, 1, 2),
-    "ssl_session_timeout": _Spec(_HS, 1, 1),
-    "add_header": _Spec(_H, 2, 3, multi=True),
-    "client_max_body_size": _Spec(_H, 1, 1),
-    "client_body_buffer_size": _Spec(_H, 1, 1),
-    "proxy_request_buffering": _Spec(_H, 1, 1),
-    "access_log": _Spec(_H, 1, 2),
-    "error_log": _Spec(("main", *_HS), 1, 2),
-    "proxy_pass": _Spec(("location",), 1, 1),
-    "proxy_set_header": _Spec(_H, 2, 2, multi=True),
-    "proxy_next_upstream": _Spec(_H, 1, -1),
-    "proxy_next_upstream_tries": _Spec(_H, 1, 1),
-    "proxy_next_upstream_timeout": _Spec(_H, 1, 1),
-    "proxy_connect_timeout": _Spec(_H, 1, 1),
-    "proxy_read_timeout": _Spec(_H, 1, 1),
-    "proxy_send_timeout": _Spec(_H, 1, 1),
-    "proxy_http_version": _Spec(_H, 1, 1),
-}
-_UPSTREAM_SERVER = _Spec(("upstream",), 1, -1, multi=True)
-
-_TEMP_PATHS = (
-    "client_body_temp_path",
-    "proxy_temp_path",
-    "fastcgi_temp_path",
-    "uwsgi_temp_path",
-    "scgi_temp_path",
-)
-NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
-    # nginx's own process model
-    "user": ("main",),
-    "worker_processes": ("main",),
-    "worker_rlimit_nofile": ("main",),
-    "worker_cpu_affinity": ("main",),
-    "worker_priority": ("main",),
-    "worker_shutdown_timeout": ("main",),
-    "daemon": ("main",),
-    "master_process": ("main",),
-    "pid": ("main",),
-    "lock_file": ("main",),
-    "timer_resolution": ("main",),
-    "pcre_jit": ("main",),
-    "multi_accept": ("events",),
-    "use": ("events",),
-    "accept_mutex": ("events",),
-    "accept_mutex_delay": ("events",),
-    **{name: _H for name in _TEMP_PATHS},
-    # harmless for a proxy: file serving, hash table sizes, MIME types of local files
-    "sendfile": _H,
-    "tcp_nopush": _H,
-    "tcp_nodelay": _H,
-    "types_hash_max_size": _H,
-    "types_hash_bucket_size": _H,
-    "server_names_hash_max_size": ("http",),
-    "server_names_hash_bucket_size": ("http",),
-    "variables_hash_max_size": ("http",),
-    "variables_hash_bucket_size": ("http",),
-    "map_hash_max_size": ("http",),
-    "map_hash_bucket_size": ("http",),
-    "default_type": _H,
-    "types": _H,
-    "server_tokens": _H,
-    "gzip": _H,  # only "gzip off"
-}
-_NOTICE_ONLY_VALUE = {"gzip": "off"}
-
-# Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
-_NGINX_OTHERS_TEXT = """
-    root alias index try_files rewrite if break error_page autoindex internal limit_except
-    log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
-    ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
-    ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
-    gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
-    proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
-    proxy_request_buffering proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
-    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers proxy_intercept_errors
-    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
-    proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
-    proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
-    fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
-    limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
-    auth_basic_user_file auth_request allow deny real_ip_header set_real_ip_from
-    real_ip_recursive resolver resolver_timeout client_body_buffer_size
-    client_header_buffer_size large_client_header_buffers keepalive_disable
-    reset_timedout_connection lingering_close lingering_time lingering_timeout
-    server_name_in_redirect port_in_redirect absolute_redirect merge_slashes
-    underscores_in_headers ignore_invalid_headers chunked_transfer_encoding expires
-    sub_filter stub_status geo split_clients env load_module stream mail thread_pool
-    zone state ntlm sticky queue slow_start health_check resolve aio directio
-    open_file_cache open_file_cache_valid open_file_cache_min_uses open_file_cache_errors
-    output_buffers postpone_output send_lowat log_not_found log_subrequest
-    recursive_error_pages satisfy variables_hash ssl_conf_command ssl_password_file
-"""
-_NGINX_OTHERS = frozenset(_NGINX_OTHERS_TEXT.split())
-
-
 # --------------------------------------------------------------------------- shared parsers
 
 
@@ -649,8 +522,8 @@ class _Builder:
 
     def check(self, d: Directive, ctx: str) -> bool:
         """Validate context, block and arity; True when the directive is notice-only."""
-        spec = _UPSTREAM_SERVER if (d.name == "server" and ctx == "upstream") else None
-        spec = spec or _SPECS.get(d.name)
+        spec = UPSTREAM_SERVER if (d.name == "server" and ctx == "upstream") else None
+        spec = spec or DIRECTIVES.get(d.name)
         if spec is None:
             return self._check_notice(d, ctx)
         if ctx not in spec.contexts:
@@ -672,14 +545,14 @@ class _Builder:
     def _check_notice(self, d: Directive, ctx: str) -> bool:
         contexts = NOTICE_DIRECTIVES.get(d.name)
         if contexts is None:
-            if d.name in _NGINX_OTHERS:
+            if d.name in NGINX_OTHERS:
                 raise self.fail(d, f'directive "{d.name}" is outside the nonstop subset')
             raise self.fail(d, f'unknown directive "{d.name}"')
         if ctx not in contexts:
             raise self.fail(d, f'"{d.name}" directive is not allowed here')
         if (d.block is not None) != (d.name == "types"):
             raise self.fail(d, f'directive "{d.name}" has the wrong form')
-        wanted = _NOTICE_ONLY_VALUE.get(d.name)
+        wanted = NOTICE_ONLY_VALUE.get(d.name)
         if wanted is not None and d.args != (wanted,):
             raise self.fail(
                 d,
@@ -841,7 +714,7 @@ class _Builder:
             elif d.name == "error_log":
                 self.set_error_log(d, outer=True)
             else:
-                level.add(d, _SPECS[d.name].multi)
+                level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
         names = {d.args[0] for d in upstreams}
         for d in upstreams:
@@ -862,7 +735,7 @@ class _Builder:
                 continue
             if d.name == "server":
                 peers.extend(self.upstream_server(d))
-            elif d.name in ("least_conn", "ip_hash", "hash", "random"):
+            elif d.name in METHODS:
                 if method is not None:
                     self.reader.notices.append(f"load balancing method redefined ({d.where})")
                 method = d
@@ -872,7 +745,7 @@ class _Builder:
         if not peers:
             raise self.fail(block, f'no servers are inside upstream "{name}"')
         balancing = self.balancing(method)
-        if balancing.method not in ("round_robin", "least_conn"):
+        if balancing.method not in BACKUP_METHODS:
             for peer in peers:
                 if peer.backup and peer.source is not None:
                     raise ConfigError(
@@ -1005,7 +878,7 @@ class _Builder:
             elif d.name == "error_log":
                 self.set_error_log(d, outer=False)
             else:
-                level.add(d, _SPECS[d.name].multi)
+                level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
         levels = [level, http]
         built = [self.location(d, levels, set_lines) for d in locations]
@@ -1127,7 +1000,7 @@ class _Builder:
             elif d.name == "return":
                 ret = ret or self.ret(d)
             else:
-                level.add(d, _SPECS[d.name].multi)
+                level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
         levels = [level, *parents]
         pass_d = _one([level], "proxy_pass")

@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from nonstop.config.listen import is_loopback, parse_listen_address
 from nonstop.config.model import (
     AccessLog,
     AddHeader,
@@ -49,6 +50,7 @@ from nonstop.config.nginxconf import (
 )
 from nonstop.config.template import compile_template
 from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.vocabulary import BACKUP_METHODS, METHODS
 from nonstop.errors import ConfigError
 
 __all__ = ["TOML_KEEPALIVE", "load_toml"]
@@ -57,7 +59,6 @@ TOML_KEEPALIVE = 64
 """Idle upstream connections kept per pool in TOML configs (nginx.conf keeps nginx's 0)."""
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_METHODS = ("round_robin", "least_conn", "ip_hash", "hash", "random")
 _FORWARDED_FOR = {
     "append": "$proxy_add_x_forwarded_for",
     "replace": "$remote_addr",
@@ -80,6 +81,7 @@ _TOP_KEYS = frozenset(
         "upstreams",
         "apps",
         "servers",
+        "fleet",  # read by nonstop.fleet.config, not part of this host's Config
     }
 )
 _UPSTREAM_KEYS = _BALANCING_KEYS | _POOL_KEYS | {"servers", "health"}
@@ -361,8 +363,9 @@ class _Reader:
         engine = top.string("engine", "embedded") or "embedded"
         if engine not in ("embedded", "nginx"):
             raise top.error("engine", 'must be "embedded" or "nginx"')
-        admin = top.table("admin", frozenset({"socket"}))
+        admin = top.table("admin", frozenset({"socket", "listen", "token", "token_file"}))
         socket_path = admin.string("socket") if admin else None
+        admin_listen, admin_token = self.admin_http(admin)
         nginx = top.table("nginx", frozenset({"pid"}))
         nginx_pid = nginx.string("pid") if nginx else None
         error_log = top.string("error_log")
@@ -384,7 +387,9 @@ class _Reader:
             admin=AdminSpec(
                 socket=self.prefix_path(socket_path)
                 if socket_path
-                else os.path.join(state_dir, "admin.sock")
+                else os.path.join(state_dir, "admin.sock"),
+                listen=admin_listen,
+                token=admin_token,
             ),
             nginx=NginxSpec(pid=self.prefix_path(nginx_pid) if nginx_pid else None),
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
@@ -393,12 +398,48 @@ class _Reader:
             files=(self.path,),
         )
 
+    def admin_http(self, admin: _Table | None) -> tuple[str | None, str | None]:
+        """``[admin] listen`` and its token; a public address needs a token."""
+        if admin is None:
+            return None, None
+        listen = admin.string("listen")
+        token = admin.string("token")
+        token_file = admin.string("token_file")
+        if token is not None and token_file is not None:
+            raise admin.error("token_file", 'give "token" or "token_file", not both')
+        if token_file is not None:
+            path = self.conf_path(token_file)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    token = f.read().strip()
+            except OSError as exc:
+                raise admin.error("token_file", f"cannot read {path}: {exc.strerror}") from None
+        if token is not None and len(token) < 16:
+            raise admin.error(
+                "token_file" if token_file else "token", "a token has at least 16 characters"
+            )
+        if listen is None:
+            return None, token
+        if listen.startswith("unix:"):
+            listen = "unix:" + self.prefix_path(listen[5:])
+        try:
+            where = parse_listen_address(listen)
+        except ValueError as exc:
+            raise admin.error("listen", str(exc)) from None
+        if token is None and not isinstance(where, str) and not is_loopback(where[0]):
+            raise admin.error(
+                "listen",
+                f"{listen} is not a loopback address: anyone who reaches it could deploy; "
+                'set "token_file" (or listen on 127.0.0.1 or a unix: socket)',
+            )
+        return listen, token
+
     # -- upstreams and apps -------------------------------------------------
 
     def balancing(self, t: _Table) -> Balancing:
         method = t.string("method", "round_robin") or "round_robin"
-        if method not in _METHODS:
-            raise t.error("method", f"must be one of {', '.join(_METHODS)}")
+        if method not in METHODS:
+            raise t.error("method", f"must be one of {', '.join(METHODS)}")
         key = t.string("hash_key")
         if (key is not None) != (method == "hash"):
             which = "method" if key is not None else "hash_key"
@@ -441,7 +482,7 @@ class _Reader:
         if not peers:
             raise t.error("servers", f'no servers are inside upstream "{name}"')
         for peer in peers:
-            if peer.backup and balancing.method not in ("round_robin", "least_conn"):
+            if peer.backup and balancing.method not in BACKUP_METHODS:
                 raise ConfigError(
                     'balancing method does not support parameter "backup"', str(peer.source)
                 )

@@ -21,47 +21,10 @@ from nonstop.config.model import (
     Template,
     UpstreamSpec,
 )
+from nonstop.config.vocabulary import BACKUP_METHODS, is_known_variable
 from nonstop.errors import ConfigError
 
-__all__ = ["KNOWN_VARIABLES", "VARIABLE_PREFIXES", "is_known_variable", "validate"]
-
-KNOWN_VARIABLES = frozenset(
-    {
-        "remote_addr",
-        "binary_remote_addr",
-        "remote_port",
-        "proxy_add_x_forwarded_for",
-        "proxy_host",
-        "host",
-        "scheme",
-        "https",
-        "request_uri",
-        "uri",
-        "document_uri",
-        "args",
-        "query_string",
-        "is_args",
-        "server_port",
-        "server_addr",
-        "server_name",
-        "server_protocol",
-        "request_method",
-        "request",
-        "content_length",
-        "content_type",
-    }
-)
-"""Variables the proxy evaluates, besides the ``VARIABLE_PREFIXES`` families."""
-
-VARIABLE_PREFIXES = ("http_", "arg_", "cookie_")
-
-BACKUP_METHODS = ("round_robin", "least_conn")
-
-
-def is_known_variable(name: str) -> bool:
-    return name in KNOWN_VARIABLES or any(
-        name.startswith(p) and len(name) > len(p) for p in VARIABLE_PREFIXES
-    )
+__all__ = ["BACKUP_METHODS", "is_known_variable", "validate"]
 
 
 def _where(source: Source | None, fallback: str) -> str:

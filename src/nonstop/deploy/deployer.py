@@ -1,23 +1,27 @@
-"""Blue-green deploys on one host: start, gate, switch, drain, verify, stop — or roll back.
+"""Deploys of every app: the entry points, the live instances, and the plans' executor.
 
-The order is the guarantee (PRODUCT.md section 5):
+The order is the guarantee (PRODUCT.md section 5), written down as a plan by
+``blue_green.plan`` and run by the one ``Executor``:
 
 1. take the app's lock in the store (a second deploy is refused, naming the holder);
 2. start release R on the idle slot's ports, refusing a port something listens on;
 3. ``wait_healthy``: exact body, ``interval``, ``timeout``, ``start_timeout``; on failure
    stop the new instance and refuse, with the reason and its log tail — the old release
    never stopped serving;
-4. switch in one event-loop step (``AppPool.switch``), then drain the old instance: its
+4. switch in one step (``Engine.set_servers``), then drain the old instance: its
    in-flight requests finish (up to ``drain_timeout``), its idle connections are closed;
 5. ``verify``: the old instance stays warm — as a backup server where the balancing
    method has backups, so a GET the new release failed is retried on it — while the new
    one is watched for a crash, failed health checks or a 5xx ratio over the threshold;
    any of them switches back at once;
-6. only then is the old instance taken out, drained again and stopped (``stop_signal``,
+6. with ``hold``, wait there — switched, the old release warm — for ``commit`` or
+   ``abort``; past the hold's deadline, roll back;
+7. only then is the old instance taken out, drained again and stopped (``stop_signal``,
    SIGKILL after ``stop_timeout``) and R recorded as live.
 
 A deploy returns only after all of that, so exit 0 means R serves all traffic and the
-old release is drained and stopped.
+old release is drained and stopped (a held deploy returns once it holds, and ``commit``
+returns after the rest).
 """
 
 from __future__ import annotations
@@ -25,74 +29,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
-from nonstop.config.model import AppSpec, ServerSpec
-from nonstop.deploy.errors import DeployRefused, RolledBack, UnknownApp
-from nonstop.deploy.events import Emit, Progress
-from nonstop.deploy.plan import VerifyCounts, idle_slot, server_spec, slot_ports, verify_failure
-from nonstop.deploy.pool import AppPool, Pool
+from nonstop.config.model import AppSpec
+from nonstop.deploy import blue_green
+from nonstop.deploy.errors import UnknownApp
+from nonstop.deploy.events import Progress
+from nonstop.deploy.executor import Executor, own_tail
+from nonstop.deploy.plan import server_spec, slot_ports
+from nonstop.deploy.runtime import AppRuntime, Run
+from nonstop.deploy.steps import Plan, Step
 from nonstop.deploy.store import DeployRecord, StateStore
-from nonstop.errors import DeployFailed, NonstopError, UsageError
+from nonstop.engines.base import Engine
+from nonstop.errors import DeployFailed, UsageError
+from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.health.gate import GateResult, wait_healthy
-from nonstop.supervisor import Instance, StartFailed, Supervisor, SupervisorEvent, reclaim
+from nonstop.servers import slot_of
+from nonstop.supervisor import StartFailed, Supervisor, SupervisorEvent, reclaim
+from nonstop.tasks import TaskOwner
 
-__all__ = ["AppRuntime", "Deployer", "ResponseCounts", "describe_deploy", "own_tail"]
+__all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
 
 log = logging.getLogger("nonstop")
-
-_VERIFY_POLL = 0.02
-
-# (answered, 5xx) on one server since it was added, or None if the proxy cannot tell.
-ResponseCounts = Callable[[str, str], tuple[int, int] | None]
-
-
-def own_tail(text: str, lines: int = 20) -> str:
-    """The log lines of the latest run only: the log file holds every run on that port."""
-    kept = text.splitlines()
-    for i in range(len(kept) - 1, -1, -1):
-        if kept[i].startswith("=== nonstop ") and " start app=" in kept[i]:
-            kept = kept[i:]
-            break
-    return "\n".join(kept[-lines:])
-
-
-def _no_counts(_app: str, _address: str) -> tuple[int, int] | None:
-    return None
-
-
-@dataclass
-class _Run:
-    """One deploy or rollback in progress."""
-
-    record: DeployRecord
-    release: str
-    progress: Progress
-    phase: str = "starting"
-    rollback: asyncio.Event = field(default_factory=asyncio.Event)
-    rollback_by: str = ""
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    result: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class AppRuntime:
-    """What the deployer knows of one app right now."""
-
-    spec: AppSpec
-    pool: Pool
-    live_slot: int | None = None
-    live_release: str | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    run: _Run | None = None
-    gating: dict[int, asyncio.Task[None]] = field(default_factory=dict)
-
-    @property
-    def live_ports(self) -> tuple[int, ...]:
-        return () if self.live_slot is None else slot_ports(self.spec, self.live_slot)
 
 
 class Deployer:
@@ -102,19 +61,21 @@ class Deployer:
         self,
         store: StateStore,
         supervisor: Supervisor,
-        pool_for: Callable[[str], Pool],
+        engine: Engine,
         clock: Clock = SYSTEM_CLOCK,
         probe_fn: ProbeFn = probe,
-        counts: ResponseCounts = _no_counts,
+        on_step: Callable[[str, Step], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
+        self.events = events if events is not None else EventBus()
         self.store = store
         self.supervisor = supervisor
+        self.engine = engine
         self.clock = clock
-        self._pool_for = pool_for
         self._probe = probe_fn
-        self._counts = counts
+        self.executor = Executor(store, supervisor, engine, clock, probe_fn, self.events, on_step)
         self.apps: dict[str, AppRuntime] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskOwner("deployer")  # deploys, health gates, health marks
 
     # -- configuration ------------------------------------------------------------------
 
@@ -123,7 +84,7 @@ class Deployer:
         for spec in apps:
             runtime = self.apps.get(spec.name)
             if runtime is None:
-                self.apps[spec.name] = AppRuntime(spec, self._pool_for(spec.name))
+                self.apps[spec.name] = AppRuntime(spec)
             else:
                 runtime.spec = spec
             self.supervisor.update_app(spec)
@@ -160,7 +121,8 @@ class Deployer:
                 except StartFailed as exc:
                     log.error("cannot restore %s on port %d: %s", spec.name, port, exc)
                     continue
-                runtime.pool.add([server_spec(spec, port)], healthy=False)
+                runtime.servers.add([server_spec(spec, port)], healthy=False)
+                await self.executor.push(runtime, quiet=True)
                 self._gate_live(runtime, port)
         finally:
             runtime.ready.set()
@@ -192,29 +154,27 @@ class Deployer:
                     event.port,
                     event.returncode,
                 )
-                runtime.pool.set_health(server_spec(runtime.spec, event.port).address, False)
+                address = server_spec(runtime.spec, event.port).address
+                if runtime.servers.set_health(address, False):
+                    self.tasks.spawn(self.executor.push(runtime, quiet=True))
 
     def _slot_of(self, runtime: AppRuntime | None, port: int) -> int:
-        if runtime is None or port not in runtime.spec.ports:
-            return 0
-        return runtime.spec.ports.index(port) % 2
+        return 0 if runtime is None else slot_of(runtime.spec, port)
 
     def _gate_live(self, runtime: AppRuntime, port: int) -> None:
         """Put a (re)started live instance back into the pool once it passes its check."""
         old = runtime.gating.pop(port, None)
         if old is not None:
             old.cancel()
-        task = asyncio.get_running_loop().create_task(self._regate(runtime, port))
-        runtime.gating[port] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        runtime.gating[port] = self.tasks.spawn(self._regate(runtime, port))
 
     async def _regate(self, runtime: AppRuntime, port: int) -> None:
         instance = self.supervisor.get(runtime.spec.name, port)
         while instance is not None and instance.is_alive():
-            result = await self._gate(runtime.spec, instance)
+            result = await self.executor.gate(runtime.spec, instance)
             if result.ok:
-                runtime.pool.set_health(instance.address, True)
+                if runtime.servers.set_health(instance.address, True):
+                    await self.executor.push(runtime, quiet=True)
                 self.store.set_instance_state(runtime.spec.name, port, "running")
                 log.info("%s on port %d is healthy: serving", runtime.spec.name, port)
                 return
@@ -228,35 +188,60 @@ class Deployer:
         release: str | None,
         holder: str,
         pid: int,
-        emit: Emit | None = None,
         kind: str = "deploy",
+        hold: float | None = None,
     ) -> dict[str, Any]:
-        """Deploy ``release`` (None: the live one again); the result, or ``DeployFailed``."""
+        """Deploy ``release`` (None: the live one again); the result, or ``DeployFailed``.
+
+        With ``hold`` (seconds), the result comes once the deploy holds: switched, the old
+        release warm, waiting for ``commit`` or ``abort``.
+        """
         runtime = self.runtime(name)
         await runtime.ready.wait()
         if release is None:
             if runtime.live_release is None:
                 raise UsageError(f"{name} has no live release yet: name one with --release")
             release = runtime.live_release
+        planned = blue_green.plan(runtime.spec, runtime.live_slot, blue_green.Options(hold))
         record = self.store.begin_deploy(name, release, holder, pid, kind)
-        run = _Run(record, release, Progress(name, emit, self.clock))
+        run = Run(record, release, Progress(name, record.id, self.events, self.clock))
         runtime.run = run
-        task = asyncio.get_running_loop().create_task(self._execute(runtime, run, kind))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self.tasks.spawn(self._execute(runtime, run, planned, kind))
 
         def finished(_: asyncio.Task[dict[str, Any]]) -> None:
             runtime.run = None
             run.done.set()
 
         task.add_done_callback(finished)
-        # shielded: a client that hangs up mid-deploy must not cut the deploy short
-        return await asyncio.shield(task)
-
-    async def _execute(self, runtime: AppRuntime, run: _Run, kind: str) -> dict[str, Any]:
-        durations: dict[str, float] = {}
+        if hold is None:
+            # shielded: a client that hangs up mid-deploy must not cut the deploy short
+            return await asyncio.shield(task)
+        held = asyncio.ensure_future(run.held.wait())
         try:
-            await self._deploy(runtime, run, durations)
+            await asyncio.wait((held, task), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            held.cancel()
+        if task.done():
+            return await task
+        return {**describe_deploy(record), "outcome": "held", "hold_until": run.hold_until}
+
+    async def _execute(
+        self, runtime: AppRuntime, run: Run, planned: Plan, kind: str
+    ) -> dict[str, Any]:
+        durations = run.durations
+        try:
+            run.progress(
+                "begin",
+                f"deploy #{run.record.id}: {run.release} on slot {planned.slot} (ports "
+                f"{', '.join(map(str, planned.ports))})"
+                + (f", replacing {runtime.live_release}" if runtime.live_release else ""),
+                id=run.record.id,
+                release=run.release,
+                previous=runtime.live_release,
+                slot=planned.slot,
+                ports=list(planned.ports),
+            )
+            await self.executor.execute(runtime, run, planned)
         except DeployFailed as exc:
             outcome = getattr(exc, "outcome", "failed")
             durations["total"] = round(run.progress.elapsed(), 4)
@@ -281,281 +266,59 @@ class Deployer:
         )
         return run.result
 
-    async def _deploy(self, runtime: AppRuntime, run: _Run, durations: dict[str, float]) -> None:
-        spec, say = runtime.spec, run.progress
-        slot = idle_slot(runtime.live_slot)
-        ports = slot_ports(spec, slot)
-        old_ports = runtime.live_ports
-        say(
-            "begin",
-            f"deploy #{run.record.id}: {run.release} on slot {slot} (ports "
-            f"{', '.join(map(str, ports))})"
-            + (f", replacing {runtime.live_release}" if runtime.live_release else ""),
-            id=run.record.id,
-            release=run.release,
-            previous=runtime.live_release,
-            slot=slot,
-            ports=list(ports),
-        )
-        new = await self._start_new(runtime, run, slot, ports)
-        durations["healthy"] = round(say.elapsed(), 4)
-        old_specs = [server_spec(spec, port) for port in old_ports]
-        new_specs = [server_spec(spec, i.port) for i in new]
-        old_addresses = [s.address for s in old_specs]
-        run.phase = "switching"
-        runtime.pool.switch(new_specs, old_addresses)
-        await self._applied(runtime, run, new, old_specs)
-        durations["switched"] = round(say.elapsed(), 4)
-        for instance in new:
-            self.store.set_instance_state(spec.name, instance.port, "running")
-        say(
-            "switched",
-            f"traffic switched to {run.release}",
-            addresses=[s.address for s in new_specs],
-        )
-        reason = None
-        if old_addresses:  # a first deploy has nothing to drain, verify against or go back to
-            await self._drain(runtime, run, old_addresses, durations)
-            keep_backup = runtime.pool.supports_backup()
-            for port, address in zip(old_ports, old_addresses, strict=True):
-                if keep_backup:
-                    runtime.pool.demote(address, server_spec(spec, port, backup=True))
-                else:
-                    runtime.pool.remove([address])
-            reason = await self._verify(runtime, run, new)
-            durations["verified"] = round(say.elapsed(), 4)
-        if reason is not None:
-            await self._switch_back(runtime, run, new, old_specs)
-            raise RolledBack(reason)
-        run.phase = "stopping old"
-        if old_addresses:
-            runtime.pool.set_draining(old_addresses)
-            await runtime.pool.drain(old_addresses, spec.drain_timeout)
-            runtime.pool.remove(old_addresses)
-            await self._stop(runtime, run, old_ports, "old")
-        durations["old_stopped"] = round(say.elapsed(), 4)
-        self.store.set_live(spec.name, slot, run.release)
-        runtime.live_slot, runtime.live_release = slot, run.release
-        for instance in new:
-            self.supervisor.set_restart(instance, True)
+    # -- steering a running deploy: rollback, commit, abort -----------------------------
 
-    async def _start_new(
-        self, runtime: AppRuntime, run: _Run, slot: int, ports: tuple[int, ...]
-    ) -> list[Instance]:
-        spec, say = runtime.spec, run.progress
-        new: list[Instance] = []
-        run.phase = "starting"
-        try:
-            for port in ports:
-                instance = await self.supervisor.start(spec, slot, port, run.release)
-                new.append(instance)
-                say(
-                    "started",
-                    f"started {run.release} on port {port} (pid {instance.pid})",
-                    port=port,
-                    pid=instance.pid,
-                )
-        except StartFailed as exc:
-            await self._discard(runtime, new)
-            say("refused", f"refused: {exc}", reason=str(exc))
-            raise DeployRefused(f"{run.release} was not started: {exc}") from None
-        run.phase = "health gate"
-        results = await asyncio.gather(*(self._gate(spec, i) for i in new))
-        failed = [(i, r) for i, r in zip(new, results, strict=True) if not r.ok]
-        if failed:
-            await self._discard(runtime, new)
-            instance, result = failed[0]
-            say(
-                "refused",
-                f"refused: {run.release} on port {instance.port}: {result.reason}",
-                reason=result.reason,
-                last_status=result.last_status,
-                body=result.body_excerpt,
-                error=result.error,
-                log_tail=result.log_tail,
-            )
-            raise DeployRefused(
-                f"{run.release} did not pass its health check on port {instance.port}: "
-                f"{result.message()}"
-            )
-        say(
-            "healthy",
-            f"{run.release} is healthy ({max(r.elapsed for r in results):.2f}s)",
-            probes=sum(r.probes for r in results),
-        )
-        return new
-
-    async def _applied(
-        self, runtime: AppRuntime, run: _Run, new: list[Instance], old_specs: list[ServerSpec]
-    ) -> None:
-        """The switch is live (an engine may apply it later); if not, undo it and refuse."""
-        try:
-            await runtime.pool.applied()
-        except NonstopError as exc:
-            new_addresses = [i.address for i in new]
-            runtime.pool.switch(old_specs, new_addresses)
-            runtime.pool.remove(new_addresses)
-            await self._discard(runtime, new)
-            run.progress("refused", f"refused: the switch was not applied: {exc}", reason=str(exc))
-            raise DeployRefused(f"the switch to {run.release} was not applied: {exc}") from None
-
-    async def _gate(self, spec: AppSpec, instance: Instance) -> GateResult:
-        return await wait_healthy(
-            spec.host,
-            instance.port,
-            spec.health,
-            is_alive=instance.is_alive,
-            tail=lambda: own_tail(instance.tail(200)),
-            probe_fn=self._probe,
-            clock=self.clock,
-        )
-
-    async def _discard(self, runtime: AppRuntime, instances: list[Instance]) -> None:
-        await asyncio.gather(*(self.supervisor.stop(i) for i in instances))
-
-    async def _drain(
-        self, runtime: AppRuntime, run: _Run, addresses: list[str], durations: dict[str, float]
-    ) -> None:
-        run.phase = "draining"
-        left = await runtime.pool.drain(addresses, runtime.spec.drain_timeout)
-        durations["drained"] = round(run.progress.elapsed(), 4)
-        if left:
-            message = (
-                f"drain_timeout ({runtime.spec.drain_timeout:g}s) passed with {left} "
-                "request(s) still in flight on the old release"
-            )
-        else:
-            message = "old release drained: no request in flight, idle connections closed"
-        run.progress("drained", message, in_flight=left)
-
-    async def _verify(self, runtime: AppRuntime, run: _Run, new: list[Instance]) -> str | None:
-        """Watch the new release for ``verify`` seconds; why it failed, or None."""
-        spec = runtime.spec
-        if spec.verify <= 0:
-            return None
-        run.phase = "verify"
-        run.progress("verify", f"verifying {run.release} for {spec.verify:g}s")
-        failures = [0]
-        watcher = asyncio.get_running_loop().create_task(self._watch_health(spec, new, failures))
-        deadline = self.clock.monotonic() + spec.verify
-        try:
-            while self.clock.monotonic() < deadline:
-                if run.rollback.is_set():
-                    return f"rollback requested by {run.rollback_by}"
-                responses, errors = self._response_counts(spec, new)
-                counts = VerifyCounts(
-                    alive=all(i.is_alive() for i in new),
-                    health_failures=failures[0],
-                    responses=responses,
-                    errors=errors,
-                )
-                reason = verify_failure(spec, counts)
-                if reason is not None:
-                    return reason
-                try:
-                    await asyncio.wait_for(run.rollback.wait(), _VERIFY_POLL)
-                except TimeoutError:
-                    pass
-            return None
-        finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-
-    async def _watch_health(self, spec: AppSpec, new: list[Instance], failures: list[int]) -> None:
-        while True:
-            await asyncio.sleep(spec.health.interval)
-            verdicts = await asyncio.gather(
-                *(self._probe(spec.host, i.port, spec.health) for i in new)
-            )
-            failures[0] = 0 if all(v.ok for v in verdicts) else failures[0] + 1
-
-    def _response_counts(self, spec: AppSpec, new: list[Instance]) -> tuple[int | None, int]:
-        total = errors = 0
-        for instance in new:
-            counted = self._counts(spec.name, instance.address)
-            if counted is None:
-                return None, 0
-            total += counted[0]
-            errors += counted[1]
-        return total, errors
-
-    async def _switch_back(
-        self, runtime: AppRuntime, run: _Run, new: list[Instance], old_specs: list[ServerSpec]
-    ) -> None:
-        spec, say = runtime.spec, run.progress
-        run.phase = "rolling back"
-        new_addresses = [i.address for i in new]
-        if old_specs:
-            runtime.pool.switch(old_specs, new_addresses)
-            say("rollback", f"traffic switched back to {runtime.live_release}")
-            await runtime.pool.drain(new_addresses, spec.drain_timeout)
-        else:
-            runtime.pool.set_draining(new_addresses)
-            say("rollback", "no previous release: taking the new one out")
-            await runtime.pool.drain(new_addresses, spec.drain_timeout)
-        runtime.pool.remove(new_addresses)
-        await self._stop(runtime, run, tuple(i.port for i in new), "new", instances=new)
-
-    async def _stop(
-        self,
-        runtime: AppRuntime,
-        run: _Run,
-        ports: tuple[int, ...],
-        which: str,
-        instances: list[Instance] | None = None,
-    ) -> None:
-        name = runtime.spec.name
-        if instances is None:
-            found = (self.supervisor.get(name, port) for port in ports)
-            instances = [i for i in found if i is not None]
-        for port in ports:
-            task = runtime.gating.pop(port, None)
-            if task is not None:
-                task.cancel()
-        codes = await asyncio.gather(*(self.supervisor.stop(i) for i in instances))
-        for instance, code in zip(instances, codes, strict=True):
-            run.progress(
-                "stopped",
-                f"stopped the {which} instance {instance.release} on port {instance.port} "
-                f"(pid {instance.pid}, code {code})",
-                port=instance.port,
-                pid=instance.pid,
-                returncode=code,
-            )
-
-    # -- rollback -----------------------------------------------------------------------
-
-    async def rollback(
-        self, name: str, holder: str, pid: int, emit: Emit | None = None
-    ) -> dict[str, Any]:
-        """Back to the previous release: instant while a deploy verifies, else a deploy."""
+    async def rollback(self, name: str, holder: str, pid: int) -> dict[str, Any]:
+        """Back to the previous release: instant while a deploy verifies or holds, else a
+        deploy of it."""
         runtime = self.runtime(name)
         await runtime.ready.wait()
         run = runtime.run
-        if run is not None and run.phase == "verify":
-            run.rollback_by = holder
-            run.rollback.set()
-            if emit is not None:
-                emit({"event": "rollback", "app": name, "t": 0.0, "message": "rolling back"})
-            await run.done.wait()
-            return run.result
+        if run is not None and run.phase in ("verify", "hold"):
+            return await self._decide(run, holder, commit=False)
         live = self.store.live(name)
         if live is None or live.previous_release is None:
             raise DeployFailed(f"{name} has no previous release to roll back to")
-        return await self.deploy(name, live.previous_release, holder, pid, emit, "rollback")
+        return await self.deploy(name, live.previous_release, holder, pid, "rollback")
+
+    async def commit(self, name: str, holder: str) -> dict[str, Any]:
+        """Let a held deploy finish: drain and stop the old release, record the new live."""
+        return await self._decide(self._holding(name), holder, commit=True)
+
+    async def abort(self, name: str, holder: str) -> dict[str, Any]:
+        """Roll a held deploy back to the warm old release."""
+        return await self._decide(self._holding(name), holder, commit=False)
+
+    def _holding(self, name: str) -> Run:
+        run = self.runtime(name).run
+        if run is None or run.phase != "hold":
+            raise DeployFailed(f"no deploy of {name} is holding")
+        return run
+
+    async def _decide(self, run: Run, holder: str, commit: bool) -> dict[str, Any]:
+        if commit:
+            run.commit_by = holder
+            run.commit.set()
+        else:
+            run.rollback_by = holder
+            run.rollback.set()
+        run.decided.set()
+        await run.done.wait()
+        return run.result
 
     # -- status and shutdown --------------------------------------------------------------
 
-    def status(self, name: str | None = None) -> dict[str, Any]:
+    async def status(self, name: str | None = None) -> dict[str, Any]:
         names = [name] if name is not None else sorted(self.apps)
-        return {n: self._app_status(self.runtime(n)) for n in names}
+        return {n: await self._app_status(self.runtime(n)) for n in names}
 
-    def _app_status(self, runtime: AppRuntime) -> dict[str, Any]:
+    async def _app_status(self, runtime: AppRuntime) -> dict[str, Any]:
         spec = runtime.spec
         live = self.store.live(spec.name)
+        reports = {r.address: r for r in await self.engine.servers(spec.name)}
         instances = []
         for instance in self.supervisor.instances(spec.name):
-            peer = runtime.pool.describe(instance.address)
+            report = reports.get(instance.address)
             instances.append(
                 {
                     "port": instance.port,
@@ -564,10 +327,10 @@ class Deployer:
                     "pid": instance.pid,
                     "state": instance.state.value,
                     "live": instance.port in runtime.live_ports,
-                    "health": peer.get("state", "not in pool"),
-                    "in_flight": peer.get("conns", 0),
-                    "responses": peer.get("responses"),
-                    "responses_5xx": peer.get("responses_5xx"),
+                    "health": report.state if report is not None else "not in pool",
+                    "in_flight": report.in_flight if report is not None else 0,
+                    "responses": report.responses if report is not None else None,
+                    "responses_5xx": report.responses_5xx if report is not None else None,
                     "uptime": round(instance.uptime(), 3),
                 }
             )
@@ -591,22 +354,19 @@ class Deployer:
                 "phase": run.phase,
                 "elapsed": round(run.progress.elapsed(), 3),
                 "holder": run.record.holder,
+                "hold_until": run.hold_until,
             },
             "history": [describe_deploy(r) for r in self.store.history(spec.name, 10)],
         }
 
-    def reapply(self, previous: dict[str, Any]) -> None:
-        """After a reload: every app's servers into the new backends (same loop step)."""
-        for name, runtime in self.apps.items():
-            old = previous.get(name)
-            if isinstance(runtime.pool, AppPool):
-                runtime.pool.reapply(old.balancer if old is not None else None)
+    async def cancel(self) -> None:
+        """Cancel deploys (recorded ``interrupted``) and health gates: the first step of
+        the daemon's shutdown."""
+        await self.tasks.close()
 
     async def close(self, timeout: float | None = None) -> None:
-        """Cancel deploys and health gates, then stop every instance (daemon shutdown)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Cancel what runs, then stop every instance (the daemon's last step but one)."""
+        await self.cancel()
         await self.supervisor.close(timeout)
 
 

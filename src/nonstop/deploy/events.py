@@ -1,24 +1,23 @@
-"""Progress of a deploy as it happens: one flat JSON-able dict per step.
+"""Progress of a deploy as it happens: one ``DeployEvent`` per step, on the event stream.
 
-The admin API streams these as JSON lines on the deploy's connection and the CLI prints
-them as they arrive (``--json`` passes them through for CI).  Every event has ``event``
-(its kind), ``app``, ``t`` (seconds since the deploy started) and a ``message`` for
-people; the other fields depend on the kind.
+The admin API subscribes to the stream (``nonstop.events``) for the length of a deploy
+request and sends each event as a JSON line on its connection; the CLI prints them as
+they arrive (``--json`` passes them through for CI).  Every event has ``event`` (its
+kind), ``app``, ``t`` (seconds since the deploy started) and a ``message`` for people;
+the other fields depend on the kind.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from nonstop.clock import Clock
+from nonstop.events import DeployEvent, EventBus
 
-__all__ = ["EVENT_KINDS", "Emit", "Progress"]
+__all__ = ["EVENT_KINDS", "Progress"]
 
 log = logging.getLogger("nonstop")
-
-Emit = Callable[[dict[str, Any]], None]
 
 EVENT_KINDS = (
     "begin",  # lock taken, plan made
@@ -28,6 +27,8 @@ EVENT_KINDS = (
     "switched",  # traffic moved to the new release
     "drained",  # no request left on the old release, its idle connections closed
     "verify",  # watching the new release
+    "hold",  # switched, the old release warm: waiting for commit or abort
+    "commit",  # a held deploy was committed
     "rollback",  # switching back to the previous release
     "stopped",  # an instance was stopped
     "done",  # the deploy finished (any outcome)
@@ -35,11 +36,12 @@ EVENT_KINDS = (
 
 
 class Progress:
-    """Stamps, logs and forwards the events of one deploy."""
+    """Stamps, logs and publishes the events of one deploy."""
 
-    def __init__(self, app: str, emit: Emit | None, clock: Clock) -> None:
+    def __init__(self, app: str, deploy: int, events: EventBus, clock: Clock) -> None:
         self.app = app
-        self._emit = emit
+        self.deploy = deploy
+        self._events = events
         self._clock = clock
         self.start = clock.monotonic()
 
@@ -47,13 +49,14 @@ class Progress:
         return self._clock.monotonic() - self.start
 
     def __call__(self, event: str, message: str, **fields: Any) -> None:
-        data: dict[str, Any] = {
-            "event": event,
-            "app": self.app,
-            "t": round(self.elapsed(), 4),
-            "message": message,
-            **fields,
-        }
         log.info("deploy %s: %s", self.app, message)
-        if self._emit is not None:
-            self._emit(data)
+        self._events.publish(
+            DeployEvent(
+                self.app,
+                self.deploy,
+                event,
+                round(self.elapsed(), 4),
+                message,
+                tuple(fields.items()),
+            )
+        )

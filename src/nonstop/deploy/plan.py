@@ -1,16 +1,16 @@
 """The pure decisions of a blue-green deploy: which slot, which ports, when to roll back.
 
 No sockets, no processes, no clock: the executor (``nonstop.deploy.deployer``) asks these
-functions and performs what they answer.  Slots follow the state store: slot 0 (blue)
-owns ``ports[0::2]``, slot 1 (green) ``ports[1::2]``, so an app with more port pairs runs
-one instance per pair on each side.
+functions and performs what they answer.  Slots, ports and server specs are shared with
+the engines (``nonstop.servers``) and re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nonstop.config.model import AppSpec, ServerSpec
+from nonstop.config.model import AppSpec
+from nonstop.servers import address, server_spec, slot_ports
 
 __all__ = [
     "MIN_VERIFY_RESPONSES",
@@ -26,31 +26,9 @@ __all__ = [
 MIN_VERIFY_RESPONSES = 20
 
 
-def slot_ports(app: AppSpec, slot: int) -> tuple[int, ...]:
-    """The ports of ``slot`` (0 = blue, 1 = green)."""
-    if slot not in (0, 1):
-        raise ValueError(f"slot must be 0 or 1, not {slot}")
-    return app.ports[slot::2]
-
-
 def idle_slot(live_slot: int | None) -> int:
     """Where the next release starts: slot 0 for a first deploy, else the other slot."""
     return 0 if live_slot is None else 1 - live_slot
-
-
-def address(host: str, port: int) -> str:
-    """The upstream address of an instance, as ``Instance.address`` writes it."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def server_spec(app: AppSpec, port: int, backup: bool = False) -> ServerSpec:
-    """The upstream server of one instance of ``app``.
-
-    ``backup`` is how the previous release waits during ``verify``: it gets no request
-    while the new release answers, and takes the retry of a GET the new release failed
-    (nginx's backup semantics, ``ngx_http_upstream_round_robin.c``).
-    """
-    return ServerSpec(address=address(app.host, port), host=app.host, port=port, backup=backup)
 
 
 @dataclass(frozen=True, slots=True)

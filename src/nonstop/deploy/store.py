@@ -13,6 +13,13 @@ A deploy holds its app's lock row from ``begin_deploy`` to ``finish_deploy``; a 
 deployer gets ``DeployLocked`` naming the holder.  A deploy still ``running`` when the
 daemon starts was cut short by a crash: ``resolve_interrupted`` marks it ``interrupted``
 and frees its lock.
+
+Every failure of the database — a full disk, a read-only or corrupt file — surfaces as
+``StoreError`` ("state store: <reason>", exit code 4), translated here at the one place
+that meets ``sqlite3``, so callers can tell "the state could not be written" from every
+other failure.  A ``state.db`` deleted or replaced under the running daemon is noticed
+at the next transition and logged: SQLite would go on writing to the unlinked file, and
+the next start would find none of it.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -101,9 +109,67 @@ CREATE TABLE locks (
 # Index i upgrades schema version i+1 to i+2; append, never edit.
 _MIGRATIONS: tuple[str, ...] = ()
 
+log = logging.getLogger("nonstop")
+
 
 class StoreError(NonstopError):
-    """The state database cannot be used (unreadable, or from a newer nonstop)."""
+    """The state database cannot be used (full disk, read-only, corrupt, from a newer
+    nonstop); what serves goes on serving."""
+
+    exit_code = 4
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"state store: {reason}")
+
+
+class _Rows:
+    """A cursor whose reads raise ``StoreError`` instead of ``sqlite3.Error``."""
+
+    __slots__ = ("_cursor", "_path")
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path) -> None:
+        self._cursor = cursor
+        self._path = path
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cursor.fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: {exc}") from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return self._cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: {exc}") from None
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+
+class _Database:
+    """The SQLite connection, with every error translated at this boundary."""
+
+    __slots__ = ("_db", "_path")
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def execute(self, sql: str, parameters: Any = ()) -> _Rows:
+        try:
+            return _Rows(self._db.execute(sql, parameters), self._path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _when(wall: float) -> str:
@@ -183,14 +249,17 @@ class StateStore:
         self.clock = clock
         self._depth = 0
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot use the state database {self.path}: {exc}") from None
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        connection.row_factory = sqlite3.Row
+        self._db = _Database(connection, self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")  # the file exists from here on
+        self._identity = self._file_identity()
+        self.file_problem: str | None = None  # set once the file is gone or replaced
+        self._migrate()
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike[str], clock: Clock = SYSTEM_CLOCK) -> StateStore:
@@ -201,8 +270,31 @@ class StateStore:
     def close(self) -> None:
         self._db.close()
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check_file(self) -> str | None:
+        """Whether ``state.db`` is still the file this store writes; logged once if not."""
+        if self.file_problem is None:
+            identity = self._file_identity()
+            if identity != self._identity:
+                self.file_problem = (
+                    f"{self.path} was deleted"
+                    if identity is None
+                    else f"{self.path} was replaced by another file"
+                ) + (
+                    " while nonstop ran: what it records now is lost at its next start; "
+                    "serving goes on"
+                )
+                log.error("state store: %s", self.file_problem)
+        return self.file_problem
+
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[_Database]:
         """One atomic transition; nested calls join the outer transaction."""
         if self._depth:
             self._depth += 1
@@ -211,12 +303,14 @@ class StateStore:
             finally:
                 self._depth -= 1
             return
+        self.check_file()
         self._db.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(StoreError):  # the failure itself is what counts
+                self._db.execute("ROLLBACK")
             raise
         else:
             self._db.execute("COMMIT")
@@ -248,7 +342,7 @@ class StateStore:
             db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     @staticmethod
-    def _create(db: sqlite3.Connection) -> None:
+    def _create(db: _Database) -> None:
         for statement in _SCHEMA_V1.split(";"):
             if statement.strip():
                 db.execute(statement)
@@ -442,7 +536,7 @@ class StateStore:
         with self.transaction() as db:
             ids = [
                 int(row[0])
-                for row in db.execute("SELECT id FROM deploys WHERE outcome = 'running'")
+                for row in db.execute("SELECT id FROM deploys WHERE outcome = 'running'").fetchall()
             ]
             db.execute(
                 "UPDATE deploys SET outcome = 'interrupted', finished_at = ?, reason = ?"

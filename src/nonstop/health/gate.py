@@ -10,7 +10,6 @@ came from someone else on that port and the gate fails.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -105,4 +104,4 @@ async def wait_healthy(
         if now >= end:
             why = f"not healthy after {spec.start_timeout:g}s: {last.detail}"
             return _failed(why, last, tail, now - start, probes)
-        await asyncio.sleep(min(spec.interval, max(0.0, end - now)))
+        await clock.sleep(min(spec.interval, max(0.0, end - now)))

@@ -160,7 +160,11 @@ class Route:
         self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"} | names
         # Constant headers are joined once; only the computed ones cost per request.
         const = b"".join(
-            op.name + b": " + op.const + b"\r\n" for op in ops if op.const is not None and op.const
+            [
+                op.name + b": " + op.const + b"\r\n"
+                for op in ops
+                if op.const is not None and op.const
+            ]
         )
         self.const_head = const
         self.ops = tuple(op for op in ops if op.const is None)
@@ -276,7 +280,7 @@ class Router:
         for vhosts in self.by_listen.values():
             for srv in vhosts.servers:
                 yield from srv.exact.values()
-                yield from (route for _, route in srv.prefixes)
+                yield from [route for _, route in srv.prefixes]
                 yield srv.fallback
 
     def vhosts_for(self, local_host: str, port: int) -> VirtualHosts | None:

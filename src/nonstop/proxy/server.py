@@ -16,7 +16,8 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -32,8 +33,14 @@ from nonstop.proxy.tls_object import quiet_undecodable_sni
 from nonstop.proxy.tls_stream import TlsStream
 from nonstop.proxy.upstream import Upstream
 from nonstop.proxy.variables import Getter, VariableTable
+from nonstop.servers import ServerState
 
-__all__ = ["Backend", "ProxyServer", "ProxyState"]
+__all__ = ["AppServers", "Backend", "ProxyServer", "ProxyState", "bind_error"]
+
+# Each app's servers as the control plane set them (``Engine.set_servers``): a config
+# names an app's upstream but not its servers, so every state built for a config gets
+# them from here.
+AppServers = Mapping[str, tuple[ServerState, ...]]
 
 log = logging.getLogger("nonstop")
 
@@ -48,6 +55,22 @@ _LEVELS = {
     "alert": logging.CRITICAL,
     "emerg": logging.CRITICAL,
 }
+
+
+def bind_error(exc: OSError, host: str, port: int) -> OSError:
+    """``exc`` from listening on host:port, naming the address (nginx's wording).
+
+    A port below 1024 refused for want of privilege also says what to do about it.
+    """
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = "address in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    message = f"bind() to {address} failed ({reason})"
+    if exc.errno == errno.EACCES and 0 < port < 1024:
+        message += (
+            "; ports below 1024 need root or the CAP_NET_BIND_SERVICE capability"
+            " (docs/operations.md), or listen on a port above 1023"
+        )
+    return OSError(exc.errno, message)
 
 
 class Backend:
@@ -75,20 +98,24 @@ class Backend:
 
 
 def _build(
-    config: Config, old: dict[str, Backend]
+    config: Config, old: dict[str, Backend], servers: AppServers
 ) -> tuple[VariableTable, Router, dict[str, Backend]]:
-    """The run-time objects for ``config``; ``old`` backends lend their state."""
+    """The run-time objects for ``config``; ``old`` backends lend their state, ``servers``
+    are the apps' servers (with their draining and health flags)."""
     set_names = frozenset(
         name
         for block in config.servers
         for name, _ in (
             *block.sets,
-            *(item for loc in block.locations for item in loc.sets),
+            *[item for loc in block.locations for item in loc.sets],
         )
     )
     table = VariableTable(config.maps, set_names)
     router = Router.build(config, table)
-    upstreams = {spec.name: Backend(spec, table, old.get(spec.name)) for spec in config.upstreams}
+    upstreams = {
+        spec.name: _backend(spec, table, old.get(spec.name), servers.get(spec.name))
+        for spec in config.upstreams
+    }
     for route in router.routes():
         if route.upstream is not None:
             if route.upstream not in upstreams:
@@ -98,10 +125,28 @@ def _build(
     return table, router, upstreams
 
 
+def _backend(
+    spec: UpstreamSpec,
+    table: VariableTable,
+    previous: Backend | None,
+    servers: tuple[ServerState, ...] | None,
+) -> Backend:
+    """One upstream's backend; an app's with its servers in it from the start."""
+    if servers is None or not spec.app:
+        return Backend(spec, table, previous)
+    backend = Backend(replace(spec, servers=tuple(s.spec for s in servers)), table, previous)
+    for server in servers:
+        backend.balancer.set_draining(server.address, server.draining)
+        backend.balancer.set_health(server.address, server.healthy)
+    return backend
+
+
 class ProxyState:
     """Everything the connections share; swapped piecewise on reload."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, config: Config) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, config: Config, servers: AppServers | None = None
+    ) -> None:
         self.loop = loop
         self.now: Callable[[], float] = loop.time
         self.config = config
@@ -118,24 +163,26 @@ class ProxyState:
         self.table: VariableTable
         self.access_logs = AccessLogs()
         self.error_level = logging.ERROR
-        self.install(config, None)
+        self.install(config, None, servers or {})
 
     # -- config -----------------------------------------------------------------------
     @staticmethod
     def check(config: Config) -> None:
         """Build everything ``config`` needs from scratch, sharing nothing with a running
         state; raises ConfigError.  A reload runs this before it changes anything."""
-        _build(config, {})
+        _build(config, {}, {})
 
-    def install(self, config: Config, previous: ProxyState | None) -> None:
+    def install(self, config: Config, previous: ProxyState | None, servers: AppServers) -> None:
         """Build and switch to the run-time objects for ``config``.
 
         Servers whose spec did not change keep their passive-health state (the new
         Upstream shares their Peer objects), and idle connections stay cached when the
-        upstream's keepalive did not change.  Call ``check`` first: this mutates.
+        upstream's keepalive did not change.  Each app's upstream is built with
+        ``servers[app]`` in it, so the switch to the new state never shows an app without
+        its servers.  Call ``check`` first: this mutates.
         """
         old = previous.upstreams if previous is not None else self.upstreams
-        table, router, upstreams = _build(config, old)
+        table, router, upstreams = _build(config, old, servers)
         self.config = config
         self.table = table
         self.router = router
@@ -211,9 +258,14 @@ class ProxyState:
 class ProxyServer:
     """Listeners and lifecycle around one ``ProxyState``."""
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        loop: asyncio.AbstractEventLoop | None = None,
+        servers: AppServers | None = None,
+    ) -> None:
         self.loop = loop or asyncio.get_running_loop()
-        self.state = ProxyState(self.loop, config)
+        self.state = ProxyState(self.loop, config, servers)
         self.tls = TlsContexts()
         self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._tick: asyncio.Task[None] | None = None
@@ -273,11 +325,7 @@ class ProxyServer:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise OSError(
-                    exc.errno, f"bind() to {host}:{port} failed (address in use)"
-                ) from exc
-            raise
+            raise bind_error(exc, host, port) from exc
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
@@ -305,8 +353,9 @@ class ProxyServer:
         return out
 
     # -- reload -----------------------------------------------------------------------
-    async def reload(self, config: Config) -> None:
-        """Apply ``config``; on any error the running config stays and the error is raised."""
+    async def reload(self, config: Config, servers: AppServers | None = None) -> None:
+        """Apply ``config`` with the apps' ``servers`` in it; on any error the running
+        config stays and the error is raised."""
         ProxyState.check(config)  # raises ConfigError; nothing has changed yet
         previous = self.state.config
         self.tls.load(config)  # raises on a bad certificate; old contexts stay
@@ -316,7 +365,7 @@ class ProxyServer:
             self.tls.load(previous)  # the old config stays whole, certificates included
             raise
         state = self.state
-        state.install(config, state)
+        state.install(config, state, servers or {})
         for conn in list(state.connections):
             # Connections between requests keep their socket; their next request is
             # routed with the new config.  Refresh their listen table now.

@@ -190,6 +190,8 @@ class Upstream:
         """
         if peer.conns > 0:
             peer.conns -= 1
+            if peer.conns == 0 and peer.on_idle is not None:
+                peer.on_idle()
         if attempt.sets[0].single:
             peer.fails = 0
             attempt.tries_left = 0
@@ -248,6 +250,16 @@ class Upstream:
             peer.refresh()
         self._count_tries()
         return True
+
+    def on_idle(self, address: str, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` whenever the last request in flight to ``address`` ends.
+
+        The drain's signal: the peer keeps the callback across reloads (a new Upstream
+        shares the peers of unchanged servers), so requests begun before a reload end
+        it too.  None removes it.
+        """
+        for peer in self._by_address.get(address, ()):
+            peer.on_idle = callback
 
     def response_counts(self, address: str) -> tuple[int, int]:
         """Responses relayed from a server so far, and how many of them were 5xx."""

@@ -13,7 +13,7 @@ from nonstop.config.model import MapSpec, Template
 from nonstop.errors import ConfigError
 from nonstop.proxy.request import Request
 
-__all__ = ["Getter", "VariableTable"]
+__all__ = ["BUILTINS", "Getter", "VariableTable"]
 
 Getter = Callable[[Request], str]
 
@@ -60,8 +60,27 @@ def _host(req: Request) -> str:
     return req.host or req.server_name
 
 
+def _socket_name(req: Request, which: str) -> tuple[str, int] | None:
+    """The connection's peer or local (host, port), read only when a config asks for it."""
+    transport = req.conn.transport
+    name = transport.get_extra_info(which) if transport is not None else None
+    return (str(name[0]), int(name[1])) if isinstance(name, tuple) else None
+
+
+def _remote_port(req: Request) -> str:
+    name = _socket_name(req, "peername")
+    return str(name[1]) if name is not None else ""
+
+
+def _server_addr(req: Request) -> str:
+    name = _socket_name(req, "sockname")
+    return name[0] if name is not None else "unix:"
+
+
 _SIMPLE: dict[str, Getter] = {
     "remote_addr": lambda r: r.remote_addr,
+    "remote_port": _remote_port,
+    "server_addr": _server_addr,
     "binary_remote_addr": lambda r: r.remote_bytes.decode("latin-1"),
     "host": _host,
     "http_host": lambda r: _latin(r.http_host),
@@ -83,6 +102,9 @@ _SIMPLE: dict[str, Getter] = {
     "content_length": lambda r: _latin(r.header(b"content-length")),
     "content_type": lambda r: _latin(r.header(b"content-type")),
 }
+
+BUILTINS = frozenset(_SIMPLE)
+"""The names with a getter of their own: exactly ``nonstop.config.vocabulary.VARIABLES``."""
 
 
 class VariableTable:

@@ -13,6 +13,7 @@ import os
 import subprocess
 from typing import Protocol
 
+from nonstop.statedir import operator_umask
 from nonstop.supervisor.command import LaunchSpec
 from nonstop.supervisor.errors import PortBusy, StartFailed
 from nonstop.supervisor.process import ChildProcess
@@ -88,6 +89,7 @@ class SubprocessLauncher:
                     env=dict(spec.env),
                     start_new_session=True,
                     close_fds=True,
+                    umask=operator_umask(),  # nonstop's own 077 is not the app's
                 )
             except OSError as exc:
                 raise StartFailed(

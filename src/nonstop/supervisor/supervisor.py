@@ -155,7 +155,7 @@ class Supervisor:
         self._pending[key] = task
 
     async def _restart(self, key: _Key, old: Instance, delay: float) -> None:
-        await asyncio.sleep(delay)
+        await self.clock.sleep(delay)
         self._pending.pop(key, None)
         app = self._apps.get(old.app.name, old.app)
         instance = self._make(app, old.slot, old.port, old.release)

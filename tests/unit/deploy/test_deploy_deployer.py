@@ -1,22 +1,20 @@
-"""The deployer's decisions with fake processes and scripted health probes (no sockets)."""
+"""The deployer's decisions on fakes (``tests/support/deploy_world.py``), in virtual time."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.support.deploy_world import World
+from tests.support.deploy_world import run as run_in
 
-from nonstop.config.model import AppSpec, HealthSpec, UpstreamSpec
-from nonstop.deploy import DeployLocked, StateStore
-from nonstop.deploy.deployer import Deployer, own_tail
+from nonstop.config.model import AppSpec, HealthSpec
+from nonstop.deploy import DeployLocked
+from nonstop.deploy.deployer import own_tail
 from nonstop.deploy.errors import DeployRefused, RolledBack, UnknownApp
-from nonstop.deploy.pool import AppPool
-from nonstop.health.active import Verdict
-from nonstop.proxy.server import Backend
-from nonstop.proxy.variables import VariableTable
-from nonstop.supervisor import FakeLauncher, Supervisor
 
 T = TypeVar("T")
 APP = AppSpec(
@@ -30,57 +28,23 @@ APP = AppSpec(
 )
 
 
-class World:
-    def __init__(self, tmp: Path) -> None:
-        self.launcher = FakeLauncher()
-        self.unhealthy: set[int] = set()
-        self.backend = Backend(
-            UpstreamSpec(name="web", servers=(), app=True), VariableTable(), None
-        )
-        self.store = StateStore.open(tmp / "state")
-        self.events: list[dict[str, Any]] = []
-        supervisor = Supervisor(tmp / "state", launcher=self.launcher)
-        self.deployer = Deployer(
-            self.store,
-            supervisor,
-            lambda name: AppPool(name, lambda: self.backend),
-            probe_fn=self.probe,
-        )
-        supervisor.on_event = self.deployer.on_supervisor_event
-        self.deployer.configure((APP,))
-
-    async def probe(self, host: str, port: int, spec: HealthSpec) -> Verdict:
-        if port in self.unhealthy:
-            return Verdict(False, 503, "DOWN", reason="status 503 (expected 200)")
-        return Verdict(True, 200, "UP")
-
-    async def deploy(self, release: str) -> dict[str, Any]:
-        return await self.deployer.deploy("web", release, "tester", 1, self.events.append)
-
-    def servers(self) -> list[tuple[str, bool]]:
-        return [(p.address, p.off) for p in self.backend.balancer.peers]
+def run(world: World, body: Callable[[], Awaitable[Any]]) -> Any:
+    return run_in(world, lambda _: body())
 
 
-def run(world: World, body: Any) -> Any:
-    async def main() -> Any:
-        await world.deployer.restore()
-        try:
-            return await body()
-        finally:
-            await world.deployer.close(1.0)
-
-    return asyncio.run(main())
+def servers(w: World) -> list[tuple[str, bool]]:
+    return w.engine.primaries("web")
 
 
 def test_a_deploy_switches_to_the_new_slot_and_stops_the_old_instance(tmp_path: Path) -> None:
-    w = World(tmp_path)
+    w = World(tmp_path, APP)
 
     async def body() -> None:
         await w.deploy("v1")
         v1 = w.launcher.launched[0]
         await w.deploy("v2")
         assert v1.returncode is not None and v1.signals == [15]
-        assert w.servers() == [("127.0.0.1:8000", False)]
+        assert servers(w) == [("127.0.0.1:8000", False)]
 
     run(w, body)
     live = w.store.live("web")
@@ -91,7 +55,7 @@ def test_a_deploy_switches_to_the_new_slot_and_stops_the_old_instance(tmp_path: 
 
 
 def test_a_release_failing_its_gate_is_stopped_and_the_old_one_stays(tmp_path: Path) -> None:
-    w = World(tmp_path)
+    w = World(tmp_path, APP)
 
     async def body() -> None:
         await w.deploy("v1")
@@ -100,7 +64,7 @@ def test_a_release_failing_its_gate_is_stopped_and_the_old_one_stays(tmp_path: P
             await w.deploy("bad")
         bad = w.launcher.launched[1]
         assert bad.returncode is not None
-        assert w.servers() == [("127.0.0.1:8080", False)]
+        assert servers(w) == [("127.0.0.1:8080", False)]
 
     run(w, body)
     assert w.store.live("web").release == "v1"  # type: ignore[union-attr]
@@ -108,18 +72,17 @@ def test_a_release_failing_its_gate_is_stopped_and_the_old_one_stays(tmp_path: P
 
 
 def test_a_crash_during_verify_switches_back_to_the_warm_old_instance(tmp_path: Path) -> None:
-    w = World(tmp_path)
+    w = World(tmp_path, APP)
 
     async def body() -> None:
         await w.deploy("v1")
         task = asyncio.create_task(w.deploy("v2"))
-        while not any(e["event"] == "verify" for e in w.events[-3:]):
-            await asyncio.sleep(0.005)
-        assert [p.address for p in w.backend.balancer.backups] == ["127.0.0.1:8080"]
+        await w.until("verify")
+        assert w.engine.backups("web") == ["127.0.0.1:8080"]
         w.launcher.launched[1].exit(1)
         with pytest.raises(RolledBack, match="exited during verify"):
             await task
-        assert w.servers() == [("127.0.0.1:8080", False)]
+        assert servers(w) == [("127.0.0.1:8080", False)]
         assert w.launcher.launched[0].returncode is None  # the old one never stopped
 
     run(w, body)
@@ -128,12 +91,13 @@ def test_a_crash_during_verify_switches_back_to_the_warm_old_instance(tmp_path: 
 
 
 def test_a_second_deploy_while_one_runs_is_refused_with_the_lock_holder(tmp_path: Path) -> None:
-    w = World(tmp_path)
+    w = World(tmp_path, APP)
 
     async def body() -> None:
         await w.deploy("v1")
+        w.events.clear()
         first = asyncio.create_task(w.deploy("v2"))
-        await asyncio.sleep(0.02)
+        await w.until("begin")
         with pytest.raises(DeployLocked, match="lock held by tester"):
             await w.deploy("v3")
         await first
@@ -142,7 +106,7 @@ def test_a_second_deploy_while_one_runs_is_refused_with_the_lock_holder(tmp_path
 
 
 def test_an_unknown_app_is_a_usage_error(tmp_path: Path) -> None:
-    w = World(tmp_path)
+    w = World(tmp_path, APP)
     with pytest.raises(UnknownApp):
         run(w, lambda: w.deployer.deploy("nope", "v1", "tester", 1))
 

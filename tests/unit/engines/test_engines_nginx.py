@@ -14,16 +14,17 @@ import pytest
 
 from nonstop.config import load
 from nonstop.config.model import Config, HealthSpec, ServerSpec
-from nonstop.engines.nginx import FakeNginx, NginxAppPool, NginxEngine, NginxRejected, children
-from nonstop.engines.nginx.checks import NginxUpstreamChecks
+from nonstop.engines.nginx import FakeNginx, NginxEngine, NginxRejected, children
+from nonstop.events import EventBus, HealthEvent
 from nonstop.health.active import Verdict
+from nonstop.servers import ServerState
 
 CONFIG = """
 state_dir = "state"
 
 [upstreams.api]
 servers = [ {{ address = "127.0.0.1:9101" }}, {{ address = "127.0.0.1:9102" }} ]
-health = {{ path = "/health", interval = "10ms" }}
+{health}
 
 [apps.web]
 command = "app {{port}}"
@@ -46,14 +47,19 @@ def run(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     return wrapper
 
 
-def _config(tmp_path: Path, drain: str = "30s", extra: str = "") -> Config:
+def _config(tmp_path: Path, drain: str = "30s", extra: str = "", health: bool = False) -> Config:
     path = tmp_path / "nonstop.toml"
-    path.write_text(CONFIG.format(drain=drain) + extra)
+    checked = 'health = { path = "/health", interval = "10ms" }' if health else ""
+    path.write_text(CONFIG.format(drain=drain, health=checked) + extra)
     return load(str(path))
 
 
 def _server(port: int) -> ServerSpec:
     return ServerSpec(f"127.0.0.1:{port}", "127.0.0.1", port)
+
+
+def _up(port: int, draining: bool = False, healthy: bool = True) -> ServerState:
+    return ServerState(_server(port), draining, healthy)
 
 
 def _live(engine: NginxEngine, name: str = "nginx.conf") -> str:
@@ -85,7 +91,7 @@ async def test_a_change_reloads_once_and_the_same_bytes_do_not_reload(tmp_path: 
     await engine.settle()
     assert fake.signals == [(fake.master.pid, signal.SIGHUP)]
     assert "server 127.0.0.1:9102 down;" in _live(engine)
-    assert await engine.apply() is False
+    assert await engine.update() is False
     assert len(fake.signals) == 1 and engine.reloads == 1
     await engine.shutdown(1.0)
 
@@ -114,7 +120,7 @@ async def test_drain_waits_until_every_worker_from_before_the_reload_has_exited(
 ) -> None:
     engine, fake = await _started(tmp_path)
     engine.set_down("api", "127.0.0.1:9102", True)
-    drain = asyncio.ensure_future(engine.drain(frozenset(), 5.0))
+    drain = asyncio.ensure_future(engine.drain("web", frozenset(), 5.0))
     for _ in range(20):
         await asyncio.sleep(0.002)
     assert not drain.done() and engine.describe()["draining_workers"]
@@ -127,7 +133,7 @@ async def test_drain_waits_until_every_worker_from_before_the_reload_has_exited(
 async def test_drain_gives_up_at_its_timeout_and_counts_the_workers_left(tmp_path: Path) -> None:
     engine, _ = await _started(tmp_path)
     engine.set_down("api", "127.0.0.1:9102", True)
-    assert await engine.drain(frozenset(), 0.02) == 1
+    assert await engine.drain("web", frozenset(), 0.02) == 1
     await engine.shutdown(1.0)
 
 
@@ -163,21 +169,18 @@ async def test_a_switch_moves_the_slot_flag_and_never_reloads_nginx(tmp_path: Pa
     engine, fake = await _started(tmp_path)
     flag = Path(engine.path("slots", "web.slot1"))
     before = _live(engine)
-    pool = NginxAppPool("web", engine)
-    pool.add([_server(8080)])
-    await pool.applied()
+    await engine.set_servers("web", (_up(8080),))
     assert engine.slot("web") == 0 and not flag.exists()
     started = asyncio.get_running_loop().time()
-    pool.switch([_server(8000)], ["127.0.0.1:8080"])
-    await pool.applied()  # counted applied once every worker's cached flag has expired
+    await engine.set_servers("web", (_up(8080, draining=True), _up(8000)))
+    # applied once every worker's cached flag has expired
     assert asyncio.get_running_loop().time() - started >= 0.05
     assert engine.slot("web") == 1 and flag.exists()
     assert engine.describe()["live_upstreams"] == {"web": "web__slot1"}
-    assert pool.describe("127.0.0.1:8080")["state"] == "draining"
-    pool.set_health("127.0.0.1:8000", False)
-    pool.switch([_server(8080)], ["127.0.0.1:8000"])  # a rollback
-    await pool.applied()
-    assert engine.slot("web") == 0 and not flag.exists()
+    states = {r.address: r.state for r in await engine.servers("web")}
+    assert states["127.0.0.1:8080"] == "draining"
+    await engine.set_servers("web", (_up(8080), _up(8000, draining=True, healthy=False)))
+    assert engine.slot("web") == 0 and not flag.exists()  # a rollback
     assert fake.signals == [] and _live(engine) == before
     await engine.shutdown(1.0)
 
@@ -187,18 +190,17 @@ async def test_a_drain_waits_until_nginx_holds_no_connection_to_the_old_ports(
     tmp_path: Path,
 ) -> None:
     engine, fake = await _started(tmp_path)
-    pool = NginxAppPool("web", engine)
-    pool.add([_server(8080)])
-    pool.switch([_server(8000)], ["127.0.0.1:8080"])
+    await engine.set_servers("web", (_up(8080, draining=True), _up(8000)))
     fake.open_connections = {8080: 2, 8000: 5}
-    drain = asyncio.ensure_future(pool.drain(["127.0.0.1:8080"], 5.0))
+    old = frozenset({"127.0.0.1:8080"})
+    drain = asyncio.ensure_future(engine.drain("web", old, 5.0))
     for _ in range(20):
         await asyncio.sleep(0.002)
     assert not drain.done()
     fake.open_connections[8080] = 0  # nginx closed its idle connections to the old slot
     assert await asyncio.wait_for(drain, 1.0) == 0
     fake.open_connections[8080] = 1
-    assert await pool.drain(["127.0.0.1:8080"], 0.02) == 1  # bounded, and says what is left
+    assert await engine.drain("web", old, 0.02) == 1  # bounded, and says what is left
     await engine.shutdown(1.0)
 
 
@@ -206,15 +208,24 @@ async def test_a_drain_waits_until_nginx_holds_no_connection_to_the_old_ports(
 async def test_a_static_server_failing_its_check_is_rendered_down_and_back_up(
     tmp_path: Path,
 ) -> None:
-    engine, _ = await _started(tmp_path)
     failing = {"127.0.0.1:9102"}
 
     async def probe(host: str, port: int, spec: HealthSpec) -> Verdict:
         ok = f"{host}:{port}" not in failing
         return Verdict(True, 200) if ok else Verdict(False, error="refused", reason="refused")
 
-    checks = NginxUpstreamChecks(engine, probe)
-    checks.sync(engine.config)
+    fake = FakeNginx()
+    bus = EventBus()
+    flips = bus.subscribe(lambda e: isinstance(e, HealthEvent))
+    engine = NginxEngine(
+        _config(tmp_path, health=True),
+        fake,
+        poll=0.001,
+        slot_seen=0.05,
+        probe_fn=probe,
+        events=bus,
+    )
+    await engine.start()
     main = engine.path("conf", "nginx.conf")
 
     async def rendered(line: str) -> None:
@@ -229,7 +240,8 @@ async def test_a_static_server_failing_its_check_is_rendered_down_and_back_up(
     assert "server 127.0.0.1:9101;" in Path(main).read_text()
     failing.clear()
     await rendered("server 127.0.0.1:9102;")
-    await checks.close()
+    seen = [(e.address, e.healthy) for e in flips.pending() if isinstance(e, HealthEvent)]
+    assert seen[-1] == ("127.0.0.1:9102", True)
     await engine.shutdown(1.0)
 
 

@@ -185,7 +185,7 @@ def test_every_golden_config_passes_nginx_t(case: str, tmp_path: Path) -> None:
     async def check() -> str:
         for upstream, address in options.down:
             engine.set_down(upstream, address, True)
-        await engine.apply()
+        await engine.update()
         return await engine.check()
 
     assert "test is successful" in asyncio.run(check())

@@ -1,6 +1,5 @@
 """``engine = "nginx"``: real nginx serves, nonstop renders, checks, reloads and drains it."""
 
-from nonstop.engines.nginx.checks import NginxUpstreamChecks
 from nonstop.engines.nginx.command import (
     CheckResult,
     FakeNginx,
@@ -10,18 +9,15 @@ from nonstop.engines.nginx.command import (
     find_nginx,
 )
 from nonstop.engines.nginx.engine import NginxEngine, NginxFailed, NginxRejected
-from nonstop.engines.nginx.pool import NginxAppPool
 from nonstop.engines.nginx.render import Rendered, RenderOptions, render
 
 __all__ = [
     "CheckResult",
     "FakeNginx",
-    "NginxAppPool",
     "NginxCommand",
     "NginxEngine",
     "NginxFailed",
     "NginxRejected",
-    "NginxUpstreamChecks",
     "RenderOptions",
     "Rendered",
     "SystemNginx",

@@ -38,7 +38,8 @@ from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.config.model import Config
-from nonstop.deploy.plan import server_spec, slot_ports
+from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.engines.checks import UpstreamChecks
 from nonstop.engines.nginx.command import (
     AttachFailed,
     Master,
@@ -56,7 +57,11 @@ from nonstop.engines.nginx.render import (
     stats_log,
 )
 from nonstop.engines.nginx.stats import UpstreamStats
-from nonstop.errors import ConfigError, NonstopError
+from nonstop.errors import ConfigError, NonstopError, UsageError
+from nonstop.events import EventBus
+from nonstop.health.checker import ProbeFn, probe
+from nonstop.servers import ServerReport, ServerState, server_spec, slot_of, slot_ports
+from nonstop.tasks import TaskOwner
 
 __all__ = ["NginxEngine", "NginxFailed", "NginxRejected"]
 
@@ -92,6 +97,8 @@ class NginxEngine:
         home: str | None = None,
         system_pid: str | None = None,
         slot_seen: float = SLOT_SEEN + SWITCH_MARGIN,
+        probe_fn: ProbeFn = probe,
+        events: EventBus | None = None,
     ) -> None:
         self.config = config
         self.command = command
@@ -112,8 +119,10 @@ class NginxEngine:
         self._want = False
         self._applier: asyncio.Task[None] | None = None
         self._failure: NonstopError | None = None
-        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner("nginx engine")  # the applier, the master's supervisor
         self._stopping = False
+        self._apps: dict[str, tuple[ServerState, ...]] = {}
+        self._checks = UpstreamChecks(self._mark, probe_fn, events)
 
     # -- paths ----------------------------------------------------------------------------
 
@@ -177,9 +186,84 @@ class NginxEngine:
             pid=self.system_pid,
         )
 
+    # -- the Engine interface ----------------------------------------------------------------
+
+    async def apply(self, config: Config) -> None:
+        """Render, check and reload onto ``config``; the apps' slots are files, untouched."""
+        await self.update(config)
+        self._checks.sync(config.upstreams)
+
+    async def set_servers(self, app: str, servers: tuple[ServerState, ...]) -> None:
+        """Move the app's slot flag to where its primary servers are, and wait until every
+        worker has seen it.
+
+        The app's servers are fixed in the render, one upstream per slot: the live slot
+        is the one holding the primary (not draining, not backup) servers.  Health marks
+        are kept for ``status`` but not rendered: a crashed instance is refused at
+        connect and nginx passes the request on.  A server new to the set has its
+        answers counted from now, as the embedded proxy counts them.
+        """
+        known = {s.address for s in self._apps.get(app, ())}
+        for server in servers:
+            if server.address not in known:
+                self.stats.reset(server.address)
+        self._apps[app] = servers
+        spec = next((a for a in self.config.apps if a.name == app), None)
+        if spec is not None:
+            for server in servers:
+                if not server.draining and not server.spec.backup:
+                    slot = slot_of(spec, server.spec.port)
+                    if slot != self.slot(app):
+                        self.set_slot(app, slot)
+                    break
+        await self.switched()
+
+    async def drain(self, app: str, addresses: frozenset[str], timeout: float) -> int:
+        ports = frozenset(int(a.rsplit(":", 1)[1]) for a in addresses)
+        return await self.drain_ports(ports, timeout)
+
+    async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
+        raise UsageError(_NO_DRAIN)
+
+    async def undrain_server(self, upstream: str, address: str) -> None:
+        raise UsageError(_NO_DRAIN)
+
+    async def servers(self, app: str) -> tuple[ServerReport, ...]:
+        reports = []
+        for server in self._apps.get(app, ()):
+            state = "draining" if server.draining else ("up" if server.healthy else "down")
+            answers, errors = self.stats.counts(server.address)
+            reports.append(ServerReport(server.address, state, 0, answers, errors))
+        return tuple(reports)
+
+    async def supports_backup(self, app: str) -> bool:
+        up = self.config.upstream(app)
+        return up is not None and up.method in BACKUP_METHODS
+
+    async def status(self, app: str | None) -> Mapping[str, Any]:
+        return {
+            "engine": "nginx",
+            "connections": "n/a",
+            "listen": list(self.listens()),
+            "nginx": self.describe(),
+            "upstreams": self.upstreams(app),
+        }
+
+    def listens(self) -> tuple[str, ...]:
+        """The addresses the config listens on (nginx binds them)."""
+        seen: dict[str, None] = {}
+        for server in self.config.servers:
+            for listen in server.listens:
+                host = f"[{listen.host}]" if ":" in listen.host else listen.host
+                seen[f"{host}:{listen.port}"] = None
+        return tuple(seen)
+
+    def _mark(self, upstream: str, address: str, healthy: bool) -> None:
+        self.set_down(upstream, address, not healthy)
+
     # -- apply: render, check, swap, reload -------------------------------------------------
 
-    async def apply(self, config: Config | None = None) -> bool:
+    async def update(self, config: Config | None = None) -> bool:
         """Make nginx run ``config`` (default: the current one) with the current state.
 
         Returns whether anything changed.  Raises ``NginxRejected`` (nginx's message)
@@ -249,13 +333,13 @@ class NginxEngine:
         """Apply soon (from synchronous code): changes made meanwhile share one reload."""
         self._want = True
         if self._applier is None or self._applier.done():
-            self._applier = asyncio.get_running_loop().create_task(self._apply_pending())
+            self._applier = self._tasks.spawn(self._apply_pending(), "apply to nginx")
 
     async def _apply_pending(self) -> None:
         while self._want:
             self._want = False
             try:
-                await self.apply()
+                await self.update()
                 self._failure = None
             except NonstopError as exc:
                 log.error("nginx config not applied, the running one stays: %s", exc)
@@ -270,7 +354,7 @@ class NginxEngine:
 
     # -- drain ------------------------------------------------------------------------------
 
-    async def drain(self, ports: frozenset[int], timeout: float) -> int:
+    async def drain_ports(self, ports: frozenset[int], timeout: float) -> int:
         """Wait until nginx holds no connection to ``ports`` and no pre-reload worker runs.
 
         Bounded by ``timeout``; returns what was still open when it ended (0 = drained):
@@ -294,19 +378,21 @@ class NginxEngine:
 
     # -- the master's life ----------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self) -> tuple[str, ...]:
         """Check and write the config, start nginx in the foreground, wait for workers.
 
         With a system nginx: write the config, attach to its master if it is up (else
         keep looking for it), and reload it onto the render.
         """
-        await self.apply()
+        self._checks.sync(self.config.upstreams)
+        await self.update()
         if self.system_pid is not None:
             await self._attach(first=True)
-            self._supervisor = asyncio.get_running_loop().create_task(self._watch_system())
-            return
+            self._tasks.spawn(self._watch_system(), "watch the system's nginx")
+            return self.listens()
         await self._spawn()
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+        self._tasks.spawn(self._supervise(), "supervise nginx")
+        return self.listens()
 
     async def _attach(self, first: bool = False) -> bool:
         """Find the system's master; once found, reload it so it runs the current render."""
@@ -377,11 +463,10 @@ class NginxEngine:
     async def shutdown(self, timeout: float) -> None:
         """SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL."""
         self._stopping = True
-        if self._applier is not None:
+        await self._checks.close()
+        if self._applier is not None:  # a change being applied is finished, not cut
             await asyncio.gather(self._applier, return_exceptions=True)
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
+        await self._tasks.close()
         if self.system_pid is not None:
             return  # the system's nginx keeps serving; it is not nonstop's to stop
         if self.master is not None and self.master.returncode is None:
@@ -425,7 +510,7 @@ class NginxEngine:
             except TimeoutError:
                 continue
 
-    def reopen_logs(self) -> None:
+    async def reopen_logs(self) -> None:
         if self.master is not None and self.master.returncode is None:
             self.command.signal(self.master.pid, signal.SIGUSR1)
 
@@ -524,3 +609,10 @@ def _orphan_master(pidfile: str, home: str, proc: str = "/proc") -> int | None:
     if "nginx: master process" in title and home.rstrip("/") in title:
         return pid
     return None
+
+
+_NO_DRAIN = (
+    "nonstop drain and undrain work with engine embedded; with engine nginx, mark the "
+    'server "down" in the config and run nonstop reload (a reload closes idle client '
+    "connections)"
+)

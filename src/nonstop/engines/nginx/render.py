@@ -57,8 +57,8 @@ from nonstop.config.model import (
     TlsSpec,
     UpstreamSpec,
 )
-from nonstop.config.validate import BACKUP_METHODS
-from nonstop.deploy.plan import server_spec, slot_ports
+from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.servers import server_spec, slot_ports
 
 __all__ = [
     "MAIN_FILE",

@@ -6,6 +6,7 @@ nginx source file it follows.
 
 from __future__ import annotations
 
+from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.proxy.balancers.balancer import Balancer, BalancerFactory, RandomSource
 from nonstop.proxy.balancers.hash import ConsistentHash, Hash, make_hash
 from nonstop.proxy.balancers.ip_hash import IpHash
@@ -34,6 +35,7 @@ __all__ = [
     "usable",
 ]
 
+# one per name in nonstop.config.vocabulary.METHODS (a unit test holds them equal)
 BALANCERS: dict[str, BalancerFactory] = {
     "round_robin": RoundRobin,
     "least_conn": LeastConn,
@@ -41,6 +43,3 @@ BALANCERS: dict[str, BalancerFactory] = {
     "hash": make_hash,
     "random": make_random,
 }
-
-# nginx accepts ``backup`` only with these; hash, ip_hash and random reject it.
-BACKUP_METHODS: frozenset[str] = frozenset({"round_robin", "least_conn"})

@@ -10,6 +10,7 @@ is handed, nothing else.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Callable
 
 from nonstop.config.model import ServerSpec
 
@@ -47,6 +48,7 @@ class Peer:
         "max_conns",
         "max_fails",
         "off",
+        "on_idle",
         "port",
         "responses",
         "responses_5xx",
@@ -79,6 +81,9 @@ class Peer:
         # ``off`` folds config ``down``, a failed active check and draining into the one flag
         # the balancers test; Upstream recomputes it whenever one of the three changes.
         self.off = self.down or not health_ok
+        # called by ``Upstream.free`` when the last request in flight here ends: how a
+        # drain learns its server is idle without polling
+        self.on_idle: Callable[[], None] | None = None
 
     def refresh(self) -> None:
         """Recompute ``off`` after ``down``, ``health_ok`` or ``draining`` changed."""

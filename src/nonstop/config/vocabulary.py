@@ -1,0 +1,215 @@
+"""The one configuration vocabulary: variables, balancing methods, nginx.conf directives.
+
+Every part that needs to know a name asks here, so that they cannot drift apart: the
+nginx.conf parser (which directives, in which contexts), validation and ``nonstop check``
+(which ``$variables`` exist), the variable compiler in the data plane
+(``nonstop.proxy.variables`` has a getter for exactly these names; a unit test holds it
+to that), the balancers' registry and the nginx renderer (which methods, which of them
+take ``backup``).  Names and semantics are nginx's (src/http/ngx_http_variables.c,
+ngx_http_upstream.c); a variable listed here is one both engines evaluate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = [
+    "BACKUP_METHODS",
+    "DIRECTIVES",
+    "METHODS",
+    "NGINX_OTHERS",
+    "NOTICE_DIRECTIVES",
+    "NOTICE_ONLY_VALUE",
+    "UPSTREAM_SERVER",
+    "VARIABLES",
+    "VARIABLE_PREFIXES",
+    "DirectiveSpec",
+    "is_known_variable",
+]
+
+# --------------------------------------------------------------------------- variables
+
+VARIABLES: Mapping[str, str] = MappingProxyType(
+    {
+        "remote_addr": "the client's address",
+        "binary_remote_addr": "the client's address in binary form (4 or 16 bytes)",
+        "remote_port": "the client's port",
+        "proxy_add_x_forwarded_for": 'the X-Forwarded-For header with $remote_addr appended (", ")',
+        "proxy_host": "the name and port of the proxied server, as in proxy_pass",
+        "host": "the Host header without port, lowercased, or the server name",
+        "http_host": "the Host header as sent",
+        "scheme": '"http" or "https"',
+        "https": '"on" over TLS, else empty',
+        "request_uri": "the original request target, with arguments",
+        "uri": "the normalised path, without arguments",
+        "document_uri": "the same as $uri",
+        "args": "the query string",
+        "query_string": "the same as $args",
+        "is_args": '"?" if there are arguments, else empty',
+        "server_port": "the port that accepted the connection",
+        "server_addr": "the address that accepted the connection",
+        "server_name": "the first name of the server block that took the request",
+        "server_protocol": '"HTTP/1.0" or "HTTP/1.1"',
+        "request_method": "the method",
+        "request": "the full request line",
+        "content_length": "the Content-Length header",
+        "content_type": "the Content-Type header",
+    }
+)
+"""Variables both engines evaluate, besides the ``VARIABLE_PREFIXES`` families."""
+
+VARIABLE_PREFIXES = ("http_", "arg_", "cookie_")
+"""``$http_NAME`` (a request header), ``$arg_NAME`` (a query argument), ``$cookie_NAME``."""
+
+
+def is_known_variable(name: str) -> bool:
+    return name in VARIABLES or any(
+        name.startswith(p) and len(name) > len(p) for p in VARIABLE_PREFIXES
+    )
+
+
+# --------------------------------------------------------------------------- balancing
+
+METHODS = ("round_robin", "least_conn", "ip_hash", "hash", "random")
+"""The balancing methods, by the names TOML's ``method`` takes (nginx's directive names)."""
+
+BACKUP_METHODS = frozenset({"round_robin", "least_conn"})
+"""The methods under which a server may be ``backup`` (ngx_http_upstream_server)."""
+
+# --------------------------------------------------------------------------- directives
+
+
+@dataclass(frozen=True, slots=True)
+class DirectiveSpec:
+    """Where an nginx.conf directive may appear and how many arguments it takes."""
+
+    contexts: tuple[str, ...]
+    min_args: int
+    max_args: int  # -1: unlimited
+    block: bool = False
+    multi: bool = False  # may appear more than once at one level
+
+
+_H = ("http", "server", "location")
+_HS = ("http", "server")
+DIRECTIVES: dict[str, DirectiveSpec] = {
+    "events": DirectiveSpec(("main",), 0, 0, block=True),
+    "http": DirectiveSpec(("main",), 0, 0, block=True),
+    "upstream": DirectiveSpec(("http",), 1, 1, block=True, multi=True),
+    "map": DirectiveSpec(("http",), 2, 2, block=True, multi=True),
+    "server": DirectiveSpec(("http",), 0, 0, block=True, multi=True),
+    "location": DirectiveSpec(("server",), 1, 2, block=True, multi=True),
+    "least_conn": DirectiveSpec(("upstream",), 0, 0, multi=True),
+    "ip_hash": DirectiveSpec(("upstream",), 0, 0, multi=True),
+    "hash": DirectiveSpec(("upstream",), 1, 2, multi=True),
+    "random": DirectiveSpec(("upstream",), 0, 2, multi=True),
+    "keepalive": DirectiveSpec(("upstream",), 1, 1),
+    "keepalive_requests": DirectiveSpec(("upstream", *_HS), 1, 1),
+    "keepalive_timeout": DirectiveSpec(("upstream", *_HS), 1, 1),
+    "client_header_timeout": DirectiveSpec(_HS, 1, 1),
+    "client_body_timeout": DirectiveSpec(_HS, 1, 1),
+    "send_timeout": DirectiveSpec(_HS, 1, 1),
+    "listen": DirectiveSpec(("server",), 1, -1, multi=True),
+    "server_name": DirectiveSpec(("server",), 1, -1, multi=True),
+    "return": DirectiveSpec(("server", "location"), 1, 2, multi=True),
+    "set": DirectiveSpec(("server", "location"), 2, 2, multi=True),
+    "ssl_certificate": DirectiveSpec(_HS, 1, 1),
+    "ssl_certificate_key": DirectiveSpec(_HS, 1, 1),
+    "ssl_protocols": DirectiveSpec(_HS, 1, -1),
+    "ssl_ciphers": DirectiveSpec(_HS, 1, 1),
+    "ssl_prefer_server_ciphers": DirectiveSpec(_HS, 1, 1),
+    "ssl_session_cache": DirectiveSpec(_HS, 1, 2),
+    "ssl_session_timeout": DirectiveSpec(_HS, 1, 1),
+    "add_header": DirectiveSpec(_H, 2, 3, multi=True),
+    "client_max_body_size": DirectiveSpec(_H, 1, 1),
+    "client_body_buffer_size": DirectiveSpec(_H, 1, 1),
+    "proxy_request_buffering": DirectiveSpec(_H, 1, 1),
+    "access_log": DirectiveSpec(_H, 1, 2),
+    "error_log": DirectiveSpec(("main", *_HS), 1, 2),
+    "proxy_pass": DirectiveSpec(("location",), 1, 1),
+    "proxy_set_header": DirectiveSpec(_H, 2, 2, multi=True),
+    "proxy_next_upstream": DirectiveSpec(_H, 1, -1),
+    "proxy_next_upstream_tries": DirectiveSpec(_H, 1, 1),
+    "proxy_next_upstream_timeout": DirectiveSpec(_H, 1, 1),
+    "proxy_connect_timeout": DirectiveSpec(_H, 1, 1),
+    "proxy_read_timeout": DirectiveSpec(_H, 1, 1),
+    "proxy_send_timeout": DirectiveSpec(_H, 1, 1),
+    "proxy_http_version": DirectiveSpec(_H, 1, 1),
+}
+UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
+
+_TEMP_PATHS = (
+    "client_body_temp_path",
+    "proxy_temp_path",
+    "fastcgi_temp_path",
+    "uwsgi_temp_path",
+    "scgi_temp_path",
+)
+NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
+    # nginx's own process model
+    "user": ("main",),
+    "worker_processes": ("main",),
+    "worker_rlimit_nofile": ("main",),
+    "worker_cpu_affinity": ("main",),
+    "worker_priority": ("main",),
+    "worker_shutdown_timeout": ("main",),
+    "daemon": ("main",),
+    "master_process": ("main",),
+    "pid": ("main",),
+    "lock_file": ("main",),
+    "timer_resolution": ("main",),
+    "pcre_jit": ("main",),
+    "multi_accept": ("events",),
+    "use": ("events",),
+    "accept_mutex": ("events",),
+    "accept_mutex_delay": ("events",),
+    **{name: _H for name in _TEMP_PATHS},
+    # harmless for a proxy: file serving, hash table sizes, MIME types of local files
+    "sendfile": _H,
+    "tcp_nopush": _H,
+    "tcp_nodelay": _H,
+    "types_hash_max_size": _H,
+    "types_hash_bucket_size": _H,
+    "server_names_hash_max_size": ("http",),
+    "server_names_hash_bucket_size": ("http",),
+    "variables_hash_max_size": ("http",),
+    "variables_hash_bucket_size": ("http",),
+    "map_hash_max_size": ("http",),
+    "map_hash_bucket_size": ("http",),
+    "default_type": _H,
+    "types": _H,
+    "server_tokens": _H,
+    "gzip": _H,  # only "gzip off"
+}
+NOTICE_ONLY_VALUE = {"gzip": "off"}
+
+# Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
+_OTHERS_TEXT = """
+    root alias index try_files rewrite if break error_page autoindex internal limit_except
+    log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
+    ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
+    ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
+    gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
+    proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
+    proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
+    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers proxy_intercept_errors
+    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
+    proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
+    proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
+    fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
+    limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
+    auth_basic_user_file auth_request allow deny real_ip_header set_real_ip_from
+    real_ip_recursive resolver resolver_timeout
+    client_header_buffer_size large_client_header_buffers keepalive_disable
+    reset_timedout_connection lingering_close lingering_time lingering_timeout
+    server_name_in_redirect port_in_redirect absolute_redirect merge_slashes
+    underscores_in_headers ignore_invalid_headers chunked_transfer_encoding expires
+    sub_filter stub_status geo split_clients env load_module stream mail thread_pool
+    zone state ntlm sticky queue slow_start health_check resolve aio directio
+    open_file_cache open_file_cache_valid open_file_cache_min_uses open_file_cache_errors
+    output_buffers postpone_output send_lowat log_not_found log_subrequest
+    recursive_error_pages satisfy variables_hash ssl_conf_command ssl_password_file
+"""
+NGINX_OTHERS = frozenset(_OTHERS_TEXT.split())

@@ -1,0 +1,37 @@
+"""The one place that builds an engine: ``engine`` in the config names which."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from nonstop.config.model import Config
+from nonstop.engines.base import Engine
+from nonstop.engines.embedded import EmbeddedEngine
+from nonstop.engines.nginx import NginxEngine, SystemNginx, find_nginx
+from nonstop.errors import ConfigError
+from nonstop.events import EventBus
+
+__all__ = ["build_engine", "nginx_engine"]
+
+
+def build_engine(config: Config, events: EventBus | None = None) -> Engine:
+    """The engine ``config`` asks for, not started yet; its health flips go to ``events``."""
+    if config.engine == "nginx":
+        return nginx_engine(config, events)
+    return EmbeddedEngine(config, events=events)
+
+
+def nginx_engine(config: Config, events: EventBus | None = None) -> NginxEngine:
+    """The nginx engine for ``config``, driving the nginx binary found on this host.
+
+    Started as root, nginx would run its workers as ``nobody``, who cannot reach the
+    state directory's temp paths; they run as nonstop's own user instead.
+    """
+    binary = find_nginx()
+    if binary is None:
+        raise ConfigError('engine "nginx" needs the nginx binary, and none was found on PATH')
+    user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
+    return NginxEngine(
+        config, SystemNginx(binary), user=user, system_pid=config.nginx.pid, events=events
+    )

@@ -1,0 +1,125 @@
+"""What the daemon claims of the machine before it reads or writes any state.
+
+Three things, in this order, before anything else of the daemon runs:
+
+1. **The state directory is its own.** An exclusive ``flock`` on ``STATE/daemon.lock``
+   (which also holds the pid) is taken first; a second ``nonstop run`` on the same state
+   directory exits 1 naming the pid that holds it, having changed nothing — before it could
+   mark the running daemon's deploy interrupted or take its admin socket.  The lock is
+   released by the kernel when the process ends, however it ends, so a crash leaves no
+   stale lock behind; the file itself is never removed (removing a lock file races with the
+   next taker).
+2. **What it writes is private.** The daemon's umask becomes 077: the state directory is
+   0700, the database, the logs and the admin socket 0600, whatever the operator's umask
+   was.  Apps are started with the operator's umask, so what they write is as before.
+3. **Enough file descriptors.** The soft ``RLIMIT_NOFILE`` is raised to the hard limit (a
+   proxy needs two descriptors per proxied connection, and the usual soft limit of 1024
+   caps it at a few hundred), and a warning in nginx's words says when
+   ``worker_connections`` still exceeds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import resource
+
+from nonstop.errors import NonstopError
+
+__all__ = [
+    "LOCK_NAME",
+    "StateDirLock",
+    "StateDirLocked",
+    "operator_umask",
+    "raise_open_files_limit",
+    "restrict_umask",
+]
+
+LOCK_NAME = "daemon.lock"
+
+_operator_umask: int | None = None
+
+
+class StateDirLocked(NonstopError):
+    """Another daemon owns the state directory; this one changed nothing."""
+
+    exit_code = 1
+
+
+class StateDirLock:
+    """The daemon's exclusive claim on its state directory, held for its whole life."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, LOCK_NAME)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateDirLocked(
+                f"cannot lock the state directory {self.state_dir}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise StateDirLocked(
+                f"another nonstop{f' (pid {holder})' if holder else ''} uses the state "
+                f"directory {self.state_dir}: stop it first, or give this one its own "
+                "state_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # a directory of someone else's stays as it is
+            os.chmod(self.state_dir, 0o700)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def restrict_umask() -> None:
+    """From now on this process creates files for its own user only (077)."""
+    global _operator_umask
+    previous = os.umask(0o077)
+    if _operator_umask is None:
+        _operator_umask = previous
+
+
+def operator_umask() -> int:
+    """The umask nonstop was started with: what its apps get."""
+    if _operator_umask is not None:
+        return _operator_umask
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def raise_open_files_limit(worker_connections: int) -> str | None:
+    """Raise the soft RLIMIT_NOFILE to the hard one; a warning if still too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (OSError, ValueError):
+            pass
+    if worker_connections > soft:
+        return f"{worker_connections} worker_connections exceed open file resource limit: {soft}"
+    return None

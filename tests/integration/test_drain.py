@@ -1,0 +1,131 @@
+"""``nonstop drain`` / ``undrain`` on a front's static upstream, on real sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tests.integration.conftest import Proxy
+
+CONF = """
+events {{}}
+http {{
+  access_log off;
+  upstream app {{
+    server {a};
+    server {b};
+    keepalive 8;
+  }}
+  server {{
+    listen 127.0.0.1:{{port}};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+
+def _get(port: int, path: str, results: list[tuple[int, str]]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        results.append((resp.status, resp.getheader("X-Backend") or ""))
+        resp.read()
+    finally:
+        conn.close()
+
+
+def _state(p: Proxy, address: str) -> str:
+    done = p.process.cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    servers = json.loads(done.stdout)["upstreams"]["app"]
+    return str(next(s["state"] for s in servers if s["address"] == address))
+
+
+def test_drain_waits_for_requests_in_flight_then_no_request_goes_to_the_server(
+    backends, proxy
+) -> None:
+    b1, b2 = backends(2)
+    p = proxy(CONF.format(a=b1.address, b=b2.address))
+    slow: list[tuple[int, str]] = []
+    threads = [threading.Thread(target=_get, args=(p.port, "/sleep/1.5", slow)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while sum(path.startswith("/sleep") for path in b1.paths()) == 0:
+        assert time.monotonic() < deadline, "no slow request reached the server to drain"
+        time.sleep(0.01)
+    drain = p.process.cli("drain", "app", b1.address, "--timeout", "20s")
+    finished_before_drain_returned = len(slow)
+    for thread in threads:
+        thread.join(30)
+    assert drain.returncode == 0, drain.stderr
+    assert f"{b1.address} of upstream app is drained" in drain.stderr
+    assert finished_before_drain_returned == 4  # drain returned after the slow ones ended
+    assert all(status == 200 for status, _ in slow)
+    assert _state(p, b1.address) == "draining"
+    b1.clear()
+    answers: list[tuple[int, str]] = []
+    for _ in range(20):
+        _get(p.port, "/", answers)
+    assert answers == [(200, b2.name)] * 20 and b1.paths() == []
+    # a reload keeps it drained
+    assert p.process.cli("reload").returncode == 0
+    answers.clear()
+    for _ in range(10):
+        _get(p.port, "/", answers)
+    assert {backend for _, backend in answers} == {b2.name}
+    undrain = p.process.cli("undrain", "app", b1.address)
+    assert undrain.returncode == 0, undrain.stderr
+    answers.clear()
+    for _ in range(10):
+        _get(p.port, "/", answers)
+    assert {backend for _, backend in answers} == {b1.name, b2.name}
+    assert _state(p, b1.address) == "up"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope", "127.0.0.1:1"], 'no upstream "nope"'),
+        (["app", "127.0.0.1:1"], "has no server 127.0.0.1:1"),
+    ],
+)
+def test_draining_what_the_config_does_not_have_is_a_usage_error(
+    backends, proxy, args: list[str], message: str
+) -> None:
+    b1, b2 = backends(2)
+    p = proxy(CONF.format(a=b1.address, b=b2.address))
+    done = p.process.cli("drain", *args)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_a_drain_that_outlasts_its_timeout_says_so_and_the_server_stays_drained(
+    backends, proxy, tmp_path: Path
+) -> None:
+    b1, b2 = backends(2)
+    p = proxy(CONF.format(a=b1.address, b=b2.address))
+    slow: list[tuple[int, str]] = []
+    threads = [threading.Thread(target=_get, args=(p.port, "/sleep/3", slow)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not any(path.startswith("/sleep") for path in b1.paths()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    done = p.process.cli("drain", "app", b1.address, "--timeout", "200ms", "--json")
+    assert done.returncode == 1
+    answer = json.loads(done.stdout)
+    assert answer["in_flight"] >= 1 and "stays drained" in answer["error"]
+    for thread in threads:
+        thread.join(30)
+    assert all(status == 200 for status, _ in slow)  # in-flight requests were not cut
+    assert _state(p, b1.address) == "draining"
