@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["WrkResult", "parse_wrk", "run_wrk", "start_wrk", "wrk_argv"]
 
@@ -69,18 +70,40 @@ def parse_wrk(text: str) -> WrkResult:
 
 
 def wrk_argv(
-    url: str, *, threads: int, connections: int, duration_s: float, cpu: int | None
+    url: str,
+    *,
+    threads: int,
+    connections: int,
+    duration_s: float,
+    cpu: int | None,
+    script: Path | None = None,
 ) -> list[str]:
-    """The wrk command line, pinned to ``cpu`` with taskset when one is given."""
+    """The wrk command line, pinned to ``cpu`` with taskset when one is given; ``script``
+    is a wrk Lua script (``-s``), e.g. one that makes every request a POST."""
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url]
+    if script is not None:
+        argv[1:1] = ["-s", str(script)]
     return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
 
 
 def run_wrk(
-    url: str, *, threads: int, connections: int, duration_s: float, cpu: int | None
+    url: str,
+    *,
+    threads: int,
+    connections: int,
+    duration_s: float,
+    cpu: int | None,
+    script: Path | None = None,
 ) -> tuple[WrkResult, str]:
     """Run wrk to completion; returns the parsed result and the raw report."""
-    argv = wrk_argv(url, threads=threads, connections=connections, duration_s=duration_s, cpu=cpu)
+    argv = wrk_argv(
+        url,
+        threads=threads,
+        connections=connections,
+        duration_s=duration_s,
+        cpu=cpu,
+        script=script,
+    )
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=duration_s + 30, check=False
     )

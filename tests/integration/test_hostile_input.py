@@ -88,6 +88,39 @@ def test_hostile_request_is_refused_and_nothing_smuggled_reaches_the_backend(
     assert p.request("GET", "/")[0] == 200
 
 
+def test_a_chunked_body_over_the_limit_gets_413_and_none_of_it_reaches_the_app(backends, proxy):
+    """Chunks arriving one by one past client_max_body_size: with request buffering on
+    (nginx's default) the app sees no request at all, not the start of a cut-off body."""
+    (b1,) = backends(1)
+    p = proxy(conf(servers(b1), server="client_max_body_size 4k;"))
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
+        # a streaming proxy would connect to the app now; give it the time to
+        deadline = time.monotonic() + 1.0
+        while b1.connections == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        answer = b""
+        try:
+            for _ in range(7):
+                sock.sendall(b"400\r\n" + b"x" * 1024 + b"\r\n")
+        except OSError:
+            pass  # the proxy answered and stopped reading
+        sock.settimeout(3)
+        try:
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+    assert p.request("GET", "/after")[0] == 200  # the app answers, and only this
+    assert b1.paths() == ["/after"]
+    assert b1.connections == 1  # no connection was ever opened for the upload
+
+
 def test_connections_past_worker_connections_are_refused_with_503(backends, proxy):
     import socket
 
@@ -218,7 +251,8 @@ def test_an_upstream_that_stops_taking_the_body_gets_504_after_proxy_send_timeou
         p = proxy(
             conf(
                 f"server 127.0.0.1:{port};",
-                "proxy_send_timeout 1s; proxy_next_upstream off; client_max_body_size 0;",
+                "proxy_send_timeout 1s; proxy_next_upstream off; client_max_body_size 0;"
+                " proxy_request_buffering off;",
                 server="client_body_timeout 30s;",
             )
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.backends import RecordingBackend, free_port
-from tests.support.proc import NginxProcess, NonstopProcess
+from tests.support.proc import NginxProcess, nginx_conf, start_engine
 
 pytestmark = [
     pytest.mark.nginx,
@@ -141,15 +141,9 @@ CASES = {f"target {t}": req(t) for t in TARGETS} | HEADS
 
 
 def config(port: int, prefix: Path, backend: str) -> str:
-    return f"""
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/tmp_body;
-  proxy_temp_path {prefix}/tmp_proxy;
+    return nginx_conf(
+        prefix,
+        f"""
   upstream app {{ server {backend}; }}
   server {{
     listen 127.0.0.1:{port};
@@ -163,9 +157,8 @@ http {{
     listen 127.0.0.1:{port};
     server_name other.test;
     location / {{ return 200 "other"; }}
-  }}
-}}
-"""
+  }}""",
+    )
 
 
 def first_status(port: int, data: bytes, timeout: float = 3.0) -> int:
@@ -196,9 +189,7 @@ def outcomes(engine: str, tmp: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
     prefix.mkdir()
     conf = prefix / "nginx.conf"
     conf.write_text(config(port, prefix, backend.address))
-    proc: NginxProcess | NonstopProcess
-    proc = NginxProcess(prefix, conf, [port]) if engine == "nginx" else NonstopProcess(conf, [port])
-    proc.start()
+    proc = start_engine(engine, prefix, conf, port)
     out = {}
     try:
         for name, data in CASES.items():

@@ -11,21 +11,15 @@ from pathlib import Path
 
 import pytest
 from tests.support.backends import RecordingBackend, free_port
-from tests.support.proc import NginxProcess, NonstopProcess
+from tests.support.proc import NginxProcess, nginx_conf, start_engine
 
 pytestmark = pytest.mark.skipif(NginxProcess.binary() is None, reason="nginx is not installed")
 
 
 def config(port: int, prefix: Path, upstream: str, location: str = "") -> str:
-    return f"""
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/tmp_body;
-  proxy_temp_path {prefix}/tmp_proxy;
+    return nginx_conf(
+        prefix,
+        f"""
   upstream app {{
     {upstream}
   }}
@@ -36,9 +30,8 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       {location}
     }}
-  }}
-}}
-"""
+  }}""",
+    )
 
 
 def run(
@@ -53,12 +46,7 @@ def run(
     prefix.mkdir()
     conf = prefix / "nginx.conf"
     conf.write_text(config(port, prefix, upstream, location))
-    proc: NginxProcess | NonstopProcess
-    if engine == "nginx":
-        proc = NginxProcess(prefix, conf, [port])
-    else:
-        proc = NonstopProcess(conf, [port])
-    proc.start()
+    proc = start_engine(engine, prefix, conf, port)
     out = []
     try:
         for method, path, source in requests:

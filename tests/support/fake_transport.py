@@ -37,6 +37,10 @@ class FakeTransport(asyncio.Transport):
         self.write_eof_called = False
         self.lost = False
         self.write_limits: tuple[int | None, int | None] = (None, None)
+        # With ``holding``, written bytes count as unsent until ``drain``: a peer that
+        # reads slower than the protocol writes.
+        self.holding = False
+        self.unsent = 0
 
     # -- driving the protocol (the far side of the connection) ------------------------
     def connect(self, protocol: asyncio.Protocol) -> FakeTransport:
@@ -78,6 +82,8 @@ class FakeTransport(asyncio.Transport):
         if self.closed:
             return  # a real transport drops writes after close
         self.writes.append(bytes(data))
+        if self.holding:
+            self.unsent += len(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -109,7 +115,11 @@ class FakeTransport(asyncio.Transport):
         return self.reading and not self.closed
 
     def get_write_buffer_size(self) -> int:
-        return 0
+        return self.unsent
+
+    def drain(self) -> None:
+        """The peer took every byte written so far."""
+        self.unsent = 0
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self.write_limits = (high, low)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.support.backends import wait_port
 
-__all__ = ["NginxProcess", "NonstopProcess", "raw_request"]
+__all__ = ["NginxProcess", "NonstopProcess", "nginx_conf", "raw_request", "start_engine"]
 
 
 class NonstopProcess:
@@ -163,3 +163,27 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0
                 break
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def nginx_conf(prefix: Path, http: str) -> str:
+    """An nginx.conf that a real nginx (in ``prefix``) and nonstop both run: one worker,
+    its pid, logs and temporary files under ``prefix``, and ``http`` in the http block."""
+    return f"""
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/tmp_body;
+  proxy_temp_path {prefix}/tmp_proxy;
+{http}
+}}
+"""
+
+
+def start_engine(engine: str, prefix: Path, conf: Path, port: int) -> NginxProcess | NonstopProcess:
+    """Start ``conf`` with a real nginx ("nginx") or with nonstop, serving on ``port``."""
+    proc: NginxProcess | NonstopProcess
+    proc = NginxProcess(prefix, conf, [port]) if engine == "nginx" else NonstopProcess(conf, [port])
+    return proc.start()

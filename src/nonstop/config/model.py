@@ -198,6 +198,10 @@ class LocationSpec:
     send_timeout: float = 60.0
     http_version: str = "1.1"
     client_max_body_size: int = 1024 * 1024  # 0 = unlimited
+    # proxy_request_buffering: read the whole body before choosing an upstream, in
+    # memory up to client_body_buffer_size (nginx's 64-bit default), then in a file
+    request_buffering: bool = True
+    client_body_buffer_size: int = 16 * 1024
     access_log: AccessLog | None = None  # None: none named; AccessLog(None): "off"
     source: Source | None = field(default=None, compare=False)
 

@@ -670,7 +670,9 @@ class _Builder:
             self.number(_one(levels, name), 0)
         self.number(_one(levels, "keepalive"), 0, minimum=1)
         self.size(_one(levels, "client_max_body_size"), 0)
+        self.size(_one(levels, "client_body_buffer_size"), 0)
         self.flag(_one(levels, "ssl_prefer_server_ciphers"), False)
+        self.flag(_one(levels, "proxy_request_buffering"), True)
         self.protocols(levels)
         self.next_upstream(_one(levels, "proxy_next_upstream"))
         self.http_version(_one(levels, "proxy_http_version"))
@@ -1022,6 +1024,8 @@ class _Builder:
             send_timeout=self.duration(_one(levels, "proxy_send_timeout"), 60.0),
             http_version=self.http_version(_one(levels, "proxy_http_version")),
             client_max_body_size=self.size(_one(levels, "client_max_body_size"), 1024 * 1024),
+            request_buffering=self.flag(_one(levels, "proxy_request_buffering"), True),
+            client_body_buffer_size=self.size(_one(levels, "client_body_buffer_size"), 16 * 1024),
             access_log=self.access_log(levels),
             source=block.source,
         )

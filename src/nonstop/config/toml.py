@@ -151,6 +151,8 @@ _LOCATION_KEYS = frozenset(
         "send_timeout",
         "http_version",
         "client_max_body_size",
+        "request_buffering",
+        "client_body_buffer_size",
         "access_log",
         "return",
         "redirect",
@@ -730,6 +732,8 @@ class _Reader:
             send_timeout=t.duration("send_timeout", 60.0),
             http_version=self.http_version(t),
             client_max_body_size=t.size("client_max_body_size", body),
+            request_buffering=t.boolean("request_buffering", True),
+            client_body_buffer_size=t.size("client_body_buffer_size", 16 * 1024),
             access_log=self.access_log(t, log),
             source=t.source(),
         )

@@ -124,6 +124,8 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "ssl_session_timeout": DirectiveSpec(_HS, 1, 1),
     "add_header": DirectiveSpec(_H, 2, 3, multi=True),
     "client_max_body_size": DirectiveSpec(_H, 1, 1),
+    "client_body_buffer_size": DirectiveSpec(_H, 1, 1),
+    "proxy_request_buffering": DirectiveSpec(_H, 1, 1),
     "access_log": DirectiveSpec(_H, 1, 2),
     "error_log": DirectiveSpec(("main", *_HS), 1, 2),
     "proxy_pass": DirectiveSpec(("location",), 1, 1),
@@ -191,7 +193,7 @@ _OTHERS_TEXT = """
     ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
     gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
-    proxy_request_buffering proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
+    proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
     proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers proxy_intercept_errors
     proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
     proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
@@ -199,7 +201,7 @@ _OTHERS_TEXT = """
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
     limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
     auth_basic_user_file auth_request allow deny real_ip_header set_real_ip_from
-    real_ip_recursive resolver resolver_timeout client_body_buffer_size
+    real_ip_recursive resolver resolver_timeout
     client_header_buffer_size large_client_header_buffers keepalive_disable
     reset_timedout_connection lingering_close lingering_time lingering_timeout
     server_name_in_redirect port_in_redirect absolute_redirect merge_slashes

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import tempfile
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
+from typing import IO, TYPE_CHECKING, Final, cast
 
 import httptools
 
@@ -96,7 +98,9 @@ class ClientConnection:
         "body_buf",
         "body_buf_size",
         "body_done",
+        "body_file",
         "body_retained",
+        "buffering",
         "cached",
         "client_chunked",
         "conn_requests",
@@ -105,6 +109,7 @@ class ClientConnection:
         "eof",
         "expected_body",
         "feed",
+        "file_sending",
         "first_try",
         "get_method",
         "get_version",
@@ -156,15 +161,7 @@ class ClientConnection:
         self.state = state
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        # A lone LF ends a header line, as in nginx (RFC 9112 section 2.2); a lone CR
-        # stays an error.  The request line's LF is mended in ``_request_line``.
-        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
-        # bound methods kept once: the hot path calls them without a look-up each time
-        self.feed: Callable[[bytes], None] = self.parser.feed_data
-        self.get_method: Callable[[], bytes] = self.parser.get_method
-        self.get_version: Callable[[], str] = self.parser.get_http_version
-        self.keeps_alive: Callable[[], bool] = self.parser.should_keep_alive
+        self._new_parser()
         self.write: Callable[[bytes], None] = _unconnected
         self.vhosts: VirtualHosts | None = None
         self.remote_addr = ""
@@ -194,7 +191,19 @@ class ClientConnection:
         self.head_size = 0  # bytes of the head being parsed, counted as the parser calls
         self.rejected = 0  # a 400 due once the requests before the bad bytes are answered
         self.out: list[bytes] = []
+        self.body_file: IO[bytes] | None = None  # a buffered body past client_body_buffer_size
         self._reset_exchange()
+
+    def _new_parser(self) -> None:
+        parser = self.parser = httptools.HttpRequestParser(self)
+        # A lone LF ends a header line, as in nginx (RFC 9112 section 2.2); a lone CR
+        # stays an error.  The request line's lone LF is mended in ``_mended``.
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        # bound methods kept once: the hot path calls them without a look-up each time
+        self.feed: Callable[[bytes], None] = parser.feed_data
+        self.get_method: Callable[[], bytes] = parser.get_method
+        self.get_version: Callable[[], str] = parser.get_http_version
+        self.keeps_alive: Callable[[], bool] = parser.should_keep_alive
 
     def _reset_exchange(self) -> None:
         self.upstream_mark = -1  # unsent request bytes when the upstream stopped taking them
@@ -208,6 +217,10 @@ class ClientConnection:
         self.request_sent = False
         self.body_buf: list[bytes] = []
         self.body_buf_size = 0
+        if self.body_file is not None:
+            self._drop_body_file()
+        self.buffering = False  # reading the whole body before choosing an upstream
+        self.file_sending = False  # a buffered body's file is not yet all written upstream
         self.body_retained = True
         self.body_done = False
         self.client_chunked = False
@@ -283,6 +296,8 @@ class ClientConnection:
                 self.uconn = None
                 uconn.close()
         self.phase = CLOSING
+        if self.body_file is not None:
+            self._drop_body_file()  # an aborted upload: nothing of it reached the app
         if self.req is not None and (self.uconn is not None or self.connect_task is not None):
             # The client went away mid-exchange: nginx logs 499 and stops the upstream.
             self._abort_upstream()
@@ -308,8 +323,6 @@ class ClientConnection:
             if sum(map(len, self.held)) > BODY_BUFFER_HIGH:
                 self._pause_reading()
             return
-        if self.parsing is None and self.in_head:
-            data = self._request_line(data)
         try:
             self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -320,6 +333,12 @@ class ClientConnection:
             cause = exc.__context__
             if self.phase >= CLOSING:
                 return  # the connection already answered and is ending: nothing more
+            mended = self._mended(data, exc)
+            if mended is not None:
+                self._new_parser()
+                self.parsing = None
+                self.data_received(mended)
+                return
             if isinstance(cause, Rejected):
                 code = cause.status
             elif cause is None or isinstance(cause, httptools.HttpParserError):
@@ -346,23 +365,31 @@ class ClientConnection:
                 self.head_bytes += len(data)
                 if self.head_bytes > MAX_HEAD_BYTES:
                     self._bad_request(494)
+                elif self._simple_request(data):
+                    self._bad_request(400)  # HTTP/0.9, answered now rather than at a timeout
 
-    def _request_line(self, data: bytes) -> bytes:
-        """A request line ending in a lone LF gets its CR (nginx reads LF as a line end,
-        llhttp only with a flag that would also take a lone CR for one); a line without
-        a version (HTTP/0.9) is answered at once.  Runs on a read that begins a request."""
+    def _mended(self, data: bytes, exc: Exception) -> bytes | None:
+        """A request line that ends in a lone LF, with its CR, when it is the first line
+        of ``data``; else None.  nginx takes a lone LF as a line end (RFC 9112 section
+        2.2); llhttp takes it after the version only with the flag that would also take
+        a lone CR for one, so the line is mended and the read parsed again."""
+        req = self.parsing
+        if req is None or req.headers or exc.args[:1] != ("Expected CRLF after version",):
+            return None
         end = data.find(b"\n")
-        if end >= 10 and data[end - 1] == 13 and data[end - 10] == 32 and data[end - 9] == 72:
-            return data  # "... HTTP/x.y\r\n": the common case
         line = data[:end]
-        if end < 0 or b"\r" in line[:-1] or not line.rstrip(b"\r"):
-            return data  # no whole line yet, a lone CR (refused), an empty line (skipped)
-        if line.rstrip(b"\r").count(b" ") == 1:
-            self._bad_request(400)  # HTTP/0.9: nginx's simple request; not proxied here
-            return b""
-        if line[-1:] == b"\r":
-            return data
+        if end < 0 or b"\r" in line or req.url not in line:
+            return None
         return line + b"\r" + data[end:]
+
+    def _simple_request(self, data: bytes) -> bool:
+        """The read ends an HTTP/0.9 request line ("GET /"), which has no headers to
+        wait for: nginx answers it at once."""
+        req = self.parsing
+        if req is None or req.headers or data[-1:] != b"\n":
+            return False
+        start = data.rfind(b"\n", 0, len(data) - 1) + 1
+        return data[start:].strip() == self.get_method() + b" " + req.url
 
     def _reject_later(self, code: int) -> None:
         """Bad bytes behind requests that came whole: those are answered first, then
@@ -541,7 +568,7 @@ class ClientConnection:
             if vhosts is None:
                 raise httptools.HttpParserError("no server for this address")
         url = req.url
-        cacheable = HASH not in url
+        cacheable = True
         host: str | None = None
         if url[:1] != b"/":
             host = _origin_form(req)
@@ -552,6 +579,8 @@ class ClientConnection:
             path, _, args = url.partition(b"?")
             if args:
                 req.args = args.decode("latin-1")
+                if HASH in args:
+                    req.args = req.args.partition("#")[0]  # "#" ends $args
         key = (req.http_host, path)
         if cacheable:
             hit = vhosts.cache.get(key)
@@ -566,6 +595,8 @@ class ClientConnection:
             if host is None:
                 host = valid
         req.host = host = host or ""
+        if HASH in path:
+            cacheable = False  # "#" ends $uri, and the "?" behind it starts no $args
         if not cacheable or needs_parse(path):
             parsed = parse_target(url.decode("latin-1"))
             if parsed is None:
@@ -615,6 +646,17 @@ class ClientConnection:
         expects = req.expect_continue and self.expected_body and not complete
         if expects and req.version == "1.1" and self.transport is not None:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.expected_body and route.request_buffering:
+            # proxy_request_buffering on: the upstream is chosen once the body is whole
+            self.buffering = True
+            self.body_done = False  # done when the buffered body is, pending or not
+            self.phase = BODY
+            self.deadline = self.state.now() + route.body_timeout
+            for chunk in body:
+                self._client_body(chunk)
+            if complete:
+                self._client_body_done()
+            return
         for chunk in body:
             self._client_body(chunk)
         if complete and self.expected_body:
@@ -715,7 +757,13 @@ class ClientConnection:
         uconn.begin(self)
         head = self._upstream_head(req, route)
         write = uconn.write
-        if self.body_buf:
+        body_file = self.body_file
+        if body_file is not None:
+            write(head)
+            body_file.seek(0)
+            self.file_sending = True
+            self._send_body_file()
+        elif self.body_buf:
             write(head + b"".join(self.body_buf))
             if not self.body_retained:
                 self.body_buf = []
@@ -777,6 +825,9 @@ class ClientConnection:
             self._abort_upstream()
             self._respond_error(413, close=True)
             return
+        if self.buffering:
+            self._buffer_body(data, route)
+            return
         if self.client_chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
         uconn = self.uconn
@@ -802,10 +853,62 @@ class ClientConnection:
             self.body_buf = []
             self.body_buf_size = 0
 
+    def _buffer_body(self, data: bytes, route: Route) -> None:
+        """Keep a body being buffered: in memory up to client_body_buffer_size, then in
+        an unlinked file under the state directory (nginx's client_body_temp_path)."""
+        self.deadline = self.state.now() + route.body_timeout
+        body_file = self.body_file
+        if body_file is None and self.body_buf_size + len(data) > route.body_buffer_size:
+            directory = os.path.join(self.state.config.state_dir, "client_body_temp")
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            body_file = self.body_file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+            body_file.write(b"".join(self.body_buf))
+            self.body_buf = []
+        if body_file is not None:
+            body_file.write(data)
+        else:
+            self.body_buf.append(data)
+        self.body_buf_size += len(data)
+
+    def _send_body_file(self) -> None:
+        """Write the buffered body's file upstream as the connection takes it: a chunk
+        at a time while its write buffer is short, the rest when it drains (nginx sends
+        from the file too), so a large body is not held in memory a second time."""
+        uconn = self.uconn
+        body_file = self.body_file
+        transport = uconn.transport if uconn is not None else None
+        if uconn is None or transport is None or body_file is None:
+            return
+        while transport.get_write_buffer_size() < BODY_BUFFER_HIGH:
+            chunk = body_file.read(BODY_BUFFER_HIGH)
+            if not chunk:
+                self.file_sending = False
+                return
+            uconn.write(chunk)
+
+    def _drop_body_file(self) -> None:
+        body_file = self.body_file
+        self.body_file = None
+        if body_file is not None:
+            body_file.close()
+
     def _client_body_done(self) -> None:
         if self.body_done:
             return
         self.body_done = True
+        if self.buffering:
+            # The body is whole: forward it with its length (nginx re-frames a buffered
+            # chunked body with Content-Length) and only now choose the upstream.
+            self.buffering = False
+            req = self.req
+            route = self.route
+            if req is None or route is None:
+                return
+            req.content_length = self.body_buf_size
+            self.client_chunked = False
+            self.phase = CONNECT
+            self._choose_upstream(req, route)
+            return
         uconn = self.uconn
         if self.client_chunked and uconn is not None and uconn.transport is not None:
             uconn.transport.write(b"0\r\n\r\n")
@@ -965,7 +1068,7 @@ class ClientConnection:
         self.uconn = None
         uconn.exchange = None
         reusable = self.upstream_keep if req.method == b"HEAD" else uconn.keeps_alive()
-        if upstream.keepalive and self.body_done and reusable:
+        if upstream.keepalive and self.body_done and reusable and not self.file_sending:
             if self.write_paused and uconn.transport is not None:
                 uconn.transport.resume_reading()  # paused for this client, not for the next
             upstream.idle.put(uconn, now)
@@ -1037,6 +1140,8 @@ class ClientConnection:
                 self.deadline = self.state.now() + (
                     route.read_timeout if self.body_done else route.body_timeout
                 )
+        if self.file_sending and route is not None:
+            self._send_body_file()  # may pause again, and arm the send timer again
         if not self.body_done or self.phase == TUNNEL:
             self._resume_reading()
 
@@ -1193,6 +1298,8 @@ class ClientConnection:
                 self.uconn = None
                 uconn.close()
             self._close()
+        elif phase == BODY and self.req is not None:
+            self._respond_error(408, close=True)  # client_body_timeout while buffering
         else:
             self._close()
 
@@ -1287,6 +1394,8 @@ class ClientConnection:
         self.upstream = None
         self.attempt = None
         self.resp_started = False
+        if self.body_file is not None:
+            self._drop_body_file()
         if close or self.transport is None or self.upgrading:
             self._linger_or_close(req)
             return

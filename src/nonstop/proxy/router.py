@@ -54,6 +54,7 @@ class Route:
         "add_success",
         "backend",
         "block",
+        "body_buffer_size",
         "body_timeout",
         "client_max_body_size",
         "client_send_timeout",
@@ -70,6 +71,7 @@ class Route:
         "passes",
         "proxy_host",
         "read_timeout",
+        "request_buffering",
         "ret_code",
         "ret_text",
         "send_timeout",
@@ -100,6 +102,8 @@ class Route:
         self.client_max_body_size = (
             spec.client_max_body_size if spec is not None else block.client_max_body_size
         )
+        self.request_buffering = spec.request_buffering if spec is not None else True
+        self.body_buffer_size = spec.client_body_buffer_size if spec is not None else 16384
         # keepalive_timeout 0 disables client keep-alive, as in nginx
         self.keepalive_requests = block.keepalive_requests if block.keepalive_timeout > 0 else 0
         self.keepalive_timeout = block.keepalive_timeout

@@ -699,3 +699,30 @@ def test_only_the_first_return_counts(http: Load) -> None:
 def test_server_name_collects_every_name_lowercased(http: Load) -> None:
     cfg = http("server { server_name Example.com www.example.com; server_name _; return 204; }")
     assert cfg.servers[0].server_names == ("example.com", "www.example.com", "_")
+
+
+def test_request_buffering_directives_inherit_and_default_to_nginx(http: Load) -> None:
+    cfg = http(
+        """
+        client_body_buffer_size 64k;
+        server {
+          location /a { proxy_pass http://127.0.0.1:1; }
+          location /b {
+            proxy_pass http://127.0.0.1:1;
+            proxy_request_buffering off;
+            client_body_buffer_size 8k;
+          }
+        }
+        server { location / { proxy_pass http://127.0.0.1:1; } }
+        """
+    )
+    a, b = cfg.servers[0].locations
+    [c] = cfg.servers[1].locations
+    assert (a.request_buffering, a.client_body_buffer_size) == (True, 64 * 1024)
+    assert (b.request_buffering, b.client_body_buffer_size) == (False, 8 * 1024)
+    assert (c.request_buffering, c.client_body_buffer_size) == (True, 64 * 1024)
+
+
+def test_request_buffering_takes_only_on_or_off(http: Load) -> None:
+    err = error(http, "proxy_request_buffering maybe;")
+    assert "it must be" in err.message

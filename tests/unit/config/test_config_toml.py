@@ -80,6 +80,7 @@ def test_the_documented_example_loads() -> None:
 def test_location_defaults_pass_host_and_append_forwarded_for(toml: Load) -> None:
     cfg = toml(MINIMAL_SERVER)
     [loc] = cfg.servers[0].locations
+    assert (loc.request_buffering, loc.client_body_buffer_size) == (True, 16 * 1024)
     assert [(h.name, h.value.raw) for h in loc.set_headers] == [
         ("Host", "$http_host"),
         ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
@@ -251,10 +252,13 @@ def test_location_settings(toml: Load) -> None:
         send_timeout = 2.5
         http_version = "1.0"
         client_max_body_size = "0"
+        request_buffering = false
+        client_body_buffer_size = "64k"
         headers = { x-b = "location" }
         """
     )
     [loc] = cfg.servers[0].locations
+    assert (loc.request_buffering, loc.client_body_buffer_size) == (False, 64 * 1024)
     assert (loc.path, loc.exact) == ("/exact", True)
     assert loc.proxy_pass is not None and loc.proxy_pass.uri == "/base/"
     assert loc.next_upstream == frozenset({"error", "timeout", "http_503", "non_idempotent"})

@@ -26,6 +26,7 @@ from nonstop.proxy.protocol import ClientConnection
 from nonstop.proxy.server import ProxyState
 
 __all__ = [
+    "STREAMING",
     "Client",
     "Clock",
     "FakeProxy",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 LISTEN_PORT = 8080
+# a location that streams the request body as it arrives (proxy_request_buffering off)
+STREAMING = "proxy_pass http://app; proxy_request_buffering off;"
 
 
 class Clock:

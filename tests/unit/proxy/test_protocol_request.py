@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_support import conf, get, header_values, make_proxy, ok, request_head
+from protocol_support import STREAMING, conf, get, header_values, make_proxy, ok, request_head
 
 
 async def test_host_header_is_proxy_host_by_default(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ async def test_request_with_body_has_exactly_one_content_length_upstream(tmp_pat
 
 
 async def test_chunked_request_is_reframed_as_chunked_upstream(tmp_path: Path) -> None:
-    proxy = make_proxy(tmp_path, conf())
+    proxy = make_proxy(tmp_path, conf(STREAMING))
     client = proxy.client()
     head = get("/", "Transfer-Encoding: chunked", method="POST")
     client.send(head + b"5;ext=1\r\nhel", b"lo\r\n", b"6\r\n world\r\n0\r\n\r\n")
@@ -158,7 +158,7 @@ async def test_chunked_request_is_reframed_as_chunked_upstream(tmp_path: Path) -
 
 
 async def test_chunked_body_arriving_after_the_head_is_streamed(tmp_path: Path) -> None:
-    proxy = make_proxy(tmp_path, conf())
+    proxy = make_proxy(tmp_path, conf(STREAMING))
     client = proxy.client()
     client.send(get("/", "Transfer-Encoding: chunked", method="POST"))
     up = proxy.active()
@@ -173,7 +173,7 @@ async def test_chunked_body_arriving_after_the_head_is_streamed(tmp_path: Path) 
 async def test_expect_is_not_forwarded_and_100_continue_goes_to_the_client(
     tmp_path: Path,
 ) -> None:
-    proxy = make_proxy(tmp_path, conf())
+    proxy = make_proxy(tmp_path, conf(STREAMING))
     client = proxy.client()
     client.send(get("/", "Content-Length: 4", "Expect: 100-continue", method="POST"))
     assert client.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -280,7 +280,7 @@ async def test_bad_chunk_size_after_the_head_gets_400_and_the_upstream_is_droppe
 ) -> None:
     # The head was already streamed (no request buffering), so the upstream attempt is
     # aborted rather than left waiting for a body that will never come.
-    proxy = make_proxy(tmp_path, conf())
+    proxy = make_proxy(tmp_path, conf(STREAMING))
     client = proxy.client()
     client.send(get("/", "Transfer-Encoding: chunked", method="POST"))
     up = proxy.active()

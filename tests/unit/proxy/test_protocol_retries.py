@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_support import conf, get, make_proxy, ok, request_head
+from protocol_support import STREAMING, conf, get, make_proxy, ok, request_head
 
 
 async def test_error_before_response_is_retried_on_the_next_peer(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ async def test_post_is_retried_when_non_idempotent_is_listed(tmp_path: Path) -> 
 
 
 async def test_put_body_streamed_in_parts_is_resent_whole_on_retry(tmp_path: Path) -> None:
-    proxy = make_proxy(tmp_path, conf())
+    proxy = make_proxy(tmp_path, conf(STREAMING))
     client = proxy.client()
     client.send(get("/", "Content-Length: 9", method="PUT") + b"abc")
     first = proxy.active()
@@ -296,7 +296,7 @@ async def test_invalid_upstream_response_is_retried_when_invalid_header_listed(
 async def test_slow_but_steady_request_body_is_not_cut_by_the_read_timeout(
     tmp_path: Path,
 ) -> None:
-    proxy = make_proxy(tmp_path, conf("proxy_pass http://app; proxy_read_timeout 5s;"))
+    proxy = make_proxy(tmp_path, conf(STREAMING + " proxy_read_timeout 5s;"))
     client = proxy.client()
     client.send(get("/", "Content-Length: 10", method="PUT"))
     up = proxy.active()
