@@ -35,6 +35,10 @@ _KEYS = frozenset(
         "connect_timeout",
         "command_timeout",
         "keep_releases",
+        "front_config",
+        "upstream_port",
+        "remote_nonstop",
+        "lease_file",
     }
 )
 _PERCENT = re.compile(r"([0-9]+)%")
@@ -55,6 +59,10 @@ class FleetSpec:
     connect_timeout: float = 10.0
     command_timeout: float = 300.0
     keep_releases: int = 5
+    front_config: str | None = None
+    upstream_port: int | None = None
+    remote_nonstop: str = "nonstop"
+    lease_file: str | None = None
     file: str = ""
 
     @property
@@ -68,6 +76,20 @@ class FleetSpec:
 
     def batch_sizes(self) -> list[int]:
         return batch_sizes(self.batches, len(self.hosts))
+
+    @property
+    def lock_host(self) -> Destination:
+        """Where the fleet lock's lease lives: the front, else the first host."""
+        return self.front if self.front is not None else self.hosts[0]
+
+    @property
+    def lease_path(self) -> str:
+        return self.lease_file or posixpath.join(self.releases_dir, ".fleet-lease")
+
+    def upstream_address(self, host: Destination) -> str:
+        """``HOST:PORT`` of ``host`` among the servers of the front's upstream."""
+        name = f"[{host.host}]" if ":" in host.host else host.host
+        return f"{name}:{self.upstream_port}"
 
 
 def read_fleet(path: str) -> FleetSpec | None:
@@ -105,6 +127,15 @@ def fleet_from_table(value: object, file: str) -> FleetSpec:
         raise t.error("front_upstream", "required when front is set: the front's upstream")
     if upstream and front is None:
         raise t.error("front_upstream", "needs front: the host whose upstream it names")
+    upstream_port = t.integer("upstream_port", 0, minimum=1) if t.has("upstream_port") else None
+    if upstream_port is not None and upstream_port > 65535:
+        raise t.error("upstream_port", "must be a port, 1-65535")
+    if front is not None and upstream_port is None:
+        raise t.error("upstream_port", "required when front is set: each host's port there")
+    remote_nonstop = t.string("remote_nonstop", "nonstop")
+    assert remote_nonstop is not None
+    if not remote_nonstop:
+        raise t.error("remote_nonstop", "must not be empty")
     base = os.path.dirname(file)
     return FleetSpec(
         hosts=hosts,
@@ -118,6 +149,10 @@ def fleet_from_table(value: object, file: str) -> FleetSpec:
         connect_timeout=_positive(t, "connect_timeout", 10.0),
         command_timeout=_positive(t, "command_timeout", 300.0),
         keep_releases=t.integer("keep_releases", 5, minimum=1),
+        front_config=_remote_path(t, "front_config") if t.has("front_config") else None,
+        upstream_port=upstream_port,
+        remote_nonstop=remote_nonstop,
+        lease_file=_remote_path(t, "lease_file") if t.has("lease_file") else None,
         file=file,
     )
 
