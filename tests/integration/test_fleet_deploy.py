@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,32 @@ def test_fleet_status_and_rollback_show_and_restore_every_host(
     assert back.returncode == 0, back.stdout + back.stderr
     assert load.failed == [], load.failed[:5]
     assert [fleet.live(h) for h in fleet.hosts] == [v1, v1, v1]
+
+
+def test_sigterm_of_the_deploying_command_rolls_every_switched_host_back(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    v1 = fleet.live(fleet.hosts[0])
+    second = fleet.hosts[1].destination
+    deploying = fleet.fleet_async(
+        "deploy", "web", "--release", str(launcher(tmp_path, "v2")), "--json"
+    )
+    try:
+        assert deploying.stdout is not None
+        for line in deploying.stdout:  # ends when the command does: bounded by its timeouts
+            event = json.loads(line)
+            if (event["event"], event.get("host")) == ("serving", second):
+                deploying.send_signal(signal.SIGTERM)
+                break
+        _, err = deploying.communicate(timeout=120)
+    finally:
+        if deploying.poll() is None:
+            deploying.kill()
+            deploying.wait()
+    assert deploying.returncode == 1, err
+    assert "interrupted by SIGTERM" in err
+    for host in fleet.hosts:
+        assert [i["release"] for i in fleet.status(host)["apps"]["web"]["instances"]] == [v1]
+    front = json.loads(fleet.front_status())["upstreams"]["app"]
+    assert {s["state"] for s in front} == {"up"}  # the second host, drained then, is back
+    assert LeaseFile(str(fleet.lease)).read() is None

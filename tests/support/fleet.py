@@ -136,7 +136,6 @@ class Fleet:
             f"hosts = {json.dumps([h.destination for h in self.hosts])}\n"
             f'front = "root@{self.hosts.gateway}:{self.front_ssh_port}"\n'
             'front_upstream = "app"\n'
-            f"upstream_port = {HOST_PORT}\n"
             f'front_config = "{conf}"\n'
             f'remote_config = "{REMOTE_CONFIG}"\n'
             'releases_dir = "/srv/web/releases"\n'

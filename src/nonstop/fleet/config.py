@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nonstop.config.toml import _Table
@@ -86,10 +87,24 @@ class FleetSpec:
     def lease_path(self) -> str:
         return self.lease_file or posixpath.join(self.releases_dir, ".fleet-lease")
 
-    def upstream_address(self, host: Destination) -> str:
-        """``HOST:PORT`` of ``host`` among the servers of the front's upstream."""
+    def upstream_address(self, host: Destination, servers: Sequence[str]) -> str:
+        """``HOST:PORT`` of ``host`` among ``servers``, the addresses of the front's
+        upstream: ``host:upstream_port`` when that is set, else the one server whose
+        host is the SSH destination's host; ``ValueError`` saying why when none is."""
         name = f"[{host.host}]" if ":" in host.host else host.host
-        return f"{name}:{self.upstream_port}"
+        if self.upstream_port is not None:
+            wanted = f"{name}:{self.upstream_port}"
+            if wanted not in servers:
+                raise ValueError(f"{wanted} is not a server of the front's {self.front_upstream}")
+            return wanted
+        mine = [s for s in servers if s.rsplit(":", 1)[0] == name]
+        if len(mine) != 1:
+            what = "no server" if not mine else f"{len(mine)} servers ({', '.join(mine)})"
+            raise ValueError(
+                f"{what} of the front's {self.front_upstream} on {name}: "
+                "set upstream_port in [fleet]"
+            )
+        return mine[0]
 
 
 def read_fleet(path: str) -> FleetSpec | None:
@@ -130,8 +145,6 @@ def fleet_from_table(value: object, file: str) -> FleetSpec:
     upstream_port = t.integer("upstream_port", 0, minimum=1) if t.has("upstream_port") else None
     if upstream_port is not None and upstream_port > 65535:
         raise t.error("upstream_port", "must be a port, 1-65535")
-    if front is not None and upstream_port is None:
-        raise t.error("upstream_port", "required when front is set: each host's port there")
     remote_nonstop = t.string("remote_nonstop", "nonstop")
     assert remote_nonstop is not None
     if not remote_nonstop:

@@ -51,9 +51,10 @@ __all__ = [
 
 LEASE_TTL = 30.0
 """Seconds a silent lease outlives its last heartbeat (renewed every third of it)."""
-HOLD_TIMEOUT = 3600.0
+HOLD_TIMEOUT = 600.0
 """How long a host keeps a held deploy without commit or abort before rolling back on its
-own: the backstop for a deployer that vanished without aborting."""
+own: the backstop for a host the deployer lost, or a deployer that vanished.  A fleet
+deploy that takes longer sees its first hosts end their hold, and rolls back."""
 DRAIN_TIMEOUT = 30.0
 POLL = 0.5
 """Seconds between two looks at the hosts during the verify window."""
@@ -182,6 +183,12 @@ def last_json(stdout: bytes) -> dict[str, Any] | None:
     return None
 
 
+def front_servers(status: dict[str, Any], upstream: str | None) -> list[str]:
+    """The server addresses of ``upstream`` in the front's ``nonstop status --json``."""
+    servers = (status.get("upstreams") or {}).get(upstream) or []
+    return [str(server.get("address")) for server in servers]
+
+
 def holder_name() -> str:
     try:
         import getpass
@@ -206,6 +213,7 @@ class FleetRun:
         self.sessions = Sessions(spec.ssh)
         self.token = new_token()
         self.stop_reason: str | None = None
+        self.addresses: dict[Destination, str] = {}
 
     def emit(self, event: str, message: str, host: Destination | None = None, **extra: Any) -> None:
         data: dict[str, Any] = {"event": event, "t": round(time.monotonic() - self.started, 3)}
@@ -232,12 +240,31 @@ class FleetRun:
             raise HostError(str(host), f"`nonstop status` exited {code}: {stderr.strip()[-300:]}")
         return answer
 
+    async def front_servers(self) -> None:
+        """Where each host is in the front's upstream (checked before anything changes)."""
+        if self.spec.front is None:
+            return
+        code, answer, stderr = await self.nonstop(
+            self.spec.front, "status", "--json", config=self.front_config
+        )
+        if code != 0 or answer is None:
+            raise HostError(str(self.spec.front), f"`nonstop status` exited {code}: {stderr}")
+        servers = front_servers(answer, self.spec.front_upstream)
+        for host in self.spec.hosts:
+            try:
+                self.addresses[host] = self.spec.upstream_address(host, servers)
+            except ValueError as exc:
+                raise HostError(str(host), str(exc)) from None
+
+    @property
+    def front_config(self) -> str:
+        return self.spec.front_config or self.spec.remote_config
+
     async def _front(self, verb: str, host: Destination, *extra: str) -> None:
         assert self.spec.front is not None and self.spec.front_upstream is not None
-        address = self.spec.upstream_address(host)
-        config = self.spec.front_config or self.spec.remote_config
+        address = self.addresses[host]
         args = (verb, self.spec.front_upstream, address, *extra, "--json")
-        code, answer, stderr = await self.nonstop(self.spec.front, *args, config=config)
+        code, answer, stderr = await self.nonstop(self.spec.front, *args, config=self.front_config)
         if code != 0:
             why = (answer or {}).get("error") or stderr.strip()[-300:]
             raise HostError(str(host), f"{verb} of {address} at the front failed: {why}")
@@ -315,8 +342,7 @@ class FleetRun:
             if problem is not None:
                 raise HostError(conn.name, problem)
 
-        if self.spec.front is not None:
-            await self.sessions.get(self.spec.front)
+        await self.front_servers()
         try:
             await self.sessions.each("checking the hosts", self.spec.hosts, check)
             return list(self.spec.hosts)
@@ -463,6 +489,7 @@ class FleetRun:
     async def rollback(self, hosts: Sequence[Destination]) -> None:
         """Every host back to its previous release, batch by batch through the front."""
         ledger = Ledger()
+        await self.front_servers()
 
         async def back(host: Destination) -> None:
             if self.spec.front is not None:

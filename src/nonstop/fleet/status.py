@@ -45,6 +45,7 @@ def summarise(
     if isinstance(front, dict) and spec.front_upstream:
         for server in (front.get("upstreams") or {}).get(spec.front_upstream) or []:
             servers[str(server.get("address"))] = server
+    addresses = list(servers)
     hosts = []
     for host in spec.hosts:
         answer = answers.get(host, "not asked")
@@ -55,12 +56,11 @@ def summarise(
         else:
             row["error"] = answer
         if spec.front is not None:
-            server = servers.get(spec.upstream_address(host))
-            row["front"] = (
-                None
-                if server is None
-                else {"state": server.get("state"), "in_flight": server.get("conns")}
-            )
+            try:
+                server = servers[spec.upstream_address(host, addresses)]
+                row["front"] = {"state": server.get("state"), "in_flight": server.get("conns")}
+            except ValueError as exc:
+                row["front"] = {"state": "not in the front", "error": str(exc)}
         hosts.append(row)
     return {
         "hosts": hosts,
