@@ -24,10 +24,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +41,7 @@ import pytest
 
 __all__ = [
     "SSHD",
+    "SSHD_CONFIG",
     "Host",
     "TestHosts",
     "can_create_namespaces",
@@ -52,8 +55,8 @@ PREFIX = "nst"  # every namespace, bridge and veth of these tests starts with it
 SUBNET_BASE = "10.231"  # 10.231.X.0/24, X claimed per run; used only inside these namespaces
 WEB_ROOT = "/srv/web"
 
-_SSHD_CONFIG = """\
-Port 22
+SSHD_CONFIG = """\
+Port {port}
 ListenAddress {address}
 HostKey {host_key}
 PidFile none
@@ -315,7 +318,8 @@ class TestHosts:
         (host.dir / "authorized_keys").write_text(client_public + "\n")
         config = host.dir / "sshd_config"
         config.write_text(
-            _SSHD_CONFIG.format(
+            SSHD_CONFIG.format(
+                port=22,
                 address=host.address,
                 host_key=host.dir / "host_key",
                 authorized_keys=host.dir / "authorized_keys",
@@ -329,9 +333,17 @@ class TestHosts:
         # mount namespace) makes it without touching the machine's /srv.  The host also
         # gets its own empty /root, so root's login is a clean one, not this machine's
         # (bash sources ~/.bashrc for commands run by sshd).
+        # The Python running the tests may live under /root (pyenv): bound into the
+        # empty home first, and the home bound recursively, so the hosts can run nonstop.
+        keep = "".join(
+            f'mkdir -p "$5"/{shlex.quote(name)} && '
+            f'mount --bind /root/{shlex.quote(name)} "$5"/{shlex.quote(name)} && '
+            for name in python_under_root()
+        )
         script = (
             'mount -t tmpfs -o mode=0755,size=1m tmpfs /srv && mkdir "$2" && '
-            'mount --bind "$1" "$2" && mount --bind "$5" /root && exec "$3" -D -e -f "$4"'
+            f'mount --bind "$1" "$2" && {keep}mount --rbind "$5" /root && '
+            'exec "$3" -D -e -f "$4"'
         )
         with open(host.dir / "sshd.log", "ab") as log:
             return subprocess.Popen(
@@ -383,6 +395,16 @@ class TestHosts:
         left = leftovers(self.token)
         if left:
             raise RuntimeError(f"test hosts left behind: {', '.join(left)}")
+
+
+def python_under_root() -> list[str]:
+    """The entries of /root that the Python running the tests lives in (pyenv puts it
+    there), which a test host's own empty /root must still show."""
+    names = set()
+    for path in (os.path.realpath(sys.executable), sys.base_prefix, sys.prefix):
+        if path.startswith("/root/"):
+            names.add(Path(path).relative_to("/root").parts[0])
+    return sorted(names)
 
 
 def _banner(address: str) -> bool:

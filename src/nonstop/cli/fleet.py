@@ -116,3 +116,142 @@ def lease_show(path: str) -> None:
     now = time.time()
     held = current is not None and not current.expired(now)
     click.echo(json.dumps({"held": held, "lease": _show(current), "now": now}))
+
+
+_fleet_config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    default="fleet.toml",
+    show_default=True,
+    help="The file with the [fleet] table.",
+)
+_json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+
+
+def _progress(as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """Progress per host and step as it happens: a line at a terminal, JSON with --json."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    styles = {"rollback": "yellow", "abort": "yellow", "done": "bold green", "skip": "yellow"}
+
+    def show(event: dict[str, Any]) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+            return
+        host = f"{event['host']}: " if "host" in event else ""
+        line = f"[{float(event.get('t', 0.0)):7.2f}s] {host}{event.get('message', '')}"
+        console.print(line, style=styles.get(str(event.get("event")), ""), markup=False)
+
+    return show
+
+
+def _fleet_spec(config_path: str) -> Any:
+    from nonstop.errors import ConfigError
+    from nonstop.fleet.config import load_fleet
+
+    try:
+        return load_fleet(config_path)
+    except ConfigError as exc:
+        click.echo(f"nonstop: [emerg] {exc}", err=True)
+        sys.exit(2)
+
+
+def _run_fleet(as_json: bool, work: Callable[[], Any]) -> None:
+    """Run a fleet command's coroutine; its failure is one line (or JSON), exit 1."""
+    import asyncio
+
+    try:
+        asyncio.run(work())
+    except NonstopError as exc:
+        if as_json:
+            sys.stdout.write(json.dumps({"event": "failed", "error": str(exc)}) + "\n")
+        click.echo(f"nonstop: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@fleet.command("deploy")
+@click.argument("app")
+@click.option("--release", "-r", required=True, metavar="FILE_OR_DIR", help="The artifact.")
+@_fleet_config_option
+@click.option("--lock-wait", default="0s", show_default=True, help="Wait this long for the lock.")
+@click.option("--verify", default="5s", show_default=True, help="The fleet-wide verify window.")
+@click.option("--skip-unreachable", is_flag=True, help="Leave unreachable hosts out (named).")
+@_json_option
+def fleet_deploy(
+    app: str,
+    release: str,
+    config_path: str,
+    lock_wait: str,
+    verify: str,
+    skip_unreachable: bool,
+    as_json: bool,
+) -> None:
+    """Deploy RELEASE of APP on every host through the front; any failure before the
+    commit rolls every switched host back (exit 1 naming the host and the reason)."""
+    import tempfile
+    from pathlib import Path
+
+    from nonstop.fleet.deploy import run_fleet
+
+    spec = _fleet_spec(config_path)
+    wait, window = _ttl(lock_wait), _ttl(verify)
+    source = Path(release)
+    if not source.exists():
+        raise click.BadParameter(f"{release} does not exist", param_hint="--release")
+
+    async def work() -> None:
+        with tempfile.TemporaryDirectory(prefix="nonstop-fleet-") as scratch:
+            await run_fleet(
+                spec,
+                app,
+                _progress(as_json),
+                lambda run: run.deploy(source, Path(scratch), skip_unreachable, window),
+                wait,
+            )
+
+    _run_fleet(as_json, work)
+
+
+@fleet.command("rollback")
+@click.argument("app")
+@_fleet_config_option
+@click.option("--lock-wait", default="0s", show_default=True, help="Wait this long for the lock.")
+@_json_option
+def fleet_rollback(app: str, config_path: str, lock_wait: str, as_json: bool) -> None:
+    """Every host back to APP's previous release, batch by batch through the front."""
+    from nonstop.fleet.deploy import run_fleet
+
+    spec = _fleet_spec(config_path)
+
+    async def work() -> None:
+        await run_fleet(
+            spec, app, _progress(as_json), lambda run: run.rollback(spec.hosts), _ttl(lock_wait)
+        )
+
+    _run_fleet(as_json, work)
+
+
+@fleet.command("status")
+@click.argument("app", required=False)
+@_fleet_config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def fleet_status(app: str | None, config_path: str, as_json: bool) -> None:
+    """Per host: reachable, live and previous release, slot, health, in the front or
+    drained, in flight, last deploy; and the fleet lock."""
+    from nonstop.fleet.status import fleet_status as gather
+    from nonstop.fleet.status import print_fleet_status
+
+    spec = _fleet_spec(config_path)
+    result: dict[str, Any] = {}
+
+    async def work() -> None:
+        result.update(await gather(spec, app))
+
+    _run_fleet(as_json, work)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        print_fleet_status(result)

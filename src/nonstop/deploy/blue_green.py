@@ -1,6 +1,6 @@
 """Blue-green on one host, as a plan: the first deploy strategy (pure, no I/O).
 
-The order is the guarantee (PRODUCT.md section 5), kamal-proxy's ``DeployService``
+The order is the guarantee (docs/deploys.md), kamal-proxy's ``DeployService``
 order: start the new release on the idle slot, gate it on its health check, switch,
 drain the old one and keep it warm, verify the new one, optionally hold for a commit
 (the step a fleet deploy is made of), then drain and stop the old release and record

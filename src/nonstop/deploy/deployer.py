@@ -1,6 +1,6 @@
 """Deploys of every app: the entry points, the live instances, and the plans' executor.
 
-The order is the guarantee (PRODUCT.md section 5), written down as a plan by
+The order is the guarantee (docs/deploys.md), written down as a plan by
 ``blue_green.plan`` and run by the one ``Executor``:
 
 1. take the app's lock in the store (a second deploy is refused, naming the holder);

@@ -1,6 +1,7 @@
-"""Fleets: several hosts deployed as one (PRODUCT.md section 7).
+"""Fleets: several hosts deployed as one, through the front (docs/fleet.md).
 
-Built so far: SSH to the hosts (``ssh``), the ``[fleet]`` configuration (``config``), the
-batch sequence (``batches``), staging of release artifacts (``staging``) and the fleet
-lock's lease (``lease``).  The fleet deploy itself builds on these.
+SSH to the hosts (``ssh``), the ``[fleet]`` configuration (``config``), the batch sequence
+(``batches``), staging of release artifacts (``staging``), the fleet lock's lease
+(``lease``), and on them the fleet deploy and rollback (``deploy``) and ``fleet status``
+(``status``).
 """

@@ -1,4 +1,4 @@
-"""The ``[fleet]`` table (PRODUCT.md section 7) -> the frozen ``FleetSpec``.
+"""The ``[fleet]`` table (docs/fleet.md) -> the frozen ``FleetSpec``.
 
 It is read from a ``fleet.toml`` or from a ``[fleet]`` table in nonstop.toml, with the same
 typed table reader as the rest of the TOML config, so every error names the file and the
@@ -13,6 +13,7 @@ import os
 import posixpath
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nonstop.config.toml import _Table
@@ -35,6 +36,10 @@ _KEYS = frozenset(
         "connect_timeout",
         "command_timeout",
         "keep_releases",
+        "front_config",
+        "upstream_port",
+        "remote_nonstop",
+        "lease_file",
     }
 )
 _PERCENT = re.compile(r"([0-9]+)%")
@@ -55,6 +60,10 @@ class FleetSpec:
     connect_timeout: float = 10.0
     command_timeout: float = 300.0
     keep_releases: int = 5
+    front_config: str | None = None
+    upstream_port: int | None = None
+    remote_nonstop: str = "nonstop"
+    lease_file: str | None = None
     file: str = ""
 
     @property
@@ -68,6 +77,34 @@ class FleetSpec:
 
     def batch_sizes(self) -> list[int]:
         return batch_sizes(self.batches, len(self.hosts))
+
+    @property
+    def lock_host(self) -> Destination:
+        """Where the fleet lock's lease lives: the front, else the first host."""
+        return self.front if self.front is not None else self.hosts[0]
+
+    @property
+    def lease_path(self) -> str:
+        return self.lease_file or posixpath.join(self.releases_dir, ".fleet-lease")
+
+    def upstream_address(self, host: Destination, servers: Sequence[str]) -> str:
+        """``HOST:PORT`` of ``host`` among ``servers``, the addresses of the front's
+        upstream: ``host:upstream_port`` when that is set, else the one server whose
+        host is the SSH destination's host; ``ValueError`` saying why when none is."""
+        name = f"[{host.host}]" if ":" in host.host else host.host
+        if self.upstream_port is not None:
+            wanted = f"{name}:{self.upstream_port}"
+            if wanted not in servers:
+                raise ValueError(f"{wanted} is not a server of the front's {self.front_upstream}")
+            return wanted
+        mine = [s for s in servers if s.rsplit(":", 1)[0] == name]
+        if len(mine) != 1:
+            what = "no server" if not mine else f"{len(mine)} servers ({', '.join(mine)})"
+            raise ValueError(
+                f"{what} of the front's {self.front_upstream} on {name}: "
+                "set upstream_port in [fleet]"
+            )
+        return mine[0]
 
 
 def read_fleet(path: str) -> FleetSpec | None:
@@ -105,6 +142,13 @@ def fleet_from_table(value: object, file: str) -> FleetSpec:
         raise t.error("front_upstream", "required when front is set: the front's upstream")
     if upstream and front is None:
         raise t.error("front_upstream", "needs front: the host whose upstream it names")
+    upstream_port = t.integer("upstream_port", 0, minimum=1) if t.has("upstream_port") else None
+    if upstream_port is not None and upstream_port > 65535:
+        raise t.error("upstream_port", "must be a port, 1-65535")
+    remote_nonstop = t.string("remote_nonstop", "nonstop")
+    assert remote_nonstop is not None
+    if not remote_nonstop:
+        raise t.error("remote_nonstop", "must not be empty")
     base = os.path.dirname(file)
     return FleetSpec(
         hosts=hosts,
@@ -118,6 +162,10 @@ def fleet_from_table(value: object, file: str) -> FleetSpec:
         connect_timeout=_positive(t, "connect_timeout", 10.0),
         command_timeout=_positive(t, "command_timeout", 300.0),
         keep_releases=t.integer("keep_releases", 5, minimum=1),
+        front_config=_remote_path(t, "front_config") if t.has("front_config") else None,
+        upstream_port=upstream_port,
+        remote_nonstop=remote_nonstop,
+        lease_file=_remote_path(t, "lease_file") if t.has("lease_file") else None,
         file=file,
     )
 
