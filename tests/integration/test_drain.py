@@ -6,10 +6,10 @@ import http.client
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from tests.integration.conftest import Proxy
+from tests.support.backends import RecordingBackend
 
 CONF = """
 events {{}}
@@ -43,6 +43,21 @@ def _get(port: int, path: str, results: list[tuple[int, str]]) -> None:
         conn.close()
 
 
+def _slow_requests(
+    p: Proxy, server: RecordingBackend, path: str, count: int
+) -> tuple[list[tuple[int, str]], list[threading.Thread]]:
+    """Send ``count`` slow requests at once; return once one of them reached ``server``."""
+    answers: list[tuple[int, str]] = []
+    threads = [threading.Thread(target=_get, args=(p.port, path, answers)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not any(seen.startswith("/sleep") for seen in server.paths()):
+        assert time.monotonic() < deadline, "no slow request reached the server to drain"
+        time.sleep(0.01)
+    return answers, threads
+
+
 def _state(p: Proxy, address: str) -> str:
     done = p.process.cli("status", "--json")
     assert done.returncode == 0, done.stderr
@@ -55,14 +70,7 @@ def test_drain_waits_for_requests_in_flight_then_no_request_goes_to_the_server(
 ) -> None:
     b1, b2 = backends(2)
     p = proxy(CONF.format(a=b1.address, b=b2.address))
-    slow: list[tuple[int, str]] = []
-    threads = [threading.Thread(target=_get, args=(p.port, "/sleep/1.5", slow)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 10
-    while sum(path.startswith("/sleep") for path in b1.paths()) == 0:
-        assert time.monotonic() < deadline, "no slow request reached the server to drain"
-        time.sleep(0.01)
+    slow, threads = _slow_requests(p, b1, "/sleep/1.5", 4)
     drain = p.process.cli("drain", "app", b1.address, "--timeout", "20s")
     finished_before_drain_returned = len(slow)
     for thread in threads:
@@ -109,18 +117,11 @@ def test_draining_what_the_config_does_not_have_is_a_usage_error(
 
 
 def test_a_drain_that_outlasts_its_timeout_says_so_and_the_server_stays_drained(
-    backends, proxy, tmp_path: Path
+    backends, proxy
 ) -> None:
     b1, b2 = backends(2)
     p = proxy(CONF.format(a=b1.address, b=b2.address))
-    slow: list[tuple[int, str]] = []
-    threads = [threading.Thread(target=_get, args=(p.port, "/sleep/3", slow)) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 10
-    while not any(path.startswith("/sleep") for path in b1.paths()):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    slow, threads = _slow_requests(p, b1, "/sleep/3", 2)
     done = p.process.cli("drain", "app", b1.address, "--timeout", "200ms", "--json")
     assert done.returncode == 1
     answer = json.loads(done.stdout)
