@@ -168,7 +168,9 @@ def _tokens(text: str, file: str) -> Iterator[_Token]:
                 raise ConfigError(_EOF_ARGS, f"{file}:{line}")
             yield _Token("word", _unescape(text[i + 1 : j]), start_line)
             i = j + 1
-            if i < n and text[i] not in _SPACE + ";{":
+            # a ")" may follow a quoted word and starts a word of its own: the end of an
+            # "if" condition, as in if ($request_method = 'OPTIONS')
+            if i < n and text[i] not in _SPACE + ";{)":
                 raise ConfigError(f'unexpected "{text[i]}"', f"{file}:{line}")
         else:
             start, start_line = i, line
@@ -421,6 +423,8 @@ def proxy_pass_spec(
     if not lower.startswith("http://"):
         raise ValueError(f'invalid URL prefix in "{raw}"')
     rest = raw[7:]
+    if rest.startswith("unix:"):
+        return _unix_pass(url, rest)
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     hostport, uri = rest[:cut], (rest[cut:] or None)
     if hostport in declared:
@@ -433,6 +437,18 @@ def proxy_pass_spec(
     implicit = UpstreamSpec(name=name, servers=servers, implicit=True)
     proxy_host = shown if port == 80 else name
     return ProxyPass(url=url, upstream=name, uri=uri, proxy_host=proxy_host), implicit
+
+
+def _unix_pass(url: Template, rest: str) -> tuple[ProxyPass, UpstreamSpec]:
+    """``http://unix:/PATH:/URI``: the socket path ends at the first ":" after it
+    (``ngx_parse_unix_domain_url``); an upstream on a socket is sent ``Host: localhost``."""
+    path, _, uri = rest[5:].partition(":")
+    if not path.startswith("/"):
+        raise ValueError(f'invalid unix socket path in upstream "{rest}"')
+    name = "unix:" + path
+    server = ServerSpec(address=name, host=path, port=0)
+    implicit = UpstreamSpec(name=name, servers=(server,), implicit=True)
+    return ProxyPass(url=url, upstream=name, uri=uri or None, proxy_host="localhost"), implicit
 
 
 def _return(args: tuple[str, ...]) -> ReturnSpec:

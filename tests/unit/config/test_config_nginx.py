@@ -208,6 +208,33 @@ def test_unknown_host_in_upstream_is_an_error(http: Load) -> None:
     assert err.message == 'host not found in upstream "nowhere.invalid:80"'
 
 
+@pytest.mark.parametrize(
+    ("url", "uri"),
+    [
+        ("http://unix:/run/app.sock:", None),
+        ("http://unix:/run/app.sock", None),
+        ("http://unix:/run/app.sock:/api/", "/api/"),
+    ],
+)
+def test_proxy_pass_to_a_unix_socket_makes_an_implicit_upstream_on_it(
+    http: Load, url: str, uri: str | None
+) -> None:
+    cfg = http(f"server {{ location / {{ proxy_pass {url}; }} }}")
+    [up] = cfg.upstreams
+    assert up.implicit and up.name == "unix:/run/app.sock"
+    [peer] = up.servers
+    assert peer.is_unix and peer.host == "/run/app.sock" and peer.port == 0
+    proxy = cfg.servers[0].locations[0].proxy_pass
+    assert proxy is not None
+    assert (proxy.upstream, proxy.uri, proxy.proxy_host) == ("unix:/run/app.sock", uri, "localhost")
+
+
+def test_proxy_pass_to_a_relative_unix_socket_path_is_refused(http: Load) -> None:
+    err = error(http, "server {\n location / { proxy_pass http://unix:run/app.sock:; } }")
+    assert err.message == 'invalid unix socket path in upstream "unix:run/app.sock:"'
+    assert err.where.endswith(":4")  # the proxy_pass line, after the http wrapper
+
+
 def test_empty_upstream_and_duplicate_upstream_are_errors(http: Load) -> None:
     assert "no servers are inside upstream" in error(http, "upstream u { }").message
     err = error(
