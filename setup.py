@@ -29,6 +29,7 @@ COMPILED = [
     "src/nonstop/proxy/connection_pool.py",
     "src/nonstop/proxy/request.py",
     "src/nonstop/proxy/router.py",
+    "src/nonstop/proxy/rewrite.py",
     "src/nonstop/proxy/variables.py",
     "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",

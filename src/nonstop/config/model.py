@@ -9,6 +9,7 @@ sizes are bytes.  Nothing in this module reads files or the environment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
@@ -16,18 +17,25 @@ __all__ = [
     "AddHeader",
     "AdminSpec",
     "AppSpec",
+    "BreakSpec",
+    "Condition",
     "Config",
     "HealthSpec",
+    "IfSpec",
     "Listen",
     "LocationSpec",
     "MapSpec",
     "NginxSpec",
     "ProxyPass",
+    "Regex",
     "ReturnSpec",
+    "RewriteSpec",
     "ServerBlock",
     "ServerSpec",
     "SetHeader",
+    "SetSpec",
     "Source",
+    "Step",
     "Template",
     "TlsSpec",
     "UpstreamSpec",
@@ -150,6 +158,66 @@ class ReturnSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Regex:
+    """A regular expression as written in nginx.conf (PCRE syntax) and its case rule."""
+
+    pattern: str
+    caseless: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    """``set $NAME VALUE``."""
+
+    name: str
+    value: Template
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteSpec:
+    """``rewrite REGEX REPLACEMENT [last|break|redirect|permanent]``."""
+
+    regex: Regex
+    replacement: Template
+    flag: str = ""  # "", "last", "break", "redirect", "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakSpec:
+    """``break``: the rest of the rewrite directives at this level are skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """The condition of an ``if`` (ngx_http_rewrite_if_condition).
+
+    ``op`` is "" (the value is true unless empty or "0"), "=", "!=", "~", "~*", "!~",
+    "!~*", or a file test "-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x".
+    """
+
+    op: str
+    subject: Template  # the variable, or the path of a file test
+    operand: Template | None = None  # "=" and "!="
+    regex: Regex | None = None  # "~" and its kin
+
+
+@dataclass(frozen=True, slots=True)
+class IfSpec:
+    """``if (CONDITION) { ... }``: its rewrite directives run inline when true and, in a
+    location, its configuration (the location's, with the block's own directives merged)
+    takes the request from then on, as in ngx_http_script_if_code."""
+
+    condition: Condition
+    steps: tuple[Step, ...]
+    location: LocationSpec | None = None  # None inside a server-level "if"
+    source: Source | None = field(default=None, compare=False)
+
+
+Step: TypeAlias = SetSpec | RewriteSpec | ReturnSpec | BreakSpec | IfSpec
+"""One directive of the rewrite module, in the order a level runs them."""
+
+
+@dataclass(frozen=True, slots=True)
 class SetHeader:
     """``proxy_set_header NAME VALUE``; a value evaluating to "" removes the header."""
 
@@ -181,8 +249,9 @@ DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
 class LocationSpec:
     """A ``location`` with every inherited directive already resolved."""
 
-    path: str
+    path: str  # the prefix, the exact path, the regex or the "@name"
     exact: bool = False  # "location = /path"
+    modifier: str = ""  # "", "=", "^~", "~", "~*", or "@" for a named location
     proxy_pass: ProxyPass | None = None
     ret: ReturnSpec | None = None
     sets: tuple[tuple[str, Template], ...] = ()  # "set $var value", in order
@@ -203,7 +272,18 @@ class LocationSpec:
     request_buffering: bool = True
     client_body_buffer_size: int = 16 * 1024
     access_log: AccessLog | None = None  # None: none named; AccessLog(None): "off"
+    # the rewrite directives (set, rewrite, return, if, break) in order; empty when the
+    # location has only "set" and "return", which ``sets`` and ``ret`` then hold
+    steps: tuple[Step, ...] = ()
     source: Source | None = field(default=None, compare=False)
+
+    @property
+    def is_regex(self) -> bool:
+        return self.modifier in ("~", "~*")
+
+    @property
+    def is_named(self) -> bool:
+        return self.modifier == "@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,17 +327,20 @@ class ServerBlock:
     send_timeout: float = 60.0
     access_log: AccessLog | None = None
     sets: tuple[tuple[str, Template], ...] = ()  # server-level "set"
+    steps: tuple[Step, ...] = ()  # as LocationSpec.steps, for the server level
     source: Source | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class MapSpec:
-    """``map $source $target { key value; ... default value; }`` with exact-string keys."""
+    """``map $source $target { key value; ... default value; }``: exact-string keys
+    (lowercased: nginx maps ignore case), then ``~regex`` / ``~*regex`` keys in order."""
 
     source: str  # variable name without "$"
     target: str
     entries: tuple[tuple[str, Template], ...]
     default: Template
+    regexes: tuple[tuple[Regex, Template], ...] = ()
     origin: Source | None = field(default=None, compare=False)  # where the map block is
 
 

@@ -29,20 +29,28 @@ from nonstop.config.model import (
     AccessLog,
     AddHeader,
     AdminSpec,
+    BreakSpec,
+    Condition,
     Config,
+    IfSpec,
     Listen,
     LocationSpec,
     MapSpec,
     ProxyPass,
+    Regex,
     ReturnSpec,
+    RewriteSpec,
     ServerBlock,
     ServerSpec,
     SetHeader,
+    SetSpec,
     Source,
+    Step,
     Template,
     TlsSpec,
     UpstreamSpec,
 )
+from nonstop.config.rewrite import compile_regex
 from nonstop.config.template import compile_template, is_name_char
 from nonstop.config.units import parse_duration, parse_size
 from nonstop.config.vocabulary import (
@@ -463,6 +471,21 @@ def _return(args: tuple[str, ...]) -> ReturnSpec:
     return ReturnSpec(code=int(first), text=text)
 
 
+_REWRITE_DIRECTIVES = frozenset({"set", "return", "rewrite", "break", "if"})
+_FILE_TESTS = frozenset({"-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x"})
+
+
+def _program(
+    steps: tuple[Step, ...],
+) -> tuple[tuple[tuple[str, Template], ...], ReturnSpec | None, tuple[Step, ...]]:
+    """A level's ``set`` values, its first ``return``, and the whole program when it needs
+    to run in order (it has a rewrite, an if or a break); else an empty program."""
+    sets = tuple((step.name, step.value) for step in steps if isinstance(step, SetSpec))
+    ret = next((step for step in steps if isinstance(step, ReturnSpec)), None)
+    simple = all(isinstance(step, (SetSpec, ReturnSpec)) for step in steps)
+    return sets, ret, () if simple else steps
+
+
 def _variable_name(raw: str) -> str:
     if len(raw) < 2 or raw[0] != "$" or not all(is_name_char(c) for c in raw[1:]):
         raise ValueError(f'invalid variable name "{raw}"')
@@ -839,6 +862,7 @@ class _Builder:
         if any(m.target == target for m in earlier):
             raise self.fail(block, f'the duplicate "{target}" variable')
         entries: dict[str, Template] = {}
+        regexes: list[tuple[Regex, Template]] = []
         default: Template | None = None
         for d in block.block or ():
             if d.block is not None:
@@ -854,7 +878,9 @@ class _Builder:
                 default = value
                 continue
             if key.startswith("~"):
-                raise self.fail(d, f'regex map key "{key}" is outside the nonstop subset')
+                caseless = key.startswith("~*")
+                regexes.append((self.regex(d, key[2 if caseless else 1 :], caseless), value))
+                continue
             key = (key[1:] if key.startswith("\\") else key).lower()
             if key in entries:
                 raise self.fail(d, f'conflicting parameter "{d.name}"')
@@ -864,6 +890,7 @@ class _Builder:
             target=target,
             entries=tuple(entries.items()),
             default=default or compile_template(""),
+            regexes=tuple(regexes),
             origin=block.source,
         )
 
@@ -873,9 +900,7 @@ class _Builder:
         level = _Level()
         listens: list[Listen] = []
         names: list[str] = []
-        ret: ReturnSpec | None = None
-        sets: list[tuple[str, Template]] = []
-        set_lines: list[Directive] = []
+        rewrites: list[Directive] = []
         locations: list[Directive] = []
         for d in block.block or ():
             if self.check(d, "server"):
@@ -886,17 +911,17 @@ class _Builder:
                 names.extend(self.server_names(d))
             elif d.name == "location":
                 locations.append(d)
-            elif d.name == "return":
-                ret = ret or self.ret(d)
-            elif d.name == "set":
-                sets.append(self.set(d))
-                set_lines.append(d)
+            elif d.name in _REWRITE_DIRECTIVES:
+                rewrites.append(d)
             elif d.name == "error_log":
                 self.set_error_log(d, outer=False)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
         levels = [level, http]
+        set_lines = [d for d in rewrites if d.name == "set"]
+        steps = tuple(self.step(d, "server", None, []) for d in rewrites)
+        sets, ret, program = _program(steps)
         built = [self.location(d, levels, set_lines) for d in locations]
         listens = listens or [Listen(host="0.0.0.0", port=80)]
         return ServerBlock(
@@ -913,7 +938,8 @@ class _Builder:
             client_body_timeout=self.duration(_one(levels, "client_body_timeout"), 60.0),
             send_timeout=self.duration(_one(levels, "send_timeout"), 60.0),
             access_log=self.access_log(levels),
-            sets=tuple(sets),
+            sets=sets,
+            steps=program,
             source=block.source,
         )
 
@@ -1002,31 +1028,52 @@ class _Builder:
     def location(
         self, block: Directive, parents: list[_Level], server_sets: list[Directive]
     ) -> LocationSpec:
-        path, exact = self.location_path(block)
+        path, modifier = self.location_path(block)
+        level, rewrites = self.block_level(block, "location")
+        levels = [level, *parents]
+        set_lines = [d for d in rewrites if d.name == "set"]
+        pass_d = _one([level], "proxy_pass")
+        proxy = self.proxy_pass(pass_d, [*server_sets, *set_lines]) if pass_d else None
+        if proxy is not None and proxy.uri is not None and modifier in ("~", "~*", "@"):
+            assert pass_d is not None
+            raise self.fail(
+                pass_d,
+                '"proxy_pass" cannot have URI part in location given by regular expression,'
+                " or inside named location",
+            )
+        spec = self.location_spec(block, path, modifier, levels, proxy)
+        steps = tuple(self.step(d, "location", spec, levels) for d in rewrites)
+        sets, ret, program = _program(steps)
+        return replace(spec, sets=sets, ret=ret, steps=program)
+
+    def block_level(self, block: Directive, ctx: str) -> tuple[_Level, list[Directive]]:
+        """A location's or an if's directives: its level, and its rewrite directives."""
         level = _Level()
-        sets: list[tuple[str, Template]] = []
-        set_lines: list[Directive] = []
-        ret: ReturnSpec | None = None
+        rewrites: list[Directive] = []
         for d in block.block or ():
-            if self.check(d, "location"):
+            if self.check(d, ctx):
                 continue
-            if d.name == "set":
-                sets.append(self.set(d))
-                set_lines.append(d)
-            elif d.name == "return":
-                ret = ret or self.ret(d)
+            if d.name in _REWRITE_DIRECTIVES:
+                rewrites.append(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
-        levels = [level, *parents]
-        pass_d = _one([level], "proxy_pass")
-        proxy = self.proxy_pass(pass_d, [*server_sets, *set_lines]) if pass_d else None
+        return level, rewrites
+
+    def location_spec(
+        self,
+        block: Directive,
+        path: str,
+        modifier: str,
+        levels: list[_Level],
+        proxy: ProxyPass | None,
+    ) -> LocationSpec:
+        """A location's (or a location ``if``'s) configuration, inherited from ``levels``."""
         return LocationSpec(
             path=path,
-            exact=exact,
+            exact=modifier == "=",
+            modifier=modifier,
             proxy_pass=proxy,
-            ret=ret,
-            sets=tuple(sets),
             set_headers=tuple(
                 SetHeader(d.args[0], self.template(d, d.args[1]))
                 for d in _inherit(levels, "proxy_set_header") or ()
@@ -1046,7 +1093,7 @@ class _Builder:
             source=block.source,
         )
 
-    def location_path(self, d: Directive) -> tuple[str, bool]:
+    def location_path(self, d: Directive) -> tuple[str, str]:
         args = d.args
         if len(args) == 1:
             for modifier in ("^~", "=", "~*", "~"):
@@ -1054,16 +1101,98 @@ class _Builder:
                     args = (modifier, args[0][len(modifier) :])
                     break
         if len(args) == 1:
-            modifier, path = "", args[0]
+            modifier, path = ("@", args[0]) if args[0].startswith("@") else ("", args[0])
         else:
             modifier, path = args
-        if modifier in ("~", "~*"):
-            raise self.fail(d, f'regex location "{modifier} {path}" is outside the nonstop subset')
-        if modifier not in ("", "=", "^~"):
+        if modifier not in ("", "=", "^~", "~", "~*", "@"):
             raise self.fail(d, f'invalid location modifier "{modifier}"')
-        if path.startswith("@"):
-            raise self.fail(d, f'named location "{path}" is outside the nonstop subset')
-        return path, modifier == "="
+        if modifier in ("~", "~*"):
+            self.regex(d, path, modifier == "~*")
+        return path, modifier
+
+    # -- the rewrite module -------------------------------------------------
+
+    def step(self, d: Directive, ctx: str, loc: LocationSpec | None, levels: list[_Level]) -> Step:
+        """One of set, return, rewrite, break, if (ngx_http_rewrite_module.c)."""
+        if d.name == "set":
+            name, value = self.set(d)
+            return SetSpec(name, value)
+        if d.name == "return":
+            return self.ret(d)
+        if d.name == "break":
+            return BreakSpec()
+        if d.name == "rewrite":
+            return self.rewrite(d)
+        return self.if_block(d, ctx, loc, levels)
+
+    def rewrite(self, d: Directive) -> RewriteSpec:
+        flag = d.args[2] if len(d.args) == 3 else ""
+        if flag not in ("", "last", "break", "redirect", "permanent"):
+            raise self.fail(d, f'invalid parameter "{flag}"')
+        regex = self.regex(d, d.args[0], False)
+        return RewriteSpec(regex, self.template(d, d.args[1]), flag)
+
+    def regex(self, d: Directive, pattern: str, caseless: bool) -> Regex:
+        regex = Regex(pattern, caseless)
+        try:
+            compile_regex(regex)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+        return regex
+
+    def if_block(
+        self, d: Directive, ctx: str, loc: LocationSpec | None, levels: list[_Level]
+    ) -> IfSpec:
+        condition = self.condition(d)
+        inner_ctx = "if" if ctx == "location" else "sif"
+        level, rewrites = self.block_level(d, inner_ctx)
+        steps = tuple(self.step(inner, inner_ctx, None, []) for inner in rewrites)
+        if loc is None:
+            return IfSpec(condition, steps, None, d.source)
+        pass_d = _one([level], "proxy_pass")
+        if pass_d is not None:
+            proxy: ProxyPass | None = self.proxy_pass(pass_d, [])
+            if proxy is not None and proxy.uri is not None:
+                raise self.fail(pass_d, '"proxy_pass" cannot have URI part inside "if" statement')
+        else:
+            # the location's pass, without its URI part (ngx_http_proxy_merge_loc_conf)
+            proxy = replace(loc.proxy_pass, uri=None) if loc.proxy_pass else None
+        spec = self.location_spec(d, loc.path, loc.modifier, [level, *levels], proxy)
+        return IfSpec(condition, steps, spec, d.source)
+
+    def condition(self, d: Directive) -> Condition:
+        """``(...)`` as ngx_http_rewrite_if_condition reads it."""
+        args = list(d.args)
+        if not args[0].startswith("("):
+            raise self.fail(d, f'invalid condition "{args[0]}"')
+        args[0] = args[0][1:]
+        if not args[0]:
+            args.pop(0)
+        if not args or not args[-1].endswith(")"):
+            raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+        args[-1] = args[-1][:-1]
+        if not args[-1]:
+            args.pop()
+        if not args:
+            raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+        first = args[0]
+        if first in _FILE_TESTS:
+            if len(args) != 2:
+                raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+            return Condition(first, self.template(d, args[1]))
+        if len(first) < 2 or first[0] != "$":
+            raise self.fail(d, f'invalid condition "{first}"')
+        subject = self.template(d, first)
+        if len(args) == 1:
+            return Condition("", subject)
+        if len(args) != 3:
+            raise self.fail(d, f'unexpected "{args[1]}" in condition')
+        op, operand = args[1], args[2]
+        if op in ("=", "!="):
+            return Condition(op, subject, operand=self.template(d, operand))
+        if op in ("~", "~*", "!~", "!~*"):
+            return Condition(op, subject, regex=self.regex(d, operand, op.endswith("*")))
+        raise self.fail(d, f'unexpected "{op}" in condition')
 
     def proxy_pass(self, d: Directive, sets: list[Directive]) -> ProxyPass:
         try:

@@ -94,6 +94,7 @@ class DirectiveSpec:
 
 _H = ("http", "server", "location")
 _HS = ("http", "server")
+_REWRITE = ("server", "location", "sif", "if")
 DIRECTIVES: dict[str, DirectiveSpec] = {
     "events": DirectiveSpec(("main",), 0, 0, block=True),
     "http": DirectiveSpec(("main",), 0, 0, block=True),
@@ -113,8 +114,12 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "send_timeout": DirectiveSpec(_HS, 1, 1),
     "listen": DirectiveSpec(("server",), 1, -1, multi=True),
     "server_name": DirectiveSpec(("server",), 1, -1, multi=True),
-    "return": DirectiveSpec(("server", "location"), 1, 2, multi=True),
-    "set": DirectiveSpec(("server", "location"), 2, 2, multi=True),
+    # the rewrite module; "if" is a location-level "if" block, "sif" a server-level one
+    "return": DirectiveSpec(_REWRITE, 1, 2, multi=True),
+    "set": DirectiveSpec(_REWRITE, 2, 2, multi=True),
+    "rewrite": DirectiveSpec(_REWRITE, 2, 3, multi=True),
+    "break": DirectiveSpec(_REWRITE, 0, 0, multi=True),
+    "if": DirectiveSpec(("server", "location"), 1, -1, block=True, multi=True),
     "ssl_certificate": DirectiveSpec(_HS, 1, 1),
     "ssl_certificate_key": DirectiveSpec(_HS, 1, 1),
     "ssl_protocols": DirectiveSpec(_HS, 1, -1),
@@ -122,13 +127,13 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "ssl_prefer_server_ciphers": DirectiveSpec(_HS, 1, 1),
     "ssl_session_cache": DirectiveSpec(_HS, 1, 2),
     "ssl_session_timeout": DirectiveSpec(_HS, 1, 1),
-    "add_header": DirectiveSpec(_H, 2, 3, multi=True),
+    "add_header": DirectiveSpec((*_H, "if"), 2, 3, multi=True),
     "client_max_body_size": DirectiveSpec(_H, 1, 1),
     "client_body_buffer_size": DirectiveSpec(_H, 1, 1),
     "proxy_request_buffering": DirectiveSpec(_H, 1, 1),
-    "access_log": DirectiveSpec(_H, 1, 2),
+    "access_log": DirectiveSpec((*_H, "if"), 1, 2),
     "error_log": DirectiveSpec(("main", *_HS), 1, 2),
-    "proxy_pass": DirectiveSpec(("location",), 1, 1),
+    "proxy_pass": DirectiveSpec(("location", "if"), 1, 1),
     "proxy_set_header": DirectiveSpec(_H, 2, 2, multi=True),
     "proxy_next_upstream": DirectiveSpec(_H, 1, -1),
     "proxy_next_upstream_tries": DirectiveSpec(_H, 1, 1),
@@ -187,7 +192,7 @@ NOTICE_ONLY_VALUE = {"gzip": "off"}
 
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
-    root alias index try_files rewrite if break error_page autoindex internal limit_except
+    root alias index try_files error_page autoindex internal limit_except
     log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
     ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
     ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary

@@ -620,6 +620,8 @@ class ClientConnection:
         self.conn_requests += 1
         route = req.route
         assert route is not None
+        if route.server is not None:
+            route = route.server.dispatch(req)  # rewrite directives, regex locations
         self.route = route
         self.send_timeout = route.client_send_timeout
         if req.version == "1.1" and req.http_host is None:
@@ -632,7 +634,7 @@ class ClientConnection:
             req.vars = {}
             for name, fn in route.sets:
                 req.vars[name] = fn(req)
-        if route.ret_code:
+        if route.ret_code or req.ret_code:
             self._respond_return(req, route)
             return
         if not route.passes:
@@ -783,8 +785,8 @@ class ClientConnection:
             self._resume_reading()
 
     def _upstream_head(self, req: Request, route: Route) -> bytes:
-        url = req.url
-        if route.uri_replace is not None:
+        url = req.url if req.forward is None else req.forward
+        if route.uri_replace is not None and req.forward is None:
             url = _rewritten(req, route.uri_prefix, route.uri_replace)
         parts = [req.method, b" ", url, b" HTTP/1.1\r\n"]
         drop = route.drop
@@ -1305,12 +1307,12 @@ class ClientConnection:
 
     # -- responses of our own ----------------------------------------------------------
     def _respond_return(self, req: Request, route: Route) -> None:
-        code = route.ret_code
+        code = req.ret_code or route.ret_code
         if code == 444:
             self._log(444)
             self._close()
             return
-        text = route.ret_text(req) if route.ret_text is not None else None
+        text = req.ret_text if req.ret_code else route.ret_text(req) if route.ret_text else None
         if code in REDIRECTS and text is not None:
             if text.startswith("/"):
                 port = self.local_port

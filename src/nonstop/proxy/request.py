@@ -40,6 +40,14 @@ class Request:
     route: Route | None = None
     vars: dict[str, str] | None = None
     body_received: int = 0
+    # the rewrite module (proxy/rewrite.py): $1..$9, an answer it chose, what it changed
+    captures: list[str] | None = None
+    ret_code: int = 0
+    ret_text: str | None = None
+    uri_changed: bool = False  # search the locations again
+    rewritten: bool = False  # $uri or $args differ from the request line's
+    valid_location: bool = True  # False after "rewrite ... break": proxy_pass's URI is ignored
+    forward: bytes | None = None  # the target to send upstream, when not the request's
 
     def __init__(self, conn: Any, url: bytes) -> None:
         self.conn = conn

@@ -22,6 +22,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
+from nonstop.config.rewrite import defined_names
 from nonstop.errors import ConfigError
 from nonstop.proxy.accesslog import AccessLogs
 from nonstop.proxy.connection_pool import IdlePool
@@ -102,14 +103,7 @@ def _build(
 ) -> tuple[VariableTable, Router, dict[str, Backend]]:
     """The run-time objects for ``config``; ``old`` backends lend their state, ``servers``
     are the apps' servers (with their draining and health flags)."""
-    set_names = frozenset(
-        name
-        for block in config.servers
-        for name, _ in (
-            *block.sets,
-            *[item for loc in block.locations for item in loc.sets],
-        )
-    )
+    set_names = frozenset(defined_names(config) - {m.target for m in config.maps})
     table = VariableTable(config.maps, set_names)
     router = Router.build(config, table)
     upstreams = {

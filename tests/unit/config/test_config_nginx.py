@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 
 from nonstop.config import Config, compile_template, load
+from nonstop.config.model import (
+    BreakSpec,
+    Condition,
+    IfSpec,
+    Regex,
+    ReturnSpec,
+    RewriteSpec,
+    SetSpec,
+)
 from nonstop.errors import ConfigError
 
 Write = Callable[[str, str], Path]
@@ -581,7 +590,10 @@ def test_map_without_default_maps_to_empty(http: Load) -> None:
     ("body", "message"),
     [
         ("hostnames; a b;", 'map "hostnames" is outside the nonstop subset'),
-        ("~^a b;", 'regex map key "~^a" is outside the nonstop subset'),
+        (
+            "~^(a b;",
+            'pcre_compile() failed: missing ), unterminated subpattern at position 1 in "^(a"',
+        ),
         ("a b c;", "invalid number of the map parameters"),
         ("a b; a c;", 'conflicting parameter "a"'),
     ],
@@ -608,9 +620,30 @@ def test_map_onto_a_builtin_variable_is_an_error(http: Load) -> None:
         ("server { listen; }", 'invalid number of arguments in "listen" directive'),
         ("proxy_pass http://127.0.0.1:1;", '"proxy_pass" directive is not allowed here'),
         ("server { location / { location /x { } } }", "nested locations are outside"),
-        ("server { location ~ \\.php$ { } }", 'regex location "~ \\.php$" is outside'),
-        ("server { location ~* x { } }", 'regex location "~* x" is outside'),
-        ("server { location @named { } }", 'named location "@named" is outside'),
+        ("server { location ~ ( { } }", "pcre_compile() failed: missing ), unterminated"),
+        (
+            "server { location ~ x { proxy_pass http://127.0.0.1:1/x; } }",
+            '"proxy_pass" cannot have URI part in location given by regular expression',
+        ),
+        (
+            "server { location @n { proxy_pass http://127.0.0.1:1/x; } }",
+            '"proxy_pass" cannot have URI part in location given by regular expression',
+        ),
+        (
+            "server { location / { if ($a) { proxy_pass http://127.0.0.1:1/x; } } }",
+            '"proxy_pass" cannot have URI part inside "if" statement',
+        ),
+        ("server { location @n { return 204; } location @n { return 204; } }", "duplicate loc"),
+        ("server { rewrite ^ /x forever; }", 'invalid parameter "forever"'),
+        ("server { if $a { return 204; } }", 'invalid condition "$a"'),
+        ("server { if ($a { return 204; } }", 'invalid condition "($a"'),
+        ("server { if ($a =) { return 204; } }", 'unexpected "=" in condition'),
+        ("server { if ($a <> b) { return 204; } }", 'unexpected "<>" in condition'),
+        ("server { if (a = b) { return 204; } }", 'invalid condition "a"'),
+        ("server { if (-f) { return 204; } }", 'invalid condition "(-f)"'),
+        ("server { if ($a) { proxy_pass http://u; } }", '"proxy_pass" directive is not allowed'),
+        ("server { location / { if ($a) { if ($b) { } } } }", '"if" directive is not allowed'),
+        ("server { location / { if ($a) { proxy_set_header A b; } } }", '"proxy_set_header" di'),
         ("server { client_max_body_size 10x; }", '"client_max_body_size" directive invalid'),
         ("server { proxy_read_timeout 1q; }", '"proxy_read_timeout" directive invalid'),
         ("server { listen 80 { } }", 'directive "listen" is not terminated by ";"'),
@@ -753,3 +786,91 @@ def test_request_buffering_directives_inherit_and_default_to_nginx(http: Load) -
 def test_request_buffering_takes_only_on_or_off(http: Load) -> None:
     err = error(http, "proxy_request_buffering maybe;")
     assert "it must be" in err.message
+
+
+# --------------------------------------------------------------------------- rewrite module
+
+
+def test_rewrite_directives_become_a_program_in_the_order_written(http: Load) -> None:
+    cfg = http(
+        "server {\n"
+        "  location ~* \\.(png|jpg)$ { proxy_pass http://127.0.0.1:9000; }\n"
+        "  location @fallback { return 204; }\n"
+        "  location / {\n"
+        "    set $a 1;\n"
+        "    rewrite ^/old/(.*)$ /new/$1 last;\n"
+        "    if ($request_method = 'OPTIONS') { add_header X-Pre 1; return 204; }\n"
+        "    break;\n"
+        "    proxy_pass http://127.0.0.1:9000/base/;\n"
+        "  }\n"
+        "}"
+    )
+    regex, named, root = cfg.servers[0].locations
+    assert (regex.modifier, regex.path, regex.is_regex) == ("~*", "\\.(png|jpg)$", True)
+    assert (named.modifier, named.path, named.is_named) == ("@", "@fallback", True)
+    set_a, rewrite, cond, brk = root.steps
+    assert isinstance(set_a, SetSpec) and set_a.name == "a"
+    assert isinstance(rewrite, RewriteSpec)
+    assert (rewrite.regex, rewrite.replacement.raw, rewrite.flag) == (
+        Regex("^/old/(.*)$"),
+        "/new/$1",
+        "last",
+    )
+    assert isinstance(cond, IfSpec)
+    assert cond.condition == Condition(
+        "=", compile_template("$request_method"), compile_template("OPTIONS")
+    )
+    assert cond.steps == (ReturnSpec(204),)
+    assert cond.location is not None
+    assert [h.name for h in cond.location.add_headers] == ["X-Pre"]
+    # the if inherits the location's pass without its URI part, as nginx does
+    assert cond.location.proxy_pass is not None and cond.location.proxy_pass.uri is None
+    assert isinstance(brk, BreakSpec)
+    assert root.sets == (("a", compile_template("1")),)
+
+
+def test_a_level_with_only_set_and_return_keeps_no_program(http: Load) -> None:
+    cfg = http("server { set $a 1; location / { set $b 2; return 200 $a$b; } }")
+    [loc] = cfg.servers[0].locations
+    assert loc.steps == () and cfg.servers[0].steps == ()
+    assert loc.ret == ReturnSpec(200, compile_template("$a$b"))
+
+
+def test_captures_and_named_groups_are_known_variables(http: Load) -> None:
+    http('server { location ~ ^/(?<user>\\w+)/(\\d+) { return 200 "$user $1 $2"; } }')
+    err = error(http, 'server { location / { return 200 "$usr"; } }')
+    assert err.message == 'unknown "usr" variable'
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("($a)", Condition("", compile_template("$a"))),
+        ("( $a )", Condition("", compile_template("$a"))),
+        ("($a != 'x y')", Condition("!=", compile_template("$a"), compile_template("x y"))),
+        ('($a ~* "^b(c)")', Condition("~*", compile_template("$a"), regex=Regex("^b(c)", True))),
+        ("($a !~ ^b)", Condition("!~", compile_template("$a"), regex=Regex("^b"))),
+        ("(!-f /srv$uri)", Condition("!-f", compile_template("/srv$uri"))),
+        ("(-d /srv)", Condition("-d", compile_template("/srv"))),
+    ],
+)
+def test_if_conditions_parse_as_nginx_reads_them(
+    http: Load, condition: str, expected: Condition
+) -> None:
+    cfg = http(f"server {{ set $a 1; if {condition} {{ return 204; }} return 200; }}")
+    cond = cfg.servers[0].steps[1]
+    assert isinstance(cond, IfSpec) and cond.condition == expected
+    assert cond.location is None  # a server-level if keeps the server's configuration
+
+
+def test_regex_map_keys_are_kept_in_order_after_exact_ones(http: Load) -> None:
+    cfg = http(
+        'map $uri $s { /a "A"; ~^/b(?<rest>.*) "B$rest"; ~*^/C "C"; default "D"; }\n'
+        "server { return 200 $s; }"
+    )
+    [m] = cfg.maps
+    assert m.entries == (("/a", compile_template("A")),)
+    assert m.regexes == (
+        (Regex("^/b(?<rest>.*)"), compile_template("B$rest")),
+        (Regex("^/C", True), compile_template("C")),
+    )

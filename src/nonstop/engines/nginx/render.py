@@ -48,15 +48,23 @@ from nonstop.config.model import (
     AccessLog,
     AddHeader,
     AppSpec,
+    BreakSpec,
+    Condition,
     Config,
+    IfSpec,
     LocationSpec,
     MapSpec,
+    ProxyPass,
     ReturnSpec,
+    RewriteSpec,
     ServerBlock,
     ServerSpec,
+    SetSpec,
+    Step,
     TlsSpec,
     UpstreamSpec,
 )
+from nonstop.config.rewrite import walk_steps
 from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.servers import server_spec, slot_ports
 
@@ -255,6 +263,8 @@ def _map(w: _Writer, spec: MapSpec) -> None:
     for key, value in spec.entries:
         escaped = "\\" + key if key in _MAP_SPECIAL or key.startswith("~") else key
         w.line(quote(escaped), quote(value.raw))
+    for regex, value in spec.regexes:
+        w.line(quote(("~*" if regex.caseless else "~") + regex.pattern), quote(value.raw))
     w.line("default", quote(spec.default.raw))
     w.close()
 
@@ -339,7 +349,10 @@ class _Passes:
 
     def apps_of(self, server: ServerBlock) -> list[str]:
         """The apps ``server``'s locations pass to, in order, each once."""
-        names = [loc.proxy_pass.upstream for loc in server.locations if loc.proxy_pass]
+        locations: list[LocationSpec | None] = [*server.locations]
+        for loc in server.locations:
+            locations += [s.location for s in walk_steps(loc.steps) if isinstance(s, IfSpec)]
+        names = [loc.proxy_pass.upstream for loc in locations if loc and loc.proxy_pass]
         return list(dict.fromkeys(n for n in names if n in self.apps))
 
 
@@ -376,10 +389,13 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
         w.open("if", f"(-f {quote(slot_flag(passes.home, app))})")
         w.line("set", variable, slot_upstream(app, 1))
         w.close()
-    for name, value in server.sets:
-        w.line("set", "$" + name, quote(value.raw))
-    if server.ret is not None:
-        _return(w, server.ret)
+    if server.steps:
+        _steps(w, server.steps, None, passes)
+    else:
+        for name, value in server.sets:
+            w.line("set", "$" + name, quote(value.raw))
+        if server.ret is not None:
+            _return(w, server.ret)
     for location in server.locations:
         w.blank()
         _location(w, location, passes, stats)
@@ -441,17 +457,66 @@ def _return(w: _Writer, ret: ReturnSpec) -> None:
 
 
 def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None) -> None:
-    w.open("location", *(("=", quote(loc.path)) if loc.exact else (quote(loc.path),)))
-    for name, value in loc.sets:
-        w.line("set", "$" + name, quote(value.raw))
+    modifier = loc.modifier if loc.modifier != "@" else ""
+    w.open("location", *((modifier,) if modifier else ()), quote(loc.path))
+    if not loc.steps:
+        for name, value in loc.sets:
+            w.line("set", "$" + name, quote(value.raw))
     w.line("client_max_body_size", size(loc.client_max_body_size))
     _access_log(w, loc.access_log, stats)
     _add_headers(w, loc.add_headers)
-    if loc.ret is not None:
+    if loc.steps:
+        _steps(w, loc.steps, loc, passes)
+    elif loc.ret is not None:
         _return(w, loc.ret)
     if loc.proxy_pass is not None:
         _proxy(w, loc, passes)
     w.close()
+
+
+def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes: _Passes) -> None:
+    """The rewrite directives in their order; an ``if`` with what its block set itself."""
+    for step in steps:
+        if isinstance(step, SetSpec):
+            w.line("set", "$" + step.name, quote(step.value.raw))
+        elif isinstance(step, ReturnSpec):
+            _return(w, step)
+        elif isinstance(step, BreakSpec):
+            w.line("break")
+        elif isinstance(step, RewriteSpec):
+            words = ["rewrite", quote(step.regex.pattern), quote(step.replacement.raw)]
+            w.line(*words, *((step.flag,) if step.flag else ()))
+        else:
+            w.open("if", _condition(step.condition))
+            inner = step.location
+            if inner is not None and loc is not None:
+                if inner.add_headers != loc.add_headers:
+                    _add_headers(w, inner.add_headers)
+                if inner.access_log != loc.access_log and inner.access_log is not None:
+                    _access_log(w, inner.access_log, None)
+                own = inner.proxy_pass
+                if own is not None and (loc.proxy_pass is None or own.url != loc.proxy_pass.url):
+                    w.line("proxy_pass", _pass_url(own, passes))
+            _steps(w, step.steps, None, passes)
+            w.close()
+
+
+def _condition(cond: Condition) -> str:
+    subject = quote(cond.subject.raw)
+    if cond.op.lstrip("!").startswith("-"):
+        return f"({cond.op} {subject})"
+    if not cond.op:
+        return f"({subject})"
+    if cond.regex is not None:
+        return f"({subject} {cond.op} {quote(cond.regex.pattern)})"
+    assert cond.operand is not None
+    return f"({subject} {cond.op} {quote(cond.operand.raw)})"
+
+
+def _pass_url(proxy: ProxyPass, passes: _Passes) -> str:
+    if proxy.upstream in passes.apps:
+        return quote(f"{proxy.scheme}://${slot_variable(proxy.upstream)}")
+    return quote(proxy.url.raw)
 
 
 def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
