@@ -1,8 +1,8 @@
 """Locations, rewrites, return, if and map regexes: a real nginx and nonstop, same config.
 
 Each request's outcome is compared: the status, the target the recording backend saw
-(and on which backend), the Location header, and the body of an answer the server made
-itself with 200 (error pages are each server's own).
+(and on which backend), the Location header, and the body, unless it is one of the
+built-in error pages (each server's own).
 """
 
 from __future__ import annotations
@@ -63,6 +63,21 @@ def config(port: int, prefix: Path, backend: str, shared: Path) -> str:
     location /ret/ {{ return 301 /elsewhere$is_args$args; }}
     location /brk {{ set $a 1; break; return 200 "a=$a"; proxy_pass http://app; }}
     location /sock/ {{ proxy_pass http://unix:{shared}/app.sock:; }}
+    error_page 404 /not-found;
+    location = /not-found {{ return 200 "page for $uri from $request_uri"; }}
+    location /missing {{ return 404; }}
+    location /boom {{ error_page 502 =503 @down; proxy_pass http://127.0.0.1:1; }}
+    location @down {{ return 200 "down $uri"; }}
+    location /tea {{ error_page 418 = /teapot; return 418; }}
+    location = /teapot {{ return 202 "teapot"; }}
+    location /gone {{ error_page 410 https://example.org/gone; return 410; }}
+    location /moved {{ error_page 411 =301 /not-found; return 411; }}
+    location /status/ {{
+      proxy_intercept_errors on;
+      error_page 503 /not-found;
+      error_page 500 = @down;
+      proxy_pass http://app;
+    }}
     location / {{
       if ($request_method = 'OPTIONS') {{ return 204; }}
       if ($http_x_version ~ ^v(\\d+)$) {{ return 200 "version $1"; }}
@@ -112,6 +127,14 @@ REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("if-rewrite", "/any?to=z", ()),
         ("plain-pass", "/plain/x?y=1", ()),
         ("unix-socket", "/sock/x?y", ()),
+        ("error-page-uri", "/missing?a=1", ()),
+        ("error-page-named-overwrite", "/boom", ()),
+        ("error-page-bare-equals", "/tea", ()),
+        ("error-page-url", "/gone", ()),
+        ("error-page-status-only", "/moved", ()),
+        ("intercepted", "/status/503", ()),
+        ("intercepted-named", "/status/500", ()),
+        ("not-intercepted", "/status/404", ()),
     ]
 }
 
@@ -126,7 +149,7 @@ def outcome(port: int, target: str, headers: tuple[str, ...], method: str = "GET
     location = fields.get("location")
     if location is not None:
         location = location.replace(f":{port}/", ":PORT/")
-    shown = body.decode("latin-1") if status == 200 else ""
+    shown = "" if b"<html>" in body else body.decode("latin-1")  # each server's own pages
     return status, location, shown
 
 

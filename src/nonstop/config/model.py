@@ -20,6 +20,7 @@ __all__ = [
     "BreakSpec",
     "Condition",
     "Config",
+    "ErrorPage",
     "HealthSpec",
     "IfSpec",
     "Listen",
@@ -235,6 +236,15 @@ class AddHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorPage:
+    """``error_page CODE ... [=[RESPONSE]] URI|@NAME|URL``."""
+
+    codes: tuple[int, ...]
+    target: Template
+    overwrite: int = -1  # -1: answer with the original code; 0 ("="): the target's
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLog:
     """``access_log PATH [combined]`` or ``access_log off`` (path None)."""
 
@@ -275,6 +285,8 @@ class LocationSpec:
     # the rewrite directives (set, rewrite, return, if, break) in order; empty when the
     # location has only "set" and "return", which ``sets`` and ``ret`` then hold
     steps: tuple[Step, ...] = ()
+    error_pages: tuple[ErrorPage, ...] = ()  # inherited only by a level with none
+    intercept_errors: bool = False  # proxy_intercept_errors
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -328,6 +340,7 @@ class ServerBlock:
     access_log: AccessLog | None = None
     sets: tuple[tuple[str, Template], ...] = ()  # server-level "set"
     steps: tuple[Step, ...] = ()  # as LocationSpec.steps, for the server level
+    error_pages: tuple[ErrorPage, ...] = ()
     source: Source | None = field(default=None, compare=False)
 
 

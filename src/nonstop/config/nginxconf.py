@@ -32,6 +32,7 @@ from nonstop.config.model import (
     BreakSpec,
     Condition,
     Config,
+    ErrorPage,
     IfSpec,
     Listen,
     LocationSpec,
@@ -717,6 +718,8 @@ class _Builder:
         self.http_version(_one(levels, "proxy_http_version"))
         self.add_headers(levels)
         self.access_log(levels)
+        self.error_pages(levels)
+        self.flag(_one(levels, "proxy_intercept_errors"), False)
         for d in level.items.get("proxy_set_header", ()):
             self.template(d, d.args[1])
 
@@ -940,6 +943,7 @@ class _Builder:
             access_log=self.access_log(levels),
             sets=sets,
             steps=program,
+            error_pages=self.error_pages(levels),
             source=block.source,
         )
 
@@ -1090,8 +1094,29 @@ class _Builder:
             request_buffering=self.flag(_one(levels, "proxy_request_buffering"), True),
             client_body_buffer_size=self.size(_one(levels, "client_body_buffer_size"), 16 * 1024),
             access_log=self.access_log(levels),
+            error_pages=self.error_pages(levels),
+            intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
             source=block.source,
         )
+
+    def error_pages(self, levels: list[_Level]) -> tuple[ErrorPage, ...]:
+        """``error_page`` lines (ngx_http_core_error_page), inherited as one list."""
+        return tuple(self.error_page(d) for d in _inherit(levels, "error_page") or ())
+
+    def error_page(self, d: Directive) -> ErrorPage:
+        *codes, target = d.args
+        overwrite = -1
+        if codes and codes[-1].startswith("="):
+            response = codes.pop()[1:]
+            if response and (not response.isdigit() or int(response) < 100):
+                raise self.fail(d, f'invalid value "={response}"')
+            overwrite = int(response) if response else 0
+        if not codes:
+            raise self.fail(d, 'invalid number of arguments in "error_page" directive')
+        for code in codes:
+            if not code.isdigit() or not 300 <= int(code) <= 599:
+                raise self.fail(d, f'value "{code}" must be between 300 and 599')
+        return ErrorPage(tuple(int(c) for c in codes), self.template(d, target), overwrite)
 
     def location_path(self, d: Directive) -> tuple[str, str]:
         args = d.args

@@ -178,6 +178,7 @@ def _templates(config: Config) -> Iterator[tuple[Template, str]]:
         if server.ret is not None and server.ret.text is not None:
             yield server.ret.text, where
         yield from _step_templates(server.steps, where)
+        yield from ((page.target, where) for page in server.error_pages)
         for loc in server.locations:
             yield from _location_templates(loc, _where(loc.source, where))
     for m in config.maps:
@@ -213,6 +214,7 @@ def _location_templates(loc: LocationSpec, at: str) -> Iterator[tuple[Template, 
     if loc.proxy_pass is not None:
         yield loc.proxy_pass.url, at
     yield from _step_templates(loc.steps, at)
+    yield from ((page.target, at) for page in loc.error_pages)
 
 
 def _check_variables(config: Config) -> None:

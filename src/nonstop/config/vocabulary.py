@@ -142,6 +142,8 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "proxy_read_timeout": DirectiveSpec(_H, 1, 1),
     "proxy_send_timeout": DirectiveSpec(_H, 1, 1),
     "proxy_http_version": DirectiveSpec(_H, 1, 1),
+    "error_page": DirectiveSpec((*_H, "if"), 2, -1, multi=True),
+    "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
 
@@ -192,14 +194,14 @@ NOTICE_ONLY_VALUE = {"gzip": "off"}
 
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
-    root alias index try_files error_page autoindex internal limit_except
+    root alias index try_files autoindex internal limit_except
     log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
     ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
     ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
     gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
-    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers proxy_intercept_errors
+    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers
     proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
     proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Final, cast
 import httptools
 
 from nonstop.proxy.connection_pool import H_CONNECTION, H_TE, H_UPGRADE, UpstreamConnection
+from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.request import Request
 from nonstop.proxy.responses import REDIRECTS, error_page, status_line
 from nonstop.proxy.upstream import Outcome
@@ -938,6 +939,8 @@ class ClientConnection:
                 self.uconn = None
                 self._retry_or_fail(mask)
                 return
+        if route.intercept and status >= 300 and self._error_page(req, route, status):
+            return  # proxy_intercept_errors
         self.resp_status = status
         self.resp_started = True
         peer = self.peer
@@ -966,7 +969,7 @@ class ClientConnection:
                         lines = _without(lines, named)
         # the head is joined once from its parts: status line, our Server and Date, the
         # upstream's lines, add_header lines, framing and Connection
-        parts = [status_line(status), SERVER_LINE, self.state.date.current]
+        parts = [status_line(req.err_status or status), SERVER_LINE, self.state.date.current]
         parts += lines
         uconn.clear_head()
         if route.add_success or route.add_always:
@@ -1340,10 +1343,12 @@ class ClientConnection:
         route = self.route
         if req is None or self.transport is None:
             return
+        if route is not None and route.error_pages and self._error_page(req, route, code):
+            return
         if not self.body_done or self.upgrading:
             close = True  # an unread body would be taken for the next request
         keep = not close and self._client_keeps_alive(req)
-        parts = [status_line(code), SERVER_LINE, self.state.date.current]
+        parts = [status_line(req.err_status or code), SERVER_LINE, self.state.date.current]
         if body or code not in NO_BODY_STATUS:
             parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: ")
             parts.append(str(len(body)).encode() + b"\r\n")
@@ -1359,6 +1364,21 @@ class ClientConnection:
         self.resp_started = True
         self.resp_bytes = len(body)
         self._finish(code, not keep)
+
+    def _error_page(self, req: Request, route: Route, code: int) -> bool:
+        """The page ``error_page`` names answers ``code`` instead (proxy/error_page.py)."""
+        page = page_for(route.error_pages, req, code)
+        if page is None or not self.body_done or route.owner is None:
+            return False
+        self._abort_upstream()
+        status, location = redirect_to_page(req, page, code, route.owner)
+        if status:
+            extra = b"Location: " + location.encode("latin-1") + b"\r\n"
+            self._respond(status, error_page(status), b"text/html", extra, False)
+        else:
+            self.conn_requests -= 1  # the same request, started again
+            self._start(req, [], True)
+        return True
 
     def _bad_request(self, code: int) -> None:
         """Malformed input: answer ``code`` and close; nothing more is forwarded."""

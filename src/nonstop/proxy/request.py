@@ -48,6 +48,9 @@ class Request:
     rewritten: bool = False  # $uri or $args differ from the request line's
     valid_location: bool = True  # False after "rewrite ... break": proxy_pass's URI is ignored
     forward: bytes | None = None  # the target to send upstream, when not the request's
+    # error_page (proxy/error_page.py): the status the client gets, and that one was used
+    err_status: int = 0
+    error_paged: bool = False
 
     def __init__(self, conn: Any, url: bytes) -> None:
         self.conn = conn

@@ -28,6 +28,7 @@ from nonstop.config.model import (
     Template,
 )
 from nonstop.config.rewrite import compile_regex
+from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.request import Request
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
 from nonstop.proxy.uri import escape_uri
@@ -71,6 +72,8 @@ class Route:
         "connect_timeout",
         "const_head",
         "drop",
+        "error_pages",
+        "intercept",
         "keepalive_requests",
         "keepalive_timeout",
         "keeps_connection_header",
@@ -78,6 +81,7 @@ class Route:
         "next_timeout",
         "next_upstream",
         "ops",
+        "owner",
         "passes",
         "program",
         "proxy_host",
@@ -112,6 +116,10 @@ class Route:
         self.program: tuple[Op, ...] = ()
         self.server: ServerRoutes | None = None  # set on a dynamic server's entry route
         self.stops_regex = spec is not None and spec.modifier == "^~"
+        self.owner: ServerRoutes | None = None  # the server's routes, for error_page
+        pages = spec.error_pages if spec is not None else block.error_pages
+        self.error_pages: dict[int, Page] | None = compile_pages(pages, table, where)
+        self.intercept = spec is not None and spec.intercept_errors
         sets = [] if dynamic else [(n, table.compile(v, where)) for n, v in block.sets]
         ret: ReturnSpec | None = None if dynamic else block.ret
         if spec is not None and not dynamic:
@@ -270,6 +278,9 @@ class ServerRoutes:
             self.program = compile_steps(steps, table, where)
             self.entry = Route(block, None, table, True)
             self.entry.server = self
+            self.all.append(self.entry)
+        for route in self.all:
+            route.owner = self
 
     def _compile(self, loc: LocationSpec, table: VariableTable) -> tuple[Op, ...]:
         def route_of(step: IfSpec) -> Route:
@@ -312,15 +323,17 @@ class ServerRoutes:
                 return candidate
         return best if best is not None else self.fallback
 
-    def dispatch(self, req: Request) -> Route:
+    def dispatch(self, req: Request, named: Route | None = None) -> Route:
         """The server's rewrite program, then the location search and the location's
         program, again while a rewrite changes the URI (nginx's find-config, rewrite and
-        post-rewrite phases).  Leaves the answer, if any, in ``req.ret_code``."""
+        post-rewrite phases).  Leaves the answer, if any, in ``req.ret_code``.  A jump
+        to a ``named`` location starts at that location's program."""
         req.route = self.fallback
-        if run(self.program, req) == ANSWER:
+        if named is None and run(self.program, req) == ANSWER:
             return self.fallback
         for _ in range(_MAX_URI_CHANGES + 1):
-            route = req.route = self.locate(req)
+            route = req.route = named if named is not None else self.locate(req)
+            named = None
             req.uri_changed = False
             req.valid_location = True
             if run(route.program, req) == ANSWER or not req.uri_changed:

@@ -11,6 +11,7 @@ from nonstop.config import Config, compile_template, load
 from nonstop.config.model import (
     BreakSpec,
     Condition,
+    ErrorPage,
     IfSpec,
     Regex,
     ReturnSpec,
@@ -874,3 +875,33 @@ def test_regex_map_keys_are_kept_in_order_after_exact_ones(http: Load) -> None:
         (Regex("^/b(?<rest>.*)"), compile_template("B$rest")),
         (Regex("^/C", True), compile_template("C")),
     )
+
+
+def test_error_pages_are_inherited_as_one_list_by_a_level_with_none(http: Load) -> None:
+    cfg = http(
+        "error_page 404 /404;\n"
+        "server {\n"
+        "  error_page 500 502 =503 @down;\n"
+        "  location / { proxy_intercept_errors on; error_page 418 = /tea; return 418; }\n"
+        "  location /b { return 404; }\n"
+        "  location @down { return 204; }\n"
+        "}"
+    )
+    srv = cfg.servers[0]
+    a, b, _ = srv.locations
+    assert srv.error_pages == (ErrorPage((500, 502), compile_template("@down"), 503),)
+    assert a.error_pages == (ErrorPage((418,), compile_template("/tea"), 0),)
+    assert a.intercept_errors and not b.intercept_errors
+    assert b.error_pages == srv.error_pages
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("error_page 200 /x;", 'value "200" must be between 300 and 599'),
+        ("error_page =404 /x;", 'invalid number of arguments in "error_page" directive'),
+        ("error_page 404 =x /x;", 'invalid value "=x"'),
+    ],
+)
+def test_error_page_errors_read_like_nginx(http: Load, line: str, message: str) -> None:
+    assert error(http, f"server {{ {line} return 204; }}").message == message

@@ -291,3 +291,80 @@ async def test_map_regex_keys_apply_in_order_after_exact_keys(tmp_path: Path) ->
     assert answer(proxy, "/docs/intro") == (200, "docs:intro")
     assert answer(proxy, "/api/v1") == (200, "api")
     assert answer(proxy, "/nowhere") == (200, "other")
+
+
+# --------------------------------------------------------------------------- error_page
+
+PAGES = """
+    error_page 404 /not-found;
+    error_page 500 502 =503 @down;
+    error_page 418 = /teapot;
+    error_page 410 https://example.org/gone;
+    error_page 411 =301 /not-found;
+    location = /not-found { return 200 "page for $uri from $request_uri"; }
+    location = /teapot { return 202 "teapot"; }
+    location @down { return 200 "down"; }
+    location /missing { return 404; }
+    location /boom { return 502; }
+    location /tea { return 418; }
+    location /gone { return 410; }
+    location /moved { return 411; }
+    location /loop { error_page 404 /loop2; return 404; }
+    location /loop2 { return 404; }
+    location /intercept {
+        proxy_intercept_errors on; error_page 403 /not-found; proxy_pass http://app;
+    }
+    location /through { error_page 403 /not-found; proxy_pass http://app; }
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "body"),
+    [
+        ("/missing?a=1", 404, "page for /not-found from /missing?a=1"),
+        ("/nowhere", 404, "page for /not-found from /nowhere"),  # no location: a 404 too
+        ("/boom", 503, "down"),  # "=503" and a named location
+        ("/tea", 202, "teapot"),  # "=": the page's own status
+        ("/gone", 302, "https://example.org/gone"),
+        ("/moved", 301, "page for /not-found from /moved"),  # a URI: =301 is only the status
+        ("/loop", 404, None),  # one page per request (recursive_error_pages off)
+    ],
+)
+async def test_error_page_answers_with_the_page_and_the_status_nginx_sends(
+    tmp_path: Path, path: str, status: int, body: str | None
+) -> None:
+    proxy = make_proxy(tmp_path, server(PAGES))
+    got_status, got_body = answer(proxy, path)
+    assert got_status == status
+    assert body is None or got_body == body
+
+
+async def test_intercepted_upstream_errors_get_the_page(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, server(PAGES))
+    for path, expected in (
+        ("/intercept", b"page for /not-found from /intercept"),
+        ("/through", b"no"),
+    ):
+        client = proxy.client()
+        client.send(get(path))
+        up = proxy.active()
+        up.respond(ok(b"no", status="403 Forbidden"))
+        [resp] = client.responses()
+        assert (resp.status, resp.body) == (403, expected)
+
+
+async def test_an_error_page_uri_is_proxied_as_a_get(tmp_path: Path) -> None:
+    body = """
+        error_page 404 /errors/404.html;
+        location /errors/ { proxy_pass http://other; }
+        location / { return 404; }
+    """
+    proxy = make_proxy(tmp_path, server(body))
+    client = proxy.client()
+    client.send(get("/x", method="DELETE"))
+    up = proxy.active()
+    line, _, _ = request_head(up.take())
+    assert (up.address, line) == ("127.0.0.1:9002", "GET /errors/404.html HTTP/1.1")
+    up.respond(ok(b"sorry"))
+    [resp] = client.responses()
+    assert (resp.status, resp.body) == (404, b"sorry")

@@ -51,6 +51,7 @@ from nonstop.config.model import (
     BreakSpec,
     Condition,
     Config,
+    ErrorPage,
     IfSpec,
     LocationSpec,
     MapSpec,
@@ -376,6 +377,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     w.line("send_timeout", duration(server.send_timeout))
     _access_log(w, server.access_log, stats)
     _add_headers(w, server.add_headers)
+    _error_pages(w, server.error_pages)
     apps = passes.apps_of(server)
     if apps:
         # The flag is looked up per request; a stat() per request would cost nginx ~20%
@@ -465,6 +467,9 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
     w.line("client_max_body_size", size(loc.client_max_body_size))
     _access_log(w, loc.access_log, stats)
     _add_headers(w, loc.add_headers)
+    _error_pages(w, loc.error_pages)
+    if loc.intercept_errors:
+        w.line("proxy_intercept_errors", "on")
     if loc.steps:
         _steps(w, loc.steps, loc, passes)
     elif loc.ret is not None:
@@ -499,6 +504,12 @@ def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes
                     w.line("proxy_pass", _pass_url(own, passes))
             _steps(w, step.steps, None, passes)
             w.close()
+
+
+def _error_pages(w: _Writer, pages: tuple[ErrorPage, ...]) -> None:
+    for page in pages:
+        response = () if page.overwrite < 0 else ("=" + (str(page.overwrite or "")),)
+        w.line("error_page", *map(str, page.codes), *response, quote(page.target.raw))
 
 
 def _condition(cond: Condition) -> str:
