@@ -30,6 +30,8 @@ COMPILED = [
     "src/nonstop/proxy/request.py",
     "src/nonstop/proxy/router.py",
     "src/nonstop/proxy/rewrite.py",
+    "src/nonstop/proxy/error_page.py",
+    "src/nonstop/proxy/static.py",
     "src/nonstop/proxy/variables.py",
     "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",

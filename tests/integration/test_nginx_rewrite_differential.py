@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.backends import RecordingBackend, free_port
-from tests.support.proc import NginxProcess, nginx_conf, raw_request, start_engine
+from tests.support.proc import NginxProcess, differences, nginx_conf, raw_request, start_engine
 
 pytestmark = [
     pytest.mark.nginx,
@@ -195,12 +195,7 @@ def outcomes(engine: str, tmp: Path, shared: Path) -> dict[str, tuple]:
 def test_locations_and_rewrites_end_as_in_nginx(tmp_path: Path, shared: Path) -> None:
     nginx = outcomes("nginx", tmp_path, shared)
     nonstop = outcomes("nonstop", tmp_path, shared)
-    differences = {
-        name: {"nginx": nginx[name], "nonstop": nonstop[name]}
-        for name in nginx
-        if nginx[name] != nonstop[name]
-    }
-    assert differences == {}
+    assert differences(nginx, nonstop) == {}
     # the comparison means something: these went where the config says
     assert nginx["rewrite-break"][3] == ("/v2/items?q=1",)
     assert nginx["unix-socket"][4] == ("/sock/x?y",)

@@ -13,6 +13,7 @@ from typing import TypeAlias
 
 __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
+    "DEFAULT_TYPES",
     "AccessLog",
     "AddHeader",
     "AdminSpec",
@@ -21,6 +22,7 @@ __all__ = [
     "Condition",
     "Config",
     "ErrorPage",
+    "FilesSpec",
     "HealthSpec",
     "IfSpec",
     "Listen",
@@ -244,6 +246,30 @@ class ErrorPage:
     overwrite: int = -1  # -1: answer with the original code; 0 ("="): the target's
 
 
+DEFAULT_TYPES: tuple[tuple[str, str], ...] = (
+    ("html", "text/html"),
+    ("gif", "image/gif"),
+    ("jpg", "image/jpeg"),
+)
+"""nginx's types when a configuration names none (ngx_http_core_module.c)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSpec:
+    """How a location serves files: ``root``/``alias``, ``index``, ``try_files``,
+    ``expires``, ``etag``, ``types`` and ``default_type``, inheritance resolved."""
+
+    root: str  # absolute; nginx's default is PREFIX/html
+    alias: str | None = None  # absolute; replaces the location's prefix of $uri
+    index: tuple[str, ...] = ("index.html",)
+    try_files: tuple[Template, ...] = ()  # the last one is the fallback: =CODE, @NAME or a URI
+    expires: str = "off"  # "off", "epoch", "max" or "time" (expires_time seconds)
+    expires_time: float = 0.0
+    etag: bool = True
+    types: tuple[tuple[str, str], ...] = DEFAULT_TYPES  # extension (lowercase) -> MIME type
+    default_type: str = "text/plain"
+
+
 @dataclass(frozen=True, slots=True)
 class AccessLog:
     """``access_log PATH [combined]`` or ``access_log off`` (path None)."""
@@ -287,6 +313,8 @@ class LocationSpec:
     steps: tuple[Step, ...] = ()
     error_pages: tuple[ErrorPage, ...] = ()  # inherited only by a level with none
     intercept_errors: bool = False  # proxy_intercept_errors
+    files: FilesSpec | None = None  # a location that serves files (no proxy_pass, no return)
+    internal: bool = False  # only internal redirects reach it
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -341,6 +369,7 @@ class ServerBlock:
     sets: tuple[tuple[str, Template], ...] = ()  # server-level "set"
     steps: tuple[Step, ...] = ()  # as LocationSpec.steps, for the server level
     error_pages: tuple[ErrorPage, ...] = ()
+    files: FilesSpec | None = None  # what answers a request no location takes
     source: Source | None = field(default=None, compare=False)
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 from nonstop.config.model import (
+    DEFAULT_TYPES,
     AccessLog,
     AddHeader,
     AdminSpec,
@@ -33,6 +34,7 @@ from nonstop.config.model import (
     Condition,
     Config,
     ErrorPage,
+    FilesSpec,
     IfSpec,
     Listen,
     LocationSpec,
@@ -472,6 +474,7 @@ def _return(args: tuple[str, ...]) -> ReturnSpec:
     return ReturnSpec(code=int(first), text=text)
 
 
+_DEFAULT_TYPE = Directive("default_type", ("text/plain",), "", 0)
 _REWRITE_DIRECTIVES = frozenset({"set", "return", "rewrite", "break", "if"})
 _FILE_TESTS = frozenset({"-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x"})
 
@@ -590,7 +593,7 @@ class _Builder:
             raise self.fail(d, f'unknown directive "{d.name}"')
         if ctx not in contexts:
             raise self.fail(d, f'"{d.name}" directive is not allowed here')
-        if (d.block is not None) != (d.name == "types"):
+        if d.block is not None:
             raise self.fail(d, f'directive "{d.name}" has the wrong form')
         wanted = NOTICE_ONLY_VALUE.get(d.name)
         if wanted is not None and d.args != (wanted,):
@@ -720,6 +723,9 @@ class _Builder:
         self.access_log(levels)
         self.error_pages(levels)
         self.flag(_one(levels, "proxy_intercept_errors"), False)
+        self.flag(_one(levels, "etag"), True)
+        self.expires(_one(levels, "expires"))
+        self.types(levels)
         for d in level.items.get("proxy_set_header", ()):
             self.template(d, d.args[1])
 
@@ -944,6 +950,7 @@ class _Builder:
             sets=sets,
             steps=program,
             error_pages=self.error_pages(levels),
+            files=self.files(levels, "", "/"),
             source=block.source,
         )
 
@@ -1096,8 +1103,78 @@ class _Builder:
             access_log=self.access_log(levels),
             error_pages=self.error_pages(levels),
             intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
+            files=None if proxy is not None else self.files(levels, modifier, path),
+            internal=_one(levels[:1], "internal") is not None,
             source=block.source,
         )
+
+    # -- files --------------------------------------------------------------
+
+    def files(self, levels: list[_Level], modifier: str, path: str) -> FilesSpec | None:
+        """A level without proxy_pass serves files once a root, alias or try_files says
+        from where (nginx would serve PREFIX/html; nonstop wants it said)."""
+        root_d, alias_d = _one(levels, "root"), _one(levels, "alias")
+        tries = _one(levels, "try_files")
+        if root_d is None and alias_d is None and tries is None:
+            return None
+        if root_d is not None and alias_d is not None and root_d in levels[0].items.get("root", ()):
+            raise self.fail(
+                alias_d, '"alias" directive is duplicate, "root" directive was specified earlier'
+            )
+        alias = None
+        if alias_d is not None:
+            if modifier in ("~", "~*", "@"):
+                where = f'the regex or named location "{path}"'
+                raise self.fail(alias_d, f'"alias" in {where} is outside the nonstop subset')
+            alias = self.prefix_path(alias_d.args[0]) + (
+                "/" if alias_d.args[0].endswith("/") else ""
+            )
+        root = self.prefix_path(root_d.args[0]) if root_d is not None else self.prefix_path("html")
+        index = [arg for d in _inherit(levels, "index") or () for arg in d.args]
+        expires, expires_time = self.expires(_one(levels, "expires"))
+        return FilesSpec(
+            root=root,
+            alias=alias,
+            index=tuple(index) or ("index.html",),
+            try_files=tuple(self.template(tries, arg) for arg in tries.args) if tries else (),
+            expires=expires,
+            expires_time=expires_time,
+            etag=self.flag(_one(levels, "etag"), True),
+            types=self.types(levels),
+            default_type=(_one(levels, "default_type") or _DEFAULT_TYPE).args[0],
+        )
+
+    def types(self, levels: list[_Level]) -> tuple[tuple[str, str], ...]:
+        blocks = _inherit(levels, "types")
+        if blocks is None:
+            return DEFAULT_TYPES
+        found: dict[str, str] = {}
+        for block in blocks:
+            for d in block.block or ():
+                if d.block is not None:
+                    raise self.fail(d, 'unexpected "{"')
+                for ext in d.args:
+                    found.setdefault(ext.lower(), d.name)
+        return tuple(found.items())
+
+    def expires(self, d: Directive | None) -> tuple[str, float]:
+        """``expires [modified] TIME|epoch|max|off`` (ngx_http_headers_filter_module.c)."""
+        if d is None:
+            return "off", 0.0
+        args = list(d.args)
+        if args[0] == "modified":
+            raise self.fail(d, '"expires modified" is outside the nonstop subset')
+        if len(args) != 1:
+            raise self.fail(d, 'invalid number of arguments in "expires" directive')
+        if args[0] in ("off", "epoch", "max"):
+            return args[0], 0.0
+        raw = args[0]
+        sign = -1.0 if raw.startswith("-") else 1.0
+        try:
+            seconds = parse_duration(raw.lstrip("+-"))
+        except ValueError as exc:
+            raise self.fail(d, f'invalid value "{raw}"') from exc
+        return "time", sign * seconds
 
     def error_pages(self, levels: list[_Level]) -> tuple[ErrorPage, ...]:
         """``error_page`` lines (ngx_http_core_error_page), inherited as one list."""

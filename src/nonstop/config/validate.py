@@ -131,10 +131,8 @@ def _check_server(config: Config, server: ServerBlock) -> None:
     where = _where(server.source, config.path)
     if any(listen.ssl for listen in server.listens) and server.tls is None:
         raise ConfigError('no "ssl_certificate" is defined for the "listen ... ssl"', where)
-    if not server.locations and server.ret is None and not server.steps:
-        raise ConfigError(
-            'a server needs a "location" or a "return": nonstop serves no files', where
-        )
+    if not server.locations and server.ret is None and not server.steps and not server.files:
+        raise ConfigError('a server needs a "location", a "return" or a "root"', where)
     seen: set[tuple[str, str]] = set()
     for loc in server.locations:
         at = _where(loc.source, where)
@@ -150,9 +148,11 @@ def _check_server(config: Config, server: ServerBlock) -> None:
 
 
 def _check_location(config: Config, server: ServerBlock, loc: LocationSpec, at: str) -> None:
-    if loc.proxy_pass is None and loc.ret is None and server.ret is None and not loc.steps:
+    answers = loc.proxy_pass or loc.ret or server.ret or loc.steps or loc.files
+    if not answers:
         raise ConfigError(
-            f'location "{loc.path}" has neither "proxy_pass" nor "return": nonstop serves no files',
+            f'location "{loc.path}" has no "proxy_pass", "return" or "root": nonstop would'
+            " serve nginx's PREFIX/html there, say so with root",
             at,
         )
     _check_pass(config, loc, at)
@@ -215,6 +215,8 @@ def _location_templates(loc: LocationSpec, at: str) -> Iterator[tuple[Template, 
         yield loc.proxy_pass.url, at
     yield from _step_templates(loc.steps, at)
     yield from ((page.target, at) for page in loc.error_pages)
+    if loc.files is not None:
+        yield from ((target, at) for target in loc.files.try_files)
 
 
 def _check_variables(config: Config) -> None:

@@ -143,6 +143,16 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "proxy_send_timeout": DirectiveSpec(_H, 1, 1),
     "proxy_http_version": DirectiveSpec(_H, 1, 1),
     "error_page": DirectiveSpec((*_H, "if"), 2, -1, multi=True),
+    # files (ngx_http_core_module.c, ngx_http_index_module.c, ngx_http_headers_filter)
+    "root": DirectiveSpec((*_H, "if"), 1, 1),
+    "alias": DirectiveSpec(("location",), 1, 1),
+    "index": DirectiveSpec(_H, 1, -1, multi=True),
+    "try_files": DirectiveSpec(("server", "location"), 2, -1),
+    "internal": DirectiveSpec(("location",), 0, 0),
+    "expires": DirectiveSpec((*_H, "if"), 1, 2),
+    "etag": DirectiveSpec(_H, 1, 1),
+    "types": DirectiveSpec(_H, 0, 0, block=True, multi=True),
+    "default_type": DirectiveSpec(_H, 1, 1),
     "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
@@ -185,18 +195,22 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "variables_hash_bucket_size": ("http",),
     "map_hash_max_size": ("http",),
     "map_hash_bucket_size": ("http",),
-    "default_type": _H,
-    "types": _H,
+    "open_file_cache": _H,
+    "open_file_cache_valid": _H,
+    "open_file_cache_min_uses": _H,
+    "open_file_cache_errors": _H,
+    "autoindex": _H,  # only "autoindex off"
     "server_tokens": _H,
     "gzip": _H,  # only "gzip off"
 }
-NOTICE_ONLY_VALUE = {"gzip": "off"}
+NOTICE_ONLY_VALUE = {"gzip": "off", "autoindex": "off"}
 
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
-    root alias index try_files autoindex internal limit_except
+    limit_except
     log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
     ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
+    disable_symlinks if_modified_since max_ranges
     ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
     gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
@@ -212,10 +226,9 @@ _OTHERS_TEXT = """
     client_header_buffer_size large_client_header_buffers keepalive_disable
     reset_timedout_connection lingering_close lingering_time lingering_timeout
     server_name_in_redirect port_in_redirect absolute_redirect merge_slashes
-    underscores_in_headers ignore_invalid_headers chunked_transfer_encoding expires
+    underscores_in_headers ignore_invalid_headers chunked_transfer_encoding
     sub_filter stub_status geo split_clients env load_module stream mail thread_pool
     zone state ntlm sticky queue slow_start health_check resolve aio directio
-    open_file_cache open_file_cache_valid open_file_cache_min_uses open_file_cache_errors
     output_buffers postpone_output send_lowat log_not_found log_subrequest
     recursive_error_pages satisfy variables_hash ssl_conf_command ssl_password_file
 """

@@ -19,7 +19,7 @@ from nonstop.proxy.request import Request
 from nonstop.proxy.uri import escape_uri
 from nonstop.proxy.variables import Getter, VariableTable
 
-__all__ = ["REDIRECTS", "Page", "compile_pages", "page_for", "redirect_to_page"]
+__all__ = ["REDIRECTS", "Page", "compile_pages", "jump", "page_for", "redirect_to_page"]
 
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -64,11 +64,22 @@ def redirect_to_page(req: Request, page: Page, code: int, owner: Any) -> tuple[i
         status = page.overwrite if page.overwrite in REDIRECTS else 302
         return status, target
     req.err_status = code if page.overwrite < 0 else page.overwrite
-    req.ret_code, req.ret_text = 0, None
-    req.forward = None
     if req.method != b"HEAD":
         req.method = b"GET"
-    req.content_length, req.chunked = -1, False
+    req.content_length, req.chunked = -1, False  # a page is asked for without a body
+    jump(req, target, owner)
+    return 0, ""
+
+
+def jump(req: Request, target: str, owner: Any) -> None:
+    """An internal redirect of ``req`` to ``target`` (a URI or ``@name``) in the server
+    ``owner``: ``req.route`` is where it goes; the caller starts it again."""
+    req.ret_code, req.ret_text = 0, None
+    req.forward = None
+    req.internal = True
+    if owner is None:
+        req.ret_code = 500
+        return
     if target.startswith("@"):
         route = owner.named.get(target)
         if route is None:
@@ -76,13 +87,12 @@ def redirect_to_page(req: Request, page: Page, code: int, owner: Any) -> tuple[i
             req.route = owner.fallback
         else:
             req.route = owner.dispatch(req, route) if owner.entry is not None else route
-        return 0, ""
+        return
     path, _, args = target.partition("?")
     req.path, req.args = path, args
-    route = owner.find(path)
+    route = owner.find(path, True)
     req.route = route
     if route.server is None and route.uri_replace is None:
         req.forward = (escape_uri(path) + ("?" + args if args else "")).encode("latin-1")
     else:
         req.rewritten = True
-    return 0, ""

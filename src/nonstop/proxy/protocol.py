@@ -26,6 +26,7 @@ from nonstop.proxy.connection_pool import H_CONNECTION, H_TE, H_UPGRADE, Upstrea
 from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.request import Request
 from nonstop.proxy.responses import REDIRECTS, error_page, status_line
+from nonstop.proxy.static import FileBody, serve
 from nonstop.proxy.upstream import Outcome
 from nonstop.proxy.uri import escape_uri, needs_parse, parse_target, valid_host
 
@@ -110,6 +111,7 @@ class ClientConnection:
         "eof",
         "expected_body",
         "feed",
+        "file_body",
         "file_sending",
         "first_try",
         "get_method",
@@ -177,6 +179,7 @@ class ClientConnection:
         self.held: list[bytes] | None = None
         self.upgrading = False
         self.write_paused = False
+        self.file_body: FileBody | None = None  # a file on its way out (proxy/static.py)
         self.reading_paused = False
         self.eof = False
         self.lingering = 0.0
@@ -419,6 +422,8 @@ class ClientConnection:
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.file_body is not None:
+            self.file_body.pump()
         uconn = self.uconn
         if uconn is not None and uconn.transport is not None and not uconn.closed:
             uconn.transport.resume_reading()
@@ -639,6 +644,9 @@ class ClientConnection:
             self._respond_return(req, route)
             return
         if not route.passes:
+            if route.files is not None:
+                serve(self, req, route.files, body, complete)  # proxy/static.py
+                return
             self._respond_error(404, close=False)
             return
         limit = route.client_max_body_size

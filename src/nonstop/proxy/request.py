@@ -51,6 +51,7 @@ class Request:
     # error_page (proxy/error_page.py): the status the client gets, and that one was used
     err_status: int = 0
     error_paged: bool = False
+    internal: bool = False  # an internal redirect: "internal" locations may take it
 
     def __init__(self, conn: Any, url: bytes) -> None:
         self.conn = conn

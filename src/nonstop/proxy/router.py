@@ -31,6 +31,7 @@ from nonstop.config.rewrite import compile_regex
 from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.request import Request
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
+from nonstop.proxy.static import Files, compile_files
 from nonstop.proxy.uri import escape_uri
 from nonstop.proxy.variables import Getter, VariableTable, set_captures
 
@@ -73,7 +74,9 @@ class Route:
         "const_head",
         "drop",
         "error_pages",
+        "files",
         "intercept",
+        "internal",
         "keepalive_requests",
         "keepalive_timeout",
         "keeps_connection_header",
@@ -120,6 +123,10 @@ class Route:
         pages = spec.error_pages if spec is not None else block.error_pages
         self.error_pages: dict[int, Page] | None = compile_pages(pages, table, where)
         self.intercept = spec is not None and spec.intercept_errors
+        self.internal = spec is not None and spec.internal
+        files = spec.files if spec is not None else block.files
+        prefix = spec.path if spec is not None else "/"
+        self.files: Files | None = compile_files(files, prefix, table, where)
         sets = [] if dynamic else [(n, table.compile(v, where)) for n, v in block.sets]
         ret: ReturnSpec | None = None if dynamic else block.ret
         if spec is not None and not dynamic:
@@ -234,6 +241,7 @@ class ServerRoutes:
     __slots__ = (
         "all",
         "block",
+        "denied",
         "entry",
         "exact",
         "fallback",
@@ -270,6 +278,11 @@ class ServerRoutes:
         # No location matched: a server-level return still answers; otherwise 404.
         self.fallback = Route(block, None, table, dynamic)
         self.all.append(self.fallback)
+        # an "internal" location asked for from outside: nginx answers 404
+        self.denied = Route(block, None, table, dynamic)
+        self.denied.ret_code = 404
+        self.denied.files = None
+        self.all.append(self.denied)
         self.entry: Route | None = None
         self.program: tuple[Op, ...] = ()
         if dynamic:
@@ -291,16 +304,19 @@ class ServerRoutes:
         steps = loc.steps or _simple_steps(loc.sets, loc.ret)
         return compile_steps(steps, table, str(loc.source or ""), route_of)
 
-    def find(self, path: str) -> Route:
+    def find(self, path: str, internal: bool = False) -> Route:
         if self.entry is not None:
             return self.entry  # its dispatch() runs per request
         route = self.exact.get(path)
-        if route is not None:
-            return route
-        for prefix, route in self.prefixes:
-            if path.startswith(prefix):
-                return route
-        return self.fallback
+        if route is None:
+            route = self.fallback
+            for prefix, candidate in self.prefixes:
+                if path.startswith(prefix):
+                    route = candidate
+                    break
+        if route.internal and not internal:
+            return self.denied
+        return route
 
     def locate(self, req: Request) -> Route:
         """ngx_http_core_find_location: ``=``, then the longest prefix; unless that is
@@ -334,6 +350,8 @@ class ServerRoutes:
         for _ in range(_MAX_URI_CHANGES + 1):
             route = req.route = named if named is not None else self.locate(req)
             named = None
+            if route.internal and not req.internal:
+                return self.denied
             req.uri_changed = False
             req.valid_location = True
             if run(route.program, req) == ANSWER or not req.uri_changed:

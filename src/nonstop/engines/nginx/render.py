@@ -52,6 +52,7 @@ from nonstop.config.model import (
     Condition,
     Config,
     ErrorPage,
+    FilesSpec,
     IfSpec,
     LocationSpec,
     MapSpec,
@@ -255,7 +256,8 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        _server(w, server, _Passes(keepalive, set(apps), options.home), stats)
+        passes = _Passes(keepalive, set(apps), options.home, server.files)
+        _server(w, server, passes, stats)
         w.blank()
 
 
@@ -347,6 +349,7 @@ class _Passes:
     keepalive: set[str]
     apps: set[str]
     home: str
+    files: FilesSpec | None = None  # the server's, which its locations' types repeat
 
     def apps_of(self, server: ServerBlock) -> list[str]:
         """The apps ``server``'s locations pass to, in order, each once."""
@@ -378,6 +381,8 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     _access_log(w, server.access_log, stats)
     _add_headers(w, server.add_headers)
     _error_pages(w, server.error_pages)
+    if server.files is not None:
+        _files(w, server.files, None)
     apps = passes.apps_of(server)
     if apps:
         # The flag is looked up per request; a stat() per request would cost nginx ~20%
@@ -470,6 +475,10 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
     _error_pages(w, loc.error_pages)
     if loc.intercept_errors:
         w.line("proxy_intercept_errors", "on")
+    if loc.internal:
+        w.line("internal")
+    if loc.files is not None:
+        _files(w, loc.files, passes.files)
     if loc.steps:
         _steps(w, loc.steps, loc, passes)
     elif loc.ret is not None:
@@ -504,6 +513,34 @@ def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes
                     w.line("proxy_pass", _pass_url(own, passes))
             _steps(w, step.steps, None, passes)
             w.close()
+
+
+def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
+    """root or alias and the rest; the types only where they differ from the server's."""
+    if files.alias is not None:
+        w.line("alias", quote(files.alias))
+    else:
+        w.line("root", quote(files.root))
+    w.line("index", *(quote(name) for name in files.index))
+    if files.try_files:
+        w.line("try_files", *(quote(t.raw) for t in files.try_files))
+    if files.expires == "time":
+        w.line(
+            "expires",
+            duration(files.expires_time)
+            if files.expires_time >= 0
+            else "-" + duration(-files.expires_time),
+        )
+    elif files.expires != "off":
+        w.line("expires", files.expires)
+    if not files.etag:
+        w.line("etag", "off")
+    if server is None or files.types != server.types or files.default_type != server.default_type:
+        w.line("default_type", quote(files.default_type))
+        w.open("types")
+        for ext, mime in files.types:
+            w.line(quote(mime), quote(ext))
+        w.close()
 
 
 def _error_pages(w: _Writer, pages: tuple[ErrorPage, ...]) -> None:
