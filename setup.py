@@ -32,6 +32,7 @@ COMPILED = [
     "src/nonstop/proxy/rewrite.py",
     "src/nonstop/proxy/error_page.py",
     "src/nonstop/proxy/static.py",
+    "src/nonstop/proxy/access.py",
     "src/nonstop/proxy/variables.py",
     "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",

@@ -63,6 +63,9 @@ def config(port: int, prefix: Path, backend: str, shared: Path) -> str:
     location /ret/ {{ return 301 /elsewhere$is_args$args; }}
     location /brk {{ set $a 1; break; return 200 "a=$a"; proxy_pass http://app; }}
     location /sock/ {{ proxy_pass http://unix:{shared}/app.sock:; }}
+    location /denied/ {{ allow 10.0.0.0/8; deny 127.0.0.0/8; allow all; proxy_pass http://app; }}
+    location /allowed/ {{ deny ::1; deny 10.0.0.0/8; proxy_pass http://app; }}
+    location /deny-return/ {{ deny all; return 200 "returned"; }}
     error_page 404 /not-found;
     location = /not-found {{ return 200 "page for $uri from $request_uri"; }}
     location /missing {{ return 404; }}
@@ -127,6 +130,9 @@ REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("if-rewrite", "/any?to=z", ()),
         ("plain-pass", "/plain/x?y=1", ()),
         ("unix-socket", "/sock/x?y", ()),
+        ("denied", "/denied/x", ()),
+        ("allowed", "/allowed/x", ()),
+        ("return-before-access", "/deny-return/", ()),
         ("error-page-uri", "/missing?a=1", ()),
         ("error-page-named-overwrite", "/boom", ()),
         ("error-page-bare-equals", "/tea", ()),

@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
     "DEFAULT_TYPES",
     "AccessLog",
+    "AccessRule",
     "AddHeader",
     "AdminSpec",
     "AppSpec",
@@ -271,6 +272,14 @@ class FilesSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessRule:
+    """``allow ADDRESS|CIDR|all;`` or ``deny ...;`` (ngx_http_access_module.c)."""
+
+    allow: bool
+    network: str  # "all", "unix:", or a CIDR as ipaddress writes it ("10.0.0.0/8")
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLog:
     """``access_log PATH [combined]`` or ``access_log off`` (path None)."""
 
@@ -314,6 +323,7 @@ class LocationSpec:
     error_pages: tuple[ErrorPage, ...] = ()  # inherited only by a level with none
     intercept_errors: bool = False  # proxy_intercept_errors
     files: FilesSpec | None = None  # a location that serves files (no proxy_pass, no return)
+    access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
     internal: bool = False  # only internal redirects reach it
     source: Source | None = field(default=None, compare=False)
 
@@ -370,6 +380,7 @@ class ServerBlock:
     steps: tuple[Step, ...] = ()  # as LocationSpec.steps, for the server level
     error_pages: tuple[ErrorPage, ...] = ()
     files: FilesSpec | None = None  # what answers a request no location takes
+    access: tuple[AccessRule, ...] = ()
     source: Source | None = field(default=None, compare=False)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from nonstop.config.model import (
     DEFAULT_TYPES,
     AccessLog,
+    AccessRule,
     AddHeader,
     AdminSpec,
     BreakSpec,
@@ -504,11 +505,13 @@ class _Level:
 
     def __init__(self) -> None:
         self.items: dict[str, list[Directive]] = {}
+        self.ordered: list[Directive] = []  # all of them, as written
 
     def add(self, d: Directive, multi: bool) -> None:
         if d.name in self.items and not multi:
             raise ConfigError(f'"{d.name}" directive is duplicate', d.where)
         self.items.setdefault(d.name, []).append(d)
+        self.ordered.append(d)
 
 
 def _inherit(levels: list[_Level], name: str) -> list[Directive] | None:
@@ -722,6 +725,7 @@ class _Builder:
         self.add_headers(levels)
         self.access_log(levels)
         self.error_pages(levels)
+        self.access(levels)
         self.flag(_one(levels, "proxy_intercept_errors"), False)
         self.flag(_one(levels, "etag"), True)
         self.expires(_one(levels, "expires"))
@@ -951,6 +955,7 @@ class _Builder:
             steps=program,
             error_pages=self.error_pages(levels),
             files=self.files(levels, "", "/"),
+            access=self.access(levels),
             source=block.source,
         )
 
@@ -1104,9 +1109,29 @@ class _Builder:
             error_pages=self.error_pages(levels),
             intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
             files=None if proxy is not None else self.files(levels, modifier, path),
+            access=self.access(levels),
             internal=_one(levels[:1], "internal") is not None,
             source=block.source,
         )
+
+    def access(self, levels: list[_Level]) -> tuple[AccessRule, ...]:
+        """allow and deny in the order written, from the innermost level that has any
+        (ngx_http_access_merge_loc_conf)."""
+        for level in levels:
+            written = [d for d in level.ordered if d.name in ("allow", "deny")]
+            if written:
+                return tuple(self.access_rule(d) for d in written)
+        return ()
+
+    def access_rule(self, d: Directive) -> AccessRule:
+        raw = d.args[0]
+        if raw in ("all", "unix:"):
+            return AccessRule(d.name == "allow", raw)
+        try:
+            network = ipaddress.ip_network(raw, strict=False)
+        except ValueError as exc:
+            raise self.fail(d, f'invalid parameter "{raw}"') from exc
+        return AccessRule(d.name == "allow", str(network))
 
     # -- files --------------------------------------------------------------
 

@@ -153,6 +153,8 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "etag": DirectiveSpec(_H, 1, 1),
     "types": DirectiveSpec(_H, 0, 0, block=True, multi=True),
     "default_type": DirectiveSpec(_H, 1, 1),
+    "allow": DirectiveSpec(_H, 1, 1, multi=True),
+    "deny": DirectiveSpec(_H, 1, 1, multi=True),
     "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
@@ -221,7 +223,7 @@ _OTHERS_TEXT = """
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
     limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
-    auth_basic_user_file auth_request allow deny real_ip_header set_real_ip_from
+    auth_basic_user_file auth_request real_ip_header set_real_ip_from
     real_ip_recursive resolver resolver_timeout
     client_header_buffer_size large_client_header_buffers keepalive_disable
     reset_timedout_connection lingering_close lingering_time lingering_timeout

@@ -643,6 +643,9 @@ class ClientConnection:
         if route.ret_code or req.ret_code:
             self._respond_return(req, route)
             return
+        if route.access is not None and not route.access.allows(self.remote_bytes):
+            self._respond_error(403, close=False)  # allow/deny (proxy/access.py)
+            return
         if not route.passes:
             if route.files is not None:
                 serve(self, req, route.files, body, complete)  # proxy/static.py

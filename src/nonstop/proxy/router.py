@@ -28,6 +28,7 @@ from nonstop.config.model import (
     Template,
 )
 from nonstop.config.rewrite import compile_regex
+from nonstop.proxy.access import Access, compile_access
 from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.request import Request
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
@@ -62,6 +63,7 @@ class Route:
     """A location, compiled: everything the hot path needs, precomputed."""
 
     __slots__ = (
+        "access",
         "add_always",
         "add_success",
         "backend",
@@ -124,6 +126,8 @@ class Route:
         self.error_pages: dict[int, Page] | None = compile_pages(pages, table, where)
         self.intercept = spec is not None and spec.intercept_errors
         self.internal = spec is not None and spec.internal
+        rules = spec.access if spec is not None else block.access
+        self.access: Access | None = compile_access(rules)
         files = spec.files if spec is not None else block.files
         prefix = spec.path if spec is not None else "/"
         self.files: Files | None = compile_files(files, prefix, table, where)

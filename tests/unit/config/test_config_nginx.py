@@ -9,6 +9,7 @@ import pytest
 
 from nonstop.config import Config, compile_template, load
 from nonstop.config.model import (
+    AccessRule,
     BreakSpec,
     Condition,
     ErrorPage,
@@ -917,3 +918,23 @@ def test_error_pages_are_inherited_as_one_list_by_a_level_with_none(http: Load) 
 )
 def test_error_page_errors_read_like_nginx(http: Load, line: str, message: str) -> None:
     assert error(http, f"server {{ {line} return 204; }}").message == message
+
+
+def test_allow_and_deny_keep_their_order_and_are_inherited_as_one_list(http: Load) -> None:
+    cfg = http(
+        "allow 10.0.0.1;\n"
+        "server {\n"
+        "  location / { deny 192.168.1.0/24; allow 2001:db8::/32; deny all; return 204; }\n"
+        "  location /b { return 204; }\n"
+        "}"
+    )
+    a, b = cfg.servers[0].locations
+    assert a.access == (
+        AccessRule(False, "192.168.1.0/24"),
+        AccessRule(True, "2001:db8::/32"),
+        AccessRule(False, "all"),
+    )
+    assert b.access == (AccessRule(True, "10.0.0.1/32"),)
+    assert error(http, "server { deny 10.0.0.300; return 204; }").message == (
+        'invalid parameter "10.0.0.300"'
+    )

@@ -368,3 +368,40 @@ async def test_an_error_page_uri_is_proxied_as_a_get(tmp_path: Path) -> None:
     up.respond(ok(b"sorry"))
     [resp] = client.responses()
     assert (resp.status, resp.body) == (404, b"sorry")
+
+
+# --------------------------------------------------------------------------- allow / deny
+
+ACCESS = """
+    allow 10.1.0.0/16;
+    deny all;
+    location / { return 200 "in"; }
+    location /open/ { allow all; return 200 "open"; }
+    location /v6/ { deny 10.1.2.3; allow 2001:db8::/32; deny all; proxy_pass http://app; }
+    location /back/ { proxy_pass http://app; }
+"""
+
+
+@pytest.mark.parametrize(
+    ("addr", "path", "status"),
+    [
+        ("10.1.2.3", "/back/x", 200),  # allowed: the upstream answers
+        ("10.2.0.1", "/back/x", 403),
+        ("::ffff:10.1.9.9", "/back/x", 200),  # IPv4-mapped: the IPv4 rules apply
+        ("10.2.0.1", "/", 200),  # a return answers before the access phase, as in nginx
+        ("10.2.0.1", "/open/", 200),
+        ("10.1.2.3", "/v6/", 403),  # the first rule that matches decides
+        ("2001:db8::1", "/v6/", 200),
+        ("2001:db9::1", "/v6/", 403),
+    ],
+)
+async def test_allow_and_deny_decide_in_order_after_the_rewrite_directives(
+    tmp_path: Path, addr: str, path: str, status: int
+) -> None:
+    proxy = make_proxy(tmp_path, server(ACCESS))
+    client = proxy.client(addr)
+    client.send(get(path))
+    if proxy.busy():
+        proxy.active().respond(ok())
+    [resp] = client.responses()
+    assert resp.status == status

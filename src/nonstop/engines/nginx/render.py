@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 from nonstop.config.model import (
     AccessLog,
+    AccessRule,
     AddHeader,
     AppSpec,
     BreakSpec,
@@ -383,6 +384,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     _error_pages(w, server.error_pages)
     if server.files is not None:
         _files(w, server.files, None)
+    _access(w, server.access)
     apps = passes.apps_of(server)
     if apps:
         # The flag is looked up per request; a stat() per request would cost nginx ~20%
@@ -477,6 +479,7 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
         w.line("proxy_intercept_errors", "on")
     if loc.internal:
         w.line("internal")
+    _access(w, loc.access)
     if loc.files is not None:
         _files(w, loc.files, passes.files)
     if loc.steps:
@@ -541,6 +544,11 @@ def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
         for ext, mime in files.types:
             w.line(quote(mime), quote(ext))
         w.close()
+
+
+def _access(w: _Writer, rules: tuple[AccessRule, ...]) -> None:
+    for rule in rules:
+        w.line("allow" if rule.allow else "deny", rule.network)
 
 
 def _error_pages(w: _Writer, pages: tuple[ErrorPage, ...]) -> None:
