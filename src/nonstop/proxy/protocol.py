@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from nonstop.proxy.server import Backend, ProxyState
     from nonstop.proxy.upstream import Peer
 
-__all__ = ["ClientConnection", "Rejected"]
+__all__ = ["ClientConnection"]
 
 log = logging.getLogger("nonstop")
 
