@@ -442,9 +442,10 @@ class ClientConnection:
                 raise Rejected(0)
             self.parsing = req = Request(self, url)
             self.head_size = 0
+            req.start = now = self.state.now()
             if self.req is None:
                 self.phase = HEAD
-                self.deadline = self.state.now() + self.header_timeout
+                self.deadline = now + self.header_timeout
         else:
             req.url += url  # the URL arrived in pieces
         if len(req.url) > MAX_LINE:
@@ -707,6 +708,10 @@ class ClientConnection:
             self._respond_error(502, close=False)
             return
         self.peer = peer
+        req = self.req
+        if req is not None:
+            req.peer = peer
+            req.upstream_start = now
         uconn = upstream.idle.get(peer.address) if upstream.keepalive else None
         if uconn is not None:
             self.cached = True
@@ -1211,6 +1216,8 @@ class ClientConnection:
         self.request_sent = False
         self.deadline = 0.0
         if self.attempt is not None and self.attempt.tries_left > 0:
+            if self.upstream is not None:
+                self.state.metrics.retried(self.upstream.name)
             self._try_next()
             return
         self._respond_error(504 if kind in ("timeout", "http_504") else 502, close=False)
@@ -1218,6 +1225,8 @@ class ClientConnection:
     def _release_peer(self, outcome: Outcome) -> None:
         peer = self.peer
         if peer is not None and self.upstream is not None and self.attempt is not None:
+            if outcome == Outcome.FAILED:
+                self.state.count_failure(self.upstream, peer, self.phase == CONNECT)
             self.peer = None
             self.upstream.balancer.free(self.attempt, peer, outcome, self.state.now())
 
@@ -1387,8 +1396,9 @@ class ClientConnection:
     def _finish(self, status: int, close: bool, now: float = 0.0) -> None:
         req = self.req
         route = req.route if req is not None else None
-        if route is not None and route.log_path is not None:
-            self._log(status)
+        if not now:
+            now = self.state.now()
+        self._log(status, now)
         self.req = None
         self.route = None
         self.upstream = None
@@ -1415,7 +1425,7 @@ class ClientConnection:
         self.idle_timeout = (
             route.keepalive_timeout if route is not None else self.state.client_keepalive_timeout
         )
-        self.deadline = (now or self.state.now()) + self.idle_timeout
+        self.deadline = now + self.idle_timeout
         self._resume_reading()
 
     def _pause_reading(self) -> None:
@@ -1430,11 +1440,10 @@ class ClientConnection:
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def _log(self, status: int) -> None:
+    def _log(self, status: int, now: float = 0.0) -> None:
         req = self.req
-        route = req.route if req is not None else None
-        if route is not None and route.log_path is not None:
-            self.state.access(route.log_path, req, status, self.resp_bytes)
+        if req is not None:
+            self.state.record(req, status, self.resp_bytes, now or self.state.now(), self.upstream)
 
     def _close(self) -> None:
         self.phase = CLOSING
