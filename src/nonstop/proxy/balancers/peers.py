@@ -162,9 +162,9 @@ class Attempt:
     """Selection state of one request across its attempts (``rrp`` + ``iphp``/``hp``/``rp``).
 
     ``tries_left`` is nginx's ``pc->tries``: it starts at the upstream's ``tries`` and every
-    ``free`` takes one off (a single-server upstream sets it to 0).  The proxy may lower it to
-    ``proxy_next_upstream_tries``; it retries only while it is above zero.  ``picks`` counts the
-    peers handed out so far.
+    ``free`` takes one off (a single-server upstream sets it to 0).  ``Upstream.begin`` lowers
+    it to ``proxy_next_upstream_tries``; the proxy retries only while it is above zero.
+    ``picks`` counts the peers handed out so far.
     """
 
     __slots__ = (
