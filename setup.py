@@ -38,6 +38,7 @@ COMPILED = [
     "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",
     "src/nonstop/proxy/accesslog.py",
+    "src/nonstop/proxy/metrics.py",
     "src/nonstop/proxy/server.py",
     "src/nonstop/proxy/tls.py",
     "src/nonstop/proxy/tls_stream.py",

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 from nonstop.admin.http import AdminHttp
+from nonstop.admin.metrics import EventCounts, Scrape, add_metrics, build_info
 from nonstop.admin.page import StatusFeed, add_status_page
 from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
 from nonstop.config import load
@@ -129,6 +130,8 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.http: AdminHttp | None = None  # [admin] listen
         self.feed: StatusFeed | None = None  # the status page's event stream
+        self.counts = EventCounts()  # deploys and reloads, for GET /metrics
+        self.build = build_info()
         self.store: StateStore | None = None
         self.deployer: Deployer | None = None
         self.running: Config | None = None
@@ -233,8 +236,22 @@ class Daemon:
         assert config.admin.listen is not None
         http = self.http = AdminHttp(config.admin.listen, config.admin.token, handlers, streams)
         self.feed = add_status_page(http, self._page_snapshot, self._page_events)
+        add_metrics(http, self._scrape)
+        self.tasks.spawn(self.counts.follow(self.events), "deploys and reloads for /metrics")
         await http.start()
         log.info("admin listener on %s", ", ".join(http.addresses()))
+
+    async def _scrape(self) -> Scrape:
+        """What GET /metrics shows, gathered when it is asked for."""
+        assert self.engine is not None and self.deployer is not None
+        status = await self.engine.status(None)
+        return Scrape(
+            data_plane=await self.engine.metrics(),
+            upstreams=status.get("upstreams", {}),
+            apps=await self.deployer.status(),
+            events=self.counts,
+            build=self.build,
+        )
 
     async def _page_snapshot(self) -> Mapping[str, Any]:
         return await self._admin_status({})

@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 from nonstop.config.model import (
+    LOG_FORMATS,
     AccessLog,
     AddHeader,
     AdminSpec,
@@ -977,9 +978,10 @@ class _Builder:
         path = d.args[0]
         if "$" in path or ":" in path.split("/")[0]:
             raise self.fail(d, f'access_log "{path}" is outside the nonstop subset (use a file)')
-        if len(d.args) == 2 and d.args[1] != "combined":
-            raise self.fail(d, f'unknown log format "{d.args[1]}"')
-        return AccessLog(path=self.prefix_path(path))
+        fmt = d.args[1] if len(d.args) == 2 else "combined"
+        if fmt not in LOG_FORMATS:
+            raise self.fail(d, f'unknown log format "{fmt}" (nonstop has "combined" and "json")')
+        return AccessLog(path=self.prefix_path(path), format=fmt)
 
     # -- location -----------------------------------------------------------
 

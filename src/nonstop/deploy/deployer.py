@@ -247,7 +247,7 @@ class Deployer:
             durations["total"] = round(run.progress.elapsed(), 4)
             record = self.store.finish_deploy(run.record.id, outcome, str(exc), durations)
             run.result = describe_deploy(record)
-            run.progress("done", f"{kind} of {run.release} {outcome}", outcome=outcome)
+            run.progress("done", f"{kind} of {run.release} {outcome}", outcome=outcome, kind=kind)
             raise
         except asyncio.CancelledError:
             reason = "nonstop stopped while the deploy was running"
@@ -263,6 +263,7 @@ class Deployer:
             "done",
             f"{run.release} serves all traffic ({durations['total']:.2f}s)",
             outcome="ok",
+            kind=kind,
         )
         return run.result
 

@@ -65,6 +65,9 @@ class EmbeddedEngine:
         self._mark_drained()
         self._sync_checks()
 
+    async def metrics(self) -> Mapping[str, Any] | None:
+        return self.proxy.metrics_snapshot()
+
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()
 

@@ -360,9 +360,10 @@ class ClientConnection(Receiver):
                 raise Rejected(0)
             self.parsing = req = Request(self, url)
             self.head_size = 0
+            req.start = now = self.state.now()
             if self.req is None:
                 self.phase = HEAD
-                self.deadline = self.state.now() + self.header_timeout
+                self.deadline = now + self.header_timeout
         else:
             req.url += url  # the URL arrived in pieces
         if len(req.url) > MAX_LINE:
@@ -526,6 +527,10 @@ class ClientConnection(Receiver):
             self._respond_error(502, close=False)
             return
         ex.peer = peer
+        req = self.req
+        if req is not None:
+            req.peer = peer
+            req.upstream_start = now
         uconn = upstream.idle.get(peer.address) if upstream.keepalive else None
         if uconn is not None:
             ex.cached = True
@@ -955,6 +960,8 @@ class ClientConnection(Receiver):
         ex.request_sent = False
         self.deadline = 0.0
         if ex.attempt is not None and ex.attempt.tries_left > 0:
+            if ex.upstream is not None:
+                self.state.metrics.retried(ex.upstream.name)
             self._try_next()
             return
         self._respond_error(failure_status(kind), close=False)
@@ -963,6 +970,8 @@ class ClientConnection(Receiver):
         ex = self.exchange
         peer = ex.peer
         if peer is not None and ex.upstream is not None and ex.attempt is not None:
+            if outcome == Outcome.FAILED:
+                self.state.count_failure(ex.upstream, peer, self.phase == CONNECT)
             ex.peer = None
             ex.upstream.balancer.free(ex.attempt, peer, outcome, self.state.now())
 
@@ -1111,8 +1120,9 @@ class ClientConnection(Receiver):
         ex = self.exchange
         req = self.req
         route = req.route if req is not None else None
-        if route is not None and route.log_path is not None:
-            self._log(status)
+        if not now:
+            now = self.state.now()
+        self._log(status, now)
         self.req = None
         ex.route = None
         ex.upstream = None
@@ -1139,7 +1149,7 @@ class ClientConnection(Receiver):
         self.idle_timeout = (
             route.keepalive_timeout if route is not None else self.state.client_keepalive_timeout
         )
-        self.deadline = (now or self.state.now()) + self.idle_timeout
+        self.deadline = now + self.idle_timeout
         self._resume_reading()
 
     def _pause_reading(self) -> None:
@@ -1154,11 +1164,11 @@ class ClientConnection(Receiver):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def _log(self, status: int) -> None:
+    def _log(self, status: int, now: float = 0.0) -> None:
         req = self.req
-        route = req.route if req is not None else None
-        if route is not None and route.log_path is not None:
-            self.state.access(route.log_path, req, status, self.exchange.resp_bytes)
+        if req is not None:
+            ex = self.exchange
+            self.state.record(req, status, ex.resp_bytes, now or self.state.now(), ex.upstream)
 
     def _close(self) -> None:
         self.phase = CLOSING

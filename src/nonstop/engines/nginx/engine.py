@@ -510,6 +510,12 @@ class NginxEngine:
             except TimeoutError:
                 continue
 
+    async def metrics(self) -> Mapping[str, Any] | None:
+        """None: nginx OSS counts no requests per upstream server that nonstop could
+        read (its stub_status has connection totals only), so /metrics leaves the
+        data-plane series out rather than report some of them."""
+        return None
+
     async def reopen_logs(self) -> None:
         if self.master is not None and self.master.returncode is None:
             self.command.signal(self.master.pid, signal.SIGUSR1)

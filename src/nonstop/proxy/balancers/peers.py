@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 
 from nonstop.config.model import ServerSpec
+from nonstop.proxy.metrics import Tally
 
 __all__ = [
     "NEVER",
@@ -53,6 +54,7 @@ class Peer:
         "responses",
         "responses_5xx",
         "spec",
+        "tally",
         "weight",
     )
 
@@ -78,6 +80,8 @@ class Peer:
         # verify step watches on the new release
         self.responses = 0
         self.responses_5xx = 0
+        # this server's request counters (``nonstop.proxy.metrics``), found on first use
+        self.tally: Tally | None = None
         # ``off`` folds config ``down``, a failed active check and draining into the one flag
         # the balancers test; Upstream recomputes it whenever one of the three changes.
         self.off = self.down or not health_ok
