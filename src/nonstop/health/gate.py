@@ -85,7 +85,8 @@ async def wait_healthy(
     ``deadline`` is on ``clock.monotonic()``; None means ``spec.start_timeout`` from now.
     ``is_alive`` says whether the instance's process still runs; ``tail`` returns the end
     of its log for the failure message.  ``on_wait`` hears how the wait goes after a probe
-    that did not pass: at most once a second, and whenever the probe's outcome changes.
+    that did not pass, from one second on (an app that starts at once is not worth a line):
+    at most once a second, and whenever the probe's outcome changes.
     """
     start = clock.monotonic()
     end = start + spec.start_timeout if deadline is None else deadline
@@ -116,7 +117,7 @@ async def wait_healthy(
         if now >= end:
             why = f"not healthy after {spec.start_timeout:g}s: {last.detail}"
             return _failed(why, last, tail, now - start, probes)
-        if on_wait is not None and not last.ok:
+        if on_wait is not None and not last.ok and now - start >= 1.0:
             news = (int(now - start), last.detail)
             if told is None or news[0] > told[0] or news[1] != told[1]:
                 told = news
