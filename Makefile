@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 # builds it; the data plane then runs interpreted until `make build` compiles it).
 # --no-compile: Python writes a module's bytecode when it first imports it, instead of
 # pip compiling every file of every package up front.
-PIP_INSTALL := $(BIN)/pip install -q --no-compile
+PIP_INSTALL := $(BIN)/pip install -q --no-compile --disable-pip-version-check
 BUILD_REQUIRES = $(BIN)/python -c 'import sys, tomllib; \
 	r = tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]; \
 	print(*(x for x in r if x.startswith("mypy") == (sys.argv[1] == "compile")), sep="\n")'
