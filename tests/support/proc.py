@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,12 +10,22 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.support.backends import wait_port
 
-__all__ = ["NginxProcess", "NonstopProcess", "nginx_conf", "raw_request", "start_engine"]
+__all__ = [
+    "NginxProcess",
+    "NonstopProcess",
+    "admin_api",
+    "nginx_conf",
+    "raw_request",
+    "start_engine",
+]
 
 
 class NonstopProcess:
@@ -104,6 +115,18 @@ class NonstopProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+def admin_api(port: int, path: str, token: str | None) -> tuple[int, dict[str, Any]]:
+    """GET ``path`` of the HTTP admin listener on ``port``: its status and JSON answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
 class NginxProcess:

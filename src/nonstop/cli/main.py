@@ -280,19 +280,63 @@ def reload(config_path: str, prefix: str | None) -> None:
 @_config_option
 @_prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(app: str | None, config_path: str, prefix: str | None, as_json: bool) -> None:
+@click.option(
+    "--watch", "-w", is_flag=True, help="Keep the view on screen, refreshed (Ctrl-C stops)."
+)
+@click.option(
+    "--interval", default="1s", show_default=True, help="With --watch: how often to refresh."
+)
+def status(
+    app: str | None, config_path: str, prefix: str | None, as_json: bool, watch: bool, interval: str
+) -> None:
     """Show apps (live release, instances, last deploys) and upstreams."""
     args = {} if app is None else {"app": app}
-    answer = _call(_client(config_path, prefix), "status", **args)
-    if not answer.get("ok"):
-        _say(str(answer.get("error")))
-        sys.exit(int(answer.get("exit_code") or 1))
+    client = _client(config_path, prefix)
+    if watch:
+        _watch(client, args, as_json, interval)
+        return
+    answer = _status(client, args)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
     from nonstop.cli.show import print_status
 
     print_status(answer)
+
+
+def _status(client: AdminClient, args: dict[str, Any]) -> dict[str, Any]:
+    answer = _call(client, "status", **args)
+    if not answer.get("ok"):
+        _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
+    return answer
+
+
+def _watch(client: AdminClient, args: dict[str, Any], as_json: bool, interval: str) -> None:
+    """``status --watch``: a view redrawn in place, so only at a terminal."""
+    if as_json:
+        raise click.UsageError("--watch draws for a terminal; scripts poll `status --json`")
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise click.UsageError(
+            "--watch needs a terminal; without one, run `nonstop status` (or --json) when needed"
+        )
+    try:
+        seconds = parse_duration(interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--interval") from exc
+    if seconds <= 0:
+        raise click.BadParameter("must be above 0", param_hint="--interval")
+    from nonstop.cli.show import watch_status
+
+    _status(client, args)  # a wrong app name or a config without a daemon: say so and exit
+
+    def fetch() -> dict[str, Any]:
+        answer = client.call("status", **args)
+        if not answer.get("ok"):
+            raise NonstopError(str(answer.get("error")))
+        return answer
+
+    watch_status(fetch, seconds)
 
 
 def _holder() -> str:

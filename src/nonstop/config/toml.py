@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from nonstop.config.listen import is_loopback, parse_listen_address
+from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     LOG_FORMATS,
     AccessLog,
@@ -405,37 +405,16 @@ class _Reader:
         """``[admin] listen`` and its token; a public address needs a token."""
         if admin is None:
             return None, None
-        listen = admin.string("listen")
-        token = admin.string("token")
-        token_file = admin.string("token_file")
-        if token is not None and token_file is not None:
-            raise admin.error("token_file", 'give "token" or "token_file", not both')
-        if token_file is not None:
-            path = self.conf_path(token_file)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    token = f.read().strip()
-            except OSError as exc:
-                raise admin.error("token_file", f"cannot read {path}: {exc.strerror}") from None
-        if token is not None and len(token) < 16:
-            raise admin.error(
-                "token_file" if token_file else "token", "a token has at least 16 characters"
-            )
-        if listen is None:
-            return None, token
-        if listen.startswith("unix:"):
-            listen = "unix:" + self.prefix_path(listen[5:])
         try:
-            where = parse_listen_address(listen)
-        except ValueError as exc:
-            raise admin.error("listen", str(exc)) from None
-        if token is None and not isinstance(where, str) and not is_loopback(where[0]):
-            raise admin.error(
-                "listen",
-                f"{listen} is not a loopback address: anyone who reaches it could deploy; "
-                'set "token_file" (or listen on 127.0.0.1 or a unix: socket)',
+            return admin_listener(
+                admin.string("listen"),
+                admin.string("token"),
+                admin.string("token_file"),
+                self.conf_path,
+                self.prefix_path,
             )
-        return listen, token
+        except AdminSettingError as exc:
+            raise admin.error(exc.key, str(exc)) from None
 
     # -- upstreams and apps -------------------------------------------------
 

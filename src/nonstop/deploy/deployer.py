@@ -45,7 +45,7 @@ from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, UsageError
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.servers import slot_of
+from nonstop.servers import ServerReport, slot_of
 from nonstop.supervisor import StartFailed, Supervisor, SupervisorEvent, reclaim
 from nonstop.tasks import TaskOwner
 
@@ -330,8 +330,7 @@ class Deployer:
                     "live": instance.port in runtime.live_ports,
                     "health": report.state if report is not None else "not in pool",
                     "in_flight": report.in_flight if report is not None else 0,
-                    "responses": report.responses if report is not None else None,
-                    "responses_5xx": report.responses_5xx if report is not None else None,
+                    **_counts(report),
                     "uptime": round(instance.uptime(), 3),
                 }
             )
@@ -357,7 +356,9 @@ class Deployer:
                 "holder": run.record.holder,
                 "hold_until": run.hold_until,
             },
-            "history": [describe_deploy(r) for r in self.store.history(spec.name, 10)],
+            "history": [
+                describe_deploy(r, self.clock.wall()) for r in self.store.history(spec.name, 10)
+            ],
         }
 
     async def cancel(self) -> None:
@@ -371,7 +372,22 @@ class Deployer:
         await self.supervisor.close(timeout)
 
 
-def describe_deploy(record: DeployRecord) -> dict[str, Any]:
+def _counts(report: ServerReport | None) -> dict[str, int]:
+    """An instance's answers and 5xx since it joined the pool: 0 while it is out of it,
+    left out where the engine does not count them (never ``null``)."""
+    if report is None:
+        return {"responses": 0, "responses_5xx": 0}
+    if report.responses is None or report.responses_5xx is None:
+        return {}
+    return {"responses": report.responses, "responses_5xx": report.responses_5xx}
+
+
+def describe_deploy(record: DeployRecord, now: float | None = None) -> dict[str, Any]:
+    """A deploy as the admin API shows it; with ``now`` (wall clock), one still running
+    has the ``duration`` it has taken so far."""
+    duration = record.duration
+    if duration is None and now is not None:
+        duration = max(0.0, now - record.started_at)
     return {
         "id": record.id,
         "app": record.app,
@@ -383,6 +399,6 @@ def describe_deploy(record: DeployRecord) -> dict[str, Any]:
         "reason": record.reason,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
-        "duration": None if record.duration is None else round(record.duration, 4),
+        "duration": None if duration is None else round(duration, 4),
         "durations": dict(record.durations),
     }

@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-child", default=None)
     parser.add_argument("--error-status", type=int, default=None)  # for non-infra paths
+    parser.add_argument("--start-delay", type=float, default=0.0)  # before it listens
     args = parser.parse_args()
 
     print(f"pyapp release={args.release} starting on port {args.port}", flush=True)
@@ -103,6 +104,7 @@ def main() -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.answer(200, self.rfile.read(length))
 
+    time.sleep(args.start_delay)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(f"pyapp release={args.release} listening on port {args.port}", flush=True)

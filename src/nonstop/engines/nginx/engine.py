@@ -269,8 +269,7 @@ class NginxEngine:
 
     async def status(self, app: str | None) -> Mapping[str, Any]:
         return {
-            "engine": "nginx",
-            "connections": "n/a",
+            "engine": "nginx",  # which counts nginx keeps to itself: no "connections"
             "listen": list(self.listens()),
             "nginx": self.describe(),
             "upstreams": self.upstreams(app),
