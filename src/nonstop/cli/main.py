@@ -276,6 +276,50 @@ def reload(config_path: str, prefix: str | None) -> None:
 
 
 @main.command()
+@_config_option
+@_prefix_option
+@click.option(
+    "--apps", is_flag=True, help="Stop the app instances too (by default they keep running)."
+)
+@click.option(
+    "--timeout",
+    default="120s",
+    show_default=True,
+    help="How long to wait for the daemon to exit.",
+)
+def stop(config_path: str, prefix: str | None, apps: bool, timeout: str) -> None:
+    """Stop the daemon gracefully; exit 0 once it has exited.
+
+    The apps keep running and serving on their ports, and the next `nonstop run` adopts
+    them; with --apps they are stopped too (stop_signal, SIGKILL after stop_timeout).
+    """
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    answer = _call(_client(config_path, prefix), "stop", apps=apps)
+    pid = answer.get("pid")
+    if isinstance(pid, int) and not _wait_exit(pid, seconds):
+        _say(f"nonstop (pid {pid}) is still stopping after {timeout}")
+        sys.exit(1)
+    _say("stopped" + ("; its apps are stopped too" if apps else "; its apps keep running"))
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` ended within ``timeout`` seconds."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+@main.command()
 @click.argument("app", required=False)
 @_config_option
 @_prefix_option
