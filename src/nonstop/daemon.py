@@ -34,6 +34,7 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
+from nonstop import listeners
 from nonstop.admin.http import AdminHttp
 from nonstop.admin.page import StatusFeed, add_status_page
 from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
@@ -170,6 +171,7 @@ class Daemon:
             self.running = config
             adopted = await deployer.adopt()
             listening = await engine.start()
+            listeners.inherited.close()  # handed over but named by no listen directive
         except BaseException:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)

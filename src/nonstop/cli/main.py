@@ -202,6 +202,7 @@ def run(
     import uvloop
 
     from nonstop.daemon import Daemon, setup_logging
+    from nonstop.listeners import inherited
     from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
 
     config = _load(config_path, prefix)
@@ -218,8 +219,15 @@ def run(
     except NonstopError as exc:
         _say(f"[emerg] {exc}")
         sys.exit(exc.exit_code)
+    try:
+        handed = inherited.from_systemd()  # LISTEN_FDS: used instead of binding
+    except ValueError as exc:
+        _say(f"[emerg] {exc}")
+        sys.exit(1)
     too_few_files = raise_open_files_limit(config.max_connections)
     setup_logging(config)
+    if handed:
+        logging.getLogger("nonstop").info("%d listening socket(s) from systemd", handed)
     if too_few_files is not None:
         logging.getLogger("nonstop").warning("%s", too_few_files)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)

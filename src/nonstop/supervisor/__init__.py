@@ -17,7 +17,7 @@ from nonstop.supervisor.launcher import (
     ensure_port_free,
 )
 from nonstop.supervisor.logfile import tail
-from nonstop.supervisor.orphan import AdoptedProcess, is_our_process, reclaim
+from nonstop.supervisor.orphan import AdoptedProcess, is_gone, is_our_process, reclaim
 from nonstop.supervisor.process import (
     ChildProcess,
     process_cmdline,
@@ -44,6 +44,7 @@ __all__ = [
     "SupervisorEvent",
     "build_launch",
     "ensure_port_free",
+    "is_gone",
     "is_our_process",
     "process_cmdline",
     "process_start_ticks",

@@ -24,12 +24,13 @@ import time
 
 from nonstop.supervisor.process import UNKNOWN_EXIT, process_cmdline, process_start_ticks
 
-__all__ = ["AdoptedProcess", "is_our_process", "reclaim"]
+__all__ = ["AdoptedProcess", "is_gone", "is_our_process", "reclaim"]
 
 _POLL = 0.05
 
 
-def _is_zombie(pid: int) -> bool:
+def is_gone(pid: int) -> bool:
+    """No process ``pid`` runs (a zombie has ended: it only waits to be collected)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
@@ -42,7 +43,7 @@ def is_our_process(pid: int, start_ticks: int | None) -> bool:
     """True if ``pid`` is alive, started at ``start_ticks`` and leads its own group."""
     if pid <= 1 or start_ticks is None:
         return False
-    if process_start_ticks(pid) != start_ticks or _is_zombie(pid):
+    if process_start_ticks(pid) != start_ticks or is_gone(pid):
         return False
     try:
         return os.getpgid(pid) == pid
