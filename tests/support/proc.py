@@ -104,11 +104,13 @@ class NonstopProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = 20, apps: bool = True) -> int:
+        """SIGINT (Ctrl-C) stops the daemon and its apps; ``apps=False``: SIGTERM, which
+        leaves them running (their next start adopts them)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT if apps else signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

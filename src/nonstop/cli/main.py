@@ -202,6 +202,7 @@ def run(
     import uvloop
 
     from nonstop.daemon import Daemon, setup_logging
+    from nonstop.listeners import inherited
     from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
 
     config = _load(config_path, prefix)
@@ -218,8 +219,15 @@ def run(
     except NonstopError as exc:
         _say(f"[emerg] {exc}")
         sys.exit(exc.exit_code)
+    try:
+        handed = inherited.from_systemd()  # LISTEN_FDS: used instead of binding
+    except ValueError as exc:
+        _say(f"[emerg] {exc}")
+        sys.exit(1)
     too_few_files = raise_open_files_limit(config.max_connections)
     setup_logging(config)
+    if handed:
+        logging.getLogger("nonstop").info("%d listening socket(s) from systemd", handed)
     if too_few_files is not None:
         logging.getLogger("nonstop").warning("%s", too_few_files)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
@@ -273,6 +281,50 @@ def reload(config_path: str, prefix: str | None) -> None:
         _say(f"reload refused, the running config stays: {answer.get('error')}")
         sys.exit(2)
     _say("configuration reloaded")
+
+
+@main.command()
+@_config_option
+@_prefix_option
+@click.option(
+    "--apps", is_flag=True, help="Stop the app instances too (by default they keep running)."
+)
+@click.option(
+    "--timeout",
+    default="120s",
+    show_default=True,
+    help="How long to wait for the daemon to exit.",
+)
+def stop(config_path: str, prefix: str | None, apps: bool, timeout: str) -> None:
+    """Stop the daemon gracefully; exit 0 once it has exited.
+
+    The apps keep running and serving on their ports, and the next `nonstop run` adopts
+    them; with --apps they are stopped too (stop_signal, SIGKILL after stop_timeout).
+    """
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    answer = _call(_client(config_path, prefix), "stop", apps=apps)
+    pid = answer.get("pid")
+    if isinstance(pid, int) and not _wait_exit(pid, seconds):
+        _say(f"nonstop (pid {pid}) is still stopping after {timeout}")
+        sys.exit(1)
+    _say("stopped" + ("; its apps are stopped too" if apps else "; its apps keep running"))
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` ended within ``timeout`` seconds."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
 
 
 @main.command()

@@ -229,7 +229,9 @@ class Executor:
             raise DeployRefused(f"the switch to {run.release} was not applied: {exc}") from None
         run.stamp("switched")
         for port in step.to:
-            self.store.set_instance_state(spec.name, port, "running")
+            instance = self.supervisor.get(spec.name, port)
+            cmdline = instance.cmdline() if instance is not None else None
+            self.store.set_instance_state(spec.name, port, "running", cmdline)
         run.progress(
             "switched",
             f"traffic switched to {run.release}",

@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from nonstop import listeners
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
 from nonstop.errors import ConfigError
 from nonstop.proxy.accesslog import AccessLogs
@@ -74,6 +75,22 @@ def bind_error(exc: OSError, host: str, port: int) -> OSError:
             " (docs/operations.md), or listen on a port above 1023"
         )
     return OSError(exc.errno, message)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(511)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, host, port) from exc
+    return sock
 
 
 class Backend:
@@ -366,18 +383,8 @@ class ProxyServer:
 
     async def _listen(self, key: tuple[str, int], ssl: bool) -> asyncio.AbstractServer:
         host, port = key
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-            sock.listen(511)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise bind_error(exc, host, port) from exc
+        # A socket from systemd or from the nonstop this one upgrades is used as it is.
+        sock = listeners.inherited.take(host, port) or _bind(host, port)
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
