@@ -14,6 +14,7 @@ from typing import TypeAlias
 __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
     "DEFAULT_TYPES",
+    "LOG_FORMATS",
     "AccessLog",
     "AccessRule",
     "AddHeader",
@@ -238,6 +239,9 @@ class AddHeader:
     always: bool = False
 
 
+LOG_FORMATS = ("combined", "json")
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorPage:
     """``error_page CODE ... [=[RESPONSE]] URI|@NAME|URL``."""
@@ -281,10 +285,10 @@ class AccessRule:
 
 @dataclass(frozen=True, slots=True)
 class AccessLog:
-    """``access_log PATH [combined]`` or ``access_log off`` (path None)."""
+    """``access_log PATH [combined|json]`` or ``access_log off`` (path None)."""
 
     path: str | None
-    format: str = "combined"
+    format: str = "combined"  # one of LOG_FORMATS
 
 
 DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})

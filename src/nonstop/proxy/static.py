@@ -23,7 +23,8 @@ from typing import Any
 from nonstop.config.model import FilesSpec
 from nonstop.proxy.error_page import jump
 from nonstop.proxy.request import Request
-from nonstop.proxy.responses import error_page, status_line
+from nonstop.proxy.response_head import added_headers
+from nonstop.proxy.responses import SERVER_LINE, error_page, status_line
 from nonstop.proxy.variables import Getter, VariableTable
 
 __all__ = [
@@ -202,9 +203,9 @@ def serve(conn: Any, req: Request, files: Files, body: list[bytes], complete: bo
     elif kind == SLASH:
         req.ret_code = 301
         req.ret_text = value + ("?" + req.args if req.args else "")
-        conn._respond_return(req, conn.route)
+        conn._respond_return(req, conn.exchange.route)
     elif kind == JUMP:
-        route = conn.route
+        route = conn.exchange.route
         jump(req, value, route.owner if route is not None else None)
         conn.conn_requests -= 1  # the same request, started again
         conn._start(req, body, complete)
@@ -301,23 +302,22 @@ def _head(
     if body.count <= _SMALL and req.method != b"HEAD":
         conn._respond(status, body.read_all(), ctype, extra, False)
         return
-    from nonstop.proxy.protocol import SERVER_LINE, _added
-
     transport = conn.transport
     if transport is None:
         body.close()
         return
-    close = not conn.body_done or not conn._client_keeps_alive(req)
+    ex = conn.exchange
+    close = not ex.body_done or not conn._client_keeps_alive(req)
     parts = [status_line(req.err_status or status), SERVER_LINE, conn.state.date.current]
     parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: %d\r\n" % length)
     parts.append(extra)
-    route = conn.route
+    route = ex.route
     if route is not None and route.add_success:
-        parts.append(_added(route.add_success, req))
+        parts.append(added_headers(route, status, req))
     parts.append(b"Connection: close\r\n\r\n" if close else b"Connection: keep-alive\r\n\r\n")
     transport.write(b"".join(parts))
-    conn.resp_started = True
-    conn.resp_bytes = body.count
+    ex.resp_started = True
+    ex.resp_bytes = body.count
     body.status, body.close_after = status, close
     if req.method == b"HEAD":
         body.count = 0
