@@ -726,3 +726,11 @@ def test_request_buffering_directives_inherit_and_default_to_nginx(http: Load) -
 def test_request_buffering_takes_only_on_or_off(http: Load) -> None:
     err = error(http, "proxy_request_buffering maybe;")
     assert "it must be" in err.message
+
+
+def test_access_log_takes_the_json_format_and_names_the_formats_it_knows(http: Load) -> None:
+    cfg = http("server { access_log logs/a.log json; return 204; }")
+    assert cfg.servers[0].access_log is not None
+    assert cfg.servers[0].access_log.format == "json"
+    with pytest.raises(ConfigError, match=r'unknown log format "main".*"combined" and "json"'):
+        http("server { access_log logs/a.log main; return 204; }")
