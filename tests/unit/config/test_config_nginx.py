@@ -938,3 +938,11 @@ def test_allow_and_deny_keep_their_order_and_are_inherited_as_one_list(http: Loa
     assert error(http, "server { deny 10.0.0.300; return 204; }").message == (
         'invalid parameter "10.0.0.300"'
     )
+
+
+def test_access_log_takes_the_json_format_and_names_the_formats_it_knows(http: Load) -> None:
+    cfg = http("server { access_log logs/a.log json; return 204; }")
+    assert cfg.servers[0].access_log is not None
+    assert cfg.servers[0].access_log.format == "json"
+    with pytest.raises(ConfigError, match=r'unknown log format "main".*"combined" and "json"'):
+        http("server { access_log logs/a.log main; return 204; }")
