@@ -65,6 +65,14 @@ class EmbeddedEngine:
         self._mark_drained()
         self._sync_checks()
 
+    def listening_fds(self) -> list[int]:
+        """The listening sockets' descriptors (handed to the new nonstop on an upgrade)."""
+        return [
+            sock.fileno()
+            for server in self.proxy.listeners.values()
+            for sock in getattr(server, "sockets", ())
+        ]
+
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()
 
