@@ -449,6 +449,23 @@ class Deployer:
             ],
         }
 
+    def busy(self) -> str | None:
+        """What would be cut short by handing the apps over now (an upgrade), if anything."""
+        for name, runtime in sorted(self.apps.items()):
+            if not runtime.ready.is_set():
+                return f"{name}'s live release is still being restored"
+            if runtime.run is not None:
+                return f"deploy #{runtime.run.record.id} of {name} is running ({runtime.run.phase})"
+        return None
+
+    def hand_over(self) -> None:
+        """Stop supervising, leave every instance running: a new nonstop adopts them."""
+        for runtime in self.apps.values():
+            for task in runtime.gating.values():
+                task.cancel()
+            runtime.gating.clear()
+        self.supervisor.leave_running()
+
     async def cancel(self) -> None:
         """Cancel deploys (recorded ``interrupted``) and health gates: the first step of
         the daemon's shutdown."""
