@@ -218,10 +218,10 @@ def run(
     except NonstopError as exc:
         _say(f"[emerg] {exc}")
         sys.exit(exc.exit_code)
-    too_few_files = raise_open_files_limit(config.max_connections)
+    limits = raise_open_files_limit(config.max_connections, config.max_open_files)
     setup_logging(config)
-    if too_few_files is not None:
-        logging.getLogger("nonstop").warning("%s", too_few_files)
+    for warning in limits:
+        logging.getLogger("nonstop").warning("%s", warning)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
     try:
         uvloop.run(daemon.run(config))
