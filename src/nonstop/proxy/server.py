@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
 from nonstop.errors import ConfigError
+from nonstop.proxy.acceptor import AcceptErrors, Acceptor
 from nonstop.proxy.accesslog import AccessLogs
 from nonstop.proxy.connection_pool import IdlePool
 from nonstop.proxy.protocol import ClientConnection
@@ -35,12 +36,26 @@ from nonstop.proxy.upstream import Upstream
 from nonstop.proxy.variables import Getter, VariableTable
 from nonstop.servers import ServerState
 
-__all__ = ["AppServers", "Backend", "ProxyServer", "ProxyState", "bind_error"]
+__all__ = [
+    "AppServers",
+    "Backend",
+    "ProxyServer",
+    "ProxyState",
+    "SocketSource",
+    "bind_error",
+    "bind_keys",
+    "listen_socket",
+]
 
 # Each app's servers as the control plane set them (``Engine.set_servers``): a config
 # names an app's upstream but not its servers, so every state built for a config gets
 # them from here.
 AppServers = Mapping[str, tuple[ServerState, ...]]
+
+# Where a proxy gets the listening socket of an address (host, port): by default it binds
+# one itself (``listen_socket``); a worker process is given its sockets by the control
+# process (``nonstop.workers``).
+SocketSource = Callable[[tuple[str, int]], socket.socket]
 
 log = logging.getLogger("nonstop")
 
@@ -71,6 +86,24 @@ def bind_error(exc: OSError, host: str, port: int) -> OSError:
             " (docs/operations.md), or listen on a port above 1023"
         )
     return OSError(exc.errno, message)
+
+
+def listen_socket(key: tuple[str, int]) -> socket.socket:
+    """A listening TCP socket bound to ``key`` (host, port), non-blocking."""
+    host, port = key
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(511)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, host, port) from exc
+    return sock
 
 
 class Backend:
@@ -255,6 +288,22 @@ class ProxyState:
         self.access_logs.write(path, req, status, sent)
 
 
+def bind_keys(config: Config) -> dict[tuple[str, int], bool]:
+    """Addresses to bind, with their ssl flag; wildcards absorb specific addresses."""
+    keys: dict[tuple[str, int], bool] = {}
+    for block in config.servers:
+        for listen in block.listens:
+            keys[listen.key] = keys.get(listen.key, False) or listen.ssl
+    wild = {(h, p) for (h, p) in keys if h in ("0.0.0.0", "::")}
+    result: dict[tuple[str, int], bool] = {}
+    for (host, port), ssl in keys.items():
+        family_wild = "::" if ":" in host else "0.0.0.0"
+        if (host, port) not in wild and (family_wild, port) in wild:
+            continue
+        result[(host, port)] = ssl
+    return result
+
+
 class ProxyServer:
     """Listeners and lifecycle around one ``ProxyState``."""
 
@@ -263,11 +312,14 @@ class ProxyServer:
         config: Config,
         loop: asyncio.AbstractEventLoop | None = None,
         servers: AppServers | None = None,
+        sockets: SocketSource = listen_socket,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.state = ProxyState(self.loop, config, servers)
         self.tls = TlsContexts()
-        self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self.listeners: dict[tuple[str, int], Acceptor] = {}
+        self.accept_errors = AcceptErrors()
+        self._sockets = sockets
         self._tick: asyncio.Task[None] | None = None
 
     @property
@@ -280,29 +332,14 @@ class ProxyServer:
         self._tick = self.loop.create_task(self._run_tick())
 
     # -- listeners --------------------------------------------------------------------
-    def _bind_keys(self, config: Config) -> dict[tuple[str, int], bool]:
-        """Addresses to bind, with their ssl flag; wildcards absorb specific addresses."""
-        keys: dict[tuple[str, int], bool] = {}
-        for block in config.servers:
-            for listen in block.listens:
-                keys[listen.key] = keys.get(listen.key, False) or listen.ssl
-        wild = {(h, p) for (h, p) in keys if h in ("0.0.0.0", "::")}
-        result: dict[tuple[str, int], bool] = {}
-        for (host, port), ssl in keys.items():
-            family_wild = "::" if ":" in host else "0.0.0.0"
-            if (host, port) not in wild and (family_wild, port) in wild:
-                continue
-            result[(host, port)] = ssl
-        return result
-
     async def _open_listeners(self, config: Config) -> None:
-        wanted = self._bind_keys(config)
-        opened: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        wanted = bind_keys(config)
+        opened: dict[tuple[str, int], Acceptor] = {}
         try:
             for key, ssl in wanted.items():
                 if key in self.listeners:
                     continue
-                opened[key] = await self._listen(key, ssl)
+                opened[key] = self._listen(key, ssl)
         except OSError:
             for server in opened.values():
                 server.close()
@@ -312,20 +349,8 @@ class ProxyServer:
                 self.listeners.pop(key).close()
         self.listeners.update(opened)
 
-    async def _listen(self, key: tuple[str, int], ssl: bool) -> asyncio.AbstractServer:
-        host, port = key
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-            sock.listen(511)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise bind_error(exc, host, port) from exc
+    def _listen(self, key: tuple[str, int], ssl: bool) -> Acceptor:
+        sock = self._sockets(key)
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
@@ -341,13 +366,13 @@ class ProxyServer:
             factory = cast(
                 "Callable[[], asyncio.Protocol]", lambda: ClientConnection(state, scheme)
             )
-        return await self.loop.create_server(factory, sock=sock, backlog=511)
+        return Acceptor(self.loop, sock, factory, self.accept_errors)
 
     def bound_ports(self) -> list[tuple[str, int]]:
         """The addresses actually listened on (port 0 in a config picks a free one)."""
         out = []
         for server in self.listeners.values():
-            for sock in getattr(server, "sockets", ()):
+            for sock in server.sockets:
                 name = sock.getsockname()
                 out.append((name[0], name[1]))
         return out
