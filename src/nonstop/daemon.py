@@ -276,6 +276,12 @@ class Daemon:
         assert self.engine is not None and self.running is not None
         if config.engine != self.running.engine:
             raise ConfigError("the engine cannot change on reload: restart nonstop for that")
+        if (config.workers > 1) != (self.running.workers > 1) and config.engine == "embedded":
+            raise ConfigError(
+                f"worker_processes cannot change from {self.running.workers} to "
+                f"{config.workers} on reload (one process serves in the control process, "
+                "more run as workers): restart nonstop for that"
+            )
         await self.engine.apply(config)  # the apps' servers go into the new state whole
         self.running = config
         if self.deployer is not None:

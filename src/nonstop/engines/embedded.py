@@ -22,16 +22,16 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nonstop.config.model import Config
+from nonstop.config.model import Config, UpstreamSpec
 from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.errors import UsageError
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.proxy.server import Backend, ProxyServer
+from nonstop.proxy.server import Backend, ProxyServer, SocketSource, listen_socket
 from nonstop.servers import ServerReport, ServerState
 
-__all__ = ["EmbeddedEngine"]
+__all__ = ["EmbeddedEngine", "check_static"]
 
 log = logging.getLogger("nonstop")
 
@@ -46,11 +46,16 @@ class EmbeddedEngine:
         *,
         probe_fn: ProbeFn = probe,
         events: EventBus | None = None,
+        sockets: SocketSource = listen_socket,
+        checked: bool = True,
     ) -> None:
+        """``sockets``: where the listeners come from; ``checked`` False: the active checks
+        run elsewhere (a worker's are the control process's) and arrive as ``mark_health``."""
         self._servers: dict[str, tuple[ServerState, ...]] = {}
         self._drained: dict[str, set[str]] = {}  # static upstream -> servers drained by hand
-        self.proxy = ProxyServer(config, loop)
-        self._checks = UpstreamChecks(self._mark, probe_fn, events)
+        self.proxy = ProxyServer(config, loop, sockets=sockets)
+        self._checks = UpstreamChecks(self.mark_health, probe_fn, events)
+        self._checked = checked
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -136,15 +141,8 @@ class EmbeddedEngine:
 
     def _static(self, upstream: str, address: str) -> Backend:
         backend = self.proxy.state.upstreams.get(upstream)
-        if backend is None or backend.spec.implicit:
-            raise UsageError(f'no upstream "{upstream}" in the running config')
-        if backend.spec.app:
-            raise UsageError(
-                f'"{upstream}" is an app: its servers follow its deploys (nonstop deploy)'
-            )
-        if backend.balancer.peer(address) is None:
-            known = ", ".join(s.address for s in backend.spec.servers)
-            raise UsageError(f'upstream "{upstream}" has no server {address} (it has {known})')
+        check_static(backend.spec if backend is not None else None, upstream, address)
+        assert backend is not None
         return backend
 
     def _mark_drained(self) -> None:
@@ -195,12 +193,15 @@ class EmbeddedEngine:
     def _backend(self, app: str) -> Backend | None:
         return self.proxy.state.upstreams.get(app)
 
-    def _mark(self, upstream: str, address: str, healthy: bool) -> None:
+    def mark_health(self, upstream: str, address: str, healthy: bool) -> None:
+        """An active check's verdict on a server of a static upstream."""
         backend = self.proxy.state.upstreams.get(upstream)
         if backend is not None:
             backend.balancer.set_health(address, healthy)
 
     def _sync_checks(self) -> None:
+        if not self._checked:
+            return
         upstreams = self.proxy.state.upstreams
 
         def known(name: str, address: str) -> bool:
@@ -214,6 +215,18 @@ class EmbeddedEngine:
     def _close_idle(backend: Backend, addresses: Iterable[str]) -> None:
         for address in addresses:
             backend.idle.close_address(address)
+
+
+def check_static(spec: UpstreamSpec | None, upstream: str, address: str) -> None:
+    """Raise ``UsageError`` unless ``address`` is a server of the static upstream ``spec``
+    (what ``nonstop drain`` may take out of selection by hand)."""
+    if spec is None or spec.implicit:
+        raise UsageError(f'no upstream "{upstream}" in the running config')
+    if spec.app:
+        raise UsageError(f'"{upstream}" is an app: its servers follow its deploys (nonstop deploy)')
+    if all(server.address != address for server in spec.servers):
+        known = ", ".join(s.address for s in spec.servers)
+        raise UsageError(f'upstream "{upstream}" has no server {address} (it has {known})')
 
 
 def _in_flight(backend: Backend, addresses: Iterable[str]) -> int:

@@ -39,10 +39,14 @@ def app_config(
     stop_timeout: str = "5s",
     keepalive: int = 32,
     engine: str = "embedded",
+    workers: int = 1,
+    access_log: str | None = None,
 ) -> str:
+    log = f"access_log = {json.dumps(access_log)}\n" if access_log else ""
     return f"""
 state_dir = "state"
 engine = "{engine}"
+workers = {workers}
 
 [apps.web]
 command = {json.dumps(command)}
@@ -56,7 +60,7 @@ verify = "{verify}"
 
 [[servers]]
 listen = ["127.0.0.1:{proxy_port}"]
-locations = [ {{ path = "/", pass = "web" }} ]
+{log}locations = [ {{ path = "/", pass = "web" }} ]
 """
 
 
