@@ -65,11 +65,12 @@ def _state(p: Proxy, address: str) -> str:
     return str(next(s["state"] for s in servers if s["address"] == address))
 
 
+@pytest.mark.parametrize("main", ["", "worker_processes 2;\n"], ids=["one process", "2 workers"])
 def test_drain_waits_for_requests_in_flight_then_no_request_goes_to_the_server(
-    backends, proxy
+    backends, proxy, main: str
 ) -> None:
     b1, b2 = backends(2)
-    p = proxy(CONF.format(a=b1.address, b=b2.address))
+    p = proxy(main + CONF.format(a=b1.address, b=b2.address))
     slow, threads = _slow_requests(p, b1, "/sleep/1.5", 4)
     drain = p.process.cli("drain", "app", b1.address, "--timeout", "20s")
     finished_before_drain_returned = len(slow)

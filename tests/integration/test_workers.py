@@ -316,3 +316,16 @@ def test_out_of_descriptors_accepting_pauses_logs_and_resumes(proxy, workers: in
     lines = p.stderr().count("accept() failed (24: Too many open files)")
     assert 1 <= lines <= workers * (elapsed + 1), (lines, elapsed)  # one a second at most
     assert "[crit]" in p.stderr()
+
+
+def test_workers_exit_by_themselves_when_the_control_process_is_killed(proxy) -> None:
+    p = proxy(RETURN_OK)
+    pids = [w["pid"] for w in status(p)["workers"]]
+    assert p.proc is not None
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait(10)
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+    wait_for(gone, message=f"workers {pids} outlived their control process")

@@ -11,9 +11,10 @@ drain that waits does not hold up the set_servers behind it.
 
 When the channel closes (the control process is gone, however it ended), the worker
 stops accepting, finishes its in-flight requests within the shutdown grace and exits; it
-never outlives the process that owns the listeners for long.  SIGINT is ignored (a ^C at
-a terminal reaches the whole process group: the control process decides); SIGTERM stops
-the worker as a closed channel does.
+never outlives the process that owns the listeners for long.  SIGINT and SIGTERM are
+ignored: a ^C at a terminal, or systemd's stop of the whole control group, reaches every
+process at once, and the control process stops the workers in its own order (a stop
+told over the channel).
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ class Worker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
-        loop.add_signal_handler(signal.SIGTERM, self._lost)
         sock = socket.socket(fileno=self._fd)
         self.channel = Channel(loop, sock, self._message, self._lost)
         await self._done
@@ -108,7 +108,7 @@ class Worker:
             self.channel.send(("reply", ident, (False, NonstopError(f"worker: {exc!r}"))))
 
     def _lost(self) -> None:
-        """The control process is gone (or SIGTERM): finish what is in flight, exit."""
+        """The control process is gone: finish what is in flight, exit."""
         if not self._stopping:
             asyncio.get_running_loop().create_task(self._shutdown(self._grace))
 
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channel", type=int, required=True, metavar="FD")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import uvloop
 
     uvloop.run(Worker(args.channel).run())
