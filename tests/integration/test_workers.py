@@ -174,6 +174,34 @@ def test_a_reload_reaches_every_worker_without_a_failed_request(proxy) -> None:
     for _ in range(30):
         assert get(port) == (200, "new\n")
     assert [w["pid"] for w in status(p)["workers"]] == before  # workers are kept
+    text = p.cli("status")
+    assert f"2 workers (pid and connections): {before[0]} (" in text.stdout, text.stdout
+
+
+def test_a_reload_that_changes_worker_processes_starts_or_stops_the_difference(proxy) -> None:
+    p = proxy(RETURN_OK)
+    before = [w["pid"] for w in status(p)["workers"]]
+    p.config.write_text(p.config.read_text().replace("worker_processes 2;", "worker_processes 3;"))
+    assert p.cli("reload").returncode == 0
+    three = [w["pid"] for w in status(p)["workers"]]
+    assert three[:2] == before and len(set(three)) == 3
+    assert get(p.ports[0]) == (200, "ok\n")
+    p.config.write_text(p.config.read_text().replace("worker_processes 3;", "worker_processes 1;"))
+    refused = p.cli("reload")
+    assert refused.returncode == 2
+    assert "cannot change from 3 to 1" in refused.stdout + refused.stderr
+    p.config.write_text(p.config.read_text().replace("worker_processes 1;", "worker_processes 2;"))
+    assert p.cli("reload").returncode == 0
+    assert [w["pid"] for w in status(p)["workers"]] == before
+    wait_for(lambda: not Path(f"/proc/{three[2]}/status").exists() or "Z" in _state(three[2]))
+    assert "exited" not in p.stderr()  # a worker stopped by a reload is no death to report
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return "gone"
 
 
 def test_tls_and_websockets_are_served_by_every_worker(tmp_path: Path) -> None:

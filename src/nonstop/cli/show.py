@@ -94,6 +94,15 @@ def print_status(answer: dict[str, Any]) -> None:
         f"{answer['connections']} connections, listening on {', '.join(answer['listen'])}",
         markup=False,
     )
+    workers = answer.get("workers")
+    if workers:
+        each = ", ".join(f"{w['pid']} ({w.get('connections') or 0})" for w in workers)
+        restarts = answer.get("worker_restarts") or 0
+        console.print(
+            f"{len(workers)} workers (pid and connections): {each}; "
+            f"{restarts} replaced since start",
+            markup=False,
+        )
     for name, app in (answer.get("apps") or {}).items():
         _print_app(console, name, app)
     table = Table("upstream", "server", "weight", "state", "in flight", "fails", title="upstreams")
