@@ -88,13 +88,16 @@ def bind_error(exc: OSError, host: str, port: int) -> OSError:
     return OSError(exc.errno, message)
 
 
-def listen_socket(key: tuple[str, int]) -> socket.socket:
-    """A listening TCP socket bound to ``key`` (host, port), non-blocking."""
+def listen_socket(key: tuple[str, int], reuseport: bool = False) -> socket.socket:
+    """A listening TCP socket bound to ``key`` (host, port), non-blocking; ``reuseport``:
+    one of a group of sockets on that address (``SO_REUSEPORT``), one per worker."""
     host, port = key
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))

@@ -18,9 +18,9 @@ and replaced; the replacement is started with the state as it is now (config, so
 server sets, drains, health verdicts), and is in the fan-out from the moment it is
 started, so no change can miss it.  A call to a worker that dies before answering counts
 as answered: its requests died with it, and its replacement starts from the current state.
-The listening sockets stay open in the control process all along, so connections that
-arrive while a worker is replaced wait in the kernel's queue for the other workers (one
-socket per address, shared by all of them); none is lost with the worker.
+Each worker index has its own listening sockets (``SO_REUSEPORT``, ``workers/sockets.py``),
+which stay open in the control process all along: the replacement inherits them with the
+connections queued on them, so none is lost with the worker.
 """
 
 from __future__ import annotations
@@ -40,16 +40,16 @@ from nonstop.engines.checks import UpstreamChecks
 from nonstop.engines.embedded import check_static
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.proxy.server import ProxyState, bind_keys, listen_socket
+from nonstop.proxy.server import ProxyState
 from nonstop.proxy.tls import TlsContexts
 from nonstop.servers import ServerReport, ServerState
 from nonstop.workers.channel import Channel, Message
+from nonstop.workers.sockets import WorkerSockets
 
 __all__ = ["WorkerGone", "WorkersEngine"]
 
 log = logging.getLogger("nonstop")
 
-Key = tuple[str, int]
 RESPAWN_PAUSE = 1.0  # a worker that dies within this long of its start is restarted after it
 
 
@@ -119,7 +119,7 @@ class WorkersEngine:
     ) -> None:
         self._config = config
         self._grace = grace
-        self._sockets: dict[Key, socket.socket] = {}
+        self._sockets = WorkerSockets()
         self._servers: dict[str, tuple[ServerState, ...]] = {}
         self._drained: dict[str, set[str]] = {}  # static upstream -> servers drained by hand
         self._marks: dict[tuple[str, str], bool] = {}  # the active checks' verdicts
@@ -132,7 +132,7 @@ class WorkersEngine:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> tuple[str, ...]:
-        self._open_sockets(self._config)
+        self._sockets.open(self._config, range(self._config.workers))
         try:
             await asyncio.gather(*(self._spawn(i) for i in range(self._config.workers)))
         except BaseException:
@@ -144,22 +144,19 @@ class WorkersEngine:
             len(self._workers),
             ", ".join(str(w.pid) for w in self._workers.values()),
         )
-        return tuple(self._addresses())
+        return tuple(self._sockets.addresses())
 
     async def apply(self, config: Config) -> None:
         ProxyState.check(config)  # raises ConfigError; nothing has changed yet
         TlsContexts().load(config)  # a bad certificate is refused here, not in a worker
-        opened = self._open_sockets(config)
+        opened = self._sockets.open(config, self._workers)
         try:
-            keys, fds = self._socket_list(config)
-            await self._all("apply", config, keys, fds=fds)
+            await self._all("apply", config, sockets=config)
         except BaseException:
-            for key in opened:
-                self._sockets.pop(key).close()
+            self._sockets.close(opened)
             raise
         self._config = config
-        for key in [k for k in self._sockets if k not in bind_keys(config)]:
-            self._sockets.pop(key).close()
+        self._sockets.keep(config, self._workers)
         self._forget_drained(config)
         await self._resize(config.workers)
         self._sync_checks()
@@ -190,9 +187,7 @@ class WorkersEngine:
         for task in list(self._watchers):
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
-        for sock in self._sockets.values():
-            sock.close()
-        self._sockets.clear()
+        self._sockets.close()
 
     # -- an app's servers -------------------------------------------------------------
 
@@ -235,7 +230,7 @@ class WorkersEngine:
                 upstreams[name] = merge_snapshots(upstreams.get(name), snapshot)
         return {
             "connections": sum(int(a.get("connections", 0)) for a in each),
-            "listen": self._addresses(),
+            "listen": self._sockets.addresses(),
             "workers": [
                 {
                     "pid": w.pid,
@@ -275,7 +270,7 @@ class WorkersEngine:
         box.append(worker)
         # from here on every change reaches it: the snapshot and the fan-out are one step
         self._workers[index] = worker
-        keys, fds = self._socket_list(self._config)
+        keys, fds = self._sockets.of(self._config, index)
         started = worker.call(
             "start",
             self._config,
@@ -333,44 +328,26 @@ class WorkersEngine:
             worker = self._workers.pop(index)
             worker.call("shutdown", self._grace)
         missing = [i for i in range(count) if i not in self._workers]
+        self._sockets.open(self._config, missing)
+        self._sockets.keep(self._config, range(count))
         await asyncio.gather(*(self._spawn(i) for i in missing))
 
-    async def _all(self, name: str, *args: Any, fds: Sequence[int] = ()) -> list[Any]:
+    async def _all(self, name: str, *args: Any, sockets: Config | None = None) -> list[Any]:
         """``name`` called in every worker at once; their answers (a worker that died
-        before answering is left out); the first error any of them raised."""
-        futures = [w.call(name, *args, fds=fds) for w in list(self._workers.values())]
+        before answering is left out); the first error any of them raised.  With
+        ``sockets``, each worker is also passed its listening sockets for that config."""
+        futures = []
+        for worker in list(self._workers.values()):
+            if sockets is None:
+                futures.append(worker.call(name, *args))
+            else:
+                keys, fds = self._sockets.of(sockets, worker.index)
+                futures.append(worker.call(name, *args, keys, fds=fds))
         answers = await asyncio.gather(*futures, return_exceptions=True)
         errors = [a for a in answers if isinstance(a, BaseException) and not _gone(a)]
         if errors:
             raise errors[0]
         return [a for a in answers if not isinstance(a, BaseException)]
-
-    # -- listening sockets ------------------------------------------------------------
-
-    def _open_sockets(self, config: Config) -> list[Key]:
-        """Bind the addresses ``config`` listens on that are not bound yet; all or none."""
-        opened: list[Key] = []
-        try:
-            for key in bind_keys(config):
-                if key not in self._sockets:
-                    self._sockets[key] = listen_socket(key)
-                    opened.append(key)
-        except OSError:
-            for key in opened:
-                self._sockets.pop(key).close()
-            raise
-        return opened
-
-    def _socket_list(self, config: Config) -> tuple[list[Key], list[int]]:
-        keys = [key for key in bind_keys(config) if key in self._sockets]
-        return keys, [self._sockets[key].fileno() for key in keys]
-
-    def _addresses(self) -> list[str]:
-        out = []
-        for sock in self._sockets.values():
-            host, port = sock.getsockname()[:2]
-            out.append(f"{host}:{port}")
-        return out
 
     # -- active checks, drained servers -----------------------------------------------
 
