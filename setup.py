@@ -26,6 +26,11 @@ from setuptools.errors import CCompilerError, CompileError, ExecError, LinkError
 # compiled module that is older than its source, so edit, then `make build`.
 COMPILED = [
     "src/nonstop/proxy/protocol.py",
+    "src/nonstop/proxy/exchange.py",
+    "src/nonstop/proxy/request_head.py",
+    "src/nonstop/proxy/forward_head.py",
+    "src/nonstop/proxy/response_head.py",
+    "src/nonstop/proxy/retry.py",
     "src/nonstop/proxy/connection_pool.py",
     "src/nonstop/proxy/request.py",
     "src/nonstop/proxy/router.py",
@@ -33,6 +38,7 @@ COMPILED = [
     "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",
     "src/nonstop/proxy/accesslog.py",
+    "src/nonstop/proxy/metrics.py",
     "src/nonstop/proxy/server.py",
     "src/nonstop/proxy/tls.py",
     "src/nonstop/proxy/tls_stream.py",

@@ -1,18 +1,22 @@
 """``nonstop run``: the daemon's main loop.
 
 Signal handlers only enqueue (as gunicorn's arbiter does); the loop dispatches: SIGHUP
-and the admin ``reload`` re-read the config, SIGTERM/SIGINT shut down in one order:
-stop taking admin requests, cancel the daemon's own tasks (the restore of live
-releases), cancel running deploys and health gates (deploys are recorded
-``interrupted`` and the next start resolves them with the old release serving), shut
-the engine down (stop accepting connections, let in-flight requests finish, stop its
-active checks), then stop the app instances, then close the state store.  Every task
-has an owner (``nonstop.tasks.TaskOwner``) that this order closes.
+and the admin ``reload`` re-read the config, SIGTERM/SIGINT and the admin ``stop`` shut
+down in one order: stop taking admin requests, cancel the daemon's own tasks (the
+restore of live releases), cancel running deploys and health gates (deploys are
+recorded ``interrupted`` and the next start resolves them with the old release
+serving), shut the engine down (stop accepting connections, let in-flight requests
+finish, stop its active checks), then leave the app instances running for the next
+start to adopt — or stop them, for SIGINT (Ctrl-C) and ``nonstop stop --apps`` — then
+close the state store.  Every task has an owner (``nonstop.tasks.TaskOwner``) that this
+order closes.
 
 On start: open the state store, resolve deploys a crash cut short, build the engine the
-config names (``nonstop.engines.build``) and start it, then — with the engine already
-listening and the admin socket open — stop orphaned instances and bring each app's live
-release back (a deploy of that app waits for it).
+config names (``nonstop.engines.build``), adopt the live instances an earlier nonstop
+left running and healthy (so they serve from the first request), start the engine,
+then — with the engine listening and the admin socket open — stop orphaned instances
+that were not adopted and bring each app's live release back where it is missing (a
+deploy of that app waits for it).
 
 The daemon holds one ``Engine`` and reaches the data plane only through it: which engine
 serves is decided in ``build_engine`` and nowhere here.
@@ -30,7 +34,9 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
+from nonstop import listeners
 from nonstop.admin.http import AdminHttp
+from nonstop.admin.metrics import EventCounts, Scrape, add_metrics, build_info
 from nonstop.admin.page import StatusFeed, add_status_page
 from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
 from nonstop.config import load
@@ -129,6 +135,8 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.http: AdminHttp | None = None  # [admin] listen
         self.feed: StatusFeed | None = None  # the status page's event stream
+        self.counts = EventCounts()  # deploys and reloads, for GET /metrics
+        self.build = build_info()
         self.store: StateStore | None = None
         self.deployer: Deployer | None = None
         self.running: Config | None = None
@@ -144,7 +152,7 @@ class Daemon:
         # is still starting is handled as a graceful stop once it has started.
         for signum, event in (
             (signal.SIGTERM, "stop"),
-            (signal.SIGINT, "stop"),
+            (signal.SIGINT, "stop apps"),
             (signal.SIGHUP, "reload"),
             (signal.SIGUSR1, "reopen"),
         ):
@@ -164,7 +172,9 @@ class Daemon:
             deployer = self.deployer = Deployer(store, supervisor, engine, events=self.events)
             deployer.configure(config.apps)
             self.running = config
+            adopted = await deployer.adopt()
             listening = await engine.start()
+            listeners.inherited.close()  # handed over but named by no listen directive
         except BaseException:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(signum)
@@ -197,10 +207,14 @@ class Daemon:
                 raise
         self.tasks.spawn(deployer.restore(), "restore live releases")
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
+        if adopted:
+            log.info("%d app instance(s) left running by an earlier nonstop adopted", adopted)
+        stop_apps = False
         try:
             while True:
                 event = await self.commands.get()
-                if event == "stop":
+                if event in ("stop", "stop apps"):
+                    stop_apps = event == "stop apps"
                     break
                 if event == "reload":
                     await self.reload()
@@ -218,8 +232,14 @@ class Daemon:
             await self.tasks.close()
             await deployer.cancel()
             await engine.shutdown(self.shutdown_timeout)
-            log.info("stopping app instances")
-            await deployer.close()
+            if stop_apps:
+                log.info("stopping app instances")
+            else:
+                log.info(
+                    "leaving app instances running for the next start "
+                    "(nonstop stop --apps stops them)"
+                )
+            await deployer.close(stop_apps=stop_apps)
             store.close()
             log.info("exit")
 
@@ -233,8 +253,22 @@ class Daemon:
         assert config.admin.listen is not None
         http = self.http = AdminHttp(config.admin.listen, config.admin.token, handlers, streams)
         self.feed = add_status_page(http, self._page_snapshot, self._page_events)
+        add_metrics(http, self._scrape)
+        self.tasks.spawn(self.counts.follow(self.events), "deploys and reloads for /metrics")
         await http.start()
         log.info("admin listener on %s", ", ".join(http.addresses()))
+
+    async def _scrape(self) -> Scrape:
+        """What GET /metrics shows, gathered when it is asked for."""
+        assert self.engine is not None and self.deployer is not None
+        status = await self.engine.status(None)
+        return Scrape(
+            data_plane=await self.engine.metrics(),
+            upstreams=status.get("upstreams", {}),
+            apps=await self.deployer.status(),
+            events=self.counts,
+            build=self.build,
+        )
 
     async def _page_snapshot(self) -> Mapping[str, Any]:
         return await self._admin_status({})
@@ -395,9 +429,12 @@ class Daemon:
         await self.engine.undrain_server(upstream, address)
         return {"ok": True, "upstream": upstream, "address": address}
 
-    async def _stop(self, _request: dict[str, Any]) -> dict[str, Any]:
-        self.commands.put_nowait("stop")
-        return {"ok": True}
+    async def _stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        apps = request.get("apps", False)
+        if not isinstance(apps, bool):
+            raise ValueError('"apps" must be true or false')
+        self.commands.put_nowait("stop apps" if apps else "stop")
+        return {"ok": True, "pid": os.getpid(), "apps": "stopped" if apps else "left running"}
 
 
 async def _relay(events: Subscription, emit: Emit) -> None:

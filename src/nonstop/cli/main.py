@@ -202,6 +202,7 @@ def run(
     import uvloop
 
     from nonstop.daemon import Daemon, setup_logging
+    from nonstop.listeners import inherited
     from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
 
     config = _load(config_path, prefix)
@@ -218,8 +219,15 @@ def run(
     except NonstopError as exc:
         _say(f"[emerg] {exc}")
         sys.exit(exc.exit_code)
+    try:
+        handed = inherited.from_systemd()  # LISTEN_FDS: used instead of binding
+    except ValueError as exc:
+        _say(f"[emerg] {exc}")
+        sys.exit(1)
     limits = raise_open_files_limit(config.max_connections, config.max_open_files)
     setup_logging(config)
+    if handed:
+        logging.getLogger("nonstop").info("%d listening socket(s) from systemd", handed)
     for warning in limits:
         logging.getLogger("nonstop").warning("%s", warning)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
@@ -276,23 +284,111 @@ def reload(config_path: str, prefix: str | None) -> None:
 
 
 @main.command()
+@_config_option
+@_prefix_option
+@click.option(
+    "--apps", is_flag=True, help="Stop the app instances too (by default they keep running)."
+)
+@click.option(
+    "--timeout",
+    default="120s",
+    show_default=True,
+    help="How long to wait for the daemon to exit.",
+)
+def stop(config_path: str, prefix: str | None, apps: bool, timeout: str) -> None:
+    """Stop the daemon gracefully; exit 0 once it has exited.
+
+    The apps keep running and serving on their ports, and the next `nonstop run` adopts
+    them; with --apps they are stopped too (stop_signal, SIGKILL after stop_timeout).
+    """
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    answer = _call(_client(config_path, prefix), "stop", apps=apps)
+    pid = answer.get("pid")
+    if isinstance(pid, int) and not _wait_exit(pid, seconds):
+        _say(f"nonstop (pid {pid}) is still stopping after {timeout}")
+        sys.exit(1)
+    _say("stopped" + ("; its apps are stopped too" if apps else "; its apps keep running"))
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` ended within ``timeout`` seconds."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+@main.command()
 @click.argument("app", required=False)
 @_config_option
 @_prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(app: str | None, config_path: str, prefix: str | None, as_json: bool) -> None:
+@click.option(
+    "--watch", "-w", is_flag=True, help="Keep the view on screen, refreshed (Ctrl-C stops)."
+)
+@click.option(
+    "--interval", default="1s", show_default=True, help="With --watch: how often to refresh."
+)
+def status(
+    app: str | None, config_path: str, prefix: str | None, as_json: bool, watch: bool, interval: str
+) -> None:
     """Show apps (live release, instances, last deploys) and upstreams."""
     args = {} if app is None else {"app": app}
-    answer = _call(_client(config_path, prefix), "status", **args)
-    if not answer.get("ok"):
-        _say(str(answer.get("error")))
-        sys.exit(int(answer.get("exit_code") or 1))
+    client = _client(config_path, prefix)
+    if watch:
+        _watch(client, args, as_json, interval)
+        return
+    answer = _status(client, args)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
     from nonstop.cli.show import print_status
 
     print_status(answer)
+
+
+def _status(client: AdminClient, args: dict[str, Any]) -> dict[str, Any]:
+    answer = _call(client, "status", **args)
+    if not answer.get("ok"):
+        _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
+    return answer
+
+
+def _watch(client: AdminClient, args: dict[str, Any], as_json: bool, interval: str) -> None:
+    """``status --watch``: a view redrawn in place, so only at a terminal."""
+    if as_json:
+        raise click.UsageError("--watch draws for a terminal; scripts poll `status --json`")
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise click.UsageError(
+            "--watch needs a terminal; without one, run `nonstop status` (or --json) when needed"
+        )
+    try:
+        seconds = parse_duration(interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--interval") from exc
+    if seconds <= 0:
+        raise click.BadParameter("must be above 0", param_hint="--interval")
+    from nonstop.cli.show import watch_status
+
+    _status(client, args)  # a wrong app name or a config without a daemon: say so and exit
+
+    def fetch() -> dict[str, Any]:
+        answer = client.call("status", **args)
+        if not answer.get("ok"):
+            raise NonstopError(str(answer.get("error")))
+        return answer
+
+    watch_status(fetch, seconds)
 
 
 def _holder() -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
+    "LOG_FORMATS",
     "AccessLog",
     "AddHeader",
     "AdminSpec",
@@ -166,12 +167,15 @@ class AddHeader:
     always: bool = False
 
 
+LOG_FORMATS = ("combined", "json")
+
+
 @dataclass(frozen=True, slots=True)
 class AccessLog:
-    """``access_log PATH [combined]`` or ``access_log off`` (path None)."""
+    """``access_log PATH [combined|json]`` or ``access_log off`` (path None)."""
 
     path: str | None
-    format: str = "combined"
+    format: str = "combined"  # one of LOG_FORMATS
 
 
 DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})

@@ -25,7 +25,9 @@ import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
+from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
+    LOG_FORMATS,
     AccessLog,
     AddHeader,
     AdminSpec,
@@ -497,6 +499,14 @@ _DURATIONS = (
 _NUMBERS = ("keepalive_requests", "proxy_next_upstream_tries")
 
 
+# ``env NONSTOP_ADMIN_LISTEN=127.0.0.1:9180;`` and the others: [admin]'s keys in nginx.conf.
+_ADMIN_ENV = {
+    "NONSTOP_ADMIN_LISTEN": "listen",
+    "NONSTOP_ADMIN_TOKEN_FILE": "token_file",
+    "NONSTOP_ADMIN_TOKEN": "token",
+}
+
+
 class _Builder:
     def __init__(self, path: str, prefix: str, resolver: Resolver) -> None:
         self.path = path
@@ -511,6 +521,7 @@ class _Builder:
         self.max_connections = 10_000
         self.workers = 1
         self.max_open_files: int | None = None
+        self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
 
     # -- helpers ------------------------------------------------------------
 
@@ -625,6 +636,9 @@ class _Builder:
         http: Directive | None = None
         events: Directive | None = None
         for d in tree:
+            if d.name == "env" and d.block is None:
+                self.env(d)
+                continue
             if self.check(d, "main"):
                 continue
             if d.name == "events":
@@ -662,7 +676,7 @@ class _Builder:
             upstreams=(*self.declared.values(), *self.implicit.values()),
             maps=tuple(maps),
             state_dir=state_dir,
-            admin=AdminSpec(socket=os.path.join(state_dir, "admin.sock")),
+            admin=self.admin(os.path.join(state_dir, "admin.sock")),
             error_log=error_path,
             error_log_level=error_level,
             max_connections=self.max_connections,
@@ -671,6 +685,41 @@ class _Builder:
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
         )
+
+    def env(self, d: Directive) -> None:
+        """``env NAME[=VALUE];``: nginx passes it to its workers; nonstop reads its own
+        ``NONSTOP_ADMIN_*`` settings from it (docs/configuration.md) and ignores the rest."""
+        if len(d.args) != 1:
+            raise self.fail(d, 'invalid number of arguments in "env" directive')
+        name, has_value, value = d.args[0].partition("=")
+        if not name.startswith("NONSTOP_"):
+            self.notice(d)
+            return
+        key = _ADMIN_ENV.get(name)
+        if key is None:
+            known = ", ".join(_ADMIN_ENV)
+            raise self.fail(d, f'unknown nonstop setting "{name}" (known: {known})')
+        if not has_value or not value:
+            raise self.fail(d, f'"env {name}" needs a value: env {name}=VALUE;')
+        if key in self.admin_env:
+            raise self.fail(d, f'"env {name}" is duplicate')
+        self.admin_env[key] = (value, d)
+
+    def admin(self, socket: str) -> AdminSpec:
+        """The admin socket, and the HTTP listener the ``env NONSTOP_ADMIN_*`` lines set."""
+        given = {key: value for key, (value, _d) in self.admin_env.items()}
+        try:
+            listen, token = admin_listener(
+                given.get("listen"),
+                given.get("token"),
+                given.get("token_file"),
+                self.conf_path,
+                self.prefix_path,
+            )
+        except AdminSettingError as exc:
+            found = self.admin_env.get(exc.key) or next(iter(self.admin_env.values()))
+            raise self.fail(found[1], str(exc)) from None
+        return AdminSpec(socket=socket, listen=listen, token=token)
 
     def check_values(self, level: _Level) -> None:
         """Check each value where it is written, as nginx does while parsing, even when no
@@ -989,9 +1038,10 @@ class _Builder:
         path = d.args[0]
         if "$" in path or ":" in path.split("/")[0]:
             raise self.fail(d, f'access_log "{path}" is outside the nonstop subset (use a file)')
-        if len(d.args) == 2 and d.args[1] != "combined":
-            raise self.fail(d, f'unknown log format "{d.args[1]}"')
-        return AccessLog(path=self.prefix_path(path))
+        fmt = d.args[1] if len(d.args) == 2 else "combined"
+        if fmt not in LOG_FORMATS:
+            raise self.fail(d, f'unknown log format "{fmt}" (nonstop has "combined" and "json")')
+        return AccessLog(path=self.prefix_path(path), format=fmt)
 
     # -- location -----------------------------------------------------------
 

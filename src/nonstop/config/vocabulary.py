@@ -54,6 +54,7 @@ VARIABLES: Mapping[str, str] = MappingProxyType(
         "server_protocol": '"HTTP/1.0" or "HTTP/1.1"',
         "request_method": "the method",
         "request": "the full request line",
+        "request_id": "16 random bytes in hex, one value per request (sent as X-Request-ID)",
         "content_length": "the Content-Length header",
         "content_type": "the Content-Type header",
     }

@@ -45,8 +45,16 @@ from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, UsageError
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.servers import slot_of
-from nonstop.supervisor import StartFailed, Supervisor, SupervisorEvent, reclaim
+from nonstop.servers import ServerReport, slot_of
+from nonstop.supervisor import (
+    AdoptedProcess,
+    StartFailed,
+    Supervisor,
+    SupervisorEvent,
+    process_cmdline,
+    process_started_at,
+    reclaim,
+)
 from nonstop.tasks import TaskOwner
 
 __all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
@@ -97,14 +105,69 @@ class Deployer:
 
     # -- start of the daemon ------------------------------------------------------------
 
+    async def adopt(self) -> int:
+        """Take over the live instances an earlier nonstop left running, before the
+        engine serves: a process still recorded (pid, start time, command line) and
+        passing its health check serves from the first request, unrestarted.  Returns
+        how many were adopted; ``restore`` deals with the rest."""
+        counts = await asyncio.gather(*(self._adopt(r) for r in list(self.apps.values())))
+        return sum(counts)
+
+    async def _adopt(self, runtime: AppRuntime) -> int:
+        spec = runtime.spec
+        live = self.store.live(spec.name)
+        if live is None:
+            return 0
+        taken: list[tuple[int, AdoptedProcess]] = []
+        for port in slot_ports(spec, live.slot):
+            if self.supervisor.get(spec.name, port) is not None:
+                continue  # supervised already
+            record = self.store.instance(spec.name, port)
+            if record is None or (record.release, record.slot) != (live.release, live.slot):
+                continue
+            handle = AdoptedProcess.take(record.pid, record.pid_start, record.cmdline)
+            if handle is None:
+                continue
+            verdict = await self._probe(spec.host, port, spec.health)
+            if not verdict.ok:
+                handle.close()
+                log.warning(
+                    "%s on port %d (pid %d) left running but not healthy (%s): replacing it",
+                    spec.name,
+                    port,
+                    handle.pid,
+                    verdict.reason,
+                )
+                continue
+            taken.append((port, handle))
+        runtime.live_slot, runtime.live_release = live.slot, live.release
+        for port, handle in taken:
+            assert handle.start_ticks is not None
+            started = process_started_at(handle.start_ticks)
+            self.supervisor.adopt(spec, live.slot, port, live.release, handle, started)
+            runtime.servers.add([server_spec(spec, port)], healthy=True)
+            self.store.set_instance_state(spec.name, port, "running")
+            log.info(
+                "adopted %s release %s on port %d (pid %d)",
+                spec.name,
+                live.release,
+                port,
+                handle.pid,
+            )
+        if taken:
+            await self.executor.push(runtime, quiet=True)
+        return len(taken)
+
     async def restore(self) -> None:
-        """Stop orphans of a crashed nonstop, then bring every live release back."""
+        """Stop orphans that were not adopted, then bring every live release back."""
         await asyncio.gather(*(self._restore(r) for r in list(self.apps.values())))
 
     async def _restore(self, runtime: AppRuntime) -> None:
         spec = runtime.spec
         try:
             for record in self.store.instances(spec.name):
+                if self.supervisor.get(spec.name, record.port) is not None:
+                    continue  # adopted
                 if record.pid is not None and await reclaim(
                     record.pid, record.pid_start, spec.stop_signal, spec.stop_timeout
                 ):
@@ -114,8 +177,14 @@ class Deployer:
             if live is None:
                 return
             runtime.live_slot, runtime.live_release = live.slot, live.release
-            log.info("restoring %s release %s on slot %d", spec.name, live.release, live.slot)
-            for port in slot_ports(spec, live.slot):
+            missing = [
+                port
+                for port in slot_ports(spec, live.slot)
+                if self.supervisor.get(spec.name, port) is None
+            ]
+            if missing:
+                log.info("restoring %s release %s on slot %d", spec.name, live.release, live.slot)
+            for port in missing:
                 try:
                     await self.supervisor.start(spec, live.slot, port, live.release, restart=True)
                 except StartFailed as exc:
@@ -135,7 +204,13 @@ class Deployer:
         if event.kind == "started":
             slot = self._slot_of(runtime, event.port)
             self.store.record_instance(
-                event.app, slot, event.port, event.release, event.pid, event.start_ticks
+                event.app,
+                slot,
+                event.port,
+                event.release,
+                event.pid,
+                event.start_ticks,
+                cmdline=None if event.pid is None else process_cmdline(event.pid),
             )
             if runtime is not None and event.port in runtime.live_ports and runtime.ready.is_set():
                 self._gate_live(runtime, event.port)  # a restart after a crash
@@ -175,7 +250,9 @@ class Deployer:
             if result.ok:
                 if runtime.servers.set_health(instance.address, True):
                     await self.executor.push(runtime, quiet=True)
-                self.store.set_instance_state(runtime.spec.name, port, "running")
+                self.store.set_instance_state(
+                    runtime.spec.name, port, "running", instance.cmdline()
+                )
                 log.info("%s on port %d is healthy: serving", runtime.spec.name, port)
                 return
             log.error("%s on port %d is not healthy: %s", runtime.spec.name, port, result.reason)
@@ -247,7 +324,7 @@ class Deployer:
             durations["total"] = round(run.progress.elapsed(), 4)
             record = self.store.finish_deploy(run.record.id, outcome, str(exc), durations)
             run.result = describe_deploy(record)
-            run.progress("done", f"{kind} of {run.release} {outcome}", outcome=outcome)
+            run.progress("done", f"{kind} of {run.release} {outcome}", outcome=outcome, kind=kind)
             raise
         except asyncio.CancelledError:
             reason = "nonstop stopped while the deploy was running"
@@ -263,6 +340,7 @@ class Deployer:
             "done",
             f"{run.release} serves all traffic ({durations['total']:.2f}s)",
             outcome="ok",
+            kind=kind,
         )
         return run.result
 
@@ -329,8 +407,7 @@ class Deployer:
                     "live": instance.port in runtime.live_ports,
                     "health": report.state if report is not None else "not in pool",
                     "in_flight": report.in_flight if report is not None else 0,
-                    "responses": report.responses if report is not None else None,
-                    "responses_5xx": report.responses_5xx if report is not None else None,
+                    **_counts(report),
                     "uptime": round(instance.uptime(), 3),
                 }
             )
@@ -356,7 +433,9 @@ class Deployer:
                 "holder": run.record.holder,
                 "hold_until": run.hold_until,
             },
-            "history": [describe_deploy(r) for r in self.store.history(spec.name, 10)],
+            "history": [
+                describe_deploy(r, self.clock.wall()) for r in self.store.history(spec.name, 10)
+            ],
         }
 
     async def cancel(self) -> None:
@@ -364,13 +443,32 @@ class Deployer:
         the daemon's shutdown."""
         await self.tasks.close()
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Cancel what runs, then stop every instance (the daemon's last step but one)."""
+    async def close(self, timeout: float | None = None, *, stop_apps: bool = True) -> None:
+        """Cancel what runs, then stop every instance — or, without ``stop_apps``, leave
+        them running for the next daemon to adopt (the daemon's last step but one)."""
         await self.cancel()
-        await self.supervisor.close(timeout)
+        if stop_apps:
+            await self.supervisor.close(timeout)
+        else:
+            self.supervisor.leave_running()
 
 
-def describe_deploy(record: DeployRecord) -> dict[str, Any]:
+def _counts(report: ServerReport | None) -> dict[str, int]:
+    """An instance's answers and 5xx since it joined the pool: 0 while it is out of it,
+    left out where the engine does not count them (never ``null``)."""
+    if report is None:
+        return {"responses": 0, "responses_5xx": 0}
+    if report.responses is None or report.responses_5xx is None:
+        return {}
+    return {"responses": report.responses, "responses_5xx": report.responses_5xx}
+
+
+def describe_deploy(record: DeployRecord, now: float | None = None) -> dict[str, Any]:
+    """A deploy as the admin API shows it; with ``now`` (wall clock), one still running
+    has the ``duration`` it has taken so far."""
+    duration = record.duration
+    if duration is None and now is not None:
+        duration = max(0.0, now - record.started_at)
     return {
         "id": record.id,
         "app": record.app,
@@ -382,6 +480,6 @@ def describe_deploy(record: DeployRecord) -> dict[str, Any]:
         "reason": record.reason,
         "started_at": record.started_at,
         "finished_at": record.finished_at,
-        "duration": None if record.duration is None else round(record.duration, 4),
+        "duration": None if duration is None else round(duration, 4),
         "durations": dict(record.durations),
     }

@@ -36,7 +36,7 @@ from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, NonstopError
 from nonstop.events import DrainEvent, EventBus
 from nonstop.health.checker import ProbeFn
-from nonstop.health.gate import GateResult, wait_healthy
+from nonstop.health.gate import GateResult, GateWait, wait_healthy
 from nonstop.supervisor import Instance, StartFailed, Supervisor
 
 __all__ = ["Executor", "own_tail"]
@@ -136,13 +136,16 @@ class Executor:
         self.events.publish(DrainEvent(spec.name, tuple(addresses), left))
         return left
 
-    async def gate(self, spec: AppSpec, instance: Instance) -> GateResult:
+    async def gate(
+        self, spec: AppSpec, instance: Instance, on_wait: Callable[[GateWait], None] | None = None
+    ) -> GateResult:
         return await wait_healthy(
             spec.host,
             instance.port,
             spec.health,
             is_alive=instance.is_alive,
             tail=lambda: own_tail(instance.tail(200)),
+            on_wait=on_wait,
             probe_fn=self._probe,
             clock=self.clock,
         )
@@ -173,7 +176,24 @@ class Executor:
         spec, say = runtime.spec, run.progress
         run.phase = "health gate"
         new = self._instances(runtime, step.ports)
-        results = await asyncio.gather(*(self.gate(spec, i) for i in new))
+
+        def waiting(instance: Instance) -> Callable[[GateWait], None]:
+            where = f"{instance.address} to answer {spec.health.path}"
+
+            def tell(wait: GateWait) -> None:
+                say(
+                    "waiting",
+                    f"waiting for {where} — {wait.elapsed:.0f} s of {wait.timeout:g}"
+                    f" ({wait.detail})",
+                    port=instance.port,
+                    elapsed=round(wait.elapsed, 3),
+                    timeout=wait.timeout,
+                    detail=wait.detail,
+                )
+
+            return tell
+
+        results = await asyncio.gather(*(self.gate(spec, i, waiting(i)) for i in new))
         failed = [(i, r) for i, r in zip(new, results, strict=True) if not r.ok]
         if failed:
             instance, result = failed[0]
@@ -209,7 +229,9 @@ class Executor:
             raise DeployRefused(f"the switch to {run.release} was not applied: {exc}") from None
         run.stamp("switched")
         for port in step.to:
-            self.store.set_instance_state(spec.name, port, "running")
+            instance = self.supervisor.get(spec.name, port)
+            cmdline = instance.cmdline() if instance is not None else None
+            self.store.set_instance_state(spec.name, port, "running", cmdline)
         run.progress(
             "switched",
             f"traffic switched to {run.release}",

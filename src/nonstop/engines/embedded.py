@@ -22,16 +22,16 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from nonstop.config.model import Config, UpstreamSpec
+from nonstop.config.model import Config
 from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.engines.base import check_static_server
 from nonstop.engines.checks import UpstreamChecks
-from nonstop.errors import UsageError
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.proxy.server import Backend, ProxyServer, SocketSource, listen_socket
+from nonstop.proxy.server import Backend, ProxyServer, SocketSource, inherited_or_bound
 from nonstop.servers import ServerReport, ServerState
 
-__all__ = ["EmbeddedEngine", "check_static"]
+__all__ = ["EmbeddedEngine"]
 
 log = logging.getLogger("nonstop")
 
@@ -46,7 +46,7 @@ class EmbeddedEngine:
         *,
         probe_fn: ProbeFn = probe,
         events: EventBus | None = None,
-        sockets: SocketSource = listen_socket,
+        sockets: SocketSource = inherited_or_bound,
         checked: bool = True,
     ) -> None:
         """``sockets``: where the listeners come from; ``checked`` False: the active checks
@@ -69,6 +69,9 @@ class EmbeddedEngine:
         await self.proxy.reload(config, self._servers)
         self._mark_drained()
         self._sync_checks()
+
+    async def metrics(self) -> Mapping[str, Any] | None:
+        return self.proxy.metrics_snapshot()
 
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()
@@ -141,7 +144,7 @@ class EmbeddedEngine:
 
     def _static(self, upstream: str, address: str) -> Backend:
         backend = self.proxy.state.upstreams.get(upstream)
-        check_static(backend.spec if backend is not None else None, upstream, address)
+        check_static_server(None if backend is None else backend.spec, upstream, address)
         assert backend is not None
         return backend
 
@@ -215,18 +218,6 @@ class EmbeddedEngine:
     def _close_idle(backend: Backend, addresses: Iterable[str]) -> None:
         for address in addresses:
             backend.idle.close_address(address)
-
-
-def check_static(spec: UpstreamSpec | None, upstream: str, address: str) -> None:
-    """Raise ``UsageError`` unless ``address`` is a server of the static upstream ``spec``
-    (what ``nonstop drain`` may take out of selection by hand)."""
-    if spec is None or spec.implicit:
-        raise UsageError(f'no upstream "{upstream}" in the running config')
-    if spec.app:
-        raise UsageError(f'"{upstream}" is an app: its servers follow its deploys (nonstop deploy)')
-    if all(server.address != address for server in spec.servers):
-        known = ", ".join(s.address for s in spec.servers)
-        raise UsageError(f'upstream "{upstream}" has no server {address} (it has {known})')
 
 
 def _in_flight(backend: Backend, addresses: Iterable[str]) -> int:

@@ -64,6 +64,7 @@ class Route:
         "keepalive_requests",
         "keepalive_timeout",
         "keeps_connection_header",
+        "log_json",
         "log_path",
         "next_timeout",
         "next_upstream",
@@ -111,6 +112,7 @@ class Route:
         self.client_send_timeout = block.send_timeout  # nginx send_timeout (to the client)
         log = spec.access_log if spec is not None else block.access_log
         self.log_path = log.path if log is not None else None
+        self.log_json = log is not None and log.format == "json"
         self.backend: object | None = None  # the run-time upstream, set when installed
         self.passes = spec is not None and spec.proxy_pass is not None and not ret
         self.upstream: str | None = None
@@ -156,6 +158,11 @@ class Route:
                 ops.append(HeaderOp(b"Host", None, _proxy_host))
         for header in spec.set_headers:
             ops.append(_op(header.name, header.value, table, where))
+        if b"x-request-id" not in names:
+            # the app gets $request_id, the id the JSON access log has (an incoming
+            # X-Request-ID is replaced, as nginx's proxy_set_header replaces a header)
+            ops.append(HeaderOp(b"X-Request-ID", None, _request_id))
+            names.add(b"x-request-id")
         self.keeps_connection_header = b"connection" in names
         self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"} | names
         # Constant headers are joined once; only the computed ones cost per request.
@@ -172,6 +179,10 @@ class Route:
 
 def _proxy_host(req: Request) -> str:
     return req.proxy_host
+
+
+def _request_id(req: Request) -> str:
+    return req.rid or req.request_id
 
 
 def _op(name: str, value: Template, table: VariableTable, where: str) -> HeaderOp:

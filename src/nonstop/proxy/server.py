@@ -18,15 +18,19 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+from nonstop import listeners
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
 from nonstop.errors import ConfigError
 from nonstop.proxy.acceptor import AcceptErrors, Acceptor
 from nonstop.proxy.accesslog import AccessLogs
+from nonstop.proxy.balancers.peers import Peer
 from nonstop.proxy.connection_pool import IdlePool
+from nonstop.proxy.metrics import ProxyMetrics, Tally
 from nonstop.proxy.protocol import ClientConnection
+from nonstop.proxy.request import Request
 from nonstop.proxy.responses import DateCache
 from nonstop.proxy.router import Router
 from nonstop.proxy.tls import TlsContexts
@@ -44,6 +48,7 @@ __all__ = [
     "SocketSource",
     "bind_error",
     "bind_keys",
+    "inherited_or_bound",
     "listen_socket",
 ]
 
@@ -52,9 +57,9 @@ __all__ = [
 # them from here.
 AppServers = Mapping[str, tuple[ServerState, ...]]
 
-# Where a proxy gets the listening socket of an address (host, port): by default it binds
-# one itself (``listen_socket``); a worker process is given its sockets by the control
-# process (``nonstop.workers``).
+# Where a proxy gets the listening socket of an address (host, port): by default one
+# handed over (systemd, an upgrade) or one it binds (``inherited_or_bound``); a worker
+# process is given its sockets by the control process (``nonstop.workers``).
 SocketSource = Callable[[tuple[str, int]], socket.socket]
 
 log = logging.getLogger("nonstop")
@@ -107,6 +112,12 @@ def listen_socket(key: tuple[str, int], reuseport: bool = False) -> socket.socke
         sock.close()
         raise bind_error(exc, host, port) from exc
     return sock
+
+
+def inherited_or_bound(key: tuple[str, int]) -> socket.socket:
+    """The socket systemd or the nonstop this one upgrades handed over for ``key``, used as
+    it is; else a new one."""
+    return listeners.inherited.take(*key) or listen_socket(key)
 
 
 class Backend:
@@ -198,6 +209,7 @@ class ProxyState:
         self.implicit: dict[str, Backend] = {}
         self.table: VariableTable
         self.access_logs = AccessLogs()
+        self.metrics = ProxyMetrics()
         self.error_level = logging.ERROR
         self.install(config, None, servers or {})
 
@@ -287,8 +299,56 @@ class ProxyState:
         if number >= self.error_level:
             log.log(number, message)
 
-    def access(self, path: str, req: object, status: int, sent: int) -> None:
-        self.access_logs.write(path, req, status, sent)
+    def record(
+        self, req: Request, status: int, sent: int, now: float, backend: Backend | None
+    ) -> None:
+        """A request ended: count it and write its access log line, in one place, so
+        that the counters equal the log's lines.  ``backend`` is the upstream it was
+        passed to, if any; ``req.peer`` the last server tried."""
+        peer = req.peer
+        if peer is not None:
+            tally = peer.tally
+            if tally is None:
+                tally = self._tally(peer, backend)
+        elif backend is not None:
+            tally = self.metrics.tally(backend.name, "")  # no live server to try
+        else:
+            tally = self.metrics.local
+        tally.count(status, now - req.start)
+        route = req.route
+        if route is None:
+            # refused before a location was found: the listen's default server logs it
+            vhosts = req.conn.vhosts
+            if vhosts is None:
+                return
+            route = vhosts.default.fallback
+        path = route.log_path
+        if path is not None:
+            self.access_logs.write(path, route.log_json, req, status, sent, now)
+
+    def count_failure(self, backend: Backend, peer: Peer, connecting: bool) -> None:
+        """A try of ``peer`` failed: while connecting, or before its response was whole."""
+        tally = peer.tally
+        if tally is None:
+            tally = self._tally(peer, backend)
+        tally.failed(connecting)
+
+    def _tally(self, peer: Peer, backend: Backend | None) -> Tally:
+        tally = peer.tally = self.metrics.tally(
+            backend.name if backend is not None else "", peer.address
+        )
+        return tally
+
+    def gauges(self) -> dict[str, object]:
+        """What is open now: requests in flight, tunnels, connections by listen port."""
+        in_flight = 0
+        ports: dict[str, int] = {}
+        for conn in self.connections:
+            if conn.req is not None:
+                in_flight += 1
+            port = str(conn.local_port)
+            ports[port] = ports.get(port, 0) + 1
+        return {"in_flight": in_flight, "tunnels": self.tunnels, "connections": ports}
 
 
 def bind_keys(config: Config) -> dict[tuple[str, int], bool]:
@@ -315,7 +375,7 @@ class ProxyServer:
         config: Config,
         loop: asyncio.AbstractEventLoop | None = None,
         servers: AppServers | None = None,
-        sockets: SocketSource = listen_socket,
+        sockets: SocketSource = inherited_or_bound,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.state = ProxyState(self.loop, config, servers)
@@ -379,6 +439,22 @@ class ProxyServer:
                 name = sock.getsockname()
                 out.append((name[0], name[1]))
         return out
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This process's counters (``ProxyMetrics.snapshot``), connections by listener
+        ("host:port"; "*:port" when several addresses listen on that port)."""
+        gauges = self.state.gauges()
+        listening: dict[str, list[str]] = {}
+        for host, port in self.bound_ports():
+            name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            listening.setdefault(str(port), []).append(name)
+        by_listener: dict[str, int] = {}
+        for key, count in cast("dict[str, int]", gauges["connections"]).items():
+            names = listening.get(key, [])
+            name = names[0] if len(names) == 1 else f"*:{key}"
+            by_listener[name] = by_listener.get(name, 0) + count
+        gauges["connections"] = by_listener
+        return self.state.metrics.snapshot(gauges)
 
     # -- reload -----------------------------------------------------------------------
     async def reload(self, config: Config, servers: AppServers | None = None) -> None:

@@ -96,6 +96,7 @@ _SIMPLE: dict[str, Getter] = {
     "server_name": lambda r: r.server_name,
     "request_method": lambda r: r.method.decode("latin-1"),
     "request": lambda r: r.request_line,
+    "request_id": lambda r: r.request_id,
     "server_protocol": lambda r: "HTTP/" + r.version,
     "proxy_host": lambda r: r.proxy_host,
     "proxy_add_x_forwarded_for": _xff,

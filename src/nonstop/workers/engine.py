@@ -36,10 +36,11 @@ from typing import Any
 
 from nonstop.config.model import Config
 from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.engines.base import check_static_server
 from nonstop.engines.checks import UpstreamChecks
-from nonstop.engines.embedded import check_static
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
+from nonstop.proxy.metrics import merge as merge_metrics
 from nonstop.proxy.server import ProxyState
 from nonstop.proxy.tls import TlsContexts
 from nonstop.servers import ServerReport, ServerState
@@ -204,13 +205,13 @@ class WorkersEngine:
         return merge_reports(answers)
 
     async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
-        check_static(self._config.upstream(upstream), upstream, address)
+        check_static_server(self._config.upstream(upstream), upstream, address)
         self._drained.setdefault(upstream, set()).add(address)
         left = await self._all("drain_server", upstream, address, timeout)
         return sum(int(n) for n in left)
 
     async def undrain_server(self, upstream: str, address: str) -> None:
-        check_static(self._config.upstream(upstream), upstream, address)
+        check_static_server(self._config.upstream(upstream), upstream, address)
         self._drained.get(upstream, set()).discard(address)
         await self._all("undrain_server", upstream, address)
 
@@ -241,6 +242,11 @@ class WorkersEngine:
             "worker_restarts": self.respawns,
             "upstreams": upstreams,
         }
+
+    async def metrics(self) -> Mapping[str, Any] | None:
+        """The workers' request counters added up (a worker replaced starts from zero, so
+        a counter may go down once: Prometheus reads that as a reset)."""
+        return merge_metrics(await self._all("metrics"))
 
     # -- workers ----------------------------------------------------------------------
 

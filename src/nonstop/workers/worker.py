@@ -61,6 +61,7 @@ class Worker:
             "drain_server": self._forward("drain_server"),
             "undrain_server": self._forward("undrain_server"),
             "status": self._forward("status"),
+            "metrics": self._forward("metrics"),
             "reopen_logs": self._forward("reopen_logs"),
             "mark_health": self._mark_health,
             "shutdown": self._shutdown,

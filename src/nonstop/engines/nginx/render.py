@@ -80,6 +80,16 @@ __all__ = [
 
 MAIN_FILE = "nginx.conf"
 STATS_FORMAT = "nonstop_upstream"
+# ``access_log PATH json``: nonstop's JSON lines, written by nginx.  nginx cannot write a
+# null or a list, so ``upstream`` and ``upstream_duration`` are its strings ("" when no
+# server was tried; one entry a try, ", " between them).
+JSON_FORMAT = (
+    '{"time":"$time_iso8601","client":"$remote_addr","method":"$request_method",'
+    '"target":"$request_uri","protocol":"$server_protocol","status":$status,'
+    '"bytes":$body_bytes_sent,"duration":$request_time,"upstream":"$upstream_addr",'
+    '"upstream_duration":"$upstream_response_time","request_id":"$request_id",'
+    '"host":"$http_host","referer":"$http_referer","user_agent":"$http_user_agent"}'
+)
 STATS_FIELDS = "$upstream_addr $upstream_status"
 SLOT_IDLE = 0.25
 SLOT_SEEN = 1.0  # open_file_cache_valid: a worker sees a new slot flag within this
@@ -225,6 +235,8 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     for kind in _TEMP_PATHS:
         w.line(f"{kind}_temp_path", quote(os.path.join(home, "temp", kind)))
     w.line("access_log", quote(os.path.join(home, "logs", "access.log")), "combined")
+    if _uses_json(config):
+        w.line("log_format", "json", "escape=json", quote(JSON_FORMAT))
     stats = stats_log(home) if config.apps else None
     if stats is not None:
         w.line("log_format", STATS_FORMAT, quote(STATS_FIELDS))
@@ -398,6 +410,14 @@ def _tls(w: _Writer, tls: TlsSpec) -> None:
     w.line("ssl_session_timeout", seconds(tls.session_timeout))
 
 
+def _uses_json(config: Config) -> bool:
+    return any(
+        log is not None and log.format == "json"
+        for block in config.servers
+        for log in (block.access_log, *(loc.access_log for loc in block.locations))
+    )
+
+
 def _access_log(w: _Writer, log: AccessLog | None, stats: str | None) -> None:
     """The log the config names, or ``off``; with none named, the state dir's applies.
 
@@ -478,6 +498,8 @@ def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
         w.line("proxy_set_header", "Host", quote(proxy.proxy_host or app))
     if keepalive and "connection" not in named:
         w.line("proxy_set_header", "Connection", '""')
+    if "x-request-id" not in named:
+        w.line("proxy_set_header", "X-Request-ID", "$request_id")  # as the embedded proxy
     masks = sorted(loc.next_upstream)
     w.line("proxy_next_upstream", *(masks or ["off"]))
     w.line("proxy_next_upstream_tries", str(loc.next_upstream_tries))
