@@ -212,3 +212,12 @@ def start_engine(engine: str, prefix: Path, conf: Path, port: int) -> NginxProce
     proc: NginxProcess | NonstopProcess
     proc = NginxProcess(prefix, conf, [port]) if engine == "nginx" else NonstopProcess(conf, [port])
     return proc.start()
+
+
+def differences(nginx: dict[str, Any], nonstop: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cases whose outcome differs between the two engines, both sides shown."""
+    return {
+        name: {"nginx": nginx[name], "nonstop": nonstop.get(name)}
+        for name in nginx
+        if nginx[name] != nonstop.get(name)
+    }

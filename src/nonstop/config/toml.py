@@ -724,9 +724,11 @@ class _Reader:
         proxy = self.pass_(t)
         if proxy is None and ret is None:
             raise t.error(None, 'a location needs "pass", "redirect" or "return"')
+        exact = t.boolean("exact", False)
         return LocationSpec(
             path=path,
-            exact=t.boolean("exact", False),
+            exact=exact,
+            modifier="=" if exact else "",
             proxy_pass=proxy,
             ret=ret,
             set_headers=self.set_headers(t),

@@ -88,14 +88,18 @@ class Deployer:
     # -- configuration ------------------------------------------------------------------
 
     def configure(self, apps: tuple[AppSpec, ...]) -> None:
-        """The apps of the running config (on start and after every reload)."""
+        """The apps of the running config (on start and after every reload).
+
+        A reload is applied as a plan, not to what runs: the next deploy starts the new
+        release as ``spec`` says, and drains and stops the live release where and as it
+        was started (``AppRuntime.live_spec``); until then it keeps serving unchanged.
+        """
         for spec in apps:
             runtime = self.apps.get(spec.name)
             if runtime is None:
                 self.apps[spec.name] = AppRuntime(spec)
             else:
                 runtime.spec = spec
-            self.supervisor.update_app(spec)
 
     def runtime(self, name: str) -> AppRuntime:
         runtime = self.apps.get(name)
@@ -140,7 +144,7 @@ class Deployer:
                 )
                 continue
             taken.append((port, handle))
-        runtime.live_slot, runtime.live_release = live.slot, live.release
+        runtime.set_live(live.slot, live.release, spec)
         for port, handle in taken:
             assert handle.start_ticks is not None
             started = process_started_at(handle.start_ticks)
@@ -176,7 +180,7 @@ class Deployer:
             live = self.store.live(spec.name)
             if live is None:
                 return
-            runtime.live_slot, runtime.live_release = live.slot, live.release
+            runtime.set_live(live.slot, live.release, spec)
             missing = [
                 port
                 for port in slot_ports(spec, live.slot)
@@ -229,12 +233,16 @@ class Deployer:
                     event.port,
                     event.returncode,
                 )
-                address = server_spec(runtime.spec, event.port).address
+                address = runtime.server(event.port, runtime.spec).address
                 if runtime.servers.set_health(address, False):
                     self.tasks.spawn(self.executor.push(runtime, quiet=True))
 
     def _slot_of(self, runtime: AppRuntime | None, port: int) -> int:
-        return 0 if runtime is None else slot_of(runtime.spec, port)
+        if runtime is None:
+            return 0
+        if runtime.live_slot is not None and port in runtime.live_ports:
+            return runtime.live_slot
+        return slot_of(runtime.spec, port)
 
     def _gate_live(self, runtime: AppRuntime, port: int) -> None:
         """Put a (re)started live instance back into the pool once it passes its check."""
@@ -246,7 +254,7 @@ class Deployer:
     async def _regate(self, runtime: AppRuntime, port: int) -> None:
         instance = self.supervisor.get(runtime.spec.name, port)
         while instance is not None and instance.is_alive():
-            result = await self.executor.gate(runtime.spec, instance)
+            result = await self.executor.gate(instance.app, instance)  # as it was started
             if result.ok:
                 if runtime.servers.set_health(instance.address, True):
                     await self.executor.push(runtime, quiet=True)
@@ -279,9 +287,12 @@ class Deployer:
             if runtime.live_release is None:
                 raise UsageError(f"{name} has no live release yet: name one with --release")
             release = runtime.live_release
-        planned = blue_green.plan(runtime.spec, runtime.live_slot, blue_green.Options(hold))
+        spec = runtime.spec
+        planned = blue_green.plan(
+            spec, runtime.live_slot, blue_green.Options(hold), runtime.live_ports or None
+        )
         record = self.store.begin_deploy(name, release, holder, pid, kind)
-        run = Run(record, release, Progress(name, record.id, self.events, self.clock))
+        run = Run(record, release, Progress(name, record.id, self.events, self.clock), spec)
         runtime.run = run
         task = self.tasks.spawn(self._execute(runtime, run, planned, kind))
 
@@ -418,7 +429,7 @@ class Deployer:
             else {
                 "release": live.release,
                 "slot": live.slot,
-                "ports": list(slot_ports(spec, live.slot)),
+                "ports": list(runtime.live_ports or slot_ports(spec, live.slot)),
                 "since": live.since,
                 "previous_release": live.previous_release,
             },
@@ -437,6 +448,23 @@ class Deployer:
                 describe_deploy(r, self.clock.wall()) for r in self.store.history(spec.name, 10)
             ],
         }
+
+    def busy(self) -> str | None:
+        """What would be cut short by handing the apps over now (an upgrade), if anything."""
+        for name, runtime in sorted(self.apps.items()):
+            if not runtime.ready.is_set():
+                return f"{name}'s live release is still being restored"
+            if runtime.run is not None:
+                return f"deploy #{runtime.run.record.id} of {name} is running ({runtime.run.phase})"
+        return None
+
+    def hand_over(self) -> None:
+        """Stop supervising, leave every instance running: a new nonstop adopts them."""
+        for runtime in self.apps.values():
+            for task in runtime.gating.values():
+                task.cancel()
+            runtime.gating.clear()
+        self.supervisor.leave_running()
 
     async def cancel(self) -> None:
         """Cancel deploys (recorded ``interrupted``) and health gates: the first step of

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from nonstop import listeners
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
+from nonstop.config.rewrite import defined_names
 from nonstop.errors import ConfigError
 from nonstop.proxy.acceptor import AcceptErrors, Acceptor
 from nonstop.proxy.accesslog import AccessLogs
@@ -149,14 +150,7 @@ def _build(
 ) -> tuple[VariableTable, Router, dict[str, Backend]]:
     """The run-time objects for ``config``; ``old`` backends lend their state, ``servers``
     are the apps' servers (with their draining and health flags)."""
-    set_names = frozenset(
-        name
-        for block in config.servers
-        for name, _ in (
-            *block.sets,
-            *[item for loc in block.locations for item in loc.sets],
-        )
-    )
+    set_names = frozenset(defined_names(config) - {m.target for m in config.maps})
     table = VariableTable(config.maps, set_names)
     router = Router.build(config, table)
     upstreams = {

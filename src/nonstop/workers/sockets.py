@@ -9,6 +9,9 @@ whichever process is worker *i* now: a replacement for a worker that died inheri
 sockets and the connections queued on them, which wait in the kernel until it accepts
 them — none is lost with the worker.  Only when a reload lowers ``worker_processes`` are
 the retired index's sockets closed, and with them what is still queued on them.
+
+Sockets from systemd (``LISTEN_FDS``) are worker 0's; the other workers' sockets join their
+group, which needs them made with ``SO_REUSEPORT`` (``ReusePort=yes`` in the socket unit).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
+from nonstop import listeners
 from nonstop.config.model import Config
 from nonstop.proxy.server import bind_keys, listen_socket
 
@@ -38,12 +42,28 @@ class WorkerSockets:
             for key in bind_keys(config):
                 for index in indexes:
                     if (index, key) not in self._open:
-                        self._open[(index, key)] = listen_socket(self._bound(key), reuseport=True)
+                        self._open[(index, key)] = self._socket(key, index)
                         opened.append((index, key))
         except OSError:
             self.close(opened)
             raise
         return opened
+
+    def _socket(self, key: Key, index: int) -> socket.socket:
+        """Worker ``index``'s socket for ``key``: for worker 0 the one systemd handed over
+        (``LISTEN_FDS``), if any, which the others' sockets then join."""
+        handed = listeners.inherited.take(*key) if index == 0 else None
+        if handed is not None:
+            if not handed.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+                handed.close()
+                host, port = key
+                raise OSError(
+                    f"the listening socket for {host}:{port} handed over by systemd cannot be "
+                    "shared by workers: set ReusePort=yes in the .socket unit, or "
+                    "worker_processes 1"
+                )
+            return handed
+        return listen_socket(self._bound(key), reuseport=True)
 
     def _bound(self, key: Key) -> Key:
         """``key`` with the port a sibling already got (``listen ...:0`` picks one port

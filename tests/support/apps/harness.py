@@ -40,9 +40,14 @@ def app_config(
     keepalive: int = 32,
     engine: str = "embedded",
     workers: int = 1,
-    access_log: str | None = None,
+    health_path: str = "/infra/health",
+    env: dict[str, str] | None = None,
 ) -> str:
-    log = f"access_log = {json.dumps(access_log)}\n" if access_log else ""
+    env_line = (
+        ""
+        if env is None
+        else "env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items()) + " }\n"
+    )
     return f"""
 state_dir = "state"
 engine = "{engine}"
@@ -52,15 +57,15 @@ workers = {workers}
 command = {json.dumps(command)}
 ports = [{ports[0]}, {ports[1]}]
 keepalive = {keepalive}
-health = {{ path = "/infra/health", expect_body = "UP", interval = "{interval}", \
+health = {{ path = "{health_path}", expect_body = "UP", interval = "{interval}", \
 timeout = "2s", start_timeout = "{start_timeout}" }}
-stop_timeout = "{stop_timeout}"
+{env_line}stop_timeout = "{stop_timeout}"
 drain_timeout = "{drain_timeout}"
 verify = "{verify}"
 
 [[servers]]
 listen = ["127.0.0.1:{proxy_port}"]
-{log}locations = [ {{ path = "/", pass = "web" }} ]
+locations = [ {{ path = "/", pass = "web" }} ]
 """
 
 
