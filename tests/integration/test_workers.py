@@ -12,6 +12,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import threading
@@ -22,9 +23,11 @@ from typing import Any
 
 import pytest
 from tests.integration.test_tls import Site
+from tests.support.apps import pyapp_command
 from tests.support.apps.harness import AppDaemon, Load, deployed, pyapp_daemons
 from tests.support.backends import RecordingBackend, free_port
 from tests.support.proc import NonstopProcess
+from tests.support.restarts import SocketActivated, stop_leftover_apps
 
 Make = Callable[..., AppDaemon]
 
@@ -357,3 +360,31 @@ def test_workers_exit_by_themselves_when_the_control_process_is_killed(proxy) ->
         return not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
     wait_for(gone, message=f"workers {pids} outlived their control process")
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate missing"
+)
+def test_socket_activation_gives_worker_0_the_socket_and_the_others_join_it(
+    tmp_path: Path,
+) -> None:
+    """systemd's socket serves, the other worker's socket is in its SO_REUSEPORT group, and
+    a socket made without SO_REUSEPORT is refused with what to do."""
+    d = AppDaemon(tmp_path / "d", pyapp_command(), workers=2, verify="200ms")
+    activated = SocketActivated(d)
+    try:
+        activated.sock.close()
+        activated.sock = socket.create_server(("127.0.0.1", d.port), backlog=511, reuse_port=True)
+        activated.start()
+        deployed(d, "v1")
+        assert len(d.status()["workers"]) == 2
+        for _ in range(20):
+            assert d.get() == (200, "v1")
+        activated.kill(signal.SIGTERM)
+        activated.sock.close()
+        activated.sock = socket.create_server(("127.0.0.1", d.port), backlog=511)
+        with pytest.raises(RuntimeError, match=r"set ReusePort=yes in the \.socket unit"):
+            activated.start(timeout=10)
+    finally:
+        activated.stop()
+        stop_leftover_apps(d.dir / "state")
