@@ -323,6 +323,12 @@ class Daemon:
         assert self.engine is not None and self.running is not None
         if config.engine != self.running.engine:
             raise ConfigError("the engine cannot change on reload: restart nonstop for that")
+        if (config.workers > 1) != (self.running.workers > 1) and config.engine == "embedded":
+            raise ConfigError(
+                f"worker_processes cannot change from {self.running.workers} to "
+                f"{config.workers} on reload (one process serves in the control process, "
+                "more run as workers): restart nonstop for that"
+            )
         await self.engine.apply(config)  # the apps' servers go into the new state whole
         self.running = config
         if self.deployer is not None:
@@ -478,6 +484,8 @@ class Daemon:
     def _why_no_upgrade(self) -> str | None:
         if self._upgrading:
             return "an upgrade is already in progress"
+        if self.running is not None and self.running.workers > 1:
+            return "worker_processes above 1 does not hand its sockets over yet (restart instead)"
         if not isinstance(self.engine, EmbeddedEngine):
             return "only the embedded engine hands its sockets over (restart nonstop instead)"
         if self.lock is None or self.admin is None or self.deployer is None:

@@ -14,7 +14,8 @@ Three things, in this order, before anything else of the daemon runs:
    was.  Apps are started with the operator's umask, so what they write is as before.
 3. **Enough file descriptors.** The soft ``RLIMIT_NOFILE`` is raised to the hard limit (a
    proxy needs two descriptors per proxied connection, and the usual soft limit of 1024
-   caps it at a few hundred), and a warning in nginx's words says when
+   caps it at a few hundred) — or set to ``worker_rlimit_nofile`` (TOML: ``max_open_files``)
+   when the config names one — and a warning in nginx's words says when
    ``worker_connections`` still exceeds it.
 """
 
@@ -133,16 +134,33 @@ def operator_umask() -> int:
     return current
 
 
-def raise_open_files_limit(worker_connections: int) -> str | None:
-    """Raise the soft RLIMIT_NOFILE to the hard one; a warning if still too low."""
+def raise_open_files_limit(worker_connections: int, wanted: int | None = None) -> list[str]:
+    """Set the open-files limit; what went wrong or stays too low, in nginx's words.
+
+    ``wanted`` (``worker_rlimit_nofile``) becomes the soft limit, as nginx sets it; without
+    it the soft limit is raised to the hard one.  Processes started afterwards (the
+    workers) inherit it.
+    """
+    warnings = []
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if wanted is not None:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            ceiling = hard if hard == resource.RLIM_INFINITY else max(hard, wanted)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, ceiling))
             soft = wanted
+        except (OSError, ValueError) as exc:
+            reason = f"{exc.errno}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            warnings.append(f"setrlimit(RLIMIT_NOFILE, {wanted}) failed ({reason})")
+            wanted = None
+    if wanted is None and (hard == resource.RLIM_INFINITY or hard > soft):
+        raised = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
         except (OSError, ValueError):
             pass
     if worker_connections > soft:
-        return f"{worker_connections} worker_connections exceed open file resource limit: {soft}"
-    return None
+        warnings.append(
+            f"{worker_connections} worker_connections exceed open file resource limit: {soft}"
+        )
+    return warnings

@@ -244,10 +244,10 @@ def run(
         from_systemd = inherited.from_systemd()  # LISTEN_FDS: used instead of binding
     except ValueError as exc:
         fail(str(exc), 1)
-    too_few_files = raise_open_files_limit(config.max_connections)
+    limits = raise_open_files_limit(config.max_connections, config.max_open_files)
     setup_logging(config)
-    if too_few_files is not None:
-        logging.getLogger("nonstop").warning("%s", too_few_files)
+    for warning in limits:
+        logging.getLogger("nonstop").warning("%s", warning)
     if from_systemd:
         logging.getLogger("nonstop").info("%d listening socket(s) from systemd", from_systemd)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)

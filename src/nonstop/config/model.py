@@ -460,6 +460,12 @@ class Config:
     # open client connections at most; past it a new one is answered 503 and closed
     # (nginx.conf: worker_connections; TOML: max_connections)
     max_connections: int = 10_000
+    # data-plane processes (nginx.conf: worker_processes N|auto; TOML: workers); 1 serves in
+    # the control process itself (docs/architecture.md, "Workers")
+    workers: int = 1
+    # RLIMIT_NOFILE of nonstop's processes (nginx.conf: worker_rlimit_nofile; TOML:
+    # max_open_files); None: the soft limit is raised to the hard one
+    max_open_files: int | None = None
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
     files: tuple[str, ...] = ()  # every file read (config and includes)
 

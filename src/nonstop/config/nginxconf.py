@@ -58,7 +58,7 @@ from nonstop.config.model import (
 )
 from nonstop.config.rewrite import compile_regex
 from nonstop.config.template import compile_template, is_name_char
-from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.units import parse_duration, parse_size, parse_workers
 from nonstop.config.vocabulary import (
     BACKUP_METHODS,
     DIRECTIVES,
@@ -565,6 +565,8 @@ class _Builder:
         self.implicit: dict[str, UpstreamSpec] = {}
         self.error_log: tuple[str | None, str] | None = None
         self.max_connections = 10_000
+        self.workers = 1
+        self.max_open_files: int | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
 
     # -- helpers ------------------------------------------------------------
@@ -700,6 +702,14 @@ class _Builder:
                 http = d
             elif d.name == "error_log":
                 self.set_error_log(d, outer=True)
+            elif d.name == "worker_processes":
+                try:
+                    self.workers = parse_workers(d.args[0])
+                except ValueError:
+                    message = f'invalid value "{d.args[0]}" in "{d.name}" directive'
+                    raise self.fail(d, message) from None
+            elif d.name == "worker_rlimit_nofile":
+                self.max_open_files = self.number(d, 0, minimum=1)
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
         servers, maps = self.http(http) if http is not None else ((), ())
@@ -716,6 +726,8 @@ class _Builder:
             error_log=error_path,
             error_log_level=error_level,
             max_connections=self.max_connections,
+            workers=self.workers,
+            max_open_files=self.max_open_files,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
         )

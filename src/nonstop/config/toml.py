@@ -50,7 +50,7 @@ from nonstop.config.nginxconf import (
     system_resolver,
 )
 from nonstop.config.template import compile_template
-from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.units import parse_duration, parse_size, parse_workers
 from nonstop.config.vocabulary import BACKUP_METHODS, METHODS
 from nonstop.errors import ConfigError
 
@@ -79,6 +79,8 @@ _TOP_KEYS = frozenset(
         "error_log",
         "error_log_level",
         "max_connections",
+        "workers",
+        "max_open_files",
         "upstreams",
         "apps",
         "servers",
@@ -398,8 +400,22 @@ class _Reader:
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
             error_log_level=level,
             max_connections=top.integer("max_connections", 10_000, minimum=1),
+            workers=self.workers(top),
+            max_open_files=top.integer("max_open_files", 0, minimum=1) or None,
             files=(self.path,),
         )
+
+    @staticmethod
+    def workers(top: _Table) -> int:
+        """``workers = N`` or ``"auto"`` (one per usable core)."""
+        value = top.typed("workers", (int, str))
+        if value is None:
+            return 1
+        try:
+            return parse_workers(str(value))
+        except ValueError:
+            message = 'must be a number of processes (1 or more) or "auto"'
+            raise top.error("workers", message) from None
 
     def admin_http(self, admin: _Table | None) -> tuple[str | None, str | None]:
         """``[admin] listen`` and its token; a public address needs a token."""

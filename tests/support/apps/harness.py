@@ -39,6 +39,7 @@ def app_config(
     stop_timeout: str = "5s",
     keepalive: int = 32,
     engine: str = "embedded",
+    workers: int = 1,
     health_path: str = "/infra/health",
     env: dict[str, str] | None = None,
 ) -> str:
@@ -50,6 +51,7 @@ def app_config(
     return f"""
 state_dir = "state"
 engine = "{engine}"
+workers = {workers}
 
 [apps.web]
 command = {json.dumps(command)}

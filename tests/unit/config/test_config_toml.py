@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -471,6 +472,20 @@ def test_the_nginx_table_names_a_system_pid_file_under_the_prefix(
     assert toml(body).nginx.pid is None
     exc = error(toml, '[nginx]\npidfile = "/run/nginx.pid"\n' + body)
     assert "nginx.pidfile: unknown key" in str(exc)
+
+
+def test_workers_and_max_open_files_are_read(toml: Load) -> None:
+    body = """
+[[servers]]
+listen = ["127.0.0.1:8080"]
+locations = [ { path = "/", return = { code = 204 } } ]
+"""
+    cfg = toml("workers = 2\nmax_open_files = 8192\n" + body)
+    assert (cfg.workers, cfg.max_open_files) == (2, 8192)
+    assert toml('workers = "auto"\n' + body).workers == len(os.sched_getaffinity(0))
+    assert (toml(body).workers, toml(body).max_open_files) == (1, None)
+    for wrong in ("workers = 0", 'workers = "many"', "workers = true"):
+        assert "workers: " in str(error(toml, wrong + "\n" + body))
 
 
 def test_access_log_format_is_per_server_and_a_location_may_change_it(toml: Load) -> None:
