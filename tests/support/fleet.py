@@ -294,7 +294,7 @@ class Fleet:
         """Stop every process this fleet started, by pid; empty every host's directory."""
         for process in [*self.daemons.values(), self.sshd]:
             if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGINT)  # a daemon stops its apps too
         if self.front is not None:
             self.front.stop()
         for process in [*self.daemons.values(), self.sshd]:

@@ -15,8 +15,9 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from nonstop.config.listen import is_loopback, parse_listen_address
+from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
+    LOG_FORMATS,
     AccessLog,
     AddHeader,
     AdminSpec,
@@ -116,6 +117,7 @@ _SERVER_KEYS = frozenset(
         "headers",
         "client_max_body_size",
         "access_log",
+        "access_log_format",
         "keepalive_timeout",
         "keepalive_requests",
         "client_header_timeout",
@@ -154,6 +156,7 @@ _LOCATION_KEYS = frozenset(
         "request_buffering",
         "client_body_buffer_size",
         "access_log",
+        "access_log_format",
         "return",
         "redirect",
     }
@@ -402,37 +405,16 @@ class _Reader:
         """``[admin] listen`` and its token; a public address needs a token."""
         if admin is None:
             return None, None
-        listen = admin.string("listen")
-        token = admin.string("token")
-        token_file = admin.string("token_file")
-        if token is not None and token_file is not None:
-            raise admin.error("token_file", 'give "token" or "token_file", not both')
-        if token_file is not None:
-            path = self.conf_path(token_file)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    token = f.read().strip()
-            except OSError as exc:
-                raise admin.error("token_file", f"cannot read {path}: {exc.strerror}") from None
-        if token is not None and len(token) < 16:
-            raise admin.error(
-                "token_file" if token_file else "token", "a token has at least 16 characters"
-            )
-        if listen is None:
-            return None, token
-        if listen.startswith("unix:"):
-            listen = "unix:" + self.prefix_path(listen[5:])
         try:
-            where = parse_listen_address(listen)
-        except ValueError as exc:
-            raise admin.error("listen", str(exc)) from None
-        if token is None and not isinstance(where, str) and not is_loopback(where[0]):
-            raise admin.error(
-                "listen",
-                f"{listen} is not a loopback address: anyone who reaches it could deploy; "
-                'set "token_file" (or listen on 127.0.0.1 or a unix: socket)',
+            return admin_listener(
+                admin.string("listen"),
+                admin.string("token"),
+                admin.string("token_file"),
+                self.conf_path,
+                self.prefix_path,
             )
-        return listen, token
+        except AdminSettingError as exc:
+            raise admin.error(exc.key, str(exc)) from None
 
     # -- upstreams and apps -------------------------------------------------
 
@@ -694,14 +676,23 @@ class _Reader:
         return ReturnSpec(code=code, text=table.template("text", text) if text else None)
 
     def access_log(self, t: _Table, inherited: AccessLog | None) -> AccessLog | None:
+        """``access_log`` (a path or "off") and ``access_log_format``; a location
+        inherits both from its server, and may change either."""
+        fmt = t.string("access_log_format", inherited.format if inherited else "combined")
+        if fmt not in LOG_FORMATS:
+            raise t.error("access_log_format", 'must be "combined" or "json"')
         if not t.has("access_log"):
-            return inherited
+            if inherited is None or inherited.path is None:
+                if t.has("access_log_format"):
+                    raise t.error("access_log_format", "needs an access_log file to apply to")
+                return inherited
+            return AccessLog(inherited.path, fmt)
         raw = t.string("access_log") or ""
         if raw == "off":
             return AccessLog(path=None)
         if not raw:
             raise t.error("access_log", 'must be "off" or a file path')
-        return AccessLog(path=self.prefix_path(raw))
+        return AccessLog(path=self.prefix_path(raw), format=fmt)
 
     def location(
         self,
@@ -717,9 +708,11 @@ class _Reader:
         proxy = self.pass_(t)
         if proxy is None and ret is None:
             raise t.error(None, 'a location needs "pass", "redirect" or "return"')
+        exact = t.boolean("exact", False)
         return LocationSpec(
             path=path,
-            exact=t.boolean("exact", False),
+            exact=exact,
+            modifier="=" if exact else "",
             proxy_pass=proxy,
             ret=ret,
             set_headers=self.set_headers(t),

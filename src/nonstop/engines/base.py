@@ -33,6 +33,10 @@ The contract of each operation:
   is in flight to it; it stays out across reloads until ``undrain_server`` puts it back.
   Both raise ``UsageError`` for an upstream or server the config does not have, or an
   app's upstream (its servers are the deployer's).
+- ``metrics`` reports the data plane's request counters as plain data (the shape of
+  ``nonstop.proxy.metrics.ProxyMetrics.snapshot``; a data plane of several processes
+  sums theirs with ``merge``), or None when the engine cannot count requests itself
+  (``GET /metrics`` then has no data-plane series; docs/observability.md).
 - ``reopen_logs`` (SIGUSR1) and ``shutdown`` (stop accepting, finish in-flight within
   ``timeout``, close the rest).
 """
@@ -79,6 +83,8 @@ class Engine(Protocol):
     async def supports_backup(self, app: str) -> bool: ...
 
     async def status(self, app: str | None) -> Mapping[str, Any]: ...
+
+    async def metrics(self) -> Mapping[str, Any] | None: ...
 
     async def reopen_logs(self) -> None: ...
 

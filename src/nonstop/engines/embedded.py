@@ -65,6 +65,17 @@ class EmbeddedEngine:
         self._mark_drained()
         self._sync_checks()
 
+    async def metrics(self) -> Mapping[str, Any] | None:
+        return self.proxy.metrics_snapshot()
+
+    def listening_fds(self) -> list[int]:
+        """The listening sockets' descriptors (handed to the new nonstop on an upgrade)."""
+        return [
+            sock.fileno()
+            for server in self.proxy.listeners.values()
+            for sock in getattr(server, "sockets", ())
+        ]
+
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()
 

@@ -39,7 +39,14 @@ def app_config(
     stop_timeout: str = "5s",
     keepalive: int = 32,
     engine: str = "embedded",
+    health_path: str = "/infra/health",
+    env: dict[str, str] | None = None,
 ) -> str:
+    env_line = (
+        ""
+        if env is None
+        else "env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items()) + " }\n"
+    )
     return f"""
 state_dir = "state"
 engine = "{engine}"
@@ -48,9 +55,9 @@ engine = "{engine}"
 command = {json.dumps(command)}
 ports = [{ports[0]}, {ports[1]}]
 keepalive = {keepalive}
-health = {{ path = "/infra/health", expect_body = "UP", interval = "{interval}", \
+health = {{ path = "{health_path}", expect_body = "UP", interval = "{interval}", \
 timeout = "2s", start_timeout = "{start_timeout}" }}
-stop_timeout = "{stop_timeout}"
+{env_line}stop_timeout = "{stop_timeout}"
 drain_timeout = "{drain_timeout}"
 verify = "{verify}"
 

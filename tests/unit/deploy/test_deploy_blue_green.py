@@ -6,6 +6,7 @@ The executor runs on fakes (``world.py``): a 30-second verify takes microseconds
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from nonstop.deploy.steps import (
     Switch,
     Verify,
 )
+from nonstop.errors import DeployFailed
 
 APP = AppSpec(
     name="web",
@@ -63,6 +65,28 @@ def test_a_held_deploy_waits_between_verify_and_stopping_the_old_release() -> No
     assert kinds == [
         "start", "gate", "switch", "drain", "verify", "hold", "drain", "stop", "commit"
     ]  # fmt: skip
+
+
+def test_after_a_reload_moved_the_ports_the_old_release_is_drained_where_it_runs() -> None:
+    moved = dataclasses.replace(APP, ports=(9080, 9000))
+    planned = blue_green.plan(moved, 0, running=(8080,))
+    assert planned.slot == 1 and planned.ports == (9000,) and planned.old_ports == (8080,)
+    assert planned.steps[2] == Switch((9000,), (8080,))
+    assert planned.steps[-3:] == (Drain((8080,)), Stop((8080,), "old"), Commit(1))
+
+
+def test_after_a_reload_swapped_the_ports_the_new_release_takes_the_clear_slot() -> None:
+    swapped = dataclasses.replace(APP, ports=(8000, 8080))
+    planned = blue_green.plan(swapped, 0, running=(8080,))
+    assert planned.slot == 0 and planned.ports == (8000,) and planned.old_ports == (8080,)
+
+
+def test_a_deploy_is_refused_when_both_slots_take_a_port_the_live_release_runs_on() -> None:
+    four = dataclasses.replace(APP, ports=(8080, 8081, 8000, 8001))
+    shrunk = dataclasses.replace(APP, ports=(8080, 8000))
+    assert blue_green.plan(four, 0).old_ports == (8080, 8000)
+    with pytest.raises(DeployFailed, match="take a port the live release runs on"):
+        blue_green.plan(shrunk, 0, running=(8080, 8000))
 
 
 def test_undo_before_the_switch_stops_the_new_release_and_after_it_switches_back() -> None:
