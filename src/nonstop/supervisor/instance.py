@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -22,6 +23,8 @@ from nonstop.supervisor import logfile
 from nonstop.supervisor.command import LaunchSpec, build_launch
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.launcher import Launcher, ProcessHandle
+
+log = logging.getLogger("nonstop")
 
 __all__ = ["ExitCallback", "Instance", "InstanceState"]
 
@@ -166,13 +169,16 @@ class Instance:
         self.state = InstanceState.CRASHED if crashed else InstanceState.STOPPED
         started = self.started_mono
         ran = self._clock.monotonic() - started if started is not None else 0.0
-        logfile.append_line(
-            self.log_path,
-            f"{'crash' if crashed else 'stop'} app={self.app.name} release={self.release} "
-            f"port={self.port} pid={handle.pid} {logfile.describe_exit(code)} "
-            f"after {ran:.1f}s",
-            self._clock.wall(),
-        )
+        try:
+            logfile.append_line(
+                self.log_path,
+                f"{'crash' if crashed else 'stop'} app={self.app.name} release={self.release} "
+                f"port={self.port} pid={handle.pid} {logfile.describe_exit(code)} "
+                f"after {ran:.1f}s",
+                self._clock.wall(),
+            )
+        except OSError as exc:  # a full disk loses the footer, never the exit itself
+            log.error("cannot write %s: %s", self.log_path, exc.strerror or exc)
         self._done.set()
         if self.on_exit is not None:
             self.on_exit(self, code, crashed)
