@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
+from nonstop.config.accounts import resolve_account
 from nonstop.config.model import AppSpec
 from nonstop.supervisor import logfile
-from nonstop.supervisor.command import LaunchSpec, build_launch
+from nonstop.supervisor.command import LaunchSpec, base_environment, build_launch
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.launcher import Launcher, ProcessHandle
 
@@ -104,8 +105,14 @@ class Instance:
         return logfile.tail(self.log_path, lines)
 
     def launch_spec(self) -> LaunchSpec:
-        env = os.environ if self._base_env is None else self._base_env
-        return build_launch(self.app, self.port, self.release, str(self.log_path), env)
+        """What to start; ``StartFailed`` when the app's ``user``/``group`` is unknown."""
+        try:
+            account = resolve_account(self.app.user, self.app.group)
+        except ValueError as exc:
+            raise StartFailed(f"cannot start {self.app.name}: {exc}") from None
+        source = os.environ if self._base_env is None else self._base_env
+        env = base_environment(source, account)
+        return build_launch(self.app, self.port, self.release, str(self.log_path), env, account)
 
     async def start(self) -> None:
         """Refuse a busy port, append the header line, start the process, watch it."""
