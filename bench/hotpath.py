@@ -100,7 +100,7 @@ async def run(count: int) -> float:
     started = time.perf_counter()
     for _ in range(count):
         client.data_received(REQUEST)
-        upstream = client.uconn
+        upstream = client.exchange.uconn
         assert upstream is not None, "the request did not go upstream"
         upstream.data_received(RESPONSE)
     elapsed = time.perf_counter() - started

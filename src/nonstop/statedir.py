@@ -79,6 +79,29 @@ class StateDirLock:
             os.chmod(self.state_dir, 0o700)
         self._fd = fd
 
+    def take_over(self, fd: int) -> None:
+        """The lock handed over by the nonstop this one upgrades: the same open file
+        description, so the flock it holds is ours as well and the directory is never
+        unlocked in between.  Refused if ``fd`` is not this directory's lock, locked."""
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StateDirLocked(
+                f"the lock handed over is not usable: {exc.strerror or exc}"
+            ) from None
+        if not same:
+            os.close(fd)
+            raise StateDirLocked(f"the lock handed over is not {self.path}")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def fileno(self) -> int:
+        assert self._fd is not None
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -104,11 +104,13 @@ class NonstopProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = 20, apps: bool = True) -> int:
+        """SIGINT (Ctrl-C) stops the daemon and its apps; ``apps=False``: SIGTERM, which
+        leaves them running (their next start adopts them)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT if apps else signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -210,3 +212,12 @@ def start_engine(engine: str, prefix: Path, conf: Path, port: int) -> NginxProce
     proc: NginxProcess | NonstopProcess
     proc = NginxProcess(prefix, conf, [port]) if engine == "nginx" else NonstopProcess(conf, [port])
     return proc.start()
+
+
+def differences(nginx: dict[str, Any], nonstop: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cases whose outcome differs between the two engines, both sides shown."""
+    return {
+        name: {"nginx": nginx[name], "nonstop": nonstop.get(name)}
+        for name in nginx
+        if nginx[name] != nonstop.get(name)
+    }

@@ -28,23 +28,36 @@ from dataclasses import dataclass, field, replace
 from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
+    DEFAULT_TYPES,
+    LOG_FORMATS,
     AccessLog,
+    AccessRule,
     AddHeader,
     AdminSpec,
+    BreakSpec,
+    Condition,
     Config,
+    ErrorPage,
+    FilesSpec,
+    IfSpec,
     Listen,
     LocationSpec,
     MapSpec,
     ProxyPass,
+    Regex,
     ReturnSpec,
+    RewriteSpec,
     ServerBlock,
     ServerSpec,
     SetHeader,
+    SetSpec,
     Source,
+    Step,
     Template,
     TlsSpec,
     UpstreamSpec,
 )
+from nonstop.config.rewrite import compile_regex
 from nonstop.config.template import compile_template, is_name_char
 from nonstop.config.units import parse_duration, parse_size
 from nonstop.config.vocabulary import (
@@ -170,7 +183,9 @@ def _tokens(text: str, file: str) -> Iterator[_Token]:
                 raise ConfigError(_EOF_ARGS, f"{file}:{line}")
             yield _Token("word", _unescape(text[i + 1 : j]), start_line)
             i = j + 1
-            if i < n and text[i] not in _SPACE + ";{":
+            # a ")" may follow a quoted word and starts a word of its own: the end of an
+            # "if" condition, as in if ($request_method = 'OPTIONS')
+            if i < n and text[i] not in _SPACE + ";{)":
                 raise ConfigError(f'unexpected "{text[i]}"', f"{file}:{line}")
         else:
             start, start_line = i, line
@@ -423,6 +438,8 @@ def proxy_pass_spec(
     if not lower.startswith("http://"):
         raise ValueError(f'invalid URL prefix in "{raw}"')
     rest = raw[7:]
+    if rest.startswith("unix:"):
+        return _unix_pass(url, rest)
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     hostport, uri = rest[:cut], (rest[cut:] or None)
     if hostport in declared:
@@ -437,6 +454,18 @@ def proxy_pass_spec(
     return ProxyPass(url=url, upstream=name, uri=uri, proxy_host=proxy_host), implicit
 
 
+def _unix_pass(url: Template, rest: str) -> tuple[ProxyPass, UpstreamSpec]:
+    """``http://unix:/PATH:/URI``: the socket path ends at the first ":" after it
+    (``ngx_parse_unix_domain_url``); an upstream on a socket is sent ``Host: localhost``."""
+    path, _, uri = rest[5:].partition(":")
+    if not path.startswith("/"):
+        raise ValueError(f'invalid unix socket path in upstream "{rest}"')
+    name = "unix:" + path
+    server = ServerSpec(address=name, host=path, port=0)
+    implicit = UpstreamSpec(name=name, servers=(server,), implicit=True)
+    return ProxyPass(url=url, upstream=name, uri=uri or None, proxy_host="localhost"), implicit
+
+
 def _return(args: tuple[str, ...]) -> ReturnSpec:
     first = args[0]
     if len(args) == 1 and not first.isdigit():
@@ -447,6 +476,22 @@ def _return(args: tuple[str, ...]) -> ReturnSpec:
         raise ValueError(f'invalid return code "{first}"')
     text = compile_template(args[1]) if len(args) == 2 else None
     return ReturnSpec(code=int(first), text=text)
+
+
+_DEFAULT_TYPE = Directive("default_type", ("text/plain",), "", 0)
+_REWRITE_DIRECTIVES = frozenset({"set", "return", "rewrite", "break", "if"})
+_FILE_TESTS = frozenset({"-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x"})
+
+
+def _program(
+    steps: tuple[Step, ...],
+) -> tuple[tuple[tuple[str, Template], ...], ReturnSpec | None, tuple[Step, ...]]:
+    """A level's ``set`` values, its first ``return``, and the whole program when it needs
+    to run in order (it has a rewrite, an if or a break); else an empty program."""
+    sets = tuple((step.name, step.value) for step in steps if isinstance(step, SetSpec))
+    ret = next((step for step in steps if isinstance(step, ReturnSpec)), None)
+    simple = all(isinstance(step, (SetSpec, ReturnSpec)) for step in steps)
+    return sets, ret, () if simple else steps
 
 
 def _variable_name(raw: str) -> str:
@@ -463,11 +508,13 @@ class _Level:
 
     def __init__(self) -> None:
         self.items: dict[str, list[Directive]] = {}
+        self.ordered: list[Directive] = []  # all of them, as written
 
     def add(self, d: Directive, multi: bool) -> None:
         if d.name in self.items and not multi:
             raise ConfigError(f'"{d.name}" directive is duplicate', d.where)
         self.items.setdefault(d.name, []).append(d)
+        self.ordered.append(d)
 
 
 def _inherit(levels: list[_Level], name: str) -> list[Directive] | None:
@@ -561,7 +608,7 @@ class _Builder:
             raise self.fail(d, f'unknown directive "{d.name}"')
         if ctx not in contexts:
             raise self.fail(d, f'"{d.name}" directive is not allowed here')
-        if (d.block is not None) != (d.name == "types"):
+        if d.block is not None:
             raise self.fail(d, f'directive "{d.name}" has the wrong form')
         wanted = NOTICE_ONLY_VALUE.get(d.name)
         if wanted is not None and d.args != (wanted,):
@@ -745,6 +792,12 @@ class _Builder:
         self.http_version(_one(levels, "proxy_http_version"))
         self.add_headers(levels)
         self.access_log(levels)
+        self.error_pages(levels)
+        self.access(levels)
+        self.flag(_one(levels, "proxy_intercept_errors"), False)
+        self.flag(_one(levels, "etag"), True)
+        self.expires(_one(levels, "expires"))
+        self.types(levels)
         for d in level.items.get("proxy_set_header", ()):
             self.template(d, d.args[1])
 
@@ -890,6 +943,7 @@ class _Builder:
         if any(m.target == target for m in earlier):
             raise self.fail(block, f'the duplicate "{target}" variable')
         entries: dict[str, Template] = {}
+        regexes: list[tuple[Regex, Template]] = []
         default: Template | None = None
         for d in block.block or ():
             if d.block is not None:
@@ -905,7 +959,9 @@ class _Builder:
                 default = value
                 continue
             if key.startswith("~"):
-                raise self.fail(d, f'regex map key "{key}" is outside the nonstop subset')
+                caseless = key.startswith("~*")
+                regexes.append((self.regex(d, key[2 if caseless else 1 :], caseless), value))
+                continue
             key = (key[1:] if key.startswith("\\") else key).lower()
             if key in entries:
                 raise self.fail(d, f'conflicting parameter "{d.name}"')
@@ -915,6 +971,7 @@ class _Builder:
             target=target,
             entries=tuple(entries.items()),
             default=default or compile_template(""),
+            regexes=tuple(regexes),
             origin=block.source,
         )
 
@@ -924,9 +981,7 @@ class _Builder:
         level = _Level()
         listens: list[Listen] = []
         names: list[str] = []
-        ret: ReturnSpec | None = None
-        sets: list[tuple[str, Template]] = []
-        set_lines: list[Directive] = []
+        rewrites: list[Directive] = []
         locations: list[Directive] = []
         for d in block.block or ():
             if self.check(d, "server"):
@@ -937,17 +992,17 @@ class _Builder:
                 names.extend(self.server_names(d))
             elif d.name == "location":
                 locations.append(d)
-            elif d.name == "return":
-                ret = ret or self.ret(d)
-            elif d.name == "set":
-                sets.append(self.set(d))
-                set_lines.append(d)
+            elif d.name in _REWRITE_DIRECTIVES:
+                rewrites.append(d)
             elif d.name == "error_log":
                 self.set_error_log(d, outer=False)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
         levels = [level, http]
+        set_lines = [d for d in rewrites if d.name == "set"]
+        steps = tuple(self.step(d, "server", None, []) for d in rewrites)
+        sets, ret, program = _program(steps)
         built = [self.location(d, levels, set_lines) for d in locations]
         listens = listens or [Listen(host="0.0.0.0", port=80)]
         return ServerBlock(
@@ -964,7 +1019,11 @@ class _Builder:
             client_body_timeout=self.duration(_one(levels, "client_body_timeout"), 60.0),
             send_timeout=self.duration(_one(levels, "send_timeout"), 60.0),
             access_log=self.access_log(levels),
-            sets=tuple(sets),
+            sets=sets,
+            steps=program,
+            error_pages=self.error_pages(levels),
+            files=self.files(levels, "", "/"),
+            access=self.access(levels),
             source=block.source,
         )
 
@@ -1044,40 +1103,62 @@ class _Builder:
         path = d.args[0]
         if "$" in path or ":" in path.split("/")[0]:
             raise self.fail(d, f'access_log "{path}" is outside the nonstop subset (use a file)')
-        if len(d.args) == 2 and d.args[1] != "combined":
-            raise self.fail(d, f'unknown log format "{d.args[1]}"')
-        return AccessLog(path=self.prefix_path(path))
+        fmt = d.args[1] if len(d.args) == 2 else "combined"
+        if fmt not in LOG_FORMATS:
+            raise self.fail(d, f'unknown log format "{fmt}" (nonstop has "combined" and "json")')
+        return AccessLog(path=self.prefix_path(path), format=fmt)
 
     # -- location -----------------------------------------------------------
 
     def location(
         self, block: Directive, parents: list[_Level], server_sets: list[Directive]
     ) -> LocationSpec:
-        path, exact = self.location_path(block)
+        path, modifier = self.location_path(block)
+        level, rewrites = self.block_level(block, "location")
+        levels = [level, *parents]
+        set_lines = [d for d in rewrites if d.name == "set"]
+        pass_d = _one([level], "proxy_pass")
+        proxy = self.proxy_pass(pass_d, [*server_sets, *set_lines]) if pass_d else None
+        if proxy is not None and proxy.uri is not None and modifier in ("~", "~*", "@"):
+            assert pass_d is not None
+            raise self.fail(
+                pass_d,
+                '"proxy_pass" cannot have URI part in location given by regular expression,'
+                " or inside named location",
+            )
+        spec = self.location_spec(block, path, modifier, levels, proxy)
+        steps = tuple(self.step(d, "location", spec, levels) for d in rewrites)
+        sets, ret, program = _program(steps)
+        return replace(spec, sets=sets, ret=ret, steps=program)
+
+    def block_level(self, block: Directive, ctx: str) -> tuple[_Level, list[Directive]]:
+        """A location's or an if's directives: its level, and its rewrite directives."""
         level = _Level()
-        sets: list[tuple[str, Template]] = []
-        set_lines: list[Directive] = []
-        ret: ReturnSpec | None = None
+        rewrites: list[Directive] = []
         for d in block.block or ():
-            if self.check(d, "location"):
+            if self.check(d, ctx):
                 continue
-            if d.name == "set":
-                sets.append(self.set(d))
-                set_lines.append(d)
-            elif d.name == "return":
-                ret = ret or self.ret(d)
+            if d.name in _REWRITE_DIRECTIVES:
+                rewrites.append(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
-        levels = [level, *parents]
-        pass_d = _one([level], "proxy_pass")
-        proxy = self.proxy_pass(pass_d, [*server_sets, *set_lines]) if pass_d else None
+        return level, rewrites
+
+    def location_spec(
+        self,
+        block: Directive,
+        path: str,
+        modifier: str,
+        levels: list[_Level],
+        proxy: ProxyPass | None,
+    ) -> LocationSpec:
+        """A location's (or a location ``if``'s) configuration, inherited from ``levels``."""
         return LocationSpec(
             path=path,
-            exact=exact,
+            exact=modifier == "=",
+            modifier=modifier,
             proxy_pass=proxy,
-            ret=ret,
-            sets=tuple(sets),
             set_headers=tuple(
                 SetHeader(d.args[0], self.template(d, d.args[1]))
                 for d in _inherit(levels, "proxy_set_header") or ()
@@ -1094,10 +1175,121 @@ class _Builder:
             request_buffering=self.flag(_one(levels, "proxy_request_buffering"), True),
             client_body_buffer_size=self.size(_one(levels, "client_body_buffer_size"), 16 * 1024),
             access_log=self.access_log(levels),
+            error_pages=self.error_pages(levels),
+            intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
+            files=None if proxy is not None else self.files(levels, modifier, path),
+            access=self.access(levels),
+            internal=_one(levels[:1], "internal") is not None,
             source=block.source,
         )
 
-    def location_path(self, d: Directive) -> tuple[str, bool]:
+    def access(self, levels: list[_Level]) -> tuple[AccessRule, ...]:
+        """allow and deny in the order written, from the innermost level that has any
+        (ngx_http_access_merge_loc_conf)."""
+        for level in levels:
+            written = [d for d in level.ordered if d.name in ("allow", "deny")]
+            if written:
+                return tuple(self.access_rule(d) for d in written)
+        return ()
+
+    def access_rule(self, d: Directive) -> AccessRule:
+        raw = d.args[0]
+        if raw in ("all", "unix:"):
+            return AccessRule(d.name == "allow", raw)
+        try:
+            network = ipaddress.ip_network(raw, strict=False)
+        except ValueError as exc:
+            raise self.fail(d, f'invalid parameter "{raw}"') from exc
+        return AccessRule(d.name == "allow", str(network))
+
+    # -- files --------------------------------------------------------------
+
+    def files(self, levels: list[_Level], modifier: str, path: str) -> FilesSpec | None:
+        """A level without proxy_pass serves files once a root, alias or try_files says
+        from where (nginx would serve PREFIX/html; nonstop wants it said)."""
+        root_d, alias_d = _one(levels, "root"), _one(levels, "alias")
+        tries = _one(levels, "try_files")
+        if root_d is None and alias_d is None and tries is None:
+            return None
+        if root_d is not None and alias_d is not None and root_d in levels[0].items.get("root", ()):
+            raise self.fail(
+                alias_d, '"alias" directive is duplicate, "root" directive was specified earlier'
+            )
+        alias = None
+        if alias_d is not None:
+            if modifier in ("~", "~*", "@"):
+                where = f'the regex or named location "{path}"'
+                raise self.fail(alias_d, f'"alias" in {where} is outside the nonstop subset')
+            alias = self.prefix_path(alias_d.args[0]) + (
+                "/" if alias_d.args[0].endswith("/") else ""
+            )
+        root = self.prefix_path(root_d.args[0]) if root_d is not None else self.prefix_path("html")
+        index = [arg for d in _inherit(levels, "index") or () for arg in d.args]
+        expires, expires_time = self.expires(_one(levels, "expires"))
+        return FilesSpec(
+            root=root,
+            alias=alias,
+            index=tuple(index) or ("index.html",),
+            try_files=tuple(self.template(tries, arg) for arg in tries.args) if tries else (),
+            expires=expires,
+            expires_time=expires_time,
+            etag=self.flag(_one(levels, "etag"), True),
+            types=self.types(levels),
+            default_type=(_one(levels, "default_type") or _DEFAULT_TYPE).args[0],
+        )
+
+    def types(self, levels: list[_Level]) -> tuple[tuple[str, str], ...]:
+        blocks = _inherit(levels, "types")
+        if blocks is None:
+            return DEFAULT_TYPES
+        found: dict[str, str] = {}
+        for block in blocks:
+            for d in block.block or ():
+                if d.block is not None:
+                    raise self.fail(d, 'unexpected "{"')
+                for ext in d.args:
+                    found.setdefault(ext.lower(), d.name)
+        return tuple(found.items())
+
+    def expires(self, d: Directive | None) -> tuple[str, float]:
+        """``expires [modified] TIME|epoch|max|off`` (ngx_http_headers_filter_module.c)."""
+        if d is None:
+            return "off", 0.0
+        args = list(d.args)
+        if args[0] == "modified":
+            raise self.fail(d, '"expires modified" is outside the nonstop subset')
+        if len(args) != 1:
+            raise self.fail(d, 'invalid number of arguments in "expires" directive')
+        if args[0] in ("off", "epoch", "max"):
+            return args[0], 0.0
+        raw = args[0]
+        sign = -1.0 if raw.startswith("-") else 1.0
+        try:
+            seconds = parse_duration(raw.lstrip("+-"))
+        except ValueError as exc:
+            raise self.fail(d, f'invalid value "{raw}"') from exc
+        return "time", sign * seconds
+
+    def error_pages(self, levels: list[_Level]) -> tuple[ErrorPage, ...]:
+        """``error_page`` lines (ngx_http_core_error_page), inherited as one list."""
+        return tuple(self.error_page(d) for d in _inherit(levels, "error_page") or ())
+
+    def error_page(self, d: Directive) -> ErrorPage:
+        *codes, target = d.args
+        overwrite = -1
+        if codes and codes[-1].startswith("="):
+            response = codes.pop()[1:]
+            if response and (not response.isdigit() or int(response) < 100):
+                raise self.fail(d, f'invalid value "={response}"')
+            overwrite = int(response) if response else 0
+        if not codes:
+            raise self.fail(d, 'invalid number of arguments in "error_page" directive')
+        for code in codes:
+            if not code.isdigit() or not 300 <= int(code) <= 599:
+                raise self.fail(d, f'value "{code}" must be between 300 and 599')
+        return ErrorPage(tuple(int(c) for c in codes), self.template(d, target), overwrite)
+
+    def location_path(self, d: Directive) -> tuple[str, str]:
         args = d.args
         if len(args) == 1:
             for modifier in ("^~", "=", "~*", "~"):
@@ -1105,16 +1297,98 @@ class _Builder:
                     args = (modifier, args[0][len(modifier) :])
                     break
         if len(args) == 1:
-            modifier, path = "", args[0]
+            modifier, path = ("@", args[0]) if args[0].startswith("@") else ("", args[0])
         else:
             modifier, path = args
-        if modifier in ("~", "~*"):
-            raise self.fail(d, f'regex location "{modifier} {path}" is outside the nonstop subset')
-        if modifier not in ("", "=", "^~"):
+        if modifier not in ("", "=", "^~", "~", "~*", "@"):
             raise self.fail(d, f'invalid location modifier "{modifier}"')
-        if path.startswith("@"):
-            raise self.fail(d, f'named location "{path}" is outside the nonstop subset')
-        return path, modifier == "="
+        if modifier in ("~", "~*"):
+            self.regex(d, path, modifier == "~*")
+        return path, modifier
+
+    # -- the rewrite module -------------------------------------------------
+
+    def step(self, d: Directive, ctx: str, loc: LocationSpec | None, levels: list[_Level]) -> Step:
+        """One of set, return, rewrite, break, if (ngx_http_rewrite_module.c)."""
+        if d.name == "set":
+            name, value = self.set(d)
+            return SetSpec(name, value)
+        if d.name == "return":
+            return self.ret(d)
+        if d.name == "break":
+            return BreakSpec()
+        if d.name == "rewrite":
+            return self.rewrite(d)
+        return self.if_block(d, ctx, loc, levels)
+
+    def rewrite(self, d: Directive) -> RewriteSpec:
+        flag = d.args[2] if len(d.args) == 3 else ""
+        if flag not in ("", "last", "break", "redirect", "permanent"):
+            raise self.fail(d, f'invalid parameter "{flag}"')
+        regex = self.regex(d, d.args[0], False)
+        return RewriteSpec(regex, self.template(d, d.args[1]), flag)
+
+    def regex(self, d: Directive, pattern: str, caseless: bool) -> Regex:
+        regex = Regex(pattern, caseless)
+        try:
+            compile_regex(regex)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+        return regex
+
+    def if_block(
+        self, d: Directive, ctx: str, loc: LocationSpec | None, levels: list[_Level]
+    ) -> IfSpec:
+        condition = self.condition(d)
+        inner_ctx = "if" if ctx == "location" else "sif"
+        level, rewrites = self.block_level(d, inner_ctx)
+        steps = tuple(self.step(inner, inner_ctx, None, []) for inner in rewrites)
+        if loc is None:
+            return IfSpec(condition, steps, None, d.source)
+        pass_d = _one([level], "proxy_pass")
+        if pass_d is not None:
+            proxy: ProxyPass | None = self.proxy_pass(pass_d, [])
+            if proxy is not None and proxy.uri is not None:
+                raise self.fail(pass_d, '"proxy_pass" cannot have URI part inside "if" statement')
+        else:
+            # the location's pass, without its URI part (ngx_http_proxy_merge_loc_conf)
+            proxy = replace(loc.proxy_pass, uri=None) if loc.proxy_pass else None
+        spec = self.location_spec(d, loc.path, loc.modifier, [level, *levels], proxy)
+        return IfSpec(condition, steps, spec, d.source)
+
+    def condition(self, d: Directive) -> Condition:
+        """``(...)`` as ngx_http_rewrite_if_condition reads it."""
+        args = list(d.args)
+        if not args[0].startswith("("):
+            raise self.fail(d, f'invalid condition "{args[0]}"')
+        args[0] = args[0][1:]
+        if not args[0]:
+            args.pop(0)
+        if not args or not args[-1].endswith(")"):
+            raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+        args[-1] = args[-1][:-1]
+        if not args[-1]:
+            args.pop()
+        if not args:
+            raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+        first = args[0]
+        if first in _FILE_TESTS:
+            if len(args) != 2:
+                raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+            return Condition(first, self.template(d, args[1]))
+        if len(first) < 2 or first[0] != "$":
+            raise self.fail(d, f'invalid condition "{first}"')
+        subject = self.template(d, first)
+        if len(args) == 1:
+            return Condition("", subject)
+        if len(args) != 3:
+            raise self.fail(d, f'unexpected "{args[1]}" in condition')
+        op, operand = args[1], args[2]
+        if op in ("=", "!="):
+            return Condition(op, subject, operand=self.template(d, operand))
+        if op in ("~", "~*", "!~", "!~*"):
+            return Condition(op, subject, regex=self.regex(d, operand, op.endswith("*")))
+        raise self.fail(d, f'unexpected "{op}" in condition')
 
     def proxy_pass(self, d: Directive, sets: list[Directive]) -> ProxyPass:
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
+    LOG_FORMATS,
     AccessLog,
     AddHeader,
     AdminSpec,
@@ -119,6 +120,7 @@ _SERVER_KEYS = frozenset(
         "headers",
         "client_max_body_size",
         "access_log",
+        "access_log_format",
         "keepalive_timeout",
         "keepalive_requests",
         "client_header_timeout",
@@ -157,6 +159,7 @@ _LOCATION_KEYS = frozenset(
         "request_buffering",
         "client_body_buffer_size",
         "access_log",
+        "access_log_format",
         "return",
         "redirect",
     }
@@ -683,14 +686,23 @@ class _Reader:
         return ReturnSpec(code=code, text=table.template("text", text) if text else None)
 
     def access_log(self, t: _Table, inherited: AccessLog | None) -> AccessLog | None:
+        """``access_log`` (a path or "off") and ``access_log_format``; a location
+        inherits both from its server, and may change either."""
+        fmt = t.string("access_log_format", inherited.format if inherited else "combined")
+        if fmt not in LOG_FORMATS:
+            raise t.error("access_log_format", 'must be "combined" or "json"')
         if not t.has("access_log"):
-            return inherited
+            if inherited is None or inherited.path is None:
+                if t.has("access_log_format"):
+                    raise t.error("access_log_format", "needs an access_log file to apply to")
+                return inherited
+            return AccessLog(inherited.path, fmt)
         raw = t.string("access_log") or ""
         if raw == "off":
             return AccessLog(path=None)
         if not raw:
             raise t.error("access_log", 'must be "off" or a file path')
-        return AccessLog(path=self.prefix_path(raw))
+        return AccessLog(path=self.prefix_path(raw), format=fmt)
 
     def location(
         self,
@@ -706,9 +718,11 @@ class _Reader:
         proxy = self.pass_(t)
         if proxy is None and ret is None:
             raise t.error(None, 'a location needs "pass", "redirect" or "return"')
+        exact = t.boolean("exact", False)
         return LocationSpec(
             path=path,
-            exact=t.boolean("exact", False),
+            exact=exact,
+            modifier="=" if exact else "",
             proxy_pass=proxy,
             ret=ret,
             set_headers=self.set_headers(t),

@@ -47,7 +47,15 @@ from nonstop.errors import DeployFailed, UsageError
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import ServerReport, slot_of
-from nonstop.supervisor import StartFailed, Supervisor, SupervisorEvent, reclaim
+from nonstop.supervisor import (
+    AdoptedProcess,
+    StartFailed,
+    Supervisor,
+    SupervisorEvent,
+    process_cmdline,
+    process_started_at,
+    reclaim,
+)
 from nonstop.tasks import TaskOwner
 
 __all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
@@ -103,14 +111,69 @@ class Deployer:
 
     # -- start of the daemon ------------------------------------------------------------
 
+    async def adopt(self) -> int:
+        """Take over the live instances an earlier nonstop left running, before the
+        engine serves: a process still recorded (pid, start time, command line) and
+        passing its health check serves from the first request, unrestarted.  Returns
+        how many were adopted; ``restore`` deals with the rest."""
+        counts = await asyncio.gather(*(self._adopt(r) for r in list(self.apps.values())))
+        return sum(counts)
+
+    async def _adopt(self, runtime: AppRuntime) -> int:
+        spec = runtime.spec
+        live = self.store.live(spec.name)
+        if live is None:
+            return 0
+        taken: list[tuple[int, AdoptedProcess]] = []
+        for port in slot_ports(spec, live.slot):
+            if self.supervisor.get(spec.name, port) is not None:
+                continue  # supervised already
+            record = self.store.instance(spec.name, port)
+            if record is None or (record.release, record.slot) != (live.release, live.slot):
+                continue
+            handle = AdoptedProcess.take(record.pid, record.pid_start, record.cmdline)
+            if handle is None:
+                continue
+            verdict = await self._probe(spec.host, port, spec.health)
+            if not verdict.ok:
+                handle.close()
+                log.warning(
+                    "%s on port %d (pid %d) left running but not healthy (%s): replacing it",
+                    spec.name,
+                    port,
+                    handle.pid,
+                    verdict.reason,
+                )
+                continue
+            taken.append((port, handle))
+        runtime.set_live(live.slot, live.release, spec)
+        for port, handle in taken:
+            assert handle.start_ticks is not None
+            started = process_started_at(handle.start_ticks)
+            self.supervisor.adopt(spec, live.slot, port, live.release, handle, started)
+            runtime.servers.add([server_spec(spec, port)], healthy=True)
+            self.store.set_instance_state(spec.name, port, "running")
+            log.info(
+                "adopted %s release %s on port %d (pid %d)",
+                spec.name,
+                live.release,
+                port,
+                handle.pid,
+            )
+        if taken:
+            await self.executor.push(runtime, quiet=True)
+        return len(taken)
+
     async def restore(self) -> None:
-        """Stop orphans of a crashed nonstop, then bring every live release back."""
+        """Stop orphans that were not adopted, then bring every live release back."""
         await asyncio.gather(*(self._restore(r) for r in list(self.apps.values())))
 
     async def _restore(self, runtime: AppRuntime) -> None:
         spec = runtime.spec
         try:
             for record in self.store.instances(spec.name):
+                if self.supervisor.get(spec.name, record.port) is not None:
+                    continue  # adopted
                 if record.pid is not None and await reclaim(
                     record.pid, record.pid_start, spec.stop_signal, spec.stop_timeout
                 ):
@@ -120,8 +183,14 @@ class Deployer:
             if live is None:
                 return
             runtime.set_live(live.slot, live.release, spec)
-            log.info("restoring %s release %s on slot %d", spec.name, live.release, live.slot)
-            for port in slot_ports(spec, live.slot):
+            missing = [
+                port
+                for port in slot_ports(spec, live.slot)
+                if self.supervisor.get(spec.name, port) is None
+            ]
+            if missing:
+                log.info("restoring %s release %s on slot %d", spec.name, live.release, live.slot)
+            for port in missing:
                 try:
                     await self.supervisor.start(spec, live.slot, port, live.release, restart=True)
                 except StartFailed as exc:
@@ -165,7 +234,13 @@ class Deployer:
         if event.kind == "started":
             slot = self._slot_of(runtime, event.port)
             self.store.record_instance(
-                event.app, slot, event.port, event.release, event.pid, event.start_ticks
+                event.app,
+                slot,
+                event.port,
+                event.release,
+                event.pid,
+                event.start_ticks,
+                cmdline=None if event.pid is None else process_cmdline(event.pid),
             )
         elif event.kind in ("crashed", "stopped"):
             record = self.store.instance(event.app, event.port)
@@ -204,7 +279,9 @@ class Deployer:
                 if runtime.servers.set_health(instance.address, True):
                     await self.executor.push(runtime, quiet=True)
                 try:
-                    self.store.set_instance_state(runtime.spec.name, port, "running")
+                    self.store.set_instance_state(
+                        runtime.spec.name, port, "running", instance.cmdline()
+                    )
                 except StoreError as exc:
                     self.store_failed(runtime, exc)
                 log.info("%s on port %d is healthy: serving", runtime.spec.name, port)
@@ -341,7 +418,7 @@ class Deployer:
                 message = f"{run.release} serves all traffic ({durations['total']:.2f}s)"
             else:
                 message = f"{kind} of {run.release} {outcome}"
-            run.progress("done", message, outcome=outcome)
+            run.progress("done", message, outcome=outcome, kind=kind)
         return failed
 
     def settle_owed(self) -> None:
@@ -445,15 +522,36 @@ class Deployer:
             ],
         }
 
+    def busy(self) -> str | None:
+        """What would be cut short by handing the apps over now (an upgrade), if anything."""
+        for name, runtime in sorted(self.apps.items()):
+            if not runtime.ready.is_set():
+                return f"{name}'s live release is still being restored"
+            if runtime.run is not None:
+                return f"deploy #{runtime.run.record.id} of {name} is running ({runtime.run.phase})"
+        return None
+
+    def hand_over(self) -> None:
+        """Stop supervising, leave every instance running: a new nonstop adopts them."""
+        for runtime in self.apps.values():
+            for task in runtime.gating.values():
+                task.cancel()
+            runtime.gating.clear()
+        self.supervisor.leave_running()
+
     async def cancel(self) -> None:
         """Cancel deploys (recorded ``interrupted``) and health gates: the first step of
         the daemon's shutdown."""
         await self.tasks.close()
 
-    async def close(self, timeout: float | None = None) -> None:
-        """Cancel what runs, then stop every instance (the daemon's last step but one)."""
+    async def close(self, timeout: float | None = None, *, stop_apps: bool = True) -> None:
+        """Cancel what runs, then stop every instance — or, without ``stop_apps``, leave
+        them running for the next daemon to adopt (the daemon's last step but one)."""
         await self.cancel()
-        await self.supervisor.close(timeout)
+        if stop_apps:
+            await self.supervisor.close(timeout)
+        else:
+            self.supervisor.leave_running()
 
 
 def _counts(report: ServerReport | None) -> dict[str, int]:

@@ -242,8 +242,10 @@ class Executor:
             raise DeployRefused(f"the switch to {run.release} was not applied: {exc}") from None
         run.stamp("switched")
         for port in step.to:
+            instance = self.supervisor.get(spec.name, port)
+            cmdline = instance.cmdline() if instance is not None else None
             try:
-                self.store.set_instance_state(spec.name, port, "running")
+                self.store.set_instance_state(spec.name, port, "running", cmdline)
             except StoreError as exc:  # bookkeeping: the next step goes back
                 run.store_failure = run.store_failure or exc.reason
         run.progress(

@@ -33,6 +33,10 @@ The contract of each operation:
   is in flight to it; it stays out across reloads until ``undrain_server`` puts it back.
   Both raise ``UsageError`` for an upstream or server the config does not have, or an
   app's upstream (its servers are the deployer's).
+- ``metrics`` reports the data plane's request counters as plain data (the shape of
+  ``nonstop.proxy.metrics.ProxyMetrics.snapshot``; a data plane of several processes
+  sums theirs with ``merge``), or None when the engine cannot count requests itself
+  (``GET /metrics`` then has no data-plane series; docs/observability.md).
 - ``reopen_logs`` (SIGUSR1) and ``shutdown`` (stop accepting, finish in-flight within
   ``timeout``, close the rest).
 """
@@ -42,10 +46,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from nonstop.config.model import Config
+from nonstop.config.model import Config, UpstreamSpec
+from nonstop.errors import UsageError
 from nonstop.servers import ServerReport, ServerState
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "check_static_server"]
+
+
+def check_static_server(spec: UpstreamSpec | None, upstream: str, address: str) -> None:
+    """``UsageError`` unless ``address`` is a server of the static upstream ``spec`` (named
+    ``upstream``): what ``drain_server`` and ``undrain_server`` accept."""
+    if spec is None or spec.implicit:
+        raise UsageError(f'no upstream "{upstream}" in the running config')
+    if spec.app:
+        raise UsageError(f'"{upstream}" is an app: its servers follow its deploys (nonstop deploy)')
+    if all(server.address != address for server in spec.servers):
+        known = ", ".join(s.address for s in spec.servers)
+        raise UsageError(f'upstream "{upstream}" has no server {address} (it has {known})')
 
 
 class Engine(Protocol):
@@ -66,6 +83,8 @@ class Engine(Protocol):
     async def supports_backup(self, app: str) -> bool: ...
 
     async def status(self, app: str | None) -> Mapping[str, Any]: ...
+
+    async def metrics(self) -> Mapping[str, Any] | None: ...
 
     async def reopen_logs(self) -> None: ...
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from nonstop.config.model import Config
 from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.engines.base import check_static_server
 from nonstop.engines.checks import UpstreamChecks
-from nonstop.errors import UsageError
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.proxy.server import Backend, ProxyServer
@@ -64,6 +64,17 @@ class EmbeddedEngine:
         await self.proxy.reload(config, self._servers)
         self._mark_drained()
         self._sync_checks()
+
+    async def metrics(self) -> Mapping[str, Any] | None:
+        return self.proxy.metrics_snapshot()
+
+    def listening_fds(self) -> list[int]:
+        """The listening sockets' descriptors (handed to the new nonstop on an upgrade)."""
+        return [
+            sock.fileno()
+            for server in self.proxy.listeners.values()
+            for sock in getattr(server, "sockets", ())
+        ]
 
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()
@@ -136,15 +147,8 @@ class EmbeddedEngine:
 
     def _static(self, upstream: str, address: str) -> Backend:
         backend = self.proxy.state.upstreams.get(upstream)
-        if backend is None or backend.spec.implicit:
-            raise UsageError(f'no upstream "{upstream}" in the running config')
-        if backend.spec.app:
-            raise UsageError(
-                f'"{upstream}" is an app: its servers follow its deploys (nonstop deploy)'
-            )
-        if backend.balancer.peer(address) is None:
-            known = ", ".join(s.address for s in backend.spec.servers)
-            raise UsageError(f'upstream "{upstream}" has no server {address} (it has {known})')
+        check_static_server(None if backend is None else backend.spec, upstream, address)
+        assert backend is not None
         return backend
 
     def _mark_drained(self) -> None:

@@ -99,6 +99,9 @@ class FakeEngine:
     async def status(self, app: str | None) -> Mapping[str, Any]:
         return {"upstreams": {}}
 
+    async def metrics(self) -> Mapping[str, Any] | None:
+        return None
+
     async def reopen_logs(self) -> None:
         pass
 

@@ -1,16 +1,40 @@
-"""Access logs in nginx's ``combined`` format, buffered and flushed by the server tick.
+"""Access logs, buffered and flushed by the server tick: nginx's ``combined`` format or
+JSON lines.
 
 combined = '$remote_addr - $remote_user [$time_local] "$request" $status
 $body_bytes_sent "$http_referer" "$http_user_agent"' (ngx_http_log_module.c).
+
+json: one object a line, the fields of ``JSON_FIELDS`` (docs/observability.md), in UTF-8.
+A string the client sent is kept as it came when it is UTF-8 (as nginx's ``escape=json``
+keeps bytes above 0x7F); one that is not is read as latin-1, a character a byte, so that
+every line is valid JSON.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from typing import IO, Any
+from typing import IO, Any, Final
 
-__all__ = ["AccessLogs", "combined_line"]
+__all__ = ["JSON_FIELDS", "AccessLogs", "combined_line", "json_line"]
+
+JSON_FIELDS: Final = (
+    "time",
+    "client",
+    "method",
+    "target",
+    "protocol",
+    "status",
+    "bytes",
+    "duration",
+    "upstream",
+    "upstream_duration",
+    "request_id",
+    "host",
+    "referer",
+    "user_agent",
+)
 
 
 def _escape(value: str) -> str:
@@ -28,9 +52,13 @@ def _escape(value: str) -> str:
 
 
 class _LocalTime:
-    __slots__ = ("_second", "_text")
+    """The local time as text, formatted once a second."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_colon", "_format", "_second", "_text")
+
+    def __init__(self, format: str, colon: bool = False) -> None:
+        self._format = format
+        self._colon = colon  # +0100 -> +01:00, as $time_iso8601
         self._second = -1
         self._text = ""
 
@@ -38,11 +66,15 @@ class _LocalTime:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._text = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+            text = time.strftime(self._format, time.localtime(now))
+            if self._colon:
+                text = text[:-2] + ":" + text[-2:]
+            self._text = text
         return self._text
 
 
-_clock = _LocalTime()
+_clock = _LocalTime("%d/%b/%Y:%H:%M:%S %z")
+_iso = _LocalTime("%Y-%m-%dT%H:%M:%S%z", colon=True)
 
 
 def combined_line(req: Any, status: int, sent: int) -> str:
@@ -56,6 +88,44 @@ def combined_line(req: Any, status: int, sent: int) -> str:
     )
 
 
+def _text(value: bytes | None) -> str | None:
+    """A client's bytes as a JSON string's text: UTF-8 as is, else byte by byte."""
+    if value is None:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def json_line(req: Any, status: int, sent: int, now: float) -> str:
+    """One request as a JSON object on one line (the times are the loop's clock)."""
+    peer = req.peer
+    fields = {
+        "time": _iso.text(),
+        "client": req.remote_addr,
+        "method": _text(req.method),
+        "target": _text(req.url),
+        "protocol": "HTTP/" + req.version,
+        "status": status,
+        "bytes": sent,
+        "duration": round(max(0.0, now - req.start), 3),
+        "upstream": peer.address if peer is not None else None,
+        "upstream_duration": (
+            round(max(0.0, now - req.upstream_start), 3) if peer is not None else None
+        ),
+        "request_id": req.request_id,
+        "host": _text(req.http_host),
+        "referer": _text(req.header(b"referer")),
+        "user_agent": _text(req.header(b"user-agent")),
+    }
+    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        # the file is written as latin-1 text (a character is a byte): the line's UTF-8
+        text = text.encode().decode("latin-1")
+    return text + "\n"
+
+
 class AccessLogs:
     """Open log files by path; lines are buffered and written on ``flush``."""
 
@@ -63,11 +133,13 @@ class AccessLogs:
         self._files: dict[str, IO[str]] = {}
         self._pending: dict[str, list[str]] = {}
 
-    def write(self, path: str, req: Any, status: int, sent: int) -> None:
+    def write(self, path: str, as_json: bool, req: Any, status: int, sent: int, now: float) -> None:
         lines = self._pending.get(path)
         if lines is None:
             lines = self._pending[path] = []
-        lines.append(combined_line(req, status, sent))
+        lines.append(
+            json_line(req, status, sent, now) if as_json else combined_line(req, status, sent)
+        )
 
     def flush(self) -> None:
         for path, lines in self._pending.items():

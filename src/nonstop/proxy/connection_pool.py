@@ -1,8 +1,8 @@
 """Connections to upstream servers, and the cache of idle keep-alive ones.
 
 ``UpstreamConnection`` is a thin ``asyncio.Protocol`` around httptools' response parser;
-the ``ClientConnection`` that holds it receives the parsed response through its
-``upstream_*`` methods (typed as that class, so the compiled build calls them directly).
+it hands the parsed response to a ``Receiver``, the interface declared here that the
+client side (``ClientConnection``) implements, so this module imports nothing of it.
 ``IdlePool`` is nginx's ``keepalive N`` cache
 (src/http/modules/ngx_http_upstream_keepalive_module.c): at most N idle connections per
 upstream, the least recently used closed first, each closed after
@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import httptools
-
-if TYPE_CHECKING:
-    from nonstop.proxy.protocol import ClientConnection
 
 __all__ = [
     "H_CONNECTION",
@@ -28,6 +25,7 @@ __all__ = [
     "H_TE",
     "H_UPGRADE",
     "IdlePool",
+    "Receiver",
     "UpstreamConnection",
 ]
 
@@ -69,13 +67,53 @@ def _kind(name: bytes) -> int:
     return kind
 
 
+class Receiver:
+    """What an ``UpstreamConnection`` reports one response to: the client side of the
+    exchange that holds it (``begin``) until the response ends or fails.
+
+    The interface the connection pool needs, declared on its side.  A class, not a
+    ``typing.Protocol``: the compiled build calls a native class's methods through its
+    vtable, and would make each call through a Protocol a Python-level method call,
+    several on every request.
+    """
+
+    __slots__ = ()
+
+    def upstream_headers(self, uconn: UpstreamConnection) -> None:
+        """The response head is parsed (``uconn.lines``, ``special``, ``length``)."""
+        raise NotImplementedError
+
+    def upstream_body(self, data: bytes) -> None:
+        """Body bytes of the response, or tunnel bytes after a 101."""
+        raise NotImplementedError
+
+    def upstream_data_flushed(self) -> None:
+        """One read from the upstream is parsed: what it produced may be sent on."""
+        raise NotImplementedError
+
+    def upstream_complete(self, uconn: UpstreamConnection) -> None:
+        """The response (or an interim 1xx) ended."""
+        raise NotImplementedError
+
+    def upstream_lost(self, uconn: UpstreamConnection, exc: Exception | None) -> None:
+        """The connection closed or broke (``exc`` a parser error or the OS error)."""
+        raise NotImplementedError
+
+    def upstream_upgraded(self, uconn: UpstreamConnection, rest: bytes) -> None:
+        """A 101 switched the connection to a tunnel; ``rest`` came behind its head."""
+        raise NotImplementedError
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        """The upstream stopped (True) or resumed (False) taking the request's bytes."""
+        raise NotImplementedError
+
+
 class UpstreamConnection:
     """A connection to an upstream server; an asyncio protocol by its methods."""
 
     __slots__ = (
         "address",
         "closed",
-        "exchange",
         "feed",
         "idle_since",
         "keeps_alive",
@@ -83,6 +121,7 @@ class UpstreamConnection:
         "lines",
         "parser",
         "pool",
+        "receiver",
         "requests",
         "special",
         "status_code",
@@ -94,7 +133,7 @@ class UpstreamConnection:
     def __init__(self, address: str) -> None:
         self.address = address
         self.transport: asyncio.Transport | None = None
-        self.exchange: ClientConnection | None = None
+        self.receiver: Receiver | None = None
         self.parser = httptools.HttpResponseParser(self)
         # bound methods kept once: the hot path calls them without a look-up each time
         self.feed: Callable[[bytes], None] = self.parser.feed_data
@@ -117,12 +156,12 @@ class UpstreamConnection:
         self.write = transport.write
 
     def data_received(self, data: bytes) -> None:
-        exchange = self.exchange
+        receiver = self.receiver
         if self.tunnel:
-            if exchange is not None:
-                exchange.upstream_body(data)
+            if receiver is not None:
+                receiver.upstream_body(data)
             return
-        if exchange is None:
+        if receiver is None:
             # Bytes on an idle connection: the server broke the protocol; drop it.
             self.close()
             return
@@ -130,14 +169,14 @@ class UpstreamConnection:
             self.feed(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.tunnel = True
-            exchange.upstream_upgraded(self, data[upgrade.args[0] :])
+            receiver.upstream_upgraded(self, data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
             self.close()
-            exchange.upstream_lost(self, exc)
+            receiver.upstream_lost(self, exc)
             return
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.upstream_data_flushed()
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.upstream_data_flushed()
 
     def eof_received(self) -> bool | None:
         return False
@@ -146,18 +185,18 @@ class UpstreamConnection:
         self.closed = True
         if self.pool is not None:
             self.pool.discard(self)
-        exchange = self.exchange
-        if exchange is not None:
-            self.exchange = None
-            exchange.upstream_lost(self, exc)
+        receiver = self.receiver
+        if receiver is not None:
+            self.receiver = None
+            receiver.upstream_lost(self, exc)
 
     def pause_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.upstream_write_paused(True)
+        if self.receiver is not None:
+            self.receiver.upstream_write_paused(True)
 
     def resume_writing(self) -> None:
-        if self.exchange is not None:
-            self.exchange.upstream_write_paused(False)
+        if self.receiver is not None:
+            self.receiver.upstream_write_paused(False)
 
     # -- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -176,22 +215,22 @@ class UpstreamConnection:
             self.special.append((kind, value))
 
     def on_headers_complete(self) -> None:
-        if self.exchange is not None:
-            self.exchange.upstream_headers(self)
+        if self.receiver is not None:
+            self.receiver.upstream_headers(self)
 
     def on_body(self, body: bytes) -> None:
-        if self.exchange is not None:
-            self.exchange.upstream_body(body)
+        if self.receiver is not None:
+            self.receiver.upstream_body(body)
 
     def on_message_complete(self) -> None:
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.upstream_complete(self)
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.upstream_complete(self)
 
     # -- use --------------------------------------------------------------------------
-    def begin(self, exchange: ClientConnection) -> None:
+    def begin(self, receiver: Receiver) -> None:
         """Start one request/response on this connection."""
-        self.exchange = exchange
+        self.receiver = receiver
         self.requests += 1
 
     def clear_head(self) -> None:
@@ -217,7 +256,7 @@ class UpstreamConnection:
                 self.transport.close()
 
     def abort(self) -> None:
-        self.exchange = None
+        self.receiver = None
         if self.transport is not None:
             self.transport.abort()
         self.closed = True
@@ -293,7 +332,7 @@ class IdlePool:
         if self.max_idle <= 0 or self.retired or conn.closed or conn.requests >= self.max_requests:
             conn.close()
             return
-        conn.exchange = None
+        conn.receiver = None
         conn.idle_since = now
         conn.pool = self
         conns = self.by_address.get(conn.address)

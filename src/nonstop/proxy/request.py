@@ -8,12 +8,45 @@ assignments that differ (this object is created once per request on the hot path
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    from nonstop.proxy.balancers.peers import Peer
     from nonstop.proxy.router import Route
 
 __all__ = ["Request"]
+
+_IDS_AT_ONCE: Final = 256
+
+
+class _Ids:
+    """$request_id values: 16 random bytes each, in hex, drawn from the system's random
+    source 256 at a time (a system call and a hex per request would cost the hot path
+    more than the rest of a header)."""
+
+    __slots__ = ("hex", "next")
+
+    def __init__(self) -> None:
+        self.hex = ""
+        self.next = _IDS_AT_ONCE * 32
+
+    def drop(self) -> None:
+        """Draw afresh: a forked process must not hand out its parent's ids again."""
+        self.hex = ""
+        self.next = _IDS_AT_ONCE * 32
+
+    def take(self) -> str:
+        at = self.next
+        if at >= _IDS_AT_ONCE * 32:
+            self.hex = os.urandom(_IDS_AT_ONCE * 16).hex()
+            at = 0
+        self.next = at + 32
+        return self.hex[at : at + 32]
+
+
+_ids: Final = _Ids()
+os.register_at_fork(after_in_child=_ids.drop)
 
 
 class Request:
@@ -40,6 +73,23 @@ class Request:
     route: Route | None = None
     vars: dict[str, str] | None = None
     body_received: int = 0
+    # the rewrite module (proxy/rewrite.py): $1..$9, an answer it chose, what it changed
+    captures: list[str] | None = None
+    ret_code: int = 0
+    ret_text: str | None = None
+    uri_changed: bool = False  # search the locations again
+    rewritten: bool = False  # $uri or $args differ from the request line's
+    valid_location: bool = True  # False after "rewrite ... break": proxy_pass's URI is ignored
+    forward: bytes | None = None  # the target to send upstream, when not the request's
+    # error_page (proxy/error_page.py): the status the client gets, and that one was used
+    err_status: int = 0
+    error_paged: bool = False
+    internal: bool = False  # an internal redirect: "internal" locations may take it
+    # timing and the server that answered, for the access log and the counters
+    start: float = 0.0  # the loop's clock when the request line began
+    peer: Peer | None = None  # the last server tried
+    upstream_start: float = 0.0  # when the last try began
+    rid: str = ""  # $request_id, made when first asked for
 
     def __init__(self, conn: Any, url: bytes) -> None:
         self.conn = conn
@@ -62,6 +112,14 @@ class Request:
     @property
     def server_port(self) -> int:
         return int(self.conn.local_port)
+
+    @property
+    def request_id(self) -> str:
+        """nginx's $request_id: 16 random bytes in hex, one value per request."""
+        rid = self.rid
+        if not rid:
+            rid = self.rid = _ids.take()
+        return rid
 
     def header(self, lname: bytes) -> bytes | None:
         """The first value of a header, by lowercased name."""

@@ -1,7 +1,10 @@
 """Responses the proxy writes itself: error pages, redirects, ``return`` bodies.
 
-Bodies mirror nginx's built-in pages (src/http/ngx_http_special_response.c) so that
-clients and monitoring that parse them see the same shape.
+Every response that does not come from an upstream is made by ``local_response``: the
+refusals of a request head, the 503 past the connection bound, ``return``, 404 without
+``proxy_pass``, 413, and the 5xx of a failed upstream exchange.  Bodies mirror nginx's
+built-in pages (src/http/ngx_http_special_response.c) so that clients and monitoring that
+parse them see the same shape.
 """
 
 from __future__ import annotations
@@ -9,10 +12,24 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Final
 
-__all__ = ["REDIRECTS", "DateCache", "error_page", "reason", "status_line"]
+__all__ = [
+    "CONTINUE",
+    "REDIRECTS",
+    "SERVER_LINE",
+    "DateCache",
+    "error_page",
+    "local_response",
+    "reason",
+    "return_response",
+    "status_line",
+]
 
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
+REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+NO_BODY_STATUS: Final = frozenset({204, 304})
+SERVER_LINE: Final = b"Server: nonstop\r\n"
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _EXTRA_REASONS = {
     444: "No Response",
@@ -28,7 +45,7 @@ def reason(code: int) -> str:
         return _EXTRA_REASONS.get(code, "Unknown")
 
 
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
 def status_line(code: int) -> bytes:
@@ -39,7 +56,7 @@ def status_line(code: int) -> bytes:
     return line
 
 
-_PAGES: dict[int, bytes] = {}
+_PAGES: Final[dict[int, bytes]] = {}
 
 
 def error_page(code: int) -> bytes:
@@ -54,6 +71,47 @@ def error_page(code: int) -> bytes:
         ).encode("latin-1")
         _PAGES[code] = page
     return page
+
+
+def local_response(
+    status: int,
+    body: bytes,
+    ctype: bytes,
+    date: bytes,
+    keep: bool,
+    extra: bytes = b"",
+    head_only: bool = False,
+) -> bytes:
+    """A whole response of our own: status line, ``Server``, ``Date`` (the line from
+    ``DateCache``), type and length of ``body``, ``extra`` header lines (each with its
+    CRLF), Connection, then ``body`` unless ``head_only`` (a HEAD request)."""
+    parts = [status_line(status), SERVER_LINE, date]
+    if body or status not in NO_BODY_STATUS:
+        parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: ")
+        parts.append(str(len(body)).encode() + b"\r\n")
+    parts.append(extra)
+    parts.append(b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
+    if not head_only:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def return_response(
+    code: int, text: str | None, scheme: str, authority: str, port: int
+) -> tuple[bytes, bytes, bytes]:
+    """Body, content type and extra header lines of ``return code [text]``: a redirect
+    to ``text`` (made absolute on this request's scheme, host and port, as nginx's
+    port_in_redirect on does), ``text`` as the body, or nginx's page for ``code``."""
+    if code in REDIRECTS and text is not None:
+        if text.startswith("/"):
+            default = 443 if scheme == "https" else 80
+            if port != default:
+                authority += f":{port}"
+            text = f"{scheme}://{authority}{text}"
+        return error_page(code), b"text/html", b"Location: " + text.encode("latin-1") + b"\r\n"
+    if text is not None:
+        return text.encode("latin-1"), b"text/plain", b""
+    return error_page(code) if code >= 300 else b"", b"text/html", b""
 
 
 class DateCache:

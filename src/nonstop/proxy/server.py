@@ -18,14 +18,19 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
+from nonstop import listeners
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
+from nonstop.config.rewrite import defined_names
 from nonstop.errors import ConfigError
 from nonstop.proxy.accesslog import AccessLogs
+from nonstop.proxy.balancers.peers import Peer
 from nonstop.proxy.connection_pool import IdlePool
+from nonstop.proxy.metrics import ProxyMetrics, Tally
 from nonstop.proxy.protocol import ClientConnection
+from nonstop.proxy.request import Request
 from nonstop.proxy.responses import DateCache
 from nonstop.proxy.router import Router
 from nonstop.proxy.tls import TlsContexts
@@ -73,6 +78,22 @@ def bind_error(exc: OSError, host: str, port: int) -> OSError:
     return OSError(exc.errno, message)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(511)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise bind_error(exc, host, port) from exc
+    return sock
+
+
 class Backend:
     """One upstream at run time: its balancer state and its idle connections."""
 
@@ -102,14 +123,7 @@ def _build(
 ) -> tuple[VariableTable, Router, dict[str, Backend]]:
     """The run-time objects for ``config``; ``old`` backends lend their state, ``servers``
     are the apps' servers (with their draining and health flags)."""
-    set_names = frozenset(
-        name
-        for block in config.servers
-        for name, _ in (
-            *block.sets,
-            *[item for loc in block.locations for item in loc.sets],
-        )
-    )
+    set_names = frozenset(defined_names(config) - {m.target for m in config.maps})
     table = VariableTable(config.maps, set_names)
     router = Router.build(config, table)
     upstreams = {
@@ -162,6 +176,7 @@ class ProxyState:
         self.implicit: dict[str, Backend] = {}
         self.table: VariableTable
         self.access_logs = AccessLogs()
+        self.metrics = ProxyMetrics()
         self.error_level = logging.ERROR
         self.install(config, None, servers or {})
 
@@ -251,8 +266,56 @@ class ProxyState:
         if number >= self.error_level:
             log.log(number, message)
 
-    def access(self, path: str, req: object, status: int, sent: int) -> None:
-        self.access_logs.write(path, req, status, sent)
+    def record(
+        self, req: Request, status: int, sent: int, now: float, backend: Backend | None
+    ) -> None:
+        """A request ended: count it and write its access log line, in one place, so
+        that the counters equal the log's lines.  ``backend`` is the upstream it was
+        passed to, if any; ``req.peer`` the last server tried."""
+        peer = req.peer
+        if peer is not None:
+            tally = peer.tally
+            if tally is None:
+                tally = self._tally(peer, backend)
+        elif backend is not None:
+            tally = self.metrics.tally(backend.name, "")  # no live server to try
+        else:
+            tally = self.metrics.local
+        tally.count(status, now - req.start)
+        route = req.route
+        if route is None:
+            # refused before a location was found: the listen's default server logs it
+            vhosts = req.conn.vhosts
+            if vhosts is None:
+                return
+            route = vhosts.default.fallback
+        path = route.log_path
+        if path is not None:
+            self.access_logs.write(path, route.log_json, req, status, sent, now)
+
+    def count_failure(self, backend: Backend, peer: Peer, connecting: bool) -> None:
+        """A try of ``peer`` failed: while connecting, or before its response was whole."""
+        tally = peer.tally
+        if tally is None:
+            tally = self._tally(peer, backend)
+        tally.failed(connecting)
+
+    def _tally(self, peer: Peer, backend: Backend | None) -> Tally:
+        tally = peer.tally = self.metrics.tally(
+            backend.name if backend is not None else "", peer.address
+        )
+        return tally
+
+    def gauges(self) -> dict[str, object]:
+        """What is open now: requests in flight, tunnels, connections by listen port."""
+        in_flight = 0
+        ports: dict[str, int] = {}
+        for conn in self.connections:
+            if conn.req is not None:
+                in_flight += 1
+            port = str(conn.local_port)
+            ports[port] = ports.get(port, 0) + 1
+        return {"in_flight": in_flight, "tunnels": self.tunnels, "connections": ports}
 
 
 class ProxyServer:
@@ -314,18 +377,8 @@ class ProxyServer:
 
     async def _listen(self, key: tuple[str, int], ssl: bool) -> asyncio.AbstractServer:
         host, port = key
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-            sock.listen(511)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
-            raise bind_error(exc, host, port) from exc
+        # A socket from systemd or from the nonstop this one upgrades is used as it is.
+        sock = listeners.inherited.take(host, port) or _bind(host, port)
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
@@ -351,6 +404,22 @@ class ProxyServer:
                 name = sock.getsockname()
                 out.append((name[0], name[1]))
         return out
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """This process's counters (``ProxyMetrics.snapshot``), connections by listener
+        ("host:port"; "*:port" when several addresses listen on that port)."""
+        gauges = self.state.gauges()
+        listening: dict[str, list[str]] = {}
+        for host, port in self.bound_ports():
+            name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            listening.setdefault(str(port), []).append(name)
+        by_listener: dict[str, int] = {}
+        for key, count in cast("dict[str, int]", gauges["connections"]).items():
+            names = listening.get(key, [])
+            name = names[0] if len(names) == 1 else f"*:{key}"
+            by_listener[name] = by_listener.get(name, 0) + count
+        gauges["connections"] = by_listener
+        return self.state.metrics.snapshot(gauges)
 
     # -- reload -----------------------------------------------------------------------
     async def reload(self, config: Config, servers: AppServers | None = None) -> None:

@@ -149,13 +149,16 @@ class Upstream:
 
     # -- the hot path ---------------------------------------------------------------------
 
-    def begin(self, client_addr: bytes, hash_key: str | bytes | None) -> Attempt:
+    def begin(self, client_addr: bytes, hash_key: str | bytes | None, tries: int = 0) -> Attempt:
         """Start selecting for one request (nginx ``peer.init``).
 
         ``client_addr`` is the packed client IP (4 or 16 bytes, b"" for unix sockets);
-        ``hash_key`` the evaluated ``hash`` key, None for other methods.
+        ``hash_key`` the evaluated ``hash`` key, None for other methods; ``tries`` the
+        route's ``proxy_next_upstream_tries`` (0: no limit of its own).
         """
         attempt = Attempt(self._sets, self.tries)
+        if tries and tries < attempt.tries_left:
+            attempt.tries_left = tries
         self._balancer.begin(attempt, client_addr, hash_key)
         return attempt
 
@@ -209,6 +212,19 @@ class Upstream:
         ew = peer.effective_weight - peer.weight // peer.max_fails
         peer.effective_weight = ew if ew > 0 else 0
         return peer.fails >= peer.max_fails
+
+    def give_back_try(self, attempt: Attempt) -> None:
+        """The failure of the last try does not count against ``attempt``'s tries: an
+        error on a reused keep-alive connection, which the server may have closed just
+        now (nginx's ngx_http_upstream_next: "if (u->peer.cached && ft_type ==
+        NGX_HTTP_UPSTREAM_FT_ERROR) tries++")."""
+        attempt.tries_left += 1
+
+    def responded(self, peer: Peer, status: int) -> None:
+        """Count a response relayed from ``peer`` (what a deploy's verify step watches)."""
+        peer.responses += 1
+        if status >= 500:
+            peer.responses_5xx += 1
 
     def _remap(self, attempt: Attempt) -> None:
         """Carry an attempt begun before ``replace_servers`` over to the new lists."""

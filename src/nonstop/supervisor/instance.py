@@ -24,6 +24,7 @@ from nonstop.supervisor import logfile
 from nonstop.supervisor.command import LaunchSpec, base_environment, build_launch
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.launcher import Launcher, ProcessHandle
+from nonstop.supervisor.process import process_cmdline
 
 log = logging.getLogger("nonstop")
 
@@ -91,6 +92,10 @@ class Instance:
     def start_ticks(self) -> int | None:
         return self._handle.start_ticks if self._handle is not None else None
 
+    def cmdline(self) -> str | None:
+        """The process's command line now (recorded once it serves, after any exec)."""
+        return None if self.pid is None else process_cmdline(self.pid)
+
     def is_alive(self) -> bool:
         """Started and not yet exited (a stopping instance is still alive)."""
         return self._handle is not None and self._handle.returncode is None
@@ -137,6 +142,32 @@ class Instance:
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch(self._handle), name=f"watch {self.app.name}:{self.port}"
         )
+
+    def adopt(self, handle: ProcessHandle, started_at: float) -> None:
+        """Take over a process an earlier nonstop started (``AdoptedProcess``): from now on
+        it is watched, restarted and stopped as if started here."""
+        if self.state is not InstanceState.NEW:
+            raise RuntimeError(f"{self!r} was already started")
+        now = self._clock.wall()
+        logfile.append_line(
+            self.log_path,
+            f"adopt app={self.app.name} release={self.release} port={self.port} pid={handle.pid}",
+            now,
+        )
+        self._handle = handle
+        self.started_at = started_at
+        self.started_mono = self._clock.monotonic() - max(0.0, now - started_at)
+        self.state = InstanceState.RUNNING
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch(handle), name=f"watch {self.app.name}:{self.port}"
+        )
+
+    def leave_running(self) -> None:
+        """Stop watching, leave the process running: the next nonstop adopts it."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._handle is not None:
+            self._handle.close()
 
     async def wait(self) -> int:
         """Wait until the process has exited and been reaped; its return code."""

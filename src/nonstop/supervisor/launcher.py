@@ -37,6 +37,9 @@ class ProcessHandle(Protocol):
 
     def reap(self) -> int: ...
 
+    def close(self) -> None:
+        """Stop watching the process; it keeps running."""
+
 
 class Launcher(Protocol):
     async def ensure_free(self, host: str, port: int, app: str) -> None:

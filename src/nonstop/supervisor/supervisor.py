@@ -21,7 +21,7 @@ from nonstop.supervisor import logfile
 from nonstop.supervisor.backoff import RestartPolicy
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.instance import Instance
-from nonstop.supervisor.launcher import Launcher, SubprocessLauncher
+from nonstop.supervisor.launcher import Launcher, ProcessHandle, SubprocessLauncher
 
 __all__ = ["Supervisor", "SupervisorEvent"]
 
@@ -30,7 +30,7 @@ _Key = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class SupervisorEvent:
-    """``kind``: started | stopped | crashed | restarting | restart_failed."""
+    """``kind``: started | adopted | stopped | crashed | restarting | restart_failed."""
 
     kind: str
     app: str
@@ -93,6 +93,29 @@ class Supervisor:
         self._emit("started", instance)
         return instance
 
+    def adopt(
+        self,
+        app: AppSpec,
+        slot: int,
+        port: int,
+        release: str,
+        handle: ProcessHandle,
+        started_at: float,
+        *,
+        restart: bool = True,
+    ) -> Instance:
+        """Take over ``handle``, an instance an earlier nonstop started (and left running)."""
+        key = (app.name, port)
+        current = self._instances.get(key)
+        if current is not None and current.is_alive():
+            raise StartFailed(f"{app.name} already runs {current.release!r} on port {port}")
+        instance = self._make(app, slot, port, release)
+        instance.adopt(handle, started_at)
+        self._instances[key] = instance
+        self.set_restart(instance, restart)
+        self._emit("adopted", instance)
+        return instance
+
     def set_restart(self, instance: Instance, on: bool) -> None:
         """Restart this instance (its port) with backoff if it crashes."""
         key = (instance.app.name, instance.port)
@@ -117,6 +140,16 @@ class Supervisor:
             self._cancel_pending(key)
         running = [i for i in self._instances.values() if i.is_alive()]
         await asyncio.gather(*(self.stop(i, timeout) for i in running))
+
+    def leave_running(self) -> None:
+        """Stop supervising, leave every instance running (``nonstop stop``, an upgrade):
+        the next daemon adopts them."""
+        for key in list(self._pending):
+            self._cancel_pending(key)
+        self._keep.clear()
+        for instance in self._instances.values():
+            instance.leave_running()
+        self._instances.clear()
 
     # -- crashes --------------------------------------------------------------------------
 

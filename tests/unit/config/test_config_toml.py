@@ -484,3 +484,44 @@ def test_an_apps_user_and_group_must_exist_and_name_their_key(load_text: Load) -
         load_text(base + 'user = "no-such-user"\n' + servers, name="n.toml")
     with pytest.raises(ConfigError, match=r'apps\.web\.group.*no group "no-such-group"'):
         load_text(base + 'group = "no-such-group"\n' + servers, name="n.toml")
+
+
+def test_access_log_format_is_per_server_and_a_location_may_change_it(toml: Load) -> None:
+    cfg = toml(
+        """
+        [[servers]]
+        access_log = "logs/access.log"
+        access_log_format = "json"
+        [[servers.locations]]
+        path = "/"
+        pass = "http://127.0.0.1:9000"
+        [[servers.locations]]
+        path = "/old"
+        pass = "http://127.0.0.1:9000"
+        access_log_format = "combined"
+        [[servers.locations]]
+        path = "/own"
+        pass = "http://127.0.0.1:9000"
+        access_log = "logs/own.log"
+        """
+    )
+    block = cfg.servers[0]
+    assert block.access_log is not None and block.access_log.format == "json"
+    inherits, changed, own = block.locations
+    assert inherits.access_log == block.access_log
+    assert changed.access_log is not None and changed.access_log.format == "combined"
+    assert changed.access_log.path == block.access_log.path
+    assert own.access_log is not None and own.access_log.format == "json"
+    assert own.access_log.path is not None and own.access_log.path.endswith("own.log")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('access_log = "a.log"\naccess_log_format = "main"', 'must be "combined" or "json"'),
+        ('access_log_format = "json"', "needs an access_log file"),
+    ],
+)
+def test_access_log_format_errors_say_what_is_allowed(toml: Load, lines: str, message: str) -> None:
+    text = f'[[servers]]\n{lines}\nlocations = [{{ path = "/", return = {{ code = 204 }} }}]\n'
+    assert message in str(error(toml, text))

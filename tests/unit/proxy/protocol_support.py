@@ -83,7 +83,7 @@ class Upstream:
     @property
     def busy(self) -> bool:
         """Holds a request and is still open."""
-        return self.conn.exchange is not None and not self.conn.closed
+        return self.conn.receiver is not None and not self.conn.closed
 
 
 @dataclass

@@ -79,7 +79,7 @@ async def test_a_body_past_the_buffer_size_goes_to_an_unlinked_file_and_arrives_
     body = bytes(range(256)) * 1000
     client.send(get("/", f"Content-Length: {len(body)}", method="PUT"), body[:100_000])
     conn = client.conn
-    assert conn.body_file is not None
+    assert conn.exchange.body_file is not None
     temp_dir = Path(proxy.state.config.state_dir) / "client_body_temp"
     assert os.listdir(temp_dir) == []  # unlinked as soon as it was made
     client.send(body[100_000:])
@@ -90,7 +90,7 @@ async def test_a_body_past_the_buffer_size_goes_to_an_unlinked_file_and_arrives_
     assert request_head(second.take())[2] == body
     second.respond(ok(b"stored"))
     assert [r.body for r in client.responses()] == [b"stored"]
-    assert conn.body_file is None
+    assert conn.exchange.body_file is None
 
 
 async def test_buffering_off_streams_the_body_as_it_comes(tmp_path: Path) -> None:

@@ -33,12 +33,14 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
-from nonstop.config.model import Config
+from nonstop.config.model import Config, ServerSpec
 from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.engines.base import check_static_server
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.engines.nginx.command import (
     AttachFailed,
@@ -114,6 +116,7 @@ class NginxEngine:
         self.master: Master | None = None
         self._live: dict[str, str] = {}
         self._down: set[tuple[str, str]] = set()
+        self._drained: set[tuple[str, str]] = set()  # (static upstream, server) by hand
         self._old_workers: set[int] = set()
         self._lock = asyncio.Lock()
         self._want = False
@@ -181,7 +184,7 @@ class NginxEngine:
     def options(self) -> RenderOptions:
         return RenderOptions(
             home=self.home,
-            down=frozenset(self._down),
+            down=frozenset(self._down | self._drained),
             user=self.user,
             pid=self.system_pid,
         )
@@ -189,8 +192,13 @@ class NginxEngine:
     # -- the Engine interface ----------------------------------------------------------------
 
     async def apply(self, config: Config) -> None:
-        """Render, check and reload onto ``config``; the apps' slots are files, untouched."""
+        """Render, check and reload onto ``config``; the apps' slots are files, untouched.
+        Servers drained by hand stay drained while the config has them."""
         self._keeps_running_ports(config)
+        kept = {(u, a) for u, a in self._drained if _has_server(config, u, a)}
+        for upstream, address in self._drained - kept:
+            log.warning("upstream %s server %s left the config: undrained", upstream, address)
+        self._drained = kept
         await self.update(config)
         self._checks.sync(config.upstreams)
 
@@ -247,10 +255,29 @@ class NginxEngine:
         return await self.drain_ports(ports, timeout)
 
     async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
-        raise UsageError(_NO_DRAIN)
+        """Render the server ``down`` and reload: nginx OSS has no API to take a server
+        out, so new workers start without it, and the old ones finish what they hold.
+        Drained once no worker from before the reload runs and nginx holds no connection
+        to the server.  The reload closes idle client keep-alive connections (the old
+        workers close theirs), as every nginx reload does."""
+        check_static_server(self.config.upstream(upstream), upstream, address)
+        peers = await _resolve(address)
+        if (upstream, address) not in self._drained:
+            self._drained.add((upstream, address))
+            try:
+                await self.update()
+            except NonstopError:
+                self._drained.discard((upstream, address))
+                raise
+            log.warning("upstream %s server %s is draining (nonstop drain)", upstream, address)
+        return await self._drained_within(lambda: self.command.connections_to(peers), timeout)
 
     async def undrain_server(self, upstream: str, address: str) -> None:
-        raise UsageError(_NO_DRAIN)
+        check_static_server(self.config.upstream(upstream), upstream, address)
+        if (upstream, address) in self._drained:
+            self._drained.discard((upstream, address))
+            await self.update()
+            log.warning("upstream %s server %s is back (nonstop undrain)", upstream, address)
 
     async def servers(self, app: str) -> tuple[ServerReport, ...]:
         reports = []
@@ -385,9 +412,14 @@ class NginxEngine:
         processes that may still send to a server the new config no longer has).
         """
         await self.switched()  # a worker that has not seen the switch may still connect
+        return await self._drained_within(lambda: self.command.connections(ports), timeout)
+
+    async def _drained_within(self, connections: Callable[[], int], timeout: float) -> int:
+        """Poll until no pre-reload worker runs and ``connections()`` is 0, at most
+        ``timeout`` seconds; what was left (0 = drained)."""
         deadline = self.clock.monotonic() + timeout
         while True:
-            left = len(self.old_workers()) + self.command.connections(ports)
+            left = len(self.old_workers()) + connections()
             if not left or self.clock.monotonic() >= deadline:
                 return left
             await asyncio.sleep(self.poll)
@@ -533,6 +565,12 @@ class NginxEngine:
             except TimeoutError:
                 continue
 
+    async def metrics(self) -> Mapping[str, Any] | None:
+        """None: nginx OSS counts no requests per upstream server that nonstop could
+        read (its stub_status has connection totals only), so /metrics leaves the
+        data-plane series out rather than report some of them."""
+        return None
+
     async def reopen_logs(self) -> None:
         if self.master is not None and self.master.returncode is None:
             self.command.signal(self.master.pid, signal.SIGUSR1)
@@ -573,13 +611,18 @@ class NginxEngine:
             out[up.name] = [
                 {
                     "address": s.address,
-                    "state": "down" if s.down or self.is_down(up.name, s.address) else "up",
+                    "state": self._state(up.name, s),
                     "backup": s.backup,
                     "weight": s.weight,
                 }
                 for s in servers
             ]
         return out
+
+    def _state(self, upstream: str, server: ServerSpec) -> str:
+        if (upstream, server.address) in self._drained:
+            return "draining"
+        return "down" if server.down or self.is_down(upstream, server.address) else "up"
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of nginx's error log (and its stderr), for error messages."""
@@ -634,8 +677,20 @@ def _orphan_master(pidfile: str, home: str, proc: str = "/proc") -> int | None:
     return None
 
 
-_NO_DRAIN = (
-    "nonstop drain and undrain work with engine embedded; with engine nginx, mark the "
-    'server "down" in the config and run nonstop reload (a reload closes idle client '
-    "connections)"
-)
+def _has_server(config: Config, upstream: str, address: str) -> bool:
+    spec = config.upstream(upstream)
+    return spec is not None and any(s.address == address for s in spec.servers)
+
+
+async def _resolve(address: str) -> frozenset[tuple[str, int]]:
+    """The (IP, port) pairs nginx connects to for the server ``address`` (``HOST:PORT``;
+    nginx resolves a name when it loads its config)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM
+        )
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot resolve the server {address}: {exc}") from None
+    return frozenset((str(sockaddr[0]), int(sockaddr[1])) for *_, sockaddr in found)

@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 
 from nonstop.config.model import ServerSpec
+from nonstop.proxy.metrics import Tally
 
 __all__ = [
     "NEVER",
@@ -53,6 +54,7 @@ class Peer:
         "responses",
         "responses_5xx",
         "spec",
+        "tally",
         "weight",
     )
 
@@ -78,6 +80,8 @@ class Peer:
         # verify step watches on the new release
         self.responses = 0
         self.responses_5xx = 0
+        # this server's request counters (``nonstop.proxy.metrics``), found on first use
+        self.tally: Tally | None = None
         # ``off`` folds config ``down``, a failed active check and draining into the one flag
         # the balancers test; Upstream recomputes it whenever one of the three changes.
         self.off = self.down or not health_ok
@@ -158,9 +162,9 @@ class Attempt:
     """Selection state of one request across its attempts (``rrp`` + ``iphp``/``hp``/``rp``).
 
     ``tries_left`` is nginx's ``pc->tries``: it starts at the upstream's ``tries`` and every
-    ``free`` takes one off (a single-server upstream sets it to 0).  The proxy may lower it to
-    ``proxy_next_upstream_tries``; it retries only while it is above zero.  ``picks`` counts the
-    peers handed out so far.
+    ``free`` takes one off (a single-server upstream sets it to 0).  ``Upstream.begin`` lowers
+    it to ``proxy_next_upstream_tries``; the proxy retries only while it is above zero.
+    ``picks`` counts the peers handed out so far.
     """
 
     __slots__ = (
