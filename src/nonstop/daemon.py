@@ -43,7 +43,7 @@ from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
 from nonstop.config import load
 from nonstop.config.model import Config, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
-from nonstop.deploy.store import StateStore
+from nonstop.deploy.store import StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.engines.build import build_engine
 from nonstop.engines.embedded import EmbeddedEngine
@@ -607,7 +607,10 @@ def _who(request: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def _failure(exc: NonstopError, deployer: Deployer, app: str) -> dict[str, Any]:
-    history = deployer.store.history(app, 1) if app in deployer.apps else []
+    try:
+        history = deployer.store.history(app, 1) if app in deployer.apps else []
+    except StoreError:  # the answer is the failure itself, whatever the store says now
+        history = []
     answer: dict[str, Any] = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
     if history and history[0].reason == str(exc):
         answer["result"] = describe_deploy(history[0])

@@ -438,6 +438,8 @@ class AppSpec:
     drain_timeout: float = 30.0
     verify: float = 10.0
     verify_max_5xx_ratio: float = 0.05
+    user: str | None = None  # run as this user (nonstop must be root), None: as nonstop
+    group: str | None = None  # and this group, None: the user's primary group
     source: Source | None = field(default=None, compare=False)
 
 

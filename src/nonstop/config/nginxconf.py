@@ -25,6 +25,7 @@ import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
+from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     DEFAULT_TYPES,
@@ -685,6 +686,8 @@ class _Builder:
             if d.name == "env" and d.block is None:
                 self.env(d)
                 continue
+            if d.name == "user" and d.block is None:
+                self.user(d)
             if self.check(d, "main"):
                 continue
             if d.name == "events":
@@ -750,6 +753,22 @@ class _Builder:
         if key in self.admin_env:
             raise self.fail(d, f'"env {name}" is duplicate')
         self.admin_env[key] = (value, d)
+
+    def user(self, d: Directive) -> None:
+        """``user USER [GROUP];`` (nginx's workers' user): its arguments are checked, and
+        names this machine does not know are a notice in nginx's words (nginx started as
+        root refuses them).  nonstop's one process does not switch users: apps have their
+        own ``user``."""
+        if not 1 <= len(d.args) <= 2:
+            raise self.fail(d, 'invalid number of arguments in "user" directive')
+        try:
+            resolve_account(d.args[0], d.args[1] if len(d.args) == 2 else d.args[0])
+        except ValueError as exc:
+            name = str(exc).split('"')[1]
+            kind = "getpwnam" if str(exc).startswith("no user") else "getgrnam"
+            self.reader.notices.append(
+                f'{kind}("{name}") failed ({d.where}): nginx started as root would refuse it'
+            )
 
     def admin(self, socket: str) -> AdminSpec:
         """The admin socket, and the HTTP listener the ``env NONSTOP_ADMIN_*`` lines set."""

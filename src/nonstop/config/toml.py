@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     LOG_FORMATS,
@@ -107,6 +108,8 @@ _APP_KEYS = (
         "drain_timeout",
         "verify",
         "verify_max_5xx_ratio",
+        "user",
+        "group",
     }
 )
 _SERVER_KEYS = frozenset(
@@ -551,6 +554,11 @@ class _Reader:
         health = self.health(t.table("health", _HEALTH_KEYS | {"start_timeout"}), HealthSpec())
         self.upstreams[name] = self.pool(name, t, self.balancing(t), (), health=None, app=True)
         cwd = t.string("cwd")
+        user, group = t.string("user"), t.string("group")
+        try:
+            resolve_account(user, group)
+        except ValueError as exc:
+            raise t.error("user" if "user" in str(exc) else "group", str(exc)) from None
         return AppSpec(
             name=name,
             command=t.required("command"),
@@ -565,6 +573,8 @@ class _Reader:
             drain_timeout=t.duration("drain_timeout", 30.0),
             verify=t.duration("verify", 10.0),
             verify_max_5xx_ratio=t.ratio("verify_max_5xx_ratio", 0.05),
+            user=user,
+            group=group,
             source=t.source(),
         )
 

@@ -31,7 +31,7 @@ from nonstop.deploy.steps import (
     Switch,
     Verify,
 )
-from nonstop.deploy.store import StateStore
+from nonstop.deploy.store import StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, NonstopError
 from nonstop.events import DrainEvent, EventBus
@@ -78,11 +78,24 @@ class Executor:
         self._on_step = on_step
 
     async def execute(self, runtime: AppRuntime, run: Run, planned: Plan) -> None:
-        """Run every step; on a failure, the undo steps, then raise it."""
+        """Run every step; on a failure, the undo steps, then raise it.
+
+        A store that refused a write (``run.store_failure``, or a ``StoreError`` of the
+        step itself) fails the deploy like a refused release: back to the old release,
+        which never stopped serving.  Only the last step, ``Commit``, comes after the old
+        release is stopped: a store failure there leaves the new release serving and
+        supervised, recorded live in memory, and is raised for the deployer to report.
+        """
         for step in planned.steps:
             try:
+                if run.store_failure is not None and not isinstance(step, Commit):
+                    raise StoreError(run.store_failure)
                 await self.perform(runtime, run, step)
-            except DeployFailed:
+            except (DeployFailed, StoreError) as exc:
+                if isinstance(exc, StoreError) and isinstance(step, Commit):
+                    raise
+                if isinstance(exc, StoreError):
+                    log.error("%s: %s; rolling back", runtime.spec.name, exc)
                 for back in blue_green.undo(planned, step):
                     await self.perform(runtime, run, back)
                 raise
@@ -231,7 +244,10 @@ class Executor:
         for port in step.to:
             instance = self.supervisor.get(spec.name, port)
             cmdline = instance.cmdline() if instance is not None else None
-            self.store.set_instance_state(spec.name, port, "running", cmdline)
+            try:
+                self.store.set_instance_state(spec.name, port, "running", cmdline)
+            except StoreError as exc:  # bookkeeping: the next step goes back
+                run.store_failure = run.store_failure or exc.reason
         run.progress(
             "switched",
             f"traffic switched to {run.release}",
@@ -375,10 +391,12 @@ class Executor:
     def _commit(self, runtime: AppRuntime, run: Run, step: Commit) -> None:
         spec = run.spec
         run.stamp("old_stopped")
-        self.store.set_live(spec.name, step.slot, run.release)
         runtime.set_live(step.slot, run.release, spec)
         for instance in self._instances(runtime, runtime.live_ports):
             self.supervisor.set_restart(instance, True)
+        if run.store_failure is not None:  # the old release is stopped: no going back
+            raise StoreError(run.store_failure)
+        self.store.set_live(spec.name, step.slot, run.release)  # last: see ``execute``
 
     async def _rollback(self, runtime: AppRuntime, run: Run, step: Rollback) -> None:
         spec = run.spec

@@ -34,6 +34,7 @@ class Run:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: dict[str, Any] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
+    store_failure: str | None = None  # why the store refused a write during this deploy
 
     def stamp(self, name: str) -> None:
         """Record how long the deploy took to reach ``name``."""

@@ -42,6 +42,7 @@ def app_config(
     workers: int = 1,
     health_path: str = "/infra/health",
     env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> str:
     env_line = (
         ""
@@ -59,7 +60,8 @@ ports = [{ports[0]}, {ports[1]}]
 keepalive = {keepalive}
 health = {{ path = "{health_path}", expect_body = "UP", interval = "{interval}", \
 timeout = "2s", start_timeout = "{start_timeout}" }}
-{env_line}stop_timeout = "{stop_timeout}"
+{env_line}{"" if user is None else f'user = "{user}"'}
+stop_timeout = "{stop_timeout}"
 drain_timeout = "{drain_timeout}"
 verify = "{verify}"
 

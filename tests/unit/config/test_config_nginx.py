@@ -816,6 +816,18 @@ def test_worker_processes_and_worker_rlimit_nofile_are_read(load_text: Load) -> 
     assert "invalid number" in error(load_text, "worker_rlimit_nofile many;\n" + body).message
 
 
+def test_user_takes_one_or_two_names_and_unknown_ones_are_a_notice(load_text: Load) -> None:
+    site = "events {}\nhttp { server { listen 127.0.0.1:8080; return 200; } }\n"
+    config = load_text("user nobody nogroup;\n" + site)
+    assert any('directive "user" has no effect in nonstop' in n for n in config.notices)
+    assert not any("failed" in n for n in config.notices)
+    unknown = load_text("user no-such-user;\n" + site).notices
+    assert any('getpwnam("no-such-user") failed' in n for n in unknown)
+    assert any('getgrnam("nobody") failed' in n for n in load_text("user nobody;\n" + site).notices)
+    wrong = error(load_text, "user a b c;\n" + site)
+    assert 'invalid number of arguments in "user" directive' in str(wrong)
+
+
 # --------------------------------------------------------------------------- rewrite module
 
 

@@ -488,6 +488,19 @@ locations = [ { path = "/", return = { code = 204 } } ]
         assert "workers: " in str(error(toml, wrong + "\n" + body))
 
 
+def test_an_apps_user_and_group_must_exist_and_name_their_key(load_text: Load) -> None:
+    base = '[apps.web]\ncommand = "app {port}"\nports = [8000, 8001]\n'
+    servers = (
+        '[[servers]]\nlisten = ["127.0.0.1:8080"]\nlocations = [{ path = "/", pass = "web" }]\n'
+    )
+    config = load_text(base + 'user = "nobody"\ngroup = "nogroup"\n' + servers, name="n.toml")
+    assert (config.apps[0].user, config.apps[0].group) == ("nobody", "nogroup")
+    with pytest.raises(ConfigError, match=r'apps\.web\.user.*no user "no-such-user"'):
+        load_text(base + 'user = "no-such-user"\n' + servers, name="n.toml")
+    with pytest.raises(ConfigError, match=r'apps\.web\.group.*no group "no-such-group"'):
+        load_text(base + 'group = "no-such-group"\n' + servers, name="n.toml")
+
+
 def test_access_log_format_is_per_server_and_a_location_may_change_it(toml: Load) -> None:
     cfg = toml(
         """
