@@ -198,6 +198,10 @@ def markdown(results: dict[str, Any]) -> str:
     )
 
 
+def _exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--upgrades", type=int, default=20)
@@ -206,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ws", type=int, default=4)
     parser.add_argument("--client", choices=("checked", "plain"), default="checked")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit)  # so the finally blocks stop every daemon and app
     results = run(args)
     print(markdown(results))
     RESULTS.mkdir(exist_ok=True)

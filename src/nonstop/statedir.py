@@ -8,7 +8,9 @@ Three things, in this order, before anything else of the daemon runs:
    mark the running daemon's deploy interrupted or take its admin socket.  The lock is
    released by the kernel when the process ends, however it ends, so a crash leaves no
    stale lock behind; the file itself is never removed (removing a lock file races with the
-   next taker).
+   next taker).  ``nonstop upgrade`` hands the locked descriptor itself to the new daemon
+   (``take_over``): a flock belongs to the open file description, so the directory stays
+   locked from the old daemon to the new one without a gap.
 2. **What it writes is private.** The daemon's umask becomes 077: the state directory is
    0700, the database, the logs and the admin socket 0600, whatever the operator's umask
    was.  Apps are started with the operator's umask, so what they write is as before.

@@ -149,3 +149,20 @@ def test_an_upgrade_during_a_deploy_is_refused(daemon: AppDaemon) -> None:
     assert "upgrade refused: deploy #2 of web is running (hold)" in done.stderr, done.stderr
     assert daemon.cli("abort", "web").returncode == 0
     daemon.wait_serving("v1")
+
+
+def test_systemd_hears_ready_and_then_the_new_main_pid(
+    daemon: AppDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Type=notify`` with ``NotifyAccess=all``: READY=1 once serving, and after an
+    upgrade the new daemon names itself the main process."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(path))
+        notify.settimeout(30)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        daemon.start()
+        first = daemon_pid(daemon)
+        assert notify.recv(4096).decode() == f"READY=1\nMAINPID={first}"
+        _, new = upgraded(daemon)
+        assert notify.recv(4096).decode() == f"READY=1\nMAINPID={new}"

@@ -54,10 +54,16 @@ def app_pids(d: AppDaemon) -> dict[int, int]:
 
 
 def kill_daemon(d: AppDaemon, signum: int) -> None:
+    """Signal the daemon that serves now (after an upgrade, not the one we started), by
+    the pid it reports, and wait until it has gone."""
+    pid = int(d.status()["pid"])
     proc = d.process.proc
-    assert proc is not None
-    proc.send_signal(signum)
-    proc.wait(30)
+    if proc is not None and proc.pid == pid:
+        proc.send_signal(signum)
+        proc.wait(30)
+        return
+    os.kill(pid, signum)
+    assert wait_gone(pid, 30), f"nonstop {pid} still runs after signal {signum}"
 
 
 def pid_alive(pid: int) -> bool:
