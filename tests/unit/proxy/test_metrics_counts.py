@@ -14,7 +14,6 @@ from nonstop.proxy.metrics import (
     MAX_TALLIES,
     ProxyMetrics,
     Tally,
-    bucket,
     empty,
     merge,
 )
@@ -42,11 +41,11 @@ def test_a_duration_lands_in_the_first_bucket_that_holds_it() -> None:
 
 
 def test_the_written_out_buckets_are_the_bounds() -> None:
-    assert bucket(0.0) == 0
     for i, bound in enumerate(BOUNDS):
-        assert bucket(bound) == i
-        assert bucket(bound + 1e-9) == i + 1
-    assert bucket(float("inf")) == len(BOUNDS)
+        for seconds, index in ((bound, i), (bound + 1e-9, i + 1)):
+            tally = Tally()
+            tally.count(200, seconds)
+            assert tally.buckets == [int(j == index) for j in range(len(BOUNDS) + 1)]
 
 
 def test_a_status_outside_100_to_599_counts_as_other() -> None:
