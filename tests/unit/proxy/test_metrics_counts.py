@@ -173,3 +173,16 @@ async def test_a_configured_x_request_id_is_sent_instead(tmp_path: Path) -> None
     client.send(get("/", "X-Trace: abc"))
     head = proxy.active().take().decode("latin-1")
     assert re.findall(r"(?im)^x-request-id: (.*)\r$", head) == ["abc"]
+
+
+async def test_a_refused_head_is_logged_by_the_default_server_and_counted(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    proxy = make_proxy(tmp_path, conf(server=f"access_log {log};"))
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: example.test\r\nBad Header\r\n\r\n")
+    assert client.responses()[0].status == 400
+    proxy.state.access_logs.flush()
+    [line] = log.read_text().splitlines()
+    assert ' HTTP/1.1" 400 ' in line
+    local = _server(proxy.state.metrics.snapshot({}), "", "")
+    assert local["codes"] == [0, 0, 0, 0, 1, 0]
