@@ -7,15 +7,18 @@ BIN := $(VENV)/bin
 
 .PHONY: example test lint build clean
 
-# What running needs: the package, its dependencies, and what builds its compiled part
-# (pyproject's [build-system], installed once here so `make build` can recompile).
+# What running needs: the package and its dependencies, installed as Python (setuptools
+# builds it; the data plane then runs interpreted until `make build` compiles it).
 # --no-compile: Python writes a module's bytecode when it first imports it, instead of
 # pip compiling every file of every package up front.
-PIP_INSTALL := $(BIN)/pip install -q --no-compile
+PIP_INSTALL := $(BIN)/pip install -q --no-compile --disable-pip-version-check
+BUILD_REQUIRES = $(BIN)/python -c 'import sys, tomllib; \
+	r = tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]; \
+	print(*(x for x in r if x.startswith("mypy") == (sys.argv[1] == "compile")), sep="\n")'
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' > $(VENV)/build-requires.txt
-	$(PIP_INSTALL) -r $(VENV)/build-requires.txt
+	@$(BUILD_REQUIRES) install > $(VENV)/install-requires.txt
+	$(PIP_INSTALL) -r $(VENV)/install-requires.txt
 	NONSTOP_COMPILE=0 $(PIP_INSTALL) --no-build-isolation -e .
 	touch $@
 
@@ -25,15 +28,20 @@ $(VENV)/.dev: $(VENV)/.installed
 	touch $@
 
 # The proxy's hot path is compiled with mypyc (setup.py), one compiler per core; rebuilt
-# when its sources change.
+# when its sources change. mypy, the compiler, is installed only for this.
 COMPILED_SOURCES := $(wildcard src/nonstop/proxy/*.py src/nonstop/proxy/balancers/*.py)
 $(VENV)/.compiled: $(VENV)/.installed $(COMPILED_SOURCES)
+	@$(BUILD_REQUIRES) compile > $(VENV)/compile-requires.txt
+	$(PIP_INSTALL) -r $(VENV)/compile-requires.txt
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
 build: $(VENV)/.compiled
 
-example: $(VENV)/.compiled
+# The example does not wait for the compiler (about two minutes on two cores): it runs
+# the data plane interpreted until `make build` (or `make test`) compiled it once, and
+# from then on keeps the compiled modules up to date. It says which one runs.
+example: $(if $(wildcard $(VENV)/.compiled),$(VENV)/.compiled,$(VENV)/.installed)
 	$(BIN)/python examples/hello/run.py
 
 test: $(VENV)/.compiled $(VENV)/.dev

@@ -6,7 +6,8 @@
 # chromium (the status page's tests drive a headless Chromium over the DevTools protocol),
 # and for the fleet tests' hosts (network namespaces on a bridge, one real sshd in each):
 # openssh-server (sshd), openssh-client (ssh-keygen, and scp for the staging benchmark),
-# iproute2 (ip netns, bridge, veth) and util-linux (unshare, nsenter, mount).
+# iproute2 (ip netns, bridge, veth) and util-linux (unshare, nsenter, mount); systemd's
+# systemd-socket-activate (the restart tests start nonstop with LISTEN_FDS through it).
 # Installs only what is missing; uses sudo when not root.
 set -euo pipefail
 missing=()
@@ -21,6 +22,7 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || missi
 { command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1; } || missing+=(util-linux)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || missing+=(logrotate)
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

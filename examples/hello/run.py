@@ -72,10 +72,22 @@ def demo() -> int:
     return code if not failed else 1
 
 
+def data_plane() -> None:
+    """Which data plane this run uses, as ``nonstop -V`` says it."""
+    version = subprocess.run(
+        [sys.executable, "-m", "nonstop", "-V"], capture_output=True, text=True, check=True
+    ).stdout
+    plane = next(line for line in version.splitlines() if line.startswith("data plane:"))
+    print(plane)
+    if "interpreted" in plane:
+        print("  (`make build` compiles it with mypyc in about two minutes; then it is used)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--once", action="store_true", help="stop after the demo")
     args = parser.parse_args()
+    data_plane()
     daemon = subprocess.Popen([sys.executable, "-m", "nonstop", "run", "-c", str(CONFIG)])
     try:
         wait_ready(daemon)

@@ -1,4 +1,5 @@
-"""``nonstop drain`` / ``undrain`` on a front's static upstream, on real sockets."""
+"""``nonstop drain`` / ``undrain`` on a front's static upstream, on real sockets, with the
+embedded engine and with a real nginx (``engine = "nginx"``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 import pytest
 from tests.integration.conftest import Proxy
 from tests.support.backends import RecordingBackend
+
+from nonstop.engines.nginx import find_nginx
 
 CONF = """
 events {{}}
@@ -30,6 +33,29 @@ http {{
   }}
 }}
 """
+
+NGINX_TOML = """
+state_dir = "state"
+engine = "nginx"
+
+[upstreams.app]
+servers = [ {{ address = "{a}" }}, {{ address = "{b}" }} ]
+keepalive = 8
+
+[[servers]]
+listen = ["127.0.0.1:{{port}}"]
+locations = [ {{ path = "/", pass = "app" }} ]
+"""
+
+ENGINES = [
+    pytest.param((CONF, "nginx.conf"), id="embedded"),
+    pytest.param(("worker_processes 2;\n" + CONF, "nginx.conf"), id="embedded, 2 workers"),
+    pytest.param(
+        (NGINX_TOML, "nonstop.toml"),
+        id="nginx",
+        marks=pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed"),
+    ),
+]
 
 
 def _get(port: int, path: str, results: list[tuple[int, str]]) -> None:
@@ -65,11 +91,12 @@ def _state(p: Proxy, address: str) -> str:
     return str(next(s["state"] for s in servers if s["address"] == address))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_drain_waits_for_requests_in_flight_then_no_request_goes_to_the_server(
-    backends, proxy
+    backends, proxy, engine: tuple[str, str]
 ) -> None:
     b1, b2 = backends(2)
-    p = proxy(CONF.format(a=b1.address, b=b2.address))
+    p = proxy(engine[0].format(a=b1.address, b=b2.address), engine[1])
     slow, threads = _slow_requests(p, b1, "/sleep/1.5", 4)
     drain = p.process.cli("drain", "app", b1.address, "--timeout", "20s")
     finished_before_drain_returned = len(slow)
@@ -100,6 +127,7 @@ def test_drain_waits_for_requests_in_flight_then_no_request_goes_to_the_server(
     assert _state(p, b1.address) == "up"
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -108,19 +136,20 @@ def test_drain_waits_for_requests_in_flight_then_no_request_goes_to_the_server(
     ],
 )
 def test_draining_what_the_config_does_not_have_is_a_usage_error(
-    backends, proxy, args: list[str], message: str
+    backends, proxy, args: list[str], message: str, engine: tuple[str, str]
 ) -> None:
     b1, b2 = backends(2)
-    p = proxy(CONF.format(a=b1.address, b=b2.address))
+    p = proxy(engine[0].format(a=b1.address, b=b2.address), engine[1])
     done = p.process.cli("drain", *args)
     assert done.returncode == 2 and message in done.stderr
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_drain_that_outlasts_its_timeout_says_so_and_the_server_stays_drained(
-    backends, proxy
+    backends, proxy, engine: tuple[str, str]
 ) -> None:
     b1, b2 = backends(2)
-    p = proxy(CONF.format(a=b1.address, b=b2.address))
+    p = proxy(engine[0].format(a=b1.address, b=b2.address), engine[1])
     slow, threads = _slow_requests(p, b1, "/sleep/3", 2)
     done = p.process.cli("drain", "app", b1.address, "--timeout", "200ms", "--json")
     assert done.returncode == 1

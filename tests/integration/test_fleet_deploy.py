@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.apps.harness import Load
-from tests.support.fleet import Fleet, launcher
+from tests.support.fleet import Fleet, launcher, read_until
 from tests.support.netns import TestHosts, needs_namespaces
 
 from nonstop.fleet.lease import LeaseFile
@@ -137,12 +137,8 @@ def test_sigterm_of_the_deploying_command_rolls_every_switched_host_back(
         "deploy", "web", "--release", str(launcher(tmp_path, "v2")), "--json"
     )
     try:
-        assert deploying.stdout is not None
-        for line in deploying.stdout:  # ends when the command does: bounded by its timeouts
-            event = json.loads(line)
-            if (event["event"], event.get("host")) == ("serving", second):
-                deploying.send_signal(signal.SIGTERM)
-                break
+        read_until(deploying, "serving", second)
+        deploying.send_signal(signal.SIGTERM)
         _, err = deploying.communicate(timeout=120)
     finally:
         if deploying.poll() is None:

@@ -3,17 +3,17 @@ watching its timeline change without a reload."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.apps import pyapp_command
 from tests.support.apps.harness import AppDaemon, deployed
 from tests.support.backends import free_port
 from tests.support.browser import Browser, chromium_path, open_browser
+from tests.support.proc import admin_api
 
 pytestmark = pytest.mark.skipif(
     chromium_path() is None and not os.environ.get("CI"),
@@ -36,15 +36,8 @@ class PageDaemon(AppDaemon):
                 f'\n[admin]\nlisten = "127.0.0.1:{self.admin_port}"\ntoken_file = "admin.token"\n'
             )
 
-    def api(self, path: str, token: str | None = TOKEN) -> tuple[int, dict[str, object]]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}")
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                return answer.status, json.loads(answer.read())
-        except urllib.error.HTTPError as failed:
-            return failed.code, json.loads(failed.read())
+    def api(self, path: str, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:
+        return admin_api(self.admin_port, path, token)
 
 
 @pytest.fixture

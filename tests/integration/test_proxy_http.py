@@ -6,6 +6,7 @@ import json
 import socket
 import time
 
+from tests.support.backends import RecordingBackend
 from tests.support.proc import raw_request
 
 
@@ -275,3 +276,23 @@ def test_access_log_is_written_in_combined_format(backends, proxy, tmp_path):
     line = log.read_text().strip()
     assert line.startswith("127.0.0.1 - - [")
     assert line.endswith('"GET /x?y=1 HTTP/1.1" 200 2 "http://r/" "tester"')
+
+
+def test_proxy_pass_to_a_unix_socket_reaches_the_app_with_host_localhost(tmp_path, proxy):
+    sock = tmp_path / "app.sock"
+    backend = RecordingBackend(name="unix", unix=str(sock)).start()
+    try:
+        p = proxy(
+            "events {}\nhttp {\n  access_log off;\n  server {\n    listen 127.0.0.1:{port};\n"
+            f"    location /api/ {{ proxy_pass http://unix:{sock}:/v2/; }}\n"
+            f"    location / {{ proxy_pass http://unix:{sock}:; }}\n  }}\n}}\n"
+        )
+        status, _, body = p.request("GET", "/echo?x=1")
+        assert status == 200
+        seen = json.loads(body)
+        assert seen["target"] == "/echo?x=1"
+        assert {k.lower(): v for k, v in seen["headers"]}["host"] == "localhost"
+        p.request("GET", "/api/a?b")
+        assert backend.paths()[-1] == "/v2/a?b"
+    finally:
+        backend.stop()

@@ -71,6 +71,7 @@ class RecordingBackend:
     connections: int = 0
     keep_alive: bool = True
     fail_mode: str | None = None  # "close": close every connection without answering
+    unix: str | None = None  # listen on this unix socket path instead of a loopback port
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
     _thread: threading.Thread | None = None
@@ -87,10 +88,15 @@ class RecordingBackend:
         def run() -> None:
             assert self._loop is not None
             asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._serve, "127.0.0.1", self.port)
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
+            if self.unix is not None:
+                self._server = self._loop.run_until_complete(
+                    asyncio.start_unix_server(self._serve, self.unix)
+                )
+            else:
+                self._server = self._loop.run_until_complete(
+                    asyncio.start_server(self._serve, "127.0.0.1", self.port)
+                )
+                self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
 

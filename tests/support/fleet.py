@@ -36,7 +36,7 @@ from tests.support.backends import free_port
 from tests.support.netns import SSHD, SSHD_CONFIG, Host, TestHosts, python_under_root
 from tests.support.proc import NonstopProcess
 
-__all__ = ["HOST_PORT", "Fleet", "launcher"]
+__all__ = ["HOST_PORT", "Fleet", "launcher", "read_until"]
 
 HOST_PORT = 8080
 APP_PORTS = (9001, 9002)
@@ -83,13 +83,31 @@ def launcher(where: Path, name: str) -> Path:
     return path
 
 
+def read_until(
+    process: subprocess.Popen[str], event: str, host: str | None = None
+) -> list[dict[str, Any]]:
+    """The ``--json`` events of a running ``nonstop fleet ...`` up to and including the
+    first ``event`` (on ``host``); an AssertionError when the command ends before it.
+    Bounded by the command's own timeouts: its output ends when it does."""
+    assert process.stdout is not None
+    seen: list[dict[str, Any]] = []
+    for line in process.stdout:
+        seen.append(json.loads(line))
+        if (seen[-1]["event"], seen[-1].get("host")) == (event, host):
+            return seen
+    raise AssertionError(f"the command ended before {event} on {host}: {seen}")
+
+
 class Fleet:
     """Daemons on ``hosts`` and a front, for one test; ``close`` stops them all."""
 
-    def __init__(self, hosts: TestHosts, work: Path, verify: str = "300ms") -> None:
+    def __init__(
+        self, hosts: TestHosts, work: Path, verify: str = "300ms", hold_timeout: str = "10m"
+    ) -> None:
         self.hosts = hosts
         self.work = work
         self.verify = verify
+        self.hold_timeout = hold_timeout
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
         self.front_dir = work / "front"
         self.front_dir.mkdir(parents=True)
@@ -145,6 +163,7 @@ class Fleet:
             f'lease_file = "{self.lease}"\n'
             'connect_timeout = "3s"\n'
             'command_timeout = "60s"\n'
+            f'hold_timeout = "{self.hold_timeout}"\n'
         )
 
     def _start_daemon(self, host: Host) -> subprocess.Popen[bytes]:
@@ -275,7 +294,7 @@ class Fleet:
         """Stop every process this fleet started, by pid; empty every host's directory."""
         for process in [*self.daemons.values(), self.sshd]:
             if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signal.SIGINT)  # a daemon stops its apps too
         if self.front is not None:
             self.front.stop()
         for process in [*self.daemons.values(), self.sshd]:

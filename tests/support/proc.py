@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,12 +10,22 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.support.backends import wait_port
 
-__all__ = ["NginxProcess", "NonstopProcess", "nginx_conf", "raw_request", "start_engine"]
+__all__ = [
+    "NginxProcess",
+    "NonstopProcess",
+    "admin_api",
+    "nginx_conf",
+    "raw_request",
+    "start_engine",
+]
 
 
 class NonstopProcess:
@@ -93,17 +104,31 @@ class NonstopProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = 20, apps: bool = True) -> int:
+        """SIGINT (Ctrl-C) stops the daemon and its apps; ``apps=False``: SIGTERM, which
+        leaves them running (their next start adopts them)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT if apps else signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+def admin_api(port: int, path: str, token: str | None) -> tuple[int, dict[str, Any]]:
+    """GET ``path`` of the HTTP admin listener on ``port``: its status and JSON answer."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
 class NginxProcess:
@@ -187,3 +212,12 @@ def start_engine(engine: str, prefix: Path, conf: Path, port: int) -> NginxProce
     proc: NginxProcess | NonstopProcess
     proc = NginxProcess(prefix, conf, [port]) if engine == "nginx" else NonstopProcess(conf, [port])
     return proc.start()
+
+
+def differences(nginx: dict[str, Any], nonstop: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cases whose outcome differs between the two engines, both sides shown."""
+    return {
+        name: {"nginx": nginx[name], "nonstop": nonstop.get(name)}
+        for name in nginx
+        if nginx[name] != nonstop.get(name)
+    }

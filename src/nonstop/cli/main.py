@@ -11,7 +11,8 @@ import logging
 import os
 import shlex
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
@@ -47,10 +48,12 @@ def _say(message: str) -> None:
     click.echo(f"nonstop: {message}", err=True)
 
 
-def _load(path: str, prefix: str | None) -> Config:
+def _load(path: str, prefix: str | None, on_error: Callable[[str], None] | None = None) -> Config:
     try:
         config = load(path, prefix)
     except ConfigError as exc:
+        if on_error is not None:
+            on_error(str(exc))
         _say(f"[emerg] {exc}")
         _say(f"configuration file {os.path.abspath(path)} test failed")
         sys.exit(2)
@@ -198,13 +201,30 @@ def run(
     shutdown_timeout: str,
     nginx_pid: str | None,
 ) -> None:
-    """Run the daemon in the foreground (SIGTERM/SIGINT: graceful stop; SIGHUP: reload)."""
+    """Run the daemon in the foreground (SIGTERM: graceful stop, the apps keep running;
+    SIGINT: the same, stopping the apps; SIGHUP: reload; SIGUSR2: upgrade)."""
     import uvloop
 
     from nonstop.daemon import Daemon, setup_logging
+    from nonstop.listeners import inherited
     from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
+    from nonstop.upgrade import ENV, Handoff, receive
 
-    config = _load(config_path, prefix)
+    handoff: Handoff | None = None
+
+    def fail(message: str, code: int) -> NoReturn:
+        if handoff is not None:  # the old nonstop says why its upgrade failed
+            handoff.failed(message)
+        _say(f"[emerg] {message}")
+        sys.exit(code)
+
+    handed = os.environ.pop(ENV, None)
+    if handed is not None:  # started by `nonstop upgrade`: the old one sends its sockets
+        try:
+            handoff = receive(int(handed), inherited)
+        except (ValueError, OSError) as exc:
+            fail(str(exc), 1)
+    config = _load(config_path, prefix, None if handoff is None else handoff.failed)
     try:
         grace = parse_duration(shutdown_timeout)
     except ValueError as exc:
@@ -214,26 +234,62 @@ def run(
     restrict_umask()
     lock = StateDirLock(config.state_dir)
     try:
-        lock.acquire()
+        if handoff is not None:
+            lock.take_over(handoff.lock_fd)
+        else:
+            lock.acquire()
     except NonstopError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(exc.exit_code)
-    too_few_files = raise_open_files_limit(config.max_connections)
+        fail(str(exc), exc.exit_code)
+    try:
+        from_systemd = inherited.from_systemd()  # LISTEN_FDS: used instead of binding
+    except ValueError as exc:
+        fail(str(exc), 1)
+    limits = raise_open_files_limit(config.max_connections, config.max_open_files)
     setup_logging(config)
-    if too_few_files is not None:
-        logging.getLogger("nonstop").warning("%s", too_few_files)
+    for warning in limits:
+        logging.getLogger("nonstop").warning("%s", warning)
+    if from_systemd:
+        logging.getLogger("nonstop").info("%d listening socket(s) from systemd", from_systemd)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
+    daemon.lock, daemon.handoff = lock, handoff
     try:
         uvloop.run(daemon.run(config))
     except ConfigError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(2)
+        fail(str(exc), 2)
     except OSError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(1)
+        fail(str(exc), 1)
     except NonstopError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
+
+
+@main.command()
+@_config_option
+@_prefix_option
+@click.option(
+    "--timeout",
+    default="60s",
+    show_default=True,
+    help="How long the new nonstop may take to become ready.",
+)
+def upgrade(config_path: str, prefix: str | None, timeout: str) -> None:
+    """Replace the running nonstop by the one installed now, dropping no connection.
+
+    The new daemon takes over the listening sockets, the admin socket and the running
+    apps, and becomes ready; only then does the old one finish its requests and exit.
+    If the new one fails, the old one keeps serving and this exits 1 saying why.
+    """
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    answer = _call(_client(config_path, prefix), "upgrade", timeout=seconds)
+    if not answer.get("ok"):
+        _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
+    _say(
+        f"upgraded: nonstop {answer.get('new_pid')} serves now; {answer.get('old_pid')} "
+        "finishes its requests and exits"
+    )
 
 
 def _client(config_path: str, prefix: str | None) -> AdminClient:
@@ -276,23 +332,111 @@ def reload(config_path: str, prefix: str | None) -> None:
 
 
 @main.command()
+@_config_option
+@_prefix_option
+@click.option(
+    "--apps", is_flag=True, help="Stop the app instances too (by default they keep running)."
+)
+@click.option(
+    "--timeout",
+    default="120s",
+    show_default=True,
+    help="How long to wait for the daemon to exit.",
+)
+def stop(config_path: str, prefix: str | None, apps: bool, timeout: str) -> None:
+    """Stop the daemon gracefully; exit 0 once it has exited.
+
+    The apps keep running and serving on their ports, and the next `nonstop run` adopts
+    them; with --apps they are stopped too (stop_signal, SIGKILL after stop_timeout).
+    """
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    answer = _call(_client(config_path, prefix), "stop", apps=apps)
+    pid = answer.get("pid")
+    if isinstance(pid, int) and not _wait_exit(pid, seconds):
+        _say(f"nonstop (pid {pid}) is still stopping after {timeout}")
+        sys.exit(1)
+    _say("stopped" + ("; its apps are stopped too" if apps else "; its apps keep running"))
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` ended within ``timeout`` seconds."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
+
+
+@main.command()
 @click.argument("app", required=False)
 @_config_option
 @_prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(app: str | None, config_path: str, prefix: str | None, as_json: bool) -> None:
+@click.option(
+    "--watch", "-w", is_flag=True, help="Keep the view on screen, refreshed (Ctrl-C stops)."
+)
+@click.option(
+    "--interval", default="1s", show_default=True, help="With --watch: how often to refresh."
+)
+def status(
+    app: str | None, config_path: str, prefix: str | None, as_json: bool, watch: bool, interval: str
+) -> None:
     """Show apps (live release, instances, last deploys) and upstreams."""
     args = {} if app is None else {"app": app}
-    answer = _call(_client(config_path, prefix), "status", **args)
-    if not answer.get("ok"):
-        _say(str(answer.get("error")))
-        sys.exit(int(answer.get("exit_code") or 1))
+    client = _client(config_path, prefix)
+    if watch:
+        _watch(client, args, as_json, interval)
+        return
+    answer = _status(client, args)
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
     from nonstop.cli.show import print_status
 
     print_status(answer)
+
+
+def _status(client: AdminClient, args: dict[str, Any]) -> dict[str, Any]:
+    answer = _call(client, "status", **args)
+    if not answer.get("ok"):
+        _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
+    return answer
+
+
+def _watch(client: AdminClient, args: dict[str, Any], as_json: bool, interval: str) -> None:
+    """``status --watch``: a view redrawn in place, so only at a terminal."""
+    if as_json:
+        raise click.UsageError("--watch draws for a terminal; scripts poll `status --json`")
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        raise click.UsageError(
+            "--watch needs a terminal; without one, run `nonstop status` (or --json) when needed"
+        )
+    try:
+        seconds = parse_duration(interval)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--interval") from exc
+    if seconds <= 0:
+        raise click.BadParameter("must be above 0", param_hint="--interval")
+    from nonstop.cli.show import watch_status
+
+    _status(client, args)  # a wrong app name or a config without a daemon: say so and exit
+
+    def fetch() -> dict[str, Any]:
+        answer = client.call("status", **args)
+        if not answer.get("ok"):
+            raise NonstopError(str(answer.get("error")))
+        return answer
+
+    watch_status(fetch, seconds)
 
 
 def _holder() -> str:

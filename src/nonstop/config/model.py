@@ -9,26 +9,38 @@ sizes are bytes.  Nothing in this module reads files or the environment.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
+    "DEFAULT_TYPES",
     "LOG_FORMATS",
     "AccessLog",
+    "AccessRule",
     "AddHeader",
     "AdminSpec",
     "AppSpec",
+    "BreakSpec",
+    "Condition",
     "Config",
+    "ErrorPage",
+    "FilesSpec",
     "HealthSpec",
+    "IfSpec",
     "Listen",
     "LocationSpec",
     "MapSpec",
     "NginxSpec",
     "ProxyPass",
+    "Regex",
     "ReturnSpec",
+    "RewriteSpec",
     "ServerBlock",
     "ServerSpec",
     "SetHeader",
+    "SetSpec",
     "Source",
+    "Step",
     "Template",
     "TlsSpec",
     "UpstreamSpec",
@@ -151,6 +163,66 @@ class ReturnSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Regex:
+    """A regular expression as written in nginx.conf (PCRE syntax) and its case rule."""
+
+    pattern: str
+    caseless: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpec:
+    """``set $NAME VALUE``."""
+
+    name: str
+    value: Template
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteSpec:
+    """``rewrite REGEX REPLACEMENT [last|break|redirect|permanent]``."""
+
+    regex: Regex
+    replacement: Template
+    flag: str = ""  # "", "last", "break", "redirect", "permanent"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakSpec:
+    """``break``: the rest of the rewrite directives at this level are skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """The condition of an ``if`` (ngx_http_rewrite_if_condition).
+
+    ``op`` is "" (the value is true unless empty or "0"), "=", "!=", "~", "~*", "!~",
+    "!~*", or a file test "-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x".
+    """
+
+    op: str
+    subject: Template  # the variable, or the path of a file test
+    operand: Template | None = None  # "=" and "!="
+    regex: Regex | None = None  # "~" and its kin
+
+
+@dataclass(frozen=True, slots=True)
+class IfSpec:
+    """``if (CONDITION) { ... }``: its rewrite directives run inline when true and, in a
+    location, its configuration (the location's, with the block's own directives merged)
+    takes the request from then on, as in ngx_http_script_if_code."""
+
+    condition: Condition
+    steps: tuple[Step, ...]
+    location: LocationSpec | None = None  # None inside a server-level "if"
+    source: Source | None = field(default=None, compare=False)
+
+
+Step: TypeAlias = SetSpec | RewriteSpec | ReturnSpec | BreakSpec | IfSpec
+"""One directive of the rewrite module, in the order a level runs them."""
+
+
+@dataclass(frozen=True, slots=True)
 class SetHeader:
     """``proxy_set_header NAME VALUE``; a value evaluating to "" removes the header."""
 
@@ -171,6 +243,47 @@ LOG_FORMATS = ("combined", "json")
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorPage:
+    """``error_page CODE ... [=[RESPONSE]] URI|@NAME|URL``."""
+
+    codes: tuple[int, ...]
+    target: Template
+    overwrite: int = -1  # -1: answer with the original code; 0 ("="): the target's
+
+
+DEFAULT_TYPES: tuple[tuple[str, str], ...] = (
+    ("html", "text/html"),
+    ("gif", "image/gif"),
+    ("jpg", "image/jpeg"),
+)
+"""nginx's types when a configuration names none (ngx_http_core_module.c)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilesSpec:
+    """How a location serves files: ``root``/``alias``, ``index``, ``try_files``,
+    ``expires``, ``etag``, ``types`` and ``default_type``, inheritance resolved."""
+
+    root: str  # absolute; nginx's default is PREFIX/html
+    alias: str | None = None  # absolute; replaces the location's prefix of $uri
+    index: tuple[str, ...] = ("index.html",)
+    try_files: tuple[Template, ...] = ()  # the last one is the fallback: =CODE, @NAME or a URI
+    expires: str = "off"  # "off", "epoch", "max" or "time" (expires_time seconds)
+    expires_time: float = 0.0
+    etag: bool = True
+    types: tuple[tuple[str, str], ...] = DEFAULT_TYPES  # extension (lowercase) -> MIME type
+    default_type: str = "text/plain"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """``allow ADDRESS|CIDR|all;`` or ``deny ...;`` (ngx_http_access_module.c)."""
+
+    allow: bool
+    network: str  # "all", "unix:", or a CIDR as ipaddress writes it ("10.0.0.0/8")
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLog:
     """``access_log PATH [combined|json]`` or ``access_log off`` (path None)."""
 
@@ -185,8 +298,9 @@ DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
 class LocationSpec:
     """A ``location`` with every inherited directive already resolved."""
 
-    path: str
+    path: str  # the prefix, the exact path, the regex or the "@name"
     exact: bool = False  # "location = /path"
+    modifier: str = ""  # "", "=", "^~", "~", "~*", or "@" for a named location
     proxy_pass: ProxyPass | None = None
     ret: ReturnSpec | None = None
     sets: tuple[tuple[str, Template], ...] = ()  # "set $var value", in order
@@ -207,7 +321,23 @@ class LocationSpec:
     request_buffering: bool = True
     client_body_buffer_size: int = 16 * 1024
     access_log: AccessLog | None = None  # None: none named; AccessLog(None): "off"
+    # the rewrite directives (set, rewrite, return, if, break) in order; empty when the
+    # location has only "set" and "return", which ``sets`` and ``ret`` then hold
+    steps: tuple[Step, ...] = ()
+    error_pages: tuple[ErrorPage, ...] = ()  # inherited only by a level with none
+    intercept_errors: bool = False  # proxy_intercept_errors
+    files: FilesSpec | None = None  # a location that serves files (no proxy_pass, no return)
+    access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
+    internal: bool = False  # only internal redirects reach it
     source: Source | None = field(default=None, compare=False)
+
+    @property
+    def is_regex(self) -> bool:
+        return self.modifier in ("~", "~*")
+
+    @property
+    def is_named(self) -> bool:
+        return self.modifier == "@"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,17 +381,23 @@ class ServerBlock:
     send_timeout: float = 60.0
     access_log: AccessLog | None = None
     sets: tuple[tuple[str, Template], ...] = ()  # server-level "set"
+    steps: tuple[Step, ...] = ()  # as LocationSpec.steps, for the server level
+    error_pages: tuple[ErrorPage, ...] = ()
+    files: FilesSpec | None = None  # what answers a request no location takes
+    access: tuple[AccessRule, ...] = ()
     source: Source | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class MapSpec:
-    """``map $source $target { key value; ... default value; }`` with exact-string keys."""
+    """``map $source $target { key value; ... default value; }``: exact-string keys
+    (lowercased: nginx maps ignore case), then ``~regex`` / ``~*regex`` keys in order."""
 
     source: str  # variable name without "$"
     target: str
     entries: tuple[tuple[str, Template], ...]
     default: Template
+    regexes: tuple[tuple[Regex, Template], ...] = ()
     origin: Source | None = field(default=None, compare=False)  # where the map block is
 
 
@@ -302,6 +438,8 @@ class AppSpec:
     drain_timeout: float = 30.0
     verify: float = 10.0
     verify_max_5xx_ratio: float = 0.05
+    user: str | None = None  # run as this user (nonstop must be root), None: as nonstop
+    group: str | None = None  # and this group, None: the user's primary group
     source: Source | None = field(default=None, compare=False)
 
 
@@ -324,6 +462,12 @@ class Config:
     # open client connections at most; past it a new one is answered 503 and closed
     # (nginx.conf: worker_connections; TOML: max_connections)
     max_connections: int = 10_000
+    # data-plane processes (nginx.conf: worker_processes N|auto; TOML: workers); 1 serves in
+    # the control process itself (docs/architecture.md, "Workers")
+    workers: int = 1
+    # RLIMIT_NOFILE of nonstop's processes (nginx.conf: worker_rlimit_nofile; TOML:
+    # max_open_files); None: the soft limit is raised to the hard one
+    max_open_files: int | None = None
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
     files: tuple[str, ...] = ()  # every file read (config and includes)
 

@@ -25,27 +25,41 @@ import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
+from nonstop.config.accounts import resolve_account
+from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
+    DEFAULT_TYPES,
     LOG_FORMATS,
     AccessLog,
+    AccessRule,
     AddHeader,
     AdminSpec,
+    BreakSpec,
+    Condition,
     Config,
+    ErrorPage,
+    FilesSpec,
+    IfSpec,
     Listen,
     LocationSpec,
     MapSpec,
     ProxyPass,
+    Regex,
     ReturnSpec,
+    RewriteSpec,
     ServerBlock,
     ServerSpec,
     SetHeader,
+    SetSpec,
     Source,
+    Step,
     Template,
     TlsSpec,
     UpstreamSpec,
 )
+from nonstop.config.rewrite import compile_regex
 from nonstop.config.template import compile_template, is_name_char
-from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.units import parse_duration, parse_size, parse_workers
 from nonstop.config.vocabulary import (
     BACKUP_METHODS,
     DIRECTIVES,
@@ -169,7 +183,9 @@ def _tokens(text: str, file: str) -> Iterator[_Token]:
                 raise ConfigError(_EOF_ARGS, f"{file}:{line}")
             yield _Token("word", _unescape(text[i + 1 : j]), start_line)
             i = j + 1
-            if i < n and text[i] not in _SPACE + ";{":
+            # a ")" may follow a quoted word and starts a word of its own: the end of an
+            # "if" condition, as in if ($request_method = 'OPTIONS')
+            if i < n and text[i] not in _SPACE + ";{)":
                 raise ConfigError(f'unexpected "{text[i]}"', f"{file}:{line}")
         else:
             start, start_line = i, line
@@ -422,6 +438,8 @@ def proxy_pass_spec(
     if not lower.startswith("http://"):
         raise ValueError(f'invalid URL prefix in "{raw}"')
     rest = raw[7:]
+    if rest.startswith("unix:"):
+        return _unix_pass(url, rest)
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     hostport, uri = rest[:cut], (rest[cut:] or None)
     if hostport in declared:
@@ -436,6 +454,18 @@ def proxy_pass_spec(
     return ProxyPass(url=url, upstream=name, uri=uri, proxy_host=proxy_host), implicit
 
 
+def _unix_pass(url: Template, rest: str) -> tuple[ProxyPass, UpstreamSpec]:
+    """``http://unix:/PATH:/URI``: the socket path ends at the first ":" after it
+    (``ngx_parse_unix_domain_url``); an upstream on a socket is sent ``Host: localhost``."""
+    path, _, uri = rest[5:].partition(":")
+    if not path.startswith("/"):
+        raise ValueError(f'invalid unix socket path in upstream "{rest}"')
+    name = "unix:" + path
+    server = ServerSpec(address=name, host=path, port=0)
+    implicit = UpstreamSpec(name=name, servers=(server,), implicit=True)
+    return ProxyPass(url=url, upstream=name, uri=uri or None, proxy_host="localhost"), implicit
+
+
 def _return(args: tuple[str, ...]) -> ReturnSpec:
     first = args[0]
     if len(args) == 1 and not first.isdigit():
@@ -446,6 +476,22 @@ def _return(args: tuple[str, ...]) -> ReturnSpec:
         raise ValueError(f'invalid return code "{first}"')
     text = compile_template(args[1]) if len(args) == 2 else None
     return ReturnSpec(code=int(first), text=text)
+
+
+_DEFAULT_TYPE = Directive("default_type", ("text/plain",), "", 0)
+_REWRITE_DIRECTIVES = frozenset({"set", "return", "rewrite", "break", "if"})
+_FILE_TESTS = frozenset({"-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x"})
+
+
+def _program(
+    steps: tuple[Step, ...],
+) -> tuple[tuple[tuple[str, Template], ...], ReturnSpec | None, tuple[Step, ...]]:
+    """A level's ``set`` values, its first ``return``, and the whole program when it needs
+    to run in order (it has a rewrite, an if or a break); else an empty program."""
+    sets = tuple((step.name, step.value) for step in steps if isinstance(step, SetSpec))
+    ret = next((step for step in steps if isinstance(step, ReturnSpec)), None)
+    simple = all(isinstance(step, (SetSpec, ReturnSpec)) for step in steps)
+    return sets, ret, () if simple else steps
 
 
 def _variable_name(raw: str) -> str:
@@ -462,11 +508,13 @@ class _Level:
 
     def __init__(self) -> None:
         self.items: dict[str, list[Directive]] = {}
+        self.ordered: list[Directive] = []  # all of them, as written
 
     def add(self, d: Directive, multi: bool) -> None:
         if d.name in self.items and not multi:
             raise ConfigError(f'"{d.name}" directive is duplicate', d.where)
         self.items.setdefault(d.name, []).append(d)
+        self.ordered.append(d)
 
 
 def _inherit(levels: list[_Level], name: str) -> list[Directive] | None:
@@ -498,6 +546,14 @@ _DURATIONS = (
 _NUMBERS = ("keepalive_requests", "proxy_next_upstream_tries")
 
 
+# ``env NONSTOP_ADMIN_LISTEN=127.0.0.1:9180;`` and the others: [admin]'s keys in nginx.conf.
+_ADMIN_ENV = {
+    "NONSTOP_ADMIN_LISTEN": "listen",
+    "NONSTOP_ADMIN_TOKEN_FILE": "token_file",
+    "NONSTOP_ADMIN_TOKEN": "token",
+}
+
+
 class _Builder:
     def __init__(self, path: str, prefix: str, resolver: Resolver) -> None:
         self.path = path
@@ -510,6 +566,9 @@ class _Builder:
         self.implicit: dict[str, UpstreamSpec] = {}
         self.error_log: tuple[str | None, str] | None = None
         self.max_connections = 10_000
+        self.workers = 1
+        self.max_open_files: int | None = None
+        self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
 
     # -- helpers ------------------------------------------------------------
 
@@ -551,7 +610,7 @@ class _Builder:
             raise self.fail(d, f'unknown directive "{d.name}"')
         if ctx not in contexts:
             raise self.fail(d, f'"{d.name}" directive is not allowed here')
-        if (d.block is not None) != (d.name == "types"):
+        if d.block is not None:
             raise self.fail(d, f'directive "{d.name}" has the wrong form')
         wanted = NOTICE_ONLY_VALUE.get(d.name)
         if wanted is not None and d.args != (wanted,):
@@ -624,6 +683,11 @@ class _Builder:
         http: Directive | None = None
         events: Directive | None = None
         for d in tree:
+            if d.name == "env" and d.block is None:
+                self.env(d)
+                continue
+            if d.name == "user" and d.block is None:
+                self.user(d)
             if self.check(d, "main"):
                 continue
             if d.name == "events":
@@ -641,6 +705,14 @@ class _Builder:
                 http = d
             elif d.name == "error_log":
                 self.set_error_log(d, outer=True)
+            elif d.name == "worker_processes":
+                try:
+                    self.workers = parse_workers(d.args[0])
+                except ValueError:
+                    message = f'invalid value "{d.args[0]}" in "{d.name}" directive'
+                    raise self.fail(d, message) from None
+            elif d.name == "worker_rlimit_nofile":
+                self.max_open_files = self.number(d, 0, minimum=1)
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
         servers, maps = self.http(http) if http is not None else ((), ())
@@ -653,13 +725,66 @@ class _Builder:
             upstreams=(*self.declared.values(), *self.implicit.values()),
             maps=tuple(maps),
             state_dir=state_dir,
-            admin=AdminSpec(socket=os.path.join(state_dir, "admin.sock")),
+            admin=self.admin(os.path.join(state_dir, "admin.sock")),
             error_log=error_path,
             error_log_level=error_level,
             max_connections=self.max_connections,
+            workers=self.workers,
+            max_open_files=self.max_open_files,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
         )
+
+    def env(self, d: Directive) -> None:
+        """``env NAME[=VALUE];``: nginx passes it to its workers; nonstop reads its own
+        ``NONSTOP_ADMIN_*`` settings from it (docs/configuration.md) and ignores the rest."""
+        if len(d.args) != 1:
+            raise self.fail(d, 'invalid number of arguments in "env" directive')
+        name, has_value, value = d.args[0].partition("=")
+        if not name.startswith("NONSTOP_"):
+            self.notice(d)
+            return
+        key = _ADMIN_ENV.get(name)
+        if key is None:
+            known = ", ".join(_ADMIN_ENV)
+            raise self.fail(d, f'unknown nonstop setting "{name}" (known: {known})')
+        if not has_value or not value:
+            raise self.fail(d, f'"env {name}" needs a value: env {name}=VALUE;')
+        if key in self.admin_env:
+            raise self.fail(d, f'"env {name}" is duplicate')
+        self.admin_env[key] = (value, d)
+
+    def user(self, d: Directive) -> None:
+        """``user USER [GROUP];`` (nginx's workers' user): its arguments are checked, and
+        names this machine does not know are a notice in nginx's words (nginx started as
+        root refuses them).  nonstop's one process does not switch users: apps have their
+        own ``user``."""
+        if not 1 <= len(d.args) <= 2:
+            raise self.fail(d, 'invalid number of arguments in "user" directive')
+        try:
+            resolve_account(d.args[0], d.args[1] if len(d.args) == 2 else d.args[0])
+        except ValueError as exc:
+            name = str(exc).split('"')[1]
+            kind = "getpwnam" if str(exc).startswith("no user") else "getgrnam"
+            self.reader.notices.append(
+                f'{kind}("{name}") failed ({d.where}): nginx started as root would refuse it'
+            )
+
+    def admin(self, socket: str) -> AdminSpec:
+        """The admin socket, and the HTTP listener the ``env NONSTOP_ADMIN_*`` lines set."""
+        given = {key: value for key, (value, _d) in self.admin_env.items()}
+        try:
+            listen, token = admin_listener(
+                given.get("listen"),
+                given.get("token"),
+                given.get("token_file"),
+                self.conf_path,
+                self.prefix_path,
+            )
+        except AdminSettingError as exc:
+            found = self.admin_env.get(exc.key) or next(iter(self.admin_env.values()))
+            raise self.fail(found[1], str(exc)) from None
+        return AdminSpec(socket=socket, listen=listen, token=token)
 
     def check_values(self, level: _Level) -> None:
         """Check each value where it is written, as nginx does while parsing, even when no
@@ -679,6 +804,12 @@ class _Builder:
         self.http_version(_one(levels, "proxy_http_version"))
         self.add_headers(levels)
         self.access_log(levels)
+        self.error_pages(levels)
+        self.access(levels)
+        self.flag(_one(levels, "proxy_intercept_errors"), False)
+        self.flag(_one(levels, "etag"), True)
+        self.expires(_one(levels, "expires"))
+        self.types(levels)
         for d in level.items.get("proxy_set_header", ()):
             self.template(d, d.args[1])
 
@@ -824,6 +955,7 @@ class _Builder:
         if any(m.target == target for m in earlier):
             raise self.fail(block, f'the duplicate "{target}" variable')
         entries: dict[str, Template] = {}
+        regexes: list[tuple[Regex, Template]] = []
         default: Template | None = None
         for d in block.block or ():
             if d.block is not None:
@@ -839,7 +971,9 @@ class _Builder:
                 default = value
                 continue
             if key.startswith("~"):
-                raise self.fail(d, f'regex map key "{key}" is outside the nonstop subset')
+                caseless = key.startswith("~*")
+                regexes.append((self.regex(d, key[2 if caseless else 1 :], caseless), value))
+                continue
             key = (key[1:] if key.startswith("\\") else key).lower()
             if key in entries:
                 raise self.fail(d, f'conflicting parameter "{d.name}"')
@@ -849,6 +983,7 @@ class _Builder:
             target=target,
             entries=tuple(entries.items()),
             default=default or compile_template(""),
+            regexes=tuple(regexes),
             origin=block.source,
         )
 
@@ -858,9 +993,7 @@ class _Builder:
         level = _Level()
         listens: list[Listen] = []
         names: list[str] = []
-        ret: ReturnSpec | None = None
-        sets: list[tuple[str, Template]] = []
-        set_lines: list[Directive] = []
+        rewrites: list[Directive] = []
         locations: list[Directive] = []
         for d in block.block or ():
             if self.check(d, "server"):
@@ -871,17 +1004,17 @@ class _Builder:
                 names.extend(self.server_names(d))
             elif d.name == "location":
                 locations.append(d)
-            elif d.name == "return":
-                ret = ret or self.ret(d)
-            elif d.name == "set":
-                sets.append(self.set(d))
-                set_lines.append(d)
+            elif d.name in _REWRITE_DIRECTIVES:
+                rewrites.append(d)
             elif d.name == "error_log":
                 self.set_error_log(d, outer=False)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
         levels = [level, http]
+        set_lines = [d for d in rewrites if d.name == "set"]
+        steps = tuple(self.step(d, "server", None, []) for d in rewrites)
+        sets, ret, program = _program(steps)
         built = [self.location(d, levels, set_lines) for d in locations]
         listens = listens or [Listen(host="0.0.0.0", port=80)]
         return ServerBlock(
@@ -898,7 +1031,11 @@ class _Builder:
             client_body_timeout=self.duration(_one(levels, "client_body_timeout"), 60.0),
             send_timeout=self.duration(_one(levels, "send_timeout"), 60.0),
             access_log=self.access_log(levels),
-            sets=tuple(sets),
+            sets=sets,
+            steps=program,
+            error_pages=self.error_pages(levels),
+            files=self.files(levels, "", "/"),
+            access=self.access(levels),
             source=block.source,
         )
 
@@ -988,31 +1125,52 @@ class _Builder:
     def location(
         self, block: Directive, parents: list[_Level], server_sets: list[Directive]
     ) -> LocationSpec:
-        path, exact = self.location_path(block)
+        path, modifier = self.location_path(block)
+        level, rewrites = self.block_level(block, "location")
+        levels = [level, *parents]
+        set_lines = [d for d in rewrites if d.name == "set"]
+        pass_d = _one([level], "proxy_pass")
+        proxy = self.proxy_pass(pass_d, [*server_sets, *set_lines]) if pass_d else None
+        if proxy is not None and proxy.uri is not None and modifier in ("~", "~*", "@"):
+            assert pass_d is not None
+            raise self.fail(
+                pass_d,
+                '"proxy_pass" cannot have URI part in location given by regular expression,'
+                " or inside named location",
+            )
+        spec = self.location_spec(block, path, modifier, levels, proxy)
+        steps = tuple(self.step(d, "location", spec, levels) for d in rewrites)
+        sets, ret, program = _program(steps)
+        return replace(spec, sets=sets, ret=ret, steps=program)
+
+    def block_level(self, block: Directive, ctx: str) -> tuple[_Level, list[Directive]]:
+        """A location's or an if's directives: its level, and its rewrite directives."""
         level = _Level()
-        sets: list[tuple[str, Template]] = []
-        set_lines: list[Directive] = []
-        ret: ReturnSpec | None = None
+        rewrites: list[Directive] = []
         for d in block.block or ():
-            if self.check(d, "location"):
+            if self.check(d, ctx):
                 continue
-            if d.name == "set":
-                sets.append(self.set(d))
-                set_lines.append(d)
-            elif d.name == "return":
-                ret = ret or self.ret(d)
+            if d.name in _REWRITE_DIRECTIVES:
+                rewrites.append(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
-        levels = [level, *parents]
-        pass_d = _one([level], "proxy_pass")
-        proxy = self.proxy_pass(pass_d, [*server_sets, *set_lines]) if pass_d else None
+        return level, rewrites
+
+    def location_spec(
+        self,
+        block: Directive,
+        path: str,
+        modifier: str,
+        levels: list[_Level],
+        proxy: ProxyPass | None,
+    ) -> LocationSpec:
+        """A location's (or a location ``if``'s) configuration, inherited from ``levels``."""
         return LocationSpec(
             path=path,
-            exact=exact,
+            exact=modifier == "=",
+            modifier=modifier,
             proxy_pass=proxy,
-            ret=ret,
-            sets=tuple(sets),
             set_headers=tuple(
                 SetHeader(d.args[0], self.template(d, d.args[1]))
                 for d in _inherit(levels, "proxy_set_header") or ()
@@ -1029,10 +1187,121 @@ class _Builder:
             request_buffering=self.flag(_one(levels, "proxy_request_buffering"), True),
             client_body_buffer_size=self.size(_one(levels, "client_body_buffer_size"), 16 * 1024),
             access_log=self.access_log(levels),
+            error_pages=self.error_pages(levels),
+            intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
+            files=None if proxy is not None else self.files(levels, modifier, path),
+            access=self.access(levels),
+            internal=_one(levels[:1], "internal") is not None,
             source=block.source,
         )
 
-    def location_path(self, d: Directive) -> tuple[str, bool]:
+    def access(self, levels: list[_Level]) -> tuple[AccessRule, ...]:
+        """allow and deny in the order written, from the innermost level that has any
+        (ngx_http_access_merge_loc_conf)."""
+        for level in levels:
+            written = [d for d in level.ordered if d.name in ("allow", "deny")]
+            if written:
+                return tuple(self.access_rule(d) for d in written)
+        return ()
+
+    def access_rule(self, d: Directive) -> AccessRule:
+        raw = d.args[0]
+        if raw in ("all", "unix:"):
+            return AccessRule(d.name == "allow", raw)
+        try:
+            network = ipaddress.ip_network(raw, strict=False)
+        except ValueError as exc:
+            raise self.fail(d, f'invalid parameter "{raw}"') from exc
+        return AccessRule(d.name == "allow", str(network))
+
+    # -- files --------------------------------------------------------------
+
+    def files(self, levels: list[_Level], modifier: str, path: str) -> FilesSpec | None:
+        """A level without proxy_pass serves files once a root, alias or try_files says
+        from where (nginx would serve PREFIX/html; nonstop wants it said)."""
+        root_d, alias_d = _one(levels, "root"), _one(levels, "alias")
+        tries = _one(levels, "try_files")
+        if root_d is None and alias_d is None and tries is None:
+            return None
+        if root_d is not None and alias_d is not None and root_d in levels[0].items.get("root", ()):
+            raise self.fail(
+                alias_d, '"alias" directive is duplicate, "root" directive was specified earlier'
+            )
+        alias = None
+        if alias_d is not None:
+            if modifier in ("~", "~*", "@"):
+                where = f'the regex or named location "{path}"'
+                raise self.fail(alias_d, f'"alias" in {where} is outside the nonstop subset')
+            alias = self.prefix_path(alias_d.args[0]) + (
+                "/" if alias_d.args[0].endswith("/") else ""
+            )
+        root = self.prefix_path(root_d.args[0]) if root_d is not None else self.prefix_path("html")
+        index = [arg for d in _inherit(levels, "index") or () for arg in d.args]
+        expires, expires_time = self.expires(_one(levels, "expires"))
+        return FilesSpec(
+            root=root,
+            alias=alias,
+            index=tuple(index) or ("index.html",),
+            try_files=tuple(self.template(tries, arg) for arg in tries.args) if tries else (),
+            expires=expires,
+            expires_time=expires_time,
+            etag=self.flag(_one(levels, "etag"), True),
+            types=self.types(levels),
+            default_type=(_one(levels, "default_type") or _DEFAULT_TYPE).args[0],
+        )
+
+    def types(self, levels: list[_Level]) -> tuple[tuple[str, str], ...]:
+        blocks = _inherit(levels, "types")
+        if blocks is None:
+            return DEFAULT_TYPES
+        found: dict[str, str] = {}
+        for block in blocks:
+            for d in block.block or ():
+                if d.block is not None:
+                    raise self.fail(d, 'unexpected "{"')
+                for ext in d.args:
+                    found.setdefault(ext.lower(), d.name)
+        return tuple(found.items())
+
+    def expires(self, d: Directive | None) -> tuple[str, float]:
+        """``expires [modified] TIME|epoch|max|off`` (ngx_http_headers_filter_module.c)."""
+        if d is None:
+            return "off", 0.0
+        args = list(d.args)
+        if args[0] == "modified":
+            raise self.fail(d, '"expires modified" is outside the nonstop subset')
+        if len(args) != 1:
+            raise self.fail(d, 'invalid number of arguments in "expires" directive')
+        if args[0] in ("off", "epoch", "max"):
+            return args[0], 0.0
+        raw = args[0]
+        sign = -1.0 if raw.startswith("-") else 1.0
+        try:
+            seconds = parse_duration(raw.lstrip("+-"))
+        except ValueError as exc:
+            raise self.fail(d, f'invalid value "{raw}"') from exc
+        return "time", sign * seconds
+
+    def error_pages(self, levels: list[_Level]) -> tuple[ErrorPage, ...]:
+        """``error_page`` lines (ngx_http_core_error_page), inherited as one list."""
+        return tuple(self.error_page(d) for d in _inherit(levels, "error_page") or ())
+
+    def error_page(self, d: Directive) -> ErrorPage:
+        *codes, target = d.args
+        overwrite = -1
+        if codes and codes[-1].startswith("="):
+            response = codes.pop()[1:]
+            if response and (not response.isdigit() or int(response) < 100):
+                raise self.fail(d, f'invalid value "={response}"')
+            overwrite = int(response) if response else 0
+        if not codes:
+            raise self.fail(d, 'invalid number of arguments in "error_page" directive')
+        for code in codes:
+            if not code.isdigit() or not 300 <= int(code) <= 599:
+                raise self.fail(d, f'value "{code}" must be between 300 and 599')
+        return ErrorPage(tuple(int(c) for c in codes), self.template(d, target), overwrite)
+
+    def location_path(self, d: Directive) -> tuple[str, str]:
         args = d.args
         if len(args) == 1:
             for modifier in ("^~", "=", "~*", "~"):
@@ -1040,16 +1309,98 @@ class _Builder:
                     args = (modifier, args[0][len(modifier) :])
                     break
         if len(args) == 1:
-            modifier, path = "", args[0]
+            modifier, path = ("@", args[0]) if args[0].startswith("@") else ("", args[0])
         else:
             modifier, path = args
-        if modifier in ("~", "~*"):
-            raise self.fail(d, f'regex location "{modifier} {path}" is outside the nonstop subset')
-        if modifier not in ("", "=", "^~"):
+        if modifier not in ("", "=", "^~", "~", "~*", "@"):
             raise self.fail(d, f'invalid location modifier "{modifier}"')
-        if path.startswith("@"):
-            raise self.fail(d, f'named location "{path}" is outside the nonstop subset')
-        return path, modifier == "="
+        if modifier in ("~", "~*"):
+            self.regex(d, path, modifier == "~*")
+        return path, modifier
+
+    # -- the rewrite module -------------------------------------------------
+
+    def step(self, d: Directive, ctx: str, loc: LocationSpec | None, levels: list[_Level]) -> Step:
+        """One of set, return, rewrite, break, if (ngx_http_rewrite_module.c)."""
+        if d.name == "set":
+            name, value = self.set(d)
+            return SetSpec(name, value)
+        if d.name == "return":
+            return self.ret(d)
+        if d.name == "break":
+            return BreakSpec()
+        if d.name == "rewrite":
+            return self.rewrite(d)
+        return self.if_block(d, ctx, loc, levels)
+
+    def rewrite(self, d: Directive) -> RewriteSpec:
+        flag = d.args[2] if len(d.args) == 3 else ""
+        if flag not in ("", "last", "break", "redirect", "permanent"):
+            raise self.fail(d, f'invalid parameter "{flag}"')
+        regex = self.regex(d, d.args[0], False)
+        return RewriteSpec(regex, self.template(d, d.args[1]), flag)
+
+    def regex(self, d: Directive, pattern: str, caseless: bool) -> Regex:
+        regex = Regex(pattern, caseless)
+        try:
+            compile_regex(regex)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from exc
+        return regex
+
+    def if_block(
+        self, d: Directive, ctx: str, loc: LocationSpec | None, levels: list[_Level]
+    ) -> IfSpec:
+        condition = self.condition(d)
+        inner_ctx = "if" if ctx == "location" else "sif"
+        level, rewrites = self.block_level(d, inner_ctx)
+        steps = tuple(self.step(inner, inner_ctx, None, []) for inner in rewrites)
+        if loc is None:
+            return IfSpec(condition, steps, None, d.source)
+        pass_d = _one([level], "proxy_pass")
+        if pass_d is not None:
+            proxy: ProxyPass | None = self.proxy_pass(pass_d, [])
+            if proxy is not None and proxy.uri is not None:
+                raise self.fail(pass_d, '"proxy_pass" cannot have URI part inside "if" statement')
+        else:
+            # the location's pass, without its URI part (ngx_http_proxy_merge_loc_conf)
+            proxy = replace(loc.proxy_pass, uri=None) if loc.proxy_pass else None
+        spec = self.location_spec(d, loc.path, loc.modifier, [level, *levels], proxy)
+        return IfSpec(condition, steps, spec, d.source)
+
+    def condition(self, d: Directive) -> Condition:
+        """``(...)`` as ngx_http_rewrite_if_condition reads it."""
+        args = list(d.args)
+        if not args[0].startswith("("):
+            raise self.fail(d, f'invalid condition "{args[0]}"')
+        args[0] = args[0][1:]
+        if not args[0]:
+            args.pop(0)
+        if not args or not args[-1].endswith(")"):
+            raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+        args[-1] = args[-1][:-1]
+        if not args[-1]:
+            args.pop()
+        if not args:
+            raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+        first = args[0]
+        if first in _FILE_TESTS:
+            if len(args) != 2:
+                raise self.fail(d, f'invalid condition "{" ".join(d.args)}"')
+            return Condition(first, self.template(d, args[1]))
+        if len(first) < 2 or first[0] != "$":
+            raise self.fail(d, f'invalid condition "{first}"')
+        subject = self.template(d, first)
+        if len(args) == 1:
+            return Condition("", subject)
+        if len(args) != 3:
+            raise self.fail(d, f'unexpected "{args[1]}" in condition')
+        op, operand = args[1], args[2]
+        if op in ("=", "!="):
+            return Condition(op, subject, operand=self.template(d, operand))
+        if op in ("~", "~*", "!~", "!~*"):
+            return Condition(op, subject, regex=self.regex(d, operand, op.endswith("*")))
+        raise self.fail(d, f'unexpected "{op}" in condition')
 
     def proxy_pass(self, d: Directive, sets: list[Directive]) -> ProxyPass:
         try:

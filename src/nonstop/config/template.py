@@ -2,7 +2,8 @@
 
 The syntax is nginx's script syntax (src/http/ngx_http_script.c, ``ngx_http_script_compile``):
 ``$name`` runs while the characters are ``[A-Za-z0-9_]``; ``${name}`` delimits a name
-followed by name characters (``${host}_x``).  A ``$`` with no name after it is an error.
+followed by name characters (``${host}_x``); ``$1``..``$9`` are one digit each.  A ``$``
+with no name after it is an error.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def _read_name(raw: str, start: int) -> tuple[str, int]:
         if not name or not all(is_name_char(c) for c in name):
             raise ValueError(f'invalid variable name in "{raw}"')
         return name, end + 1
+    if start < len(raw) and "1" <= raw[start] <= "9":
+        return raw[start], start + 1  # a capture: one digit, "$10" is $1 then "0"
     end = start
     while end < len(raw) and is_name_char(raw[end]):
         end += 1

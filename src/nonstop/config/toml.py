@@ -15,7 +15,8 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from nonstop.config.listen import is_loopback, parse_listen_address
+from nonstop.config.accounts import resolve_account
+from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     LOG_FORMATS,
     AccessLog,
@@ -50,7 +51,7 @@ from nonstop.config.nginxconf import (
     system_resolver,
 )
 from nonstop.config.template import compile_template
-from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.units import parse_duration, parse_size, parse_workers
 from nonstop.config.vocabulary import BACKUP_METHODS, METHODS
 from nonstop.errors import ConfigError
 
@@ -79,6 +80,8 @@ _TOP_KEYS = frozenset(
         "error_log",
         "error_log_level",
         "max_connections",
+        "workers",
+        "max_open_files",
         "upstreams",
         "apps",
         "servers",
@@ -105,6 +108,8 @@ _APP_KEYS = (
         "drain_timeout",
         "verify",
         "verify_max_5xx_ratio",
+        "user",
+        "group",
     }
 )
 _SERVER_KEYS = frozenset(
@@ -398,44 +403,37 @@ class _Reader:
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
             error_log_level=level,
             max_connections=top.integer("max_connections", 10_000, minimum=1),
+            workers=self.workers(top),
+            max_open_files=top.integer("max_open_files", 0, minimum=1) or None,
             files=(self.path,),
         )
+
+    @staticmethod
+    def workers(top: _Table) -> int:
+        """``workers = N`` or ``"auto"`` (one per usable core)."""
+        value = top.typed("workers", (int, str))
+        if value is None:
+            return 1
+        try:
+            return parse_workers(str(value))
+        except ValueError:
+            message = 'must be a number of processes (1 or more) or "auto"'
+            raise top.error("workers", message) from None
 
     def admin_http(self, admin: _Table | None) -> tuple[str | None, str | None]:
         """``[admin] listen`` and its token; a public address needs a token."""
         if admin is None:
             return None, None
-        listen = admin.string("listen")
-        token = admin.string("token")
-        token_file = admin.string("token_file")
-        if token is not None and token_file is not None:
-            raise admin.error("token_file", 'give "token" or "token_file", not both')
-        if token_file is not None:
-            path = self.conf_path(token_file)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    token = f.read().strip()
-            except OSError as exc:
-                raise admin.error("token_file", f"cannot read {path}: {exc.strerror}") from None
-        if token is not None and len(token) < 16:
-            raise admin.error(
-                "token_file" if token_file else "token", "a token has at least 16 characters"
-            )
-        if listen is None:
-            return None, token
-        if listen.startswith("unix:"):
-            listen = "unix:" + self.prefix_path(listen[5:])
         try:
-            where = parse_listen_address(listen)
-        except ValueError as exc:
-            raise admin.error("listen", str(exc)) from None
-        if token is None and not isinstance(where, str) and not is_loopback(where[0]):
-            raise admin.error(
-                "listen",
-                f"{listen} is not a loopback address: anyone who reaches it could deploy; "
-                'set "token_file" (or listen on 127.0.0.1 or a unix: socket)',
+            return admin_listener(
+                admin.string("listen"),
+                admin.string("token"),
+                admin.string("token_file"),
+                self.conf_path,
+                self.prefix_path,
             )
-        return listen, token
+        except AdminSettingError as exc:
+            raise admin.error(exc.key, str(exc)) from None
 
     # -- upstreams and apps -------------------------------------------------
 
@@ -556,6 +554,11 @@ class _Reader:
         health = self.health(t.table("health", _HEALTH_KEYS | {"start_timeout"}), HealthSpec())
         self.upstreams[name] = self.pool(name, t, self.balancing(t), (), health=None, app=True)
         cwd = t.string("cwd")
+        user, group = t.string("user"), t.string("group")
+        try:
+            resolve_account(user, group)
+        except ValueError as exc:
+            raise t.error("user" if "user" in str(exc) else "group", str(exc)) from None
         return AppSpec(
             name=name,
             command=t.required("command"),
@@ -570,6 +573,8 @@ class _Reader:
             drain_timeout=t.duration("drain_timeout", 30.0),
             verify=t.duration("verify", 10.0),
             verify_max_5xx_ratio=t.ratio("verify_max_5xx_ratio", 0.05),
+            user=user,
+            group=group,
             source=t.source(),
         )
 
@@ -729,9 +734,11 @@ class _Reader:
         proxy = self.pass_(t)
         if proxy is None and ret is None:
             raise t.error(None, 'a location needs "pass", "redirect" or "return"')
+        exact = t.boolean("exact", False)
         return LocationSpec(
             path=path,
-            exact=t.boolean("exact", False),
+            exact=exact,
+            modifier="=" if exact else "",
             proxy_pass=proxy,
             ret=ret,
             set_headers=self.set_headers(t),

@@ -15,12 +15,18 @@ from dataclasses import replace
 
 from nonstop.config.model import (
     Config,
+    IfSpec,
     LocationSpec,
+    ReturnSpec,
+    RewriteSpec,
     ServerBlock,
+    SetSpec,
     Source,
+    Step,
     Template,
     UpstreamSpec,
 )
+from nonstop.config.rewrite import CAPTURES, defined_names, walk_steps
 from nonstop.config.vocabulary import BACKUP_METHODS, is_known_variable
 from nonstop.errors import ConfigError
 
@@ -125,25 +131,34 @@ def _check_server(config: Config, server: ServerBlock) -> None:
     where = _where(server.source, config.path)
     if any(listen.ssl for listen in server.listens) and server.tls is None:
         raise ConfigError('no "ssl_certificate" is defined for the "listen ... ssl"', where)
-    if not server.locations and server.ret is None:
-        raise ConfigError(
-            'a server needs a "location" or a "return": nonstop serves no files', where
-        )
-    seen: set[tuple[str, bool]] = set()
+    if not server.locations and server.ret is None and not server.steps and not server.files:
+        raise ConfigError('a server needs a "location", a "return" or a "root"', where)
+    seen: set[tuple[str, str]] = set()
     for loc in server.locations:
         at = _where(loc.source, where)
-        if (loc.path, loc.exact) in seen:
+        # "^~ /a" and "/a" are the same prefix; regex locations may repeat (nginx)
+        kind = "" if loc.modifier == "^~" else loc.modifier
+        if (loc.path, kind) in seen and not loc.is_regex:
             raise ConfigError(f'duplicate location "{loc.path}"', at)
-        seen.add((loc.path, loc.exact))
+        seen.add((loc.path, kind))
         _check_location(config, server, loc, at)
+        for step in walk_steps(loc.steps):
+            if isinstance(step, IfSpec) and step.location is not None:
+                _check_pass(config, step.location, _where(step.source, at))
 
 
 def _check_location(config: Config, server: ServerBlock, loc: LocationSpec, at: str) -> None:
-    if loc.proxy_pass is None and loc.ret is None and server.ret is None:
+    answers = loc.proxy_pass or loc.ret or server.ret or loc.steps or loc.files
+    if not answers:
         raise ConfigError(
-            f'location "{loc.path}" has neither "proxy_pass" nor "return": nonstop serves no files',
+            f'location "{loc.path}" has no "proxy_pass", "return" or "root": nonstop would'
+            " serve nginx's PREFIX/html there, say so with root",
             at,
         )
+    _check_pass(config, loc, at)
+
+
+def _check_pass(config: Config, loc: LocationSpec, at: str) -> None:
     proxy = loc.proxy_pass
     if proxy is not None and proxy.upstream is not None and config.upstream(proxy.upstream) is None:
         raise ConfigError(f'host not found in upstream "{proxy.upstream}"', at)
@@ -162,12 +177,32 @@ def _templates(config: Config) -> Iterator[tuple[Template, str]]:
         yield from ((value, where) for _, value in server.sets)
         if server.ret is not None and server.ret.text is not None:
             yield server.ret.text, where
+        yield from _step_templates(server.steps, where)
+        yield from ((page.target, where) for page in server.error_pages)
         for loc in server.locations:
             yield from _location_templates(loc, _where(loc.source, where))
     for m in config.maps:
         at = _where(m.origin, config.path)
         yield from ((value, at) for _, value in m.entries)
+        yield from ((value, at) for _, value in m.regexes)
         yield m.default, at
+
+
+def _step_templates(steps: tuple[Step, ...], where: str) -> Iterator[tuple[Template, str]]:
+    for step in walk_steps(steps):
+        at = _where(step.source, where) if isinstance(step, IfSpec) else where
+        if isinstance(step, SetSpec):
+            yield step.value, at
+        elif isinstance(step, ReturnSpec) and step.text is not None:
+            yield step.text, at
+        elif isinstance(step, RewriteSpec):
+            yield step.replacement, at
+        elif isinstance(step, IfSpec):
+            yield step.condition.subject, at
+            if step.condition.operand is not None:
+                yield step.condition.operand, at
+            if step.location is not None:
+                yield from _location_templates(step.location, at)
 
 
 def _location_templates(loc: LocationSpec, at: str) -> Iterator[tuple[Template, str]]:
@@ -178,14 +213,14 @@ def _location_templates(loc: LocationSpec, at: str) -> Iterator[tuple[Template, 
         yield loc.ret.text, at
     if loc.proxy_pass is not None:
         yield loc.proxy_pass.url, at
+    yield from _step_templates(loc.steps, at)
+    yield from ((page.target, at) for page in loc.error_pages)
+    if loc.files is not None:
+        yield from ((target, at) for target in loc.files.try_files)
 
 
 def _check_variables(config: Config) -> None:
-    defined = {m.target for m in config.maps}
-    for server in config.servers:
-        defined.update(name for name, _ in server.sets)
-        for loc in server.locations:
-            defined.update(name for name, _ in loc.sets)
+    defined = defined_names(config) | CAPTURES
     for m in config.maps:
         at = _where(m.origin, config.path)
         if is_known_variable(m.target):

@@ -95,8 +95,11 @@ class DirectiveSpec:
 
 _H = ("http", "server", "location")
 _HS = ("http", "server")
+_REWRITE = ("server", "location", "sif", "if")
 DIRECTIVES: dict[str, DirectiveSpec] = {
     "events": DirectiveSpec(("main",), 0, 0, block=True),
+    "worker_processes": DirectiveSpec(("main",), 1, 1),
+    "worker_rlimit_nofile": DirectiveSpec(("main",), 1, 1),
     "http": DirectiveSpec(("main",), 0, 0, block=True),
     "upstream": DirectiveSpec(("http",), 1, 1, block=True, multi=True),
     "map": DirectiveSpec(("http",), 2, 2, block=True, multi=True),
@@ -114,8 +117,12 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "send_timeout": DirectiveSpec(_HS, 1, 1),
     "listen": DirectiveSpec(("server",), 1, -1, multi=True),
     "server_name": DirectiveSpec(("server",), 1, -1, multi=True),
-    "return": DirectiveSpec(("server", "location"), 1, 2, multi=True),
-    "set": DirectiveSpec(("server", "location"), 2, 2, multi=True),
+    # the rewrite module; "if" is a location-level "if" block, "sif" a server-level one
+    "return": DirectiveSpec(_REWRITE, 1, 2, multi=True),
+    "set": DirectiveSpec(_REWRITE, 2, 2, multi=True),
+    "rewrite": DirectiveSpec(_REWRITE, 2, 3, multi=True),
+    "break": DirectiveSpec(_REWRITE, 0, 0, multi=True),
+    "if": DirectiveSpec(("server", "location"), 1, -1, block=True, multi=True),
     "ssl_certificate": DirectiveSpec(_HS, 1, 1),
     "ssl_certificate_key": DirectiveSpec(_HS, 1, 1),
     "ssl_protocols": DirectiveSpec(_HS, 1, -1),
@@ -123,13 +130,13 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "ssl_prefer_server_ciphers": DirectiveSpec(_HS, 1, 1),
     "ssl_session_cache": DirectiveSpec(_HS, 1, 2),
     "ssl_session_timeout": DirectiveSpec(_HS, 1, 1),
-    "add_header": DirectiveSpec(_H, 2, 3, multi=True),
+    "add_header": DirectiveSpec((*_H, "if"), 2, 3, multi=True),
     "client_max_body_size": DirectiveSpec(_H, 1, 1),
     "client_body_buffer_size": DirectiveSpec(_H, 1, 1),
     "proxy_request_buffering": DirectiveSpec(_H, 1, 1),
-    "access_log": DirectiveSpec(_H, 1, 2),
+    "access_log": DirectiveSpec((*_H, "if"), 1, 2),
     "error_log": DirectiveSpec(("main", *_HS), 1, 2),
-    "proxy_pass": DirectiveSpec(("location",), 1, 1),
+    "proxy_pass": DirectiveSpec(("location", "if"), 1, 1),
     "proxy_set_header": DirectiveSpec(_H, 2, 2, multi=True),
     "proxy_next_upstream": DirectiveSpec(_H, 1, -1),
     "proxy_next_upstream_tries": DirectiveSpec(_H, 1, 1),
@@ -138,6 +145,20 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "proxy_read_timeout": DirectiveSpec(_H, 1, 1),
     "proxy_send_timeout": DirectiveSpec(_H, 1, 1),
     "proxy_http_version": DirectiveSpec(_H, 1, 1),
+    "error_page": DirectiveSpec((*_H, "if"), 2, -1, multi=True),
+    # files (ngx_http_core_module.c, ngx_http_index_module.c, ngx_http_headers_filter)
+    "root": DirectiveSpec((*_H, "if"), 1, 1),
+    "alias": DirectiveSpec(("location",), 1, 1),
+    "index": DirectiveSpec(_H, 1, -1, multi=True),
+    "try_files": DirectiveSpec(("server", "location"), 2, -1),
+    "internal": DirectiveSpec(("location",), 0, 0),
+    "expires": DirectiveSpec((*_H, "if"), 1, 2),
+    "etag": DirectiveSpec(_H, 1, 1),
+    "types": DirectiveSpec(_H, 0, 0, block=True, multi=True),
+    "default_type": DirectiveSpec(_H, 1, 1),
+    "allow": DirectiveSpec(_H, 1, 1, multi=True),
+    "deny": DirectiveSpec(_H, 1, 1, multi=True),
+    "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
 
@@ -151,8 +172,6 @@ _TEMP_PATHS = (
 NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     # nginx's own process model
     "user": ("main",),
-    "worker_processes": ("main",),
-    "worker_rlimit_nofile": ("main",),
     "worker_cpu_affinity": ("main",),
     "worker_priority": ("main",),
     "worker_shutdown_timeout": ("main",),
@@ -179,37 +198,40 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "variables_hash_bucket_size": ("http",),
     "map_hash_max_size": ("http",),
     "map_hash_bucket_size": ("http",),
-    "default_type": _H,
-    "types": _H,
+    "open_file_cache": _H,
+    "open_file_cache_valid": _H,
+    "open_file_cache_min_uses": _H,
+    "open_file_cache_errors": _H,
+    "autoindex": _H,  # only "autoindex off"
     "server_tokens": _H,
     "gzip": _H,  # only "gzip off"
 }
-NOTICE_ONLY_VALUE = {"gzip": "off"}
+NOTICE_ONLY_VALUE = {"gzip": "off", "autoindex": "off"}
 
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
-    root alias index try_files rewrite if break error_page autoindex internal limit_except
+    limit_except
     log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
     ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
+    disable_symlinks if_modified_since max_ranges
     ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
     gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
-    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers proxy_intercept_errors
+    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers
     proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
     proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
     limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
-    auth_basic_user_file auth_request allow deny real_ip_header set_real_ip_from
+    auth_basic_user_file auth_request real_ip_header set_real_ip_from
     real_ip_recursive resolver resolver_timeout
     client_header_buffer_size large_client_header_buffers keepalive_disable
     reset_timedout_connection lingering_close lingering_time lingering_timeout
     server_name_in_redirect port_in_redirect absolute_redirect merge_slashes
-    underscores_in_headers ignore_invalid_headers chunked_transfer_encoding expires
+    underscores_in_headers ignore_invalid_headers chunked_transfer_encoding
     sub_filter stub_status geo split_clients env load_module stream mail thread_pool
     zone state ntlm sticky queue slow_start health_check resolve aio directio
-    open_file_cache open_file_cache_valid open_file_cache_min_uses open_file_cache_errors
     output_buffers postpone_output send_lowat log_not_found log_subrequest
     recursive_error_pages satisfy variables_hash ssl_conf_command ssl_password_file
 """

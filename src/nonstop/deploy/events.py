@@ -22,6 +22,7 @@ log = logging.getLogger("nonstop")
 EVENT_KINDS = (
     "begin",  # lock taken, plan made
     "started",  # a new instance's process runs
+    "waiting",  # the health gate still waits (at most once a second, or when its answer changes)
     "healthy",  # the health gate passed
     "refused",  # the gate (or the start) failed; the new instance is stopped
     "switched",  # traffic moved to the new release
@@ -49,7 +50,9 @@ class Progress:
         return self._clock.monotonic() - self.start
 
     def __call__(self, event: str, message: str, **fields: Any) -> None:
-        log.info("deploy %s: %s", self.app, message)
+        # A wait is progress for whoever watches, not news for the daemon's log.
+        level = logging.DEBUG if event == "waiting" else logging.INFO
+        log.log(level, "deploy %s: %s", self.app, message)
         self._events.publish(
             DeployEvent(
                 self.app,

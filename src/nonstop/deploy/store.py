@@ -50,7 +50,7 @@ __all__ = [
     "StoreError",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OUTCOMES = ("running", "ok", "refused", "rolled_back", "failed", "interrupted")
 INSTANCE_STATES = ("starting", "running", "draining", "stopping", "stopped", "crashed", "failed")
 
@@ -107,7 +107,11 @@ CREATE TABLE locks (
 """
 
 # Index i upgrades schema version i+1 to i+2; append, never edit.
-_MIGRATIONS: tuple[str, ...] = ()
+_MIGRATIONS: tuple[str, ...] = (
+    # 2: an instance's command line, with its pid and start time what a restarted daemon
+    # compares before it adopts the process (docs/operations.md)
+    "ALTER TABLE instances ADD COLUMN cmdline TEXT",
+)
 
 log = logging.getLogger("nonstop")
 
@@ -210,6 +214,7 @@ class InstanceRecord:
     started_at: float
     state: str
     updated_at: float
+    cmdline: str | None = None  # /proc/PID/cmdline, NUL-separated, as last seen running
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +348,7 @@ class StateStore:
 
     @staticmethod
     def _create(db: _Database) -> None:
-        for statement in _SCHEMA_V1.split(";"):
+        for statement in [*_SCHEMA_V1.split(";"), *_MIGRATIONS]:
             if statement.strip():
                 db.execute(statement)
         db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
@@ -359,6 +364,7 @@ class StateStore:
         pid: int | None,
         pid_start: int | None = None,
         state: str = "starting",
+        cmdline: str | None = None,
     ) -> InstanceRecord:
         """A process started on ``port``: it replaces whatever was recorded there."""
         _check(state, INSTANCE_STATES, "instance state")
@@ -366,8 +372,8 @@ class StateStore:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO instances (app, port, slot, release, pid, pid_start,"
-                " started_at, state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (app, port, slot, release, pid, pid_start, now, state, now),
+                " started_at, state, updated_at, cmdline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (app, port, slot, release, pid, pid_start, now, state, now, cmdline),
             )
             db.execute(
                 "INSERT OR IGNORE INTO releases (app, release, first_started_at) VALUES (?, ?, ?)",
@@ -377,12 +383,17 @@ class StateStore:
         assert record is not None
         return record
 
-    def set_instance_state(self, app: str, port: int, state: str) -> None:
+    def set_instance_state(
+        self, app: str, port: int, state: str, cmdline: str | None = None
+    ) -> None:
+        """``cmdline``: the process's command line now (an app may exec or rename itself
+        after it starts), kept for recognising it after a restart of nonstop."""
         _check(state, INSTANCE_STATES, "instance state")
         with self.transaction() as db:
             db.execute(
-                "UPDATE instances SET state = ?, updated_at = ? WHERE app = ? AND port = ?",
-                (state, self.clock.wall(), app, port),
+                "UPDATE instances SET state = ?, updated_at = ?, cmdline = coalesce(?, cmdline)"
+                " WHERE app = ? AND port = ?",
+                (state, self.clock.wall(), cmdline, app, port),
             )
 
     def forget_instance(self, app: str, port: int) -> None:

@@ -46,10 +46,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from nonstop.config.model import Config
+from nonstop.config.model import Config, UpstreamSpec
+from nonstop.errors import UsageError
 from nonstop.servers import ServerReport, ServerState
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "check_static_server"]
+
+
+def check_static_server(spec: UpstreamSpec | None, upstream: str, address: str) -> None:
+    """``UsageError`` unless ``address`` is a server of the static upstream ``spec`` (named
+    ``upstream``): what ``drain_server`` and ``undrain_server`` accept."""
+    if spec is None or spec.implicit:
+        raise UsageError(f'no upstream "{upstream}" in the running config')
+    if spec.app:
+        raise UsageError(f'"{upstream}" is an app: its servers follow its deploys (nonstop deploy)')
+    if all(server.address != address for server in spec.servers):
+        known = ", ".join(s.address for s in spec.servers)
+        raise UsageError(f'upstream "{upstream}" has no server {address} (it has {known})')
 
 
 class Engine(Protocol):

@@ -40,6 +40,7 @@ _KEYS = frozenset(
         "upstream_port",
         "remote_nonstop",
         "lease_file",
+        "hold_timeout",
     }
 )
 _PERCENT = re.compile(r"([0-9]+)%")
@@ -64,6 +65,7 @@ class FleetSpec:
     upstream_port: int | None = None
     remote_nonstop: str = "nonstop"
     lease_file: str | None = None
+    hold_timeout: float = 600.0
     file: str = ""
 
     @property
@@ -166,6 +168,7 @@ def fleet_from_table(value: object, file: str) -> FleetSpec:
         upstream_port=upstream_port,
         remote_nonstop=remote_nonstop,
         lease_file=_remote_path(t, "lease_file") if t.has("lease_file") else None,
+        hold_timeout=_positive(t, "hold_timeout", 600.0),
         file=file,
     )
 

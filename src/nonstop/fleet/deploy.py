@@ -51,10 +51,6 @@ __all__ = [
 
 LEASE_TTL = 30.0
 """Seconds a silent lease outlives its last heartbeat (renewed every third of it)."""
-HOLD_TIMEOUT = 600.0
-"""How long a host keeps a held deploy without commit or abort before rolling back on its
-own: the backstop for a host the deployer lost, or a deployer that vanished.  A fleet
-deploy that takes longer sees its first hosts end their hold, and rolls back."""
 DRAIN_TIMEOUT = 30.0
 POLL = 0.5
 """Seconds between two looks at the hosts during the verify window."""
@@ -122,6 +118,11 @@ def serving_problem(status: dict[str, Any], app: str, release: str | None) -> st
     serving = sorted({str(i.get("release")) for i in instances})
     if release is not None and serving != [release]:
         return f"{app} serves {', '.join(serving)}, not {release}"
+    gone = [i for i in instances if i.get("state", "running") != "running"]
+    if gone:
+        state = gone[0].get("state")
+        what = "crashed" if state == "crashed" else f"is {state}"
+        return f"{app}'s instance on port {gone[0].get('port')} {what}"
     down = [i for i in instances if i.get("health") != "up"]
     if down:
         return f"{app}'s instance on port {down[0].get('port')} is {down[0].get('health')}"
@@ -214,6 +215,11 @@ class FleetRun:
         self.token = new_token()
         self.stop_reason: str | None = None
         self.addresses: dict[Destination, str] = {}
+        self.left_out: list[str] = []
+        self.switched_status: dict[Destination, dict[str, Any]] = {}
+        """Each switched host's status once it served the release: what verify compares
+        with, so a crash and a restart between a host's switch and the verify window, or
+        a 5xx answered meanwhile, still count."""
 
     def emit(self, event: str, message: str, host: Destination | None = None, **extra: Any) -> None:
         data: dict[str, Any] = {"event": event, "t": round(time.monotonic() - self.started, 3)}
@@ -353,7 +359,8 @@ class FleetRun:
             left = [h for h in self.spec.hosts if str(h) not in down]
             if not left:
                 raise
-            self.emit("skip", f"leaving out unreachable hosts: {', '.join(sorted(down))}")
+            self.left_out = sorted(down)
+            self.emit("skip", f"leaving out unreachable hosts: {', '.join(self.left_out)}")
             return left
 
     async def each_host(
@@ -380,14 +387,16 @@ class FleetRun:
         code, answer, stderr = await self.nonstop(
             host,
             *("deploy", self.app, "--release", release),
-            *("--hold", "--hold-timeout", f"{HOLD_TIMEOUT:g}", "--json"),
+            *("--hold", "--hold-timeout", f"{self.spec.hold_timeout:g}", "--json"),
         )
         if code != 0 or not answer or not answer.get("ok"):
             why = (answer or {}).get("error") or stderr.strip()[-300:] or f"exit {code}"
             raise HostError(str(host), f"refused {release}: {why}")
-        problem = serving_problem(await self.status(host), self.app, release)
+        status = await self.status(host)
+        problem = serving_problem(status, self.app, release)
         if problem is not None:
             raise HostError(str(host), problem)
+        self.switched_status[host] = status
         self.emit("serving", f"serves {release}", host)
         if self.spec.front is not None:
             await self._front("undrain", host)
@@ -396,7 +405,7 @@ class FleetRun:
 
     async def verify(self, hosts: Sequence[Destination], release: str, window: float) -> None:
         self.emit("verify", f"verifying every host for {window:g}s")
-        before = dict(zip(hosts, await asyncio.gather(*map(self.status, hosts)), strict=True))
+        before = self.switched_status
         deadline = time.monotonic() + window
         while True:
 
@@ -412,17 +421,27 @@ class FleetRun:
 
     async def undo(self, ledger: Ledger) -> list[str]:
         """Abort every switched host's held deploy, undrain what was drained; the
-        troubles met on the way (each names its host)."""
+        troubles met on the way (each names its host).  A host that could not be aborted
+        (unreachable, say) stays drained at the front: what it serves is not known, and
+        its own daemon rolls it back when its hold ends."""
         troubles: list[str] = []
+        unknown: set[Destination] = set()
 
         async def abort(host: Destination) -> None:
             self.emit("abort", "back to the warm previous release", host)
             code, answer, stderr = await self.nonstop(host, "abort", self.app, "--json")
             if code != 0 and "no deploy" not in str((answer or {}).get("error")):
                 why = (answer or {}).get("error") or stderr.strip()[-300:]
-                troubles.append(f"{host}: abort failed: {why}")
+                raise HostError(str(host), f"abort failed: {why}")
 
         async def undrain(host: Destination) -> None:
+            if host in unknown:
+                troubles.append(
+                    f"{host}: left drained at the front (its own daemon rolls it back when "
+                    f"its hold ends, within {self.spec.hold_timeout:g}s; then `nonstop "
+                    "undrain` it at the front)"
+                )
+                return
             await self._front("undrain", host)
             self.emit("undrain", "back in the front", host)
 
@@ -430,9 +449,15 @@ class FleetRun:
             results = await asyncio.gather(*(work(h) for h in hosts), return_exceptions=True)
             for host, result in zip(hosts, results, strict=True):
                 if isinstance(result, HostError | OSError):
-                    troubles.append(f"{host}: {result}")
+                    troubles.append(
+                        str(result) if isinstance(result, HostError) else f"{host}: {result}"
+                    )
+                    unknown.add(host)
                 elif isinstance(result, BaseException):
                     raise result
+            back = [str(h) for h in hosts if h not in unknown]
+            if work is abort and back:
+                self.emit("aborted", f"back on the previous release: {', '.join(back)}")
         return troubles
 
     async def deploy(
@@ -463,7 +488,8 @@ class FleetRun:
         self.emit("commit", "every host serves the release: committing")
         await self.each_host("commit", hosts, self._commit)
         ledger.committed = True
-        self.emit("done", f"{self.app} {release} is live on {len(hosts)} host(s)")
+        left_out = f"; left out: {', '.join(self.left_out)}" if self.left_out else ""
+        self.emit("done", f"{self.app} {release} is live on {len(hosts)} host(s){left_out}")
 
     def sizes(self, count: int) -> list[int]:
         from nonstop.fleet.batches import batch_sizes

@@ -18,7 +18,7 @@ from nonstop.config.model import HealthSpec
 from nonstop.health.active import Verdict
 from nonstop.health.checker import ProbeFn, probe
 
-__all__ = ["GateResult", "wait_healthy"]
+__all__ = ["GateResult", "GateWait", "wait_healthy"]
 
 _TAIL_LINES = 20
 
@@ -44,6 +44,15 @@ class GateResult:
         return text
 
 
+@dataclass(frozen=True, slots=True)
+class GateWait:
+    """The gate is still waiting: what a progress line says while an app starts."""
+
+    elapsed: float  # seconds since the gate began
+    timeout: float  # how long it waits at most (the spec's ``start_timeout``)
+    detail: str  # the last probe's outcome: "connection refused", "status 503 ..."
+
+
 def _failed(
     reason: str, last: Verdict | None, tail: Callable[[], str] | None, elapsed: float, probes: int
 ) -> GateResult:
@@ -67,6 +76,7 @@ async def wait_healthy(
     is_alive: Callable[[], bool] = lambda: True,
     tail: Callable[[], str] | None = None,
     *,
+    on_wait: Callable[[GateWait], None] | None = None,
     probe_fn: ProbeFn = probe,
     clock: Clock = SYSTEM_CLOCK,
 ) -> GateResult:
@@ -74,12 +84,15 @@ async def wait_healthy(
 
     ``deadline`` is on ``clock.monotonic()``; None means ``spec.start_timeout`` from now.
     ``is_alive`` says whether the instance's process still runs; ``tail`` returns the end
-    of its log for the failure message.
+    of its log for the failure message.  ``on_wait`` hears how the wait goes after a probe
+    that did not pass, from one second on (an app that starts at once is not worth a line):
+    at most once a second, and whenever the probe's outcome changes.
     """
     start = clock.monotonic()
     end = start + spec.start_timeout if deadline is None else deadline
     last: Verdict | None = None
     probes = passes = 0
+    told: tuple[int, str] | None = None  # the whole second and detail last reported
     while True:
         if not is_alive():
             why = "the process exited before passing its health check"
@@ -104,4 +117,9 @@ async def wait_healthy(
         if now >= end:
             why = f"not healthy after {spec.start_timeout:g}s: {last.detail}"
             return _failed(why, last, tail, now - start, probes)
+        if on_wait is not None and not last.ok and now - start >= 1.0:
+            news = (int(now - start), last.detail)
+            if told is None or news[0] > told[0] or news[1] != told[1]:
+                told = news
+                on_wait(GateWait(now - start, end - start, last.detail))
         await clock.sleep(min(spec.interval, max(0.0, end - now)))

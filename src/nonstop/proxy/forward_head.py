@@ -24,8 +24,8 @@ PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"C
 
 def forward_head(req: Request, route: Route, chunked: bool, upstream_keepalive: bool) -> bytes:
     """The head to send upstream; ``chunked``: the body goes on chunked, as it came."""
-    url = req.url
-    if route.uri_replace is not None:
+    url = req.url if req.forward is None else req.forward  # a rewritten URI
+    if route.uri_replace is not None and req.forward is None:
         url = _rewritten(req, route.uri_prefix, route.uri_replace)
     parts = [req.method, b" ", url, b" HTTP/1.1\r\n"]
     drop = route.drop

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, cast
 import httptools
 
 from nonstop.proxy.connection_pool import Receiver, UpstreamConnection
+from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.exchange import Exchange
 from nonstop.proxy.forward_head import forward_head
 from nonstop.proxy.request import Request
@@ -55,6 +56,7 @@ from nonstop.proxy.responses import (
     return_response,
 )
 from nonstop.proxy.retry import failure_status, may_retry, status_outcome, status_retry
+from nonstop.proxy.static import FileBody, serve
 from nonstop.proxy.upstream import Outcome
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
     from nonstop.proxy.server import Backend, ProxyState
     from nonstop.proxy.upstream import Peer
 
-__all__ = ["ClientConnection", "Rejected"]
+__all__ = ["ClientConnection"]
 
 log = logging.getLogger("nonstop")
 
@@ -97,6 +99,7 @@ class ClientConnection(Receiver):
         "eof",
         "exchange",
         "feed",
+        "file_body",
         "get_method",
         "get_version",
         "head_bytes",
@@ -149,6 +152,7 @@ class ClientConnection(Receiver):
         self.held: list[bytes] | None = None
         self.upgrading = False
         self.write_paused = False
+        self.file_body: FileBody | None = None  # a file on its way out (proxy/static.py)
         self.reading_paused = False
         self.eof = False
         self.lingering = 0.0
@@ -319,8 +323,11 @@ class ClientConnection(Receiver):
         self._pause_reading()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still want its response (nginx answers it).
+        # A half-closed client may still want its response (nginx answers it); a tunnel
+        # ends with the client's end, as nginx's upgraded connections do.
         self.eof = True
+        if self.phase == TUNNEL:
+            return False
         return self.req is not None or bool(self.pending)
 
     def pause_writing(self) -> None:
@@ -336,6 +343,8 @@ class ClientConnection(Receiver):
     def resume_writing(self) -> None:
         ex = self.exchange
         self.write_paused = False
+        if self.file_body is not None:
+            self.file_body.pump()
         uconn = ex.uconn
         if uconn is not None and uconn.transport is not None and not uconn.closed:
             uconn.transport.resume_reading()
@@ -440,6 +449,8 @@ class ClientConnection(Receiver):
         self.conn_requests += 1
         route = req.route
         assert route is not None
+        if route.server is not None:
+            route = route.server.dispatch(req)  # rewrite directives, regex locations
         ex.route = route
         self.send_timeout = route.client_send_timeout
         if req.version == "1.1" and req.http_host is None:
@@ -452,10 +463,16 @@ class ClientConnection(Receiver):
             req.vars = {}
             for name, fn in route.sets:
                 req.vars[name] = fn(req)
-        if route.ret_code:
+        if route.ret_code or req.ret_code:
             self._respond_return(req, route)
             return
+        if route.access is not None and not route.access.allows(self.remote_bytes):
+            self._respond_error(403, close=False)  # allow/deny (proxy/access.py)
+            return
         if not route.passes:
+            if route.files is not None:
+                serve(self, req, route.files, body, complete)  # proxy/static.py
+                return
             self._respond_error(404, close=False)
             return
         limit = route.client_max_body_size
@@ -732,6 +749,8 @@ class ClientConnection(Receiver):
                 ex.uconn = None
                 self._retry_or_fail(mask)
                 return
+        if route.intercept and status >= 300 and self._error_page(req, route, status):
+            return  # proxy_intercept_errors
         ex.resp_status = status
         ex.resp_started = True
         peer = ex.peer
@@ -1061,12 +1080,12 @@ class ClientConnection(Receiver):
 
     # -- responses of our own ----------------------------------------------------------
     def _respond_return(self, req: Request, route: Route) -> None:
-        code = route.ret_code
+        code = req.ret_code or route.ret_code
         if code == 444:
             self._log(444)
             self._close()
             return
-        text = route.ret_text(req) if route.ret_text is not None else None
+        text = req.ret_text if req.ret_code else route.ret_text(req) if route.ret_text else None
         authority = req.host or req.server_name
         body, ctype, extra = return_response(code, text, req.scheme, authority, self.local_port)
         self._respond(code, body, ctype, extra, close=False)
@@ -1084,6 +1103,8 @@ class ClientConnection(Receiver):
         route = ex.route
         if req is None or self.transport is None:
             return
+        if route is not None and route.error_pages and self._error_page(req, route, code):
+            return
         if not ex.body_done or self.upgrading:
             close = True  # an unread body would be taken for the next request
         keep = not close and self._client_keeps_alive(req)
@@ -1091,10 +1112,26 @@ class ClientConnection(Receiver):
             extra += added_headers(route, code, req)
         date = self.state.date.current
         head_only = req.method == b"HEAD"
-        self.transport.write(local_response(code, body, ctype, date, keep, extra, head_only))
+        status = req.err_status or code  # error_page's
+        self.transport.write(local_response(status, body, ctype, date, keep, extra, head_only))
         ex.resp_started = True
         ex.resp_bytes = len(body)
         self._finish(code, not keep)
+
+    def _error_page(self, req: Request, route: Route, code: int) -> bool:
+        """The page ``error_page`` names answers ``code`` instead (proxy/error_page.py)."""
+        page = page_for(route.error_pages, req, code)
+        if page is None or not self.exchange.body_done or route.owner is None:
+            return False
+        self._abort_upstream()
+        status, location = redirect_to_page(req, page, code, route.owner)
+        if status:
+            extra = b"Location: " + location.encode("latin-1") + b"\r\n"
+            self._respond(status, error_page(status), b"text/html", extra, False)
+        else:
+            self.conn_requests -= 1  # the same request, started again
+            self._start(req, [], True)
+        return True
 
     def _bad_request(self, code: int) -> None:
         """Malformed input: answer ``code`` and close; nothing more is forwarded."""

@@ -73,6 +73,18 @@ class Request:
     route: Route | None = None
     vars: dict[str, str] | None = None
     body_received: int = 0
+    # the rewrite module (proxy/rewrite.py): $1..$9, an answer it chose, what it changed
+    captures: list[str] | None = None
+    ret_code: int = 0
+    ret_text: str | None = None
+    uri_changed: bool = False  # search the locations again
+    rewritten: bool = False  # $uri or $args differ from the request line's
+    valid_location: bool = True  # False after "rewrite ... break": proxy_pass's URI is ignored
+    forward: bytes | None = None  # the target to send upstream, when not the request's
+    # error_page (proxy/error_page.py): the status the client gets, and that one was used
+    err_status: int = 0
+    error_paged: bool = False
+    internal: bool = False  # an internal redirect: "internal" locations may take it
     # timing and the server that answered, for the access log and the counters
     start: float = 0.0  # the loop's clock when the request line began
     peer: Peer | None = None  # the last server tried

@@ -54,7 +54,7 @@ def response_head(
                     lines = without(lines, named)
     # the head is joined once from its parts: status line, our Server and Date, the
     # upstream's lines, add_header lines, framing and Connection
-    parts = [status_line(status), SERVER_LINE, date]
+    parts = [status_line(req.err_status or status), SERVER_LINE, date]  # error_page's status
     parts += lines
     uconn.clear_head()
     if route.add_success or route.add_always:

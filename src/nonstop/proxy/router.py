@@ -3,25 +3,38 @@
 Built once per config from the frozen model (``Router.build``); the hot path only does
 dict look-ups and a short prefix scan.  Server selection follows nginx's
 ngx_http_find_virtual_server (exact name, then leading wildcard, then trailing wildcard,
-then the listen's default server); locations follow ngx_http_core_find_location for the
-subset (``=`` exact, then the longest prefix).
+then the listen's default server); locations follow ngx_http_core_find_location (``=``
+exact, then the longest prefix, then regexes unless that prefix is ``^~``).  A server with
+no regex location and no rewrite program routes by a look-up and a prefix scan, cached per
+(Host, path) by the protocol; the others go through ``ServerRoutes.dispatch`` per request.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nonstop.config.model import (
     AddHeader,
     Config,
+    IfSpec,
     LocationSpec,
+    Regex,
     ReturnSpec,
     ServerBlock,
+    SetSpec,
+    Step,
     Template,
 )
+from nonstop.config.rewrite import compile_regex
+from nonstop.proxy.access import Access, compile_access
+from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.request import Request
-from nonstop.proxy.variables import Getter, VariableTable
+from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
+from nonstop.proxy.static import Files, compile_files
+from nonstop.proxy.uri import escape_uri
+from nonstop.proxy.variables import Getter, VariableTable, set_captures
 
 __all__ = ["HOP_BY_HOP", "HeaderOp", "Route", "Router", "VirtualHosts"]
 
@@ -50,6 +63,7 @@ class Route:
     """A location, compiled: everything the hot path needs, precomputed."""
 
     __slots__ = (
+        "access",
         "add_always",
         "add_success",
         "backend",
@@ -61,6 +75,10 @@ class Route:
         "connect_timeout",
         "const_head",
         "drop",
+        "error_pages",
+        "files",
+        "intercept",
+        "internal",
         "keepalive_requests",
         "keepalive_timeout",
         "keeps_connection_header",
@@ -69,7 +87,9 @@ class Route:
         "next_timeout",
         "next_upstream",
         "ops",
+        "owner",
         "passes",
+        "program",
         "proxy_host",
         "read_timeout",
         "request_buffering",
@@ -77,8 +97,10 @@ class Route:
         "ret_text",
         "send_timeout",
         "sends_request_id",
+        "server",
         "sets",
         "spec",
+        "stops_regex",
         "tries",
         "upstream",
         "uri_prefix",
@@ -86,13 +108,34 @@ class Route:
         "url_fn",
     )
 
-    def __init__(self, block: ServerBlock, spec: LocationSpec | None, table: VariableTable):
+    def __init__(
+        self,
+        block: ServerBlock,
+        spec: LocationSpec | None,
+        table: VariableTable,
+        dynamic: bool = False,
+    ):
         self.block = block
         self.spec = spec
         where = str(spec.source) if spec is not None and spec.source else ""
-        sets = [(name, table.compile(value, where)) for name, value in block.sets]
-        ret: ReturnSpec | None = block.ret
-        if spec is not None:
+        # In a server whose rewrite directives run as programs (``dynamic``), set and
+        # return are steps of the program; otherwise they are precomputed here.
+        self.program: tuple[Op, ...] = ()
+        self.server: ServerRoutes | None = None  # set on a dynamic server's entry route
+        self.stops_regex = spec is not None and spec.modifier == "^~"
+        self.owner: ServerRoutes | None = None  # the server's routes, for error_page
+        pages = spec.error_pages if spec is not None else block.error_pages
+        self.error_pages: dict[int, Page] | None = compile_pages(pages, table, where)
+        self.intercept = spec is not None and spec.intercept_errors
+        self.internal = spec is not None and spec.internal
+        rules = spec.access if spec is not None else block.access
+        self.access: Access | None = compile_access(rules)
+        files = spec.files if spec is not None else block.files
+        prefix = spec.path if spec is not None else "/"
+        self.files: Files | None = compile_files(files, prefix, table, where)
+        sets = [] if dynamic else [(n, table.compile(v, where)) for n, v in block.sets]
+        ret: ReturnSpec | None = None if dynamic else block.ret
+        if spec is not None and not dynamic:
             sets += [(name, table.compile(value, where)) for name, value in spec.sets]
             ret = ret or spec.ret
         self.sets = tuple(sets)
@@ -190,34 +233,153 @@ def _op(name: str, value: Template, table: VariableTable, where: str) -> HeaderO
     return HeaderOp(name.encode("latin-1"), None, table.compile(value, where))
 
 
-class ServerRoutes:
-    """One server block's locations."""
+def _simple_steps(
+    sets: tuple[tuple[str, Template], ...], ret: ReturnSpec | None
+) -> tuple[Step, ...]:
+    return (*(SetSpec(name, value) for name, value in sets), *((ret,) if ret else ()))
 
-    __slots__ = ("block", "exact", "fallback", "prefixes")
+
+def _is_dynamic(block: ServerBlock) -> bool:
+    """Whether the server needs the location loop of ``ServerRoutes.dispatch``: it has
+    regex locations or rewrite programs.  Others route by a look-up and a prefix scan."""
+    return bool(block.steps) or any(loc.is_regex or loc.steps for loc in block.locations)
+
+
+# ngx_http_core_post_rewrite_phase: a URI may change 10 times, the 11th is a 500
+_MAX_URI_CHANGES = 10
+
+
+class ServerRoutes:
+    """One server block's locations, and its rewrite programs when it has any."""
+
+    __slots__ = (
+        "all",
+        "block",
+        "denied",
+        "entry",
+        "exact",
+        "fallback",
+        "named",
+        "prefixes",
+        "program",
+        "regexes",
+    )
 
     def __init__(self, block: ServerBlock, table: VariableTable):
         self.block = block
+        dynamic = _is_dynamic(block)
         self.exact: dict[str, Route] = {}
+        self.named: dict[str, Route] = {}
+        self.all: list[Route] = []
         prefixes: list[tuple[str, Route]] = []
+        regexes: list[tuple[re.Pattern[str], Route]] = []
         for loc in block.locations:
-            route = Route(block, loc, table)
-            if loc.exact:
+            route = Route(block, loc, table, dynamic)
+            self.all.append(route)
+            if dynamic:
+                route.program = self._compile(loc, table)
+            if loc.is_named:
+                self.named[loc.path] = route
+            elif loc.is_regex:
+                regexes.append((compile_regex(Regex(loc.path, loc.modifier == "~*")), route))
+            elif loc.exact:
                 self.exact[loc.path] = route
             else:
                 prefixes.append((loc.path, route))
         prefixes.sort(key=lambda item: len(item[0]), reverse=True)
         self.prefixes = tuple(prefixes)
+        self.regexes = tuple(regexes)
         # No location matched: a server-level return still answers; otherwise 404.
-        self.fallback = Route(block, None, table)
+        self.fallback = Route(block, None, table, dynamic)
+        self.all.append(self.fallback)
+        # an "internal" location asked for from outside: nginx answers 404
+        self.denied = Route(block, None, table, dynamic)
+        self.denied.ret_code = 404
+        self.denied.files = None
+        self.all.append(self.denied)
+        self.entry: Route | None = None
+        self.program: tuple[Op, ...] = ()
+        if dynamic:
+            where = str(block.source or "")
+            steps = block.steps or _simple_steps(block.sets, block.ret)
+            self.program = compile_steps(steps, table, where)
+            self.entry = Route(block, None, table, True)
+            self.entry.server = self
+            self.all.append(self.entry)
+        for route in self.all:
+            route.owner = self
 
-    def find(self, path: str) -> Route:
+    def _compile(self, loc: LocationSpec, table: VariableTable) -> tuple[Op, ...]:
+        def route_of(step: IfSpec) -> Route:
+            route = Route(self.block, step.location, table, True)
+            self.all.append(route)
+            return route
+
+        steps = loc.steps or _simple_steps(loc.sets, loc.ret)
+        return compile_steps(steps, table, str(loc.source or ""), route_of)
+
+    def find(self, path: str, internal: bool = False) -> Route:
+        if self.entry is not None:
+            return self.entry  # its dispatch() runs per request
+        route = self.exact.get(path)
+        if route is None:
+            route = self.fallback
+            for prefix, candidate in self.prefixes:
+                if path.startswith(prefix):
+                    route = candidate
+                    break
+        if route.internal and not internal:
+            return self.denied
+        return route
+
+    def locate(self, req: Request) -> Route:
+        """ngx_http_core_find_location: ``=``, then the longest prefix; unless that is
+        ``^~``, the first regex in config order that matches; else that prefix."""
+        path = req.path
         route = self.exact.get(path)
         if route is not None:
             return route
-        for prefix, route in self.prefixes:
+        best: Route | None = None
+        for prefix, candidate in self.prefixes:
             if path.startswith(prefix):
-                return route
-        return self.fallback
+                best = candidate
+                break
+        if best is not None and best.stops_regex:
+            return best
+        for pattern, candidate in self.regexes:
+            found = pattern.search(path)
+            if found is not None:
+                set_captures(req, found)
+                return candidate
+        return best if best is not None else self.fallback
+
+    def dispatch(self, req: Request, named: Route | None = None) -> Route:
+        """The server's rewrite program, then the location search and the location's
+        program, again while a rewrite changes the URI (nginx's find-config, rewrite and
+        post-rewrite phases).  Leaves the answer, if any, in ``req.ret_code``.  A jump
+        to a ``named`` location starts at that location's program."""
+        req.route = self.fallback
+        if named is None and run(self.program, req) == ANSWER:
+            return self.fallback
+        for _ in range(_MAX_URI_CHANGES + 1):
+            route = req.route = named if named is not None else self.locate(req)
+            named = None
+            if route.internal and not req.internal:
+                return self.denied
+            req.uri_changed = False
+            req.valid_location = True
+            if run(route.program, req) == ANSWER or not req.uri_changed:
+                break
+        else:
+            req.ret_code, req.ret_text = 500, None  # "rewrite or internal redirection cycle"
+            return self.fallback
+        final = req.route
+        assert final is not None
+        if req.rewritten and (not req.valid_location or final.uri_replace is None):
+            # proxy_pass sends the changed $uri, escaped, with $args
+            target = escape_uri(req.path) + ("?" + req.args if req.args else "")
+            req.forward = target.encode("latin-1")
+        return final
 
 
 class VirtualHosts:
@@ -289,9 +451,7 @@ class Router:
     def routes(self) -> Iterable[Route]:
         for vhosts in self.by_listen.values():
             for srv in vhosts.servers:
-                yield from srv.exact.values()
-                yield from [route for _, route in srv.prefixes]
-                yield srv.fallback
+                yield from srv.all
 
     def vhosts_for(self, local_host: str, port: int) -> VirtualHosts | None:
         """The most specific listen entry for a connection's local address."""

@@ -7,13 +7,15 @@ a constant.  Getters follow nginx's definitions (src/http/ngx_http_variables.c a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 
 from nonstop.config.model import MapSpec, Template
+from nonstop.config.rewrite import CAPTURES, compile_regex
 from nonstop.errors import ConfigError
 from nonstop.proxy.request import Request
 
-__all__ = ["BUILTINS", "Getter", "VariableTable"]
+__all__ = ["BUILTINS", "Getter", "VariableTable", "set_captures"]
 
 Getter = Callable[[Request], str]
 
@@ -121,12 +123,28 @@ class VariableTable:
         source = self.getter(spec.source, "map")
         table = {key: self.compile(value) for key, value in spec.entries}
         default = self.compile(spec.default)
+        if not spec.regexes:
 
-        def get(req: Request) -> str:
-            fn = table.get(source(req).lower(), default)  # nginx maps ignore case
-            return fn(req)
+            def get(req: Request) -> str:
+                fn = table.get(source(req).lower(), default)  # nginx maps ignore case
+                return fn(req)
 
-        return get
+            return get
+        regexes = [(compile_regex(regex), self.compile(value)) for regex, value in spec.regexes]
+
+        def get_regex(req: Request) -> str:
+            key = source(req)
+            fn = table.get(key.lower())
+            if fn is not None:
+                return fn(req)
+            for pattern, value in regexes:  # in order, after the exact keys (ngx_http_map_find)
+                found = pattern.search(key)
+                if found is not None:
+                    set_captures(req, found)
+                    return value(req)
+            return default(req)
+
+        return get_regex
 
     def getter(self, name: str, where: str = "") -> Getter:
         if name in self._set_names:
@@ -141,6 +159,8 @@ class VariableTable:
             return _arg(name[4:])
         if name.startswith("cookie_"):
             return _cookie(name[7:])
+        if name in CAPTURES:
+            return _capture(int(name) - 1)
         raise ConfigError(f'unknown "{name}" variable', where)
 
     def compile(self, template: Template, where: str = "") -> Getter:
@@ -161,6 +181,26 @@ class VariableTable:
     @property
     def maps(self) -> Mapping[str, Getter]:
         return self._maps
+
+
+def set_captures(req: Request, found: re.Match[str]) -> None:
+    """$1..$9 and the named groups of the regex that matched (ngx_http_regex_exec)."""
+    if found.re.groups:
+        req.captures = [group or "" for group in found.groups()]
+    names = found.re.groupindex
+    if names:
+        if req.vars is None:
+            req.vars = {}
+        for name in names:
+            req.vars[name] = found.group(name) or ""
+
+
+def _capture(index: int) -> Getter:
+    def get(req: Request) -> str:
+        found = req.captures
+        return found[index] if found is not None and index < len(found) else ""
+
+    return get
 
 
 def _const(text: str) -> Getter:

@@ -17,11 +17,17 @@ from nonstop.supervisor.launcher import (
     ensure_port_free,
 )
 from nonstop.supervisor.logfile import tail
-from nonstop.supervisor.orphan import is_our_process, reclaim
-from nonstop.supervisor.process import ChildProcess, process_start_ticks
+from nonstop.supervisor.orphan import AdoptedProcess, is_gone, is_our_process, reclaim
+from nonstop.supervisor.process import (
+    ChildProcess,
+    process_cmdline,
+    process_start_ticks,
+    process_started_at,
+)
 from nonstop.supervisor.supervisor import Supervisor, SupervisorEvent
 
 __all__ = [
+    "AdoptedProcess",
     "ChildProcess",
     "FakeLauncher",
     "FakeProcess",
@@ -38,8 +44,11 @@ __all__ = [
     "SupervisorEvent",
     "build_launch",
     "ensure_port_free",
+    "is_gone",
     "is_our_process",
+    "process_cmdline",
     "process_start_ticks",
+    "process_started_at",
     "reclaim",
     "substitute",
     "tail",

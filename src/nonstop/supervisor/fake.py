@@ -27,6 +27,7 @@ class FakeProcess:
     reaped: bool = False
     signals: list[int] = field(default_factory=list)
     refused: list[int] = field(default_factory=list)
+    released: bool = False  # no longer watched: nonstop stopped and left it running
     _exited: asyncio.Event = field(default_factory=asyncio.Event)
 
     def signal_group(self, signum: int) -> bool:
@@ -56,6 +57,9 @@ class FakeProcess:
             raise RuntimeError("reap before exit")
         self.reaped = True
         return self.returncode
+
+    def close(self) -> None:
+        self.released = True
 
 
 @dataclass

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
+from nonstop.config.accounts import resolve_account
 from nonstop.config.model import AppSpec
 from nonstop.supervisor import logfile
-from nonstop.supervisor.command import LaunchSpec, build_launch
+from nonstop.supervisor.command import LaunchSpec, base_environment, build_launch
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.launcher import Launcher, ProcessHandle
+from nonstop.supervisor.process import process_cmdline
+
+log = logging.getLogger("nonstop")
 
 __all__ = ["ExitCallback", "Instance", "InstanceState"]
 
@@ -87,6 +92,10 @@ class Instance:
     def start_ticks(self) -> int | None:
         return self._handle.start_ticks if self._handle is not None else None
 
+    def cmdline(self) -> str | None:
+        """The process's command line now (recorded once it serves, after any exec)."""
+        return None if self.pid is None else process_cmdline(self.pid)
+
     def is_alive(self) -> bool:
         """Started and not yet exited (a stopping instance is still alive)."""
         return self._handle is not None and self._handle.returncode is None
@@ -101,8 +110,14 @@ class Instance:
         return logfile.tail(self.log_path, lines)
 
     def launch_spec(self) -> LaunchSpec:
-        env = os.environ if self._base_env is None else self._base_env
-        return build_launch(self.app, self.port, self.release, str(self.log_path), env)
+        """What to start; ``StartFailed`` when the app's ``user``/``group`` is unknown."""
+        try:
+            account = resolve_account(self.app.user, self.app.group)
+        except ValueError as exc:
+            raise StartFailed(f"cannot start {self.app.name}: {exc}") from None
+        source = os.environ if self._base_env is None else self._base_env
+        env = base_environment(source, account)
+        return build_launch(self.app, self.port, self.release, str(self.log_path), env, account)
 
     async def start(self) -> None:
         """Refuse a busy port, append the header line, start the process, watch it."""
@@ -127,6 +142,32 @@ class Instance:
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch(self._handle), name=f"watch {self.app.name}:{self.port}"
         )
+
+    def adopt(self, handle: ProcessHandle, started_at: float) -> None:
+        """Take over a process an earlier nonstop started (``AdoptedProcess``): from now on
+        it is watched, restarted and stopped as if started here."""
+        if self.state is not InstanceState.NEW:
+            raise RuntimeError(f"{self!r} was already started")
+        now = self._clock.wall()
+        logfile.append_line(
+            self.log_path,
+            f"adopt app={self.app.name} release={self.release} port={self.port} pid={handle.pid}",
+            now,
+        )
+        self._handle = handle
+        self.started_at = started_at
+        self.started_mono = self._clock.monotonic() - max(0.0, now - started_at)
+        self.state = InstanceState.RUNNING
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._watch(handle), name=f"watch {self.app.name}:{self.port}"
+        )
+
+    def leave_running(self) -> None:
+        """Stop watching, leave the process running: the next nonstop adopts it."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._handle is not None:
+            self._handle.close()
 
     async def wait(self) -> int:
         """Wait until the process has exited and been reaped; its return code."""
@@ -166,13 +207,16 @@ class Instance:
         self.state = InstanceState.CRASHED if crashed else InstanceState.STOPPED
         started = self.started_mono
         ran = self._clock.monotonic() - started if started is not None else 0.0
-        logfile.append_line(
-            self.log_path,
-            f"{'crash' if crashed else 'stop'} app={self.app.name} release={self.release} "
-            f"port={self.port} pid={handle.pid} {logfile.describe_exit(code)} "
-            f"after {ran:.1f}s",
-            self._clock.wall(),
-        )
+        try:
+            logfile.append_line(
+                self.log_path,
+                f"{'crash' if crashed else 'stop'} app={self.app.name} release={self.release} "
+                f"port={self.port} pid={handle.pid} {logfile.describe_exit(code)} "
+                f"after {ran:.1f}s",
+                self._clock.wall(),
+            )
+        except OSError as exc:  # a full disk loses the footer, never the exit itself
+            log.error("cannot write %s: %s", self.log_path, exc.strerror or exc)
         self._done.set()
         if self.on_exit is not None:
             self.on_exit(self, code, crashed)

@@ -12,6 +12,8 @@ import os
 import signal
 from pathlib import Path
 
+from nonstop.supervisor.process import UNKNOWN_EXIT
+
 __all__ = ["append_line", "describe_exit", "log_path", "tail"]
 
 _TAIL_BYTES = 64 * 1024
@@ -34,6 +36,8 @@ def describe_exit(returncode: int) -> str:
     """``exited with code 3`` / ``killed by SIGKILL``, from a subprocess-style code."""
     if returncode >= 0:
         return f"exited with code {returncode}"
+    if returncode == UNKNOWN_EXIT:
+        return "exited (how is known only to the nonstop that started it)"
     try:
         name = signal.Signals(-returncode).name
     except ValueError:

@@ -1,29 +1,36 @@
-"""Instances left running by a nonstop that died: recognise them for sure, then stop them.
+"""Instances left running by an earlier nonstop: recognise them for sure, adopt or stop them.
 
-Instances run in their own sessions, so they outlive a crashed daemon and keep their
-ports.  The restarted daemon knows their pid and start time from the state store.  A pid
-alone proves nothing (it may have been reused), so we act only when the process now
-behind that pid started at the recorded time *and* still leads its own process group —
-and we hold a pidfd on it while we check, so it cannot be swapped underneath us.  Once the
-leader is gone we stop: its group id could be reused by then, so its leftovers are not
-ours to signal any more.
+Instances run in their own sessions, so they outlive the daemon (a crash, a SIGKILL,
+``nonstop stop``, an upgrade) and keep their ports.  The next daemon knows their pid,
+start time and command line from the state store.  A pid alone proves nothing (it may
+have been reused), so we act only when the process now behind that pid started at the
+recorded time *and* still leads its own process group (and, to adopt it, has the recorded
+command line) — and we hold a pidfd on it while we check.  Once the leader is gone we
+stop: its group id could be reused by then, so its leftovers are not ours to signal.
+
+``AdoptedProcess`` is such a process taken over: the same ``ProcessHandle`` an instance
+started here has, watched through its pidfd (Linux 5.3 or later).  It is not our child,
+so its exit status cannot be known; its exit is reported as ``UNKNOWN_EXIT``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import select
 import signal
 import time
 
-from nonstop.supervisor.process import process_start_ticks
+from nonstop.supervisor.process import UNKNOWN_EXIT, process_cmdline, process_start_ticks
 
-__all__ = ["is_our_process", "reclaim"]
+__all__ = ["AdoptedProcess", "is_gone", "is_our_process", "reclaim"]
 
 _POLL = 0.05
 
 
-def _is_zombie(pid: int) -> bool:
+def is_gone(pid: int) -> bool:
+    """No process ``pid`` runs (a zombie has ended: it only waits to be collected)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
@@ -36,7 +43,7 @@ def is_our_process(pid: int, start_ticks: int | None) -> bool:
     """True if ``pid`` is alive, started at ``start_ticks`` and leads its own group."""
     if pid <= 1 or start_ticks is None:
         return False
-    if process_start_ticks(pid) != start_ticks or _is_zombie(pid):
+    if process_start_ticks(pid) != start_ticks or is_gone(pid):
         return False
     try:
         return os.getpgid(pid) == pid
@@ -77,3 +84,87 @@ async def reclaim(pid: int, start_ticks: int | None, stop_signal: str, timeout: 
                 return True
             await asyncio.sleep(_POLL)
     return not is_our_process(pid, start_ticks)
+
+
+class AdoptedProcess:
+    """An instance an earlier nonstop started, taken over and watched through a pidfd."""
+
+    def __init__(self, pid: int, start_ticks: int, pidfd: int) -> None:
+        self.pid = pid
+        self.start_ticks: int | None = start_ticks
+        self.returncode: int | None = None
+        self.reaped = False
+        self._pidfd: int | None = pidfd
+        self._exit: asyncio.Future[int] | None = None
+
+    @classmethod
+    def take(
+        cls, pid: int | None, start_ticks: int | None, cmdline: str | None
+    ) -> AdoptedProcess | None:
+        """The process recorded as (pid, start time, command line), if it is still that one."""
+        if pid is None or start_ticks is None or cmdline is None:
+            return None
+        try:
+            pidfd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            return None
+        if not is_our_process(pid, start_ticks) or process_cmdline(pid) != cmdline:
+            os.close(pidfd)
+            return None
+        return cls(pid, start_ticks, pidfd)
+
+    def _gone(self) -> bool:
+        if self.returncode is not None or self._pidfd is None:
+            return True
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def signal_group(self, signum: int) -> bool:
+        if self.reaped or self._gone():
+            return False
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def wait_exit(self) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        if self._exit is None:
+            loop = asyncio.get_running_loop()
+            self._exit = loop.create_future()
+            assert self._pidfd is not None
+            loop.add_reader(self._pidfd, self._on_exit)
+        return await asyncio.shield(self._exit)
+
+    def _on_exit(self) -> None:
+        self._stop_watching()
+        self.returncode = UNKNOWN_EXIT
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(UNKNOWN_EXIT)
+
+    def reap(self) -> int:
+        """After ``wait_exit``; collects the zombie only if this process is its parent
+        (a daemon that took its instances back after a failed upgrade)."""
+        if self.returncode is None:
+            raise RuntimeError(f"pid {self.pid} has not exited; wait_exit() first")
+        if not self.reaped:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+            self.reaped = True
+        return self.returncode
+
+    def close(self) -> None:
+        """Stop watching; the process itself is not touched."""
+        self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        if self._pidfd is None:
+            return
+        if self._exit is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None

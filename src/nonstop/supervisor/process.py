@@ -22,10 +22,20 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 
-__all__ = ["ChildProcess", "process_start_ticks"]
+__all__ = [
+    "UNKNOWN_EXIT",
+    "ChildProcess",
+    "process_cmdline",
+    "process_start_ticks",
+    "process_started_at",
+]
 
 _POLL_INTERVAL = 0.05
+# The exit of a process that is not our child (adopted after a restart of nonstop): it
+# ended, but only its parent could learn how.
+UNKNOWN_EXIT = -256
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -44,6 +54,29 @@ def process_start_ticks(pid: int) -> int | None:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def process_started_at(start_ticks: int) -> float:
+    """The wall-clock time of a start time read by ``process_start_ticks``."""
+    try:
+        with open("/proc/stat", "rb") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith(b"btime "))
+    except (OSError, StopIteration, ValueError):
+        return time.time()
+    return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def process_cmdline(pid: int) -> str | None:
+    """``/proc/PID/cmdline`` as text (arguments NUL-separated); None if it cannot be read.
+
+    With pid and start time, what a restarted nonstop compares before adopting a process.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    return data.rstrip(b"\0").decode(errors="replace") if data else None
 
 
 def _status(result: os.waitid_result) -> int:

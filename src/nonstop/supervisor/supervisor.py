@@ -21,7 +21,7 @@ from nonstop.supervisor import logfile
 from nonstop.supervisor.backoff import RestartPolicy
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.instance import Instance
-from nonstop.supervisor.launcher import Launcher, SubprocessLauncher
+from nonstop.supervisor.launcher import Launcher, ProcessHandle, SubprocessLauncher
 
 __all__ = ["Supervisor", "SupervisorEvent"]
 
@@ -30,7 +30,7 @@ _Key = tuple[str, int]
 
 @dataclass(frozen=True, slots=True)
 class SupervisorEvent:
-    """``kind``: started | stopped | crashed | restarting | restart_failed."""
+    """``kind``: started | adopted | stopped | crashed | restarting | restart_failed."""
 
     kind: str
     app: str
@@ -63,7 +63,6 @@ class Supervisor:
         self._keep: set[_Key] = set()
         self._crashes: dict[_Key, list[float]] = {}
         self._pending: dict[_Key, asyncio.Task[None]] = {}
-        self._apps: dict[str, AppSpec] = {}
 
     # -- queries --------------------------------------------------------------------------
 
@@ -78,10 +77,6 @@ class Supervisor:
 
     # -- actions --------------------------------------------------------------------------
 
-    def update_app(self, app: AppSpec) -> None:
-        """A reloaded spec: used from the next (re)start of that app's instances."""
-        self._apps[app.name] = app
-
     async def start(
         self, app: AppSpec, slot: int, port: int, release: str, *, restart: bool = False
     ) -> Instance:
@@ -91,12 +86,34 @@ class Supervisor:
         if current is not None and current.is_alive():
             raise StartFailed(f"{app.name} already runs {current.release!r} on port {port}")
         self._cancel_pending(key)
-        self._apps.setdefault(app.name, app)
         instance = self._make(app, slot, port, release)
         await instance.start()
         self._instances[key] = instance
         self.set_restart(instance, restart)
         self._emit("started", instance)
+        return instance
+
+    def adopt(
+        self,
+        app: AppSpec,
+        slot: int,
+        port: int,
+        release: str,
+        handle: ProcessHandle,
+        started_at: float,
+        *,
+        restart: bool = True,
+    ) -> Instance:
+        """Take over ``handle``, an instance an earlier nonstop started (and left running)."""
+        key = (app.name, port)
+        current = self._instances.get(key)
+        if current is not None and current.is_alive():
+            raise StartFailed(f"{app.name} already runs {current.release!r} on port {port}")
+        instance = self._make(app, slot, port, release)
+        instance.adopt(handle, started_at)
+        self._instances[key] = instance
+        self.set_restart(instance, restart)
+        self._emit("adopted", instance)
         return instance
 
     def set_restart(self, instance: Instance, on: bool) -> None:
@@ -123,6 +140,16 @@ class Supervisor:
             self._cancel_pending(key)
         running = [i for i in self._instances.values() if i.is_alive()]
         await asyncio.gather(*(self.stop(i, timeout) for i in running))
+
+    def leave_running(self) -> None:
+        """Stop supervising, leave every instance running (``nonstop stop``, an upgrade):
+        the next daemon adopts them."""
+        for key in list(self._pending):
+            self._cancel_pending(key)
+        self._keep.clear()
+        for instance in self._instances.values():
+            instance.leave_running()
+        self._instances.clear()
 
     # -- crashes --------------------------------------------------------------------------
 
@@ -157,8 +184,8 @@ class Supervisor:
     async def _restart(self, key: _Key, old: Instance, delay: float) -> None:
         await self.clock.sleep(delay)
         self._pending.pop(key, None)
-        app = self._apps.get(old.app.name, old.app)
-        instance = self._make(app, old.slot, old.port, old.release)
+        # As it was started: a reload changes the next deploy's instances, not this one.
+        instance = self._make(old.app, old.slot, old.port, old.release)
         try:
             await instance.start()
         except StartFailed as exc:

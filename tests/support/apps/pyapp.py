@@ -5,7 +5,9 @@
                          [--spawn-child FILE]
 
 Endpoints: ``/infra/health`` (``UP``; 503 ``DOWN`` with --unhealthy), ``/infra/port``,
-``/slow?ms=N``, ``/`` (the release), POST anything (echoes the body), ``/infra/pid``.
+``/infra/status?code=N`` (answers status N), ``/slow?ms=N``, ``/`` (the release), POST
+anything (echoes the body), ``/infra/pid``,
+``/ws`` (101 Switching Protocols, then every byte echoed back: a WebSocket-like tunnel).
 It exits at once on SIGTERM (Python's default action), like the seed's app.
 ``--die-after S`` exits S seconds after the first health check it passed;
 ``--spawn-child FILE`` starts a ``sleep`` child in the same process group and writes its
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--ignore-sigterm", action="store_true")
     parser.add_argument("--spawn-child", default=None)
     parser.add_argument("--error-status", type=int, default=None)  # for non-infra paths
+    parser.add_argument("--start-delay", type=float, default=0.0)  # before it listens
     args = parser.parse_args()
 
     print(f"pyapp release={args.release} starting on port {args.port}", flush=True)
@@ -76,7 +79,7 @@ def main() -> None:
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
-            if url.path == "/infra/health":
+            if url.path in ("/infra/health", "/infra/ready"):
                 if args.unhealthy:
                     self.answer(503, b"DOWN")
                 else:
@@ -84,6 +87,18 @@ def main() -> None:
                     passed.set()
             elif url.path == "/infra/port":
                 self.answer(200, str(args.port).encode())
+            elif url.path == "/infra/status":
+                code = int(parse_qs(url.query).get("code", ["500"])[0])
+                self.answer(code, f"status {code} as asked".encode())
+            elif url.path == "/ws":
+                self.send_response(101)
+                self.send_header("Upgrade", "websocket")
+                self.send_header("Connection", "Upgrade")
+                self.end_headers()
+                self.wfile.flush()
+                self.close_connection = True
+                while data := self.connection.recv(65536):
+                    self.connection.sendall(data)
             elif url.path == "/infra/pid":
                 self.answer(200, str(os.getpid()).encode())
             elif url.path == "/slow":
@@ -99,6 +114,7 @@ def main() -> None:
             length = int(self.headers.get("Content-Length") or 0)
             self.answer(200, self.rfile.read(length))
 
+    time.sleep(args.start_delay)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     print(f"pyapp release={args.release} listening on port {args.port}", flush=True)

@@ -167,3 +167,31 @@ def test_backup_with_a_hashing_method_is_a_config_error() -> None:
 def test_unknown_method_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="method"):
         upstream(server(1), method="fastest")
+
+
+def test_next_upstream_tries_lowers_the_tries_of_an_attempt_only() -> None:
+    up = upstream(server(1), server(2), server(3))
+    assert up.begin(b"", None, tries=2).tries_left == 2
+    assert up.begin(b"", None, tries=5).tries_left == 3  # never above the upstream's
+    assert up.begin(b"", None).tries_left == 3
+
+
+def test_given_back_try_allows_one_more_attempt() -> None:
+    up = upstream(server(1), server(2))
+    attempt = up.begin(b"", None)
+    peer = up.pick(attempt, T0)
+    assert peer is not None
+    up.free(attempt, peer, Outcome.FAILED, T0)
+    assert attempt.tries_left == 1
+    up.give_back_try(attempt)
+    assert attempt.tries_left == 2
+
+
+def test_responses_are_counted_per_server_with_their_5xx() -> None:
+    up = upstream(server(1), server(2))
+    peer = up.peer("127.0.0.1:1")
+    assert peer is not None
+    for status in (200, 502, 404, 500):
+        up.responded(peer, status)
+    assert up.response_counts("127.0.0.1:1") == (4, 2)
+    assert up.response_counts("127.0.0.1:2") == (0, 0)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nonstop.config import Config, compile_template, load
+from nonstop.config.model import (
+    AccessRule,
+    BreakSpec,
+    Condition,
+    ErrorPage,
+    IfSpec,
+    Regex,
+    ReturnSpec,
+    RewriteSpec,
+    SetSpec,
+)
 from nonstop.errors import ConfigError
 
 Write = Callable[[str, str], Path]
@@ -206,6 +218,33 @@ def test_localhost_is_127_0_0_1_without_asking_the_resolver(http: Load) -> None:
 def test_unknown_host_in_upstream_is_an_error(http: Load) -> None:
     err = error(http, "upstream u { server nowhere.invalid:80; }\nserver { return 204; }")
     assert err.message == 'host not found in upstream "nowhere.invalid:80"'
+
+
+@pytest.mark.parametrize(
+    ("url", "uri"),
+    [
+        ("http://unix:/run/app.sock:", None),
+        ("http://unix:/run/app.sock", None),
+        ("http://unix:/run/app.sock:/api/", "/api/"),
+    ],
+)
+def test_proxy_pass_to_a_unix_socket_makes_an_implicit_upstream_on_it(
+    http: Load, url: str, uri: str | None
+) -> None:
+    cfg = http(f"server {{ location / {{ proxy_pass {url}; }} }}")
+    [up] = cfg.upstreams
+    assert up.implicit and up.name == "unix:/run/app.sock"
+    [peer] = up.servers
+    assert peer.is_unix and peer.host == "/run/app.sock" and peer.port == 0
+    proxy = cfg.servers[0].locations[0].proxy_pass
+    assert proxy is not None
+    assert (proxy.upstream, proxy.uri, proxy.proxy_host) == ("unix:/run/app.sock", uri, "localhost")
+
+
+def test_proxy_pass_to_a_relative_unix_socket_path_is_refused(http: Load) -> None:
+    err = error(http, "server {\n location / { proxy_pass http://unix:run/app.sock:; } }")
+    assert err.message == 'invalid unix socket path in upstream "unix:run/app.sock:"'
+    assert err.where.endswith(":4")  # the proxy_pass line, after the http wrapper
 
 
 def test_empty_upstream_and_duplicate_upstream_are_errors(http: Load) -> None:
@@ -554,7 +593,10 @@ def test_map_without_default_maps_to_empty(http: Load) -> None:
     ("body", "message"),
     [
         ("hostnames; a b;", 'map "hostnames" is outside the nonstop subset'),
-        ("~^a b;", 'regex map key "~^a" is outside the nonstop subset'),
+        (
+            "~^(a b;",
+            'pcre_compile() failed: missing ), unterminated subpattern at position 1 in "^(a"',
+        ),
         ("a b c;", "invalid number of the map parameters"),
         ("a b; a c;", 'conflicting parameter "a"'),
     ],
@@ -576,14 +618,35 @@ def test_map_onto_a_builtin_variable_is_an_error(http: Load) -> None:
     ("text", "message"),
     [
         ("server { foo bar; }", 'unknown directive "foo"'),
-        ("server { root /var/www; }", 'directive "root" is outside the nonstop subset'),
+        ("server { limit_except GET { } }", 'directive "limit_except" is outside the nonstop'),
         ("gzip on;", '"gzip on" changes behaviour'),
         ("server { listen; }", 'invalid number of arguments in "listen" directive'),
         ("proxy_pass http://127.0.0.1:1;", '"proxy_pass" directive is not allowed here'),
         ("server { location / { location /x { } } }", "nested locations are outside"),
-        ("server { location ~ \\.php$ { } }", 'regex location "~ \\.php$" is outside'),
-        ("server { location ~* x { } }", 'regex location "~* x" is outside'),
-        ("server { location @named { } }", 'named location "@named" is outside'),
+        ("server { location ~ ( { } }", "pcre_compile() failed: missing ), unterminated"),
+        (
+            "server { location ~ x { proxy_pass http://127.0.0.1:1/x; } }",
+            '"proxy_pass" cannot have URI part in location given by regular expression',
+        ),
+        (
+            "server { location @n { proxy_pass http://127.0.0.1:1/x; } }",
+            '"proxy_pass" cannot have URI part in location given by regular expression',
+        ),
+        (
+            "server { location / { if ($a) { proxy_pass http://127.0.0.1:1/x; } } }",
+            '"proxy_pass" cannot have URI part inside "if" statement',
+        ),
+        ("server { location @n { return 204; } location @n { return 204; } }", "duplicate loc"),
+        ("server { rewrite ^ /x forever; }", 'invalid parameter "forever"'),
+        ("server { if $a { return 204; } }", 'invalid condition "$a"'),
+        ("server { if ($a { return 204; } }", 'invalid condition "($a"'),
+        ("server { if ($a =) { return 204; } }", 'unexpected "=" in condition'),
+        ("server { if ($a <> b) { return 204; } }", 'unexpected "<>" in condition'),
+        ("server { if (a = b) { return 204; } }", 'invalid condition "a"'),
+        ("server { if (-f) { return 204; } }", 'invalid condition "(-f)"'),
+        ("server { if ($a) { proxy_pass http://u; } }", '"proxy_pass" directive is not allowed'),
+        ("server { location / { if ($a) { if ($b) { } } } }", '"if" directive is not allowed'),
+        ("server { location / { if ($a) { proxy_set_header A b; } } }", '"proxy_set_header" di'),
         ("server { client_max_body_size 10x; }", '"client_max_body_size" directive invalid'),
         ("server { proxy_read_timeout 1q; }", '"proxy_read_timeout" directive invalid'),
         ("server { listen 80 { } }", 'directive "listen" is not terminated by ";"'),
@@ -598,8 +661,8 @@ def test_map_onto_a_builtin_variable_is_an_error(http: Load) -> None:
         ("server { ssl_prefer_server_ciphers yes; }", 'invalid value "yes" in "ssl_prefer'),
         ("server { set x 1; }", 'invalid variable name "x"'),
         ("server { return 200 $nope; }", 'unknown "nope" variable'),
-        ("server { }", 'a server needs a "location" or a "return"'),
-        ("server { location / { } }", 'location "/" has neither "proxy_pass" nor "return"'),
+        ("server { }", 'a server needs a "location", a "return" or a "root"'),
+        ("server { location / { } }", 'location "/" has no "proxy_pass", "return" or "root"'),
         (
             "server { location / { return 204; } location / { return 204; } }",
             'duplicate location "/"',
@@ -652,31 +715,43 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
     names = [n.split('"')[1] for n in cfg.notices if n.startswith("directive")]
     assert names == [
         "user",
-        "worker_processes",
         "pid",
         "multi_accept",
         "sendfile",
         "tcp_nopush",
         "types_hash_max_size",
-        "default_type",
-        "types",
         "gzip",
         "server_tokens",
     ]
     assert cfg.max_connections == 1024  # worker_connections bounds client connections
-    [notice] = [n for n in cfg.notices if '"worker_processes"' in n]
-    assert notice.startswith('directive "worker_processes" has no effect in nonstop (')
-    assert notice.endswith("nginx.conf:2)")
+    assert cfg.workers == len(os.sched_getaffinity(0))  # worker_processes auto: one per core
+    [notice] = [n for n in cfg.notices if '"pid"' in n]
+    assert notice.startswith('directive "pid" has no effect in nonstop (')
+    assert notice.endswith("nginx.conf:3)")
     assert any("mime.types" in n for n in cfg.notices)
 
 
-def test_an_existing_mime_types_file_is_read_and_its_types_block_noticed(
+@pytest.mark.skipif(not Path("/etc/nginx/mime.types").exists(), reason="no Debian mime.types")
+def test_debians_mime_types_file_gives_the_types_of_served_files(
     write: Write, load_text: Load
 ) -> None:
-    write("mime.types", "types {\n  text/html html;\n}\n")
-    cfg = load_text("events {}\nhttp { include mime.types; server { return 204; } }\n")
-    assert any(n.startswith('directive "types"') for n in cfg.notices)
+    write("mime.types", Path("/etc/nginx/mime.types").read_text())
+    cfg = load_text(
+        "events {}\nhttp { include mime.types; types { application/wasm wasm; }\n"
+        "default_type application/octet-stream;\n"
+        "server { root www; location /x/ { types { text/plain md; } } } }\n"
+    )
     assert len(cfg.files) == 2
+    files = cfg.servers[0].files
+    assert files is not None and files.default_type == "application/octet-stream"
+    types = dict(files.types)
+    assert (types["html"], types["jpg"], types["wasm"]) == (
+        "text/html",
+        "image/jpeg",
+        "application/wasm",
+    )
+    [loc] = cfg.servers[0].locations
+    assert loc.files is not None and loc.files.types == (("md", "text/plain"),)
 
 
 def test_process_directive_in_the_wrong_context_is_an_error(http: Load) -> None:
@@ -726,6 +801,169 @@ def test_request_buffering_directives_inherit_and_default_to_nginx(http: Load) -
 def test_request_buffering_takes_only_on_or_off(http: Load) -> None:
     err = error(http, "proxy_request_buffering maybe;")
     assert "it must be" in err.message
+
+
+def test_worker_processes_and_worker_rlimit_nofile_are_read(load_text: Load) -> None:
+    body = "events {}\nhttp { server { return 204; } }\n"
+    cfg = load_text("worker_processes 3;\nworker_rlimit_nofile 4096;\n" + body)
+    assert (cfg.workers, cfg.max_open_files) == (3, 4096)
+    assert not [n for n in cfg.notices if "worker_" in n]
+    default = load_text(body)
+    assert (default.workers, default.max_open_files) == (1, None)
+    assert load_text("worker_processes auto;\n" + body).workers == len(os.sched_getaffinity(0))
+    bad = error(load_text, "worker_processes 0;\n" + body)
+    assert bad.message == 'invalid value "0" in "worker_processes" directive'
+    assert "invalid number" in error(load_text, "worker_rlimit_nofile many;\n" + body).message
+
+
+def test_user_takes_one_or_two_names_and_unknown_ones_are_a_notice(load_text: Load) -> None:
+    site = "events {}\nhttp { server { listen 127.0.0.1:8080; return 200; } }\n"
+    config = load_text("user nobody nogroup;\n" + site)
+    assert any('directive "user" has no effect in nonstop' in n for n in config.notices)
+    assert not any("failed" in n for n in config.notices)
+    unknown = load_text("user no-such-user;\n" + site).notices
+    assert any('getpwnam("no-such-user") failed' in n for n in unknown)
+    assert any('getgrnam("nobody") failed' in n for n in load_text("user nobody;\n" + site).notices)
+    wrong = error(load_text, "user a b c;\n" + site)
+    assert 'invalid number of arguments in "user" directive' in str(wrong)
+
+
+# --------------------------------------------------------------------------- rewrite module
+
+
+def test_rewrite_directives_become_a_program_in_the_order_written(http: Load) -> None:
+    cfg = http(
+        "server {\n"
+        "  location ~* \\.(png|jpg)$ { proxy_pass http://127.0.0.1:9000; }\n"
+        "  location @fallback { return 204; }\n"
+        "  location / {\n"
+        "    set $a 1;\n"
+        "    rewrite ^/old/(.*)$ /new/$1 last;\n"
+        "    if ($request_method = 'OPTIONS') { add_header X-Pre 1; return 204; }\n"
+        "    break;\n"
+        "    proxy_pass http://127.0.0.1:9000/base/;\n"
+        "  }\n"
+        "}"
+    )
+    regex, named, root = cfg.servers[0].locations
+    assert (regex.modifier, regex.path, regex.is_regex) == ("~*", "\\.(png|jpg)$", True)
+    assert (named.modifier, named.path, named.is_named) == ("@", "@fallback", True)
+    set_a, rewrite, cond, brk = root.steps
+    assert isinstance(set_a, SetSpec) and set_a.name == "a"
+    assert isinstance(rewrite, RewriteSpec)
+    assert (rewrite.regex, rewrite.replacement.raw, rewrite.flag) == (
+        Regex("^/old/(.*)$"),
+        "/new/$1",
+        "last",
+    )
+    assert isinstance(cond, IfSpec)
+    assert cond.condition == Condition(
+        "=", compile_template("$request_method"), compile_template("OPTIONS")
+    )
+    assert cond.steps == (ReturnSpec(204),)
+    assert cond.location is not None
+    assert [h.name for h in cond.location.add_headers] == ["X-Pre"]
+    # the if inherits the location's pass without its URI part, as nginx does
+    assert cond.location.proxy_pass is not None and cond.location.proxy_pass.uri is None
+    assert isinstance(brk, BreakSpec)
+    assert root.sets == (("a", compile_template("1")),)
+
+
+def test_a_level_with_only_set_and_return_keeps_no_program(http: Load) -> None:
+    cfg = http("server { set $a 1; location / { set $b 2; return 200 $a$b; } }")
+    [loc] = cfg.servers[0].locations
+    assert loc.steps == () and cfg.servers[0].steps == ()
+    assert loc.ret == ReturnSpec(200, compile_template("$a$b"))
+
+
+def test_captures_and_named_groups_are_known_variables(http: Load) -> None:
+    http('server { location ~ ^/(?<user>\\w+)/(\\d+) { return 200 "$user $1 $2"; } }')
+    err = error(http, 'server { location / { return 200 "$usr"; } }')
+    assert err.message == 'unknown "usr" variable'
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("($a)", Condition("", compile_template("$a"))),
+        ("( $a )", Condition("", compile_template("$a"))),
+        ("($a != 'x y')", Condition("!=", compile_template("$a"), compile_template("x y"))),
+        ('($a ~* "^b(c)")', Condition("~*", compile_template("$a"), regex=Regex("^b(c)", True))),
+        ("($a !~ ^b)", Condition("!~", compile_template("$a"), regex=Regex("^b"))),
+        ("(!-f /srv$uri)", Condition("!-f", compile_template("/srv$uri"))),
+        ("(-d /srv)", Condition("-d", compile_template("/srv"))),
+    ],
+)
+def test_if_conditions_parse_as_nginx_reads_them(
+    http: Load, condition: str, expected: Condition
+) -> None:
+    cfg = http(f"server {{ set $a 1; if {condition} {{ return 204; }} return 200; }}")
+    cond = cfg.servers[0].steps[1]
+    assert isinstance(cond, IfSpec) and cond.condition == expected
+    assert cond.location is None  # a server-level if keeps the server's configuration
+
+
+def test_regex_map_keys_are_kept_in_order_after_exact_ones(http: Load) -> None:
+    cfg = http(
+        'map $uri $s { /a "A"; ~^/b(?<rest>.*) "B$rest"; ~*^/C "C"; default "D"; }\n'
+        "server { return 200 $s; }"
+    )
+    [m] = cfg.maps
+    assert m.entries == (("/a", compile_template("A")),)
+    assert m.regexes == (
+        (Regex("^/b(?<rest>.*)"), compile_template("B$rest")),
+        (Regex("^/C", True), compile_template("C")),
+    )
+
+
+def test_error_pages_are_inherited_as_one_list_by_a_level_with_none(http: Load) -> None:
+    cfg = http(
+        "error_page 404 /404;\n"
+        "server {\n"
+        "  error_page 500 502 =503 @down;\n"
+        "  location / { proxy_intercept_errors on; error_page 418 = /tea; return 418; }\n"
+        "  location /b { return 404; }\n"
+        "  location @down { return 204; }\n"
+        "}"
+    )
+    srv = cfg.servers[0]
+    a, b, _ = srv.locations
+    assert srv.error_pages == (ErrorPage((500, 502), compile_template("@down"), 503),)
+    assert a.error_pages == (ErrorPage((418,), compile_template("/tea"), 0),)
+    assert a.intercept_errors and not b.intercept_errors
+    assert b.error_pages == srv.error_pages
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("error_page 200 /x;", 'value "200" must be between 300 and 599'),
+        ("error_page =404 /x;", 'invalid number of arguments in "error_page" directive'),
+        ("error_page 404 =x /x;", 'invalid value "=x"'),
+    ],
+)
+def test_error_page_errors_read_like_nginx(http: Load, line: str, message: str) -> None:
+    assert error(http, f"server {{ {line} return 204; }}").message == message
+
+
+def test_allow_and_deny_keep_their_order_and_are_inherited_as_one_list(http: Load) -> None:
+    cfg = http(
+        "allow 10.0.0.1;\n"
+        "server {\n"
+        "  location / { deny 192.168.1.0/24; allow 2001:db8::/32; deny all; return 204; }\n"
+        "  location /b { return 204; }\n"
+        "}"
+    )
+    a, b = cfg.servers[0].locations
+    assert a.access == (
+        AccessRule(False, "192.168.1.0/24"),
+        AccessRule(True, "2001:db8::/32"),
+        AccessRule(False, "all"),
+    )
+    assert b.access == (AccessRule(True, "10.0.0.1/32"),)
+    assert error(http, "server { deny 10.0.0.300; return 204; }").message == (
+        'invalid parameter "10.0.0.300"'
+    )
 
 
 def test_access_log_takes_the_json_format_and_names_the_formats_it_knows(http: Load) -> None:

@@ -58,6 +58,12 @@ def test_directive_lines_are_counted_across_comments_and_strings() -> None:
     assert [(d.name, d.line) for d in ds] == [("a", 3), ("b", 5)]
 
 
+def test_a_closing_parenthesis_may_follow_a_quoted_word_as_a_word_of_its_own() -> None:
+    [d] = tree("if ($request_method = 'OPTIONS') { return 204; }")
+    assert d.args == ("($request_method", "=", "OPTIONS", ")")
+    assert d.block is not None and d.block[0].args == ("204",)
+
+
 @pytest.mark.parametrize(
     ("text", "message", "line"),
     [
@@ -67,6 +73,7 @@ def test_directive_lines_are_counted_across_comments_and_strings() -> None:
         ("a;\n;\n", 'unexpected ";"', 2),
         ("a b }\n", 'unexpected "}"', 1),
         ('a "b"c;', 'unexpected "c"', 1),
+        ("a 'b'(;", 'unexpected "("', 1),
         ('a "unterminated;\n', 'unexpected end of file, expecting ";" or "}"', 2),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -471,6 +472,33 @@ def test_the_nginx_table_names_a_system_pid_file_under_the_prefix(
     assert toml(body).nginx.pid is None
     exc = error(toml, '[nginx]\npidfile = "/run/nginx.pid"\n' + body)
     assert "nginx.pidfile: unknown key" in str(exc)
+
+
+def test_workers_and_max_open_files_are_read(toml: Load) -> None:
+    body = """
+[[servers]]
+listen = ["127.0.0.1:8080"]
+locations = [ { path = "/", return = { code = 204 } } ]
+"""
+    cfg = toml("workers = 2\nmax_open_files = 8192\n" + body)
+    assert (cfg.workers, cfg.max_open_files) == (2, 8192)
+    assert toml('workers = "auto"\n' + body).workers == len(os.sched_getaffinity(0))
+    assert (toml(body).workers, toml(body).max_open_files) == (1, None)
+    for wrong in ("workers = 0", 'workers = "many"', "workers = true"):
+        assert "workers: " in str(error(toml, wrong + "\n" + body))
+
+
+def test_an_apps_user_and_group_must_exist_and_name_their_key(load_text: Load) -> None:
+    base = '[apps.web]\ncommand = "app {port}"\nports = [8000, 8001]\n'
+    servers = (
+        '[[servers]]\nlisten = ["127.0.0.1:8080"]\nlocations = [{ path = "/", pass = "web" }]\n'
+    )
+    config = load_text(base + 'user = "nobody"\ngroup = "nogroup"\n' + servers, name="n.toml")
+    assert (config.apps[0].user, config.apps[0].group) == ("nobody", "nogroup")
+    with pytest.raises(ConfigError, match=r'apps\.web\.user.*no user "no-such-user"'):
+        load_text(base + 'user = "no-such-user"\n' + servers, name="n.toml")
+    with pytest.raises(ConfigError, match=r'apps\.web\.group.*no group "no-such-group"'):
+        load_text(base + 'group = "no-such-group"\n' + servers, name="n.toml")
 
 
 def test_access_log_format_is_per_server_and_a_location_may_change_it(toml: Load) -> None:

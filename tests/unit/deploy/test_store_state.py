@@ -177,3 +177,29 @@ def test_a_second_connection_sees_committed_state(store: StateStore) -> None:
     reader = StateStore(store.path)
     live = reader.live("web")
     assert live is not None and live.slot == 1
+
+
+def test_a_version_1_database_gains_the_instances_command_line(tmp_path: Path) -> None:
+    from nonstop.deploy.store import _SCHEMA_V1
+
+    db = sqlite3.connect(tmp_path / "state.db")
+    db.executescript(_SCHEMA_V1 + "INSERT INTO schema_version (version) VALUES (1);")
+    db.execute("INSERT INTO instances VALUES ('web', 8001, 0, 'v1', 42, 7, 1.0, 'running', 1.0)")
+    db.commit()
+    db.close()
+    store = StateStore.open(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    record = store.instance("web", 8001)
+    assert record is not None and (record.pid, record.cmdline) == (42, None)
+
+
+def test_an_instance_keeps_its_command_line_until_a_newer_one_is_seen(
+    store: StateStore,
+) -> None:
+    store.record_instance("web", 0, 8001, "v1", 42, 7, cmdline="sh\0-c\0app")
+    store.set_instance_state("web", 8001, "draining")
+    record = store.instance("web", 8001)
+    assert record is not None and record.cmdline == "sh\0-c\0app"
+    store.set_instance_state("web", 8001, "running", "app\0--port\08001")
+    record = store.instance("web", 8001)
+    assert record is not None and record.cmdline == "app\0--port\08001"

@@ -377,3 +377,93 @@ def test_connections_to_ports_are_counted_from_proc_net_tcp(tmp_path: Path) -> N
     assert established(frozenset({8080}), str(tmp_path)) == 2
     assert established(frozenset({8080, 8000}), str(tmp_path)) == 3
     assert established(frozenset({9}), str(tmp_path)) == 0
+
+
+def test_connections_to_a_server_on_another_host_are_counted_by_its_address(
+    tmp_path: Path,
+) -> None:
+    from nonstop.engines.nginx.command import established_to
+
+    net = tmp_path / "net"
+    net.mkdir()
+    header = "  sl  local_address rem_address   st tx_queue rx_queue\n"
+    (net / "tcp").write_text(
+        header  # 10.0.0.2 -> 10.0.0.11:8080 twice (one in TIME_WAIT), and to 10.0.0.12:8080
+        + "   0: 0200000A:D431 0B00000A:1F90 01 0 0\n"
+        + "   1: 0200000A:D432 0B00000A:1F90 06 0 0\n"
+        + "   2: 0200000A:D433 0C00000A:1F90 01 0 0\n"
+    )
+    (net / "tcp6").write_text(  # to [::1]:8080
+        header + "   0: 00000000000000000000000001000000:D434 "
+        "00000000000000000000000001000000:1F90 01 0 0\n"
+    )
+    assert established_to(frozenset({("10.0.0.11", 8080)}), str(tmp_path)) == 1
+    assert established_to(frozenset({("::1", 8080)}), str(tmp_path)) == 1
+    assert established_to(frozenset({("10.0.0.11", 8000)}), str(tmp_path)) == 0
+
+
+@run
+async def test_a_drained_static_server_is_rendered_down_and_drained_once_nginx_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    engine, fake = await _started(tmp_path)
+    fake.open_to = {("127.0.0.1", 9101): 2, ("127.0.0.1", 9102): 7}
+    drain = asyncio.ensure_future(engine.drain_server("api", "127.0.0.1:9101", 5.0))
+    for _ in range(20):
+        await asyncio.sleep(0.002)
+    assert "server 127.0.0.1:9101 down" in _live(engine)
+    assert "server 127.0.0.1:9102 down" not in _live(engine)
+    assert engine.upstreams("api")["api"][0]["state"] == "draining"
+    assert not drain.done()  # the workers from before the reload still run
+    fake.finish_old()
+    for _ in range(20):
+        await asyncio.sleep(0.002)
+    assert not drain.done()  # and nginx still holds connections to the server
+    fake.open_to[("127.0.0.1", 9101)] = 0  # the others' connections do not count
+    assert await asyncio.wait_for(drain, 1.0) == 0
+    fake.open_to[("127.0.0.1", 9101)] = 1
+    reloads = engine.reloads
+    assert await engine.drain_server("api", "127.0.0.1:9101", 0.02) == 1  # bounded
+    assert engine.reloads == reloads  # already drained: no second reload
+    await engine.undrain_server("api", "127.0.0.1:9101")
+    assert "server 127.0.0.1:9101 down" not in _live(engine)
+    assert engine.upstreams("api")["api"][0]["state"] == "up"
+    await engine.shutdown(1.0)
+
+
+@run
+async def test_a_drained_server_stays_down_across_a_config_reload_while_the_config_has_it(
+    tmp_path: Path,
+) -> None:
+    engine, fake = await _started(tmp_path)
+    fake.old_exit_at_once = True
+    assert await engine.drain_server("api", "127.0.0.1:9101", 1.0) == 0
+    await engine.apply(_config(tmp_path, drain="20s"))
+    assert "server 127.0.0.1:9101 down" in _live(engine)
+    path = tmp_path / "nonstop.toml"
+    path.write_text(path.read_text().replace("9101", "9103"))
+    await engine.apply(load(str(path)))  # the server left the config: no longer drained
+    path.write_text(path.read_text().replace("9103", "9101"))
+    await engine.apply(load(str(path)))
+    assert "server 127.0.0.1:9101 down" not in _live(engine)
+    await engine.shutdown(1.0)
+
+
+@pytest.mark.parametrize(
+    ("upstream", "address", "message"),
+    [
+        ("nope", "127.0.0.1:9101", 'no upstream "nope"'),
+        ("api", "127.0.0.1:1", "has no server 127.0.0.1:1"),
+        ("web", "127.0.0.1:8080", '"web" is an app'),
+    ],
+)
+@run
+async def test_draining_what_the_config_does_not_have_is_a_usage_error(
+    tmp_path: Path, upstream: str, address: str, message: str
+) -> None:
+    from nonstop.errors import UsageError
+
+    engine, _ = await _started(tmp_path)
+    with pytest.raises(UsageError, match=message):
+        await engine.drain_server(upstream, address, 1.0)
+    await engine.shutdown(1.0)

@@ -57,15 +57,17 @@ def test_defaults_one_host_at_a_time_and_keep_five_releases(tmp_path: Path) -> N
     assert spec.keep_releases == 5
     assert spec.connect_timeout == 10.0
     assert spec.command_timeout == 300.0
+    assert spec.hold_timeout == 600.0
     assert spec.identity is None
     assert spec.front is None
 
 
 def test_timeouts_and_relative_paths(tmp_path: Path) -> None:
     text = MINIMAL + 'connect_timeout = "3s"\ncommand_timeout = "2m"\nkeep_releases = 3\n'
-    text += 'known_hosts = "keys/known_hosts"\nidentity = "keys/id"\n'
+    text += 'known_hosts = "keys/known_hosts"\nidentity = "keys/id"\nhold_timeout = "15m"\n'
     spec = load_fleet(write(tmp_path, text))
     assert (spec.connect_timeout, spec.command_timeout, spec.keep_releases) == (3.0, 120.0, 3)
+    assert spec.hold_timeout == 900.0
     assert spec.known_hosts == str(tmp_path / "keys" / "known_hosts")
     assert spec.ssh.identity == str(tmp_path / "keys" / "id")
     assert spec.ssh.connect_timeout == 3.0
@@ -104,6 +106,7 @@ def test_a_file_without_a_fleet_table_has_no_fleet(tmp_path: Path) -> None:
         ('connect_timeout = "0s"\n', "fleet.connect_timeout", "more than 0"),
         ('command_timeout = "soon"\n', "fleet.command_timeout", "invalid duration"),
         ("keep_releases = 0\n", "fleet.keep_releases", "at least 1"),
+        ('hold_timeout = "0s"\n', "fleet.hold_timeout", "more than 0"),
         ('hots = ["a"]\n', "fleet.hots", "unknown key"),
     ],
 )

@@ -67,6 +67,9 @@ def test_verify_passes_while_the_held_release_keeps_serving() -> None:
 def test_verify_catches_a_restart_a_5xx_and_a_hold_the_host_ended() -> None:
     restarted = held(pid=1)
     assert "restarted (crashed)" in str(verify_problem(held(), restarted, "web", "v2"))
+    # a held instance that crashed is not restarted by its host (it is not live yet)
+    crashed = held(state="crashed")
+    assert verify_problem(held(), crashed, "web", "v2") == "web's instance on port 9002 crashed"
     errors = held(responses_5xx=3)
     assert "3 5xx response(s)" in str(verify_problem(held(), errors, "web", "v2"))
     rolled_back = status(instance(9001, "v1", live=True))

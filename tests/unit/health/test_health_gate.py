@@ -93,3 +93,30 @@ def test_an_explicit_deadline_in_the_past_allows_exactly_one_probe() -> None:
     probe, calls = script([], then=DOWN)
     result = asyncio.run(wait_healthy("127.0.0.1", 9, SPEC, deadline=0.0, probe_fn=probe))
     assert not result.ok and len(calls) == 1
+
+
+def test_a_wait_is_reported_from_1s_on_once_a_second_and_when_the_answer_changes() -> None:
+    from nonstop.clock import FakeClock
+    from nonstop.health.gate import GateWait
+
+    # 2.5 s refused, then 503 for 0.5 s, then healthy: a probe every 0.25 s.
+    probe, _ = script([REFUSED] * 10 + [DOWN] * 2, then=PASS)
+    spec = HealthSpec(interval=0.25, start_timeout=60.0)
+    heard: list[GateWait] = []
+    result = asyncio.run(
+        wait_healthy("127.0.0.1", 9, spec, on_wait=heard.append, probe_fn=probe, clock=FakeClock())
+    )
+    assert result.ok
+    assert [(int(w.elapsed), w.detail) for w in heard] == [
+        (1, "connection refused"),
+        (2, "connection refused"),
+        (2, DOWN.detail),
+    ]
+    assert all(w.timeout == 60.0 for w in heard)
+
+
+def test_a_gate_that_passes_within_a_second_reports_no_wait() -> None:
+    probe, _ = script([REFUSED, DOWN, PASS])
+    heard: list[object] = []
+    assert asyncio.run(wait_healthy("127.0.0.1", 9, SPEC, on_wait=heard.append, probe_fn=probe)).ok
+    assert heard == []

@@ -228,7 +228,8 @@
       instance: onInstance,
     }[message.event];
     if (apply) apply(data);
-    logEvent(message.event, data);
+    if (data.event !== "waiting") logEvent(message.event, data); // the timeline shows the wait
+
   }
 
   function onSnapshot(data) {
@@ -258,7 +259,13 @@
       line.previous = event.previous;
     }
     if (event.event === "done") line.outcome = event.outcome || "done";
-    line.steps.push(event);
+    // The health gate's wait is one step that counts up, not a step a second.
+    const last = line.steps[line.steps.length - 1];
+    if (event.event === "waiting" && last && last.event === "waiting" && last.port === event.port) {
+      line.steps[line.steps.length - 1] = event;
+    } else {
+      line.steps.push(event);
+    }
     renderDeploys();
   }
 
@@ -389,6 +396,7 @@
   const STEP_NAMES = {
     begin: "Begin",
     started: "Started",
+    waiting: "Waiting",
     healthy: "Healthy",
     refused: "Refused",
     switched: "Switched",

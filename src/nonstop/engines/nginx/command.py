@@ -15,7 +15,10 @@ import itertools
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -32,6 +35,7 @@ __all__ = [
     "SystemNginx",
     "children",
     "established",
+    "established_to",
     "find_nginx",
     "master_conf",
     "process_title",
@@ -78,6 +82,8 @@ class NginxCommand(Protocol):
     def retiring(self, worker: int) -> bool: ...
 
     def connections(self, ports: frozenset[int]) -> int: ...
+
+    def connections_to(self, peers: frozenset[tuple[str, int]]) -> int: ...
 
 
 def find_nginx() -> str | None:
@@ -200,9 +206,22 @@ def established(ports: frozenset[int], proc: str = "/proc") -> int:
     """Open TCP connections accepted on ``ports`` (the server's side), from /proc/net.
 
     A connection nginx holds to an app, busy or idle in its keep-alive cache, is one of
-    these until nginx closes it.  ``st`` 01 is ESTABLISHED (include/net/tcp_states.h).
+    these until nginx closes it.
     """
-    count = 0
+    return sum(int(local.rsplit(":", 1)[1], 16) in ports for local, _ in _established(proc))
+
+
+def established_to(peers: frozenset[tuple[str, int]], proc: str = "/proc") -> int:
+    """Open TCP connections to ``peers`` (IP address, port): the client's side, as nginx
+    holds them to the servers of an upstream on other hosts, busy or idle in its
+    keep-alive cache."""
+    wanted = {_proc_address(ip, port) for ip, port in peers}
+    return sum(remote in wanted for _, remote in _established(proc))
+
+
+def _established(proc: str) -> Iterator[tuple[str, str]]:
+    """(local, remote) of every ESTABLISHED TCP connection, as /proc/net/tcp{,6} print
+    them; ``st`` 01 is ESTABLISHED (include/net/tcp_states.h)."""
     for table in ("tcp", "tcp6"):
         try:
             with open(f"{proc}/net/{table}") as handle:
@@ -210,11 +229,17 @@ def established(ports: frozenset[int], proc: str = "/proc") -> int:
                 for line in handle:
                     fields = line.split()
                     if len(fields) > 3 and fields[3] == "01":
-                        port = int(fields[1].rsplit(":", 1)[1], 16)
-                        count += port in ports
+                        yield fields[1], fields[2]
         except OSError:
             continue
-    return count
+
+
+def _proc_address(ip: str, port: int) -> str:
+    """``ip:port`` as /proc/net/tcp{,6} prints it: 32-bit words in host byte order, hex."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    packed = socket.inet_pton(family, ip)
+    words = struct.unpack(f"={len(packed) // 4}I", packed)
+    return "".join(f"{word:08X}" for word in words) + f":{port:04X}"
 
 
 def _scan_parent(pid: int, proc: str) -> frozenset[int]:
@@ -305,6 +330,9 @@ class SystemNginx:
     def connections(self, ports: frozenset[int]) -> int:
         return established(ports)
 
+    def connections_to(self, peers: frozenset[tuple[str, int]]) -> int:
+        return established_to(peers)
+
     def _argv(self, prefix: str, conf: str, error_log: str) -> list[str]:
         return [self.binary, "-p", prefix.rstrip("/") + "/", "-c", conf, "-e", error_log]
 
@@ -344,6 +372,7 @@ class FakeNginx:
         self.master: FakeMaster | None = None
         self.system_running = False  # attach finds a master (one the test "started")
         self.open_connections: dict[int, int] = {}  # port -> connections nginx holds
+        self.open_to: dict[tuple[str, int], int] = {}  # peer -> connections nginx holds
         self.attached: list[str] = []
         self.current: set[int] = set()
         self.old: set[int] = set()
@@ -396,6 +425,9 @@ class FakeNginx:
 
     def connections(self, ports: frozenset[int]) -> int:
         return sum(n for port, n in self.open_connections.items() if port in ports)
+
+    def connections_to(self, peers: frozenset[tuple[str, int]]) -> int:
+        return sum(n for peer, n in self.open_to.items() if peer in peers)
 
     def finish_old(self) -> None:
         self.old.clear()

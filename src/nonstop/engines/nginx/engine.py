@@ -33,12 +33,14 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
-from nonstop.config.model import Config
+from nonstop.config.model import Config, ServerSpec
 from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.engines.base import check_static_server
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.engines.nginx.command import (
     AttachFailed,
@@ -114,6 +116,7 @@ class NginxEngine:
         self.master: Master | None = None
         self._live: dict[str, str] = {}
         self._down: set[tuple[str, str]] = set()
+        self._drained: set[tuple[str, str]] = set()  # (static upstream, server) by hand
         self._old_workers: set[int] = set()
         self._lock = asyncio.Lock()
         self._want = False
@@ -181,7 +184,7 @@ class NginxEngine:
     def options(self) -> RenderOptions:
         return RenderOptions(
             home=self.home,
-            down=frozenset(self._down),
+            down=frozenset(self._down | self._drained),
             user=self.user,
             pid=self.system_pid,
         )
@@ -189,9 +192,38 @@ class NginxEngine:
     # -- the Engine interface ----------------------------------------------------------------
 
     async def apply(self, config: Config) -> None:
-        """Render, check and reload onto ``config``; the apps' slots are files, untouched."""
+        """Render, check and reload onto ``config``; the apps' slots are files, untouched.
+        Servers drained by hand stay drained while the config has them."""
+        self._keeps_running_ports(config)
+        kept = {(u, a) for u, a in self._drained if _has_server(config, u, a)}
+        for upstream, address in self._drained - kept:
+            log.warning("upstream %s server %s left the config: undrained", upstream, address)
+        self._drained = kept
         await self.update(config)
         self._checks.sync(config.upstreams)
+
+    def _keeps_running_ports(self, config: Config) -> None:
+        """Refuse a config that moves a running app's servers: nginx's slot upstreams are
+        rendered from the config's ports, so the live release would lose its traffic.
+        (The embedded engine takes such a reload as a plan for the next deploy.)"""
+        before = {app.name: app for app in self.config.apps}
+        for app in config.apps:
+            old = before.get(app.name)
+            moved = [
+                server.address
+                for server in self._apps.get(app.name, ())
+                if old is None
+                or server_spec(app, server.spec.port).address != server.address
+                or server.spec.port not in app.ports
+                or slot_of(app, server.spec.port) != slot_of(old, server.spec.port)
+            ]
+            if moved:
+                raise ConfigError(
+                    f"with engine nginx, a reload cannot move {app.name}'s servers "
+                    f"{', '.join(moved)} to other ports, host or slot while they run: keep "
+                    "them for this reload (the embedded engine takes it as a plan for the "
+                    "next deploy), or restart nonstop"
+                )
 
     async def set_servers(self, app: str, servers: tuple[ServerState, ...]) -> None:
         """Move the app's slot flag to where its primary servers are, and wait until every
@@ -223,10 +255,29 @@ class NginxEngine:
         return await self.drain_ports(ports, timeout)
 
     async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
-        raise UsageError(_NO_DRAIN)
+        """Render the server ``down`` and reload: nginx OSS has no API to take a server
+        out, so new workers start without it, and the old ones finish what they hold.
+        Drained once no worker from before the reload runs and nginx holds no connection
+        to the server.  The reload closes idle client keep-alive connections (the old
+        workers close theirs), as every nginx reload does."""
+        check_static_server(self.config.upstream(upstream), upstream, address)
+        peers = await _resolve(address)
+        if (upstream, address) not in self._drained:
+            self._drained.add((upstream, address))
+            try:
+                await self.update()
+            except NonstopError:
+                self._drained.discard((upstream, address))
+                raise
+            log.warning("upstream %s server %s is draining (nonstop drain)", upstream, address)
+        return await self._drained_within(lambda: self.command.connections_to(peers), timeout)
 
     async def undrain_server(self, upstream: str, address: str) -> None:
-        raise UsageError(_NO_DRAIN)
+        check_static_server(self.config.upstream(upstream), upstream, address)
+        if (upstream, address) in self._drained:
+            self._drained.discard((upstream, address))
+            await self.update()
+            log.warning("upstream %s server %s is back (nonstop undrain)", upstream, address)
 
     async def servers(self, app: str) -> tuple[ServerReport, ...]:
         reports = []
@@ -242,8 +293,7 @@ class NginxEngine:
 
     async def status(self, app: str | None) -> Mapping[str, Any]:
         return {
-            "engine": "nginx",
-            "connections": "n/a",
+            "engine": "nginx",  # which counts nginx keeps to itself: no "connections"
             "listen": list(self.listens()),
             "nginx": self.describe(),
             "upstreams": self.upstreams(app),
@@ -362,9 +412,14 @@ class NginxEngine:
         processes that may still send to a server the new config no longer has).
         """
         await self.switched()  # a worker that has not seen the switch may still connect
+        return await self._drained_within(lambda: self.command.connections(ports), timeout)
+
+    async def _drained_within(self, connections: Callable[[], int], timeout: float) -> int:
+        """Poll until no pre-reload worker runs and ``connections()`` is 0, at most
+        ``timeout`` seconds; what was left (0 = drained)."""
         deadline = self.clock.monotonic() + timeout
         while True:
-            left = len(self.old_workers()) + self.command.connections(ports)
+            left = len(self.old_workers()) + connections()
             if not left or self.clock.monotonic() >= deadline:
                 return left
             await asyncio.sleep(self.poll)
@@ -556,13 +611,18 @@ class NginxEngine:
             out[up.name] = [
                 {
                     "address": s.address,
-                    "state": "down" if s.down or self.is_down(up.name, s.address) else "up",
+                    "state": self._state(up.name, s),
                     "backup": s.backup,
                     "weight": s.weight,
                 }
                 for s in servers
             ]
         return out
+
+    def _state(self, upstream: str, server: ServerSpec) -> str:
+        if (upstream, server.address) in self._drained:
+            return "draining"
+        return "down" if server.down or self.is_down(upstream, server.address) else "up"
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of nginx's error log (and its stderr), for error messages."""
@@ -617,8 +677,20 @@ def _orphan_master(pidfile: str, home: str, proc: str = "/proc") -> int | None:
     return None
 
 
-_NO_DRAIN = (
-    "nonstop drain and undrain work with engine embedded; with engine nginx, mark the "
-    'server "down" in the config and run nonstop reload (a reload closes idle client '
-    "connections)"
-)
+def _has_server(config: Config, upstream: str, address: str) -> bool:
+    spec = config.upstream(upstream)
+    return spec is not None and any(s.address == address for s in spec.servers)
+
+
+async def _resolve(address: str) -> frozenset[tuple[str, int]]:
+    """The (IP, port) pairs nginx connects to for the server ``address`` (``HOST:PORT``;
+    nginx resolves a name when it loads its config)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM
+        )
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot resolve the server {address}: {exc}") from None
+    return frozenset((str(sockaddr[0]), int(sockaddr[1])) for *_, sockaddr in found)

@@ -46,17 +46,28 @@ from dataclasses import dataclass
 
 from nonstop.config.model import (
     AccessLog,
+    AccessRule,
     AddHeader,
     AppSpec,
+    BreakSpec,
+    Condition,
     Config,
+    ErrorPage,
+    FilesSpec,
+    IfSpec,
     LocationSpec,
     MapSpec,
+    ProxyPass,
     ReturnSpec,
+    RewriteSpec,
     ServerBlock,
     ServerSpec,
+    SetSpec,
+    Step,
     TlsSpec,
     UpstreamSpec,
 )
+from nonstop.config.rewrite import walk_steps
 from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.servers import server_spec, slot_ports
 
@@ -258,7 +269,8 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        _server(w, server, _Passes(keepalive, set(apps), options.home), stats)
+        passes = _Passes(keepalive, set(apps), options.home, server.files)
+        _server(w, server, passes, stats)
         w.blank()
 
 
@@ -267,6 +279,8 @@ def _map(w: _Writer, spec: MapSpec) -> None:
     for key, value in spec.entries:
         escaped = "\\" + key if key in _MAP_SPECIAL or key.startswith("~") else key
         w.line(quote(escaped), quote(value.raw))
+    for regex, value in spec.regexes:
+        w.line(quote(("~*" if regex.caseless else "~") + regex.pattern), quote(value.raw))
     w.line("default", quote(spec.default.raw))
     w.close()
 
@@ -348,10 +362,14 @@ class _Passes:
     keepalive: set[str]
     apps: set[str]
     home: str
+    files: FilesSpec | None = None  # the server's, which its locations' types repeat
 
     def apps_of(self, server: ServerBlock) -> list[str]:
         """The apps ``server``'s locations pass to, in order, each once."""
-        names = [loc.proxy_pass.upstream for loc in server.locations if loc.proxy_pass]
+        locations: list[LocationSpec | None] = [*server.locations]
+        for loc in server.locations:
+            locations += [s.location for s in walk_steps(loc.steps) if isinstance(s, IfSpec)]
+        names = [loc.proxy_pass.upstream for loc in locations if loc and loc.proxy_pass]
         return list(dict.fromkeys(n for n in names if n in self.apps))
 
 
@@ -375,6 +393,10 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     w.line("send_timeout", duration(server.send_timeout))
     _access_log(w, server.access_log, stats)
     _add_headers(w, server.add_headers)
+    _error_pages(w, server.error_pages)
+    if server.files is not None:
+        _files(w, server.files, None)
+    _access(w, server.access)
     apps = passes.apps_of(server)
     if apps:
         # The flag is looked up per request; a stat() per request would cost nginx ~20%
@@ -388,10 +410,13 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
         w.open("if", f"(-f {quote(slot_flag(passes.home, app))})")
         w.line("set", variable, slot_upstream(app, 1))
         w.close()
-    for name, value in server.sets:
-        w.line("set", "$" + name, quote(value.raw))
-    if server.ret is not None:
-        _return(w, server.ret)
+    if server.steps:
+        _steps(w, server.steps, None, passes)
+    else:
+        for name, value in server.sets:
+            w.line("set", "$" + name, quote(value.raw))
+        if server.ret is not None:
+            _return(w, server.ret)
     for location in server.locations:
         w.blank()
         _location(w, location, passes, stats)
@@ -461,17 +486,113 @@ def _return(w: _Writer, ret: ReturnSpec) -> None:
 
 
 def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None) -> None:
-    w.open("location", *(("=", quote(loc.path)) if loc.exact else (quote(loc.path),)))
-    for name, value in loc.sets:
-        w.line("set", "$" + name, quote(value.raw))
+    modifier = loc.modifier if loc.modifier != "@" else ""
+    w.open("location", *((modifier,) if modifier else ()), quote(loc.path))
+    if not loc.steps:
+        for name, value in loc.sets:
+            w.line("set", "$" + name, quote(value.raw))
     w.line("client_max_body_size", size(loc.client_max_body_size))
     _access_log(w, loc.access_log, stats)
     _add_headers(w, loc.add_headers)
-    if loc.ret is not None:
+    _error_pages(w, loc.error_pages)
+    if loc.intercept_errors:
+        w.line("proxy_intercept_errors", "on")
+    if loc.internal:
+        w.line("internal")
+    _access(w, loc.access)
+    if loc.files is not None:
+        _files(w, loc.files, passes.files)
+    if loc.steps:
+        _steps(w, loc.steps, loc, passes)
+    elif loc.ret is not None:
         _return(w, loc.ret)
     if loc.proxy_pass is not None:
         _proxy(w, loc, passes)
     w.close()
+
+
+def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes: _Passes) -> None:
+    """The rewrite directives in their order; an ``if`` with what its block set itself."""
+    for step in steps:
+        if isinstance(step, SetSpec):
+            w.line("set", "$" + step.name, quote(step.value.raw))
+        elif isinstance(step, ReturnSpec):
+            _return(w, step)
+        elif isinstance(step, BreakSpec):
+            w.line("break")
+        elif isinstance(step, RewriteSpec):
+            words = ["rewrite", quote(step.regex.pattern), quote(step.replacement.raw)]
+            w.line(*words, *((step.flag,) if step.flag else ()))
+        else:
+            w.open("if", _condition(step.condition))
+            inner = step.location
+            if inner is not None and loc is not None:
+                if inner.add_headers != loc.add_headers:
+                    _add_headers(w, inner.add_headers)
+                if inner.access_log != loc.access_log and inner.access_log is not None:
+                    _access_log(w, inner.access_log, None)
+                own = inner.proxy_pass
+                if own is not None and (loc.proxy_pass is None or own.url != loc.proxy_pass.url):
+                    w.line("proxy_pass", _pass_url(own, passes))
+            _steps(w, step.steps, None, passes)
+            w.close()
+
+
+def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
+    """root or alias and the rest; the types only where they differ from the server's."""
+    if files.alias is not None:
+        w.line("alias", quote(files.alias))
+    else:
+        w.line("root", quote(files.root))
+    w.line("index", *(quote(name) for name in files.index))
+    if files.try_files:
+        w.line("try_files", *(quote(t.raw) for t in files.try_files))
+    if files.expires == "time":
+        w.line(
+            "expires",
+            duration(files.expires_time)
+            if files.expires_time >= 0
+            else "-" + duration(-files.expires_time),
+        )
+    elif files.expires != "off":
+        w.line("expires", files.expires)
+    if not files.etag:
+        w.line("etag", "off")
+    if server is None or files.types != server.types or files.default_type != server.default_type:
+        w.line("default_type", quote(files.default_type))
+        w.open("types")
+        for ext, mime in files.types:
+            w.line(quote(mime), quote(ext))
+        w.close()
+
+
+def _access(w: _Writer, rules: tuple[AccessRule, ...]) -> None:
+    for rule in rules:
+        w.line("allow" if rule.allow else "deny", rule.network)
+
+
+def _error_pages(w: _Writer, pages: tuple[ErrorPage, ...]) -> None:
+    for page in pages:
+        response = () if page.overwrite < 0 else ("=" + (str(page.overwrite or "")),)
+        w.line("error_page", *map(str, page.codes), *response, quote(page.target.raw))
+
+
+def _condition(cond: Condition) -> str:
+    subject = quote(cond.subject.raw)
+    if cond.op.lstrip("!").startswith("-"):
+        return f"({cond.op} {subject})"
+    if not cond.op:
+        return f"({subject})"
+    if cond.regex is not None:
+        return f"({subject} {cond.op} {quote(cond.regex.pattern)})"
+    assert cond.operand is not None
+    return f"({subject} {cond.op} {quote(cond.operand.raw)})"
+
+
+def _pass_url(proxy: ProxyPass, passes: _Passes) -> str:
+    if proxy.upstream in passes.apps:
+        return quote(f"{proxy.scheme}://${slot_variable(proxy.upstream)}")
+    return quote(proxy.url.raw)
 
 
 def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:

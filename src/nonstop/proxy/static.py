@@ -1,0 +1,400 @@
+"""Serving files as nginx's static, index and try_files modules do.
+
+``resolve`` decides, from the location's ``FilesSpec`` and the request, what answers: a
+file, a redirect to the directory's slash, a status, or a jump to a URI or a named
+location.  It only stats; no path leaves the root or alias (``$uri`` is already
+normalised, and the joined path is checked again; symlinks are followed, as nginx's
+``disable_symlinks off``).  ``serve`` writes the answer: the head nginx sends (type by
+extension, Last-Modified, ETag, Expires/Cache-Control, Accept-Ranges), a 304 for a
+matching If-None-Match / If-Modified-Since (nginx's ``if_modified_since exact``), a
+single byte range as 206 (416 when out of the file), and the body in chunks as the client
+takes them -- with ``os.sendfile`` straight to a plain TCP socket whenever the
+transport's buffer is empty, so a large file neither fills memory nor blocks the loop.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from email.utils import formatdate
+from typing import Any
+
+from nonstop.config.model import FilesSpec
+from nonstop.proxy.error_page import jump
+from nonstop.proxy.request import Request
+from nonstop.proxy.response_head import added_headers
+from nonstop.proxy.responses import SERVER_LINE, error_page, status_line
+from nonstop.proxy.variables import Getter, VariableTable
+
+__all__ = [
+    "FILE",
+    "FileBody",
+    "Files",
+    "compile_files",
+    "file_range",
+    "map_path",
+    "resolve",
+    "serve",
+]
+
+FILE, SLASH, CODE, JUMP = range(4)
+_CHUNK = 256 * 1024  # what one read() or sendfile() moves at most
+_SMALL = 64 * 1024  # a file up to this size leaves in the same write as its head
+_MAX_AGE_MAX = 315360000  # "expires max" (ngx_http_headers_filter_module.c)
+
+
+class Files:
+    """A location's ``FilesSpec``, compiled."""
+
+    __slots__ = (
+        "alias",
+        "default_type",
+        "etag",
+        "expires",
+        "expires_time",
+        "index",
+        "prefix",
+        "root",
+        "tries",
+        "types",
+    )
+
+    def __init__(self, spec: FilesSpec, prefix: str, tries: tuple[Getter, ...]) -> None:
+        self.root = spec.root.rstrip("/") or "/"
+        self.alias = spec.alias
+        self.prefix = prefix
+        self.index = spec.index
+        self.tries = tries
+        self.types = {ext: mime.encode("latin-1") for ext, mime in spec.types}
+        self.default_type = spec.default_type.encode("latin-1")
+        self.etag = spec.etag
+        self.expires = spec.expires
+        self.expires_time = spec.expires_time
+
+
+def compile_files(
+    spec: FilesSpec | None, prefix: str, table: VariableTable, where: str
+) -> Files | None:
+    if spec is None:
+        return None
+    tries = tuple(table.compile(t, where) for t in spec.try_files)
+    return Files(spec, prefix, tries)
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+def map_path(files: Files, uri: str) -> str | None:
+    """The file ``uri`` names under the root (or the alias, for the location's prefix);
+    None when the joined path would leave it."""
+    base, joined = files.root, files.root + uri
+    alias = files.alias
+    if alias is not None and uri.startswith(files.prefix):
+        base, joined = alias.rstrip("/") or "/", alias + uri[len(files.prefix) :]
+    if "\0" in joined:
+        return None
+    normal = os.path.normpath(joined)
+    if normal != base and not normal.startswith(base.rstrip("/") + "/"):
+        return None
+    return normal + "/" if joined.endswith("/") and normal != "/" else normal
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def resolve(files: Files, req: Request) -> tuple[int, str, os.stat_result | None]:
+    """(FILE, path, stat) | (SLASH, uri, None) | (CODE, "404", None) | (JUMP, target, None)."""
+    if files.tries:
+        return _try_files(files, req)
+    uri = req.path
+    path = map_path(files, uri)
+    if path is None:
+        return CODE, "404", None
+    if uri.endswith("/"):
+        return _index(files, path)
+    info = _stat(path)
+    if info is None:
+        return CODE, ("403" if os.path.lexists(path) else "404"), None
+    if stat.S_ISDIR(info.st_mode):
+        return SLASH, uri + "/", None
+    if not stat.S_ISREG(info.st_mode):
+        return CODE, "404", None
+    return FILE, path, info
+
+
+def _index(files: Files, directory: str) -> tuple[int, str, os.stat_result | None]:
+    for name in files.index:
+        candidate = os.path.join(directory, name)
+        info = _stat(candidate)
+        if info is not None and stat.S_ISREG(info.st_mode):
+            return FILE, candidate, info
+    info = _stat(directory)
+    # no autoindex: a directory without an index file is forbidden (ngx_http_index_module)
+    return CODE, ("403" if info is not None and stat.S_ISDIR(info.st_mode) else "404"), None
+
+
+def _try_files(files: Files, req: Request) -> tuple[int, str, os.stat_result | None]:
+    """ngx_http_try_files_handler: the first that exists, else the last argument."""
+    for getter in files.tries[:-1]:
+        name = getter(req)
+        path = map_path(files, name)
+        if path is None:
+            continue
+        info = _stat(path)
+        if info is None:
+            continue
+        if name.endswith("/"):
+            if stat.S_ISDIR(info.st_mode):
+                if not req.path.endswith("/"):
+                    return SLASH, req.path + "/", None  # a directory: its slash first
+                return _index(files, path)
+        elif stat.S_ISREG(info.st_mode):
+            return FILE, path, info
+    last = files.tries[-1](req)
+    if last.startswith("=") and last[1:].isdigit():
+        return CODE, last[1:], None
+    return JUMP, last, None
+
+
+def file_range(header: bytes | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as (first, last), (-1, -1) when it starts past the end, or
+    None to send the whole file (no header, a syntax nginx ignores, several ranges)."""
+    if header is None or not header.startswith(b"bytes=") or b"," in header:
+        return None
+    first_raw, dash, last_raw = header[6:].strip().partition(b"-")
+    if not dash or not (first_raw or last_raw):
+        return None
+    if (first_raw and not first_raw.isdigit()) or (last_raw and not last_raw.isdigit()):
+        return None
+    if not first_raw:
+        suffix = int(last_raw)
+        if suffix == 0:
+            return -1, -1
+        return max(size - suffix, 0), size - 1
+    first = int(first_raw)
+    last = int(last_raw) if last_raw else size - 1
+    if last_raw and last < first:
+        return None
+    if first >= size:
+        return -1, -1
+    return first, min(last, size - 1)
+
+
+# --------------------------------------------------------------------------- answering
+
+
+def serve(conn: Any, req: Request, files: Files, body: list[bytes], complete: bool) -> None:
+    """Answer ``req`` from ``files`` on the client connection ``conn``; ``body`` and
+    ``complete`` are the request body so far, for the location try_files may jump to."""
+    kind, value, info = resolve(files, req)
+    # try_files jumps whatever the method; the static module takes GET and HEAD, and
+    # answers a POST only when there is no file (ngx_http_static_handler)
+    allowed = (b"GET", b"HEAD") if kind == FILE else (b"GET", b"HEAD", b"POST")
+    if kind != JUMP and req.method not in allowed:
+        conn._respond(405, error_page(405), b"text/html", b"", False)
+    elif kind == CODE:
+        code = int(value)
+        conn._respond(code, error_page(code) if code >= 300 else b"", b"text/html", b"", False)
+    elif kind == SLASH:
+        req.ret_code = 301
+        req.ret_text = value + ("?" + req.args if req.args else "")
+        conn._respond_return(req, conn.exchange.route)
+    elif kind == JUMP:
+        route = conn.exchange.route
+        jump(req, value, route.owner if route is not None else None)
+        conn.conn_requests -= 1  # the same request, started again
+        conn._start(req, body, complete)
+    else:
+        assert info is not None
+        _send_file(conn, req, files, value, info)
+
+
+def _http_date(seconds: float) -> bytes:
+    return formatdate(seconds, usegmt=True).encode("ascii")
+
+
+def _validators(files: Files, info: os.stat_result) -> tuple[bytes, bytes]:
+    modified = _http_date(int(info.st_mtime))
+    etag = b'"%x-%x"' % (int(info.st_mtime), info.st_size) if files.etag else b""
+    return modified, etag
+
+
+def _not_modified(req: Request, modified: bytes, etag: bytes) -> bool:
+    since = req.header(b"if-modified-since")
+    match = req.header(b"if-none-match")
+    if since is None and match is None:
+        return False
+    if since is not None and since.strip() != modified:
+        return False
+    if match is not None:
+        tags = [t.strip() for t in match.split(b",")]
+        if not etag or (b"*" not in tags and etag not in tags and b"W/" + etag not in tags):
+            return False
+    return True
+
+
+def _expires(files: Files) -> bytes:
+    kind = files.expires
+    if kind == "off":
+        return b""
+    if kind == "epoch":
+        return b"Expires: Thu, 01 Jan 1970 00:00:01 GMT\r\nCache-Control: no-cache\r\n"
+    if kind == "max":
+        return (
+            b"Expires: Thu, 31 Dec 2037 23:55:55 GMT\r\n"
+            b"Cache-Control: max-age=%d\r\n" % _MAX_AGE_MAX
+        )
+    ttl = int(files.expires_time)
+    cache = b"no-cache" if ttl < 0 else b"max-age=%d" % ttl
+    return b"Expires: " + _http_date(time.time() + ttl) + b"\r\nCache-Control: " + cache + b"\r\n"
+
+
+def _send_file(conn: Any, req: Request, files: Files, path: str, info: os.stat_result) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        conn._respond(403, error_page(403), b"text/html", b"", False)
+        return
+    size = info.st_size
+    modified, etag = _validators(files, info)
+    final = req.err_status  # an error page keeps its error status and loses these
+    extra = b"" if final else b"Last-Modified: " + modified + b"\r\n"
+    if etag:
+        extra += b"ETag: " + etag + b"\r\n"
+    extra += _expires(files)
+    if not final and _not_modified(req, modified, etag):
+        os.close(fd)
+        _head(conn, req, 304, b"", -1, extra, None)
+        return
+    status, first, count, ranged = 200, 0, size, b""
+    wanted = req.header(b"range") if not final else None
+    if_range = req.header(b"if-range")
+    if wanted is not None and (if_range is None or if_range.strip() in (etag, modified)):
+        span = file_range(wanted, size)
+        if span == (-1, -1):
+            os.close(fd)
+            extra = b"Content-Range: bytes */%d\r\n" % size
+            conn._respond(416, error_page(416), b"text/html", extra, False)
+            return
+        if span is not None:
+            status, first, count = 206, span[0], span[1] - span[0] + 1
+            ranged = b"Content-Range: bytes %d-%d/%d\r\n" % (span[0], span[1], size)
+    name = os.path.basename(path)
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    ctype = files.types.get(ext, files.default_type)
+    extra += ranged if ranged or final else b"Accept-Ranges: bytes\r\n"
+    _head(conn, req, status, ctype, count, extra, FileBody(conn, fd, first, count))
+
+
+def _head(
+    conn: Any, req: Request, status: int, ctype: bytes, length: int, extra: bytes, body: Any
+) -> None:
+    """A small file leaves as one answer the connection builds; a large one gets its head
+    here and its body from ``FileBody`` as the client takes it."""
+    if not body:
+        conn._respond(status, b"", ctype, extra, False)
+        return
+    if body.count <= _SMALL and req.method != b"HEAD":
+        conn._respond(status, body.read_all(), ctype, extra, False)
+        return
+    transport = conn.transport
+    if transport is None:
+        body.close()
+        return
+    ex = conn.exchange
+    close = not ex.body_done or not conn._client_keeps_alive(req)
+    parts = [status_line(req.err_status or status), SERVER_LINE, conn.state.date.current]
+    parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: %d\r\n" % length)
+    parts.append(extra)
+    route = ex.route
+    if route is not None and route.add_success:
+        parts.append(added_headers(route, status, req))
+    parts.append(b"Connection: close\r\n\r\n" if close else b"Connection: keep-alive\r\n\r\n")
+    transport.write(b"".join(parts))
+    ex.resp_started = True
+    ex.resp_bytes = body.count
+    body.status, body.close_after = status, close
+    if req.method == b"HEAD":
+        body.count = 0
+    conn.file_body = body
+    body.pump()
+
+
+class FileBody:
+    """The rest of a file on its way to the client; ``pump`` runs again on resume_writing."""
+
+    __slots__ = ("close_after", "conn", "count", "fd", "offset", "sock", "status")
+
+    def __init__(self, conn: Any, fd: int, offset: int, count: int) -> None:
+        self.conn = conn
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+        self.status = 200
+        self.close_after = False
+        self.sock = -1
+        transport = conn.transport
+        if conn.scheme == "http" and transport is not None:
+            sock = transport.get_extra_info("socket")
+            self.sock = sock.fileno() if sock is not None else -1
+
+    def __bool__(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def read_all(self) -> bytes:
+        data = os.pread(self.fd, self.count, self.offset)
+        self.close()
+        return data
+
+    def pump(self) -> None:
+        conn = self.conn
+        while self.count > 0:
+            transport = conn.transport
+            if transport is None or transport.is_closing() or self.fd < 0:
+                self.close()
+                conn.file_body = None
+                return
+            if conn.write_paused:
+                return
+            sent = self._sendfile(transport)
+            if sent < 0:
+                return  # the connection broke; it is closing
+            if sent == 0:
+                chunk = os.pread(self.fd, min(self.count, _CHUNK), self.offset)
+                if not chunk:  # the file shrank under us: the promised length cannot be met
+                    self.close()
+                    conn.file_body = None
+                    transport.abort()
+                    return
+                transport.write(chunk)
+                sent = len(chunk)
+            self.offset += sent
+            self.count -= sent
+        self.close()
+        conn.file_body = None
+        conn._finish(self.status, self.close_after)
+
+    def _sendfile(self, transport: Any) -> int:
+        """Bytes sent straight to the socket: only while the transport has nothing
+        buffered, so the order of bytes on the wire is kept."""
+        if self.sock < 0 or transport.get_write_buffer_size():
+            return 0
+        try:
+            return os.sendfile(self.sock, self.fd, self.offset, min(self.count, _CHUNK))
+        except BlockingIOError:
+            return 0
+        except OSError:
+            self.close()
+            self.conn.file_body = None
+            transport.abort()
+            return -1

@@ -1,0 +1,180 @@
+"""Apps outlive the daemon: a SIGKILL, a crash or `nonstop stop`, then the next start adopts
+them (same pids, no restart); a recycled pid is never adopted nor signalled; `stop
+--apps` stops them; with systemd socket activation a restart refuses no connection.
+
+Real `nonstop run` subprocesses, real pyapp instances, real sockets; load loops bounded in
+count and time (tests/support/apps/harness.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.apps import pyapp_command
+from tests.support.apps.harness import AppDaemon, Load, deployed
+from tests.support.restarts import (
+    SocketActivated,
+    app_daemon,
+    app_pids,
+    kill_daemon,
+    pid_alive,
+    stop_leftover_apps,
+    wait_gone,
+)
+
+from nonstop.supervisor import is_our_process, process_start_ticks
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[AppDaemon]:
+    yield from app_daemon(tmp_path)
+
+
+def test_a_sigkilled_daemon_restarted_adopts_its_apps_without_restarting_them(
+    daemon: AppDaemon,
+) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    before = app_pids(daemon)
+    assert len(before) == 1
+    kill_daemon(daemon, signal.SIGKILL)
+    (pid,) = before.values()
+    assert pid_alive(pid), "the app died with the daemon"
+
+    daemon.start()
+    daemon.wait_serving("v1", timeout=5)
+    assert app_pids(daemon) == before  # adopted: the same process, not restarted
+    log = (daemon.dir / "state" / "logs" / f"web-{next(iter(before))}.log").read_text()
+    assert f"adopt app=web release=v1 port={next(iter(before))} pid={pid}" in log
+    assert "adopted web release v1" in daemon.process.stderr()
+
+    deployed(daemon, "v2")  # the adopted instance is drained and stopped like any other
+    daemon.wait_serving("v2")
+    assert wait_gone(pid), "the adopted v1 instance was not stopped by the deploy"
+
+
+def test_an_adopted_instance_that_crashes_is_restarted_as_if_started_here(
+    daemon: AppDaemon,
+) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    ((port, pid),) = app_pids(daemon).items()
+    kill_daemon(daemon, signal.SIGKILL)
+    daemon.start()
+    assert app_pids(daemon) == {port: pid}
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        now = app_pids(daemon)
+        if now.get(port) not in (None, pid):
+            break
+        time.sleep(0.05)
+    assert app_pids(daemon).get(port) not in (None, pid), "the crash was not restarted"
+    daemon.wait_serving("v1")
+
+
+def test_a_recycled_pid_is_neither_adopted_nor_signalled(daemon: AppDaemon) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    ((port, pid),) = app_pids(daemon).items()
+    kill_daemon(daemon, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+    # A stranger now has the recorded pid: it leads its own group, as the app did, but
+    # started later.  The store is made to point at it, as a recycled pid would.
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        db = sqlite3.connect(daemon.dir / "state" / "state.db")
+        with db:
+            db.execute("UPDATE instances SET pid = ? WHERE port = ?", (stranger.pid, port))
+        db.close()
+        daemon.start()
+        daemon.wait_serving("v1", timeout=15)
+        now = app_pids(daemon)
+        assert now[port] not in (pid, stranger.pid)  # a new instance was started
+        assert stranger.poll() is None, "the stranger behind the recycled pid was signalled"
+        assert "adopted" not in daemon.process.stderr()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_stop_leaves_the_apps_serving_and_stop_apps_stops_them(daemon: AppDaemon) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    ((port, pid),) = app_pids(daemon).items()
+
+    done = daemon.cli("stop")
+    assert done.returncode == 0, done.stderr
+    assert "its apps keep running" in done.stderr
+    assert daemon.process.proc is not None and daemon.process.proc.wait(5) == 0
+    assert is_our_process(pid, process_start_ticks(pid))
+    assert _direct_get(port) == "v1"  # still serving on its own port
+
+    daemon.start()
+    assert app_pids(daemon) == {port: pid}
+
+    done = daemon.cli("stop", "--apps")
+    assert done.returncode == 0, done.stderr
+    assert "its apps are stopped too" in done.stderr
+    assert wait_gone(pid), "stop --apps left the app running"
+
+
+def test_sigterm_leaves_the_apps_and_sigint_stops_them(daemon: AppDaemon) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    ((port, pid),) = app_pids(daemon).items()
+    assert daemon.process.stop(apps=False) == 0  # SIGTERM: what systemd sends
+    assert pid_alive(pid)
+    daemon.start()
+    assert app_pids(daemon) == {port: pid}
+    assert daemon.process.stop() == 0  # SIGINT: Ctrl-C in the daemon's terminal
+    assert wait_gone(pid)
+
+
+def test_a_restart_under_socket_activation_refuses_no_connection(tmp_path: Path) -> None:
+    """A graceful stop and start fails no request; a SIGKILL fails only the requests in
+    flight on the connections the killed daemon held (at most one per client): no
+    connection is refused while no daemon runs, and the app is never restarted."""
+    d = AppDaemon(tmp_path / "d", pyapp_command(), verify="200ms")
+    activated = SocketActivated(d)
+    clients = 8
+    try:
+        activated.start()
+        deployed(d, "v1")
+        ((port, pid),) = app_pids(d).items()
+        failed = {}
+        for how in (signal.SIGTERM, signal.SIGKILL):
+            with Load(d.port, clients=clients, limit=60, slow_ms=50, check_reuse=True) as load:
+                load.wait_requests(100)
+                activated.kill(how)
+                time.sleep(0.3)  # no daemon for a while: connections queue in the kernel
+                activated.start()
+                load.wait_requests(100)
+            failed[how] = load.failed
+        assert failed[signal.SIGTERM] == [], failed[signal.SIGTERM][:5]
+        assert len(failed[signal.SIGKILL]) <= clients, failed[signal.SIGKILL]
+        assert not [f for f in failed[signal.SIGKILL] if "Refused" in f]
+        assert app_pids(d) == {port: pid}  # 0 app restarts across both
+        assert activated.starts == 3
+    finally:
+        activated.stop()
+        stop_leftover_apps(d.dir / "state")
+
+
+def _direct_get(port: int) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
