@@ -96,6 +96,7 @@ class Route:
         "ret_code",
         "ret_text",
         "send_timeout",
+        "sends_request_id",
         "server",
         "sets",
         "spec",
@@ -167,6 +168,7 @@ class Route:
         self.const_head = b""
         self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"}
         self.keeps_connection_header = False
+        self.sends_request_id = False
         if spec is not None:
             self.next_upstream = spec.next_upstream
             self.tries = spec.next_upstream_tries
@@ -203,8 +205,9 @@ class Route:
             ops.append(_op(header.name, header.value, table, where))
         if b"x-request-id" not in names:
             # the app gets $request_id, the id the JSON access log has (an incoming
-            # X-Request-ID is replaced, as nginx's proxy_set_header replaces a header)
-            ops.append(HeaderOp(b"X-Request-ID", None, _request_id))
+            # X-Request-ID is replaced, as nginx's proxy_set_header replaces a header);
+            # written by forward_head itself: a getter and its str would cost more
+            self.sends_request_id = True
             names.add(b"x-request-id")
         self.keeps_connection_header = b"connection" in names
         self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"} | names
@@ -222,10 +225,6 @@ class Route:
 
 def _proxy_host(req: Request) -> str:
     return req.proxy_host
-
-
-def _request_id(req: Request) -> str:
-    return req.rid or req.request_id
 
 
 def _op(name: str, value: Template, table: VariableTable, where: str) -> HeaderOp:
