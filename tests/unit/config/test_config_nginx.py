@@ -938,3 +938,16 @@ def test_allow_and_deny_keep_their_order_and_are_inherited_as_one_list(http: Loa
     assert error(http, "server { deny 10.0.0.300; return 204; }").message == (
         'invalid parameter "10.0.0.300"'
     )
+
+
+def test_proxy_hide_header_names_are_inherited_as_one_list(http: Load) -> None:
+    cfg = http(
+        "proxy_hide_header X-Powered-By;\n"
+        "server {\n"
+        "  location / { proxy_pass http://127.0.0.1:1; }\n"
+        "  location /b { proxy_hide_header ETag; proxy_hide_header Server; return 204; }\n"
+        "}"
+    )
+    a, b = cfg.servers[0].locations
+    assert a.hide_headers == ("x-powered-by",)
+    assert b.hide_headers == ("etag", "server")
