@@ -29,12 +29,13 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
-from nonstop import listeners
+from nonstop import listeners, upgrade
 from nonstop.admin.http import AdminHttp
 from nonstop.admin.metrics import EventCounts, Scrape, add_metrics, build_info
 from nonstop.admin.page import StatusFeed, add_status_page
@@ -42,9 +43,10 @@ from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
 from nonstop.config import load
 from nonstop.config.model import Config, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
-from nonstop.deploy.store import StateStore
+from nonstop.deploy.store import StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.engines.build import build_engine
+from nonstop.engines.embedded import EmbeddedEngine
 from nonstop.errors import ConfigError, NonstopError
 from nonstop.events import (
     DeployEvent,
@@ -56,8 +58,10 @@ from nonstop.events import (
     Subscription,
     as_dict,
 )
+from nonstop.statedir import StateDirLock
 from nonstop.supervisor import Supervisor, SupervisorEvent
 from nonstop.tasks import TaskOwner
+from nonstop.upgrade import Handoff
 
 __all__ = ["Daemon", "admin_socket_path", "setup_logging"]
 
@@ -142,6 +146,10 @@ class Daemon:
         self.running: Config | None = None
         self.started = time.time()
         self.reloads = 0
+        self.lock: StateDirLock | None = None  # handed to the new nonstop on an upgrade
+        self.handoff: Handoff | None = None  # set when this nonstop is the new one
+        self.upgrade_timeout = 60.0
+        self._upgrading = False
 
     async def run(self, config: Config) -> None:
         await self._run(with_engine(config, self.engine_name, self.nginx_pid))
@@ -150,12 +158,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         # Signals are queued from the very start: a SIGTERM that arrives while the engine
         # is still starting is handled as a graceful stop once it has started.
-        for signum, event in (
-            (signal.SIGTERM, "stop"),
-            (signal.SIGINT, "stop apps"),
-            (signal.SIGHUP, "reload"),
-            (signal.SIGUSR1, "reopen"),
-        ):
+        for signum, event in _SIGNALS.items():
             loop.add_signal_handler(signum, self.commands.put_nowait, event)
         store = self.store = StateStore.open(config.state_dir)
         for record in store.resolve_interrupted():
@@ -176,7 +179,7 @@ class Daemon:
             listening = await engine.start()
             listeners.inherited.close()  # handed over but named by no listen directive
         except BaseException:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            for signum in _SIGNALS:
                 loop.remove_signal_handler(signum)
             if self.engine is not None:
                 await self.engine.shutdown(1.0)
@@ -187,6 +190,7 @@ class Daemon:
             "status": self._admin_status,
             "stop": self._stop,
             "undrain": self._admin_undrain,
+            "upgrade": self._admin_upgrade,
         }
         streams: dict[str, StreamHandler] = {
             "drain": self._admin_drain,
@@ -196,7 +200,7 @@ class Daemon:
             "abort": self._admin_abort,
         }
         self.admin = AdminServer(admin_socket_path(config), handlers, streams)
-        await self.admin.start()
+        await self.admin.start(None if self.handoff is None else self.handoff.admin)
         if config.admin.listen is not None:
             try:
                 await self._start_http(config, handlers, streams)
@@ -205,26 +209,35 @@ class Daemon:
                 await engine.shutdown(1.0)
                 store.close()
                 raise
-        self.tasks.spawn(deployer.restore(), "restore live releases")
+        restore = self.tasks.spawn(deployer.restore(), "restore live releases")
+        if self.handoff is not None:
+            self.tasks.spawn(self._ready_after(restore, self.handoff), "take over")
+        else:
+            sd_notify(f"READY=1\nMAINPID={os.getpid()}")
         log.info("nonstop %s started, listening on %s", os.getpid(), ", ".join(listening))
         if adopted:
             log.info("%d app instance(s) left running by an earlier nonstop adopted", adopted)
-        stop_apps = False
+        stop_apps = handed_over = False
         try:
             while True:
                 event = await self.commands.get()
-                if event in ("stop", "stop apps"):
+                if event in ("stop", "stop apps", "handed over"):
                     stop_apps = event == "stop apps"
+                    handed_over = event == "handed over"
                     break
+                if event == "upgrade":
+                    self.tasks.spawn(self._upgrade(), "upgrade (SIGUSR2)")
                 if event == "reload":
                     await self.reload()
                 if event == "reopen":
                     await engine.reopen_logs()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            for signum in _SIGNALS:
                 loop.remove_signal_handler(signum)
             log.info("shutting down: finishing in-flight requests")
-            await self.admin.close()
+            if not handed_over:
+                sd_notify("STOPPING=1")
+            await self.admin.close(unlink=not handed_over)
             if self.http is not None:
                 await self.http.close()
             if self.feed is not None:
@@ -310,6 +323,12 @@ class Daemon:
         assert self.engine is not None and self.running is not None
         if config.engine != self.running.engine:
             raise ConfigError("the engine cannot change on reload: restart nonstop for that")
+        if (config.workers > 1) != (self.running.workers > 1) and config.engine == "embedded":
+            raise ConfigError(
+                f"worker_processes cannot change from {self.running.workers} to "
+                f"{config.workers} on reload (one process serves in the control process, "
+                "more run as workers): restart nonstop for that"
+            )
         await self.engine.apply(config)  # the apps' servers go into the new state whole
         self.running = config
         if self.deployer is not None:
@@ -423,12 +442,111 @@ class Daemon:
         await self.engine.undrain_server(upstream, address)
         return {"ok": True, "upstream": upstream, "address": address}
 
+    # -- upgrade: a new nonstop takes over (nonstop.upgrade) -----------------------------
+
+    async def _admin_upgrade(self, request: dict[str, Any]) -> dict[str, Any]:
+        timeout = request.get("timeout", self.upgrade_timeout)
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ValueError('"timeout" must be a number of seconds above 0')
+        return await self._upgrade(float(timeout))
+
+    async def _upgrade(self, timeout: float | None = None) -> dict[str, Any]:
+        """Start the new nonstop and hand it everything; exit once it is ready."""
+        refusal = self._why_no_upgrade()
+        if refusal is not None:
+            log.error("upgrade refused: %s", refusal)
+            return {"ok": False, "error": f"upgrade refused: {refusal}", "exit_code": 1}
+        assert self.deployer is not None and self.admin is not None and self.lock is not None
+        assert isinstance(self.engine, EmbeddedEngine) and self.running is not None
+        self._upgrading = True
+        log.info("upgrade: starting a new nonstop and handing it the sockets and the apps")
+        self.deployer.hand_over()
+        if self.http is not None:
+            await self.http.close()  # the new one opens [admin] listen again
+            self.http = None
+        try:
+            new = upgrade.start_new(
+                upgrade.this_command(),
+                self.lock.fileno(),
+                self.admin.fileno(),
+                self.engine.listening_fds(),
+            )
+            pid = await new.wait_ready(timeout or self.upgrade_timeout)
+        except upgrade.UpgradeFailed as exc:
+            log.error("upgrade failed, this nonstop keeps serving: %s", exc)
+            await self._take_back()
+            self._upgrading = False
+            return {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+        log.info("upgrade: nonstop %d is ready and serves; this one finishes and exits", pid)
+        self.commands.put_nowait("handed over")
+        return {"ok": True, "old_pid": os.getpid(), "new_pid": pid}
+
+    def _why_no_upgrade(self) -> str | None:
+        if self._upgrading:
+            return "an upgrade is already in progress"
+        if self.running is not None and self.running.workers > 1:
+            return "worker_processes above 1 does not hand its sockets over yet (restart instead)"
+        if not isinstance(self.engine, EmbeddedEngine):
+            return "only the embedded engine hands its sockets over (restart nonstop instead)"
+        if self.lock is None or self.admin is None or self.deployer is None:
+            return "nonstop is still starting"
+        busy = self.deployer.busy()
+        if busy is not None:
+            return busy
+        return None
+
+    async def _take_back(self) -> None:
+        """After a failed upgrade: supervise the instances again, reopen [admin] listen."""
+        assert self.deployer is not None and self.running is not None
+        await self.deployer.adopt()
+        self.tasks.spawn(self.deployer.restore(), "restore after a failed upgrade")
+        if self.running.admin.listen is not None and self.admin is not None:
+            try:
+                await self._start_http(self.running, self.admin.handlers, self.admin.streams)
+            except OSError as exc:
+                log.error("[admin] listen not reopened: %s", exc)
+
+    async def _ready_after(self, restore: asyncio.Task[None], handoff: Handoff) -> None:
+        """The new nonstop: tell the old one once the apps are back (adopted or started)."""
+        try:
+            await restore
+        except Exception as exc:
+            handoff.failed(f"restoring the apps failed: {exc}")
+            self.commands.put_nowait("stop")
+            raise
+        handoff.ready()
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+        log.info("took over from the previous nonstop")
+
     async def _stop(self, request: dict[str, Any]) -> dict[str, Any]:
         apps = request.get("apps", False)
         if not isinstance(apps, bool):
             raise ValueError('"apps" must be true or false')
         self.commands.put_nowait("stop apps" if apps else "stop")
         return {"ok": True, "pid": os.getpid(), "apps": "stopped" if apps else "left running"}
+
+
+_SIGNALS = {
+    signal.SIGTERM: "stop",
+    signal.SIGINT: "stop apps",
+    signal.SIGHUP: "reload",
+    signal.SIGUSR1: "reopen",
+    signal.SIGUSR2: "upgrade",
+}
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (``Type=notify``, ``NotifyAccess=all``) our state; nothing without it."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", address, exc)
 
 
 async def _relay(events: Subscription, emit: Emit) -> None:
@@ -489,7 +607,10 @@ def _who(request: dict[str, Any]) -> tuple[str, str, int]:
 
 
 def _failure(exc: NonstopError, deployer: Deployer, app: str) -> dict[str, Any]:
-    history = deployer.store.history(app, 1) if app in deployer.apps else []
+    try:
+        history = deployer.store.history(app, 1) if app in deployer.apps else []
+    except StoreError:  # the answer is the failure itself, whatever the store says now
+        history = []
     answer: dict[str, Any] = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
     if history and history[0].reason == str(exc):
         answer["result"] = describe_deploy(history[0])

@@ -8,13 +8,16 @@ Three things, in this order, before anything else of the daemon runs:
    mark the running daemon's deploy interrupted or take its admin socket.  The lock is
    released by the kernel when the process ends, however it ends, so a crash leaves no
    stale lock behind; the file itself is never removed (removing a lock file races with the
-   next taker).
+   next taker).  ``nonstop upgrade`` hands the locked descriptor itself to the new daemon
+   (``take_over``): a flock belongs to the open file description, so the directory stays
+   locked from the old daemon to the new one without a gap.
 2. **What it writes is private.** The daemon's umask becomes 077: the state directory is
    0700, the database, the logs and the admin socket 0600, whatever the operator's umask
    was.  Apps are started with the operator's umask, so what they write is as before.
 3. **Enough file descriptors.** The soft ``RLIMIT_NOFILE`` is raised to the hard limit (a
    proxy needs two descriptors per proxied connection, and the usual soft limit of 1024
-   caps it at a few hundred), and a warning in nginx's words says when
+   caps it at a few hundred) — or set to ``worker_rlimit_nofile`` (TOML: ``max_open_files``)
+   when the config names one — and a warning in nginx's words says when
    ``worker_connections`` still exceeds it.
 """
 
@@ -79,6 +82,29 @@ class StateDirLock:
             os.chmod(self.state_dir, 0o700)
         self._fd = fd
 
+    def take_over(self, fd: int) -> None:
+        """The lock handed over by the nonstop this one upgrades: the same open file
+        description, so the flock it holds is ours as well and the directory is never
+        unlocked in between.  Refused if ``fd`` is not this directory's lock, locked."""
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StateDirLocked(
+                f"the lock handed over is not usable: {exc.strerror or exc}"
+            ) from None
+        if not same:
+            os.close(fd)
+            raise StateDirLocked(f"the lock handed over is not {self.path}")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def fileno(self) -> int:
+        assert self._fd is not None
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -110,16 +136,33 @@ def operator_umask() -> int:
     return current
 
 
-def raise_open_files_limit(worker_connections: int) -> str | None:
-    """Raise the soft RLIMIT_NOFILE to the hard one; a warning if still too low."""
+def raise_open_files_limit(worker_connections: int, wanted: int | None = None) -> list[str]:
+    """Set the open-files limit; what went wrong or stays too low, in nginx's words.
+
+    ``wanted`` (``worker_rlimit_nofile``) becomes the soft limit, as nginx sets it; without
+    it the soft limit is raised to the hard one.  Processes started afterwards (the
+    workers) inherit it.
+    """
+    warnings = []
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if wanted is not None:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            ceiling = hard if hard == resource.RLIM_INFINITY else max(hard, wanted)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, ceiling))
             soft = wanted
+        except (OSError, ValueError) as exc:
+            reason = f"{exc.errno}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            warnings.append(f"setrlimit(RLIMIT_NOFILE, {wanted}) failed ({reason})")
+            wanted = None
+    if wanted is None and (hard == resource.RLIM_INFINITY or hard > soft):
+        raised = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
         except (OSError, ValueError):
             pass
     if worker_connections > soft:
-        return f"{worker_connections} worker_connections exceed open file resource limit: {soft}"
-    return None
+        warnings.append(
+            f"{worker_connections} worker_connections exceed open file resource limit: {soft}"
+        )
+    return warnings

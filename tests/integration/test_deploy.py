@@ -183,24 +183,28 @@ def test_a_daemon_killed_mid_deploy_restarts_with_the_old_release_and_no_orphans
 ) -> None:
     d = daemon(verify="30s")
     deployed(d, "v1")
+    [old] = [i["pid"] for i in d.status()["apps"]["web"]["instances"]]
     deploy = d.deploy_async("v2")
     d.wait_serving("v2")
     pids = [i["pid"] for i in d.status()["apps"]["web"]["instances"]]
     assert len(pids) == 2
+    [new] = [p for p in pids if p != old]
     d.process.signal(signal.SIGKILL)
     d.process.proc.wait(10)  # type: ignore[union-attr]
     deploy.communicate(timeout=10)
     d.start()
     d.wait_serving("v1")
     deadline = time.monotonic() + 10
-    while any(os.path.exists(f"/proc/{p}") for p in pids) and time.monotonic() < deadline:
+    while os.path.exists(f"/proc/{new}") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+    assert not os.path.exists(f"/proc/{new}")  # the interrupted release is stopped
     db = sqlite3.connect(d.dir / "state" / "state.db")
     outcomes = [row[0] for row in db.execute("SELECT outcome FROM deploys ORDER BY id")]
     db.close()
     assert outcomes == ["ok", "interrupted"]
-    assert d.status()["apps"]["web"]["live"]["release"] == "v1"
+    status = d.status()["apps"]["web"]
+    assert status["live"]["release"] == "v1"
+    assert [i["pid"] for i in status["instances"]] == [old]  # adopted, not restarted
 
 
 def test_a_reload_keeps_the_app_servers_and_drops_no_request(daemon: Make) -> None:

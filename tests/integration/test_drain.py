@@ -49,6 +49,7 @@ locations = [ {{ path = "/", pass = "app" }} ]
 
 ENGINES = [
     pytest.param((CONF, "nginx.conf"), id="embedded"),
+    pytest.param(("worker_processes 2;\n" + CONF, "nginx.conf"), id="embedded, 2 workers"),
     pytest.param(
         (NGINX_TOML, "nonstop.toml"),
         id="nginx",

@@ -179,3 +179,25 @@ def test_a_restarted_daemon_serves_the_live_release_through_nginx_again(daemon: 
     d.start()
     d.wait_serving("v2")
     assert d.nginx()["nginx"]["live_upstreams"] == {"web": "web__slot1"}
+
+
+def test_a_reload_moving_a_running_apps_ports_is_refused_and_nginx_keeps_serving_it(
+    daemon: Make,
+) -> None:
+    from tests.support.apps import pyapp_command
+    from tests.support.backends import free_port
+
+    d = daemon()
+    deployed(d, "v1")
+    kept = d.app_ports
+    d.app_ports = (free_port(), free_port())
+    d.write(pyapp_command())
+    done = d.cli("reload")
+    assert done.returncode == 2
+    assert "with engine nginx, a reload cannot move web's servers" in done.stderr
+    assert d.get() == (200, "v1")
+    d.app_ports = (kept[0], kept[1])
+    d.write(pyapp_command("--start-delay 0.1"))  # the same ports, another command
+    assert d.cli("reload").returncode == 0
+    deployed(d, "v2")
+    assert d.get() == (200, "v2")

@@ -23,9 +23,16 @@ def test_the_example_systemd_unit_verifies(tmp_path: Path) -> None:
     unit = (ROOT / "examples" / "systemd" / "nonstop.service").read_text()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
     assert "AmbientCapabilities=CAP_NET_BIND_SERVICE" in unit
+    assert "KillMode=process" in unit  # SIGTERM to nonstop alone: the apps keep running
     (tmp_path / "nonstop.service").write_text(unit.replace("/opt/nonstop/bin/nonstop", NONSTOP))
+    shutil.copy(ROOT / "examples" / "systemd" / "nonstop.socket", tmp_path)
     done = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "nonstop.service")],
+        [
+            "systemd-analyze",
+            "verify",
+            str(tmp_path / "nonstop.service"),
+            str(tmp_path / "nonstop.socket"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

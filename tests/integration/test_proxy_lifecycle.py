@@ -150,6 +150,32 @@ def test_reload_does_not_drop_an_open_websocket(backends, proxy):
         assert sock.recv(1024) == b"after reload"
 
 
+def test_a_websocket_the_client_closes_ends_on_both_sides_at_once(backends, proxy):
+    """As nginx's upgraded connections: the client's end ends the tunnel, so a stop (or
+    an upgrade of nonstop) does not wait its grace period for it."""
+    (b1,) = backends(1)
+    text = conf(
+        f"server {b1.address};",
+        "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade;",
+    )
+    p = proxy(text)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /upgrade HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(1024)
+        assert head.startswith(b"HTTP/1.1 101")
+        sock.sendall(b"one message")
+        assert sock.recv(1024) == b"one message"
+    started = time.monotonic()
+    p.process.signal(signal.SIGTERM)
+    assert p.process.proc is not None
+    assert p.process.proc.wait(10) == 0
+    assert time.monotonic() - started < 5  # not the 10 s --shutdown-timeout of the harness
+
+
 def test_sigterm_lets_in_flight_requests_finish(backends, proxy):
     (b1,) = backends(1)
     p = proxy(conf(f"server {b1.address};"))

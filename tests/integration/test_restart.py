@@ -21,6 +21,7 @@ from tests.support.apps import pyapp_command
 from tests.support.apps.harness import AppDaemon, Load, deployed
 from tests.support.restarts import (
     SocketActivated,
+    app_daemon,
     app_pids,
     kill_daemon,
     pid_alive,
@@ -33,12 +34,7 @@ from nonstop.supervisor import is_our_process, process_start_ticks
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[AppDaemon]:
-    d = AppDaemon(tmp_path / "d", pyapp_command(), verify="200ms")
-    try:
-        yield d
-    finally:
-        d.stop()
-        stop_leftover_apps(d.dir / "state")
+    yield from app_daemon(tmp_path)
 
 
 def test_a_sigkilled_daemon_restarted_adopts_its_apps_without_restarting_them(

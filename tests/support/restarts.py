@@ -10,7 +10,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.apps.harness import AppDaemon
@@ -19,12 +22,29 @@ from nonstop.supervisor import is_gone, is_our_process
 
 __all__ = [
     "SocketActivated",
+    "WebSocketLoad",
+    "app_daemon",
     "app_pids",
     "kill_daemon",
     "pid_alive",
     "stop_leftover_apps",
     "wait_gone",
 ]
+
+
+def app_daemon(where: Path) -> Iterator[AppDaemon]:
+    """A fixture body: a daemon with pyapp as "web" (not started); afterwards whichever
+    daemon serves then (after an upgrade it is not our child) is stopped, apps too."""
+    from tests.support.apps import pyapp_command
+
+    d = AppDaemon(where / "d", pyapp_command(), verify="200ms")
+    try:
+        yield d
+    finally:
+        if d.cli("status").returncode == 0:
+            d.cli("stop", "--apps", timeout=60)
+        d.process.stop()
+        stop_leftover_apps(d.dir / "state")
 
 
 def app_pids(d: AppDaemon) -> dict[int, int]:
@@ -34,10 +54,16 @@ def app_pids(d: AppDaemon) -> dict[int, int]:
 
 
 def kill_daemon(d: AppDaemon, signum: int) -> None:
+    """Signal the daemon that serves now (after an upgrade, not the one we started), by
+    the pid it reports, and wait until it has gone."""
+    pid = int(d.status()["pid"])
     proc = d.process.proc
-    assert proc is not None
-    proc.send_signal(signum)
-    proc.wait(30)
+    if proc is not None and proc.pid == pid:
+        proc.send_signal(signum)
+        proc.wait(30)
+        return
+    os.kill(pid, signum)
+    assert wait_gone(pid, 30), f"nonstop {pid} still runs after signal {signum}"
 
 
 def pid_alive(pid: int) -> bool:
@@ -115,3 +141,71 @@ class SocketActivated:
         if self.proc is not None and self.proc.poll() is None:
             self.kill(signal.SIGINT)  # stops the apps too
         self.sock.close()
+
+
+@dataclass
+class WebSocketLoad:
+    """``clients`` threads, each opening WebSocket-like sessions through the proxy (the
+    app's ``/ws`` echo) one after another: ``messages`` round trips ``pause`` apart, then
+    a clean close.  A session that is refused, cut or answered wrong is a failure."""
+
+    port: int
+    clients: int = 4
+    messages: int = 20
+    pause: float = 0.02
+    limit: float = 60.0
+    sessions: int = 0
+    failed: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> WebSocketLoad:
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(self.clients)
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                self._session()
+            except (OSError, AssertionError) as exc:
+                with self._lock:
+                    self.failed.append(repr(exc))
+                continue
+            with self._lock:
+                self.sessions += 1
+
+    def _session(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=15) as sock:
+            sock.sendall(
+                b"GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n"
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                assert chunk, f"closed before the 101: {head!r}"
+                head += chunk
+            assert head.startswith(b"HTTP/1.1 101"), head[:80]
+            extra = head.split(b"\r\n\r\n", 1)[1]
+            for n in range(self.messages):
+                message = f"message {n}\n".encode()
+                sock.sendall(message)
+                got = extra
+                while len(got) < len(message):
+                    chunk = sock.recv(4096)
+                    assert chunk, f"cut after {n} messages"
+                    got += chunk
+                assert got == message, (got, message)
+                extra = b""
+                time.sleep(self.pause)

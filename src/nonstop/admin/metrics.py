@@ -10,37 +10,30 @@ What is exposed comes from three places, each read only at scrape time:
 - the control plane's event stream, counted as it passes (``EventCounts``): deploys and
   rollbacks by outcome, reloads.
 
-``exposition`` turns a ``Scrape`` (plain data) into the text with prometheus_client's
-exposition code and a collector of our own: the hot path never touches the library.
-The names follow Prometheus' practice (docs/observability.md lists each one): a
+``exposition`` turns a ``Scrape`` (plain data) into the text (``admin.exposition``): the
+hot path only adds integers, and nothing is formatted until someone asks.  The names
+follow Prometheus' practice (docs/observability.md lists each one): a
 ``nonstop_`` prefix, base units (seconds), ``_total`` on counters, ``_info`` for facts.
 """
 
 from __future__ import annotations
 
+import math
 import platform
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
+from nonstop.admin.exposition import Family, pairs, render
 from nonstop.admin.http import AdminHttp, HttpRequest, HttpResponse
 from nonstop.events import DeployEvent, Event, EventBus, ReloadEvent
 from nonstop.proxy.metrics import BOUNDS, CLASSES
 
 __all__ = ["CONTENT_TYPE", "EventCounts", "Scrape", "add_metrics", "build_info", "exposition"]
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# the text format generate_latest writes, which every Prometheus version reads
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass
@@ -100,22 +93,6 @@ def build_info() -> dict[str, str]:
     }
 
 
-class _Collector:
-    def __init__(self, scrape: Scrape) -> None:
-        self.scrape = scrape
-
-    def collect(self) -> Iterator[Metric]:
-        scrape = self.scrape
-        info = InfoMetricFamily("nonstop_build", "nonstop's version and how it runs")
-        info.add_metric([], dict(scrape.build))
-        yield info
-        if scrape.data_plane is not None:
-            yield from _data_plane(scrape.data_plane)
-        yield from _servers(scrape.upstreams)
-        yield from _releases(scrape.apps)
-        yield from _events(scrape.events)
-
-
 def add_metrics(http: AdminHttp, gather: Callable[[], Awaitable[Scrape]]) -> None:
     """Serve ``GET /metrics`` on the admin listener, from what ``gather`` returns."""
 
@@ -125,143 +102,155 @@ def add_metrics(http: AdminHttp, gather: Callable[[], Awaitable[Scrape]]) -> Non
     http.route("GET", "/metrics", metrics)
 
 
-def exposition(scrape: Scrape, process: bool = True) -> bytes:
-    """The Prometheus text for ``scrape`` (with the process' CPU, memory and files)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(scrape))
-    if process:
-        ProcessCollector(registry=registry)
-    return generate_latest(registry)
-
-
-def _data_plane(snap: Mapping[str, Any]) -> Iterator[Metric]:
-    requests = CounterMetricFamily(
-        "nonstop_requests",
-        "Requests answered (one access log line each), by upstream, server and status class",
-        labels=["upstream", "server", "code"],
+def exposition(scrape: Scrape) -> bytes:
+    """The Prometheus text for ``scrape``."""
+    build = Family(
+        "nonstop_build_info", "gauge", "nonstop's version and how it runs", list(scrape.build)
     )
-    failures = CounterMetricFamily(
-        "nonstop_upstream_failures",
+    build.add(list(scrape.build.values()), 1)
+    families = [build]
+    if scrape.data_plane is not None:
+        families += _data_plane(scrape.data_plane)
+    families += _servers(scrape.upstreams)
+    families += _releases(scrape.apps)
+    families += _events(scrape.events)
+    return render(families)
+
+
+def _data_plane(snap: Mapping[str, Any]) -> list[Family]:
+    requests = Family(
+        "nonstop_requests_total",
+        "counter",
+        "Requests answered (one access log line each), by upstream, server and status class",
+        ["upstream", "server", "code"],
+    )
+    failures = Family(
+        "nonstop_upstream_failures_total",
+        "counter",
         "Tries of an upstream server that failed: connecting, or before its response ended",
-        labels=["upstream", "server", "stage"],
+        ["upstream", "server", "stage"],
     )
     histograms: dict[str, tuple[list[int], float]] = {}
     for entry in snap.get("servers", ()):
         upstream, server = str(entry["upstream"]), str(entry["server"])
+        where = pairs(("upstream", "server"), (upstream, server))
         for code, count in zip(CLASSES, entry["codes"], strict=True):
             if count:
-                requests.add_metric([upstream, server, code], count)
+                requests.add_text(f'{where},code="{code}"', count)
         if server:
-            failures.add_metric([upstream, server, "connect"], entry["connect_failures"])
-            failures.add_metric([upstream, server, "response"], entry["response_failures"])
+            failures.add_text(f'{where},stage="connect"', entry["connect_failures"])
+            failures.add_text(f'{where},stage="response"', entry["response_failures"])
         buckets, seconds = histograms.get(upstream, ([0] * (len(BOUNDS) + 1), 0.0))
         summed = [a + b for a, b in zip(buckets, entry["buckets"], strict=True)]
         histograms[upstream] = (summed, seconds + float(entry["seconds"]))
-    yield requests
-    duration = HistogramMetricFamily(
+    duration = Family(
         "nonstop_request_duration_seconds",
-        "Time from a request's first byte to its last answer byte handed to the kernel",
-        labels=["upstream"],
+        "histogram",
+        "Time from a request's first byte to the end of its answer",
+        ["upstream"],
     )
     for upstream, (buckets, seconds) in sorted(histograms.items()):
-        if not any(buckets):
-            continue
-        cumulative, running = [], 0
-        for bound, count in zip((*map(_float, BOUNDS), "+Inf"), buckets, strict=True):
-            running += count
-            cumulative.append((bound, running))
-        duration.add_metric([upstream], cumulative, seconds)
-    yield duration
-    yield failures
-    retries = CounterMetricFamily(
-        "nonstop_upstream_retries",
+        if any(buckets):
+            duration.add_histogram([upstream], _cumulative(buckets), seconds)
+    retries = Family(
+        "nonstop_upstream_retries_total",
+        "counter",
         "Requests passed to another server after a try failed (proxy_next_upstream)",
-        labels=["upstream"],
+        ["upstream"],
     )
     for upstream, count in sorted(snap.get("retries", {}).items()):
-        retries.add_metric([upstream], count)
-    yield retries
-    yield GaugeMetricFamily(
-        "nonstop_requests_in_flight", "Requests being answered now", value=snap.get("in_flight", 0)
-    )
-    yield GaugeMetricFamily(
+        retries.add([upstream], count)
+    in_flight = Family("nonstop_requests_in_flight", "gauge", "Requests being answered now")
+    in_flight.add([], snap.get("in_flight", 0))
+    tunnels = Family(
         "nonstop_upgraded_connections",
+        "gauge",
         "Connections upgraded to a tunnel (WebSocket) open now",
-        value=snap.get("tunnels", 0),
     )
-    connections = GaugeMetricFamily(
-        "nonstop_connections", "Client connections open now, by listener", labels=["listener"]
+    tunnels.add([], snap.get("tunnels", 0))
+    connections = Family(
+        "nonstop_connections", "gauge", "Client connections open now, by listener", ["listener"]
     )
     for listener, count in sorted(snap.get("connections", {}).items()):
-        connections.add_metric([listener], count)
-    yield connections
+        connections.add([listener], count)
+    return [requests, duration, failures, retries, in_flight, tunnels, connections]
 
 
-def _float(bound: float) -> str:
-    return repr(float(bound))
+def _cumulative(buckets: list[int]) -> list[tuple[float, int]]:
+    out, running = [], 0
+    for bound, count in zip((*BOUNDS, math.inf), buckets, strict=True):
+        running += count
+        out.append((bound, running))
+    return out
 
 
-def _servers(upstreams: Mapping[str, list[Mapping[str, Any]]]) -> Iterator[Metric]:
+def _servers(upstreams: Mapping[str, list[Mapping[str, Any]]]) -> list[Family]:
     labels = ["upstream", "server"]
-    healthy = GaugeMetricFamily(
+    healthy = Family(
         "nonstop_upstream_server_healthy",
+        "gauge",
         "1 when the server's health check passes (or it has none), else 0",
-        labels=labels,
+        labels,
     )
-    draining = GaugeMetricFamily(
+    draining = Family(
         "nonstop_upstream_server_draining",
+        "gauge",
         "1 while the server is taken out of selection to drain, else 0",
-        labels=labels,
+        labels,
     )
-    selectable = GaugeMetricFamily(
+    selectable = Family(
         "nonstop_upstream_server_up",
+        "gauge",
         "1 when new requests may go to the server (state up), else 0",
-        labels=labels,
+        labels,
     )
-    in_flight = GaugeMetricFamily(
-        "nonstop_upstream_server_in_flight",
-        "Requests on the server now",
-        labels=labels,
+    in_flight = Family(
+        "nonstop_upstream_server_in_flight", "gauge", "Requests on the server now", labels
     )
     for upstream, servers in sorted(upstreams.items()):
         for server in servers:
-            where = [upstream, str(server.get("address", ""))]
-            healthy.add_metric(where, 1 if server.get("health_ok", True) else 0)
-            draining.add_metric(where, 1 if server.get("draining") else 0)
-            selectable.add_metric(where, 1 if server.get("state") == "up" else 0)
+            where = pairs(labels, (upstream, str(server.get("address", ""))))
+            healthy.add_text(where, 1 if server.get("health_ok", True) else 0)
+            draining.add_text(where, 1 if server.get("draining") else 0)
+            selectable.add_text(where, 1 if server.get("state") == "up" else 0)
             conns = server.get("conns")
             if isinstance(conns, int):
-                in_flight.add_metric(where, conns)
-    yield from (healthy, draining, selectable, in_flight)
+                in_flight.add_text(where, conns)
+    return [healthy, draining, selectable, in_flight]
 
 
-def _releases(apps: Mapping[str, Any]) -> Iterator[Metric]:
-    info = InfoMetricFamily(
-        "nonstop_release", "The release each app serves, and its slot", labels=["app"]
+def _releases(apps: Mapping[str, Any]) -> list[Family]:
+    info = Family(
+        "nonstop_release_info",
+        "gauge",
+        "The release each app serves, and its slot",
+        ["app", "release", "slot"],
     )
     for app, status in sorted(apps.items()):
         live = status.get("live") if isinstance(status, Mapping) else None
         if live:
-            info.add_metric([app], {"release": str(live["release"]), "slot": str(live["slot"])})
-    yield info
+            info.add([app, str(live["release"]), str(live["slot"])], 1)
+    return [info]
 
 
-def _events(counts: EventCounts) -> Iterator[Metric]:
+def _events(counts: EventCounts) -> list[Family]:
+    out = []
     for name, text, table in (
-        ("nonstop_deploys", "Deploys that ended, by app and outcome", counts.deploys),
+        ("nonstop_deploys_total", "Deploys that ended, by app and outcome", counts.deploys),
         (
-            "nonstop_rollbacks",
+            "nonstop_rollbacks_total",
             "Rollbacks (nonstop rollback after a deploy ended) by app and outcome",
             counts.rollbacks,
         ),
     ):
-        family = CounterMetricFamily(name, text, labels=["app", "outcome"])
+        family = Family(name, "counter", text, ["app", "outcome"])
         for (app, outcome), count in sorted(table.items()):
-            family.add_metric([app, outcome], count)
-        yield family
-    reloads = CounterMetricFamily(
-        "nonstop_config_reloads", "Configuration reloads, by outcome", labels=["outcome"]
+            family.add([app, outcome], count)
+        out.append(family)
+    reloads = Family(
+        "nonstop_config_reloads_total", "counter", "Configuration reloads, by outcome", ["outcome"]
     )
     for outcome, count in sorted(counts.reloads.items()):
-        reloads.add_metric([outcome], count)
-    yield reloads
+        reloads.add([outcome], count)
+    out.append(reloads)
+    return out

@@ -21,7 +21,8 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nonstop.errors import NonstopError
@@ -59,7 +60,14 @@ class AdminServer:
         self.connections = 0
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on ``path`` — or on ``sock``, the same socket handed over by the nonstop
+        this one upgrades."""
+        if sock is not None:
+            self._server = await asyncio.start_unix_server(
+                self._serve, sock=sock, limit=MAX_REQUEST
+            )
+            return
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         if os.path.exists(self.path):
             if await _answers(self.path):
@@ -74,13 +82,22 @@ class AdminServer:
             os.umask(old)
         os.chmod(self.path, 0o600)
 
-    async def close(self) -> None:
+    def fileno(self) -> int:
+        """The listening socket's descriptor (handed to the new nonstop on an upgrade)."""
+        assert self._server is not None
+        sockets: Sequence[socket.socket] = getattr(self._server, "sockets", [])
+        return sockets[0].fileno()
+
+    async def close(self, unlink: bool = True) -> None:
+        """Stop accepting; ``unlink=False`` after an upgrade, when the new nonstop accepts
+        on the same socket."""
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if unlink:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         def emit(event: dict[str, Any]) -> None:

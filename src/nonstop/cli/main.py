@@ -11,7 +11,8 @@ import logging
 import os
 import shlex
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
@@ -47,10 +48,12 @@ def _say(message: str) -> None:
     click.echo(f"nonstop: {message}", err=True)
 
 
-def _load(path: str, prefix: str | None) -> Config:
+def _load(path: str, prefix: str | None, on_error: Callable[[str], None] | None = None) -> Config:
     try:
         config = load(path, prefix)
     except ConfigError as exc:
+        if on_error is not None:
+            on_error(str(exc))
         _say(f"[emerg] {exc}")
         _say(f"configuration file {os.path.abspath(path)} test failed")
         sys.exit(2)
@@ -198,14 +201,30 @@ def run(
     shutdown_timeout: str,
     nginx_pid: str | None,
 ) -> None:
-    """Run the daemon in the foreground (SIGTERM/SIGINT: graceful stop; SIGHUP: reload)."""
+    """Run the daemon in the foreground (SIGTERM: graceful stop, the apps keep running;
+    SIGINT: the same, stopping the apps; SIGHUP: reload; SIGUSR2: upgrade)."""
     import uvloop
 
     from nonstop.daemon import Daemon, setup_logging
     from nonstop.listeners import inherited
     from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
+    from nonstop.upgrade import ENV, Handoff, receive
 
-    config = _load(config_path, prefix)
+    handoff: Handoff | None = None
+
+    def fail(message: str, code: int) -> NoReturn:
+        if handoff is not None:  # the old nonstop says why its upgrade failed
+            handoff.failed(message)
+        _say(f"[emerg] {message}")
+        sys.exit(code)
+
+    handed = os.environ.pop(ENV, None)
+    if handed is not None:  # started by `nonstop upgrade`: the old one sends its sockets
+        try:
+            handoff = receive(int(handed), inherited)
+        except (ValueError, OSError) as exc:
+            fail(str(exc), 1)
+    config = _load(config_path, prefix, None if handoff is None else handoff.failed)
     try:
         grace = parse_duration(shutdown_timeout)
     except ValueError as exc:
@@ -215,33 +234,62 @@ def run(
     restrict_umask()
     lock = StateDirLock(config.state_dir)
     try:
-        lock.acquire()
+        if handoff is not None:
+            lock.take_over(handoff.lock_fd)
+        else:
+            lock.acquire()
     except NonstopError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
     try:
-        handed = inherited.from_systemd()  # LISTEN_FDS: used instead of binding
+        from_systemd = inherited.from_systemd()  # LISTEN_FDS: used instead of binding
     except ValueError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(1)
-    too_few_files = raise_open_files_limit(config.max_connections)
+        fail(str(exc), 1)
+    limits = raise_open_files_limit(config.max_connections, config.max_open_files)
     setup_logging(config)
-    if handed:
-        logging.getLogger("nonstop").info("%d listening socket(s) from systemd", handed)
-    if too_few_files is not None:
-        logging.getLogger("nonstop").warning("%s", too_few_files)
+    for warning in limits:
+        logging.getLogger("nonstop").warning("%s", warning)
+    if from_systemd:
+        logging.getLogger("nonstop").info("%d listening socket(s) from systemd", from_systemd)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
+    daemon.lock, daemon.handoff = lock, handoff
     try:
         uvloop.run(daemon.run(config))
     except ConfigError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(2)
+        fail(str(exc), 2)
     except OSError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(1)
+        fail(str(exc), 1)
     except NonstopError as exc:
-        _say(f"[emerg] {exc}")
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
+
+
+@main.command()
+@_config_option
+@_prefix_option
+@click.option(
+    "--timeout",
+    default="60s",
+    show_default=True,
+    help="How long the new nonstop may take to become ready.",
+)
+def upgrade(config_path: str, prefix: str | None, timeout: str) -> None:
+    """Replace the running nonstop by the one installed now, dropping no connection.
+
+    The new daemon takes over the listening sockets, the admin socket and the running
+    apps, and becomes ready; only then does the old one finish its requests and exit.
+    If the new one fails, the old one keeps serving and this exits 1 saying why.
+    """
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--timeout") from exc
+    answer = _call(_client(config_path, prefix), "upgrade", timeout=seconds)
+    if not answer.get("ok"):
+        _say(str(answer.get("error")))
+        sys.exit(int(answer.get("exit_code") or 1))
+    _say(
+        f"upgraded: nonstop {answer.get('new_pid')} serves now; {answer.get('old_pid')} "
+        "finishes its requests and exits"
+    )
 
 
 def _client(config_path: str, prefix: str | None) -> AdminClient:

@@ -118,6 +118,16 @@ def status_view(answer: dict[str, Any]) -> Group:
         daemon.append(f"{answer['connections']} connections")
     daemon.append(f"listening on {', '.join(answer['listen'])}")
     parts: list[RenderableType] = [Text(", ".join(daemon))]
+    workers = answer.get("workers")
+    if workers:
+        each = ", ".join(f"{w['pid']} ({w.get('connections') or 0})" for w in workers)
+        restarts = answer.get("worker_restarts") or 0
+        parts.append(
+            Text(
+                f"{len(workers)} workers (pid and connections): {each}; "
+                f"{restarts} replaced since start"
+            )
+        )
     for name, app in (answer.get("apps") or {}).items():
         parts += _app_view(name, app)
     table = Table("upstream", "server", "weight", "state", "in flight", "fails", title="upstreams")

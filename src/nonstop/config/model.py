@@ -439,6 +439,8 @@ class AppSpec:
     drain_timeout: float = 30.0
     verify: float = 10.0
     verify_max_5xx_ratio: float = 0.05
+    user: str | None = None  # run as this user (nonstop must be root), None: as nonstop
+    group: str | None = None  # and this group, None: the user's primary group
     source: Source | None = field(default=None, compare=False)
 
 
@@ -461,6 +463,12 @@ class Config:
     # open client connections at most; past it a new one is answered 503 and closed
     # (nginx.conf: worker_connections; TOML: max_connections)
     max_connections: int = 10_000
+    # data-plane processes (nginx.conf: worker_processes N|auto; TOML: workers); 1 serves in
+    # the control process itself (docs/architecture.md, "Workers")
+    workers: int = 1
+    # RLIMIT_NOFILE of nonstop's processes (nginx.conf: worker_rlimit_nofile; TOML:
+    # max_open_files); None: the soft limit is raised to the hard one
+    max_open_files: int | None = None
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
     files: tuple[str, ...] = ()  # every file read (config and includes)
 

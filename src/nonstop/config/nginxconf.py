@@ -25,6 +25,7 @@ import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
+from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     DEFAULT_TYPES,
@@ -58,7 +59,7 @@ from nonstop.config.model import (
 )
 from nonstop.config.rewrite import compile_regex
 from nonstop.config.template import compile_template, is_name_char
-from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.units import parse_duration, parse_size, parse_workers
 from nonstop.config.vocabulary import (
     BACKUP_METHODS,
     DIRECTIVES,
@@ -565,6 +566,8 @@ class _Builder:
         self.implicit: dict[str, UpstreamSpec] = {}
         self.error_log: tuple[str | None, str] | None = None
         self.max_connections = 10_000
+        self.workers = 1
+        self.max_open_files: int | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
 
     # -- helpers ------------------------------------------------------------
@@ -683,6 +686,8 @@ class _Builder:
             if d.name == "env" and d.block is None:
                 self.env(d)
                 continue
+            if d.name == "user" and d.block is None:
+                self.user(d)
             if self.check(d, "main"):
                 continue
             if d.name == "events":
@@ -700,6 +705,14 @@ class _Builder:
                 http = d
             elif d.name == "error_log":
                 self.set_error_log(d, outer=True)
+            elif d.name == "worker_processes":
+                try:
+                    self.workers = parse_workers(d.args[0])
+                except ValueError:
+                    message = f'invalid value "{d.args[0]}" in "{d.name}" directive'
+                    raise self.fail(d, message) from None
+            elif d.name == "worker_rlimit_nofile":
+                self.max_open_files = self.number(d, 0, minimum=1)
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
         servers, maps = self.http(http) if http is not None else ((), ())
@@ -716,6 +729,8 @@ class _Builder:
             error_log=error_path,
             error_log_level=error_level,
             max_connections=self.max_connections,
+            workers=self.workers,
+            max_open_files=self.max_open_files,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
         )
@@ -738,6 +753,22 @@ class _Builder:
         if key in self.admin_env:
             raise self.fail(d, f'"env {name}" is duplicate')
         self.admin_env[key] = (value, d)
+
+    def user(self, d: Directive) -> None:
+        """``user USER [GROUP];`` (nginx's workers' user): its arguments are checked, and
+        names this machine does not know are a notice in nginx's words (nginx started as
+        root refuses them).  nonstop's one process does not switch users: apps have their
+        own ``user``."""
+        if not 1 <= len(d.args) <= 2:
+            raise self.fail(d, 'invalid number of arguments in "user" directive')
+        try:
+            resolve_account(d.args[0], d.args[1] if len(d.args) == 2 else d.args[0])
+        except ValueError as exc:
+            name = str(exc).split('"')[1]
+            kind = "getpwnam" if str(exc).startswith("no user") else "getgrnam"
+            self.reader.notices.append(
+                f'{kind}("{name}") failed ({d.where}): nginx started as root would refuse it'
+            )
 
     def admin(self, socket: str) -> AdminSpec:
         """The admin socket, and the HTTP listener the ``env NONSTOP_ADMIN_*`` lines set."""

@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     LOG_FORMATS,
@@ -50,7 +51,7 @@ from nonstop.config.nginxconf import (
     system_resolver,
 )
 from nonstop.config.template import compile_template
-from nonstop.config.units import parse_duration, parse_size
+from nonstop.config.units import parse_duration, parse_size, parse_workers
 from nonstop.config.vocabulary import BACKUP_METHODS, METHODS
 from nonstop.errors import ConfigError
 
@@ -79,6 +80,8 @@ _TOP_KEYS = frozenset(
         "error_log",
         "error_log_level",
         "max_connections",
+        "workers",
+        "max_open_files",
         "upstreams",
         "apps",
         "servers",
@@ -105,6 +108,8 @@ _APP_KEYS = (
         "drain_timeout",
         "verify",
         "verify_max_5xx_ratio",
+        "user",
+        "group",
     }
 )
 _SERVER_KEYS = frozenset(
@@ -398,8 +403,22 @@ class _Reader:
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
             error_log_level=level,
             max_connections=top.integer("max_connections", 10_000, minimum=1),
+            workers=self.workers(top),
+            max_open_files=top.integer("max_open_files", 0, minimum=1) or None,
             files=(self.path,),
         )
+
+    @staticmethod
+    def workers(top: _Table) -> int:
+        """``workers = N`` or ``"auto"`` (one per usable core)."""
+        value = top.typed("workers", (int, str))
+        if value is None:
+            return 1
+        try:
+            return parse_workers(str(value))
+        except ValueError:
+            message = 'must be a number of processes (1 or more) or "auto"'
+            raise top.error("workers", message) from None
 
     def admin_http(self, admin: _Table | None) -> tuple[str | None, str | None]:
         """``[admin] listen`` and its token; a public address needs a token."""
@@ -535,6 +554,11 @@ class _Reader:
         health = self.health(t.table("health", _HEALTH_KEYS | {"start_timeout"}), HealthSpec())
         self.upstreams[name] = self.pool(name, t, self.balancing(t), (), health=None, app=True)
         cwd = t.string("cwd")
+        user, group = t.string("user"), t.string("group")
+        try:
+            resolve_account(user, group)
+        except ValueError as exc:
+            raise t.error("user" if "user" in str(exc) else "group", str(exc)) from None
         return AppSpec(
             name=name,
             command=t.required("command"),
@@ -549,6 +573,8 @@ class _Reader:
             drain_timeout=t.duration("drain_timeout", 30.0),
             verify=t.duration("verify", 10.0),
             verify_max_5xx_ratio=t.ratio("verify_max_5xx_ratio", 0.05),
+            user=user,
+            group=group,
             source=t.source(),
         )
 

@@ -9,9 +9,10 @@ Errors are ``ValueError``; the loaders add the file and line or key path.
 
 from __future__ import annotations
 
+import os
 import re
 
-__all__ = ["parse_duration", "parse_size"]
+__all__ = ["parse_duration", "parse_size", "parse_workers"]
 
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 _SIZE = re.compile(r"([0-9]+)([kKmMgG]?)")
@@ -59,3 +60,13 @@ def parse_duration(text: str) -> float:
         total += int(match.group(1)) * factor[unit]
         pos = match.end()
     return total
+
+
+def parse_workers(text: str) -> int:
+    """``worker_processes``: a number of processes, or ``auto`` for one per usable core
+    (the cores this process may run on, as nginx counts them)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) or 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f'invalid value "{text}": expected a number of processes or "auto"')
+    return int(text)

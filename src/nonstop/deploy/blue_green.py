@@ -28,6 +28,7 @@ from nonstop.deploy.steps import (
     Switch,
     Verify,
 )
+from nonstop.errors import DeployFailed
 from nonstop.servers import slot_ports
 
 __all__ = ["Options", "plan", "undo"]
@@ -40,11 +41,32 @@ class Options:
     hold: float | None = None
 
 
-def plan(app: AppSpec, live_slot: int | None, options: Options = Options()) -> Plan:
-    """The steps of deploying a release of ``app`` whose live slot is ``live_slot``."""
-    slot = idle_slot(live_slot)
-    new = slot_ports(app, slot)
+def plan(
+    app: AppSpec,
+    live_slot: int | None,
+    options: Options = Options(),
+    running: tuple[int, ...] | None = None,
+) -> Plan:
+    """The steps of deploying a release of ``app`` whose live slot is ``live_slot``.
+
+    ``running``: the ports the live release runs on when a reload changed ``app.ports``
+    since it started (None: its slot's ports in ``app``).  The new release then goes to
+    whichever slot of the new ports is clear of them, and the old one is drained and
+    stopped where it runs.  ``DeployFailed`` when both slots overlap them.
+    """
     old = () if live_slot is None else slot_ports(app, live_slot)
+    if running is not None:
+        old = running
+    slot = idle_slot(live_slot)
+    if set(slot_ports(app, slot)) & set(old):
+        slot = 1 - slot
+        if set(slot_ports(app, slot)) & set(old):
+            raise DeployFailed(
+                f"{app.name}: both slots of the configured ports {list(app.ports)} take a "
+                f"port the live release runs on ({', '.join(map(str, old))}); list ports "
+                "for the new release that the live one does not use"
+            )
+    new = slot_ports(app, slot)
     steps: list[Step] = [Start(slot, new), Gate(new), Switch(new, old)]
     if old:  # a first deploy has nothing to drain, verify against or go back to
         steps += [Drain(old, warm=True), Verify(new, app.verify)]

@@ -27,6 +27,7 @@ returns after the rest).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -40,7 +41,7 @@ from nonstop.deploy.executor import Executor, own_tail
 from nonstop.deploy.plan import server_spec, slot_ports
 from nonstop.deploy.runtime import AppRuntime, Run
 from nonstop.deploy.steps import Plan, Step
-from nonstop.deploy.store import DeployRecord, StateStore
+from nonstop.deploy.store import DeployRecord, StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, UsageError
 from nonstop.events import EventBus
@@ -84,18 +85,23 @@ class Deployer:
         self.executor = Executor(store, supervisor, engine, clock, probe_fn, self.events, on_step)
         self.apps: dict[str, AppRuntime] = {}
         self.tasks = TaskOwner("deployer")  # deploys, health gates, health marks
+        self._owed: list[Callable[[], object]] = []  # writes the store refused, in order
 
     # -- configuration ------------------------------------------------------------------
 
     def configure(self, apps: tuple[AppSpec, ...]) -> None:
-        """The apps of the running config (on start and after every reload)."""
+        """The apps of the running config (on start and after every reload).
+
+        A reload is applied as a plan, not to what runs: the next deploy starts the new
+        release as ``spec`` says, and drains and stops the live release where and as it
+        was started (``AppRuntime.live_spec``); until then it keeps serving unchanged.
+        """
         for spec in apps:
             runtime = self.apps.get(spec.name)
             if runtime is None:
                 self.apps[spec.name] = AppRuntime(spec)
             else:
                 runtime.spec = spec
-            self.supervisor.update_app(spec)
 
     def runtime(self, name: str) -> AppRuntime:
         runtime = self.apps.get(name)
@@ -140,7 +146,7 @@ class Deployer:
                 )
                 continue
             taken.append((port, handle))
-        runtime.live_slot, runtime.live_release = live.slot, live.release
+        runtime.set_live(live.slot, live.release, spec)
         for port, handle in taken:
             assert handle.start_ticks is not None
             started = process_started_at(handle.start_ticks)
@@ -176,7 +182,7 @@ class Deployer:
             live = self.store.live(spec.name)
             if live is None:
                 return
-            runtime.live_slot, runtime.live_release = live.slot, live.release
+            runtime.set_live(live.slot, live.release, spec)
             missing = [
                 port
                 for port in slot_ports(spec, live.slot)
@@ -199,8 +205,32 @@ class Deployer:
     # -- the live instances: crashes and restarts ----------------------------------------
 
     def on_supervisor_event(self, event: SupervisorEvent) -> None:
-        """Record every start and exit; keep the upstream in step with live restarts."""
+        """Record every start and exit; keep the upstream in step with live restarts.
+
+        The records are bookkeeping: a store that cannot write them (``StoreError``) is
+        logged and fails the deploy running on the app, never what the event is about.
+        """
         runtime = self.apps.get(event.app)
+        try:
+            self._record(runtime, event)
+        except StoreError as exc:
+            self.store_failed(runtime, exc)
+        if event.kind == "started":
+            if runtime is not None and event.port in runtime.live_ports and runtime.ready.is_set():
+                self._gate_live(runtime, event.port)  # a restart after a crash
+        elif runtime is not None and event.kind == "crashed" and event.port in runtime.live_ports:
+            log.error(
+                "%s release %s on port %d crashed (code %s)",
+                event.app,
+                event.release,
+                event.port,
+                event.returncode,
+            )
+            address = runtime.server(event.port, runtime.spec).address
+            if runtime.servers.set_health(address, False):
+                self.tasks.spawn(self.executor.push(runtime, quiet=True))
+
+    def _record(self, runtime: AppRuntime | None, event: SupervisorEvent) -> None:
         if event.kind == "started":
             slot = self._slot_of(runtime, event.port)
             self.store.record_instance(
@@ -212,8 +242,6 @@ class Deployer:
                 event.start_ticks,
                 cmdline=None if event.pid is None else process_cmdline(event.pid),
             )
-            if runtime is not None and event.port in runtime.live_ports and runtime.ready.is_set():
-                self._gate_live(runtime, event.port)  # a restart after a crash
         elif event.kind in ("crashed", "stopped"):
             record = self.store.instance(event.app, event.port)
             if record is not None and record.pid == event.pid:
@@ -221,20 +249,20 @@ class Deployer:
                     self.store.set_instance_state(event.app, event.port, "crashed")
                 else:
                     self.store.forget_instance(event.app, event.port)
-            if runtime is not None and event.kind == "crashed" and event.port in runtime.live_ports:
-                log.error(
-                    "%s release %s on port %d crashed (code %s)",
-                    event.app,
-                    event.release,
-                    event.port,
-                    event.returncode,
-                )
-                address = server_spec(runtime.spec, event.port).address
-                if runtime.servers.set_health(address, False):
-                    self.tasks.spawn(self.executor.push(runtime, quiet=True))
+
+    def store_failed(self, runtime: AppRuntime | None, exc: StoreError) -> None:
+        """A write the store refused: logged; the app's running deploy stops at its next
+        step and goes back (``Executor.execute``)."""
+        log.error("%s", exc)
+        if runtime is not None and runtime.run is not None:
+            runtime.run.store_failure = runtime.run.store_failure or exc.reason
 
     def _slot_of(self, runtime: AppRuntime | None, port: int) -> int:
-        return 0 if runtime is None else slot_of(runtime.spec, port)
+        if runtime is None:
+            return 0
+        if runtime.live_slot is not None and port in runtime.live_ports:
+            return runtime.live_slot
+        return slot_of(runtime.spec, port)
 
     def _gate_live(self, runtime: AppRuntime, port: int) -> None:
         """Put a (re)started live instance back into the pool once it passes its check."""
@@ -246,13 +274,16 @@ class Deployer:
     async def _regate(self, runtime: AppRuntime, port: int) -> None:
         instance = self.supervisor.get(runtime.spec.name, port)
         while instance is not None and instance.is_alive():
-            result = await self.executor.gate(runtime.spec, instance)
+            result = await self.executor.gate(instance.app, instance)  # as it was started
             if result.ok:
                 if runtime.servers.set_health(instance.address, True):
                     await self.executor.push(runtime, quiet=True)
-                self.store.set_instance_state(
-                    runtime.spec.name, port, "running", instance.cmdline()
-                )
+                try:
+                    self.store.set_instance_state(
+                        runtime.spec.name, port, "running", instance.cmdline()
+                    )
+                except StoreError as exc:
+                    self.store_failed(runtime, exc)
                 log.info("%s on port %d is healthy: serving", runtime.spec.name, port)
                 return
             log.error("%s on port %d is not healthy: %s", runtime.spec.name, port, result.reason)
@@ -279,9 +310,13 @@ class Deployer:
             if runtime.live_release is None:
                 raise UsageError(f"{name} has no live release yet: name one with --release")
             release = runtime.live_release
-        planned = blue_green.plan(runtime.spec, runtime.live_slot, blue_green.Options(hold))
+        self.settle_owed()
+        spec = runtime.spec
+        planned = blue_green.plan(
+            spec, runtime.live_slot, blue_green.Options(hold), runtime.live_ports or None
+        )
         record = self.store.begin_deploy(name, release, holder, pid, kind)
-        run = Run(record, release, Progress(name, record.id, self.events, self.clock))
+        run = Run(record, release, Progress(name, record.id, self.events, self.clock), spec)
         runtime.run = run
         task = self.tasks.spawn(self._execute(runtime, run, planned, kind))
 
@@ -305,7 +340,6 @@ class Deployer:
     async def _execute(
         self, runtime: AppRuntime, run: Run, planned: Plan, kind: str
     ) -> dict[str, Any]:
-        durations = run.durations
         try:
             run.progress(
                 "begin",
@@ -320,29 +354,79 @@ class Deployer:
             )
             await self.executor.execute(runtime, run, planned)
         except DeployFailed as exc:
-            outcome = getattr(exc, "outcome", "failed")
-            durations["total"] = round(run.progress.elapsed(), 4)
-            record = self.store.finish_deploy(run.record.id, outcome, str(exc), durations)
-            run.result = describe_deploy(record)
-            run.progress("done", f"{kind} of {run.release} {outcome}", outcome=outcome, kind=kind)
+            failed = self._finish(run, kind, getattr(exc, "outcome", "failed"), str(exc))
+            if failed is not None:
+                raise StoreError(f"{failed.reason}; {exc}") from None
             raise
+        except StoreError as exc:
+            raise self._store_outcome(runtime, run, planned, kind, exc) from None
         except asyncio.CancelledError:
             reason = "nonstop stopped while the deploy was running"
-            self.store.finish_deploy(run.record.id, "interrupted", reason, durations)
+            self._finish(run, kind, "interrupted", reason, announce=False)
             raise
         except BaseException as exc:  # the lock must never stay held
-            self.store.finish_deploy(run.record.id, "failed", f"internal error: {exc!r}")
+            self._finish(run, kind, "failed", f"internal error: {exc!r}", announce=False)
             raise
-        durations["total"] = round(run.progress.elapsed(), 4)
-        record = self.store.finish_deploy(run.record.id, "ok", "", durations)
-        run.result = describe_deploy(record)
-        run.progress(
-            "done",
-            f"{run.release} serves all traffic ({durations['total']:.2f}s)",
-            outcome="ok",
-            kind=kind,
-        )
+        failed = self._finish(run, kind, "ok", "")
+        if failed is not None:
+            raise StoreError(f"{failed.reason}; {run.release} serves all traffic") from None
         return run.result
+
+    def _store_outcome(
+        self, runtime: AppRuntime, run: Run, planned: Plan, kind: str, exc: StoreError
+    ) -> StoreError:
+        """A deploy the store failed: rolled back, or — when it failed only once the old
+        release was stopped — done but not recorded; what the CLI is told."""
+        if runtime.live_release == run.release and runtime.live_slot == planned.slot:
+            slot, release = planned.slot, run.release
+            self._owed.append(lambda: self.store.set_live(runtime.spec.name, slot, release))
+            outcome = "ok"
+            why = f"{exc.reason}; {run.release} serves all traffic, not yet recorded as live"
+        else:
+            outcome = "rolled_back"
+            why = f"{exc.reason}; the {kind} of {run.release} was rolled back: " + (
+                f"{runtime.live_release} serves" if runtime.live_release else "nothing deployed"
+            )
+        failure = StoreError(why)
+        self._finish(run, kind, outcome, str(failure))
+        return failure
+
+    def _finish(
+        self, run: Run, kind: str, outcome: str, reason: str, announce: bool = True
+    ) -> StoreError | None:
+        """Record the deploy's end and free its lock; while the store refuses, the record
+        is owed (written before the next deploy) and the refusal returned."""
+        durations = run.durations
+        durations["total"] = round(run.progress.elapsed(), 4)
+        failed: StoreError | None = None
+        try:
+            record = self.store.finish_deploy(run.record.id, outcome, reason, durations)
+        except StoreError as exc:
+            failed = exc
+            deploy_id, owed = run.record.id, dict(durations)
+            self._owed.append(lambda: self.store.finish_deploy(deploy_id, outcome, reason, owed))
+            record = dataclasses.replace(
+                run.record,
+                outcome=outcome,
+                reason=reason,
+                finished_at=self.clock.wall(),
+                durations=owed,
+            )
+        run.result = describe_deploy(record)
+        if announce:
+            if outcome == "ok":
+                message = f"{run.release} serves all traffic ({durations['total']:.2f}s)"
+            else:
+                message = f"{kind} of {run.release} {outcome}"
+            run.progress("done", message, outcome=outcome, kind=kind)
+        return failed
+
+    def settle_owed(self) -> None:
+        """Write what the store refused before (deploy ends, live releases), in order;
+        ``StoreError`` while it still refuses."""
+        while self._owed:
+            self._owed[0]()
+            self._owed.pop(0)
 
     # -- steering a running deploy: rollback, commit, abort -----------------------------
 
@@ -418,7 +502,7 @@ class Deployer:
             else {
                 "release": live.release,
                 "slot": live.slot,
-                "ports": list(slot_ports(spec, live.slot)),
+                "ports": list(runtime.live_ports or slot_ports(spec, live.slot)),
                 "since": live.since,
                 "previous_release": live.previous_release,
             },
@@ -437,6 +521,23 @@ class Deployer:
                 describe_deploy(r, self.clock.wall()) for r in self.store.history(spec.name, 10)
             ],
         }
+
+    def busy(self) -> str | None:
+        """What would be cut short by handing the apps over now (an upgrade), if anything."""
+        for name, runtime in sorted(self.apps.items()):
+            if not runtime.ready.is_set():
+                return f"{name}'s live release is still being restored"
+            if runtime.run is not None:
+                return f"deploy #{runtime.run.record.id} of {name} is running ({runtime.run.phase})"
+        return None
+
+    def hand_over(self) -> None:
+        """Stop supervising, leave every instance running: a new nonstop adopts them."""
+        for runtime in self.apps.values():
+            for task in runtime.gating.values():
+                task.cancel()
+            runtime.gating.clear()
+        self.supervisor.leave_running()
 
     async def cancel(self) -> None:
         """Cancel deploys (recorded ``interrupted``) and health gates: the first step of

@@ -16,7 +16,7 @@ from nonstop.clock import Clock, wait_event
 from nonstop.config.model import AppSpec
 from nonstop.deploy import blue_green
 from nonstop.deploy.errors import DeployRefused, RolledBack
-from nonstop.deploy.plan import VerifyCounts, server_spec, verify_failure
+from nonstop.deploy.plan import VerifyCounts, verify_failure
 from nonstop.deploy.runtime import AppRuntime, Run
 from nonstop.deploy.steps import (
     Commit,
@@ -31,7 +31,7 @@ from nonstop.deploy.steps import (
     Switch,
     Verify,
 )
-from nonstop.deploy.store import StateStore
+from nonstop.deploy.store import StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.errors import DeployFailed, NonstopError
 from nonstop.events import DrainEvent, EventBus
@@ -78,11 +78,24 @@ class Executor:
         self._on_step = on_step
 
     async def execute(self, runtime: AppRuntime, run: Run, planned: Plan) -> None:
-        """Run every step; on a failure, the undo steps, then raise it."""
+        """Run every step; on a failure, the undo steps, then raise it.
+
+        A store that refused a write (``run.store_failure``, or a ``StoreError`` of the
+        step itself) fails the deploy like a refused release: back to the old release,
+        which never stopped serving.  Only the last step, ``Commit``, comes after the old
+        release is stopped: a store failure there leaves the new release serving and
+        supervised, recorded live in memory, and is raised for the deployer to report.
+        """
         for step in planned.steps:
             try:
+                if run.store_failure is not None and not isinstance(step, Commit):
+                    raise StoreError(run.store_failure)
                 await self.perform(runtime, run, step)
-            except DeployFailed:
+            except (DeployFailed, StoreError) as exc:
+                if isinstance(exc, StoreError) and isinstance(step, Commit):
+                    raise
+                if isinstance(exc, StoreError):
+                    log.error("%s: %s; rolling back", runtime.spec.name, exc)
                 for back in blue_green.undo(planned, step):
                     await self.perform(runtime, run, back)
                 raise
@@ -157,7 +170,7 @@ class Executor:
         return [i for i in found if i is not None]
 
     async def _start(self, runtime: AppRuntime, run: Run, step: Start) -> None:
-        spec, say = runtime.spec, run.progress
+        spec, say = run.spec, run.progress
         run.phase = "starting"
         for port in step.ports:
             try:
@@ -173,7 +186,7 @@ class Executor:
             )
 
     async def _gate_all(self, runtime: AppRuntime, run: Run, step: Gate) -> None:
-        spec, say = runtime.spec, run.progress
+        spec, say = run.spec, run.progress
         run.phase = "health gate"
         new = self._instances(runtime, step.ports)
 
@@ -218,10 +231,10 @@ class Executor:
         )
 
     async def _switch(self, runtime: AppRuntime, run: Run, step: Switch) -> None:
-        spec = runtime.spec
+        spec = run.spec
         run.phase = "switching"
-        new_specs = [server_spec(spec, port) for port in step.to]
-        runtime.servers.switch(new_specs, [server_spec(spec, p).address for p in step.away])
+        new_specs = [runtime.server(port, spec) for port in step.to]
+        runtime.servers.switch(new_specs, [runtime.server(p, spec).address for p in step.away])
         try:
             await self.push(runtime)
         except NonstopError as exc:
@@ -231,7 +244,10 @@ class Executor:
         for port in step.to:
             instance = self.supervisor.get(spec.name, port)
             cmdline = instance.cmdline() if instance is not None else None
-            self.store.set_instance_state(spec.name, port, "running", cmdline)
+            try:
+                self.store.set_instance_state(spec.name, port, "running", cmdline)
+            except StoreError as exc:  # bookkeeping: the next step goes back
+                run.store_failure = run.store_failure or exc.reason
         run.progress(
             "switched",
             f"traffic switched to {run.release}",
@@ -239,8 +255,8 @@ class Executor:
         )
 
     async def _drain(self, runtime: AppRuntime, run: Run, step: Drain) -> None:
-        spec = runtime.spec
-        addresses = [server_spec(spec, port).address for port in step.ports]
+        spec = run.spec
+        addresses = [runtime.server(port, spec).address for port in step.ports]
         if not step.warm:
             if step.ports == runtime.live_ports:
                 run.phase = "stopping old"
@@ -264,7 +280,7 @@ class Executor:
         keep_backup = await self.engine.supports_backup(spec.name)
         for port, address in zip(step.ports, addresses, strict=True):
             if keep_backup:
-                runtime.servers.demote(address, server_spec(spec, port, backup=True))
+                runtime.servers.demote(address, runtime.server(port, spec, backup=True))
             else:
                 runtime.servers.remove([address])
         await self.push(runtime)
@@ -277,7 +293,7 @@ class Executor:
 
     async def _watch(self, runtime: AppRuntime, run: Run, step: Verify) -> str | None:
         """Watch the new release for ``step.seconds``; why it failed, or None."""
-        spec = runtime.spec
+        spec = run.spec
         if step.seconds <= 0:
             return None
         new = self._instances(runtime, step.ports)
@@ -373,19 +389,21 @@ class Executor:
             )
 
     def _commit(self, runtime: AppRuntime, run: Run, step: Commit) -> None:
-        spec = runtime.spec
+        spec = run.spec
         run.stamp("old_stopped")
-        self.store.set_live(spec.name, step.slot, run.release)
-        runtime.live_slot, runtime.live_release = step.slot, run.release
+        runtime.set_live(step.slot, run.release, spec)
         for instance in self._instances(runtime, runtime.live_ports):
             self.supervisor.set_restart(instance, True)
+        if run.store_failure is not None:  # the old release is stopped: no going back
+            raise StoreError(run.store_failure)
+        self.store.set_live(spec.name, step.slot, run.release)  # last: see ``execute``
 
     async def _rollback(self, runtime: AppRuntime, run: Run, step: Rollback) -> None:
-        spec = runtime.spec
-        away = [server_spec(spec, port).address for port in step.away]
+        spec = run.spec
+        away = [runtime.server(port, spec).address for port in step.away]
         run.phase = "rolling back"
         if step.to:
-            runtime.servers.switch([server_spec(spec, port) for port in step.to], away)
+            runtime.servers.switch([runtime.server(port, spec) for port in step.to], away)
         else:
             runtime.servers.set_draining(away)
         if not step.announce:  # nothing was switched: the new servers just leave

@@ -19,6 +19,10 @@ def build_engine(config: Config, events: EventBus | None = None) -> Engine:
     """The engine ``config`` asks for, not started yet; its health flips go to ``events``."""
     if config.engine == "nginx":
         return nginx_engine(config, events)
+    if config.workers > 1:
+        from nonstop.workers.engine import WorkersEngine
+
+        return WorkersEngine(config, events=events)
     return EmbeddedEngine(config, events=events)
 
 

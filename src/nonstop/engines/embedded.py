@@ -28,7 +28,7 @@ from nonstop.engines.base import check_static_server
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
-from nonstop.proxy.server import Backend, ProxyServer
+from nonstop.proxy.server import Backend, ProxyServer, SocketSource, inherited_or_bound
 from nonstop.servers import ServerReport, ServerState
 
 __all__ = ["EmbeddedEngine"]
@@ -46,11 +46,16 @@ class EmbeddedEngine:
         *,
         probe_fn: ProbeFn = probe,
         events: EventBus | None = None,
+        sockets: SocketSource = inherited_or_bound,
+        checked: bool = True,
     ) -> None:
+        """``sockets``: where the listeners come from; ``checked`` False: the active checks
+        run elsewhere (a worker's are the control process's) and arrive as ``mark_health``."""
         self._servers: dict[str, tuple[ServerState, ...]] = {}
         self._drained: dict[str, set[str]] = {}  # static upstream -> servers drained by hand
-        self.proxy = ProxyServer(config, loop)
-        self._checks = UpstreamChecks(self._mark, probe_fn, events)
+        self.proxy = ProxyServer(config, loop, sockets=sockets)
+        self._checks = UpstreamChecks(self.mark_health, probe_fn, events)
+        self._checked = checked
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -67,6 +72,14 @@ class EmbeddedEngine:
 
     async def metrics(self) -> Mapping[str, Any] | None:
         return self.proxy.metrics_snapshot()
+
+    def listening_fds(self) -> list[int]:
+        """The listening sockets' descriptors (handed to the new nonstop on an upgrade)."""
+        return [
+            sock.fileno()
+            for server in self.proxy.listeners.values()
+            for sock in getattr(server, "sockets", ())
+        ]
 
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()
@@ -191,12 +204,15 @@ class EmbeddedEngine:
     def _backend(self, app: str) -> Backend | None:
         return self.proxy.state.upstreams.get(app)
 
-    def _mark(self, upstream: str, address: str, healthy: bool) -> None:
+    def mark_health(self, upstream: str, address: str, healthy: bool) -> None:
+        """An active check's verdict on a server of a static upstream."""
         backend = self.proxy.state.upstreams.get(upstream)
         if backend is not None:
             backend.balancer.set_health(address, healthy)
 
     def _sync_checks(self) -> None:
+        if not self._checked:
+            return
         upstreams = self.proxy.state.upstreams
 
         def known(name: str, address: str) -> bool:

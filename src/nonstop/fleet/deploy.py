@@ -455,6 +455,9 @@ class FleetRun:
                     unknown.add(host)
                 elif isinstance(result, BaseException):
                     raise result
+            back = [str(h) for h in hosts if h not in unknown]
+            if work is abort and back:
+                self.emit("aborted", f"back on the previous release: {', '.join(back)}")
         return troubles
 
     async def deploy(

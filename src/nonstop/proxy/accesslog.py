@@ -13,9 +13,10 @@ every line is valid JSON.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from typing import IO, Any, Final
+from typing import Any, Final
 
 __all__ = ["JSON_FIELDS", "AccessLogs", "combined_line", "json_line"]
 
@@ -35,6 +36,8 @@ JSON_FIELDS: Final = (
     "referer",
     "user_agent",
 )
+
+log = logging.getLogger("nonstop")
 
 
 def _escape(value: str) -> str:
@@ -127,10 +130,15 @@ def json_line(req: Any, status: int, sent: int, now: float) -> str:
 
 
 class AccessLogs:
-    """Open log files by path; lines are buffered and written on ``flush``."""
+    """Open log files by path; lines are buffered and written on ``flush``.
+
+    Each flush writes a file's pending lines with one ``write()`` on a descriptor opened
+    with ``O_APPEND``: several processes (the workers) append to the same file, and the
+    kernel appends each write whole, so their lines interleave but are never torn.
+    """
 
     def __init__(self) -> None:
-        self._files: dict[str, IO[str]] = {}
+        self._files: dict[str, int] = {}
         self._pending: dict[str, list[str]] = {}
 
     def write(self, path: str, as_json: bool, req: Any, status: int, sent: int, now: float) -> None:
@@ -145,19 +153,24 @@ class AccessLogs:
         for path, lines in self._pending.items():
             if not lines:
                 continue
-            handle = self._files.get(path)
-            if handle is None:
+            fd = self._files.get(path)
+            if fd is None:
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-                handle = self._files[path] = open(path, "a", encoding="latin-1")  # noqa: SIM115
-            handle.write("".join(lines))
-            handle.flush()
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                fd = self._files[path] = os.open(path, flags, 0o644)
+            data = "".join(lines).encode("latin-1", "replace")
             lines.clear()
+            try:
+                while data:  # a regular file takes it all at once; a pipe may not
+                    data = data[os.write(fd, data) :]
+            except OSError as exc:  # a full disk loses these lines, not the server's tick
+                log.error('write() to "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
 
     def reopen(self) -> None:
         """After log rotation: the next flush opens the files again."""
         self.flush()
-        for handle in self._files.values():
-            handle.close()
+        for fd in self._files.values():
+            os.close(fd)
         self._files.clear()
 
     def close(self) -> None:

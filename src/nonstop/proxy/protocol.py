@@ -326,8 +326,11 @@ class ClientConnection(Receiver):
         self._pause_reading()
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still want its response (nginx answers it).
+        # A half-closed client may still want its response (nginx answers it); a tunnel
+        # ends with the client's end, as nginx's upgraded connections do.
         self.eof = True
+        if self.phase == TUNNEL:
+            return False
         return self.req is not None or bool(self.pending)
 
     def pause_writing(self) -> None:

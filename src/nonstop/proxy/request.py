@@ -45,7 +45,7 @@ class _Ids:
         return self.hex[at : at + 32]
 
 
-_ids = _Ids()
+_ids: Final = _Ids()
 os.register_at_fork(after_in_child=_ids.drop)
 
 

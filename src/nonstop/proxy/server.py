@@ -25,6 +25,7 @@ from nonstop import listeners
 from nonstop.config.model import Config, ServerSpec, UpstreamSpec
 from nonstop.config.rewrite import defined_names
 from nonstop.errors import ConfigError
+from nonstop.proxy.acceptor import AcceptErrors, Acceptor
 from nonstop.proxy.accesslog import AccessLogs
 from nonstop.proxy.balancers.peers import Peer
 from nonstop.proxy.connection_pool import IdlePool
@@ -40,12 +41,27 @@ from nonstop.proxy.upstream import Upstream
 from nonstop.proxy.variables import Getter, VariableTable
 from nonstop.servers import ServerState
 
-__all__ = ["AppServers", "Backend", "ProxyServer", "ProxyState", "bind_error"]
+__all__ = [
+    "AppServers",
+    "Backend",
+    "ProxyServer",
+    "ProxyState",
+    "SocketSource",
+    "bind_error",
+    "bind_keys",
+    "inherited_or_bound",
+    "listen_socket",
+]
 
 # Each app's servers as the control plane set them (``Engine.set_servers``): a config
 # names an app's upstream but not its servers, so every state built for a config gets
 # them from here.
 AppServers = Mapping[str, tuple[ServerState, ...]]
+
+# Where a proxy gets the listening socket of an address (host, port): by default one
+# handed over (systemd, an upgrade) or one it binds (``inherited_or_bound``); a worker
+# process is given its sockets by the control process (``nonstop.workers``).
+SocketSource = Callable[[tuple[str, int]], socket.socket]
 
 log = logging.getLogger("nonstop")
 
@@ -78,11 +94,16 @@ def bind_error(exc: OSError, host: str, port: int) -> OSError:
     return OSError(exc.errno, message)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listen_socket(key: tuple[str, int], reuseport: bool = False) -> socket.socket:
+    """A listening TCP socket bound to ``key`` (host, port), non-blocking; ``reuseport``:
+    one of a group of sockets on that address (``SO_REUSEPORT``), one per worker."""
+    host, port = key
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
@@ -92,6 +113,12 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise bind_error(exc, host, port) from exc
     return sock
+
+
+def inherited_or_bound(key: tuple[str, int]) -> socket.socket:
+    """The socket systemd or the nonstop this one upgrades handed over for ``key``, used as
+    it is; else a new one."""
+    return listeners.inherited.take(*key) or listen_socket(key)
 
 
 class Backend:
@@ -318,6 +345,22 @@ class ProxyState:
         return {"in_flight": in_flight, "tunnels": self.tunnels, "connections": ports}
 
 
+def bind_keys(config: Config) -> dict[tuple[str, int], bool]:
+    """Addresses to bind, with their ssl flag; wildcards absorb specific addresses."""
+    keys: dict[tuple[str, int], bool] = {}
+    for block in config.servers:
+        for listen in block.listens:
+            keys[listen.key] = keys.get(listen.key, False) or listen.ssl
+    wild = {(h, p) for (h, p) in keys if h in ("0.0.0.0", "::")}
+    result: dict[tuple[str, int], bool] = {}
+    for (host, port), ssl in keys.items():
+        family_wild = "::" if ":" in host else "0.0.0.0"
+        if (host, port) not in wild and (family_wild, port) in wild:
+            continue
+        result[(host, port)] = ssl
+    return result
+
+
 class ProxyServer:
     """Listeners and lifecycle around one ``ProxyState``."""
 
@@ -326,11 +369,14 @@ class ProxyServer:
         config: Config,
         loop: asyncio.AbstractEventLoop | None = None,
         servers: AppServers | None = None,
+        sockets: SocketSource = inherited_or_bound,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.state = ProxyState(self.loop, config, servers)
         self.tls = TlsContexts()
-        self.listeners: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        self.listeners: dict[tuple[str, int], Acceptor] = {}
+        self.accept_errors = AcceptErrors()
+        self._sockets = sockets
         self._tick: asyncio.Task[None] | None = None
 
     @property
@@ -343,29 +389,14 @@ class ProxyServer:
         self._tick = self.loop.create_task(self._run_tick())
 
     # -- listeners --------------------------------------------------------------------
-    def _bind_keys(self, config: Config) -> dict[tuple[str, int], bool]:
-        """Addresses to bind, with their ssl flag; wildcards absorb specific addresses."""
-        keys: dict[tuple[str, int], bool] = {}
-        for block in config.servers:
-            for listen in block.listens:
-                keys[listen.key] = keys.get(listen.key, False) or listen.ssl
-        wild = {(h, p) for (h, p) in keys if h in ("0.0.0.0", "::")}
-        result: dict[tuple[str, int], bool] = {}
-        for (host, port), ssl in keys.items():
-            family_wild = "::" if ":" in host else "0.0.0.0"
-            if (host, port) not in wild and (family_wild, port) in wild:
-                continue
-            result[(host, port)] = ssl
-        return result
-
     async def _open_listeners(self, config: Config) -> None:
-        wanted = self._bind_keys(config)
-        opened: dict[tuple[str, int], asyncio.AbstractServer] = {}
+        wanted = bind_keys(config)
+        opened: dict[tuple[str, int], Acceptor] = {}
         try:
             for key, ssl in wanted.items():
                 if key in self.listeners:
                     continue
-                opened[key] = await self._listen(key, ssl)
+                opened[key] = self._listen(key, ssl)
         except OSError:
             for server in opened.values():
                 server.close()
@@ -375,10 +406,8 @@ class ProxyServer:
                 self.listeners.pop(key).close()
         self.listeners.update(opened)
 
-    async def _listen(self, key: tuple[str, int], ssl: bool) -> asyncio.AbstractServer:
-        host, port = key
-        # A socket from systemd or from the nonstop this one upgrades is used as it is.
-        sock = listeners.inherited.take(host, port) or _bind(host, port)
+    def _listen(self, key: tuple[str, int], ssl: bool) -> Acceptor:
+        sock = self._sockets(key)
         state = self.state
         scheme = "https" if ssl else "http"
         context = self.tls.context_for(key) if ssl else None
@@ -394,13 +423,13 @@ class ProxyServer:
             factory = cast(
                 "Callable[[], asyncio.Protocol]", lambda: ClientConnection(state, scheme)
             )
-        return await self.loop.create_server(factory, sock=sock, backlog=511)
+        return Acceptor(self.loop, sock, factory, self.accept_errors)
 
     def bound_ports(self) -> list[tuple[str, int]]:
         """The addresses actually listened on (port 0 in a config picks a free one)."""
         out = []
         for server in self.listeners.values():
-            for sock in getattr(server, "sockets", ()):
+            for sock in server.sockets:
                 name = sock.getsockname()
                 out.append((name[0], name[1]))
         return out

@@ -17,10 +17,15 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nonstop.config.accounts import Account
 from nonstop.config.model import AppSpec
 from nonstop.supervisor.errors import StartFailed
 
-__all__ = ["LaunchSpec", "build_launch", "substitute"]
+__all__ = ["BASE_ENV", "LaunchSpec", "base_environment", "build_launch", "substitute"]
+
+# What an app gets of nonstop's own environment; everything else it gets from its ``env``.
+BASE_ENV = ("PATH", "LANG", "LANGUAGE", "TZ")  # and every LC_*
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +39,24 @@ class LaunchSpec:
     env: tuple[tuple[str, str], ...]  # the full environment of the child
     cwd: str | None
     log_path: str  # stdout and stderr are appended here
+    account: Account | None = None  # run as this user and group; None: as nonstop runs
 
 
 def substitute(text: str, port: int, release: str) -> str:
     return text.replace("{port}", str(port)).replace("{release}", release)
+
+
+def base_environment(source: Mapping[str, str], account: Account | None) -> dict[str, str]:
+    """An app's base environment: ``PATH``, ``LANG``, ``LANGUAGE``, ``TZ`` and ``LC_*`` of
+    ``source`` (nonstop's own), and ``HOME``, ``USER``, ``LOGNAME`` of whom it runs as —
+    not the rest of nonstop's environment (its secrets, ``NOTIFY_SOCKET``, ...)."""
+    env = {k: v for k, v in source.items() if k in BASE_ENV or k.startswith("LC_")}
+    env.setdefault("PATH", DEFAULT_PATH)
+    if account is not None:
+        env.update(HOME=account.home, USER=account.user, LOGNAME=account.user)
+    else:
+        env.update({k: source[k] for k in ("HOME", "USER", "LOGNAME") if k in source})
+    return env
 
 
 def build_launch(
@@ -46,8 +65,9 @@ def build_launch(
     release: str,
     log_path: str,
     base_env: Mapping[str, str],
+    account: Account | None = None,
 ) -> LaunchSpec:
-    """The argv/env/cwd for ``app`` on ``port`` running ``release``."""
+    """The argv/env/cwd for ``app`` on ``port`` running ``release``, as ``account``."""
     if app.shell:
         argv: tuple[str, ...] = ("/bin/sh", "-c", substitute(app.command, port, release))
     else:
@@ -72,4 +92,5 @@ def build_launch(
         env=tuple(sorted(env.items())),
         cwd=cwd,
         log_path=log_path,
+        account=account,
     )

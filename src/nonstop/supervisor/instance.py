@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
+from nonstop.config.accounts import resolve_account
 from nonstop.config.model import AppSpec
 from nonstop.supervisor import logfile
-from nonstop.supervisor.command import LaunchSpec, build_launch
+from nonstop.supervisor.command import LaunchSpec, base_environment, build_launch
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.launcher import Launcher, ProcessHandle
 from nonstop.supervisor.process import process_cmdline
+
+log = logging.getLogger("nonstop")
 
 __all__ = ["ExitCallback", "Instance", "InstanceState"]
 
@@ -106,8 +110,14 @@ class Instance:
         return logfile.tail(self.log_path, lines)
 
     def launch_spec(self) -> LaunchSpec:
-        env = os.environ if self._base_env is None else self._base_env
-        return build_launch(self.app, self.port, self.release, str(self.log_path), env)
+        """What to start; ``StartFailed`` when the app's ``user``/``group`` is unknown."""
+        try:
+            account = resolve_account(self.app.user, self.app.group)
+        except ValueError as exc:
+            raise StartFailed(f"cannot start {self.app.name}: {exc}") from None
+        source = os.environ if self._base_env is None else self._base_env
+        env = base_environment(source, account)
+        return build_launch(self.app, self.port, self.release, str(self.log_path), env, account)
 
     async def start(self) -> None:
         """Refuse a busy port, append the header line, start the process, watch it."""
@@ -197,13 +207,16 @@ class Instance:
         self.state = InstanceState.CRASHED if crashed else InstanceState.STOPPED
         started = self.started_mono
         ran = self._clock.monotonic() - started if started is not None else 0.0
-        logfile.append_line(
-            self.log_path,
-            f"{'crash' if crashed else 'stop'} app={self.app.name} release={self.release} "
-            f"port={self.port} pid={handle.pid} {logfile.describe_exit(code)} "
-            f"after {ran:.1f}s",
-            self._clock.wall(),
-        )
+        try:
+            logfile.append_line(
+                self.log_path,
+                f"{'crash' if crashed else 'stop'} app={self.app.name} release={self.release} "
+                f"port={self.port} pid={handle.pid} {logfile.describe_exit(code)} "
+                f"after {ran:.1f}s",
+                self._clock.wall(),
+            )
+        except OSError as exc:  # a full disk loses the footer, never the exit itself
+            log.error("cannot write %s: %s", self.log_path, exc.strerror or exc)
         self._done.set()
         if self.on_exit is not None:
             self.on_exit(self, code, crashed)

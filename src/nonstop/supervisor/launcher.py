@@ -11,7 +11,7 @@ import asyncio
 import errno
 import os
 import subprocess
-from typing import Protocol
+from typing import Any, Protocol
 
 from nonstop.statedir import operator_umask
 from nonstop.supervisor.command import LaunchSpec
@@ -81,6 +81,7 @@ class SubprocessLauncher:
     def launch(self, spec: LaunchSpec) -> ChildProcess:
         if spec.cwd is not None and not os.path.isdir(spec.cwd):
             raise StartFailed(f"cannot start {spec.app}: cwd {spec.cwd!r} is not a directory")
+        who = _credentials(spec)
         with open(spec.log_path, "ab") as log:
             try:
                 popen = subprocess.Popen(
@@ -93,9 +94,24 @@ class SubprocessLauncher:
                     start_new_session=True,
                     close_fds=True,
                     umask=operator_umask(),  # nonstop's own 077 is not the app's
+                    **who,
                 )
             except OSError as exc:
                 raise StartFailed(
                     f"cannot start {spec.app} ({spec.argv[0]!r}): {exc.strerror or exc}"
                 ) from None
         return ChildProcess(popen)
+
+
+def _credentials(spec: LaunchSpec) -> dict[str, Any]:
+    """``Popen``'s user, group and supplementary groups for ``spec.account``: a switch
+    needs root; as the daemon's own user and group there is nothing to switch."""
+    account = spec.account
+    if account is None or (account.uid, account.gid) == (os.geteuid(), os.getegid()):
+        return {}
+    if os.geteuid() != 0:
+        raise StartFailed(
+            f"cannot start {spec.app} as user {account.user} (uid {account.uid}, gid "
+            f"{account.gid}): nonstop runs as uid {os.geteuid()}, and only root can switch"
+        )
+    return {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}

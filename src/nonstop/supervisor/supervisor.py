@@ -63,7 +63,6 @@ class Supervisor:
         self._keep: set[_Key] = set()
         self._crashes: dict[_Key, list[float]] = {}
         self._pending: dict[_Key, asyncio.Task[None]] = {}
-        self._apps: dict[str, AppSpec] = {}
 
     # -- queries --------------------------------------------------------------------------
 
@@ -78,10 +77,6 @@ class Supervisor:
 
     # -- actions --------------------------------------------------------------------------
 
-    def update_app(self, app: AppSpec) -> None:
-        """A reloaded spec: used from the next (re)start of that app's instances."""
-        self._apps[app.name] = app
-
     async def start(
         self, app: AppSpec, slot: int, port: int, release: str, *, restart: bool = False
     ) -> Instance:
@@ -91,7 +86,6 @@ class Supervisor:
         if current is not None and current.is_alive():
             raise StartFailed(f"{app.name} already runs {current.release!r} on port {port}")
         self._cancel_pending(key)
-        self._apps.setdefault(app.name, app)
         instance = self._make(app, slot, port, release)
         await instance.start()
         self._instances[key] = instance
@@ -115,7 +109,6 @@ class Supervisor:
         current = self._instances.get(key)
         if current is not None and current.is_alive():
             raise StartFailed(f"{app.name} already runs {current.release!r} on port {port}")
-        self._apps.setdefault(app.name, app)
         instance = self._make(app, slot, port, release)
         instance.adopt(handle, started_at)
         self._instances[key] = instance
@@ -191,8 +184,8 @@ class Supervisor:
     async def _restart(self, key: _Key, old: Instance, delay: float) -> None:
         await self.clock.sleep(delay)
         self._pending.pop(key, None)
-        app = self._apps.get(old.app.name, old.app)
-        instance = self._make(app, old.slot, old.port, old.release)
+        # As it was started: a reload changes the next deploy's instances, not this one.
+        instance = self._make(old.app, old.slot, old.port, old.release)
         try:
             await instance.start()
         except StartFailed as exc:

@@ -39,17 +39,28 @@ def app_config(
     stop_timeout: str = "5s",
     keepalive: int = 32,
     engine: str = "embedded",
+    workers: int = 1,
+    health_path: str = "/infra/health",
+    env: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> str:
+    env_line = (
+        ""
+        if env is None
+        else "env = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in env.items()) + " }\n"
+    )
     return f"""
 state_dir = "state"
 engine = "{engine}"
+workers = {workers}
 
 [apps.web]
 command = {json.dumps(command)}
 ports = [{ports[0]}, {ports[1]}]
 keepalive = {keepalive}
-health = {{ path = "/infra/health", expect_body = "UP", interval = "{interval}", \
+health = {{ path = "{health_path}", expect_body = "UP", interval = "{interval}", \
 timeout = "2s", start_timeout = "{start_timeout}" }}
+{env_line}{"" if user is None else f'user = "{user}"'}
 stop_timeout = "{stop_timeout}"
 drain_timeout = "{drain_timeout}"
 verify = "{verify}"

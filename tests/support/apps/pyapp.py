@@ -79,7 +79,7 @@ def main() -> None:
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
-            if url.path == "/infra/health":
+            if url.path in ("/infra/health", "/infra/ready"):
                 if args.unhealthy:
                     self.answer(503, b"DOWN")
                 else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -714,7 +715,6 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
     names = [n.split('"')[1] for n in cfg.notices if n.startswith("directive")]
     assert names == [
         "user",
-        "worker_processes",
         "pid",
         "multi_accept",
         "sendfile",
@@ -724,9 +724,10 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
         "server_tokens",
     ]
     assert cfg.max_connections == 1024  # worker_connections bounds client connections
-    [notice] = [n for n in cfg.notices if '"worker_processes"' in n]
-    assert notice.startswith('directive "worker_processes" has no effect in nonstop (')
-    assert notice.endswith("nginx.conf:2)")
+    assert cfg.workers == len(os.sched_getaffinity(0))  # worker_processes auto: one per core
+    [notice] = [n for n in cfg.notices if '"pid"' in n]
+    assert notice.startswith('directive "pid" has no effect in nonstop (')
+    assert notice.endswith("nginx.conf:3)")
     assert any("mime.types" in n for n in cfg.notices)
 
 
@@ -800,6 +801,31 @@ def test_request_buffering_directives_inherit_and_default_to_nginx(http: Load) -
 def test_request_buffering_takes_only_on_or_off(http: Load) -> None:
     err = error(http, "proxy_request_buffering maybe;")
     assert "it must be" in err.message
+
+
+def test_worker_processes_and_worker_rlimit_nofile_are_read(load_text: Load) -> None:
+    body = "events {}\nhttp { server { return 204; } }\n"
+    cfg = load_text("worker_processes 3;\nworker_rlimit_nofile 4096;\n" + body)
+    assert (cfg.workers, cfg.max_open_files) == (3, 4096)
+    assert not [n for n in cfg.notices if "worker_" in n]
+    default = load_text(body)
+    assert (default.workers, default.max_open_files) == (1, None)
+    assert load_text("worker_processes auto;\n" + body).workers == len(os.sched_getaffinity(0))
+    bad = error(load_text, "worker_processes 0;\n" + body)
+    assert bad.message == 'invalid value "0" in "worker_processes" directive'
+    assert "invalid number" in error(load_text, "worker_rlimit_nofile many;\n" + body).message
+
+
+def test_user_takes_one_or_two_names_and_unknown_ones_are_a_notice(load_text: Load) -> None:
+    site = "events {}\nhttp { server { listen 127.0.0.1:8080; return 200; } }\n"
+    config = load_text("user nobody nogroup;\n" + site)
+    assert any('directive "user" has no effect in nonstop' in n for n in config.notices)
+    assert not any("failed" in n for n in config.notices)
+    unknown = load_text("user no-such-user;\n" + site).notices
+    assert any('getpwnam("no-such-user") failed' in n for n in unknown)
+    assert any('getgrnam("nobody") failed' in n for n in load_text("user nobody;\n" + site).notices)
+    wrong = error(load_text, "user a b c;\n" + site)
+    assert 'invalid number of arguments in "user" directive' in str(wrong)
 
 
 # --------------------------------------------------------------------------- rewrite module
@@ -951,3 +977,11 @@ def test_proxy_hide_header_names_are_inherited_as_one_list(http: Load) -> None:
     a, b = cfg.servers[0].locations
     assert a.hide_headers == ("x-powered-by",)
     assert b.hide_headers == ("etag", "server")
+
+
+def test_access_log_takes_the_json_format_and_names_the_formats_it_knows(http: Load) -> None:
+    cfg = http("server { access_log logs/a.log json; return 204; }")
+    assert cfg.servers[0].access_log is not None
+    assert cfg.servers[0].access_log.format == "json"
+    with pytest.raises(ConfigError, match=r'unknown log format "main".*"combined" and "json"'):
+        http("server { access_log logs/a.log main; return 204; }")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -471,3 +472,71 @@ def test_the_nginx_table_names_a_system_pid_file_under_the_prefix(
     assert toml(body).nginx.pid is None
     exc = error(toml, '[nginx]\npidfile = "/run/nginx.pid"\n' + body)
     assert "nginx.pidfile: unknown key" in str(exc)
+
+
+def test_workers_and_max_open_files_are_read(toml: Load) -> None:
+    body = """
+[[servers]]
+listen = ["127.0.0.1:8080"]
+locations = [ { path = "/", return = { code = 204 } } ]
+"""
+    cfg = toml("workers = 2\nmax_open_files = 8192\n" + body)
+    assert (cfg.workers, cfg.max_open_files) == (2, 8192)
+    assert toml('workers = "auto"\n' + body).workers == len(os.sched_getaffinity(0))
+    assert (toml(body).workers, toml(body).max_open_files) == (1, None)
+    for wrong in ("workers = 0", 'workers = "many"', "workers = true"):
+        assert "workers: " in str(error(toml, wrong + "\n" + body))
+
+
+def test_an_apps_user_and_group_must_exist_and_name_their_key(load_text: Load) -> None:
+    base = '[apps.web]\ncommand = "app {port}"\nports = [8000, 8001]\n'
+    servers = (
+        '[[servers]]\nlisten = ["127.0.0.1:8080"]\nlocations = [{ path = "/", pass = "web" }]\n'
+    )
+    config = load_text(base + 'user = "nobody"\ngroup = "nogroup"\n' + servers, name="n.toml")
+    assert (config.apps[0].user, config.apps[0].group) == ("nobody", "nogroup")
+    with pytest.raises(ConfigError, match=r'apps\.web\.user.*no user "no-such-user"'):
+        load_text(base + 'user = "no-such-user"\n' + servers, name="n.toml")
+    with pytest.raises(ConfigError, match=r'apps\.web\.group.*no group "no-such-group"'):
+        load_text(base + 'group = "no-such-group"\n' + servers, name="n.toml")
+
+
+def test_access_log_format_is_per_server_and_a_location_may_change_it(toml: Load) -> None:
+    cfg = toml(
+        """
+        [[servers]]
+        access_log = "logs/access.log"
+        access_log_format = "json"
+        [[servers.locations]]
+        path = "/"
+        pass = "http://127.0.0.1:9000"
+        [[servers.locations]]
+        path = "/old"
+        pass = "http://127.0.0.1:9000"
+        access_log_format = "combined"
+        [[servers.locations]]
+        path = "/own"
+        pass = "http://127.0.0.1:9000"
+        access_log = "logs/own.log"
+        """
+    )
+    block = cfg.servers[0]
+    assert block.access_log is not None and block.access_log.format == "json"
+    inherits, changed, own = block.locations
+    assert inherits.access_log == block.access_log
+    assert changed.access_log is not None and changed.access_log.format == "combined"
+    assert changed.access_log.path == block.access_log.path
+    assert own.access_log is not None and own.access_log.format == "json"
+    assert own.access_log.path is not None and own.access_log.path.endswith("own.log")
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ('access_log = "a.log"\naccess_log_format = "main"', 'must be "combined" or "json"'),
+        ('access_log_format = "json"', "needs an access_log file"),
+    ],
+)
+def test_access_log_format_errors_say_what_is_allowed(toml: Load, lines: str, message: str) -> None:
+    text = f'[[servers]]\n{lines}\nlocations = [{{ path = "/", return = {{ code = 204 }} }}]\n'
+    assert message in str(error(toml, text))

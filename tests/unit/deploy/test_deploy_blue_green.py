@@ -6,6 +6,7 @@ The executor runs on fakes (``world.py``): a 30-second verify takes microseconds
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from nonstop.deploy.steps import (
     Switch,
     Verify,
 )
+from nonstop.deploy.store import StoreError
+from nonstop.errors import DeployFailed
 
 APP = AppSpec(
     name="web",
@@ -63,6 +66,28 @@ def test_a_held_deploy_waits_between_verify_and_stopping_the_old_release() -> No
     assert kinds == [
         "start", "gate", "switch", "drain", "verify", "hold", "drain", "stop", "commit"
     ]  # fmt: skip
+
+
+def test_after_a_reload_moved_the_ports_the_old_release_is_drained_where_it_runs() -> None:
+    moved = dataclasses.replace(APP, ports=(9080, 9000))
+    planned = blue_green.plan(moved, 0, running=(8080,))
+    assert planned.slot == 1 and planned.ports == (9000,) and planned.old_ports == (8080,)
+    assert planned.steps[2] == Switch((9000,), (8080,))
+    assert planned.steps[-3:] == (Drain((8080,)), Stop((8080,), "old"), Commit(1))
+
+
+def test_after_a_reload_swapped_the_ports_the_new_release_takes_the_clear_slot() -> None:
+    swapped = dataclasses.replace(APP, ports=(8000, 8080))
+    planned = blue_green.plan(swapped, 0, running=(8080,))
+    assert planned.slot == 0 and planned.ports == (8000,) and planned.old_ports == (8080,)
+
+
+def test_a_deploy_is_refused_when_both_slots_take_a_port_the_live_release_runs_on() -> None:
+    four = dataclasses.replace(APP, ports=(8080, 8081, 8000, 8001))
+    shrunk = dataclasses.replace(APP, ports=(8080, 8000))
+    assert blue_green.plan(four, 0).old_ports == (8080, 8000)
+    with pytest.raises(DeployFailed, match="take a port the live release runs on"):
+        blue_green.plan(shrunk, 0, running=(8080, 8000))
 
 
 def test_undo_before_the_switch_stops_the_new_release_and_after_it_switches_back() -> None:
@@ -206,3 +231,63 @@ def test_commit_without_a_held_deploy_is_refused(tmp_path: Path) -> None:
             await w.deployer.commit("web", "fleet")
 
     run(tmp_path, body)
+
+
+def _refuse(store: object, name: str, refused: list[str]) -> None:
+    """Make ``store.NAME`` raise the StoreError of a full disk, and note each refusal."""
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        refused.append(name)
+        raise StoreError("state.db: database or disk is full")
+
+    setattr(store, name, refuse)
+
+
+def test_a_store_that_fails_after_the_switch_rolls_the_deploy_back_and_owes_its_end(
+    tmp_path: Path,
+) -> None:
+    refused: list[str] = []
+
+    async def body(w: World) -> None:
+        await w.deployed_v1()
+        names = ("set_instance_state", "finish_deploy", "forget_instance")
+        working = {name: getattr(w.store, name) for name in names}
+        for name in names:
+            _refuse(w.store, name, refused)
+        with pytest.raises(StoreError, match="the deploy of v2 was rolled back: v1 serves"):
+            await w.deploy("v2")
+        with pytest.raises(StoreError):  # still full: the next deploy is refused at once
+            await w.deploy("v3")
+        assert w.launcher.launched[2:] == []
+        for name, method in working.items():  # space is back
+            setattr(w.store, name, method)
+        await w.deploy("v3")
+
+    w = run(tmp_path, body)
+    assert refused[0] == "set_instance_state" and "finish_deploy" in refused
+    assert w.kinds()[:6] == ["start", "gate", "switch", "rollback", "drain", "stop"]
+    assert w.launcher.launched[0].returncode is not None  # v1, stopped by the v3 deploy
+    assert w.launcher.launched[1].returncode is not None  # v2, stopped by the rollback
+    outcomes = [(r.release, r.outcome) for r in w.store.history("web", 3)]
+    assert outcomes == [("v3", "ok"), ("v2", "rolled_back"), ("v1", "ok")]
+
+
+def test_a_store_that_fails_only_once_the_old_release_stopped_finishes_the_deploy(
+    tmp_path: Path,
+) -> None:
+    refused: list[str] = []
+
+    async def body(w: World) -> None:
+        await w.deployed_v1()
+        set_live = w.store.set_live
+        _refuse(w.store, "set_live", refused)
+        with pytest.raises(StoreError, match="v2 serves all traffic, not yet recorded as live"):
+            await w.deploy("v2")
+        assert w.deployer.apps["web"].live_release == "v2"
+        w.store.set_live = set_live  # type: ignore[method-assign]
+        await w.deploy("v3")
+
+    w = run(tmp_path, body)
+    assert refused == ["set_live"]
+    assert w.launcher.launched[0].returncode is not None  # v1 was stopped before the commit
+    assert w.store.live("web").previous_release == "v2"  # type: ignore[union-attr]

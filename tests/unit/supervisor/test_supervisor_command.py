@@ -51,3 +51,29 @@ def test_cwd_may_name_the_release() -> None:
 def test_an_unsplittable_or_empty_command_is_refused(command: str) -> None:
     with pytest.raises(StartFailed, match="web"):
         build_launch(app(command), 1, "r", "/l", {})
+
+
+def test_an_app_gets_a_minimal_base_environment_not_nonstops_whole_one() -> None:
+    from nonstop.supervisor.command import base_environment
+
+    kept = {
+        "PATH": "/opt/bin:/usr/bin",
+        "LANG": "C.UTF-8",
+        "LC_TIME": "de_DE.UTF-8",
+        "TZ": "Europe/Berlin",
+        "HOME": "/root",
+        "USER": "root",
+    }
+    secrets = {"AWS_SECRET_ACCESS_KEY": "s3cr3t", "NOTIFY_SOCKET": "/run/systemd/notify"}
+    assert base_environment({**kept, **secrets}, None) == kept
+
+
+def test_an_app_run_as_another_user_gets_that_users_home_and_name_and_a_default_path() -> None:
+    from nonstop.config.accounts import Account
+    from nonstop.supervisor.command import DEFAULT_PATH, base_environment
+
+    web = Account("web", 1001, 1001, (), "/home/web")
+    env = base_environment({"HOME": "/root", "USER": "root", "LOGNAME": "root"}, web)
+    assert env == {"PATH": DEFAULT_PATH, "HOME": "/home/web", "USER": "web", "LOGNAME": "web"}
+    spec = build_launch(app("x", env=(("MODE", "prod"),)), 1, "r", "/l", env, web)
+    assert spec.account == web and dict(spec.env)["MODE"] == "prod"

@@ -11,9 +11,11 @@ from nonstop.clock import FakeClock
 from nonstop.config.model import AppSpec
 from nonstop.supervisor import (
     FakeLauncher,
+    LaunchSpec,
     RestartPolicy,
     Supervisor,
     SupervisorEvent,
+    build_launch,
 )
 
 APP = AppSpec(name="web", command="app {port}", ports=(8080, 8000), stop_timeout=0.05)
@@ -123,3 +125,42 @@ def test_close_stops_every_running_instance(tmp_path: Path) -> None:
         assert [e.kind for e in events].count("crashed") == 0
 
     asyncio.run(go())
+
+
+def test_leaving_instances_running_signals_none_and_stops_restarting(tmp_path: Path) -> None:
+    async def go() -> None:
+        launcher, events = FakeLauncher(), []
+        sup = make(tmp_path, launcher, events)
+        await sup.start(APP, 0, 8080, "v1", restart=True)
+        sup.leave_running()
+        process = launcher.launched[0]
+        assert process.released and process.signals == []
+        assert sup.instances() == []
+        process.exit(1)  # a crash after the hand-over is the next daemon's to restart
+        await asyncio.sleep(0.05)
+        assert len(launcher.launched) == 1
+        assert [e.kind for e in events] == ["started"]
+
+    asyncio.run(go())
+
+
+def test_an_adopted_instance_is_restarted_after_a_crash_like_one_started_here(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        launcher, events = FakeLauncher(), []
+        sup = make(tmp_path, launcher, events)
+        left = FakeLauncher(next_pid=7000).launch(_spec())  # started by an earlier nonstop
+        adopted = sup.adopt(APP, 0, 8080, "v1", left, started_at=0.0)
+        assert adopted.is_alive() and sup.get("web", 8080) is adopted
+        left.exit(-9)
+        await until(lambda: len(launcher.launched) == 1)
+        assert [e.kind for e in events] == ["adopted", "crashed", "restarting", "started"]
+        assert "adopt app=web release=v1 port=8080 pid=7001" in adopted.tail()
+        await sup.close()
+
+    asyncio.run(go())
+
+
+def _spec() -> LaunchSpec:
+    return build_launch(APP, 8080, "v1", "/dev/null", {})

@@ -194,12 +194,36 @@ class NginxEngine:
     async def apply(self, config: Config) -> None:
         """Render, check and reload onto ``config``; the apps' slots are files, untouched.
         Servers drained by hand stay drained while the config has them."""
+        self._keeps_running_ports(config)
         kept = {(u, a) for u, a in self._drained if _has_server(config, u, a)}
         for upstream, address in self._drained - kept:
             log.warning("upstream %s server %s left the config: undrained", upstream, address)
         self._drained = kept
         await self.update(config)
         self._checks.sync(config.upstreams)
+
+    def _keeps_running_ports(self, config: Config) -> None:
+        """Refuse a config that moves a running app's servers: nginx's slot upstreams are
+        rendered from the config's ports, so the live release would lose its traffic.
+        (The embedded engine takes such a reload as a plan for the next deploy.)"""
+        before = {app.name: app for app in self.config.apps}
+        for app in config.apps:
+            old = before.get(app.name)
+            moved = [
+                server.address
+                for server in self._apps.get(app.name, ())
+                if old is None
+                or server_spec(app, server.spec.port).address != server.address
+                or server.spec.port not in app.ports
+                or slot_of(app, server.spec.port) != slot_of(old, server.spec.port)
+            ]
+            if moved:
+                raise ConfigError(
+                    f"with engine nginx, a reload cannot move {app.name}'s servers "
+                    f"{', '.join(moved)} to other ports, host or slot while they run: keep "
+                    "them for this reload (the embedded engine takes it as a plan for the "
+                    "next deploy), or restart nonstop"
+                )
 
     async def set_servers(self, app: str, servers: tuple[ServerState, ...]) -> None:
         """Move the app's slot flag to where its primary servers are, and wait until every

@@ -1,0 +1,339 @@
+"""Fleet deploys under load through the front, on test hosts on this machine.
+
+Builds the fleet of tests/integration/test_fleet_deploy.py (tests/support/fleet.py): every
+host a network namespace with a real OpenSSH sshd and its own ``/srv/web``, running
+``nonstop run`` with the test app blue-green (its own ``verify = "300ms"``); the front runs
+``nonstop run`` in the root namespace; 10 keep-alive clients send GETs, POSTs and 150 ms
+slow GETs through the front the whole time (they never resend a request).  Then, each part
+optional:
+
+- ``--deploys N`` fleet deploys of ``--hosts`` hosts (batches ``[1]``, ``--verify``):
+  failed requests (target 0), seconds per deploy, and per batch its time (from the batch
+  starting to the next one starting) beside the host's own deploy in it (app start, health
+  gate and the host's verify, from the ``deploy`` to the ``serving`` event): what the fleet
+  adds per batch;
+- ``--crashes N`` deploys whose last host's new instance is killed (SIGKILL) during the
+  fleet-wide verify: seconds from the rollback decision to every host serving its previous
+  release again (the command's end), failed requests;
+- ``--link-downs N`` deploys where the second host's link goes down as it deploys: seconds
+  from the cut to the command's end (bound: ``connect_timeout`` 3 s + 10 s), and whether
+  every reachable host serves one release afterwards;
+- ``--scale-hosts N``: one fleet deploy over N hosts with ``batches = [1, "50%"]`` beside one
+  over ``--hosts`` hosts with the same batches: seconds, batches, and the deploying
+  command's peak RSS.
+
+Needs root (namespaces).  Prints a summary and writes JSON to bench/results/.
+
+    sudo .venv/bin/python bench/fleet_under_load.py      # 20 deploys of 3 hosts, 3 crashes, 3 links
+    sudo .venv/bin/python bench/fleet_under_load.py --deploys 0 --crashes 0 --link-downs 0 \
+        --scale-hosts 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from _harness import raise_on_sigterm, save_results  # noqa: E402
+from tests.support.apps.harness import Load  # noqa: E402
+from tests.support.fleet import Fleet, launcher  # noqa: E402
+from tests.support.netns import Host, TestHosts, can_create_namespaces  # noqa: E402
+
+CONNECT_TIMEOUT = 3.0  # tests/support/fleet.py's fleet.toml
+
+
+class Deploy:
+    """One ``nonstop fleet deploy --json`` run: its events, exit, time and peak RSS."""
+
+    def __init__(self, fleet: Fleet, release: Path, verify: str) -> None:
+        self.fleet = fleet
+        self.out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in finish)
+        self.err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in finish)
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "nonstop", "fleet", "deploy", "web"),
+                *("--release", str(release), "--verify", verify, "--json"),
+                *("-c", str(fleet.fleet_toml)),
+            ],
+            stdout=self.out,
+            stderr=self.err,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.returncode: int | None = None
+        self.seconds = 0.0
+        self.max_rss_mb = 0.0
+        self.stderr = ""
+
+    def events_so_far(self) -> list[dict[str, Any]]:
+        self.out.seek(0)
+        return [json.loads(line) for line in self.out.read().splitlines() if line.strip()]
+
+    def wait_for(self, event: str, host: str | None = None, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not any((e["event"], e.get("host")) == (event, host) for e in self.events_so_far()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no {event} on {host}: {self.events_so_far()}")
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 300) -> Deploy:
+        """Wait for the command (wait4: its own peak RSS), then read what it printed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                self.process.kill()
+            time.sleep(0.02)
+        self.seconds = time.monotonic() - self.started
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self.process.returncode = self.returncode
+        self.max_rss_mb = usage.ru_maxrss / 1024
+        self.err.seek(0)
+        self.stderr = self.err.read()
+        self.events = self.events_so_far()
+        self.out.close()
+        self.err.close()
+        return self
+
+    def at(self, event: str, host: str | None = None) -> float:
+        return float(
+            next(e["t"] for e in self.events if (e["event"], e.get("host")) == (event, host))
+        )
+
+
+def batches(deploy: Deploy) -> list[dict[str, float]]:
+    """Per batch: its seconds (to the next batch or verify) and its slowest host's own deploy."""
+    marks = [e for e in deploy.events if e["event"] in ("batch", "verify")]
+    out = []
+    for start, end in itertools.pairwise(marks):
+        hosts = [
+            e["host"]
+            for e in deploy.events
+            if e["event"] == "deploy" and start["t"] <= e["t"] <= end["t"]
+        ]
+        own = max(deploy.at("serving", h) - deploy.at("deploy", h) for h in hosts)
+        seconds = end["t"] - start["t"]
+        out.append({"seconds": seconds, "host_deploy": own, "added": seconds - own})
+    return out
+
+
+def start_fleet(
+    hosts: TestHosts, work: Path, batches_line: str = "", hold_timeout: str = "10m"
+) -> Fleet:
+    fleet = Fleet(hosts, work / "fleet", hold_timeout=hold_timeout).__enter__()
+    try:
+        if batches_line:
+            with open(fleet.fleet_toml, "a") as handle:
+                handle.write(batches_line + "\n")
+        fleet.deploy_everywhere(launcher(work, "v1"))
+    except BaseException:
+        fleet.close()
+        raise
+    return fleet
+
+
+def under_load(
+    fleet: Fleet, limit: float, body: Callable[[Load], dict[str, Any]]
+) -> dict[str, Any]:
+    with Load(fleet.front_port, clients=10, limit=limit) as load:
+        load.wait_requests(100, timeout=30)
+        result = body(load)
+        load.wait_requests(100, timeout=30)
+    result.update(answered=load.ok, failed=len(load.failed), failures=load.failed[:10])
+    return result
+
+
+def good_deploys(fleet: Fleet, work: Path, count: int, verify: str) -> dict[str, Any]:
+    def body(load: Load) -> dict[str, Any]:
+        runs = []
+        for n in range(count):
+            failed_before = len(load.failed)
+            deploy = Deploy(fleet, launcher(work, f"good{n}"), verify).finish()
+            if deploy.returncode != 0:
+                raise RuntimeError(f"deploy {n} failed: {deploy.stderr}")
+            runs.append(
+                {
+                    "seconds": deploy.seconds,
+                    "batches": batches(deploy),
+                    "failed": len(load.failed) - failed_before,
+                    "max_rss_mb": deploy.max_rss_mb,
+                }
+            )
+            print(
+                f"deploy {n + 1}: {deploy.seconds:.2f}s, batches "
+                + ", ".join(
+                    f"{b['seconds']:.2f}s (+{b['added']:.2f}s)" for b in runs[-1]["batches"]
+                )
+                + f", {runs[-1]['failed']} failed",
+                flush=True,
+            )
+        added = [b["added"] for r in runs for b in r["batches"]]
+        return {
+            "deploys": runs,
+            "seconds_median": statistics.median(r["seconds"] for r in runs),
+            "seconds_range": [min(r["seconds"] for r in runs), max(r["seconds"] for r in runs)],
+            "added_per_batch_median": statistics.median(added),
+            "added_per_batch_max": max(added),
+        }
+
+    return under_load(fleet, 60.0 * count + 60, body)
+
+
+def new_instance_pid(fleet: Fleet, host: Host, old: str) -> int:
+    instances = fleet.status(host)["apps"]["web"]["instances"]
+    return int(next(i["pid"] for i in instances if i["release"] != old))
+
+
+def crashes(fleet: Fleet, work: Path, count: int) -> dict[str, Any]:
+    def body(load: Load) -> dict[str, Any]:
+        rounds = []
+        for n in range(count):
+            old = fleet.live(fleet.hosts[0])
+            deploy = Deploy(fleet, launcher(work, f"crash{n}"), "6s")
+            deploy.wait_for("verify")
+            os.kill(new_instance_pid(fleet, fleet.hosts[-1], old), signal.SIGKILL)
+            deploy.finish()
+            back = all(fleet.live(h) == old for h in fleet.hosts)
+            decided = deploy.at("rollback")
+            rounds.append(
+                {
+                    "exit": deploy.returncode,
+                    "decision_to_every_host_back": deploy.at("aborted") - decided,
+                    "decision_to_end": deploy.at("unlock") - decided,
+                    "every_host_on_previous": back,
+                    "error": deploy.stderr.strip()[-300:],
+                }
+            )
+            print(f"crash {n + 1}: {rounds[-1]}", flush=True)
+        return {"rounds": rounds}
+
+    return under_load(fleet, 90.0 * count + 60, body)
+
+
+def link_downs(fleet: Fleet, work: Path, count: int) -> dict[str, Any]:
+    def body(load: Load) -> dict[str, Any]:
+        rounds = []
+        lost = fleet.hosts[1]
+        for n in range(count):
+            deploy = Deploy(fleet, launcher(work, f"link{n}"), "1s")
+            deploy.wait_for("deploy", lost.destination)
+            lost.link_down()
+            cut = time.monotonic()
+            try:
+                deploy.finish()
+                ended = time.monotonic() - cut
+                reachable = {fleet.live(h) for h in fleet.hosts if h is not lost}
+            finally:
+                lost.link_up()
+            # the lost host rolls back when its hold ends; undrain it for the next round
+            deadline = time.monotonic() + 120
+            while fleet.status(lost)["apps"]["web"]["deploy"] and time.monotonic() < deadline:
+                time.sleep(1)
+            assert fleet.front is not None
+            fleet.front.cli("undrain", "app", f"{lost.address}:8080")
+            rounds.append(
+                {
+                    "exit": deploy.returncode,
+                    "cut_to_end": ended,
+                    "bound": CONNECT_TIMEOUT + 10,
+                    "reachable_hosts_on_one_release": len(reachable) == 1,
+                    "error": deploy.stderr.strip()[-300:],
+                }
+            )
+            print(f"link-down {n + 1}: {rounds[-1]}", flush=True)
+        return {"rounds": rounds}
+
+    return under_load(fleet, 120.0 * count + 60, body)
+
+
+def one_scaled(hosts: TestHosts, work: Path, verify: str) -> dict[str, Any]:
+    fleet = start_fleet(hosts, work, 'batches = [1, "50%"]')
+    try:
+
+        def body(load: Load) -> dict[str, Any]:
+            deploy = Deploy(fleet, launcher(work, "scaled"), verify).finish()
+            if deploy.returncode != 0:
+                raise RuntimeError(f"the deploy failed: {deploy.stderr}")
+            return {
+                "hosts": len(hosts),
+                "seconds": deploy.seconds,
+                "batches": batches(deploy),
+                "max_rss_mb": deploy.max_rss_mb,
+            }
+
+        result = under_load(fleet, 600.0, body)
+    finally:
+        fleet.close()
+    print(
+        f"{len(hosts)} hosts: {result['seconds']:.2f}s, {len(result['batches'])} batches",
+        flush=True,
+    )
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=3)
+    parser.add_argument("--deploys", type=int, default=20)
+    parser.add_argument("--verify", default="1s", help="the fleet-wide verify window")
+    parser.add_argument("--crashes", type=int, default=3)
+    parser.add_argument("--link-downs", type=int, default=3)
+    parser.add_argument("--scale-hosts", type=int, default=0)
+    parser.add_argument("--hold-timeout", default="20s", help="the hosts' hold backstop")
+    args = parser.parse_args()
+    able, why = can_create_namespaces()
+    if not able:
+        print(f"fleet_under_load: {why}", file=sys.stderr)
+        return 2
+    raise_on_sigterm()
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.deploys or args.crashes or args.link_downs:
+            with TestHosts(args.hosts) as hosts:
+                fleet = start_fleet(hosts, work, hold_timeout=args.hold_timeout)
+                try:
+                    if args.deploys:
+                        result["deploys"] = good_deploys(fleet, work, args.deploys, args.verify)
+                    if args.crashes:
+                        result["crashes"] = crashes(fleet, work, args.crashes)
+                    if args.link_downs:
+                        result["link_downs"] = link_downs(fleet, work, args.link_downs)
+                finally:
+                    fleet.close()
+        if args.scale_hosts:
+            scale = {}
+            for count in (args.hosts, args.scale_hosts):
+                with TestHosts(count) as hosts:
+                    scale[str(count)] = one_scaled(hosts, work / f"scale{count}", args.verify)
+            result["scale"] = scale
+    result["load_average_after"] = os.getloadavg()[0]
+    summary = {k: v for k, v in result.items() if k != "deploys"}
+    if "deploys" in result:
+        d = result["deploys"]
+        summary["deploys"] = {k: d[k] for k in d if k != "deploys"}
+    print(json.dumps(summary, indent=1, default=str)[:4000])
+    path = save_results(Path(__file__).parent / "results", "fleet_under_load", args, result)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Who an app runs as: ``user``/``group`` names resolved to ids (``pwd``/``grp``).
+
+Read when the config is loaded, so an unknown name is a config error naming its key, and
+again when an instance starts, so a user created or changed since is taken as it is then.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from dataclasses import dataclass
+
+__all__ = ["Account", "resolve_account"]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user and group to run a process as, with the user's home and its groups."""
+
+    user: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]  # supplementary groups: the user's, as login gives them
+    home: str
+
+
+def resolve_account(user: str | None, group: str | None) -> Account | None:
+    """``user`` (name or id; None: the daemon's own) with ``group`` (None: the user's
+    primary group); None when neither is given.  ``ValueError`` names what is unknown."""
+    if user is None and group is None:
+        return None
+    try:
+        entry = pwd.getpwuid(os.getuid()) if user is None else _user(user)
+    except KeyError:
+        raise ValueError(f'no user "{user}" on this machine') from None
+    gid = entry.pw_gid
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f'no group "{group}" on this machine') from None
+    groups = tuple(g for g in os.getgrouplist(entry.pw_name, gid) if g != gid)
+    return Account(entry.pw_name, entry.pw_uid, gid, groups, entry.pw_dir)
+
+
+def _user(name: str) -> pwd.struct_passwd:
+    return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)

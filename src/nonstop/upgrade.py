@@ -1,0 +1,197 @@
+"""``nonstop upgrade`` and SIGUSR2: the running nonstop hands itself over to a new one.
+
+The order (docs/operations.md), as nginx's USR2 binary upgrade and HAProxy's ``-x``
+hand-over do it, but with the apps kept as well as the listeners:
+
+1. The old daemon stops supervising its app instances (they keep running and serving)
+   and closes its ``[admin] listen`` HTTP listener (a status page may blink; traffic
+   does not).
+2. It starts the new one — the code installed now, with the same arguments — in a
+   session of its own, with one end of a socket pair as ``NONSTOP_UPGRADE_FD``.  Over it
+   (``SCM_RIGHTS``) go the state directory's lock, the admin socket and every listening
+   socket, with a JSON line saying which is which.
+3. The new daemon takes the lock (the descriptor is the same open file description, so
+   the ``flock`` the old one holds is its own: at no moment is the state directory
+   unlocked, and a third ``nonstop run`` is refused throughout), accepts on the same
+   sockets (one kernel queue: a connection is accepted by one of the two, never
+   refused), adopts the app instances from the state store (pid, start time, command
+   line, a passing health check), brings back any that were not running, and writes
+   ``{"ready": true, "pid": N}`` on the pair.
+4. Only then does the old daemon stop accepting, finish its in-flight requests and
+   WebSockets within ``--shutdown-timeout``, and exit 0 leaving the apps.
+
+If the new daemon writes an error, exits, or is not ready within the timeout, it is
+killed (by its pid) if still running, the old one takes its instances back (the same
+adoption), reopens what it closed, and keeps serving; ``nonstop upgrade`` exits 1 with
+the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nonstop.errors import NonstopError
+from nonstop.listeners import Listeners
+
+__all__ = ["ENV", "Handoff", "UpgradeFailed", "receive", "start_new"]
+
+log = logging.getLogger("nonstop")
+
+ENV = "NONSTOP_UPGRADE_FD"
+_MAX_FDS = 250  # SCM_MAX_FD is 253
+_MAX_MANIFEST = 64 * 1024
+
+
+class UpgradeFailed(NonstopError):
+    """The new nonstop did not become ready; the old one keeps serving."""
+
+    exit_code = 1
+
+
+@dataclass
+class Handoff:
+    """The new daemon's side: what the old one handed over, and the way to answer it."""
+
+    channel: socket.socket
+    lock_fd: int
+    admin: socket.socket
+    listeners: int
+    answered: bool = field(default=False)
+
+    def ready(self) -> None:
+        self._answer({"ready": True, "pid": os.getpid()})
+
+    def failed(self, reason: str) -> None:
+        self._answer({"ready": False, "error": reason})
+
+    def _answer(self, message: dict[str, object]) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        with contextlib.suppress(OSError):
+            self.channel.sendall(json.dumps(message).encode() + b"\n")
+        self.channel.close()
+
+
+def receive(fd: int, registry: Listeners) -> Handoff:
+    """In the new daemon, before anything else: take what the old one sends.
+
+    Listening sockets go into ``registry``; ``ValueError`` if the message is not one.
+    """
+    channel = socket.socket(fileno=fd)
+    channel.set_inheritable(False)
+    channel.settimeout(30.0)
+    message, fds, _flags, _addr = socket.recv_fds(channel, _MAX_MANIFEST, _MAX_FDS)
+    channel.settimeout(None)
+    for passed in fds:
+        os.set_inheritable(passed, False)
+    try:
+        manifest = json.loads(message)
+        count = int(manifest["listeners"])
+    except (ValueError, KeyError, TypeError) as exc:
+        for passed in fds:
+            os.close(passed)
+        raise ValueError(f"{ENV}: not an upgrade hand-over: {exc}") from None
+    if len(fds) != count + 2:
+        for passed in fds:
+            os.close(passed)
+        raise ValueError(f"{ENV}: {len(fds)} descriptors for {count} listeners")
+    lock_fd, admin_fd, *listening = fds
+    for passed in listening:
+        registry.add(socket.socket(fileno=passed))
+    admin = socket.socket(fileno=admin_fd)
+    admin.setblocking(False)
+    return Handoff(channel, lock_fd, admin, count)
+
+
+@dataclass
+class NewDaemon:
+    """The old daemon's side: the process it started and the pair's end it reads."""
+
+    proc: subprocess.Popen[bytes]
+    channel: socket.socket
+
+    async def wait_ready(self, timeout: float) -> int:
+        """The new daemon's pid once it is ready; ``UpgradeFailed`` with the reason."""
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection(sock=self.channel)
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+        except TimeoutError:
+            self.kill()
+            raise UpgradeFailed(
+                f"the new nonstop (pid {self.proc.pid}) was not ready within {timeout:g}s: "
+                "killed it"
+            ) from None
+        finally:
+            writer.close()
+        try:
+            answer = json.loads(line) if line.strip() else None
+        except ValueError:
+            answer = None
+        if isinstance(answer, dict) and answer.get("ready") is True:
+            return self.proc.pid
+        code = await loop.run_in_executor(None, self._end)
+        reason = answer.get("error") if isinstance(answer, dict) else None
+        if reason:
+            raise UpgradeFailed(f"the new nonstop failed to start: {reason}")
+        raise UpgradeFailed(f"the new nonstop exited with code {code} before it was ready")
+
+    def _end(self) -> int | None:
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def start_new(
+    argv: Sequence[str], lock_fd: int, admin_fd: int, listening: Sequence[int]
+) -> NewDaemon:
+    """Start ``argv`` (``nonstop run ...``) and hand it the lock, admin and listening fds."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        env = dict(os.environ)
+        env[ENV] = str(theirs.fileno())
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            env=env,
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,  # not in the old one's process group
+        )
+    except OSError as exc:
+        ours.close()
+        raise UpgradeFailed(f"cannot start the new nonstop: {exc.strerror or exc}") from None
+    finally:
+        theirs.close()
+    manifest = json.dumps({"listeners": len(listening)}).encode()
+    fds = [lock_fd, admin_fd, *listening]
+    try:
+        socket.send_fds(ours, [manifest], fds)
+    except OSError as exc:
+        ours.close()
+        new = NewDaemon(proc, ours)
+        new.kill()
+        raise UpgradeFailed(f"cannot hand the sockets over: {exc.strerror or exc}") from None
+    ours.setblocking(False)
+    return NewDaemon(proc, ours)
+
+
+def this_command() -> list[str]:
+    """The command line that started this daemon, run by the code installed now."""
+    return [sys.executable, "-m", "nonstop", *sys.argv[1:]]

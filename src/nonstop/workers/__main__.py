@@ -1,0 +1,3 @@
+from nonstop.workers.worker import main
+
+main()

@@ -1,0 +1,144 @@
+"""The control channel between the control process and one worker: framed messages with
+file descriptors.
+
+One end of a unix ``socketpair`` in each process.  A message is a ``(kind, id, body)``
+tuple, pickled (both ends are the same nonstop, and the socket pair is private to them),
+in a frame of a 4-byte length and a 2-byte count of the descriptors it carries; the
+descriptors (listening sockets) travel with the frame's first bytes as ``SCM_RIGHTS``.
+The kernel delivers them no later than those bytes, so they are queued as they arrive
+and a frame takes its count of them from the queue once it is complete.
+
+Kinds: ``call`` (answered by a ``reply`` with the same id), ``cast`` (no answer) and
+``reply``.  What a call names is the receiving side's business (``nonstop.workers``): a
+new message is a new name there, nothing here.
+
+Sending never blocks the event loop: what the socket does not take at once is queued and
+written when it is writable again.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import os
+import pickle
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["Channel", "Message"]
+
+Message = tuple[str, int, Any]
+_HEADER = struct.Struct("!IH")
+_MAX_FDS = 64  # descriptors one frame may carry
+_CHUNK = 256 * 1024
+
+
+class Channel:
+    """Frames in and out of one end of a socket pair; ``on_message`` gets each one with
+    the descriptors it carried, ``on_close`` is called once when the other end is gone."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        on_message: Callable[[Message, list[int]], None],
+        on_close: Callable[[], None],
+    ) -> None:
+        sock.setblocking(False)
+        self._loop = loop
+        self._sock = sock
+        self._on_message = on_message
+        self._on_close = on_close
+        self._in = bytearray()
+        self._fds: deque[int] = deque()
+        self._out: deque[tuple[memoryview, list[int]]] = deque()
+        self.closed = False
+        loop.add_reader(sock.fileno(), self._readable)
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send(self, message: Message, fds: Sequence[int] = ()) -> None:
+        """Queue ``message`` (and ``fds``, duplicated by the kernel on the way)."""
+        if self.closed:
+            return
+        if len(fds) > _MAX_FDS:
+            raise ValueError(f"at most {_MAX_FDS} descriptors in one message")
+        body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = _HEADER.pack(len(body), len(fds)) + body
+        idle = not self._out
+        self._out.append((memoryview(frame), list(fds)))
+        if idle:
+            self._flush()
+            if self._out and not self.closed:
+                self._loop.add_writer(self._sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        self._flush()
+        if not self._out and not self.closed:
+            self._loop.remove_writer(self._sock.fileno())
+
+    def _flush(self) -> None:
+        while self._out:
+            data, fds = self._out[0]
+            try:
+                if fds:
+                    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    sent = self._sock.sendmsg([data[:_CHUNK]], ancillary)
+                else:
+                    sent = self._sock.send(data[:_CHUNK])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close()
+                return
+            if sent == len(data):
+                self._out.popleft()
+            else:
+                self._out[0] = (data[sent:], [])
+
+    # -- receiving --------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _flags, _ = self._sock.recvmsg(_CHUNK, socket.CMSG_SPACE(_MAX_FDS * 4))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, ancillary = b"", []
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                given = array.array("i")
+                given.frombytes(raw[: len(raw) - len(raw) % given.itemsize])
+                self._fds.extend(given)
+        if not data:
+            self.close()
+            return
+        self._in += data
+        while len(self._in) >= _HEADER.size:
+            length, count = _HEADER.unpack_from(self._in)
+            end = _HEADER.size + length
+            if len(self._in) < end:
+                break
+            message = pickle.loads(self._in[_HEADER.size : end])
+            del self._in[:end]
+            fds = [self._fds.popleft() for _ in range(min(count, len(self._fds)))]
+            self._on_message(message, fds)
+            if self.closed:
+                return
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        fd = self._sock.fileno()
+        if fd >= 0:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        self._sock.close()
+        while self._fds:
+            os.close(self._fds.popleft())
+        self._out.clear()
+        self._on_close()

@@ -1,0 +1,430 @@
+"""``WorkersEngine``: the embedded proxy in N worker processes, behind the ``Engine`` interface.
+
+The control process (the daemon) keeps everything that is not moving bytes: the config,
+the listening sockets, each app's server set, the servers drained by hand, the active
+checks and their verdicts.  Each worker (``nonstop.workers.worker``) runs an
+``EmbeddedEngine`` on duplicates of the listening sockets and is told every change over
+its channel.  An engine call fans out to every worker and is answered from all of them:
+
+- ``set_servers`` and ``apply`` return once every worker applied them, so a deploy's
+  switch reaches every worker before the old release is drained;
+- ``drain`` sums what each worker still has in flight, so it ends only when no worker
+  holds a request to the drained servers;
+- ``servers`` and ``status`` add up the workers' counts (balancer state is per worker,
+  as in nginx without a ``zone``).
+
+A worker that exits is logged as nginx logs it ("worker process 1234 exited on signal 9")
+and replaced; the replacement is started with the state as it is now (config, sockets,
+server sets, drains, health verdicts), and is in the fan-out from the moment it is
+started, so no change can miss it.  A call to a worker that dies before answering counts
+as answered: its requests died with it, and its replacement starts from the current state.
+Each worker index has its own listening sockets (``SO_REUSEPORT``, ``workers/sockets.py``),
+which stay open in the control process all along: the replacement inherits them with the
+connections queued on them, so none is lost with the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nonstop.config.model import Config
+from nonstop.config.vocabulary import BACKUP_METHODS
+from nonstop.engines.base import check_static_server
+from nonstop.engines.checks import UpstreamChecks
+from nonstop.events import EventBus
+from nonstop.health.checker import ProbeFn, probe
+from nonstop.proxy.metrics import merge as merge_metrics
+from nonstop.proxy.server import ProxyState
+from nonstop.proxy.tls import TlsContexts
+from nonstop.servers import ServerReport, ServerState
+from nonstop.workers.channel import Channel, Message
+from nonstop.workers.sockets import WorkerSockets
+
+__all__ = ["WorkerGone", "WorkersEngine"]
+
+log = logging.getLogger("nonstop")
+
+RESPAWN_PAUSE = 1.0  # a worker that dies within this long of its start is restarted after it
+
+
+class WorkerGone(Exception):
+    """The worker exited before it answered."""
+
+
+class _Worker:
+    """One worker process as the control process sees it: its process and its channel."""
+
+    def __init__(self, index: int, process: asyncio.subprocess.Process, channel: Channel) -> None:
+        self.index = index
+        self.process = process
+        self.channel = channel
+        self.started = time.monotonic()
+        self._next = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def call(self, name: str, *args: Any, fds: Sequence[int] = ()) -> asyncio.Future[Any]:
+        """Send a call; the future gets its answer, or ``WorkerGone``."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.channel.closed:
+            future.set_exception(WorkerGone())
+            return future
+        self._next += 1
+        self._pending[self._next] = future
+        self.channel.send(("call", self._next, (name, args)), fds)
+        return future
+
+    def cast(self, name: str, *args: Any) -> None:
+        self.channel.send(("cast", 0, (name, args)))
+
+    def answered(self, message: Message, fds: list[int]) -> None:
+        _kind, ident, (ok, value) = message
+        for fd in fds:
+            socket.socket(fileno=fd).close()
+        future = self._pending.pop(ident, None)
+        if future is None or future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def gone(self) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerGone())
+                future.exception()  # retrieved: a fan-out may have stopped listening
+        self._pending.clear()
+
+
+class WorkersEngine:
+    """N worker processes serving the config; this process owns what they share."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        probe_fn: ProbeFn = probe,
+        events: EventBus | None = None,
+        grace: float = 30.0,
+    ) -> None:
+        self._config = config
+        self._grace = grace
+        self._sockets = WorkerSockets()
+        self._servers: dict[str, tuple[ServerState, ...]] = {}
+        self._drained: dict[str, set[str]] = {}  # static upstream -> servers drained by hand
+        self._marks: dict[tuple[str, str], bool] = {}  # the active checks' verdicts
+        self._workers: dict[int, _Worker] = {}
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._checks = UpstreamChecks(self._mark, probe_fn, events)
+        self.respawns = 0
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> tuple[str, ...]:
+        self._sockets.open(self._config, range(self._config.workers))
+        try:
+            await asyncio.gather(*(self._spawn(i) for i in range(self._config.workers)))
+        except BaseException:
+            await self.shutdown(1.0)
+            raise
+        self._sync_checks()
+        log.info(
+            "%d worker processes: %s",
+            len(self._workers),
+            ", ".join(str(w.pid) for w in self._workers.values()),
+        )
+        return tuple(self._sockets.addresses())
+
+    async def apply(self, config: Config) -> None:
+        ProxyState.check(config)  # raises ConfigError; nothing has changed yet
+        TlsContexts().load(config)  # a bad certificate is refused here, not in a worker
+        opened = self._sockets.open(config, self._workers)
+        try:
+            await self._all("apply", config, sockets=config)
+        except BaseException:
+            self._sockets.close(opened)
+            raise
+        self._config = config
+        self._sockets.keep(config, self._workers)
+        self._forget_drained(config)
+        await self._resize(config.workers)
+        self._sync_checks()
+
+    async def reopen_logs(self) -> None:
+        await self._all("reopen_logs")
+
+    async def shutdown(self, timeout: float) -> None:
+        """Every worker stops accepting and finishes its in-flight requests within
+        ``timeout``; then the listening sockets close."""
+        self._stopping = True
+        await self._checks.close()
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.call("shutdown", timeout)
+        exits = [asyncio.ensure_future(w.process.wait()) for w in workers]
+        if exits:
+            _done, late = await asyncio.wait(exits, timeout=timeout + 5.0)
+            for worker in workers:
+                if worker.process.returncode is None:
+                    log.error("worker process %d did not stop: killed", worker.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.process.kill()
+            if late:
+                await asyncio.wait(late, timeout=5.0)
+        for worker in workers:
+            worker.channel.close()
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._sockets.close()
+
+    # -- an app's servers -------------------------------------------------------------
+
+    async def set_servers(self, app: str, servers: tuple[ServerState, ...]) -> None:
+        self._servers[app] = servers
+        await self._all("set_servers", app, servers)
+
+    async def drain(self, app: str, addresses: frozenset[str], timeout: float) -> int:
+        left = await self._all("drain", app, addresses, timeout)
+        return sum(int(n) for n in left)
+
+    async def servers(self, app: str) -> tuple[ServerReport, ...]:
+        answers: list[tuple[ServerReport, ...]] = await self._all("servers", app)
+        return merge_reports(answers)
+
+    async def drain_server(self, upstream: str, address: str, timeout: float) -> int:
+        check_static_server(self._config.upstream(upstream), upstream, address)
+        self._drained.setdefault(upstream, set()).add(address)
+        left = await self._all("drain_server", upstream, address, timeout)
+        return sum(int(n) for n in left)
+
+    async def undrain_server(self, upstream: str, address: str) -> None:
+        check_static_server(self._config.upstream(upstream), upstream, address)
+        self._drained.get(upstream, set()).discard(address)
+        await self._all("undrain_server", upstream, address)
+
+    async def supports_backup(self, app: str) -> bool:
+        spec = self._config.upstream(app)
+        return spec is not None and spec.method in BACKUP_METHODS
+
+    async def status(self, app: str | None) -> Mapping[str, Any]:
+        workers = list(self._workers.values())
+        answers = await asyncio.gather(
+            *(w.call("status", app) for w in workers), return_exceptions=True
+        )
+        each = [a for a in answers if isinstance(a, Mapping)]
+        upstreams: dict[str, list[dict[str, Any]]] = {}
+        for answer in each:
+            for name, snapshot in answer.get("upstreams", {}).items():
+                upstreams[name] = merge_snapshots(upstreams.get(name), snapshot)
+        return {
+            "connections": sum(int(a.get("connections", 0)) for a in each),
+            "listen": self._sockets.addresses(),
+            "workers": [
+                {
+                    "pid": w.pid,
+                    "connections": a.get("connections") if isinstance(a, Mapping) else None,
+                }
+                for w, a in zip(workers, answers, strict=True)
+            ],
+            "worker_restarts": self.respawns,
+            "upstreams": upstreams,
+        }
+
+    async def metrics(self) -> Mapping[str, Any] | None:
+        """The workers' request counters added up (a worker replaced starts from zero, so
+        a counter may go down once: Prometheus reads that as a reset)."""
+        return merge_metrics(await self._all("metrics"))
+
+    # -- workers ----------------------------------------------------------------------
+
+    async def _spawn(self, index: int) -> None:
+        """Start worker ``index`` and give it the state as it is now; answered once it
+        serves."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "nonstop.workers",
+                "--channel",
+                str(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        box: list[_Worker] = []
+        channel = Channel(loop, ours, lambda m, fds: box[0].answered(m, fds), lambda: box[0].gone())
+        worker = _Worker(index, process, channel)
+        box.append(worker)
+        # from here on every change reaches it: the snapshot and the fan-out are one step
+        self._workers[index] = worker
+        keys, fds = self._sockets.of(self._config, index)
+        started = worker.call(
+            "start",
+            self._config,
+            keys,
+            dict(self._servers),
+            {up: sorted(addresses) for up, addresses in self._drained.items()},
+            dict(self._marks),
+            self._grace,
+            fds=fds,
+        )
+        watcher = loop.create_task(self._watch(worker))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        try:
+            await started
+        except WorkerGone:
+            raise OSError(f"worker process {worker.pid} exited while starting") from None
+
+    async def _watch(self, worker: _Worker) -> None:
+        """Replace ``worker`` when it exits, unless nonstop is stopping."""
+        code = await worker.process.wait()
+        worker.channel.close()
+        if self._stopping or self._workers.get(worker.index) is not worker:
+            return
+        if code < 0:
+            log.critical(
+                "worker process %d exited on signal %d",
+                worker.pid,
+                -code,
+                extra={"nginx_level": "alert"},
+            )
+        else:
+            log.critical(
+                "worker process %d exited with code %d",
+                worker.pid,
+                code,
+                extra={"nginx_level": "alert"},
+            )
+        del self._workers[worker.index]
+        if time.monotonic() - worker.started < RESPAWN_PAUSE:
+            await asyncio.sleep(RESPAWN_PAUSE)  # a worker that cannot start: not in a loop
+        if self._stopping or worker.index in self._workers:
+            return
+        self.respawns += 1
+        try:
+            await self._spawn(worker.index)
+        except (OSError, Exception) as exc:
+            log.error("worker process %d could not be replaced: %s", worker.index, exc)
+            return
+        log.warning("start worker process %d", self._workers[worker.index].pid)
+
+    async def _resize(self, count: int) -> None:
+        """After a reload that changed ``worker_processes``: start or stop the difference."""
+        for index in [i for i in self._workers if i >= count]:
+            worker = self._workers.pop(index)
+            worker.call("shutdown", self._grace)
+        missing = [i for i in range(count) if i not in self._workers]
+        self._sockets.open(self._config, missing)
+        self._sockets.keep(self._config, range(count))
+        await asyncio.gather(*(self._spawn(i) for i in missing))
+
+    async def _all(self, name: str, *args: Any, sockets: Config | None = None) -> list[Any]:
+        """``name`` called in every worker at once; their answers (a worker that died
+        before answering is left out); the first error any of them raised.  With
+        ``sockets``, each worker is also passed its listening sockets for that config."""
+        futures = []
+        for worker in list(self._workers.values()):
+            if sockets is None:
+                futures.append(worker.call(name, *args))
+            else:
+                keys, fds = self._sockets.of(sockets, worker.index)
+                futures.append(worker.call(name, *args, keys, fds=fds))
+        answers = await asyncio.gather(*futures, return_exceptions=True)
+        errors = [a for a in answers if isinstance(a, BaseException) and not _gone(a)]
+        if errors:
+            raise errors[0]
+        return [a for a in answers if not isinstance(a, BaseException)]
+
+    # -- active checks, drained servers -----------------------------------------------
+
+    def _mark(self, upstream: str, address: str, healthy: bool) -> None:
+        self._marks[(upstream, address)] = healthy
+        for worker in list(self._workers.values()):
+            worker.cast("mark_health", upstream, address, healthy)
+
+    def _sync_checks(self) -> None:
+        def known(name: str, address: str) -> bool:
+            return self._marks.get((name, address), True)
+
+        self._checks.sync(self._config.upstreams, known)
+
+    def _forget_drained(self, config: Config) -> None:
+        """Servers drained by hand stay drained while the config has them (the workers
+        log the ones that left)."""
+        for upstream, addresses in self._drained.items():
+            spec = config.upstream(upstream)
+            have = {s.address for s in spec.servers} if spec is not None else set()
+            addresses &= have
+
+
+def _gone(answer: BaseException) -> bool:
+    return isinstance(answer, WorkerGone)
+
+
+def _worst(states: list[str]) -> str:
+    """One state for a server the workers see differently: the first that is not "up"."""
+    return next((state for state in states if state != "up"), states[0])
+
+
+def merge_reports(answers: list[tuple[ServerReport, ...]]) -> tuple[ServerReport, ...]:
+    """Each worker's reports of an app's servers, added up by address."""
+    merged: dict[str, list[ServerReport]] = {}
+    for reports in answers:
+        for report in reports:
+            merged.setdefault(report.address, []).append(report)
+    out = []
+    for address, each in merged.items():
+        responses = [r.responses for r in each]
+        errors = [r.responses_5xx for r in each]
+        out.append(
+            ServerReport(
+                address,
+                _worst([r.state for r in each]),
+                sum(r.in_flight for r in each),
+                None if None in responses else sum(n or 0 for n in responses),
+                None if None in errors else sum(n or 0 for n in errors),
+            )
+        )
+    return tuple(out)
+
+
+_SUMMED = ("conns", "fails")
+
+
+def merge_snapshots(
+    merged: list[dict[str, Any]] | None, snapshot: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One worker's balancer snapshot of an upstream added to the others': counts summed,
+    the state the first worker that does not see it "up" reports."""
+    if merged is None:
+        return [dict(entry) for entry in snapshot]
+    by_address = {entry["address"]: entry for entry in merged}
+    for entry in snapshot:
+        into = by_address.get(entry["address"])
+        if into is None:
+            merged.append(dict(entry))
+            continue
+        for key in _SUMMED:
+            into[key] = int(into.get(key) or 0) + int(entry.get(key) or 0)
+        into["state"] = _worst([str(into["state"]), str(entry["state"])])
+    return merged

@@ -1,0 +1,168 @@
+"""`nonstop upgrade` and SIGUSR2: a new nonstop takes the listening sockets, the admin
+socket, the state directory's lock and the running apps; the old one finishes and exits.
+
+Real daemons, real pyapp instances, keep-alive GET/POST/slow load and WebSocket sessions
+through the proxy, all bounded in time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support.apps.harness import AppDaemon, Load, deployed
+from tests.support.restarts import (
+    WebSocketLoad,
+    app_daemon,
+    app_pids,
+    pid_alive,
+    wait_gone,
+)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[AppDaemon]:
+    yield from app_daemon(tmp_path)
+
+
+def _answers(d: AppDaemon) -> bool:
+    return d.cli("status").returncode == 0
+
+
+def daemon_pid(d: AppDaemon) -> int:
+    return int(d.status()["pid"])
+
+
+def upgraded(d: AppDaemon, how: str = "command") -> tuple[int, int]:
+    """Upgrade (``nonstop upgrade``, or SIGUSR2); (old pid, new pid) once the old is gone."""
+    old = daemon_pid(d)
+    if how == "command":
+        done = d.cli("upgrade")
+        assert done.returncode == 0, done.stderr
+        assert "serves now" in done.stderr
+    else:
+        os.kill(old, signal.SIGUSR2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _answers(d) and (new := daemon_pid(d)) != old:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"no new nonstop after {how}:\n{d.process.stderr()[-3000:]}")
+    assert wait_gone(old, 30), "the old nonstop did not exit"
+    return old, new
+
+
+def test_upgrades_under_get_post_and_websocket_load_fail_no_request(
+    daemon: AppDaemon,
+) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    apps = app_pids(daemon)
+    first = daemon.process.proc
+    assert first is not None
+    with (
+        Load(daemon.port, clients=6, limit=90, slow_ms=100, check_reuse=True) as load,
+        WebSocketLoad(daemon.port, clients=3, limit=90) as sessions,
+    ):
+        load.wait_requests(100)
+        upgraded(daemon)
+        assert first.wait(10) == 0  # the old one exits cleanly, leaving the apps
+        load.wait_requests(100)
+        for how in ("command", "SIGUSR2", "command"):
+            upgraded(daemon, how)
+            load.wait_requests(100)
+    assert load.failed == [], load.failed[:5]
+    assert sessions.failed == [], sessions.failed[:5]
+    assert sessions.sessions > 10
+    assert app_pids(daemon) == apps  # no app restarted
+    deployed(daemon, "v2")  # the apps are the new daemon's: deployable
+    daemon.wait_serving("v2")
+    log = daemon.process.stderr()
+    assert "took over from the previous nonstop" in log
+    # The state directory stays locked throughout: a second daemon is refused.
+    second = subprocess.run(
+        [sys.executable, "-m", "nonstop", "run", "-c", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=daemon.dir,
+    )
+    assert second.returncode == 1
+    assert f"pid {daemon_pid(daemon)}" in second.stderr
+
+
+def test_a_new_daemon_that_fails_leaves_the_old_one_serving(daemon: AppDaemon) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    old = daemon_pid(daemon)
+    good = daemon.config.read_text()
+    # The new one reads a config that adds a listener on a port something else holds.
+    taken = socket.create_server(("127.0.0.1", 0))
+    busy = taken.getsockname()[1]
+    added = good.replace(
+        f'listen = ["127.0.0.1:{daemon.port}"]',
+        f'listen = ["127.0.0.1:{daemon.port}", "127.0.0.1:{busy}"]',
+    )
+    assert added != good
+    with (
+        taken,
+        Load(daemon.port, clients=6, limit=60, slow_ms=50, check_reuse=True) as load,
+    ):
+        load.wait_requests(50)
+        daemon.config.write_text(added)
+        done = daemon.cli("upgrade")
+        load.wait_requests(50)
+    assert done.returncode == 1
+    assert "the new nonstop failed to start" in done.stderr, done.stderr
+    assert f"bind() to 127.0.0.1:{busy} failed (address in use)" in done.stderr
+    assert load.failed == [], load.failed[:5]
+    assert daemon_pid(daemon) == old
+    # The old one supervises its apps again: a crash is restarted.
+    ((port, pid),) = app_pids(daemon).items()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while app_pids(daemon).get(port) in (None, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app_pids(daemon).get(port) not in (None, pid)
+    daemon.wait_serving("v1")
+    # Fixed, the next upgrade goes through.
+    daemon.config.write_text(good)
+    _, new = upgraded(daemon)
+    assert pid_alive(new)
+
+
+def test_an_upgrade_during_a_deploy_is_refused(daemon: AppDaemon) -> None:
+    daemon.start()
+    deployed(daemon, "v1")
+    held = daemon.cli("deploy", "web", "--release", "v2", "--hold", "--hold-timeout", "2m")
+    assert held.returncode == 0, held.stderr
+    done = daemon.cli("upgrade")
+    assert done.returncode == 1
+    assert "upgrade refused: deploy #2 of web is running (hold)" in done.stderr, done.stderr
+    assert daemon.cli("abort", "web").returncode == 0
+    daemon.wait_serving("v1")
+
+
+def test_systemd_hears_ready_and_then_the_new_main_pid(
+    daemon: AppDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Type=notify`` with ``NotifyAccess=all``: READY=1 once serving, and after an
+    upgrade the new daemon names itself the main process."""
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(path))
+        notify.settimeout(30)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        daemon.start()
+        first = daemon_pid(daemon)
+        assert notify.recv(4096).decode() == f"READY=1\nMAINPID={first}"
+        _, new = upgraded(daemon)
+        assert notify.recv(4096).decode() == f"READY=1\nMAINPID={new}"

@@ -1,0 +1,92 @@
+"""The control channel on a real socket pair, and how the workers' answers add up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from nonstop.servers import ServerReport
+from nonstop.workers.channel import Channel, Message
+from nonstop.workers.engine import merge_reports, merge_snapshots
+
+
+def test_messages_arrive_whole_in_order_with_their_descriptors() -> None:
+    async def scenario() -> list[tuple[Message, list[bytes]]]:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        got: list[tuple[Message, list[bytes]]] = []
+        done = loop.create_future()
+
+        def received(message: Message, fds: list[int]) -> None:
+            contents = []
+            for fd in fds:  # a pipe's read end: what was written on this side comes out
+                contents.append(os.read(fd, 100))
+                os.close(fd)
+            got.append((message, contents))
+            if len(got) == 3:
+                done.set_result(None)
+
+        sender = Channel(loop, a, lambda m, fds: None, lambda: None)
+        receiver = Channel(loop, b, received, lambda: None)
+        pipes = [os.pipe() for _ in range(2)]
+        for n, (_, w) in enumerate(pipes):
+            os.write(w, b"pipe %d" % n)
+        big = "x" * 3_000_000  # larger than the socket buffer: sent in pieces, not blocking
+        sender.send(("call", 1, ("start", (big,))), [r for r, _ in pipes])
+        sender.send(("cast", 0, ("mark_health", ("api", "127.0.0.1:1", False))))
+        sender.send(("reply", 7, (True, {"n": 1})))
+        for r, w in pipes:
+            os.close(r)  # the receiver got its own duplicates
+            os.close(w)
+        await asyncio.wait_for(done, 10)
+        sender.close()
+        receiver.close()
+        return got
+
+    got = asyncio.run(scenario())
+    (first, contents), (second, none), (third, _) = got
+    assert first[:2] == ("call", 1) and len(first[2][1][0]) == 3_000_000
+    assert contents == [b"pipe 0", b"pipe 1"]
+    assert second == ("cast", 0, ("mark_health", ("api", "127.0.0.1:1", False))) and none == []
+    assert third == ("reply", 7, (True, {"n": 1}))
+
+
+def test_the_other_end_closing_is_reported_once() -> None:
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        closed = loop.create_future()
+        calls = []
+
+        def gone() -> None:
+            calls.append(1)
+            if not closed.done():
+                closed.set_result(None)
+
+        channel = Channel(loop, a, lambda m, fds: None, gone)
+        b.close()
+        await asyncio.wait_for(closed, 5)
+        channel.close()
+        channel.send(("cast", 0, ("x", ())))  # a closed channel drops what it is given
+        return len(calls)
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_server_reports_add_up_by_address_and_a_worker_that_sees_it_down_shows() -> None:
+    one = (ServerReport("a:1", "up", 2, 10, 1), ServerReport("a:2", "draining", 1, 5, 0))
+    two = (ServerReport("a:1", "failed", 3, 7, 2), ServerReport("a:2", "draining", 0, 4, None))
+    merged = merge_reports([one, two])
+    assert merged == (
+        ServerReport("a:1", "failed", 5, 17, 3),
+        ServerReport("a:2", "draining", 1, 9, None),
+    )
+
+
+def test_balancer_snapshots_sum_connections_and_failures() -> None:
+    first = [{"address": "a:1", "state": "up", "conns": 2, "fails": 0, "weight": 1}]
+    second = [{"address": "a:1", "state": "unhealthy", "conns": 1, "fails": 3, "weight": 1}]
+    merged = merge_snapshots(merge_snapshots(None, first), second)
+    assert merged == [{"address": "a:1", "state": "unhealthy", "conns": 3, "fails": 3, "weight": 1}]
+    assert first[0]["conns"] == 2  # the workers' answers are not changed
