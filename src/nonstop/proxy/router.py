@@ -77,6 +77,7 @@ class Route:
         "drop",
         "error_pages",
         "files",
+        "hide",
         "intercept",
         "internal",
         "keepalive_requests",
@@ -130,6 +131,8 @@ class Route:
         self.internal = spec is not None and spec.internal
         rules = spec.access if spec is not None else block.access
         self.access: Access | None = compile_access(rules)
+        hidden = {name.encode("latin-1") for name in spec.hide_headers} if spec else set()
+        self.hide: set[bytes] | None = hidden or None  # proxy_hide_header
         files = spec.files if spec is not None else block.files
         prefix = spec.path if spec is not None else "/"
         self.files: Files | None = compile_files(files, prefix, table, where)
