@@ -497,6 +497,9 @@ class ProxyServer:
         state.shutting_down = True
         for server in self.listeners.values():
             server.close()
+        for server in self.listeners.values():
+            # a connection accepted just before is being set up: it is one to finish too
+            await server.wait_closed()
         deadline = time.monotonic() + timeout
         while True:
             for conn in list(state.connections):
