@@ -503,6 +503,9 @@ class ProxyServer:
         state.shutting_down = True
         for server in self.listeners.values():
             server.close()
+        for server in self.listeners.values():
+            # a connection accepted just before is being set up: it is one to finish too
+            await server.wait_closed()
         now = time.monotonic()
         deadline = now + timeout
         close_idle_at = now + min(idle_grace, timeout)
