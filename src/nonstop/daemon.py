@@ -244,7 +244,12 @@ class Daemon:
                 await self.feed.close()
             await self.tasks.close()
             await deployer.cancel()
-            await engine.shutdown(self.shutdown_timeout)
+            if handed_over and isinstance(engine, EmbeddedEngine):
+                # the clients' next connections go to the new nonstop: an idle keep-alive
+                # connection is closed after its next response, not under its next request
+                await engine.shutdown(self.shutdown_timeout, idle_grace=_IDLE_GRACE)
+            else:
+                await engine.shutdown(self.shutdown_timeout)
             if stop_apps:
                 log.info("stopping app instances")
             else:
@@ -487,7 +492,10 @@ class Daemon:
         if self.running is not None and self.running.workers > 1:
             return "worker_processes above 1 does not hand its sockets over yet (restart instead)"
         if not isinstance(self.engine, EmbeddedEngine):
-            return "only the embedded engine hands its sockets over (restart nonstop instead)"
+            return (
+                "only the embedded engine with one process hands its sockets over "
+                "(restart nonstop instead)"
+            )
         if self.lock is None or self.admin is None or self.deployer is None:
             return "nonstop is still starting"
         busy = self.deployer.busy()
@@ -525,6 +533,8 @@ class Daemon:
         self.commands.put_nowait("stop apps" if apps else "stop")
         return {"ok": True, "pid": os.getpid(), "apps": "stopped" if apps else "left running"}
 
+
+_IDLE_GRACE = 2.0  # seconds; see ProxyServer.shutdown
 
 _SIGNALS = {
     signal.SIGTERM: "stop",

@@ -328,6 +328,7 @@ class LocationSpec:
     intercept_errors: bool = False  # proxy_intercept_errors
     files: FilesSpec | None = None  # a location that serves files (no proxy_pass, no return)
     access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
+    hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
     source: Source | None = field(default=None, compare=False)
 

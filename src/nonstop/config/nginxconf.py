@@ -1191,6 +1191,9 @@ class _Builder:
             intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
             files=None if proxy is not None else self.files(levels, modifier, path),
             access=self.access(levels),
+            hide_headers=tuple(
+                d.args[0].lower() for d in _inherit(levels, "proxy_hide_header") or ()
+            ),
             internal=_one(levels[:1], "internal") is not None,
             source=block.source,
         )

@@ -156,6 +156,7 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "etag": DirectiveSpec(_H, 1, 1),
     "types": DirectiveSpec(_H, 0, 0, block=True, multi=True),
     "default_type": DirectiveSpec(_H, 1, 1),
+    "proxy_hide_header": DirectiveSpec(_H, 1, 1, multi=True),
     "allow": DirectiveSpec(_H, 1, 1, multi=True),
     "deny": DirectiveSpec(_H, 1, 1, multi=True),
     "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
@@ -218,7 +219,7 @@ _OTHERS_TEXT = """
     gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
-    proxy_redirect proxy_hide_header proxy_pass_header proxy_ignore_headers
+    proxy_redirect proxy_pass_header proxy_ignore_headers
     proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
     proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort

@@ -84,9 +84,10 @@ class EmbeddedEngine:
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()
 
-    async def shutdown(self, timeout: float) -> None:
+    async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
+        """``idle_grace``: see ``ProxyServer.shutdown`` (after an upgrade)."""
         await self._checks.close()
-        await self.proxy.shutdown(timeout)
+        await self.proxy.shutdown(timeout, idle_grace)
 
     # -- an app's servers -----------------------------------------------------------------
 

@@ -42,6 +42,8 @@ def forward_head(req: Request, route: Route, chunked: bool, upstream_keepalive: 
         computed = op.fn(req)  # type: ignore[misc]
         if computed:
             parts.append(op.name + b": " + computed.encode("latin-1") + b"\r\n")
+    if route.sends_request_id:
+        parts += (b"X-Request-ID: ", req.id_bytes(), b"\r\n")
     parts.append(route.const_head)
     if not route.keeps_connection_header and not upstream_keepalive:
         parts.append(b"Connection: close\r\n")

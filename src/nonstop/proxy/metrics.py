@@ -22,7 +22,6 @@ __all__ = [
     "MAX_TALLIES",
     "ProxyMetrics",
     "Tally",
-    "bucket",
     "empty",
     "merge",
 ]
@@ -39,22 +38,87 @@ MAX_TALLIES: Final = 4096
 
 class Tally:
     """One upstream server's counts; server "" counts requests nonstop answered itself
-    (``return``, no location, an error before any server was tried)."""
+    (``return``, no location, an error before any server was tried).
 
-    __slots__ = ("buckets", "codes", "connect_failures", "response_failures", "seconds")
+    Each count is an int attribute of its own, not an item of a list: compiled, an
+    attribute is a native integer added in place, where a list item is a Python int
+    boxed anew on every request.  ``codes`` and ``buckets`` read them as lists.
+    """
+
+    __slots__ = (
+        "b0",
+        "b1",
+        "b2",
+        "b3",
+        "b4",
+        "b5",
+        "b6",
+        "b7",
+        "b8",
+        "b9",
+        "b10",
+        "b11",
+        "c0",
+        "c1",
+        "c2",
+        "c3",
+        "c4",
+        "c5",
+        "connect_failures",
+        "response_failures",
+        "seconds",
+    )
 
     def __init__(self) -> None:
-        self.codes = [0, 0, 0, 0, 0, 0]  # by CLASSES
-        self.buckets = [0] * (len(BOUNDS) + 1)  # by BOUNDS, not cumulative; last: +Inf
+        self.c0 = self.c1 = self.c2 = self.c3 = self.c4 = self.c5 = 0  # by CLASSES
+        # by BOUNDS, not cumulative; b11: above the last bound
+        self.b0 = self.b1 = self.b2 = self.b3 = self.b4 = self.b5 = 0
+        self.b6 = self.b7 = self.b8 = self.b9 = self.b10 = self.b11 = 0
         self.seconds = 0.0
         self.connect_failures = 0
         self.response_failures = 0
 
     def count(self, status: int, seconds: float) -> None:
         code = status // 100
-        self.codes[code if 0 < code < 6 else 0] += 1
-        self.buckets[bucket(seconds)] += 1
+        if code == 2:
+            self.c2 += 1
+        elif code == 3:
+            self.c3 += 1
+        elif code == 4:
+            self.c4 += 1
+        elif code == 5:
+            self.c5 += 1
+        elif code == 1:
+            self.c1 += 1
+        else:
+            self.c0 += 1
         self.seconds += seconds
+        # BOUNDS written out, one float comparison each (a unit test holds them together):
+        # a loop over the tuple would box every bound on every request
+        if seconds <= 0.005:
+            self.b0 += 1
+        elif seconds <= 0.01:
+            self.b1 += 1
+        elif seconds <= 0.025:
+            self.b2 += 1
+        elif seconds <= 0.05:
+            self.b3 += 1
+        elif seconds <= 0.1:
+            self.b4 += 1
+        elif seconds <= 0.25:
+            self.b5 += 1
+        elif seconds <= 0.5:
+            self.b6 += 1
+        elif seconds <= 1.0:
+            self.b7 += 1
+        elif seconds <= 2.5:
+            self.b8 += 1
+        elif seconds <= 5.0:
+            self.b9 += 1
+        elif seconds <= 10.0:
+            self.b10 += 1
+        else:
+            self.b11 += 1
 
     def failed(self, connecting: bool) -> None:
         if connecting:
@@ -62,36 +126,28 @@ class Tally:
         else:
             self.response_failures += 1
 
+    @property
+    def codes(self) -> list[int]:
+        """The counts by status class, indexed as CLASSES."""
+        return [self.c0, self.c1, self.c2, self.c3, self.c4, self.c5]
 
-def bucket(seconds: float) -> int:
-    """The index of the first of ``BOUNDS`` that holds ``seconds`` (len(BOUNDS): none).
-
-    Written out, not a loop over BOUNDS: compiled, each test is one float comparison,
-    where a loop would box every bound on every request (a unit test holds the two
-    together)."""
-    if seconds <= 0.005:
-        return 0
-    if seconds <= 0.01:
-        return 1
-    if seconds <= 0.025:
-        return 2
-    if seconds <= 0.05:
-        return 3
-    if seconds <= 0.1:
-        return 4
-    if seconds <= 0.25:
-        return 5
-    if seconds <= 0.5:
-        return 6
-    if seconds <= 1.0:
-        return 7
-    if seconds <= 2.5:
-        return 8
-    if seconds <= 5.0:
-        return 9
-    if seconds <= 10.0:
-        return 10
-    return 11
+    @property
+    def buckets(self) -> list[int]:
+        """The counts by duration, indexed as BOUNDS, then one above them all."""
+        return [
+            self.b0,
+            self.b1,
+            self.b2,
+            self.b3,
+            self.b4,
+            self.b5,
+            self.b6,
+            self.b7,
+            self.b8,
+            self.b9,
+            self.b10,
+            self.b11,
+        ]
 
 
 class ProxyMetrics:
@@ -126,8 +182,8 @@ class ProxyMetrics:
                 {
                     "upstream": upstream,
                     "server": server,
-                    "codes": list(t.codes),
-                    "buckets": list(t.buckets),
+                    "codes": t.codes,
+                    "buckets": t.buckets,
                     "seconds": t.seconds,
                     "connect_failures": t.connect_failures,
                     "response_failures": t.response_failures,

@@ -241,6 +241,9 @@ class ClientConnection(Receiver):
         self.phase = CLOSING
         if ex.body_file is not None:
             ex.drop_body_file()  # an aborted upload: nothing of it reached the app
+        if self.file_body is not None:
+            self.file_body.close()  # a file the client stopped taking
+            self.file_body = None
         if self.req is not None and (ex.uconn is not None or ex.connect_task is not None):
             # The client went away mid-exchange: nginx logs 499 and stops the upstream.
             self._abort_upstream()

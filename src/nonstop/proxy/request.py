@@ -28,18 +28,18 @@ class _Ids:
     __slots__ = ("hex", "next")
 
     def __init__(self) -> None:
-        self.hex = ""
+        self.hex = b""
         self.next = _IDS_AT_ONCE * 32
 
     def drop(self) -> None:
         """Draw afresh: a forked process must not hand out its parent's ids again."""
-        self.hex = ""
+        self.hex = b""
         self.next = _IDS_AT_ONCE * 32
 
-    def take(self) -> str:
+    def take(self) -> bytes:
         at = self.next
         if at >= _IDS_AT_ONCE * 32:
-            self.hex = os.urandom(_IDS_AT_ONCE * 16).hex()
+            self.hex = os.urandom(_IDS_AT_ONCE * 16).hex().encode()
             at = 0
         self.next = at + 32
         return self.hex[at : at + 32]
@@ -89,7 +89,7 @@ class Request:
     start: float = 0.0  # the loop's clock when the request line began
     peer: Peer | None = None  # the last server tried
     upstream_start: float = 0.0  # when the last try began
-    rid: str = ""  # $request_id, made when first asked for
+    rid: bytes = b""  # $request_id, made when first asked for (``id_bytes``)
 
     def __init__(self, conn: Any, url: bytes) -> None:
         self.conn = conn
@@ -113,13 +113,16 @@ class Request:
     def server_port(self) -> int:
         return int(self.conn.local_port)
 
-    @property
-    def request_id(self) -> str:
+    def id_bytes(self) -> bytes:
         """nginx's $request_id: 16 random bytes in hex, one value per request."""
         rid = self.rid
         if not rid:
             rid = self.rid = _ids.take()
         return rid
+
+    @property
+    def request_id(self) -> str:
+        return self.id_bytes().decode("ascii")
 
     def header(self, lname: bytes) -> bytes | None:
         """The first value of a header, by lowercased name."""

@@ -54,6 +54,8 @@ def response_head(
                     lines = without(lines, named)
     # the head is joined once from its parts: status line, our Server and Date, the
     # upstream's lines, add_header lines, framing and Connection
+    if route.hide is not None:
+        lines = without(lines, route.hide)  # proxy_hide_header
     parts = [status_line(req.err_status or status), SERVER_LINE, date]  # error_page's status
     parts += lines
     uconn.clear_head()

@@ -81,14 +81,18 @@ def local_response(
     keep: bool,
     extra: bytes = b"",
     head_only: bool = False,
+    length: int = -1,
 ) -> bytes:
     """A whole response of our own: status line, ``Server``, ``Date`` (the line from
     ``DateCache``), type and length of ``body``, ``extra`` header lines (each with its
-    CRLF), Connection, then ``body`` unless ``head_only`` (a HEAD request)."""
+    CRLF), Connection, then ``body`` unless ``head_only`` (a HEAD request, or a body
+    that follows separately: then ``length`` is its length)."""
     parts = [status_line(status), SERVER_LINE, date]
-    if body or status not in NO_BODY_STATUS:
+    if length < 0:
+        length = len(body)
+    if length or status not in NO_BODY_STATUS:
         parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: ")
-        parts.append(str(len(body)).encode() + b"\r\n")
+        parts.append(str(length).encode() + b"\r\n")
     parts.append(extra)
     parts.append(b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
     if not head_only:

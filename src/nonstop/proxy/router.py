@@ -77,6 +77,7 @@ class Route:
         "drop",
         "error_pages",
         "files",
+        "hide",
         "intercept",
         "internal",
         "keepalive_requests",
@@ -96,6 +97,7 @@ class Route:
         "ret_code",
         "ret_text",
         "send_timeout",
+        "sends_request_id",
         "server",
         "sets",
         "spec",
@@ -129,6 +131,8 @@ class Route:
         self.internal = spec is not None and spec.internal
         rules = spec.access if spec is not None else block.access
         self.access: Access | None = compile_access(rules)
+        hidden = {name.encode("latin-1") for name in spec.hide_headers} if spec else set()
+        self.hide: set[bytes] | None = hidden or None  # proxy_hide_header
         files = spec.files if spec is not None else block.files
         prefix = spec.path if spec is not None else "/"
         self.files: Files | None = compile_files(files, prefix, table, where)
@@ -167,6 +171,7 @@ class Route:
         self.const_head = b""
         self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"}
         self.keeps_connection_header = False
+        self.sends_request_id = False
         if spec is not None:
             self.next_upstream = spec.next_upstream
             self.tries = spec.next_upstream_tries
@@ -203,8 +208,9 @@ class Route:
             ops.append(_op(header.name, header.value, table, where))
         if b"x-request-id" not in names:
             # the app gets $request_id, the id the JSON access log has (an incoming
-            # X-Request-ID is replaced, as nginx's proxy_set_header replaces a header)
-            ops.append(HeaderOp(b"X-Request-ID", None, _request_id))
+            # X-Request-ID is replaced, as nginx's proxy_set_header replaces a header);
+            # written by forward_head itself: a getter and its str would cost more
+            self.sends_request_id = True
             names.add(b"x-request-id")
         self.keeps_connection_header = b"connection" in names
         self.drop = HOP_BY_HOP | {b"host", b"expect", b"content-length"} | names
@@ -222,10 +228,6 @@ class Route:
 
 def _proxy_host(req: Request) -> str:
     return req.proxy_host
-
-
-def _request_id(req: Request) -> str:
-    return req.rid or req.request_id
 
 
 def _op(name: str, value: Template, table: VariableTable, where: str) -> HeaderOp:

@@ -491,16 +491,25 @@ class ProxyServer:
                     backend.idle.expire(now)
             state.access_logs.flush()
 
-    async def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop accepting, finish in-flight requests within ``timeout``, close the rest."""
+    async def shutdown(self, timeout: float = 30.0, idle_grace: float = 0.0) -> None:
+        """Stop accepting, finish in-flight requests within ``timeout``, close the rest.
+
+        For ``idle_grace`` seconds a connection between requests is not closed under a
+        client that may be sending on it: its next response says ``Connection: close``
+        (HAProxy's ``idle-close-on-response``).  After an upgrade the new nonstop accepts
+        the clients' next connections, so none of their requests meets a closing socket.
+        """
         state = self.state
         state.shutting_down = True
         for server in self.listeners.values():
             server.close()
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = now + timeout
+        close_idle_at = now + min(idle_grace, timeout)
         while True:
-            for conn in list(state.connections):
-                conn.close_idle()
+            if time.monotonic() >= close_idle_at:
+                for conn in list(state.connections):
+                    conn.close_idle()
             if not state.connections or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)

@@ -24,7 +24,7 @@ from nonstop.config.model import FilesSpec
 from nonstop.proxy.error_page import jump
 from nonstop.proxy.request import Request
 from nonstop.proxy.response_head import added_headers
-from nonstop.proxy.responses import SERVER_LINE, error_page, status_line
+from nonstop.proxy.responses import error_page, local_response
 from nonstop.proxy.variables import Getter, VariableTable
 
 __all__ = [
@@ -308,14 +308,12 @@ def _head(
         return
     ex = conn.exchange
     close = not ex.body_done or not conn._client_keeps_alive(req)
-    parts = [status_line(req.err_status or status), SERVER_LINE, conn.state.date.current]
-    parts.append(b"Content-Type: " + ctype + b"\r\nContent-Length: %d\r\n" % length)
-    parts.append(extra)
     route = ex.route
-    if route is not None and route.add_success:
-        parts.append(added_headers(route, status, req))
-    parts.append(b"Connection: close\r\n\r\n" if close else b"Connection: keep-alive\r\n\r\n")
-    transport.write(b"".join(parts))
+    if route is not None:
+        extra += added_headers(route, status, req)
+    date = conn.state.date.current
+    status_sent = req.err_status or status  # an error page keeps its error status
+    transport.write(local_response(status_sent, b"", ctype, date, not close, extra, True, length))
     ex.resp_started = True
     ex.resp_bytes = body.count
     body.status, body.close_after = status, close

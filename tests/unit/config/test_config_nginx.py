@@ -966,6 +966,19 @@ def test_allow_and_deny_keep_their_order_and_are_inherited_as_one_list(http: Loa
     )
 
 
+def test_proxy_hide_header_names_are_inherited_as_one_list(http: Load) -> None:
+    cfg = http(
+        "proxy_hide_header X-Powered-By;\n"
+        "server {\n"
+        "  location / { proxy_pass http://127.0.0.1:1; }\n"
+        "  location /b { proxy_hide_header ETag; proxy_hide_header Server; return 204; }\n"
+        "}"
+    )
+    a, b = cfg.servers[0].locations
+    assert a.hide_headers == ("x-powered-by",)
+    assert b.hide_headers == ("etag", "server")
+
+
 def test_access_log_takes_the_json_format_and_names_the_formats_it_knows(http: Load) -> None:
     cfg = http("server { access_log logs/a.log json; return 204; }")
     assert cfg.servers[0].access_log is not None

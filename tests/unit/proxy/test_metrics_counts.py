@@ -14,7 +14,6 @@ from nonstop.proxy.metrics import (
     MAX_TALLIES,
     ProxyMetrics,
     Tally,
-    bucket,
     empty,
     merge,
 )
@@ -42,11 +41,11 @@ def test_a_duration_lands_in_the_first_bucket_that_holds_it() -> None:
 
 
 def test_the_written_out_buckets_are_the_bounds() -> None:
-    assert bucket(0.0) == 0
     for i, bound in enumerate(BOUNDS):
-        assert bucket(bound) == i
-        assert bucket(bound + 1e-9) == i + 1
-    assert bucket(float("inf")) == len(BOUNDS)
+        for seconds, index in ((bound, i), (bound + 1e-9, i + 1)):
+            tally = Tally()
+            tally.count(200, seconds)
+            assert tally.buckets == [int(j == index) for j in range(len(BOUNDS) + 1)]
 
 
 def test_a_status_outside_100_to_599_counts_as_other() -> None:
@@ -174,3 +173,16 @@ async def test_a_configured_x_request_id_is_sent_instead(tmp_path: Path) -> None
     client.send(get("/", "X-Trace: abc"))
     head = proxy.active().take().decode("latin-1")
     assert re.findall(r"(?im)^x-request-id: (.*)\r$", head) == ["abc"]
+
+
+async def test_a_refused_head_is_logged_by_the_default_server_and_counted(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    proxy = make_proxy(tmp_path, conf(server=f"access_log {log};"))
+    client = proxy.client()
+    client.send(b"GET / HTTP/1.1\r\nHost: example.test\r\nBad Header\r\n\r\n")
+    assert client.responses()[0].status == 400
+    proxy.state.access_logs.flush()
+    [line] = log.read_text().splitlines()
+    assert ' HTTP/1.1" 400 ' in line
+    local = _server(proxy.state.metrics.snapshot({}), "", "")
+    assert local["codes"] == [0, 0, 0, 0, 1, 0]

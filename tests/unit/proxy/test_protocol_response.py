@@ -374,3 +374,16 @@ def test_content_length_is_read_as_int_reads_it(value: bytes) -> None:
     except ValueError:
         expected = -1
     assert _length(value) == expected
+
+
+async def test_proxy_hide_header_drops_the_named_upstream_headers(tmp_path: Path) -> None:
+    location = "proxy_pass http://app; proxy_hide_header x-powered-by; proxy_hide_header ETag;"
+    proxy = make_proxy(tmp_path, conf(location))
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.take()
+    up.respond(ok(b"hi", "X-Powered-By: PHP/8", 'Etag: "1"', "X-Kept: yes"))
+    [resp] = client.responses()
+    assert resp.header("X-Powered-By") is None and resp.header("ETag") is None
+    assert resp.header("X-Kept") == "yes" and resp.body == b"hi"

@@ -191,6 +191,20 @@ async def test_a_large_file_leaves_in_pieces_as_the_client_takes_them(tmp_path: 
     assert client.take().endswith(b"0123456789")
 
 
+async def test_a_client_gone_mid_file_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, server(site(tmp_path)))
+    client = proxy.client()
+    client.conn.pause_writing()
+    client.send(get("/big.bin"))
+    body = client.conn.file_body
+    assert body is not None and body.fd >= 0
+    fd = body.fd
+    client.conn.connection_lost(ConnectionResetError())
+    assert client.conn.file_body is None and body.fd == -1
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
 async def test_try_files_tries_in_order_then_falls_back(tmp_path: Path) -> None:
     www = site(tmp_path)
     body = """

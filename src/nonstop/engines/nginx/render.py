@@ -621,6 +621,8 @@ def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
         w.line("proxy_set_header", "Connection", '""')
     if "x-request-id" not in named:
         w.line("proxy_set_header", "X-Request-ID", "$request_id")  # as the embedded proxy
+    for name in loc.hide_headers:
+        w.line("proxy_hide_header", quote(name))
     masks = sorted(loc.next_upstream)
     w.line("proxy_next_upstream", *(masks or ["off"]))
     w.line("proxy_next_upstream_tries", str(loc.next_upstream_tries))
