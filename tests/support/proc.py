@@ -116,7 +116,35 @@ class NonstopProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+                if apps:
+                    self.kill_recorded_apps()
         return self.proc.returncode
+
+    def kill_recorded_apps(self) -> list[int]:
+        """SIGKILL the app instances the daemon recorded in its state store, each by its
+        pid and only while that pid is still the process it started (same start time):
+        what a daemon killed before it could stop them left running."""
+        from nonstop.config import load
+        from nonstop.deploy.store import StateStore, StoreError
+        from nonstop.supervisor.orphan import is_our_process
+
+        prefix = None
+        for flag in ("-p", "--prefix"):
+            if flag in self.extra:
+                prefix = self.extra[self.extra.index(flag) + 1]
+        try:
+            store = StateStore.open(load(str(self.config), prefix).state_dir)
+            records = store.instances()
+            store.close()
+        except (StoreError, OSError):
+            return []
+        killed = []
+        for record in records:
+            pid = record.pid
+            if pid is not None and is_our_process(pid, record.pid_start):
+                os.killpg(pid, signal.SIGKILL)  # it leads its own group (setsid)
+                killed.append(pid)
+        return killed
 
 
 def admin_api(port: int, path: str, token: str | None) -> tuple[int, dict[str, Any]]:
