@@ -6,11 +6,13 @@ the app's slot without reloading nginx, so no client connection is closed under 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +82,22 @@ def test_the_old_release_is_stopped_only_after_nginx_closed_its_connections(
 ) -> None:
     d = daemon(verify="0s", drain_timeout="10s")
     deployed(d, "v1")
-    # 3 s requests: some are still running on v1 well after "switched" (1.2 s after the
-    # flag's rename, when every worker has seen it)
     with Load(d.port, clients=6, limit=40, slow_ms=3000) as load:
         load.wait_requests(10)
-        time.sleep(0.2)  # let slow requests be in flight on v1 when the switch comes
-        done = d.cli("deploy", "web", "--release", "v2", "--json")
+        # The load's slow requests run in step (they start together once the first ones
+        # answer), so whether one is on v1 at the switch would depend on how long the
+        # deploy takes to get there.  This one is sent before the deploy starts and runs
+        # 6 s: well past "switched" (1.2 s after the flag's rename, when every worker has
+        # seen it) even when the command and the health gate are slow.  Were v1 stopped
+        # under it, nginx would retry it on v2 (proxy_next_upstream) and the client would
+        # see no error: the answer names the release that finished it.
+        slow = http.client.HTTPConnection("127.0.0.1", d.port, timeout=15)
+        slow.request("GET", "/slow?ms=6000")
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(lambda: slow.getresponse().read().decode())
+            done = d.cli("deploy", "web", "--release", "v2", "--json")
+            assert answer.result() == "slept 6000ms on v1"
+        slow.close()
         load.wait_requests(10)
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()[:-1]]
