@@ -236,7 +236,9 @@ def main() -> None:
             finally:
                 for daemon in daemons:
                     if daemon.poll() is None:
-                        daemon.send_signal(signal.SIGTERM)
+                        # SIGINT: each daemon stops its apps too (SIGTERM leaves them
+                        # running for the next start to adopt)
+                        daemon.send_signal(signal.SIGINT)
                 for daemon in daemons:
                     try:
                         daemon.wait(timeout=20)

@@ -103,7 +103,9 @@ def main() -> int:
         return 0
     finally:
         if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
+            # SIGINT, as Ctrl-C: the daemon stops and stops its apps with it (SIGTERM
+            # would leave them running for the next start to adopt).
+            daemon.send_signal(signal.SIGINT)
         try:
             daemon.wait(20)
         except subprocess.TimeoutExpired:
