@@ -75,9 +75,16 @@ def new_instance_pid(fleet: Fleet, host: Host, old: str) -> int:
     return int(pid)
 
 
-def fault_in_verify(fleet: Fleet, tmp_path: Path, fault: Callable[[Host, str], None]) -> str:
+def fault_in_verify(
+    fleet: Fleet, tmp_path: Path, fault: Callable[[Host, str], None], *, kills: bool = False
+) -> str:
     """A fleet deploy of v2 under load, and ``fault(last host, v1)`` once its fleet-wide
-    verify window began; it must fail and roll back without a failed request: its stderr."""
+    verify window began; it must fail and roll back without a failed request: its stderr.
+
+    ``kills``: the fault kills the new instance, so a response it had begun to send when
+    it died is cut (its head reached the client, its body never came): the only failures
+    allowed are those, the crashing process's own requests, at most one per client.  A
+    request it had not begun to answer is retried on the held old release."""
     v1 = fleet.live(fleet.hosts[0])
     with Load(fleet.front_port, clients=10, limit=90) as load:
         load.wait_requests(100)
@@ -87,7 +94,9 @@ def fault_in_verify(fleet: Fleet, tmp_path: Path, fault: Callable[[Host, str], N
         out, err = finish(run)
         load.wait_requests(100)
     assert run.returncode == 1, out + err
-    assert load.failed == [], load.failed[:5]
+    cut = [f for f in load.failed if f.startswith("IncompleteRead(")] if kills else []
+    assert [f for f in load.failed if f not in cut] == [], load.failed[:5]
+    assert len(cut) <= load.clients, cut
     assert_fleet_back_on(fleet, v1)
     assert LeaseFile(str(fleet.lease)).read() is None
     return err
@@ -99,7 +108,7 @@ def test_a_crash_during_the_fleet_verify_on_the_last_host_rolls_every_host_back(
     def crash(host: Host, old: str) -> None:
         os.kill(new_instance_pid(fleet, host, old), signal.SIGKILL)
 
-    err = fault_in_verify(fleet, tmp_path, crash)
+    err = fault_in_verify(fleet, tmp_path, crash, kills=True)
     last = fleet.hosts[2].destination
     assert f"nonstop: {last}: verify: web's instance on port " in err and "crashed" in err, err
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
@@ -26,10 +27,40 @@ from dataclasses import dataclass, field
 __all__ = ["Received", "RecordingBackend", "free_port", "wait_port"]
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            low, high = (int(x) for x in handle.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_EPHEMERAL = _ephemeral_range()
+_random = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, for a test to listen on next.
+
+    Taken below the kernel's ephemeral range: a port from that range (what binding port
+    0 gives) may become the local end of some client's outgoing connection before the
+    test binds it, and the bind then fails with "address in use".
+    """
+    low = 20000 if _EPHEMERAL[0] > 21000 else 1024
+    high = _EPHEMERAL[0] - 1 if _EPHEMERAL[0] > low + 1000 else 65535
+    for _ in range(1000):
+        port = _random.randint(low, high)
+        if _EPHEMERAL[0] <= port <= _EPHEMERAL[1]:
+            continue
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
@@ -83,26 +114,37 @@ class RecordingBackend:
 
     def start(self) -> RecordingBackend:
         ready = threading.Event()
+        failed: list[OSError] = []
         self._loop = asyncio.new_event_loop()
 
         def run() -> None:
             assert self._loop is not None
             asyncio.set_event_loop(self._loop)
-            if self.unix is not None:
-                self._server = self._loop.run_until_complete(
-                    asyncio.start_unix_server(self._serve, self.unix)
-                )
-            else:
-                self._server = self._loop.run_until_complete(
-                    asyncio.start_server(self._serve, "127.0.0.1", self.port)
-                )
-                self.port = self._server.sockets[0].getsockname()[1]
+            try:
+                if self.unix is not None:
+                    self._server = self._loop.run_until_complete(
+                        asyncio.start_unix_server(self._serve, self.unix)
+                    )
+                else:
+                    self._server = self._loop.run_until_complete(
+                        asyncio.start_server(self._serve, "127.0.0.1", self.port)
+                    )
+                    self.port = self._server.sockets[0].getsockname()[1]
+            except OSError as exc:
+                failed.append(exc)
+                ready.set()
+                self._loop.close()
+                return
             ready.set()
             self._loop.run_forever()
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
-        ready.wait(10)
+        if not ready.wait(10):
+            raise RuntimeError(f"backend {self.name} did not start within 10 s")
+        if failed:
+            self._loop = None
+            raise RuntimeError(f"backend {self.name} cannot listen: {failed[0]}")
         return self
 
     def stop(self) -> None:
