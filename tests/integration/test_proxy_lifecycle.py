@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 from tests.integration.test_proxy_http import conf
 
@@ -130,14 +132,21 @@ def test_reload_keeps_passive_failure_state_of_unchanged_servers(backends, proxy
     assert peers[f"127.0.0.1:{dead}"]["fails"] == 1
 
 
-def test_reload_does_not_drop_an_open_websocket(backends, proxy):
+def websocket_proxy(backends, proxy):
+    """A proxy in front of one backend, passing the Upgrade headers on."""
     (b1,) = backends(1)
-    text = conf(
-        f"server {b1.address};",
-        "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade;",
+    return proxy(
+        conf(
+            f"server {b1.address};",
+            "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade;",
+        )
     )
-    p = proxy(text)
-    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as sock:
+
+
+@contextlib.contextmanager
+def open_tunnel(port: int) -> Iterator[socket.socket]:
+    """A connection upgraded through the proxy (its 101 read), closed on exit."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(
             b"GET /upgrade HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
         )
@@ -145,6 +154,12 @@ def test_reload_does_not_drop_an_open_websocket(backends, proxy):
         while b"\r\n\r\n" not in head:
             head += sock.recv(1024)
         assert head.startswith(b"HTTP/1.1 101")
+        yield sock
+
+
+def test_reload_does_not_drop_an_open_websocket(backends, proxy):
+    p = websocket_proxy(backends, proxy)
+    with open_tunnel(p.port) as sock:
         assert p.process.cli("reload").returncode == 0
         sock.sendall(b"after reload")
         assert sock.recv(1024) == b"after reload"
@@ -153,20 +168,8 @@ def test_reload_does_not_drop_an_open_websocket(backends, proxy):
 def test_a_websocket_the_client_closes_ends_on_both_sides_at_once(backends, proxy):
     """As nginx's upgraded connections: the client's end ends the tunnel, so a stop (or
     an upgrade of nonstop) does not wait its grace period for it."""
-    (b1,) = backends(1)
-    text = conf(
-        f"server {b1.address};",
-        "proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade;",
-    )
-    p = proxy(text)
-    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as sock:
-        sock.sendall(
-            b"GET /upgrade HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(1024)
-        assert head.startswith(b"HTTP/1.1 101")
+    p = websocket_proxy(backends, proxy)
+    with open_tunnel(p.port) as sock:
         sock.sendall(b"one message")
         assert sock.recv(1024) == b"one message"
     started = time.monotonic()
