@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from typing import Any
 
 from tests.support.backends import wait_port
 
+from nonstop.supervisor import is_our_process
+
 __all__ = [
     "NginxProcess",
     "NonstopProcess",
@@ -25,6 +28,7 @@ __all__ = [
     "nginx_conf",
     "raw_request",
     "start_engine",
+    "stop_leftover_apps",
 ]
 
 
@@ -58,6 +62,13 @@ class NonstopProcess:
             raise RuntimeError(f"nonstop did not start:\n{self.stderr()}") from None
         return self
 
+    def _prefix(self) -> str | None:
+        """The ``-p``/``--prefix`` given to ``nonstop run``, if any."""
+        for flag in ("-p", "--prefix"):
+            if flag in self.extra:
+                return self.extra[self.extra.index(flag) + 1]
+        return None
+
     def _wait_admin(self, timeout: float = 15.0) -> None:
         """Until the admin socket answers: nonstop opens it once everything is up.
 
@@ -68,10 +79,7 @@ class NonstopProcess:
         from nonstop.config import load
         from nonstop.daemon import admin_socket_path
 
-        prefix = None
-        for flag in ("-p", "--prefix"):
-            if flag in self.extra:
-                prefix = self.extra[self.extra.index(flag) + 1]
+        prefix = self._prefix()
         path = admin_socket_path(load(str(self.config), prefix))
         deadline = time.monotonic() + timeout
         while True:
@@ -120,31 +128,28 @@ class NonstopProcess:
                     self.kill_recorded_apps()
         return self.proc.returncode
 
-    def kill_recorded_apps(self) -> list[int]:
-        """SIGKILL the app instances the daemon recorded in its state store, each by its
-        pid and only while that pid is still the process it started (same start time):
-        what a daemon killed before it could stop them left running."""
+    def kill_recorded_apps(self) -> None:
+        """What a daemon killed before it could stop its apps left running: see
+        ``stop_leftover_apps``."""
         from nonstop.config import load
-        from nonstop.deploy.store import StateStore, StoreError
-        from nonstop.supervisor.orphan import is_our_process
 
-        prefix = None
-        for flag in ("-p", "--prefix"):
-            if flag in self.extra:
-                prefix = self.extra[self.extra.index(flag) + 1]
-        try:
-            store = StateStore.open(load(str(self.config), prefix).state_dir)
-            records = store.instances()
-            store.close()
-        except (StoreError, OSError):
-            return []
-        killed = []
-        for record in records:
-            pid = record.pid
-            if pid is not None and is_our_process(pid, record.pid_start):
-                os.killpg(pid, signal.SIGKILL)  # it leads its own group (setsid)
-                killed.append(pid)
-        return killed
+        prefix = self._prefix()
+        stop_leftover_apps(Path(load(str(self.config), prefix).state_dir))
+
+
+def stop_leftover_apps(state_dir: Path) -> None:
+    """SIGKILL the process group of every recorded instance that is still that process."""
+    path = state_dir / "state.db"
+    if not path.exists():
+        return
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT pid, pid_start FROM instances").fetchall()
+    finally:
+        db.close()
+    for pid, start in rows:
+        if pid is not None and is_our_process(pid, start):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def admin_api(port: int, path: str, token: str | None) -> tuple[int, dict[str, Any]]:

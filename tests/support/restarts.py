@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.apps.harness import AppDaemon
+from tests.support.proc import stop_leftover_apps
 
-from nonstop.supervisor import is_gone, is_our_process
+from nonstop.supervisor import is_gone
 
 __all__ = [
     "SocketActivated",
@@ -78,21 +78,6 @@ def wait_gone(pid: int, timeout: float = 15.0) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def stop_leftover_apps(state_dir: Path) -> None:
-    """SIGKILL the process group of every recorded instance that is still that process."""
-    path = state_dir / "state.db"
-    if not path.exists():
-        return
-    db = sqlite3.connect(path)
-    try:
-        rows = db.execute("SELECT pid, pid_start FROM instances").fetchall()
-    finally:
-        db.close()
-    for pid, start in rows:
-        if pid is not None and is_our_process(pid, start):
-            os.killpg(pid, signal.SIGKILL)
 
 
 class SocketActivated:
