@@ -31,7 +31,9 @@ __all__ = [
     "LocationSpec",
     "MapSpec",
     "NginxSpec",
+    "ProxyBuffering",
     "ProxyPass",
+    "ProxySsl",
     "Regex",
     "ReturnSpec",
     "RewriteSpec",
@@ -295,6 +297,47 @@ DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyBuffering:
+    """``proxy_buffering`` and its sizes (ngx_http_proxy_module.c; defaults for a 4 KiB page).
+
+    On, the response is read ahead of a slow client: in memory up to ``buffer_size`` +
+    ``buffers`` x ``buffer``, then in a temporary file up to ``max_temp_file_size`` (0: no
+    file), so that the upstream connection is free once the response is read.
+    """
+
+    enabled: bool = True
+    buffer_size: int = 4096  # proxy_buffer_size
+    buffers: int = 8  # proxy_buffers NUMBER SIZE
+    buffer: int = 4096
+    busy_buffers_size: int = 8192
+    max_temp_file_size: int = 1024 * 1024 * 1024
+    temp_file_write_size: int = 8192
+    accel_buffering: bool = True  # X-Accel-Buffering is honoured (not in proxy_ignore_headers)
+
+    @property
+    def memory(self) -> int:
+        """Bytes read ahead in memory before a temporary file is used."""
+        return self.buffer_size + self.buffers * self.buffer
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySsl:
+    """``proxy_ssl_*``: how an ``https://`` upstream is spoken to (nginx's defaults: no
+    verification, no SNI, TLSv1.2 and TLSv1.3, sessions reused)."""
+
+    verify: bool = False
+    trusted_certificate: str | None = None
+    verify_depth: int = 1
+    server_name: bool = False  # send SNI
+    name: Template | None = None  # the name verified and sent; default: proxy_pass's host
+    protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    ciphers: str = "DEFAULT"
+    certificate: str | None = None
+    certificate_key: str | None = None
+    session_reuse: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class LocationSpec:
     """A ``location`` with every inherited directive already resolved."""
 
@@ -330,6 +373,8 @@ class LocationSpec:
     access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
     hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
+    buffering: ProxyBuffering = ProxyBuffering()  # proxy_buffering and its sizes
+    proxy_ssl: ProxySsl = ProxySsl()  # proxy_ssl_* for an https:// pass
     source: Source | None = field(default=None, compare=False)
 
     @property

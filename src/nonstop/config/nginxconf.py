@@ -43,7 +43,9 @@ from nonstop.config.model import (
     Listen,
     LocationSpec,
     MapSpec,
+    ProxyBuffering,
     ProxyPass,
+    ProxySsl,
     Regex,
     ReturnSpec,
     RewriteSpec,
@@ -431,30 +433,30 @@ def proxy_pass_spec(
     upstream, the implicit upstream nginx creates for it (``ngx_http_upstream_add``)."""
     url = compile_template(raw)
     lower = raw.lower()
-    if lower.startswith("https://"):
-        raise ValueError(f'https upstreams are not supported: "{raw}"')
+    scheme = "https" if lower.startswith("https://") else "http"
     if not url.is_constant:
-        return ProxyPass(url=url), None
-    if not lower.startswith("http://"):
+        return ProxyPass(url=url, scheme=scheme), None
+    if not lower.startswith(("http://", "https://")):
         raise ValueError(f'invalid URL prefix in "{raw}"')
-    rest = raw[7:]
+    rest = raw[len(scheme) + 3 :]
     if rest.startswith("unix:"):
-        return _unix_pass(url, rest)
+        return _unix_pass(url, rest, scheme)
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     hostport, uri = rest[:cut], (rest[cut:] or None)
     if hostport in declared:
-        return ProxyPass(url=url, upstream=hostport, uri=uri, proxy_host=hostport), None
-    host, port, bracketed = _split_address(hostport, 80, "upstream")
+        return ProxyPass(url, scheme, upstream=hostport, uri=uri, proxy_host=hostport), None
+    default_port = 443 if scheme == "https" else 80
+    host, port, bracketed = _split_address(hostport, default_port, "upstream")
     shown = f"[{host}]" if bracketed else host
     name = f"{shown}:{port}"
     hosts = _addresses(host, port, resolver, "upstream", hostport)
     servers = tuple(ServerSpec(address=name, host=h, port=port) for h in hosts)
     implicit = UpstreamSpec(name=name, servers=servers, implicit=True)
-    proxy_host = shown if port == 80 else name
-    return ProxyPass(url=url, upstream=name, uri=uri, proxy_host=proxy_host), implicit
+    proxy_host = shown if port == default_port else name
+    return ProxyPass(url, scheme, upstream=name, uri=uri, proxy_host=proxy_host), implicit
 
 
-def _unix_pass(url: Template, rest: str) -> tuple[ProxyPass, UpstreamSpec]:
+def _unix_pass(url: Template, rest: str, scheme: str) -> tuple[ProxyPass, UpstreamSpec]:
     """``http://unix:/PATH:/URI``: the socket path ends at the first ":" after it
     (``ngx_parse_unix_domain_url``); an upstream on a socket is sent ``Host: localhost``."""
     path, _, uri = rest[5:].partition(":")
@@ -463,7 +465,8 @@ def _unix_pass(url: Template, rest: str) -> tuple[ProxyPass, UpstreamSpec]:
     name = "unix:" + path
     server = ServerSpec(address=name, host=path, port=0)
     implicit = UpstreamSpec(name=name, servers=(server,), implicit=True)
-    return ProxyPass(url=url, upstream=name, uri=uri or None, proxy_host="localhost"), implicit
+    proxy = ProxyPass(url, scheme, upstream=name, uri=uri or None, proxy_host="localhost")
+    return proxy, implicit
 
 
 def _return(args: tuple[str, ...]) -> ReturnSpec:
@@ -544,6 +547,27 @@ _DURATIONS = (
     "proxy_send_timeout",
 )
 _NUMBERS = ("keepalive_requests", "proxy_next_upstream_tries")
+_PAGE = 4096  # nginx's default buffer sizes are one memory page
+_BUFFER_SIZES = (
+    "proxy_buffer_size",
+    "proxy_busy_buffers_size",
+    "proxy_max_temp_file_size",
+    "proxy_temp_file_write_size",
+)
+# proxy_ignore_headers' values (ngx_http_upstream_ignore_headers_masks)
+_IGNORE_HEADERS = frozenset(
+    {
+        "x-accel-redirect",
+        "x-accel-expires",
+        "x-accel-limit-rate",
+        "x-accel-buffering",
+        "x-accel-charset",
+        "expires",
+        "cache-control",
+        "set-cookie",
+        "vary",
+    }
+)
 
 
 # ``env NONSTOP_ADMIN_LISTEN=127.0.0.1:9180;`` and the others: [admin]'s keys in nginx.conf.
@@ -812,6 +836,7 @@ class _Builder:
         self.types(levels)
         for d in level.items.get("proxy_set_header", ()):
             self.template(d, d.args[1])
+        self.check_upstream_values([level])
 
     def set_error_log(self, d: Directive, outer: bool) -> None:
         path = None if d.args[0] == "stderr" else d.args[0]
@@ -1090,13 +1115,7 @@ class _Builder:
         )
 
     def protocols(self, levels: list[_Level]) -> tuple[str, ...] | None:
-        d = _one(levels, "ssl_protocols")
-        if d is None:
-            return None
-        for proto in d.args:
-            if proto not in SSL_PROTOCOLS:
-                raise self.fail(d, f'invalid value "{proto}" in "ssl_protocols" directive')
-        return d.args
+        return self.ssl_protocols(_one(levels, "ssl_protocols"))
 
     def add_headers(self, levels: list[_Level]) -> tuple[AddHeader, ...]:
         out: list[AddHeader] = []
@@ -1195,6 +1214,8 @@ class _Builder:
                 d.args[0].lower() for d in _inherit(levels, "proxy_hide_header") or ()
             ),
             internal=_one(levels[:1], "internal") is not None,
+            buffering=self.buffering(levels),
+            proxy_ssl=self.proxy_ssl(levels, proxy),
             source=block.source,
         )
 
@@ -1425,9 +1446,7 @@ class _Builder:
         raw = last[-1].args[1]
         if "$" in raw:
             return
-        if raw.lower().startswith("https://"):
-            raise self.fail(last[-1], f'https upstreams are not supported: "{raw}"')
-        if not raw.lower().startswith("http://"):
+        if not raw.lower().startswith(("http://", "https://")):
             raise self.fail(last[-1], f'invalid URL prefix in "{raw}" (used by "proxy_pass")')
 
     def next_upstream(self, d: Directive | None) -> frozenset[str]:
@@ -1446,6 +1465,132 @@ class _Builder:
         if d.args[0] not in ("1.0", "1.1"):
             raise self.fail(d, f'invalid value "{d.args[0]}" in "proxy_http_version" directive')
         return d.args[0]
+
+    # -- reading the response ahead, https upstreams (ngx_http_proxy_module.c) ----------
+
+    def check_upstream_values(self, levels: list[_Level]) -> None:
+        """The values of proxy_buffering and proxy_ssl_* where they are written."""
+        self.flag(_one(levels, "proxy_buffering"), True)
+        self.proxy_buffers(_one(levels, "proxy_buffers"))
+        for name in _BUFFER_SIZES:
+            self.size(_one(levels, name), 0)
+        self.ignore_headers(_one(levels, "proxy_ignore_headers"))
+        for name in ("proxy_ssl_verify", "proxy_ssl_server_name", "proxy_ssl_session_reuse"):
+            self.flag(_one(levels, name), False)
+        self.number(_one(levels, "proxy_ssl_verify_depth"), 1)
+        self.ssl_protocols(_one(levels, "proxy_ssl_protocols"))
+        ssl_name = _one(levels, "proxy_ssl_name")
+        if ssl_name is not None:
+            self.template(ssl_name, ssl_name.args[0])
+
+    def buffering(self, levels: list[_Level]) -> ProxyBuffering:
+        """proxy_buffering and its sizes, held to nginx's rules between them
+        (ngx_http_proxy_merge_loc_conf): a level that breaks them is refused, as
+        ``nginx -t`` refuses it."""
+        bufs_d = _one(levels, "proxy_buffers")
+        size_d = _one(levels, "proxy_buffer_size")
+        busy_d = _one(levels, "proxy_busy_buffers_size")
+        write_d = _one(levels, "proxy_temp_file_write_size")
+        max_d = _one(levels, "proxy_max_temp_file_size")
+        count, each = self.proxy_buffers(bufs_d)
+        buffer_size = self.size(size_d, _PAGE)
+        largest = max(buffer_size, each)
+        where = busy_d or bufs_d or size_d
+        busy = self.size(busy_d, 2 * largest)
+        both = 'the maximum of the value of "proxy_buffer_size" and one of the "proxy_buffers"'
+        if where is not None and busy < largest:
+            message = f'"proxy_busy_buffers_size" must be equal to or greater than {both}'
+            raise self.fail(where, message)
+        if where is not None and busy > (count - 1) * each:
+            message = (
+                '"proxy_busy_buffers_size" must be less than the size of all "proxy_buffers"'
+                " minus one buffer"
+            )
+            raise self.fail(where, message)
+        write_size = self.size(write_d, 2 * largest)
+        if write_d is not None and write_size < largest:
+            message = f'"proxy_temp_file_write_size" must be equal to or greater than {both}'
+            raise self.fail(write_d, message)
+        max_temp = self.size(max_d, 1024 * 1024 * 1024)
+        if max_d is not None and max_temp and max_temp < largest:
+            message = (
+                '"proxy_max_temp_file_size" must be equal to zero to disable temporary files'
+                f" usage or must be equal to or greater than {both}"
+            )
+            raise self.fail(max_d, message)
+        ignored = self.ignore_headers(_one(levels, "proxy_ignore_headers"))
+        return ProxyBuffering(
+            enabled=self.flag(_one(levels, "proxy_buffering"), True),
+            buffer_size=buffer_size,
+            buffers=count,
+            buffer=each,
+            busy_buffers_size=busy,
+            max_temp_file_size=max_temp,
+            temp_file_write_size=write_size,
+            accel_buffering="x-accel-buffering" not in ignored,
+        )
+
+    def proxy_buffers(self, d: Directive | None) -> tuple[int, int]:
+        """``proxy_buffers NUMBER SIZE`` (ngx_conf_set_bufs_slot), at least two."""
+        if d is None:
+            return 8, _PAGE
+        count, raw = d.args
+        try:
+            each = parse_size(raw)
+        except ValueError:
+            each = 0
+        if not count.isdigit() or int(count) == 0 or each == 0:
+            raise self.fail(d, f'invalid value "{count} {raw}" in "proxy_buffers" directive')
+        if int(count) < 2:
+            raise self.fail(d, 'there must be at least 2 "proxy_buffers"')
+        return int(count), each
+
+    def ignore_headers(self, d: Directive | None) -> frozenset[str]:
+        if d is None:
+            return frozenset()
+        for name in d.args:
+            if name.lower() not in _IGNORE_HEADERS:
+                raise self.fail(d, f'invalid value "{name}"')
+        return frozenset(name.lower() for name in d.args)
+
+    def ssl_protocols(self, d: Directive | None) -> tuple[str, ...] | None:
+        if d is None:
+            return None
+        for proto in d.args:
+            if proto not in SSL_PROTOCOLS:
+                raise self.fail(d, f'invalid value "{proto}" in "{d.name}" directive')
+        return d.args
+
+    def proxy_ssl(self, levels: list[_Level], proxy: ProxyPass | None) -> ProxySsl:
+        """proxy_ssl_*; what an ``https://`` pass needs is checked as nginx checks it
+        when it sets up the pass's TLS (ngx_http_proxy_set_ssl)."""
+        cert = _one(levels, "proxy_ssl_certificate")
+        key = _one(levels, "proxy_ssl_certificate_key")
+        trusted = _one(levels, "proxy_ssl_trusted_certificate")
+        verify_d = _one(levels, "proxy_ssl_verify")
+        name = _one(levels, "proxy_ssl_name")
+        ciphers = _one(levels, "proxy_ssl_ciphers")
+        spec = ProxySsl(
+            verify=self.flag(verify_d, False),
+            trusted_certificate=self.conf_path(trusted.args[0]) if trusted else None,
+            verify_depth=self.number(_one(levels, "proxy_ssl_verify_depth"), 1),
+            server_name=self.flag(_one(levels, "proxy_ssl_server_name"), False),
+            name=self.template(name, name.args[0]) if name else None,
+            protocols=self.ssl_protocols(_one(levels, "proxy_ssl_protocols"))
+            or ProxySsl().protocols,
+            ciphers=ciphers.args[0] if ciphers else "DEFAULT",
+            certificate=self.conf_path(cert.args[0]) if cert else None,
+            certificate_key=self.conf_path(key.args[0]) if key else None,
+            session_reuse=self.flag(_one(levels, "proxy_ssl_session_reuse"), True),
+        )
+        if proxy is None or proxy.scheme != "https":
+            return spec
+        if cert is not None and key is None:
+            message = f'no "proxy_ssl_certificate_key" is defined for certificate "{cert.args[0]}"'
+            raise self.fail(cert, message)
+        if verify_d is not None and spec.verify and trusted is None:
+            raise self.fail(verify_d, "no proxy_ssl_trusted_certificate for proxy_ssl_verify")
+        return spec
 
 
 def load_nginx(path: str, prefix: str, resolver: Resolver = system_resolver) -> Config:

@@ -160,6 +160,25 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "allow": DirectiveSpec(_H, 1, 1, multi=True),
     "deny": DirectiveSpec(_H, 1, 1, multi=True),
     "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
+    # reading the response ahead of the client (ngx_http_proxy_module.c)
+    "proxy_buffering": DirectiveSpec(_H, 1, 1),
+    "proxy_buffers": DirectiveSpec(_H, 2, 2),
+    "proxy_buffer_size": DirectiveSpec(_H, 1, 1),
+    "proxy_busy_buffers_size": DirectiveSpec(_H, 1, 1),
+    "proxy_max_temp_file_size": DirectiveSpec(_H, 1, 1),
+    "proxy_temp_file_write_size": DirectiveSpec(_H, 1, 1),
+    "proxy_ignore_headers": DirectiveSpec(_H, 1, -1),
+    # https:// upstreams
+    "proxy_ssl_verify": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_trusted_certificate": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_verify_depth": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_server_name": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_name": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_protocols": DirectiveSpec(_H, 1, -1),
+    "proxy_ssl_ciphers": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_certificate": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_certificate_key": DirectiveSpec(_H, 1, 1),
+    "proxy_ssl_session_reuse": DirectiveSpec(_H, 1, 1),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
 
@@ -217,11 +236,10 @@ _OTHERS_TEXT = """
     disable_symlinks if_modified_since max_ranges
     ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
     gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
-    proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
-    proxy_redirect proxy_pass_header proxy_ignore_headers
-    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
-    proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
+    proxy_redirect proxy_pass_header
+    proxy_bind proxy_cookie_domain
+    proxy_cookie_path proxy_pass_request_body
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
     limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic

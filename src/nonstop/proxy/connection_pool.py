@@ -18,6 +18,7 @@ from typing import Final
 import httptools
 
 __all__ = [
+    "H_ACCEL_BUFFERING",
     "H_CONNECTION",
     "H_DROP",
     "H_LENGTH",
@@ -38,6 +39,7 @@ H_LENGTH: Final = 2
 H_TE: Final = 3
 H_CONNECTION: Final = 4
 H_UPGRADE: Final = 5
+H_ACCEL_BUFFERING: Final = 6  # kept aside for proxy_buffering (proxy/spool.py), not passed
 _BY_LOWER: Final = {
     b"connection": H_CONNECTION,
     b"keep-alive": H_DROP,
@@ -52,7 +54,7 @@ _BY_LOWER: Final = {
     b"x-accel-redirect": H_DROP,
     b"x-accel-expires": H_DROP,
     b"x-accel-limit-rate": H_DROP,
-    b"x-accel-buffering": H_DROP,
+    b"x-accel-buffering": H_ACCEL_BUFFERING,
     b"x-accel-charset": H_DROP,
     b"x-pad": H_DROP,
     b"content-length": H_LENGTH,
@@ -112,6 +114,7 @@ class UpstreamConnection:
     """A connection to an upstream server; an asyncio protocol by its methods."""
 
     __slots__ = (
+        "accel",
         "address",
         "closed",
         "feed",
@@ -149,6 +152,7 @@ class UpstreamConnection:
         self.pool: IdlePool | None = None
         self.closed = False
         self.tunnel = False
+        self.accel = b""  # the response's X-Accel-Buffering value
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -211,6 +215,8 @@ class UpstreamConnection:
             lines.append(b"\r\n")
             if kind == H_LENGTH:
                 self.length = _length(value)
+        elif kind == H_ACCEL_BUFFERING:
+            self.accel = value
         elif kind != H_DROP:
             self.special.append((kind, value))
 
@@ -232,6 +238,7 @@ class UpstreamConnection:
         """Start one request/response on this connection."""
         self.receiver = receiver
         self.requests += 1
+        self.accel = b""
 
     def clear_head(self) -> None:
         """Forget the parsed head (after a 1xx, or once the head was used)."""

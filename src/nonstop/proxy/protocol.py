@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, cast
@@ -56,6 +54,7 @@ from nonstop.proxy.responses import (
     return_response,
 )
 from nonstop.proxy.retry import failure_status, may_retry, status_outcome, status_retry
+from nonstop.proxy.spool import Spool, reads_ahead, temporary_file
 from nonstop.proxy.static import FileBody, serve
 from nonstop.proxy.upstream import Outcome
 
@@ -124,6 +123,7 @@ class ClientConnection(Receiver):
         "scheme",
         "send_mark",
         "send_timeout",
+        "spool",
         "state",
         "transport",
         "truncated",
@@ -153,6 +153,7 @@ class ClientConnection(Receiver):
         self.upgrading = False
         self.write_paused = False
         self.file_body: FileBody | None = None  # a file on its way out (proxy/static.py)
+        self.spool: Spool | None = None  # a response read ahead of the client (proxy/spool.py)
         self.reading_paused = False
         self.eof = False
         self.lingering = 0.0
@@ -244,6 +245,8 @@ class ClientConnection(Receiver):
         if self.file_body is not None:
             self.file_body.close()  # a file the client stopped taking
             self.file_body = None
+        if self.spool is not None:
+            self._drop_spool()
         if self.req is not None and (ex.uconn is not None or ex.connect_task is not None):
             # The client went away mid-exchange: nginx logs 499 and stops the upstream.
             self._abort_upstream()
@@ -338,7 +341,7 @@ class ClientConnection(Receiver):
         from now on only send_timeout counts (the upstream waits on us, not we on it)."""
         self.write_paused = True
         uconn = self.exchange.uconn
-        if uconn is not None and uconn.transport is not None:
+        if uconn is not None and uconn.transport is not None and not self._read_ahead(uconn):
             uconn.transport.pause_reading()
         if self.phase != CLOSING:
             self._arm_send_timer(self.state.now())
@@ -348,6 +351,11 @@ class ClientConnection(Receiver):
         self.write_paused = False
         if self.file_body is not None:
             self.file_body.pump()
+        spool = self.spool
+        if spool is not None:
+            spool.pump()
+            if not spool.closed:
+                return  # still behind: send_timeout goes on counting
         uconn = ex.uconn
         if uconn is not None and uconn.transport is not None and not uconn.closed:
             uconn.transport.resume_reading()
@@ -360,6 +368,32 @@ class ClientConnection(Receiver):
             self._tunnel_active()
         elif phase == IDLE:
             self.deadline = now + self.idle_timeout
+
+    def _read_ahead(self, uconn: UpstreamConnection) -> bool:
+        """proxy_buffering: go on reading the response while the client is behind, into
+        a spool (proxy/spool.py) the client is then fed from."""
+        if self.spool is not None:
+            return True
+        ex = self.exchange
+        route = ex.route
+        if self.phase != UPSTREAM or not ex.resp_started or route is None or uconn.tunnel:
+            return False
+        if not reads_ahead(route, uconn.accel):
+            return False
+        assert route.spec is not None
+        spool = self.spool = Spool(self, route.spec.buffering, self.state.config.state_dir)
+        self.write = spool.write
+        return True
+
+    def _drop_spool(self) -> None:
+        """The client went away with a response still spooled for it."""
+        spool = self.spool
+        self.spool = None
+        if spool is not None:
+            spool.close()
+            if spool.done and self.req is not None:
+                self._log(spool.done_status)  # the upstream's part was done: not a 499
+                self.req = None
 
     # -- request parser callbacks -----------------------------------------------------
     def on_url(self, url: bytes) -> None:
@@ -679,9 +713,8 @@ class ClientConnection(Receiver):
         self.deadline = self.state.now() + route.body_timeout
         body_file = ex.body_file
         if body_file is None and ex.body_buf_size + len(data) > route.body_buffer_size:
-            directory = os.path.join(self.state.config.state_dir, "client_body_temp")
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            body_file = ex.body_file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+            state_dir = self.state.config.state_dir
+            body_file = ex.body_file = temporary_file(state_dir, "client_body_temp")
             body_file.write(b"".join(ex.body_buf))
             ex.body_buf = []
         if body_file is not None:
@@ -850,6 +883,10 @@ class ClientConnection(Receiver):
             upstream.idle.put(uconn, now)
         else:
             uconn.close()
+        spool = self.spool
+        if spool is not None:
+            spool.finish(ex.resp_status, ex.resp_close)  # once the client has it all
+            return
         self._finish(ex.resp_status, ex.resp_close, now)
 
     def upstream_lost(self, uconn: UpstreamConnection, exc: Exception | None) -> None:
@@ -864,6 +901,10 @@ class ClientConnection(Receiver):
                     self.out.append(b"0\r\n\r\n")
                 self.upstream_data_flushed()
                 self._release_peer(Outcome.OK)
+                spool = self.spool
+                if spool is not None:
+                    spool.finish(ex.resp_status, ex.resp_close)
+                    return
                 self._finish(ex.resp_status, ex.resp_close)
                 return
             # Mid-response failure: nothing can be retried; cut the client off like nginx.

@@ -315,7 +315,6 @@ def test_proxy_pass_to_an_undeclared_name_is_host_not_found(http: Load) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://127.0.0.1:8443", "https upstreams are not supported"),
         ("127.0.0.1:8080", 'invalid URL prefix in "127.0.0.1:8080"'),
         ("fastcgi://x", 'invalid URL prefix in "fastcgi://x"'),
     ],

@@ -345,11 +345,6 @@ def test_location_return_and_redirect(toml: Load) -> None:
             "required key is missing",
         ),
         (
-            '[[servers]]\nlocations = [{ path = "/", pass = "https://127.0.0.1:1" }]',
-            "servers[0].locations[0].pass",
-            "https upstreams are not supported",
-        ),
-        (
             '[upstreams.a]\nservers = ["127.0.0.1"]\n' + MINIMAL_SERVER,
             "upstreams.a.servers[0].address",
             'no port in upstream "127.0.0.1"',

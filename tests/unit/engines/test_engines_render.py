@@ -216,3 +216,31 @@ def test_access_log_off_stays_off_and_keeps_only_the_upstream_log(tmp_path: Path
     assert "access_log off;" not in server  # it would silence the upstream log too
     assert "access_log /s/logs/upstream.log nonstop_upstream" in server
     assert "access_log /s/logs/access.log" not in server
+
+
+def test_buffering_and_proxy_ssl_settings_reach_nginx_as_written(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        "events {}\nhttp {\n  upstream u { server 127.0.0.1:9; }\n"
+        "  server { listen 127.0.0.1:8;\n"
+        "    location / { proxy_pass https://u; proxy_buffering off; proxy_buffers 16 8k;\n"
+        "      proxy_max_temp_file_size 0; proxy_ignore_headers X-Accel-Buffering;\n"
+        "      proxy_ssl_verify on; proxy_ssl_trusted_certificate ca.pem;\n"
+        "      proxy_ssl_server_name on; proxy_ssl_name app.internal; }\n"
+        "    location /plain { proxy_pass http://u; }\n  }\n}\n"
+    )
+    main = render(load(str(conf)), RenderOptions("/s")).main
+    tls, plain = main.split("location /plain")
+    for line in (
+        "proxy_pass https://u;",
+        "proxy_buffering off;",
+        "proxy_buffers 16 8k;",
+        "proxy_max_temp_file_size 0;",
+        "proxy_ignore_headers X-Accel-Buffering;",
+        "proxy_ssl_verify on;",
+        f"proxy_ssl_trusted_certificate {tmp_path}/ca.pem;",
+        "proxy_ssl_server_name on;",
+        "proxy_ssl_name app.internal;",
+    ):
+        assert line in tls, line
+    assert "proxy_buffer" not in plain and "proxy_ssl" not in plain  # defaults stay implicit

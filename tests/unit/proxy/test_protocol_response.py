@@ -41,7 +41,8 @@ async def test_an_upstream_connection_paused_for_a_slow_client_reads_again_in_th
     """The client falls behind as the last bytes of a response arrive: the upstream
     connection was paused for it, and must not go back to the keep-alive cache paused
     (the next request on it would never see its response)."""
-    proxy = make_proxy(tmp_path, conf(servers=1), idle_per_server=1)
+    unbuffered = conf("proxy_pass http://app; proxy_buffering off;", servers=1)
+    proxy = make_proxy(tmp_path, unbuffered, idle_per_server=1)
     client = proxy.client()
     client.send(get("/"))
     up = proxy.active()
@@ -52,6 +53,30 @@ async def test_an_upstream_connection_paused_for_a_slow_client_reads_again_in_th
     assert proxy.idle_count() == 1
     assert up.transport.reading, "pooled while paused"
     client.conn.resume_writing()
+    client.send(get("/next"))
+    assert proxy.active() is up
+    up.respond(ok(b"again"))
+    assert [r.body for r in client.responses()] == [b"1234567890", b"again"]
+
+
+async def test_with_buffering_the_upstream_is_read_whole_and_pooled_while_the_client_is_behind(
+    tmp_path: Path,
+) -> None:
+    """proxy_buffering on (the default): a client that falls behind does not slow the
+    upstream; the response is kept for it (proxy/spool.py) and the connection is back
+    in the keep-alive cache as soon as the response is read."""
+    proxy = make_proxy(tmp_path, conf(servers=1), idle_per_server=1)
+    client = proxy.client()
+    client.send(get("/"))
+    up = proxy.active()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345")
+    client.conn.pause_writing()
+    assert up.transport.reading
+    up.respond(b"67890")
+    assert proxy.idle_count() == 1
+    assert client.conn.req is not None  # not finished: the client has not had it all
+    client.conn.resume_writing()
+    assert client.conn.req is None
     client.send(get("/next"))
     assert proxy.active() is up
     up.respond(ok(b"again"))

@@ -57,7 +57,9 @@ from nonstop.config.model import (
     IfSpec,
     LocationSpec,
     MapSpec,
+    ProxyBuffering,
     ProxyPass,
+    ProxySsl,
     ReturnSpec,
     RewriteSpec,
     ServerBlock,
@@ -630,3 +632,49 @@ def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
     w.line("proxy_connect_timeout", duration(loc.connect_timeout))
     w.line("proxy_read_timeout", duration(loc.read_timeout))
     w.line("proxy_send_timeout", duration(loc.send_timeout))
+    _buffering(w, loc.buffering)
+    if proxy.scheme == "https":
+        _proxy_ssl(w, loc.proxy_ssl)
+
+
+def _buffering(w: _Writer, spec: ProxyBuffering) -> None:
+    """proxy_buffering and its sizes, when they are not nginx's defaults."""
+    default = ProxyBuffering()
+    if spec.enabled != default.enabled:
+        w.line("proxy_buffering", "on" if spec.enabled else "off")
+    if spec.buffer_size != default.buffer_size:
+        w.line("proxy_buffer_size", size(spec.buffer_size))
+    if (spec.buffers, spec.buffer) != (default.buffers, default.buffer):
+        w.line("proxy_buffers", str(spec.buffers), size(spec.buffer))
+    if spec.busy_buffers_size != 2 * max(spec.buffer_size, spec.buffer):
+        w.line("proxy_busy_buffers_size", size(spec.busy_buffers_size))
+    if spec.temp_file_write_size != 2 * max(spec.buffer_size, spec.buffer):
+        w.line("proxy_temp_file_write_size", size(spec.temp_file_write_size))
+    if spec.max_temp_file_size != default.max_temp_file_size:
+        w.line("proxy_max_temp_file_size", size(spec.max_temp_file_size))
+    if not spec.accel_buffering:
+        w.line("proxy_ignore_headers", "X-Accel-Buffering")
+
+
+def _proxy_ssl(w: _Writer, spec: ProxySsl) -> None:
+    """proxy_ssl_* of an https:// pass, as written (nginx's defaults left implicit)."""
+    default = ProxySsl()
+    if spec.verify:
+        w.line("proxy_ssl_verify", "on")
+    if spec.trusted_certificate:
+        w.line("proxy_ssl_trusted_certificate", quote(spec.trusted_certificate))
+    if spec.verify_depth != default.verify_depth:
+        w.line("proxy_ssl_verify_depth", str(spec.verify_depth))
+    if spec.server_name:
+        w.line("proxy_ssl_server_name", "on")
+    if spec.name is not None:
+        w.line("proxy_ssl_name", quote(spec.name.raw))
+    if spec.protocols != default.protocols:
+        w.line("proxy_ssl_protocols", *spec.protocols)
+    if spec.ciphers != default.ciphers:
+        w.line("proxy_ssl_ciphers", quote(spec.ciphers))
+    if spec.certificate and spec.certificate_key:
+        w.line("proxy_ssl_certificate", quote(spec.certificate))
+        w.line("proxy_ssl_certificate_key", quote(spec.certificate_key))
+    if not spec.session_reuse:
+        w.line("proxy_ssl_session_reuse", "off")
