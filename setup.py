@@ -48,6 +48,7 @@ COMPILED = [
     "src/nonstop/proxy/tls.py",
     "src/nonstop/proxy/tls_stream.py",
     "src/nonstop/proxy/upstream.py",
+    "src/nonstop/proxy/upstream_tls.py",
     "src/nonstop/proxy/balancers/balancer.py",
     "src/nonstop/proxy/balancers/peers.py",
     "src/nonstop/proxy/balancers/round_robin.py",

@@ -22,9 +22,10 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["Received", "RecordingBackend", "free_port", "wait_port"]
+__all__ = ["Received", "RecordingBackend", "free_port", "request_heads", "wait_port"]
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -287,3 +288,17 @@ class RecordingBackend:
         )
         await writer.drain()
         return keep
+
+
+def request_heads(conn: socket.socket) -> Iterator[bytes]:
+    """The request heads a keep-alive client sends on ``conn`` (bodies are not expected),
+    one at a time, until it closes: for test apps that answer each with ``sendall``."""
+    data = b""
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        yield head

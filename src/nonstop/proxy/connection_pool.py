@@ -377,10 +377,12 @@ class IdlePool:
             conn.close()
 
     def close_address(self, address: str) -> None:
-        """Close every idle connection to one server (it is draining or gone)."""
-        for conn in list(self.by_address.get(address, ())):
-            self.discard(conn)
-            conn.close()
+        """Close every idle connection to one server (it is draining or gone), plain
+        or TLS (proxy/upstream_tls.py keys those ``https://ADDRESS``)."""
+        for key in (address, "https://" + address):
+            for conn in list(self.by_address.get(key, ())):
+                self.discard(conn)
+                conn.close()
 
     def close_all(self) -> None:
         for conn in list(self.order):

@@ -57,6 +57,7 @@ from nonstop.proxy.retry import failure_status, may_retry, status_outcome, statu
 from nonstop.proxy.spool import Spool, reads_ahead, temporary_file
 from nonstop.proxy.static import FileBody, serve
 from nonstop.proxy.upstream import Outcome
+from nonstop.proxy.upstream_tls import handshake_error, pool_key
 
 if TYPE_CHECKING:
     from nonstop.proxy.router import Route, VirtualHosts
@@ -547,7 +548,8 @@ class ClientConnection(Receiver):
             req.proxy_host = route.proxy_host
         else:
             assert route.url_fn is not None
-            upstream, req.proxy_host, replace = state.upstream_for_url(route.url_fn(req))
+            url = route.url_fn(req)
+            upstream, req.proxy_host, replace = state.upstream_for_url(url, route.tls is not None)
             if replace is not None:
                 route_uri: str | None = replace
             else:
@@ -585,14 +587,17 @@ class ClientConnection(Receiver):
         if req is not None:
             req.peer = peer
             req.upstream_start = now
-        uconn = upstream.idle.get(peer.address) if upstream.keepalive else None
+        route = ex.route
+        assert route is not None
+        uconn = None
+        if upstream.keepalive:
+            tls = route.tls
+            uconn = upstream.idle.get(peer.address if tls is None else pool_key(peer.address))
         if uconn is not None:
             ex.cached = True
             self._attach(uconn, now)
             return
         ex.cached = False
-        route = ex.route
-        assert route is not None
         self.phase = CONNECT
         self.deadline = now + route.connect_timeout
         ex.connect_task = self.state.loop.create_task(self._connect(peer))
@@ -600,10 +605,20 @@ class ClientConnection(Receiver):
     async def _connect(self, peer: Peer) -> None:
         ex = self.exchange
         loop = self.state.loop
-        proto = UpstreamConnection(peer.address)
+        route = ex.route
+        tls = route.tls if route is not None else None
+        req = self.req
+        proto = UpstreamConnection(peer.address if tls is None else pool_key(peer.address))
         factory = cast("Callable[[], asyncio.Protocol]", lambda: proto)
+        name = None
         try:
-            if peer.spec.is_unix:
+            if tls is not None and req is not None:
+                # proxy_pass https:// (proxy/upstream_tls.py); connect_timeout bounds it all
+                name = tls.server_hostname(req)
+                await loop.create_connection(
+                    factory, peer.host, peer.port, ssl=tls.context, server_hostname=name
+                )
+            elif peer.spec.is_unix:
                 await loop.create_unix_connection(factory, peer.host)
             else:
                 await loop.create_connection(factory, peer.host, peer.port)
@@ -613,7 +628,7 @@ class ClientConnection(Receiver):
             ex.connect_task = None
             if self.req is None or ex.peer is not peer:
                 return
-            self._upstream_failed("error", f"connect() failed ({exc.errno}: {exc.strerror})")
+            self._upstream_failed("error", handshake_error(exc, name))
             return
         ex.connect_task = None
         if self.req is None or self.phase == CLOSING or ex.peer is not peer:

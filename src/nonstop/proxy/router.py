@@ -33,6 +33,7 @@ from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.request import Request
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
 from nonstop.proxy.static import Files, compile_files
+from nonstop.proxy.upstream_tls import UpstreamTls
 from nonstop.proxy.uri import escape_uri
 from nonstop.proxy.variables import Getter, VariableTable, set_captures
 
@@ -102,6 +103,7 @@ class Route:
         "sets",
         "spec",
         "stops_regex",
+        "tls",
         "tries",
         "upstream",
         "uri_prefix",
@@ -161,6 +163,7 @@ class Route:
         self.log_path = log.path if log is not None else None
         self.log_json = log is not None and log.format == "json"
         self.backend: object | None = None  # the run-time upstream, set when installed
+        self.tls: UpstreamTls | None = None  # proxy_pass https:// (proxy/upstream_tls.py)
         self.passes = spec is not None and spec.proxy_pass is not None and not ret
         self.upstream: str | None = None
         self.url_fn: Getter | None = None
@@ -190,6 +193,8 @@ class Route:
     def _compile_pass(self, spec: LocationSpec, table: VariableTable, where: str) -> None:
         pp = spec.proxy_pass
         assert pp is not None
+        if pp.scheme == "https":
+            self.tls = UpstreamTls(spec.proxy_ssl, table, where)
         if pp.upstream is not None:
             self.upstream = pp.upstream
             self.proxy_host = pp.proxy_host

@@ -240,21 +240,26 @@ class ProxyState:
                 backend.idle.retire()
 
     # -- used by connections ------------------------------------------------------------
-    def upstream_for_url(self, url: str) -> tuple[Backend | None, str, str | None]:
+    def upstream_for_url(
+        self, url: str, tls: bool = False
+    ) -> tuple[Backend | None, str, str | None]:
         """A proxy_pass URL computed per request: a declared upstream, or an address.
 
         As nginx does (ngx_http_proxy_eval): the host is first looked up among the
         upstream names; otherwise it must be an address, since there is no resolver.
+        ``tls``: the pass was written ``https://``, the scheme the URL must have.
         """
+        scheme = "https" if tls else "http"
+        default_port = 443 if tls else 80
         if "://" not in url:
-            url = "http://" + url
+            url = scheme + "://" + url
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError:
             self.log_error("error", f'invalid URL prefix in "{url}"')
             return None, "", None
-        if parts.scheme != "http" or not parts.hostname:
+        if parts.scheme != scheme or not parts.hostname:
             self.log_error("error", f'invalid URL prefix in "{url}"')
             return None, "", None
         uri = parts.path or None
@@ -265,7 +270,7 @@ class ProxyState:
         proxy_host = parts.netloc
         if backend is not None:
             return backend, proxy_host, uri
-        key = f"{host}:{port or 80}"
+        key = f"{host}:{port or default_port}"
         backend = self.upstreams.get(key) or self.implicit.get(key)
         if backend is not None:
             return backend, proxy_host, uri
@@ -276,10 +281,11 @@ class ProxyState:
         except ValueError:
             self.log_error("error", f'no resolver defined to resolve "{host}"')
             return None, "", None
-        address = f"[{ip}]:{port or 80}" if ip.version == 6 else f"{ip}:{port or 80}"
+        port = port or default_port
+        address = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
         spec = UpstreamSpec(
             name=key,
-            servers=(ServerSpec(address=address, host=str(ip), port=port or 80),),
+            servers=(ServerSpec(address=address, host=str(ip), port=port),),
             implicit=True,
         )
         backend = Backend(spec, self.table, None)
