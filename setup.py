@@ -38,6 +38,7 @@ COMPILED = [
     "src/nonstop/proxy/error_page.py",
     "src/nonstop/proxy/static.py",
     "src/nonstop/proxy/spool.py",
+    "src/nonstop/proxy/resolver.py",
     "src/nonstop/proxy/access.py",
     "src/nonstop/proxy/variables.py",
     "src/nonstop/proxy/uri.py",

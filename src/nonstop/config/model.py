@@ -35,6 +35,7 @@ __all__ = [
     "ProxyPass",
     "ProxySsl",
     "Regex",
+    "ResolverSpec",
     "ReturnSpec",
     "RewriteSpec",
     "ServerBlock",
@@ -321,6 +322,17 @@ class ProxyBuffering:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolverSpec:
+    """``resolver ADDRESS ... [valid=TIME] [ipv6=on|off]`` and ``resolver_timeout``: the
+    DNS servers that resolve a proxy_pass host given by variables, per request."""
+
+    addresses: tuple[tuple[str, int], ...]  # (IP, port)
+    valid: float | None = None  # None: the answers' TTL
+    ipv6: bool = True
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class ProxySsl:
     """``proxy_ssl_*``: how an ``https://`` upstream is spoken to (nginx's defaults: no
     verification, no SNI, TLSv1.2 and TLSv1.3, sessions reused)."""
@@ -375,6 +387,7 @@ class LocationSpec:
     internal: bool = False  # only internal redirects reach it
     buffering: ProxyBuffering = ProxyBuffering()  # proxy_buffering and its sizes
     proxy_ssl: ProxySsl = ProxySsl()  # proxy_ssl_* for an https:// pass
+    resolver: ResolverSpec | None = None  # resolves a proxy_pass host given by variables
     source: Source | None = field(default=None, compare=False)
 
     @property

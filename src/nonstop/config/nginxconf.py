@@ -47,6 +47,7 @@ from nonstop.config.model import (
     ProxyPass,
     ProxySsl,
     Regex,
+    ResolverSpec,
     ReturnSpec,
     RewriteSpec,
     ServerBlock,
@@ -1216,6 +1217,7 @@ class _Builder:
             internal=_one(levels[:1], "internal") is not None,
             buffering=self.buffering(levels),
             proxy_ssl=self.proxy_ssl(levels, proxy),
+            resolver=self.dns_resolver(levels),
             source=block.source,
         )
 
@@ -1479,6 +1481,7 @@ class _Builder:
             self.flag(_one(levels, name), False)
         self.number(_one(levels, "proxy_ssl_verify_depth"), 1)
         self.ssl_protocols(_one(levels, "proxy_ssl_protocols"))
+        self.dns_resolver(levels)
         ssl_name = _one(levels, "proxy_ssl_name")
         if ssl_name is not None:
             self.template(ssl_name, ssl_name.args[0])
@@ -1552,6 +1555,37 @@ class _Builder:
             if name.lower() not in _IGNORE_HEADERS:
                 raise self.fail(d, f'invalid value "{name}"')
         return frozenset(name.lower() for name in d.args)
+
+    def dns_resolver(self, levels: list[_Level]) -> ResolverSpec | None:
+        """``resolver ADDRESS[:PORT] ... [valid=TIME] [ipv6=on|off]`` (ngx_resolver_create):
+        names among the addresses are resolved once, here, as nginx does at start."""
+        d = _one(levels, "resolver")
+        timeout = self.duration(_one(levels, "resolver_timeout"), 30.0)
+        if d is None:
+            return None
+        addresses: list[tuple[str, int]] = []
+        valid: float | None = None
+        ipv6 = True
+        for arg in d.args:
+            if arg.startswith("valid="):
+                try:
+                    valid = parse_duration(arg[6:])
+                except ValueError:
+                    raise self.fail(d, f'invalid parameter "{arg}"') from None
+            elif arg in ("ipv6=on", "ipv6=off"):
+                ipv6 = arg == "ipv6=on"
+            elif arg.startswith(("ipv4=", "status_zone=")):
+                raise self.fail(d, f'resolver parameter "{arg}" is outside the nonstop subset')
+            else:
+                try:
+                    host, port, _ = _split_address(arg, 53, "resolver")
+                    hosts = _addresses(host, port, self.resolver, "resolver", arg)
+                except ValueError as exc:
+                    raise self.fail(d, str(exc)) from exc
+                addresses.extend((h, port) for h in hosts)
+        if not addresses:
+            raise self.fail(d, 'invalid number of arguments in "resolver" directive')
+        return ResolverSpec(tuple(addresses), valid, ipv6, timeout)
 
     def ssl_protocols(self, d: Directive | None) -> tuple[str, ...] | None:
         if d is None:

@@ -168,6 +168,9 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "proxy_max_temp_file_size": DirectiveSpec(_H, 1, 1),
     "proxy_temp_file_write_size": DirectiveSpec(_H, 1, 1),
     "proxy_ignore_headers": DirectiveSpec(_H, 1, -1),
+    # names in a proxy_pass given by variables (ngx_http_core_module.c)
+    "resolver": DirectiveSpec(_H, 1, -1),
+    "resolver_timeout": DirectiveSpec(_H, 1, 1),
     # https:// upstreams
     "proxy_ssl_verify": DirectiveSpec(_H, 1, 1),
     "proxy_ssl_trusted_certificate": DirectiveSpec(_H, 1, 1),
@@ -244,7 +247,7 @@ _OTHERS_TEXT = """
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
     limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
     auth_basic_user_file auth_request real_ip_header set_real_ip_from
-    real_ip_recursive resolver resolver_timeout
+    real_ip_recursive
     client_header_buffer_size large_client_header_buffers keepalive_disable
     reset_timedout_connection lingering_close lingering_time lingering_timeout
     server_name_in_redirect port_in_redirect absolute_redirect merge_slashes

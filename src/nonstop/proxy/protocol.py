@@ -46,6 +46,7 @@ from nonstop.proxy.request_head import (
     simple_request,
     special_header,
 )
+from nonstop.proxy.resolver import Unresolved
 from nonstop.proxy.response_head import added_headers, response_head
 from nonstop.proxy.responses import (
     CONTINUE,
@@ -549,7 +550,13 @@ class ClientConnection(Receiver):
         else:
             assert route.url_fn is not None
             url = route.url_fn(req)
-            upstream, req.proxy_host, replace = state.upstream_for_url(url, route.tls is not None)
+            try:
+                upstream, req.proxy_host, replace = state.upstream_for_url(
+                    url, route.tls is not None, route.resolver
+                )
+            except Unresolved as unresolved:
+                self._resolve(req, route, unresolved.host)  # then here again
+                return
             if replace is not None:
                 route_uri: str | None = replace
             else:
@@ -566,6 +573,35 @@ class ClientConnection(Receiver):
         ex.attempt = upstream.balancer.begin(self.remote_bytes, hash_key, route.tries)
         ex.first_try = now = state.now()
         self._try_next(now)
+
+    def _resolve(self, req: Request, route: Route, host: str) -> None:
+        """Wait for the location's resolver (proxy/resolver.py) to answer for ``host``;
+        resolver_timeout bounds it, and a client that goes away cancels the wait."""
+        if route.resolver is None:
+            self.state.log_error("error", f"no resolver defined to resolve {host}")
+            self._respond_error(502, close=False)
+            return
+        self.phase = CONNECT
+        self.deadline = 0.0
+        task = self.state.loop.create_task(self._resolved(req, route, host))
+        self.exchange.connect_task = task
+
+    async def _resolved(self, req: Request, route: Route, host: str) -> None:
+        resolver = route.resolver
+        assert resolver is not None
+        try:
+            error = await resolver.resolve(host)
+        except asyncio.CancelledError:
+            return
+        ex = self.exchange
+        ex.connect_task = None
+        if self.req is not req:
+            return
+        if error:
+            self.state.log_error("error", f"{host} could not be resolved ({error})")
+            self._respond_error(502, close=False)
+            return
+        self._choose_upstream(req, route)
 
     def _try_next(self, now: float = 0.0) -> None:
         """Pick a peer and send the request to it (nginx's ngx_http_upstream_connect)."""

@@ -31,6 +31,7 @@ from nonstop.config.rewrite import compile_regex
 from nonstop.proxy.access import Access, compile_access
 from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.request import Request
+from nonstop.proxy.resolver import Resolver
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
 from nonstop.proxy.static import Files, compile_files
 from nonstop.proxy.upstream_tls import UpstreamTls
@@ -95,6 +96,7 @@ class Route:
         "proxy_host",
         "read_timeout",
         "request_buffering",
+        "resolver",
         "ret_code",
         "ret_text",
         "send_timeout",
@@ -164,6 +166,7 @@ class Route:
         self.log_json = log is not None and log.format == "json"
         self.backend: object | None = None  # the run-time upstream, set when installed
         self.tls: UpstreamTls | None = None  # proxy_pass https:// (proxy/upstream_tls.py)
+        self.resolver: Resolver | None = None  # a pass with variables (proxy/resolver.py)
         self.passes = spec is not None and spec.proxy_pass is not None and not ret
         self.upstream: str | None = None
         self.url_fn: Getter | None = None
@@ -201,6 +204,8 @@ class Route:
             self.uri_replace = pp.uri
         else:
             self.url_fn = table.compile(pp.url, where)
+            if spec.resolver is not None:
+                self.resolver = Resolver(spec.resolver)
         names = {h.name.lower().encode("latin-1") for h in spec.set_headers}
         ops: list[HeaderOp] = []
         if b"host" not in names:

@@ -32,6 +32,7 @@ from nonstop.proxy.connection_pool import IdlePool
 from nonstop.proxy.metrics import ProxyMetrics, Tally
 from nonstop.proxy.protocol import ClientConnection
 from nonstop.proxy.request import Request
+from nonstop.proxy.resolver import Resolver, Unresolved
 from nonstop.proxy.responses import DateCache
 from nonstop.proxy.router import Router
 from nonstop.proxy.tls import TlsContexts
@@ -201,6 +202,9 @@ class ProxyState:
         self.router: Router
         self.upstreams: dict[str, Backend] = {}
         self.implicit: dict[str, Backend] = {}
+        # upstreams of names a resolver answered, by "host:port": kept while the addresses
+        # stay the same, so their peers and keep-alive connections are too
+        self.resolved: dict[str, tuple[tuple[str, ...], Backend]] = {}
         self.table: VariableTable
         self.access_logs = AccessLogs()
         self.metrics = ProxyMetrics()
@@ -230,6 +234,7 @@ class ProxyState:
         self.router = router
         self.upstreams = upstreams
         self.implicit = {}
+        self.resolved = {}
         self.error_level = _LEVELS.get(config.error_log_level, logging.ERROR)
         self.max_connections = config.max_connections
         kept = {id(backend.idle) for backend in upstreams.values()}
@@ -241,13 +246,14 @@ class ProxyState:
 
     # -- used by connections ------------------------------------------------------------
     def upstream_for_url(
-        self, url: str, tls: bool = False
+        self, url: str, tls: bool = False, resolver: Resolver | None = None
     ) -> tuple[Backend | None, str, str | None]:
-        """A proxy_pass URL computed per request: a declared upstream, or an address.
+        """A proxy_pass URL computed per request: a declared upstream, an address, or a
+        name ``resolver`` knows (raises ``Unresolved`` when it must be asked first).
 
         As nginx does (ngx_http_proxy_eval): the host is first looked up among the
-        upstream names; otherwise it must be an address, since there is no resolver.
-        ``tls``: the pass was written ``https://``, the scheme the URL must have.
+        upstream names; otherwise it is an address, or a name for the location's
+        resolver.  ``tls``: the pass was written ``https://``, the scheme the URL must have.
         """
         scheme = "https" if tls else "http"
         default_port = 443 if tls else 80
@@ -279,8 +285,10 @@ class ProxyState:
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
-            self.log_error("error", f'no resolver defined to resolve "{host}"')
-            return None, "", None
+            if resolver is None:
+                raise Unresolved(host) from None  # the caller answers 502, as nginx does
+            port = port or default_port
+            return self._resolved(host, port, resolver.cached(host)), proxy_host, uri
         port = port or default_port
         address = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
         spec = UpstreamSpec(
@@ -293,6 +301,24 @@ class ProxyState:
             self.implicit.clear()
         self.implicit[key] = backend
         return backend, proxy_host, uri
+
+    def _resolved(self, host: str, port: int, addresses: tuple[str, ...]) -> Backend:
+        """The upstream of a resolved name: one server per address, as nginx makes."""
+        key = f"{host}:{port}"
+        known = self.resolved.get(key)
+        if known is not None and known[0] == addresses:
+            return known[1]
+        servers = tuple(
+            ServerSpec(address=f"[{a}]:{port}" if ":" in a else f"{a}:{port}", host=a, port=port)
+            for a in addresses
+        )
+        backend = Backend(UpstreamSpec(name=key, servers=servers, implicit=True), self.table, None)
+        if known is not None:
+            known[1].idle.retire()
+        if len(self.resolved) >= 256:
+            self.resolved.clear()
+        self.resolved[key] = (addresses, backend)
+        return backend
 
     def log_error(self, level: str, message: str) -> None:
         number = _LEVELS.get(level, logging.ERROR)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from nonstop.config import Config
-from nonstop.config.model import ProxyBuffering, ProxySsl
+from nonstop.config.model import ProxyBuffering, ProxySsl, ResolverSpec
 from nonstop.errors import ConfigError
 
 Load = Callable[..., Config]
@@ -152,4 +152,29 @@ def test_https_pass_to_an_upstream_with_proxy_ssl_settings(http: Load) -> None:
 )
 def test_proxy_ssl_settings_nginx_refuses_are_refused(http: Load, text: str, message: str) -> None:
     err = refused(http, f"proxy_pass https://127.0.0.1:8443;\n{text}")
+    assert err.message.startswith(message), err.message
+
+
+def test_resolver_addresses_valid_ipv6_and_timeout_inherit_to_the_location(http: Load) -> None:
+    cfg = location(
+        http,
+        "proxy_pass http://$host:8080;",
+        "resolver 127.0.0.1 [::1]:5353 valid=30s ipv6=off;\nresolver_timeout 5s;",
+    )
+    assert cfg.servers[0].locations[0].resolver == ResolverSpec(
+        (("127.0.0.1", 53), ("::1", 5353)), valid=30.0, ipv6=False, timeout=5.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("resolver 127.0.0.1 valid=soon;", 'invalid parameter "valid=soon"'),
+        ("resolver 127.0.0.1 status_zone=z;", 'resolver parameter "status_zone=z" is outside'),
+        ("resolver valid=5s;", 'invalid number of arguments in "resolver" directive'),
+        ("resolver nowhere.invalid;", 'host not found in resolver "nowhere.invalid"'),
+    ],
+)
+def test_resolver_settings_nginx_refuses_are_refused(http: Load, text: str, message: str) -> None:
+    err = refused(http, f"proxy_pass http://$host;\n{text}")
     assert err.message.startswith(message), err.message

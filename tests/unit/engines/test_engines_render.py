@@ -244,3 +244,14 @@ def test_buffering_and_proxy_ssl_settings_reach_nginx_as_written(tmp_path: Path)
     ):
         assert line in tls, line
     assert "proxy_buffer" not in plain and "proxy_ssl" not in plain  # defaults stay implicit
+
+
+def test_a_resolver_reaches_nginx_beside_a_pass_with_variables(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        "events {}\nhttp {\n  resolver 127.0.0.1:5353 [::1] valid=10s ipv6=off;\n"
+        "  server { listen 127.0.0.1:8; location / { proxy_pass http://$host:9000; } }\n}\n"
+    )
+    main = render(load(str(conf)), RenderOptions("/s")).main
+    assert "resolver 127.0.0.1:5353 [::1]:53 valid=10s ipv6=off;" in main
+    assert "resolver_timeout 30s;" in main

@@ -60,6 +60,7 @@ from nonstop.config.model import (
     ProxyBuffering,
     ProxyPass,
     ProxySsl,
+    ResolverSpec,
     ReturnSpec,
     RewriteSpec,
     ServerBlock,
@@ -635,6 +636,18 @@ def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
     _buffering(w, loc.buffering)
     if proxy.scheme == "https":
         _proxy_ssl(w, loc.proxy_ssl)
+    if loc.resolver is not None:
+        _resolver(w, loc.resolver)
+
+
+def _resolver(w: _Writer, spec: ResolverSpec) -> None:
+    words = [_address(host, port) for host, port in spec.addresses]
+    if spec.valid is not None:
+        words.append(f"valid={duration(spec.valid)}")
+    if not spec.ipv6:
+        words.append("ipv6=off")
+    w.line("resolver", *words)
+    w.line("resolver_timeout", duration(spec.timeout))
 
 
 def _buffering(w: _Writer, spec: ProxyBuffering) -> None:
