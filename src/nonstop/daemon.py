@@ -46,7 +46,6 @@ from nonstop.deploy.deployer import Deployer, describe_deploy
 from nonstop.deploy.store import StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.engines.build import build_engine
-from nonstop.engines.embedded import EmbeddedEngine
 from nonstop.errors import ConfigError, NonstopError
 from nonstop.events import (
     DeployEvent,
@@ -244,10 +243,10 @@ class Daemon:
                 await self.feed.close()
             await self.tasks.close()
             await deployer.cancel()
-            if handed_over and isinstance(engine, EmbeddedEngine):
+            if handed_over:
                 # the clients' next connections go to the new nonstop: an idle keep-alive
                 # connection is closed after its next response, not under its next request
-                await engine.shutdown(self.shutdown_timeout, idle_grace=_IDLE_GRACE)
+                await engine.hand_over(self.shutdown_timeout)
             else:
                 await engine.shutdown(self.shutdown_timeout)
             if stop_apps:
@@ -462,7 +461,7 @@ class Daemon:
             log.error("upgrade refused: %s", refusal)
             return {"ok": False, "error": f"upgrade refused: {refusal}", "exit_code": 1}
         assert self.deployer is not None and self.admin is not None and self.lock is not None
-        assert isinstance(self.engine, EmbeddedEngine) and self.running is not None
+        assert self.engine is not None and self.running is not None
         self._upgrading = True
         log.info("upgrade: starting a new nonstop and handing it the sockets and the apps")
         self.deployer.hand_over()
@@ -474,7 +473,7 @@ class Daemon:
                 upgrade.this_command(),
                 self.lock.fileno(),
                 self.admin.fileno(),
-                self.engine.listening_fds(),
+                self.engine.listening(),
             )
             pid = await new.wait_ready(timeout or self.upgrade_timeout)
         except upgrade.UpgradeFailed as exc:
@@ -489,13 +488,6 @@ class Daemon:
     def _why_no_upgrade(self) -> str | None:
         if self._upgrading:
             return "an upgrade is already in progress"
-        if self.running is not None and self.running.workers > 1:
-            return "worker_processes above 1 does not hand its sockets over yet (restart instead)"
-        if not isinstance(self.engine, EmbeddedEngine):
-            return (
-                "only the embedded engine with one process hands its sockets over "
-                "(restart nonstop instead)"
-            )
         if self.lock is None or self.admin is None or self.deployer is None:
             return "nonstop is still starting"
         busy = self.deployer.busy()
@@ -533,8 +525,6 @@ class Daemon:
         self.commands.put_nowait("stop apps" if apps else "stop")
         return {"ok": True, "pid": os.getpid(), "apps": "stopped" if apps else "left running"}
 
-
-_IDLE_GRACE = 2.0  # seconds; see ProxyServer.shutdown
 
 _SIGNALS = {
     signal.SIGTERM: "stop",

@@ -179,12 +179,12 @@ class Worker:
         if self._engine is not None:
             self._engine.mark_health(upstream, address, healthy)
 
-    async def _shutdown(self, timeout: float) -> None:
+    async def _shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
         if self._stopping:
             return
         self._stopping = True
         if self._engine is not None:
-            await self._engine.shutdown(timeout)
+            await self._engine.shutdown(timeout, idle_grace)
         self._close_unused()
         assert self._done is not None
         if not self._done.done():
