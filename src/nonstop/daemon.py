@@ -57,7 +57,7 @@ from nonstop.events import (
     Subscription,
     as_dict,
 )
-from nonstop.statedir import StateDirLock
+from nonstop.statedir import StateDirLock, claim, restrict_umask
 from nonstop.supervisor import Supervisor, SupervisorEvent
 from nonstop.tasks import TaskOwner
 from nonstop.upgrade import Handoff
@@ -93,6 +93,7 @@ def setup_logging(config: Config | None) -> None:
     if config is not None and config.error_log and config.error_log != "stderr":
         os.makedirs(os.path.dirname(config.error_log) or ".", exist_ok=True)
         handler = logging.FileHandler(config.error_log)
+        claim(config.error_log)  # 0600, or 0640 with the config's group
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_NginxFormatter())
@@ -229,6 +230,7 @@ class Daemon:
                 if event == "reload":
                     await self.reload()
                 if event == "reopen":
+                    setup_logging(self.running)  # the error log, as nginx reopens it
                     await engine.reopen_logs()
         finally:
             for signum in _SIGNALS:
@@ -316,6 +318,7 @@ class Daemon:
             self.events.publish(ReloadEvent(False, str(exc)))
             return {"ok": False, "error": str(exc)}
         self.reloads += 1
+        restrict_umask(config.group)  # files opened from now on; the state dir at start
         setup_logging(config)
         for notice in config.notices:
             log.info("%s", notice)
