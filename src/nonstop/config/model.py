@@ -469,6 +469,9 @@ class Config:
     # RLIMIT_NOFILE of nonstop's processes (nginx.conf: worker_rlimit_nofile; TOML:
     # max_open_files); None: the soft limit is raised to the hard one
     max_open_files: int | None = None
+    # the group that may read the state directory (0750), state.db and the logs (0640);
+    # None: they are nonstop's own (0700, 0600) (TOML: group; docs/operations.md)
+    group: str | None = None
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
     files: tuple[str, ...] = ()  # every file read (config and includes)
 

@@ -124,7 +124,6 @@ class RenderOptions:
     down: frozenset[tuple[str, str]] = frozenset()
     user: str | None = None
     pid: str | None = None  # the pid file; None = HOME/nginx.pid
-    worker_processes: str = "auto"
     worker_connections: int = 1024
 
 
@@ -232,7 +231,7 @@ def _main(w: _Writer, config: Config, options: RenderOptions) -> None:
     w.lines.append("# Rendered by nonstop from " + config.path + "; edits are overwritten.")
     if options.user:
         w.line("user", quote(options.user))
-    w.line("worker_processes", options.worker_processes)
+    w.line("worker_processes", str(config.workers))  # worker_processes / workers
     w.line("pid", quote(options.pid or os.path.join(home, "nginx.pid")))
     w.line("error_log", quote(os.path.join(home, "logs", "error.log")), "notice")
     drain = max((app.drain_timeout for app in config.apps), default=None)
