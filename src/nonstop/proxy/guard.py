@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from typing import TYPE_CHECKING, Any, Final
 
 from nonstop.config.model import AccessRule, LimitReq, Limits
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["DELAY", "Guard", "compile_guard"]
 
 DELAY: Final = 1
+_VERIFIED_MAX: Final = 4096  # remembered valid credentials per location, then forgotten
 _DELAY_LEVEL: Final = {"info": "info", "notice": "info", "warn": "notice", "error": "warn"}
 
 
@@ -57,6 +59,7 @@ class Guard:
         "reqs",
         "satisfy_any",
         "users",
+        "verified",
     )
 
     def __init__(
@@ -71,6 +74,10 @@ class Guard:
         auth = limits.auth
         self.realm = auth.realm if auth is not None else None
         self.users: dict[str, str] = dict(auth.users) if auth is not None else {}
+        # SHA-256 of Authorization headers found valid: crypt() is checked once per
+        # credential and configuration (a bcrypt or yescrypt hash costs 50-150 ms of
+        # the loop); a wrong password is hashed every time, as nginx hashes each one
+        self.verified: set[bytes] = set()
         # as ngx_http_auth_basic_set_realm writes it: the realm as configured, unescaped
         self.challenge = f'WWW-Authenticate: Basic realm="{self.realm}"\r\n'.encode()
         self.reqs = reqs
@@ -164,7 +171,12 @@ class Guard:
     def _authorized(self, conn: Any, req: Request) -> bool:
         """Basic credentials for a user of the file (ngx_http_auth_basic_handler)."""
         header = req.header(b"authorization")
-        user, password = _credentials(header) if header is not None else (None, b"")
+        if header is None:
+            header = b""
+        token = hashlib.sha256(header).digest()
+        if token in self.verified:
+            return True
+        user, password = _credentials(header)
         if user is None:
             message = "no user/password was provided for basic authentication"
             conn.state.log_error("info", _context(message, conn, req))
@@ -178,6 +190,9 @@ class Guard:
             message = f'user "{user}": password mismatch'
             conn.state.log_error("error", _context(message, conn, req))
             return False
+        if len(self.verified) >= _VERIFIED_MAX:
+            self.verified.clear()
+        self.verified.add(token)
         return True
 
 
