@@ -11,8 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,3 +206,88 @@ def test_auth_basic_satisfy_and_limit_req_answer_as_in_nginx(tmp_path: Path, sha
     assert nginx["burst-nodelay"] == (200, 200, 200, 503, 503, 503)
     assert nginx["status"] == (200, 429, 429)
     assert nginx["empty-key-not-counted"] == (200, 200, 200, 200)
+
+
+def conn_config(port: int, inner: int, prefix: Path, backend: str) -> str:
+    """limit_conn, held by a request the inner server's limit_req delays 4 s (as nginx-tests'
+    limit_conn.t holds one)."""
+    return nginx_conf(
+        prefix,
+        f"""
+  upstream app {{ server {backend}; }}
+  limit_req_zone $binary_remote_addr zone=req:1m rate=15r/m;
+  limit_conn_zone $binary_remote_addr zone=zone:1m;
+  limit_conn_zone $binary_remote_addr zone=zone2:1m;
+  limit_conn_zone $http_x_key zone=key:1m;
+  server {{
+    listen 127.0.0.1:{inner};
+    location /w {{ limit_req zone=req burst=10; proxy_pass http://app; }}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location /hold/ {{
+      limit_conn zone 1;
+      limit_conn key 1;
+      proxy_pass http://127.0.0.1:{inner}/w;
+    }}
+    location /same/ {{ limit_conn zone 1; proxy_pass http://app; }}
+    location /other/ {{ limit_conn zone2 1; proxy_pass http://app; }}
+    location /unlim/ {{ limit_conn zone 5; proxy_pass http://app; }}
+    location /custom/ {{ limit_conn zone 1; limit_conn_status 501; proxy_pass http://app; }}
+    location /dry/ {{ limit_conn zone 1; limit_conn_dry_run on; proxy_pass http://app; }}
+    location /key/ {{ limit_conn key 1; proxy_pass http://app; }}
+  }}""",
+    )
+
+
+CONN_PROBES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("same-zone", "/same/x", ()),
+    ("other-zone", "/other/x", ()),
+    ("higher-limit", "/unlim/x", ()),
+    ("custom-status", "/custom/x", ()),
+    ("dry-run", "/dry/x", ()),
+    ("same-key", "/key/x", ("X-Key: k",)),
+    ("other-key", "/key/x", ("X-Key: j",)),
+    ("empty-key", "/key/x", ()),
+]
+
+
+def conn_outcomes(engine: str, tmp: Path) -> dict[str, object]:
+    prefix = tmp / engine
+    prefix.mkdir()
+    backend = RecordingBackend(name="app").start()
+    port, inner = free_port(), free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(conn_config(port, inner, prefix, backend.address))
+    proc = start_engine(engine, prefix, conf, port)
+    out: dict[str, object] = {}
+    try:
+        out["charge"] = outcome(inner, "/w", ())[0]
+        held = socket.create_connection(("127.0.0.1", port), timeout=10)
+        held.sendall(b"GET /hold/ HTTP/1.1\r\nHost: t\r\nX-Key: k\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and outcome(port, "/same/x", ())[0] != 503:
+            time.sleep(0.01)  # until the held request is counted
+        for name, target, headers in CONN_PROBES:
+            out[name] = outcome(port, target, headers)[0]
+        # the probes ran while the held request waited in the inner server's limit_req
+        out["still-held"] = backend.paths().count("/w") == 1
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        held.close()  # a reset: the request is aborted and gives its count back
+        while outcome(port, "/same/x", ())[0] != 200 and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        out["released"] = outcome(port, "/same/x", ())[0]
+    finally:
+        proc.stop()
+        backend.stop()
+    return out
+
+
+def test_limit_conn_counts_and_releases_as_in_nginx(tmp_path: Path) -> None:
+    nginx = conn_outcomes("nginx", tmp_path)
+    nonstop = conn_outcomes("nonstop", tmp_path)
+    assert differences(nginx, nonstop) == {}
+    assert nginx["same-zone"] == 503 and nginx["custom-status"] == 501
+    assert nginx["other-zone"] == nginx["higher-limit"] == nginx["dry-run"] == 200
+    assert (nginx["same-key"], nginx["other-key"], nginx["empty-key"]) == (503, 200, 200)
+    assert nginx["still-held"] is True and nginx["released"] == 200

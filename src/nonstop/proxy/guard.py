@@ -107,9 +107,13 @@ class Guard:
     def _limit_req(self, conn: Any, req: Request) -> int:
         state = conn.state
         now = int(state.now() * 1000)
-        rc, excess, zone, delay = limit_requests(
-            [(z, limit, key(req)) for z, limit, key in self.reqs], now
-        )
+        keys = [(z, limit, key(req)) for z, limit, key in self.reqs]
+        for i, (z, limit, key) in enumerate(keys):
+            if len(key) > 65535:
+                message = f'the value of the "{z.spec.key.raw}" key is more than 65535 bytes'
+                state.log_error("error", _context(message, conn, req))
+                keys[i] = (z, limit, "")  # not counted, as in nginx
+        rc, excess, zone, delay = limit_requests(keys, now)
         dry = ", dry run" if self.req_dry_run else ""
         shown = f"{excess // 1000}.{excess % 1000:03d}"
         if rc >= BUSY:

@@ -74,7 +74,7 @@ def _sha(password: bytes) -> bytes:
 def _ssha(password: bytes, setting: bytes) -> bytes:
     """``{SSHA}`` base64(SHA-1(password + salt) + salt) (ngx_crypt_ssha)."""
     try:
-        decoded = base64.b64decode(setting[6:], validate=False)
+        decoded = base64.b64decode(setting[6:], validate=True)
     except (binascii.Error, ValueError):
         return b""
     salt = decoded[20:]

@@ -51,3 +51,30 @@ def test_malformed_or_empty_hashes_never_match() -> None:
     for stored in ("", "*", "$6$", "{SSHA}!!!", "$unknown$x$y"):
         assert not check_password(b"", stored)
         assert not check_password(b"pw", stored)
+
+
+@pytest.mark.parametrize(
+    ("stored", "valid"),
+    [
+        ("$apr1$salt$Xxd1irWT9ycqoYxGFn4cb.", True),
+        ("{SSHA}yI6cZwQadOA1e+/f+T+H3eCQQhRzYWx0", True),
+        ("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", True),
+        ("{PLAIN}password", True),
+        ("$1$", False),
+        ("$apr1$", False),
+        ("{SSHA}_____wQadOA1e+/f+T+H3eCQQhRzYWx0", False),
+        ("{SSHA}Zm9vCg==", False),
+        ("{SHA}_____Mm5Pz8GgiULbPgzG37mj9g=", False),
+        ("{SHA}Zm9vCg==", False),
+    ],
+)
+def test_nginx_tests_auth_basic_vectors_for_password(stored: str, valid: bool) -> None:
+    """The hashes of nginx-tests' auth_basic.t, each for the password "password"."""
+    assert check_password(b"password", stored) is valid
+    assert not check_password(b"123", stored)
+
+
+def test_des_crypt_and_md5_crypt_of_the_system_as_perl_makes_them() -> None:
+    for setting in (b"salt", b"$1$salt$"):
+        stored = system_crypt(b"password", setting).decode()
+        assert check_password(b"password", stored) and not check_password(b"123", stored)
