@@ -22,11 +22,19 @@ def config(port: int, prefix: Path, app: str, hang: int, zone_size: str = "1m") 
   limit_req_zone $binary_remote_addr zone=paced:1m rate=5r/s;
   limit_req_zone $binary_remote_addr zone=kept:{zone_size} rate=1r/m;
   limit_conn_zone $binary_remote_addr zone=addr:1m;
+  limit_req_zone $binary_remote_addr zone=upload:1m rate=2r/s;
+  limit_req_zone $binary_remote_addr zone=stream:1m rate=2r/s;
   server {{
     listen 127.0.0.1:{port};
     location /paced/ {{ limit_req zone=paced burst=5; proxy_pass http://app; }}
     location /kept/ {{ limit_req zone=kept; proxy_pass http://app; }}
     location /free/ {{ proxy_pass http://app; }}
+    location /upload/ {{ limit_req zone=upload burst=9; proxy_pass http://app; }}
+    location /stream/ {{
+      limit_req zone=stream burst=9;
+      proxy_request_buffering off;
+      proxy_pass http://app;
+    }}
     location /hang/ {{ limit_conn addr 1; proxy_pass http://127.0.0.1:{hang}; }}
     location /fast/ {{ limit_conn addr 1; proxy_pass http://app; }}
     location = /upgrade {{ limit_conn addr 1; proxy_pass http://app; }}
@@ -50,6 +58,9 @@ class Daemon:
     def write(self, zone_size: str = "1m") -> None:
         hang = self.hang.getsockname()[1]
         self.conf.write_text(config(self.port, self.tmp, self.app.address, hang, zone_size))
+
+    def send(self, data: bytes) -> bytes:
+        return raw_request(self.port, data)
 
     def status(self, target: str) -> int:
         data = raw_request(
@@ -129,3 +140,29 @@ def test_a_zone_keeps_its_state_across_a_reload_unless_its_definition_changes(
     daemon.write(zone_size="2m")
     assert daemon.proc.cli("reload").returncode == 0
     assert daemon.status("/kept/x") == 200
+
+
+@pytest.mark.parametrize("location", ["/upload/", "/stream/"])
+def test_a_delayed_request_body_reaches_the_app_whole(daemon: Daemon, location: str) -> None:
+    """The body comes with the head while limit_req makes the request wait 500 ms: it is
+    kept and sent on after the delay, with and without proxy_request_buffering."""
+    sized = f"POST {location}a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+    chunked = f"POST {location}b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+    requests = [
+        sized + "Connection: close\r\n\r\nhello",
+        chunked + "Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    ]
+    daemon.app.clear()
+    for request in requests:
+        assert daemon.status(f"{location}charge") == 200  # the next one waits 500 ms
+        start = time.monotonic()
+        assert daemon.send(request.encode()).startswith(b"HTTP/1.1 200")
+        assert time.monotonic() - start >= 0.25
+    bodies = {r.target: r.body for r in daemon.app.received}
+    assert bodies[f"{location}a"] == b"hello" and bodies[f"{location}b"] == b"hello world"
+
+
+def test_refusals_and_delays_are_logged_as_nginx_logs_them(daemon: Daemon) -> None:
+    log = (daemon.tmp / "error.log").read_text()
+    assert 'limiting requests, excess: 1.000 by zone "kept", client: 127.0.0.1' in log
+    assert 'limiting connections by zone "addr", client: 127.0.0.1' in log

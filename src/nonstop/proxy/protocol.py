@@ -480,7 +480,7 @@ class ClientConnection(Receiver):
         if guard is not None:  # limit_req, limit_conn, allow/deny, auth_basic (proxy/guard.py)
             code = guard.check(self, req)
             if code:
-                self._guarded(req, code, body, complete)
+                self._guarded(req, code, body)
                 return
         self._proceed(req, route, body, complete)
 
@@ -519,7 +519,7 @@ class ClientConnection(Receiver):
         self.phase = CONNECT
         self._choose_upstream(req, route)
 
-    def _guarded(self, req: Request, code: int, body: list[bytes], complete: bool) -> None:
+    def _guarded(self, req: Request, code: int, body: list[bytes]) -> None:
         """The guard refused the request, or limit_req delays it: a timer, not a block.
         While it waits, reading is paused and what already arrived of the body is kept
         as it came (``_client_body`` with chunked framing off) for ``_delayed``."""
@@ -552,7 +552,7 @@ class ClientConnection(Receiver):
         guard = route.guard
         code = guard.check(self, req) if guard is not None else 0
         if code:
-            self._guarded(req, code, body, complete)
+            self._guarded(req, code, body)
             return
         self._proceed(req, route, body, complete)
 
