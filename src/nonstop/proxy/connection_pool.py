@@ -22,6 +22,7 @@ __all__ = [
     "H_DROP",
     "H_LENGTH",
     "H_PASS",
+    "H_PASSED",
     "H_TE",
     "H_UPGRADE",
     "IdlePool",
@@ -38,6 +39,7 @@ H_LENGTH: Final = 2
 H_TE: Final = 3
 H_CONNECTION: Final = 4
 H_UPGRADE: Final = 5
+H_PASSED: Final = 6  # a header nginx hides by default that proxy_pass_header lets through
 _BY_LOWER: Final = {
     b"connection": H_CONNECTION,
     b"keep-alive": H_DROP,
@@ -120,6 +122,7 @@ class UpstreamConnection:
         "length",
         "lines",
         "parser",
+        "pass_hidden",
         "pool",
         "receiver",
         "requests",
@@ -144,6 +147,8 @@ class UpstreamConnection:
         self.lines: list[bytes] = []
         self.special: list[tuple[int, bytes]] = []  # (H_TE | H_CONNECTION | H_UPGRADE, value)
         self.length = -1
+        # proxy_pass_header: the lowercased names of hidden headers the route passes
+        self.pass_hidden: frozenset[bytes] | None = None
         self.requests = 0
         self.idle_since = 0.0
         self.pool: IdlePool | None = None
@@ -213,6 +218,8 @@ class UpstreamConnection:
                 self.length = _length(value)
         elif kind != H_DROP:
             self.special.append((kind, value))
+        elif self.pass_hidden is not None and name.lower() in self.pass_hidden:
+            self.special.append((H_PASSED, name + b": " + value + b"\r\n"))
 
     def on_headers_complete(self) -> None:
         if self.receiver is not None:

@@ -54,6 +54,8 @@ from nonstop.config.model import (
     Config,
     ErrorPage,
     FilesSpec,
+    GzipSpec,
+    HeaderRewrite,
     IfSpec,
     LocationSpec,
     MapSpec,
@@ -396,6 +398,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     _error_pages(w, server.error_pages)
     if server.files is not None:
         _files(w, server.files, None)
+    _gzip(w, server.gzip)
     _access(w, server.access)
     apps = passes.apps_of(server)
     if apps:
@@ -499,6 +502,7 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
         w.line("proxy_intercept_errors", "on")
     if loc.internal:
         w.line("internal")
+    _gzip(w, loc.gzip)
     _access(w, loc.access)
     if loc.files is not None:
         _files(w, loc.files, passes.files)
@@ -566,6 +570,35 @@ def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
         w.close()
 
 
+def _gzip(w: _Writer, gzip: GzipSpec | None) -> None:
+    """gzip and its family where gzip is on; elsewhere nginx's default, off."""
+    if gzip is None:
+        return
+    w.line("gzip", "on")
+    types = sorted(gzip.types - {"text/html"})
+    if types:
+        w.line("gzip_types", *(quote(t) for t in types))
+    w.line("gzip_comp_level", str(gzip.comp_level))
+    w.line("gzip_min_length", str(gzip.min_length))
+    w.line("gzip_proxied", *sorted(gzip.proxied))
+    w.line("gzip_vary", "on" if gzip.vary else "off")
+    disable = [quote(r.pattern) for r in gzip.disable]
+    if gzip.disable_msie6:
+        disable.insert(0, "msie6")
+    if disable:
+        w.line("gzip_disable", *disable)
+    w.line("gzip_http_version", gzip.http_version)
+
+
+def _rewrite_rule(rule: HeaderRewrite) -> tuple[str, str]:
+    if rule.regex is not None:
+        pattern = ("~*" if rule.regex.caseless else "~") + rule.regex.pattern
+    else:
+        assert rule.pattern is not None
+        pattern = rule.pattern.raw
+    return quote(pattern), quote(rule.replacement.raw)
+
+
 def _access(w: _Writer, rules: tuple[AccessRule, ...]) -> None:
     for rule in rules:
         w.line("allow" if rule.allow else "deny", rule.network)
@@ -623,6 +656,18 @@ def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
         w.line("proxy_set_header", "X-Request-ID", "$request_id")  # as the embedded proxy
     for name in loc.hide_headers:
         w.line("proxy_hide_header", quote(name))
+    for name in loc.pass_headers:
+        w.line("proxy_pass_header", quote(name))
+    # the rules as resolved ("default" made literal, so an app's pass through a slot
+    # variable keeps them); none: off where nginx would otherwise add its default
+    for rule in loc.redirects:
+        w.line("proxy_redirect", *_rewrite_rule(rule))
+    if not loc.redirects and app is None and proxy.url.is_constant:
+        w.line("proxy_redirect", "off")
+    for rule in loc.cookie_paths:
+        w.line("proxy_cookie_path", *_rewrite_rule(rule))
+    for rule in loc.cookie_domains:
+        w.line("proxy_cookie_domain", *_rewrite_rule(rule))
     masks = sorted(loc.next_upstream)
     w.line("proxy_next_upstream", *(masks or ["off"]))
     w.line("proxy_next_upstream_tries", str(loc.next_upstream_tries))
