@@ -762,8 +762,9 @@ class ClientConnection(Receiver):
         upstream = ex.upstream
         if peer is not None and upstream is not None:
             upstream.balancer.responded(peer, status)
-        if route.filters is not None:  # gzip, proxy_redirect, proxy_cookie_*
-            ex.gzip = filter_head(route.filters, status, uconn, req)  # proxy/response_filter.py
+        filters = route.filters  # gzip, proxy_redirect, proxy_cookie_*
+        if filters is not None and (filters.gzip is not None or uconn.rewritable):
+            ex.gzip = filter_head(filters, status, uconn, req)  # proxy/response_filter.py
         head, ex.resp_chunked, keep, ex.resp_eof_body = response_head(
             status, uconn, req, route, self.state.date.current, self._client_keeps_alive(req)
         )

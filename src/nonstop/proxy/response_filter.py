@@ -2,8 +2,10 @@
 the file server call for proxy_redirect, proxy_cookie_path, proxy_cookie_domain
 (proxy/proxy_redirect.py) and gzip (proxy/gzip.py).
 
-A route has ``filters`` only when its location configures one of them, so a location
-without them pays one attribute test per response.  ``filter_head`` edits the parsed
+A route has ``filters`` only when its location has one of them (proxy_redirect's default
+included), and the protocol calls ``filter_head`` only for gzip or when the upstream sent
+a header the rules may rewrite (``UpstreamConnection.rewritable``), so a response without
+Location, Refresh or Set-Cookie costs an attribute test or two.  ``filter_head`` edits the parsed
 upstream head in place and returns the compressor the body then goes through, if any;
 ``file_head`` does the same for a file the server sends.
 """
@@ -74,7 +76,8 @@ def filter_head(
     """Rewrite the upstream's head (``uconn.lines``) for the client; the compressor the
     body must go through when it is sent gzip (None for a HEAD: no body follows)."""
     lines = uconn.lines
-    if filters.rewrites:
+    if filters.rewrites and uconn.rewritable:
+        uconn.rewritable = False
         _rewrite(filters, lines, req)
     gzip = filters.gzip
     if gzip is None:
