@@ -1,5 +1,5 @@
-"""gzip, proxy_redirect, proxy_cookie_* and proxy_pass_header: a real nginx and nonstop,
-same config, same requests.
+"""gzip, proxy_redirect, proxy_cookie_* and proxy_pass_header: a real nginx, nonstop, and
+nonstop's nginx engine (the config rendered back for nginx), same config, same requests.
 
 Each outcome: the status, the headers these directives decide (Content-Encoding, Vary,
 ETag, Accept-Ranges, Content-Length where no gzip applies, Location, Refresh, Set-Cookie,
@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 from tests.support.backends import free_port
-from tests.support.proc import NginxProcess, differences, nginx_conf, raw_request, start_engine
+from tests.support.proc import (
+    NginxProcess,
+    NonstopProcess,
+    differences,
+    nginx_conf,
+    raw_request,
+    start_engine,
+)
 from tests.support.scripted import ScriptedBackend, response
 
 pytestmark = [
@@ -90,6 +97,7 @@ def answers(backend: str) -> dict[str, bytes]:
         "/fresh": response(body=PAGE, headers=("Expires: Thu, 31 Dec 2037 23:55:55 GMT",)),
         "/any/plain": response(body=PAGE),
         "/old/html": response(body=PAGE),
+        "/raw/html": response(body=PAGE),
         "/moved": response(302, b"", headers=(f"Location: {here}/landing?a=1",)),
         "/foreign": response(301, b"", headers=("Location: http://other.test/x/y",)),
         "/regex": response(302, b"", headers=("Location: http://re.TEST/cat/a/b",)),
@@ -235,7 +243,11 @@ def outcomes(engine: str, tmp: Path, shared: Path) -> dict[str, tuple]:
     port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(config(port, prefix, backend.address, shared))
-    proc = start_engine(engine, prefix, conf, port)
+    if engine == "nonstop-nginx":  # the nginx engine: the model rendered back for nginx
+        proc: NginxProcess | NonstopProcess = NonstopProcess(conf, [port], ["--engine", "nginx"])
+        proc.start()
+    else:
+        proc = start_engine(engine, prefix, conf, port)
     try:
         out = {name: outcome(port, *request) for name, request in REQUESTS.items()}
     finally:
@@ -248,6 +260,8 @@ def test_compression_and_rewritten_heads_are_as_in_nginx(tmp_path: Path, shared:
     nginx = outcomes("nginx", tmp_path, shared)
     nonstop = outcomes("nonstop", tmp_path, shared)
     assert differences(nginx, nonstop) == {}
+    rendered = outcomes("nonstop-nginx", tmp_path, shared)
+    assert differences(nginx, rendered) == {}
     # the comparison means something: these were compressed, rewritten, left alone
     assert nginx["html"][1]["content-encoding"] == ["gzip"]
     assert nginx["html"][3] == PAGE.decode()

@@ -230,7 +230,8 @@ class UpstreamConnection:
         elif kind != H_DROP:
             self.special.append((kind, value))
         elif self.pass_hidden is not None and name.lower() in self.pass_hidden:
-            self.special.append((H_PASSED, name + b": " + value + b"\r\n"))
+            self.lines += (name, b": ", value, b"\r\n")  # proxy_pass_header
+            self.special.append((H_PASSED, name.lower()))
 
     def on_headers_complete(self) -> None:
         if self.receiver is not None:

@@ -45,7 +45,6 @@ def response_head(
     chunked = False
     upgrade_value = b""
     server = SERVER_LINE
-    passed = b""
     if uconn.special:
         for kind, value in uconn.special:
             if kind == H_TE:
@@ -62,19 +61,15 @@ def response_head(
                     lines = without(lines, named)
             elif kind == H_PASSED:
                 # proxy_pass_header: the upstream's Server or Date replaces ours
-                passed += value
-                lower = value[:7].lower()
-                if lower == b"server:":
+                if value == b"server":
                     server = b""
-                elif lower[:5] == b"date:":
+                elif value == b"date":
                     date = b""
     # the head is joined once from its parts: status line, our Server and Date, the
     # upstream's lines, add_header lines, framing and Connection
     if route.hide is not None:
         lines = without(lines, route.hide)  # proxy_hide_header
     parts = [status_line(req.err_status or status), server, date]  # error_page's status
-    if passed:
-        parts.append(passed)
     parts += lines
     uconn.clear_head()
     if route.add_success or route.add_always:

@@ -271,7 +271,7 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        passes = _Passes(keepalive, set(apps), options.home, server.files)
+        passes = _Passes(keepalive, set(apps), options.home, server.files, server.gzip)
         _server(w, server, passes, stats)
         w.blank()
 
@@ -365,6 +365,7 @@ class _Passes:
     apps: set[str]
     home: str
     files: FilesSpec | None = None  # the server's, which its locations' types repeat
+    gzip: GzipSpec | None = None  # the server's, which its locations inherit
 
     def apps_of(self, server: ServerBlock) -> list[str]:
         """The apps ``server``'s locations pass to, in order, each once."""
@@ -398,7 +399,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     _error_pages(w, server.error_pages)
     if server.files is not None:
         _files(w, server.files, None)
-    _gzip(w, server.gzip)
+    _gzip(w, server.gzip, inherits_off=True)
     _access(w, server.access)
     apps = passes.apps_of(server)
     if apps:
@@ -502,7 +503,8 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
         w.line("proxy_intercept_errors", "on")
     if loc.internal:
         w.line("internal")
-    _gzip(w, loc.gzip)
+    if loc.gzip != passes.gzip:
+        _gzip(w, loc.gzip)
     _access(w, loc.access)
     if loc.files is not None:
         _files(w, loc.files, passes.files)
@@ -535,6 +537,8 @@ def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes
                     _add_headers(w, inner.add_headers)
                 if inner.access_log != loc.access_log and inner.access_log is not None:
                     _access_log(w, inner.access_log, None)
+                if inner.gzip != loc.gzip:
+                    _gzip(w, inner.gzip)
                 own = inner.proxy_pass
                 if own is not None and (loc.proxy_pass is None or own.url != loc.proxy_pass.url):
                     w.line("proxy_pass", _pass_url(own, passes))
@@ -570,9 +574,12 @@ def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
         w.close()
 
 
-def _gzip(w: _Writer, gzip: GzipSpec | None) -> None:
-    """gzip and its family where gzip is on; elsewhere nginx's default, off."""
+def _gzip(w: _Writer, gzip: GzipSpec | None, inherits_off: bool = False) -> None:
+    """gzip and its family where it differs from the level above (which inherits
+    "off" unless told; a level below "on" says "off")."""
     if gzip is None:
+        if not inherits_off:
+            w.line("gzip", "off")
         return
     w.line("gzip", "on")
     types = sorted(gzip.types - {"text/html"})
