@@ -244,3 +244,51 @@ async def test_a_location_without_these_directives_has_no_filters(tmp_path: Path
         tmp_path, conf(servers=1, location="proxy_pass http://app; proxy_redirect off;")
     )
     assert all(route.filters is None for route in proxy.state.router.routes())
+
+
+def site(tmp_path: Path, http: str = "") -> Any:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "big.html").write_bytes(PAGE * 200)  # 360 KB: read and compressed in pieces
+    (www / "small.html").write_bytes(PAGE)
+    block = f"""
+    gzip on; {http}
+    types {{ text/html html; }}
+    server {{ listen 8080; server_name example.test; root {www}; }}
+    """
+    return make_proxy(tmp_path, block)
+
+
+async def test_a_file_is_compressed_piece_by_piece_as_the_client_takes_it(tmp_path: Path) -> None:
+    proxy = site(tmp_path)
+    client = proxy.client()
+    client.conn.pause_writing()  # a slow client: nothing past the head yet
+    client.send(get("/big.html", GZ))
+    head = client.take()
+    assert head.endswith(b"\r\n\r\n") and b"Content-Encoding: gzip\r\n" in head
+    assert b"Content-Length" not in head and b"Accept-Ranges" not in head
+    assert b'ETag: W/"' in head
+    client.conn.resume_writing()
+    body = _chunks(client.take())
+    assert gzip.decompress(body) == PAGE * 200
+    client.send(get("/small.html"))  # kept alive; a client without gzip gets the file
+    [resp] = client.responses()
+    assert resp.body == PAGE and resp.header("Content-Length") == str(len(PAGE))
+
+
+async def test_a_range_is_ignored_when_the_file_is_sent_gzip(tmp_path: Path) -> None:
+    proxy = site(tmp_path)
+    client = proxy.client()
+    client.send(get("/small.html", GZ, "Range: bytes=0-9"), get("/small.html", "Range: bytes=0-9"))
+    whole, part = client.responses()
+    assert whole.status == 200 and gzip.decompress(whole.body) == PAGE
+    assert part.status == 206 and part.body == PAGE[:10]
+
+
+async def test_an_http10_client_gets_a_compressed_file_ended_by_the_close(tmp_path: Path) -> None:
+    proxy = site(tmp_path, "gzip_http_version 1.0;")
+    client = proxy.client()
+    client.send(get("/small.html", GZ, version="1.0"))
+    [resp] = client.responses()
+    assert resp.header("Content-Encoding") == "gzip" and not resp.chunked
+    assert gzip.decompress(resp.body) == PAGE and client.closed
