@@ -178,3 +178,5 @@ def test_limit_errors_read_like_nginx(http: Load, text: str, message: str) -> No
 def test_limit_req_zone_sync_is_accepted_without_effect(http: Load) -> None:
     cfg = http("limit_req_zone $a zone=z:1m rate=1r/s sync; server { return 204; }")
     assert cfg.zones[0].sync
+    [notice] = cfg.notices
+    assert notice.startswith('"sync" of limit_req_zone has no effect in nonstop (')
