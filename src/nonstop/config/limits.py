@@ -172,6 +172,10 @@ class LimitsReader:
         at its ``auth_basic_user_file`` line."""
         if not realm or realm[0].args[0] == "off" or not user_file:
             return None
+        if "$" in realm[0].args[0]:
+            raw_realm = realm[0].args[0]
+            message = f'auth_basic "{raw_realm}" with variables is outside the subset'
+            raise ConfigError(message, realm[0].where)
         d = user_file[0]
         raw = d.args[0]
         if "$" in raw:
