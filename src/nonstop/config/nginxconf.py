@@ -585,7 +585,8 @@ class _Builder:
         self.workers = 1
         self.max_open_files: int | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
-        self.limits = LimitsReader(self.conf_path)  # satisfy, auth_basic, limit_* (zones)
+        # satisfy, auth_basic, limit_* and their zones
+        self.limits = LimitsReader(self.conf_path, self.reader.notices)
 
     # -- helpers ------------------------------------------------------------
 
