@@ -29,6 +29,7 @@ __all__ = [
     "IfSpec",
     "Listen",
     "LocationSpec",
+    "LogFormat",
     "MapSpec",
     "NginxSpec",
     "ProxyPass",
@@ -284,11 +285,32 @@ class AccessRule:
 
 
 @dataclass(frozen=True, slots=True)
-class AccessLog:
-    """``access_log PATH [combined|json]`` or ``access_log off`` (path None)."""
+class LogFormat:
+    """``log_format NAME [escape=default|json|none] STRING...`` (ngx_http_log_module.c):
+    the strings joined, variables escaped as ``escape`` says."""
 
-    path: str | None
-    format: str = "combined"  # one of LOG_FORMATS
+    name: str
+    template: Template
+    escape: str = "default"  # "default", "json" or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """One ``access_log PATH [FORMAT [buffer=SIZE] [gzip[=LEVEL]] [flush=TIME] [if=COND]]``.
+
+    A level's logs are a tuple of these; ``access_log off`` is the empty tuple.  ``buffer``
+    0 writes the lines every tick of the server (a quarter second); otherwise when the
+    next line does not fit, ``flush`` seconds after the oldest pending one (0: no time
+    limit), on reload and on stop.  ``gzip`` (1-9, 0: none) writes each buffer as one
+    gzip member, so ``zcat`` reads the file at any time.
+    """
+
+    path: str
+    format: LogFormat
+    buffer: int = 0
+    flush: float = 0.0
+    gzip: int = 0
+    condition: Template | None = None  # if=: the line is skipped when "" or "0"
 
 
 DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
@@ -320,7 +342,7 @@ class LocationSpec:
     # memory up to client_body_buffer_size (nginx's 64-bit default), then in a file
     request_buffering: bool = True
     client_body_buffer_size: int = 16 * 1024
-    access_log: AccessLog | None = None  # None: none named; AccessLog(None): "off"
+    access_log: tuple[AccessLog, ...] | None = None  # None: none named; (): "off"
     # the rewrite directives (set, rewrite, return, if, break) in order; empty when the
     # location has only "set" and "return", which ``sets`` and ``ret`` then hold
     steps: tuple[Step, ...] = ()
@@ -380,7 +402,7 @@ class ServerBlock:
     client_header_timeout: float = 60.0
     client_body_timeout: float = 60.0
     send_timeout: float = 60.0
-    access_log: AccessLog | None = None
+    access_log: tuple[AccessLog, ...] | None = None
     sets: tuple[tuple[str, Template], ...] = ()  # server-level "set"
     steps: tuple[Step, ...] = ()  # as LocationSpec.steps, for the server level
     error_pages: tuple[ErrorPage, ...] = ()

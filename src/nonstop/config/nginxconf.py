@@ -25,11 +25,11 @@ import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
+from nonstop.config import logformats
 from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     DEFAULT_TYPES,
-    LOG_FORMATS,
     AccessLog,
     AccessRule,
     AddHeader,
@@ -42,6 +42,7 @@ from nonstop.config.model import (
     IfSpec,
     Listen,
     LocationSpec,
+    LogFormat,
     MapSpec,
     ProxyPass,
     Regex,
@@ -569,6 +570,8 @@ class _Builder:
         self.workers = 1
         self.max_open_files: int | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
+        self.log_formats: dict[str, LogFormat] = dict(logformats.PREDEFINED)
+        self.logs: list[tuple[AccessLog, Directive]] = []  # every access_log, for one check
 
     # -- helpers ------------------------------------------------------------
 
@@ -716,6 +719,7 @@ class _Builder:
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
         servers, maps = self.http(http) if http is not None else ((), ())
+        self.check_log_files()
         state_dir = self.prefix_path(".nonstop")
         error_path, error_level = self.error_log or (None, "error")
         return Config(
@@ -845,6 +849,8 @@ class _Builder:
                 maps.append(self.map(d, maps))
             elif d.name == "error_log":
                 self.set_error_log(d, outer=True)
+            elif d.name == "log_format":
+                self.log_format(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
@@ -1106,19 +1112,45 @@ class _Builder:
             out.append(AddHeader(d.args[0], self.template(d, d.args[1]), len(d.args) == 3))
         return tuple(out)
 
-    def access_log(self, levels: list[_Level]) -> AccessLog | None:
-        d = _one(levels, "access_log")
-        if d is None:
+    def log_format(self, d: Directive) -> None:
+        name = d.args[0]
+        if name in self.log_formats and name not in logformats.PREDEFINED:
+            raise self.fail(d, f'duplicate "log_format" name "{name}"')
+        try:
+            fmt = logformats.log_format(d.args)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from None
+        self.log_formats[name] = fmt
+
+    def access_log(self, levels: list[_Level]) -> tuple[AccessLog, ...] | None:
+        """The logs of the innermost level with an ``access_log``; ``off`` there cancels
+        every one of that level (ngx_http_log_merge_loc_conf)."""
+        found = _inherit(levels, "access_log")
+        if found is None:
             return None
-        if d.args == ("off",):
-            return AccessLog(path=None)
-        path = d.args[0]
-        if "$" in path or ":" in path.split("/")[0]:
-            raise self.fail(d, f'access_log "{path}" is outside the nonstop subset (use a file)')
-        fmt = d.args[1] if len(d.args) == 2 else "combined"
-        if fmt not in LOG_FORMATS:
-            raise self.fail(d, f'unknown log format "{fmt}" (nonstop has "combined" and "json")')
-        return AccessLog(path=self.prefix_path(path), format=fmt)
+        if any(d.args[0] == "off" for d in found):
+            for d in found:
+                if d.args[0] == "off" and len(d.args) > 1:
+                    raise self.fail(d, 'invalid number of arguments in "access_log" directive')
+            return ()
+        logs: list[AccessLog] = []
+        for d in found:
+            try:
+                log = logformats.access_log(d.args, self.log_formats, self.prefix_path)
+            except ValueError as exc:
+                raise self.fail(d, str(exc)) from None
+            logs.append(log)
+            self.logs.append((log, d))
+        return tuple(logs)
+
+    def check_log_files(self) -> None:
+        seen: dict[str, AccessLog] = {}
+        for log, d in self.logs:
+            first = seen.setdefault(log.path, log)
+            if (first.buffer, first.flush, first.gzip) != (log.buffer, log.flush, log.gzip):
+                raise self.fail(
+                    d, f'access_log "{d.args[0]}" already defined with conflicting parameters'
+                )
 
     # -- location -----------------------------------------------------------
 

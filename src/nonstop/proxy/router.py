@@ -29,7 +29,9 @@ from nonstop.config.model import (
 )
 from nonstop.config.rewrite import compile_regex
 from nonstop.proxy.access import Access, compile_access
+from nonstop.proxy.accesslog import LogSink
 from nonstop.proxy.error_page import Page, compile_pages
+from nonstop.proxy.logformat import compile_logs
 from nonstop.proxy.request import Request
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
 from nonstop.proxy.static import Files, compile_files
@@ -83,8 +85,7 @@ class Route:
         "keepalive_requests",
         "keepalive_timeout",
         "keeps_connection_header",
-        "log_json",
-        "log_path",
+        "logs",
         "next_timeout",
         "next_upstream",
         "ops",
@@ -157,9 +158,8 @@ class Route:
         self.keepalive_timeout = block.keepalive_timeout
         self.body_timeout = block.client_body_timeout
         self.client_send_timeout = block.send_timeout  # nginx send_timeout (to the client)
-        log = spec.access_log if spec is not None else block.access_log
-        self.log_path = log.path if log is not None else None
-        self.log_json = log is not None and log.format == "json"
+        logs = spec.access_log if spec is not None else block.access_log
+        self.logs: tuple[LogSink, ...] | None = compile_logs(logs, table, where)
         self.backend: object | None = None  # the run-time upstream, set when installed
         self.passes = spec is not None and spec.proxy_pass is not None and not ret
         self.upstream: str | None = None

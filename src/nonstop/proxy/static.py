@@ -313,7 +313,8 @@ def _head(
         extra += added_headers(route, status, req)
     date = conn.state.date.current
     status_sent = req.err_status or status  # an error page keeps its error status
-    transport.write(local_response(status_sent, b"", ctype, date, not close, extra, True, length))
+    req.sent_head = local_response(status_sent, b"", ctype, date, not close, extra, True, length)
+    transport.write(req.sent_head)
     ex.resp_started = True
     ex.resp_bytes = body.count
     body.status, body.close_after = status, close

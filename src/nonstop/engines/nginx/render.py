@@ -56,6 +56,7 @@ from nonstop.config.model import (
     FilesSpec,
     IfSpec,
     LocationSpec,
+    LogFormat,
     MapSpec,
     ProxyPass,
     ReturnSpec,
@@ -91,16 +92,6 @@ __all__ = [
 
 MAIN_FILE = "nginx.conf"
 STATS_FORMAT = "nonstop_upstream"
-# ``access_log PATH json``: nonstop's JSON lines, written by nginx.  nginx cannot write a
-# null or a list, so ``upstream`` and ``upstream_duration`` are its strings ("" when no
-# server was tried; one entry a try, ", " between them).
-JSON_FORMAT = (
-    '{"time":"$time_iso8601","client":"$remote_addr","method":"$request_method",'
-    '"target":"$request_uri","protocol":"$server_protocol","status":$status,'
-    '"bytes":$body_bytes_sent,"duration":$request_time,"upstream":"$upstream_addr",'
-    '"upstream_duration":"$upstream_response_time","request_id":"$request_id",'
-    '"host":"$http_host","referer":"$http_referer","user_agent":"$http_user_agent"}'
-)
 STATS_FIELDS = "$upstream_addr $upstream_status"
 SLOT_IDLE = 0.25
 SLOT_SEEN = 1.0  # open_file_cache_valid: a worker sees a new slot flag within this
@@ -246,8 +237,9 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     for kind in _TEMP_PATHS:
         w.line(f"{kind}_temp_path", quote(os.path.join(home, "temp", kind)))
     w.line("access_log", quote(os.path.join(home, "logs", "access.log")), "combined")
-    if _uses_json(config):
-        w.line("log_format", "json", "escape=json", quote(JSON_FORMAT))
+    for fmt in _log_formats(config):
+        escape = () if fmt.escape == "default" else (f"escape={fmt.escape}",)
+        w.line("log_format", fmt.name, *escape, quote(fmt.template.raw))
     stats = stats_log(home) if config.apps else None
     if stats is not None:
         w.line("log_format", STATS_FORMAT, quote(STATS_FIELDS))
@@ -435,26 +427,38 @@ def _tls(w: _Writer, tls: TlsSpec) -> None:
     w.line("ssl_session_timeout", seconds(tls.session_timeout))
 
 
-def _uses_json(config: Config) -> bool:
-    return any(
-        log is not None and log.format == "json"
-        for block in config.servers
-        for log in (block.access_log, *(loc.access_log for loc in block.locations))
-    )
+def _log_formats(config: Config) -> list[LogFormat]:
+    """The formats the config's logs use besides nginx's own ``combined``, by name."""
+    found: dict[str, LogFormat] = {}
+    for block in config.servers:
+        for logs in (block.access_log, *(loc.access_log for loc in block.locations)):
+            for log in logs or ():
+                if log.format.name != "combined":
+                    found.setdefault(log.format.name, log.format)
+    return [found[name] for name in sorted(found)]
 
 
-def _access_log(w: _Writer, log: AccessLog | None, stats: str | None) -> None:
-    """The log the config names, or ``off``; with none named, the state dir's applies.
+def _access_log(w: _Writer, logs: tuple[AccessLog, ...] | None, stats: str | None) -> None:
+    """The logs the config names, or ``off``; with none named, the state dir's applies.
 
     A level with its own ``access_log`` inherits none from above, so the upstream
     answers log nonstop counts is named again beside it (alone, for ``off``: nginx's
     ``access_log off`` would silence it too).
     """
-    if log is None:
+    if logs is None:
         return
-    if log.path is not None:
-        w.line("access_log", quote(log.path), log.format)
-    elif stats is None:
+    for log in logs:
+        words = [quote(log.path), log.format.name]
+        if log.buffer:
+            words.append(f"buffer={log.buffer}")
+        if log.gzip:
+            words.append(f"gzip={log.gzip}")
+        if log.flush:
+            words.append(f"flush={duration(log.flush)}")
+        if log.condition is not None:
+            words.append(quote("if=" + log.condition.raw))
+        w.line("access_log", *words)
+    if not logs and stats is None:
         w.line("access_log", "off")
     if stats is not None:
         _stats_line(w, stats)
