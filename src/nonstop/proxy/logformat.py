@@ -135,7 +135,7 @@ def _request_length(req: Request, status: int, sent: int, now: float) -> str:
 
 
 def _args(req: Request, status: int, sent: int, now: float) -> str | None:
-    return req.args if req.args or b"?" in req.url else None
+    return req.args or None  # nginx: "-" for none, also after a bare "?"
 
 
 _hostname: Final = socket.gethostname()
