@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 __all__ = [
+    "CHARSET_TYPES",
     "DEFAULT_NEXT_UPSTREAM",
     "DEFAULT_TYPES",
     "LOG_FORMATS",
@@ -315,6 +316,16 @@ class AccessLog:
 
 DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
 
+# charset_types' default (ngx_http_charset_filter_module.c)
+CHARSET_TYPES: tuple[str, ...] = (
+    "text/html",
+    "text/xml",
+    "text/plain",
+    "text/vnd.wap.wml",
+    "application/javascript",
+    "application/rss+xml",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class LocationSpec:
@@ -352,6 +363,9 @@ class LocationSpec:
     access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
     hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
+    charset: str | None = None  # "; charset=NAME" added to Content-Type; None: off
+    charset_types: tuple[str, ...] = CHARSET_TYPES
+    keepalive_timeout: float | None = None  # after a request that ended here; None: the server's
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -384,6 +398,8 @@ class TlsSpec:
     prefer_server_ciphers: bool = False
     session_cache: str | None = None
     session_timeout: float = 300.0
+    dhparam: str | None = None  # ssl_dhparam: a PEM file of DH parameters for DHE ciphers
+    session_tickets: bool = True  # ssl_session_tickets
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,6 +424,8 @@ class ServerBlock:
     error_pages: tuple[ErrorPage, ...] = ()
     files: FilesSpec | None = None  # what answers a request no location takes
     access: tuple[AccessRule, ...] = ()
+    charset: str | None = None
+    charset_types: tuple[str, ...] = CHARSET_TYPES
     source: Source | None = field(default=None, compare=False)
 
 

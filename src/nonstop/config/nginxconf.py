@@ -29,6 +29,7 @@ from nonstop.config import logformats
 from nonstop.config.accounts import resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
+    CHARSET_TYPES,
     DEFAULT_TYPES,
     AccessLog,
     AccessRule,
@@ -622,6 +623,8 @@ class _Builder:
                 f'"{d.name} {" ".join(d.args)}" changes behaviour and is outside the nonstop'
                 f' subset (only "{d.name} {wanted}" is accepted)',
             )
+        if d.name == "server_tokens" and d.args not in (("on",), ("off",), ("build",)):
+            raise self.fail(d, f'invalid value "{" ".join(d.args)}" in "server_tokens" directive')
         self.notice(d)
         return True
 
@@ -802,6 +805,8 @@ class _Builder:
         self.size(_one(levels, "client_max_body_size"), 0)
         self.size(_one(levels, "client_body_buffer_size"), 0)
         self.flag(_one(levels, "ssl_prefer_server_ciphers"), False)
+        for name in ("ssl_session_tickets", "ssl_stapling", "ssl_stapling_verify"):
+            self.flag(_one(levels, name), False)
         self.flag(_one(levels, "proxy_request_buffering"), True)
         self.protocols(levels)
         self.next_upstream(_one(levels, "proxy_next_upstream"))
@@ -1042,6 +1047,8 @@ class _Builder:
             error_pages=self.error_pages(levels),
             files=self.files(levels, "", "/"),
             access=self.access(levels),
+            charset=self.charset(levels),
+            charset_types=self.charset_types(levels),
             source=block.source,
         )
 
@@ -1085,6 +1092,13 @@ class _Builder:
         protocols = self.protocols(levels)
         cache = _one(levels, "ssl_session_cache")
         ciphers = _one(levels, "ssl_ciphers")
+        dhparam = _one(levels, "ssl_dhparam")
+        stapling = _one(levels, "ssl_stapling")
+        if stapling is not None and self.flag(stapling, False):
+            self.reader.notices.append(
+                f'"ssl_stapling on" has no effect in nonstop: Python\'s ssl module cannot'
+                f" staple OCSP responses; clients that want one ask the CA ({stapling.where})"
+            )
         return TlsSpec(
             certificate=self.conf_path(cert.args[0]),
             certificate_key=self.conf_path(key.args[0]),
@@ -1093,6 +1107,8 @@ class _Builder:
             prefer_server_ciphers=self.flag(_one(levels, "ssl_prefer_server_ciphers"), False),
             session_cache=" ".join(cache.args) if cache else None,
             session_timeout=self.duration(_one(levels, "ssl_session_timeout"), 300.0),
+            dhparam=self.conf_path(dhparam.args[0]) if dhparam else None,
+            session_tickets=self.flag(_one(levels, "ssl_session_tickets"), True),
         )
 
     def protocols(self, levels: list[_Level]) -> tuple[str, ...] | None:
@@ -1227,8 +1243,34 @@ class _Builder:
                 d.args[0].lower() for d in _inherit(levels, "proxy_hide_header") or ()
             ),
             internal=_one(levels[:1], "internal") is not None,
+            charset=self.charset(levels),
+            charset_types=self.charset_types(levels),
+            keepalive_timeout=self.location_keepalive(levels),
             source=block.source,
         )
+
+    def location_keepalive(self, levels: list[_Level]) -> float | None:
+        """A location's own keepalive_timeout (levels end with the server and http)."""
+        d = _one(levels[:-2], "keepalive_timeout")
+        return None if d is None else self.duration(d, 75.0)
+
+    def charset(self, levels: list[_Level]) -> str | None:
+        """``charset NAME|off``; a ``source_charset`` would need recoding, which nonstop
+        does not do: one different from ``charset`` is refused."""
+        d = _one(levels, "charset")
+        name = None if d is None or d.args[0] == "off" else d.args[0]
+        source = _one(levels, "source_charset")
+        if source is not None and name is not None and source.args[0].lower() != name.lower():
+            raise self.fail(
+                source,
+                f'"source_charset {source.args[0]}" with "charset {name}" needs recoding,'
+                " which is outside the nonstop subset (nonstop only names the charset)",
+            )
+        return name
+
+    def charset_types(self, levels: list[_Level]) -> tuple[str, ...]:
+        d = _one(levels, "charset_types")
+        return CHARSET_TYPES if d is None else tuple(t.lower() for t in d.args)
 
     def access(self, levels: list[_Level]) -> tuple[AccessRule, ...]:
         """allow and deny in the order written, from the innermost level that has any

@@ -151,7 +151,10 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "random": DirectiveSpec(("upstream",), 0, 2, multi=True),
     "keepalive": DirectiveSpec(("upstream",), 1, 1),
     "keepalive_requests": DirectiveSpec(("upstream", *_HS), 1, 1),
-    "keepalive_timeout": DirectiveSpec(("upstream", *_HS), 1, 1),
+    "keepalive_timeout": DirectiveSpec(("upstream", *_H), 1, 2),
+    "charset": DirectiveSpec((*_H, "if"), 1, 1),
+    "source_charset": DirectiveSpec(_H, 1, 1),
+    "charset_types": DirectiveSpec(_H, 1, -1),
     "client_header_timeout": DirectiveSpec(_HS, 1, 1),
     "client_body_timeout": DirectiveSpec(_HS, 1, 1),
     "send_timeout": DirectiveSpec(_HS, 1, 1),
@@ -170,6 +173,11 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "ssl_prefer_server_ciphers": DirectiveSpec(_HS, 1, 1),
     "ssl_session_cache": DirectiveSpec(_HS, 1, 2),
     "ssl_session_timeout": DirectiveSpec(_HS, 1, 1),
+    "ssl_dhparam": DirectiveSpec(_HS, 1, 1),
+    "ssl_session_tickets": DirectiveSpec(_HS, 1, 1),
+    "ssl_stapling": DirectiveSpec(_HS, 1, 1),  # a notice: nonstop cannot staple
+    "ssl_stapling_verify": DirectiveSpec(_HS, 1, 1),  # no effect without stapling
+    "ssl_trusted_certificate": DirectiveSpec(_HS, 1, 1),  # for stapling only
     "add_header": DirectiveSpec((*_H, "if"), 2, 3, multi=True),
     "client_max_body_size": DirectiveSpec(_H, 1, 1),
     "client_body_buffer_size": DirectiveSpec(_H, 1, 1),
@@ -245,7 +253,7 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "open_file_cache_min_uses": _H,
     "open_file_cache_errors": _H,
     "autoindex": _H,  # only "autoindex off"
-    "server_tokens": _H,
+    "server_tokens": _H,  # "Server: nonstop" and error pages name nonstop, never a version
     "gzip": _H,  # only "gzip off"
 }
 NOTICE_ONLY_VALUE = {"gzip": "off", "autoindex": "off"}
@@ -253,11 +261,10 @@ NOTICE_ONLY_VALUE = {"gzip": "off", "autoindex": "off"}
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
     limit_except
-    open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
-    ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
+    open_log_file_cache ssl ssl_ecdh_curve ssl_client_certificate
     disable_symlinks if_modified_since max_ranges
     ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
-    gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
+    gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
     proxy_redirect proxy_pass_header proxy_ignore_headers

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
+from nonstop.proxy.charset import content_type
 from nonstop.proxy.connection_pool import Receiver, UpstreamConnection
 from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.exchange import Exchange
@@ -1121,6 +1122,8 @@ class ClientConnection(Receiver):
         keep = not close and self._client_keeps_alive(req)
         if route is not None:
             extra += added_headers(route, code, req)
+            if route.charset is not None:
+                ctype = content_type(ctype, route.charset)
         date = self.state.date.current
         head_only = req.method == b"HEAD"
         status = req.err_status or code  # error_page's

@@ -30,6 +30,7 @@ from nonstop.config.model import (
 from nonstop.config.rewrite import compile_regex
 from nonstop.proxy.access import Access, compile_access
 from nonstop.proxy.accesslog import LogSink
+from nonstop.proxy.charset import Charset
 from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.logformat import compile_logs
 from nonstop.proxy.request import Request
@@ -72,6 +73,7 @@ class Route:
         "block",
         "body_buffer_size",
         "body_timeout",
+        "charset",
         "client_max_body_size",
         "client_send_timeout",
         "connect_timeout",
@@ -154,8 +156,14 @@ class Route:
         self.request_buffering = spec.request_buffering if spec is not None else True
         self.body_buffer_size = spec.client_body_buffer_size if spec is not None else 16384
         # keepalive_timeout 0 disables client keep-alive, as in nginx
-        self.keepalive_requests = block.keepalive_requests if block.keepalive_timeout > 0 else 0
-        self.keepalive_timeout = block.keepalive_timeout
+        idle = block.keepalive_timeout
+        if spec is not None and spec.keepalive_timeout is not None:
+            idle = spec.keepalive_timeout  # a location's, after a request that ended in it
+        self.keepalive_requests = block.keepalive_requests if idle > 0 else 0
+        self.keepalive_timeout = idle
+        charset = spec.charset if spec is not None else block.charset
+        types = spec.charset_types if spec is not None else block.charset_types
+        self.charset: Charset | None = Charset(charset, types) if charset else None
         self.body_timeout = block.client_body_timeout
         self.client_send_timeout = block.send_timeout  # nginx send_timeout (to the client)
         logs = spec.access_log if spec is not None else block.access_log

@@ -21,6 +21,7 @@ from email.utils import formatdate
 from typing import Any
 
 from nonstop.config.model import FilesSpec
+from nonstop.proxy.charset import content_type
 from nonstop.proxy.error_page import jump
 from nonstop.proxy.request import Request
 from nonstop.proxy.response_head import added_headers
@@ -311,6 +312,8 @@ def _head(
     route = ex.route
     if route is not None:
         extra += added_headers(route, status, req)
+        if route.charset is not None:
+            ctype = content_type(ctype, route.charset)
     date = conn.state.date.current
     status_sent = req.err_status or status  # an error page keeps its error status
     req.sent_head = local_response(status_sent, b"", ctype, date, not close, extra, True, length)

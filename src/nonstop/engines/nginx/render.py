@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nonstop.config.model import (
+    CHARSET_TYPES,
     AccessLog,
     AccessRule,
     AddHeader,
@@ -384,6 +385,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     w.line("client_body_timeout", duration(server.client_body_timeout))
     w.line("send_timeout", duration(server.send_timeout))
     _access_log(w, server.access_log, stats)
+    _charset(w, server.charset, server.charset_types)
     _add_headers(w, server.add_headers)
     _error_pages(w, server.error_pages)
     if server.files is not None:
@@ -425,6 +427,10 @@ def _tls(w: _Writer, tls: TlsSpec) -> None:
     if tls.session_cache:
         w.line("ssl_session_cache", *(quote(p) for p in tls.session_cache.split()))
     w.line("ssl_session_timeout", seconds(tls.session_timeout))
+    if tls.dhparam is not None:
+        w.line("ssl_dhparam", quote(tls.dhparam))
+    if not tls.session_tickets:
+        w.line("ssl_session_tickets", "off")
 
 
 def _log_formats(config: Config) -> list[LogFormat]:
@@ -464,6 +470,13 @@ def _access_log(w: _Writer, logs: tuple[AccessLog, ...] | None, stats: str | Non
         _stats_line(w, stats)
 
 
+def _charset(w: _Writer, charset: str | None, types: tuple[str, ...]) -> None:
+    if charset is not None:
+        w.line("charset", quote(charset))
+        if types != CHARSET_TYPES:
+            w.line("charset_types", *(quote(t) for t in types))
+
+
 def stats_log(home: str) -> str:
     """Where nginx writes one line per request for nonstop's per-server counts."""
     return os.path.join(home, "logs", "upstream.log")
@@ -497,6 +510,9 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
             w.line("set", "$" + name, quote(value.raw))
     w.line("client_max_body_size", size(loc.client_max_body_size))
     _access_log(w, loc.access_log, stats)
+    _charset(w, loc.charset, loc.charset_types)
+    if loc.keepalive_timeout is not None:
+        w.line("keepalive_timeout", duration(loc.keepalive_timeout))
     _add_headers(w, loc.add_headers)
     _error_pages(w, loc.error_pages)
     if loc.intercept_errors:
