@@ -42,7 +42,8 @@ def _copy(tmp: Path, backend: str, port: int) -> Path:
     for path in root.rglob("*"):
         if path.is_file() and not path.is_symlink():
             text = path.read_bytes().decode("latin-1")
-            moved = text.replace("/etc/nginx", str(root)).replace("/var/log/nginx", str(tmp / "log"))
+            moved = text.replace("/etc/nginx", str(root))
+            moved = moved.replace("/var/log/nginx", str(tmp / "log"))
             if moved != text:
                 path.write_bytes(moved.encode("latin-1"))
     for site in (root / "sites-enabled").iterdir():
