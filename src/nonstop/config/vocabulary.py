@@ -60,13 +60,13 @@ VARIABLES: Mapping[str, str] = MappingProxyType(
         "request_id": "16 random bytes in hex, one value per request (sent as X-Request-ID)",
         "content_length": "the Content-Length header",
         "content_type": "the Content-Type header",
+        "status": "the response status (3 digits) where a log line reads it, else 000",
     }
 )
 """Variables both engines evaluate, besides the ``VARIABLE_PREFIXES`` families."""
 
 LOG_VARIABLES: Mapping[str, str] = MappingProxyType(
     {
-        "status": "the response status (3 digits)",
         "body_bytes_sent": "the response body's bytes sent to the client",
         "bytes_sent": "all bytes sent to the client, head and body",
         "request_time": "seconds since the first byte of the request, in ms (1.234)",

@@ -216,6 +216,7 @@ def compile_format(fmt: LogFormat, table: VariableTable, where: str = "") -> Lin
             parts.append(_const(value.encode().decode("latin-1")))  # UTF-8 as written
 
     def line(req: Request, status: int, sent: int, now: float) -> str:
+        req.log_status = status  # $status for a map the format reads
         return "".join([part(req, status, sent, now) or "" for part in parts]) + "\n"
 
     return line
@@ -230,6 +231,7 @@ def compile_condition(
     parts = [_getter(v, table, where) if k == "var" else _const(v) for k, v in condition.parts]
 
     def test(req: Request, status: int, sent: int, now: float) -> bool:
+        req.log_status = status
         value = "".join([part(req, status, sent, now) or "" for part in parts])
         return value != "" and value != "0"
 

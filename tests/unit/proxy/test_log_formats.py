@@ -300,3 +300,22 @@ def test_the_escapes_are_nginx_s_byte_for_byte() -> None:
     raw = 'a"\\\x01\x1b\x7f\n\r\t\b\x0c\xe9'
     assert escape_default(raw) == "a\\x22\\x5C\\x01\\x1B\\x7F\\x0A\\x0D\\x09\\x08\\x0C\\xE9"
     assert escape_json(raw) == 'a\\"\\\\\\u0001\\u001b\x7f\\n\\r\\t\\b\\f\xe9'
+
+
+async def test_a_map_of_status_decides_if_as_in_nginx_s_own_example(tmp_path: Path) -> None:
+    log = tmp_path / "errors.log"
+    proxy = make_proxy(
+        tmp_path,
+        conf(
+            server=f"access_log {log} combined if=$loggable;",
+            extra_http="map $status $loggable { ~^[23] 0; default 1; }",
+        ),
+    )
+    client = proxy.client()
+    client.send(get("/ok"))
+    proxy.active().respond(ok())
+    client.send(get("/missing"))
+    proxy.active().respond(ok(b"no", status="404 Not Found"))
+    assert [r.status for r in client.responses()] == [200, 404]
+    [line] = _lines(proxy, log)
+    assert '"GET /missing HTTP/1.1" 404 2' in line
