@@ -23,7 +23,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nonstop.proxy.request import Request
 
 __all__ = [
     "AccessLogs",
@@ -87,7 +90,7 @@ def basic_user(value: bytes) -> str | None:
     return user.decode("latin-1") if colon else None
 
 
-def combined_line(req: Any, status: int, sent: int) -> str:
+def combined_line(req: Request, status: int, sent: int) -> str:
     referer = agent = None
     user = "-"
     for name, _, value in req.headers:  # one pass for the three headers it shows
@@ -102,7 +105,7 @@ def combined_line(req: Any, status: int, sent: int) -> str:
             user = "-" if found is None else escape_default(found)
     return (
         f"{req.remote_addr} - {user} [{_clock.text()}] "
-        f'"{escape_default(req.request_line)}" {status:03d} {sent} '
+        f'"{escape_default(req.request_line)}" {status} {sent} '
         f'"{escape_default(referer.decode("latin-1")) if referer is not None else "-"}" '
         f'"{escape_default(agent.decode("latin-1")) if agent is not None else "-"}"\n'
     )
@@ -159,7 +162,7 @@ class AccessLogs:
         self._files: dict[str, _File] = {}
 
     def write(
-        self, sinks: tuple[LogSink, ...], req: Any, status: int, sent: int, now: float
+        self, sinks: tuple[LogSink, ...], req: Request, status: int, sent: int, now: float
     ) -> None:
         for sink in sinks:
             make = sink.line
