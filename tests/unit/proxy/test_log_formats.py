@@ -19,6 +19,7 @@ from nonstop.config.model import Config
 from nonstop.errors import ConfigError
 from nonstop.proxy.accesslog import AccessLogs, LogSink, escape_default
 from nonstop.proxy.logformat import escape_json
+from nonstop.proxy.request import Request
 
 
 def _lines(proxy: FakeProxy, path: Path) -> list[str]:
@@ -194,23 +195,25 @@ async def test_a_location_with_its_own_log_inherits_none_from_the_server(tmp_pat
 # -- buffering -------------------------------------------------------------------------
 
 
-class _Req:
-    """What combined_line reads."""
-
+class _Conn:
     remote_addr = "10.0.0.1"
-    request_line = "GET / HTTP/1.1"
-    headers: list[tuple[bytes, bytes, bytes]] = []
+
+
+def _request() -> Request:
+    req = Request(_Conn(), b"/")
+    req.method = b"GET"
+    return req
 
 
 def test_a_buffered_log_writes_when_the_next_line_does_not_fit(tmp_path: Path) -> None:
     path = tmp_path / "buf.log"
     logs = AccessLogs()
     sink = LogSink(str(path), lambda r, s, b, n: "x" * 9 + "\n", buffer=25)
-    logs.write((sink,), _Req(), 200, 0, 1.0)
-    logs.write((sink,), _Req(), 200, 0, 1.0)
+    logs.write((sink,), _request(), 200, 0, 1.0)
+    logs.write((sink,), _request(), 200, 0, 1.0)
     logs.flush(2.0)  # the tick: a buffer without flush= waits
     assert not path.exists()
-    logs.write((sink,), _Req(), 200, 0, 1.0)  # 30 > 25: the first two go out
+    logs.write((sink,), _request(), 200, 0, 1.0)  # 30 > 25: the first two go out
     assert path.read_text() == "x" * 9 + "\n" + "x" * 9 + "\n"
     logs.close()  # stop writes the rest
     assert path.read_text().count("\n") == 3
@@ -220,8 +223,8 @@ def test_a_buffered_log_writes_flush_seconds_after_its_oldest_line(tmp_path: Pat
     path = tmp_path / "flush.log"
     logs = AccessLogs()
     sink = LogSink(str(path), lambda r, s, b, n: "line\n", buffer=65536, flush=5.0)
-    logs.write((sink,), _Req(), 200, 0, 100.0)
-    logs.write((sink,), _Req(), 200, 0, 103.0)
+    logs.write((sink,), _request(), 200, 0, 100.0)
+    logs.write((sink,), _request(), 200, 0, 103.0)
     logs.flush(104.9)
     assert not path.exists()
     logs.flush(105.0)
@@ -231,7 +234,7 @@ def test_a_buffered_log_writes_flush_seconds_after_its_oldest_line(tmp_path: Pat
 def test_an_unbuffered_log_writes_at_every_tick(tmp_path: Path) -> None:
     path = tmp_path / "plain.log"
     logs = AccessLogs()
-    logs.write((LogSink(str(path), None),), _Req(), 200, 3, 1.0)
+    logs.write((LogSink(str(path), None),), _request(), 200, 3, 1.0)
     logs.flush(1.25)
     assert path.read_text().endswith('] "GET / HTTP/1.1" 200 3 "-" "-"\n')
     assert path.read_text().startswith("10.0.0.1 - - [")
@@ -241,9 +244,9 @@ def test_a_gzip_log_is_whole_gzip_members_zcat_reads_at_any_time(tmp_path: Path)
     path = tmp_path / "log.gz"
     logs = AccessLogs()
     sink = LogSink(str(path), lambda r, s, b, n: f"{s}\n", buffer=65536, gzip=9)
-    logs.write((sink,), _Req(), 200, 0, 1.0)
+    logs.write((sink,), _request(), 200, 0, 1.0)
     logs.reopen()  # a reload or a rotation writes the buffer
-    logs.write((sink,), _Req(), 404, 0, 2.0)
+    logs.write((sink,), _request(), 404, 0, 2.0)
     logs.close()
     assert gzip.decompress(path.read_bytes()) == b"200\n404\n"
 
