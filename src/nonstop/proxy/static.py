@@ -21,6 +21,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
 from nonstop.config.model import FilesSpec
+from nonstop.proxy.charset import content_type
 from nonstop.proxy.error_page import jump
 from nonstop.proxy.gzip import Compressor, Gzip
 from nonstop.proxy.request import Request
@@ -348,9 +349,12 @@ def _head(
     route = ex.route
     if route is not None:
         extra += added_headers(route, status, req)
+        if route.charset is not None:
+            ctype = content_type(ctype, route.charset)
     date = conn.state.date.current
     status_sent = req.err_status or status  # an error page keeps its error status
-    transport.write(local_response(status_sent, b"", ctype, date, not close, extra, True, length))
+    req.sent_head = local_response(status_sent, b"", ctype, date, not close, extra, True, length)
+    transport.write(req.sent_head)
     ex.resp_started = True
     ex.resp_bytes = body.count
     body.status, body.close_after = status, close
