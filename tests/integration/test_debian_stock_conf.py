@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -21,31 +20,12 @@ import pytest
 from tests.support.backends import RecordingBackend, free_port
 from tests.support.proc import NonstopProcess
 
-from nonstop.config import load
-from nonstop.errors import ConfigError
-
 STOCK = Path("/etc/nginx")
-
-
-def _gzip_on_loads() -> bool:
-    """The stock file says "gzip on"; until nonstop runs it, this test cannot pass."""
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = Path(tmp) / "nginx.conf"
-        conf.write_text("events {}\nhttp { gzip on; server { listen 127.0.0.1:1; return 204; } }\n")
-        try:
-            load(str(conf))
-        except ConfigError:
-            return False
-    return True
 
 
 pytestmark = [
     pytest.mark.skipif(
         not (STOCK / "nginx.conf").exists(), reason="Debian's nginx package is not installed"
-    ),
-    pytest.mark.skipif(
-        not _gzip_on_loads(),
-        reason='the stock file says "gzip on": needs the gzip module (issue 14 item 4)',
     ),
 ]
 
