@@ -359,10 +359,14 @@ def scaled(hosts: TestHosts, work: Path, verify: str, rounds: int) -> dict[str, 
 
 
 def brief(value: Any) -> Any:
-    """``value`` without the per-deploy lists: the summary to print."""
+    """``value`` without the lists of single deploys and rounds: the summary to print."""
     if isinstance(value, dict):
-        return {k: brief(v) for k, v in value.items() if k not in ("deploys", "runs")}
+        return {k: brief(v) for k, v in value.items() if not _records(v)}
     return value
+
+
+def _records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 
 def main() -> int:
