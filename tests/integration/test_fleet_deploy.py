@@ -151,3 +151,19 @@ def test_sigterm_of_the_deploying_command_rolls_every_switched_host_back(
     front = json.loads(fleet.front_status())["upstreams"]["app"]
     assert {s["state"] for s in front} == {"up"}  # the second host, drained then, is back
     assert LeaseFile(str(fleet.lease)).read() is None
+
+
+def test_a_host_whose_daemon_listens_elsewhere_than_the_others_is_found_and_deployed(
+    fleet_hosts: TestHosts, tmp_path: Path
+) -> None:
+    # the others' socket is learned on the first host and tried on each; the second
+    # host's daemon is not there, so that host is asked where its own is
+    elsewhere = {1: "/srv/web/elsewhere.sock"}
+    with Fleet(fleet_hosts, tmp_path / "fleet", admin_sockets=elsewhere) as fleet:
+        fleet.deploy_everywhere(launcher(tmp_path, "v1"))
+        assert (fleet.hosts[1].root / "elsewhere.sock").exists()
+        v2 = launcher(tmp_path, "v2")
+        done = fleet.fleet("deploy", "web", "--release", str(v2), "--verify", "300ms")
+        assert done.returncode == 0, done.stdout + done.stderr
+        sha256 = hashlib.sha256(v2.read_bytes()).hexdigest()
+        assert {fleet.live(h) for h in fleet.hosts} == {f"/srv/web/releases/{sha256}/app.py"}
