@@ -399,22 +399,27 @@ class FleetRun:
             if problem is not None:
                 raise HostError(conn.name, problem)
 
-        front = asyncio.ensure_future(self.front_servers())
-        try:
-            await self.sessions.each("checking the hosts", self.spec.hosts, check)
-            await front
+        # the hosts and the front at once; the front's problem, if any, is the one to report
+        checked, placed = await asyncio.gather(
+            self.sessions.each("checking the hosts", self.spec.hosts, check),
+            self.front_servers(),
+            return_exceptions=True,
+        )
+        if isinstance(placed, BaseException):
+            raise placed
+        if not isinstance(checked, BaseException):
             return list(self.spec.hosts)
-        except HostsFailed as exc:
-            await front
-            down = {h for h, e in exc.failures.items() if isinstance(e, HostUnreachable)}
-            if not skip_unreachable or len(down) < len(exc.failures):
-                raise
-            left = [h for h in self.spec.hosts if str(h) not in down]
-            if not left:
-                raise
-            self.left_out = sorted(down)
-            self.emit("skip", f"leaving out unreachable hosts: {', '.join(self.left_out)}")
-            return left
+        if not isinstance(checked, HostsFailed):
+            raise checked
+        down = {h for h, e in checked.failures.items() if isinstance(e, HostUnreachable)}
+        if not skip_unreachable or len(down) < len(checked.failures):
+            raise checked
+        left = [h for h in self.spec.hosts if str(h) not in down]
+        if not left:
+            raise checked
+        self.left_out = sorted(down)
+        self.emit("skip", f"leaving out unreachable hosts: {', '.join(self.left_out)}")
+        return left
 
     async def each_host(
         self,
