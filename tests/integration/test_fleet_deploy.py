@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,12 +85,12 @@ def test_a_release_refused_on_the_last_host_rolls_every_switched_host_back(
 def test_two_fleet_deploys_racing_for_the_lock_one_is_refused_naming_the_holder(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    first = fleet.fleet_async("deploy", "web", "--release", str(launcher(tmp_path, "v2")))
+    # the first holds the lock through a 10 s verify window: the second tries within it
+    v2 = str(launcher(tmp_path, "v2"))
+    first = fleet.fleet_async("deploy", "web", "--release", v2, "--verify", "10s", "--json")
     try:
-        deadline = time.monotonic() + 30
-        while LeaseFile(str(fleet.lease)).read() is None:
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        read_until(first, "verify")
+        assert LeaseFile(str(fleet.lease)).read() is not None
         second = fleet.fleet("deploy", "web", "--release", str(launcher(tmp_path, "v3")))
         out, err = first.communicate(timeout=120)
     finally:
