@@ -38,6 +38,8 @@ COMPILED = [
     "src/nonstop/proxy/error_page.py",
     "src/nonstop/proxy/static.py",
     "src/nonstop/proxy/access.py",
+    "src/nonstop/proxy/guard.py",
+    "src/nonstop/proxy/limits.py",
     "src/nonstop/proxy/variables.py",
     "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",

@@ -15,11 +15,13 @@ __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
     "DEFAULT_TYPES",
     "LOG_FORMATS",
+    "NO_LIMITS",
     "AccessLog",
     "AccessRule",
     "AddHeader",
     "AdminSpec",
     "AppSpec",
+    "AuthBasic",
     "BreakSpec",
     "Condition",
     "Config",
@@ -27,6 +29,9 @@ __all__ = [
     "FilesSpec",
     "HealthSpec",
     "IfSpec",
+    "LimitReq",
+    "LimitZone",
+    "Limits",
     "Listen",
     "LocationSpec",
     "MapSpec",
@@ -284,6 +289,58 @@ class AccessRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthBasic:
+    """``auth_basic REALM`` with the users its ``auth_basic_user_file`` held when the
+    configuration was read (ngx_http_auth_basic_module.c); ``realm`` None is ``off``."""
+
+    realm: str | None
+    user_file: str = ""  # absolute, as the nginx engine names it to nginx
+    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (name, hash) in order
+
+
+@dataclass(frozen=True, slots=True)
+class LimitZone:
+    """``limit_req_zone KEY zone=NAME:SIZE rate=R`` (rate 0) or ``limit_conn_zone KEY
+    zone=NAME:SIZE``; ``rate`` is in requests per 1000 seconds, nginx's unit."""
+
+    name: str
+    key: Template
+    size: int
+    rate: int = 0  # 0: a limit_conn zone
+    sync: bool = False  # written, and without effect (docs/nginx-compatibility.md)
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReq:
+    """``limit_req zone=NAME [burst=N] [nodelay|delay=N]``: burst and delay in
+    milli-requests, as nginx keeps them (``nodelay`` is a delay no excess reaches)."""
+
+    zone: str
+    burst: int = 0
+    delay: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A level's satisfy, auth_basic, limit_req and limit_conn, inheritance resolved."""
+
+    satisfy_any: bool = False
+    auth: AuthBasic | None = None
+    reqs: tuple[LimitReq, ...] = ()
+    req_status: int = 503
+    req_log_level: str = "error"
+    req_dry_run: bool = False
+    conns: tuple[tuple[str, int], ...] = ()  # (zone, connections)
+    conn_status: int = 503
+    conn_log_level: str = "error"
+    conn_dry_run: bool = False
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLog:
     """``access_log PATH [combined|json]`` or ``access_log off`` (path None)."""
 
@@ -328,6 +385,7 @@ class LocationSpec:
     intercept_errors: bool = False  # proxy_intercept_errors
     files: FilesSpec | None = None  # a location that serves files (no proxy_pass, no return)
     access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
+    limits: Limits = NO_LIMITS  # satisfy, auth_basic, limit_req, limit_conn
     hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
     source: Source | None = field(default=None, compare=False)
@@ -386,6 +444,7 @@ class ServerBlock:
     error_pages: tuple[ErrorPage, ...] = ()
     files: FilesSpec | None = None  # what answers a request no location takes
     access: tuple[AccessRule, ...] = ()
+    limits: Limits = NO_LIMITS
     source: Source | None = field(default=None, compare=False)
 
 
@@ -453,6 +512,7 @@ class Config:
     servers: tuple[ServerBlock, ...]
     upstreams: tuple[UpstreamSpec, ...] = ()
     maps: tuple[MapSpec, ...] = ()
+    zones: tuple[LimitZone, ...] = ()  # limit_req_zone and limit_conn_zone, in order
     apps: tuple[AppSpec, ...] = ()
     state_dir: str = ".nonstop"
     engine: str = "embedded"  # or "nginx"
@@ -469,6 +529,9 @@ class Config:
     # RLIMIT_NOFILE of nonstop's processes (nginx.conf: worker_rlimit_nofile; TOML:
     # max_open_files); None: the soft limit is raised to the hard one
     max_open_files: int | None = None
+    # the group that may read the state directory (0750), state.db and the logs (0640);
+    # None: they are nonstop's own (0700, 0600) (TOML: group; docs/operations.md)
+    group: str | None = None
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
     files: tuple[str, ...] = ()  # every file read (config and includes)
 

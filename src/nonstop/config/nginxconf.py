@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 from nonstop.config.accounts import resolve_account
+from nonstop.config.limits import LimitsReader
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     DEFAULT_TYPES,
@@ -569,6 +570,7 @@ class _Builder:
         self.workers = 1
         self.max_open_files: int | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
+        self.limits = LimitsReader(self.conf_path)  # satisfy, auth_basic, limit_* (zones)
 
     # -- helpers ------------------------------------------------------------
 
@@ -716,6 +718,7 @@ class _Builder:
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
         servers, maps = self.http(http) if http is not None else ((), ())
+        self.limits.check_zones()
         state_dir = self.prefix_path(".nonstop")
         error_path, error_level = self.error_log or (None, "error")
         return Config(
@@ -724,6 +727,7 @@ class _Builder:
             servers=tuple(servers),
             upstreams=(*self.declared.values(), *self.implicit.values()),
             maps=tuple(maps),
+            zones=tuple(self.limits.zones.values()),
             state_dir=state_dir,
             admin=self.admin(os.path.join(state_dir, "admin.sock")),
             error_log=error_path,
@@ -806,6 +810,7 @@ class _Builder:
         self.access_log(levels)
         self.error_pages(levels)
         self.access(levels)
+        self.limits.limits(lambda name: _inherit(levels, name))
         self.flag(_one(levels, "proxy_intercept_errors"), False)
         self.flag(_one(levels, "etag"), True)
         self.expires(_one(levels, "expires"))
@@ -845,6 +850,8 @@ class _Builder:
                 maps.append(self.map(d, maps))
             elif d.name == "error_log":
                 self.set_error_log(d, outer=True)
+            elif d.name in ("limit_req_zone", "limit_conn_zone"):
+                self.limits.zone(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
@@ -1036,6 +1043,7 @@ class _Builder:
             error_pages=self.error_pages(levels),
             files=self.files(levels, "", "/"),
             access=self.access(levels),
+            limits=self.limits.limits(lambda name: _inherit(levels, name)),
             source=block.source,
         )
 
@@ -1191,6 +1199,7 @@ class _Builder:
             intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
             files=None if proxy is not None else self.files(levels, modifier, path),
             access=self.access(levels),
+            limits=self.limits.limits(lambda name: _inherit(levels, name)),
             hide_headers=tuple(
                 d.args[0].lower() for d in _inherit(levels, "proxy_hide_header") or ()
             ),

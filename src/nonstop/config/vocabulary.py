@@ -160,6 +160,20 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "allow": DirectiveSpec(_H, 1, 1, multi=True),
     "deny": DirectiveSpec(_H, 1, 1, multi=True),
     "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
+    # access and limits (config/limits.py)
+    "satisfy": DirectiveSpec(_H, 1, 1),
+    "auth_basic": DirectiveSpec(_H, 1, 1),
+    "auth_basic_user_file": DirectiveSpec(_H, 1, 1),
+    "limit_req_zone": DirectiveSpec(("http",), 3, 4, multi=True),
+    "limit_req": DirectiveSpec(_H, 1, 3, multi=True),
+    "limit_req_status": DirectiveSpec(_H, 1, 1),
+    "limit_req_log_level": DirectiveSpec(_H, 1, 1),
+    "limit_req_dry_run": DirectiveSpec(_H, 1, 1),
+    "limit_conn_zone": DirectiveSpec(("http",), 2, 2, multi=True),
+    "limit_conn": DirectiveSpec(_H, 2, 2, multi=True),
+    "limit_conn_status": DirectiveSpec(_H, 1, 1),
+    "limit_conn_log_level": DirectiveSpec(_H, 1, 1),
+    "limit_conn_dry_run": DirectiveSpec(_H, 1, 1),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
 
@@ -224,8 +238,7 @@ _OTHERS_TEXT = """
     proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
-    limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
-    auth_basic_user_file auth_request real_ip_header set_real_ip_from
+    limit_rate auth_request real_ip_header set_real_ip_from
     real_ip_recursive resolver resolver_timeout
     client_header_buffer_size large_client_header_buffers keepalive_disable
     reset_timedout_connection lingering_close lingering_time lingering_timeout
@@ -234,6 +247,6 @@ _OTHERS_TEXT = """
     sub_filter stub_status geo split_clients env load_module stream mail thread_pool
     zone state ntlm sticky queue slow_start health_check resolve aio directio
     output_buffers postpone_output send_lowat log_not_found log_subrequest
-    recursive_error_pages satisfy variables_hash ssl_conf_command ssl_password_file
+    recursive_error_pages variables_hash ssl_conf_command ssl_password_file
 """
 NGINX_OTHERS = frozenset(_OTHERS_TEXT.split())

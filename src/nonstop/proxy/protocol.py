@@ -35,6 +35,8 @@ from nonstop.proxy.connection_pool import Receiver, UpstreamConnection
 from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.exchange import Exchange
 from nonstop.proxy.forward_head import forward_head
+from nonstop.proxy.guard import DELAY
+from nonstop.proxy.limits import ConnZone, release
 from nonstop.proxy.request import Request
 from nonstop.proxy.request_head import (
     MAX_HEAD_BYTES,
@@ -106,6 +108,7 @@ class ClientConnection(Receiver):
         "head_size",
         "header_timeout",
         "held",
+        "holds",
         "idle_timeout",
         "in_head",
         "keeps_alive",
@@ -150,6 +153,7 @@ class ClientConnection(Receiver):
         self.req: Request | None = None
         self.pending: deque[tuple[Request, list[bytes], bool]] = deque()
         self.held: list[bytes] | None = None
+        self.holds: list[tuple[ConnZone, str]] | None = None  # limit_conn's, for this request
         self.upgrading = False
         self.write_paused = False
         self.file_body: FileBody | None = None  # a file on its way out (proxy/static.py)
@@ -232,6 +236,9 @@ class ClientConnection(Receiver):
     def connection_lost(self, exc: Exception | None) -> None:
         ex = self.exchange
         self.state.connections.discard(self)
+        if self.holds is not None:
+            release(self.holds)  # limit_conn: a tunnel or an aborted request ends here
+            self.holds = None
         if self.phase == TUNNEL:
             self.state.tunnels -= 1
             uconn = ex.uconn
@@ -469,9 +476,17 @@ class ClientConnection(Receiver):
         if route.ret_code or req.ret_code:
             self._respond_return(req, route)
             return
-        if route.access is not None and not route.access.allows(self.remote_bytes):
-            self._respond_error(403, close=False)  # allow/deny (proxy/access.py)
-            return
+        guard = route.guard
+        if guard is not None:  # limit_req, limit_conn, allow/deny, auth_basic (proxy/guard.py)
+            code = guard.check(self, req)
+            if code:
+                self._guarded(req, code, body)
+                return
+        self._proceed(req, route, body, complete)
+
+    def _proceed(self, req: Request, route: Route, body: list[bytes], complete: bool) -> None:
+        """The content phase: files, or the body and the upstream."""
+        ex = self.exchange
         if not route.passes:
             if route.files is not None:
                 serve(self, req, route.files, body, complete)  # proxy/static.py
@@ -503,6 +518,43 @@ class ClientConnection(Receiver):
             self._client_body_done()
         self.phase = CONNECT
         self._choose_upstream(req, route)
+
+    def _guarded(self, req: Request, code: int, body: list[bytes]) -> None:
+        """The guard refused the request, or limit_req delays it: a timer, not a block.
+        While it waits, reading is paused and what already arrived of the body is kept
+        as it came (``_client_body`` with chunked framing off) for ``_delayed``."""
+        ex = self.exchange
+        if code == DELAY:
+            self._pause_reading()
+            ex.client_chunked = False
+            self.deadline = 0.0
+            self.state.loop.call_later(req.limit_delay, self._delayed, req, body)
+            return
+        route = ex.route
+        if code == 401 and route is not None and route.guard is not None:
+            self._respond(401, error_page(401), b"text/html", route.guard.challenge, False)
+            return
+        self._respond_error(code, close=False)
+
+    def _delayed(self, req: Request, body: list[bytes]) -> None:
+        """limit_req's delay is over: the other limits and the access checks, then on."""
+        ex = self.exchange
+        route = ex.route
+        if self.req is not req or self.phase == CLOSING or route is None:
+            return
+        body = body + ex.body_buf
+        complete = ex.body_done
+        ex.body_buf = []
+        ex.body_buf_size = 0
+        ex.client_chunked = req.chunked
+        ex.body_done = not ex.expected_body or complete
+        self._resume_reading()
+        guard = route.guard
+        code = guard.check(self, req) if guard is not None else 0
+        if code:
+            self._guarded(req, code, body)
+            return
+        self._proceed(req, route, body, complete)
 
     def _choose_upstream(self, req: Request, route: Route) -> None:
         ex = self.exchange
@@ -1164,6 +1216,9 @@ class ClientConnection(Receiver):
             now = self.state.now()
         self._log(status, now)
         self.req = None
+        if self.holds is not None:
+            release(self.holds)  # limit_conn
+            self.holds = None
         ex.route = None
         ex.upstream = None
         ex.attempt = None

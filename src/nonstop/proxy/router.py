@@ -28,8 +28,8 @@ from nonstop.config.model import (
     Template,
 )
 from nonstop.config.rewrite import compile_regex
-from nonstop.proxy.access import Access, compile_access
 from nonstop.proxy.error_page import Page, compile_pages
+from nonstop.proxy.guard import Guard
 from nonstop.proxy.request import Request
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
 from nonstop.proxy.static import Files, compile_files
@@ -63,7 +63,6 @@ class Route:
     """A location, compiled: everything the hot path needs, precomputed."""
 
     __slots__ = (
-        "access",
         "add_always",
         "add_success",
         "backend",
@@ -77,6 +76,7 @@ class Route:
         "drop",
         "error_pages",
         "files",
+        "guard",
         "hide",
         "intercept",
         "internal",
@@ -129,8 +129,9 @@ class Route:
         self.error_pages: dict[int, Page] | None = compile_pages(pages, table, where)
         self.intercept = spec is not None and spec.intercept_errors
         self.internal = spec is not None and spec.internal
-        rules = spec.access if spec is not None else block.access
-        self.access: Access | None = compile_access(rules)
+        # allow/deny, auth_basic, limit_req, limit_conn: set by the proxy state, which
+        # owns the zones (proxy/server.py)
+        self.guard: Guard | None = None
         hidden = {name.encode("latin-1") for name in spec.hide_headers} if spec else set()
         self.hide: set[bytes] | None = hidden or None  # proxy_hide_header
         files = spec.files if spec is not None else block.files

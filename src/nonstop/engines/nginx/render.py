@@ -55,6 +55,8 @@ from nonstop.config.model import (
     ErrorPage,
     FilesSpec,
     IfSpec,
+    Limits,
+    LimitZone,
     LocationSpec,
     MapSpec,
     ProxyPass,
@@ -124,7 +126,6 @@ class RenderOptions:
     down: frozenset[tuple[str, str]] = frozenset()
     user: str | None = None
     pid: str | None = None  # the pid file; None = HOME/nginx.pid
-    worker_processes: str = "auto"
     worker_connections: int = 1024
 
 
@@ -232,7 +233,7 @@ def _main(w: _Writer, config: Config, options: RenderOptions) -> None:
     w.lines.append("# Rendered by nonstop from " + config.path + "; edits are overwritten.")
     if options.user:
         w.line("user", quote(options.user))
-    w.line("worker_processes", options.worker_processes)
+    w.line("worker_processes", str(config.workers))  # worker_processes / workers
     w.line("pid", quote(options.pid or os.path.join(home, "nginx.pid")))
     w.line("error_log", quote(os.path.join(home, "logs", "error.log")), "notice")
     drain = max((app.drain_timeout for app in config.apps), default=None)
@@ -255,6 +256,10 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     w.blank()
     for spec in config.maps:
         _map(w, spec)
+        w.blank()
+    for zone in config.zones:
+        _zone(w, zone)
+    if config.zones:
         w.blank()
     apps = {app.name: app for app in config.apps}
     for up in config.upstreams:
@@ -397,6 +402,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     if server.files is not None:
         _files(w, server.files, None)
     _access(w, server.access)
+    _limits(w, server.limits, None)
     apps = passes.apps_of(server)
     if apps:
         # The flag is looked up per request; a stat() per request would cost nginx ~20%
@@ -419,7 +425,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
             _return(w, server.ret)
     for location in server.locations:
         w.blank()
-        _location(w, location, passes, stats)
+        _location(w, location, passes, stats, server.limits)
     w.close()
 
 
@@ -485,7 +491,9 @@ def _return(w: _Writer, ret: ReturnSpec) -> None:
         w.line("return", str(ret.code), quote(ret.text.raw))
 
 
-def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None) -> None:
+def _location(
+    w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None, server: Limits
+) -> None:
     modifier = loc.modifier if loc.modifier != "@" else ""
     w.open("location", *((modifier,) if modifier else ()), quote(loc.path))
     if not loc.steps:
@@ -500,6 +508,7 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
     if loc.internal:
         w.line("internal")
     _access(w, loc.access)
+    _limits(w, loc.limits, server)
     if loc.files is not None:
         _files(w, loc.files, passes.files)
     if loc.steps:
@@ -569,6 +578,58 @@ def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
 def _access(w: _Writer, rules: tuple[AccessRule, ...]) -> None:
     for rule in rules:
         w.line("allow" if rule.allow else "deny", rule.network)
+
+
+def _zone(w: _Writer, zone: LimitZone) -> None:
+    """``limit_req_zone``/``limit_conn_zone`` (``sync`` is nginx Plus's: left out)."""
+    spec = f"zone={zone.name}:{size(zone.size)}"
+    if not zone.rate:
+        w.line("limit_conn_zone", quote(zone.key.raw), spec)
+    elif zone.rate % 1000 == 0:
+        w.line("limit_req_zone", quote(zone.key.raw), spec, f"rate={zone.rate // 1000}r/s")
+    else:
+        w.line("limit_req_zone", quote(zone.key.raw), spec, f"rate={round(zone.rate * 0.06)}r/m")
+
+
+def _limits(w: _Writer, limits: Limits, server: Limits | None) -> None:
+    """satisfy, auth_basic and the limits of a level: a server's that differ from nginx's
+    defaults, a location's that differ from its server's (inherited from it otherwise)."""
+    base = server if server is not None else Limits()
+    if limits.satisfy_any != base.satisfy_any:
+        w.line("satisfy", "any" if limits.satisfy_any else "all")
+    if limits.auth != base.auth:
+        if limits.auth is None or limits.auth.realm is None:
+            w.line("auth_basic", "off")
+        else:
+            w.line("auth_basic", quote(limits.auth.realm))
+            w.line("auth_basic_user_file", quote(limits.auth.user_file))
+    if limits.reqs != base.reqs:
+        for req in limits.reqs:
+            words = ["limit_req", f"zone={req.zone}"]
+            if req.burst:
+                words.append(f"burst={req.burst // 1000}")
+            if req.delay >= 2**62:
+                words.append("nodelay")
+            elif req.delay:
+                words.append(f"delay={req.delay // 1000}")
+            w.line(*words)
+    if limits.conns != base.conns:
+        for zone, most in limits.conns:
+            w.line("limit_conn", zone, str(most))
+    for name, value, default in (
+        ("limit_req_status", str(limits.req_status), str(base.req_status)),
+        ("limit_req_log_level", limits.req_log_level, base.req_log_level),
+        ("limit_req_dry_run", _on(limits.req_dry_run), _on(base.req_dry_run)),
+        ("limit_conn_status", str(limits.conn_status), str(base.conn_status)),
+        ("limit_conn_log_level", limits.conn_log_level, base.conn_log_level),
+        ("limit_conn_dry_run", _on(limits.conn_dry_run), _on(base.conn_dry_run)),
+    ):
+        if value != default:
+            w.line(name, value)
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def _error_pages(w: _Writer, pages: tuple[ErrorPage, ...]) -> None:
