@@ -27,6 +27,8 @@ __all__ = [
     "Config",
     "ErrorPage",
     "FilesSpec",
+    "GzipSpec",
+    "HeaderRewrite",
     "HealthSpec",
     "IfSpec",
     "LimitReq",
@@ -348,6 +350,31 @@ class AccessLog:
     format: str = "combined"  # one of LOG_FORMATS
 
 
+@dataclass(frozen=True, slots=True)
+class GzipSpec:
+    """``gzip on`` and its family (ngx_http_gzip_filter_module.c, and gzip_proxied,
+    gzip_disable, gzip_http_version of ngx_http_core_module.c), inheritance resolved."""
+
+    types: frozenset[str] = frozenset({"text/html"})  # lowercased; "*" is any type
+    comp_level: int = 1
+    min_length: int = 20
+    proxied: frozenset[str] = frozenset({"off"})  # off expired no-cache no-store private ...
+    vary: bool = False
+    disable: tuple[Regex, ...] = ()  # gzip_disable regexes on User-Agent
+    disable_msie6: bool = False  # gzip_disable msie6
+    http_version: str = "1.1"  # the lowest client version compressed for
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRewrite:
+    """One ``proxy_redirect``, ``proxy_cookie_path`` or ``proxy_cookie_domain`` rule:
+    a text ``pattern`` (with variables) or a ``regex``, and the ``replacement``."""
+
+    replacement: Template
+    pattern: Template | None = None
+    regex: Regex | None = None
+
+
 DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
 
 
@@ -388,6 +415,13 @@ class LocationSpec:
     limits: Limits = NO_LIMITS  # satisfy, auth_basic, limit_req, limit_conn
     hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
+    gzip: GzipSpec | None = None  # None: gzip off
+    # proxy_redirect rules, "default" already made the literal rule nginx derives from
+    # proxy_pass; () for "off" (or a proxy_pass with variables and no rule)
+    redirects: tuple[HeaderRewrite, ...] = ()
+    cookie_paths: tuple[HeaderRewrite, ...] = ()  # proxy_cookie_path
+    cookie_domains: tuple[HeaderRewrite, ...] = ()  # proxy_cookie_domain
+    pass_headers: tuple[str, ...] = ()  # proxy_pass_header, lowercased
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -445,6 +479,7 @@ class ServerBlock:
     files: FilesSpec | None = None  # what answers a request no location takes
     access: tuple[AccessRule, ...] = ()
     limits: Limits = NO_LIMITS
+    gzip: GzipSpec | None = None
     source: Source | None = field(default=None, compare=False)
 
 

@@ -174,6 +174,22 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "limit_conn_status": DirectiveSpec(_H, 1, 1),
     "limit_conn_log_level": DirectiveSpec(_H, 1, 1),
     "limit_conn_dry_run": DirectiveSpec(_H, 1, 1),
+    # compression (ngx_http_gzip_filter_module.c; gzip_proxied, gzip_disable and
+    # gzip_http_version are ngx_http_core_module's)
+    "gzip": DirectiveSpec((*_H, "if"), 1, 1),
+    "gzip_types": DirectiveSpec(_H, 1, -1),
+    "gzip_comp_level": DirectiveSpec(_H, 1, 1),
+    "gzip_min_length": DirectiveSpec(_H, 1, 1),
+    "gzip_proxied": DirectiveSpec(_H, 1, -1),
+    "gzip_vary": DirectiveSpec(_H, 1, 1),
+    "gzip_disable": DirectiveSpec(_H, 1, -1, multi=True),
+    "gzip_http_version": DirectiveSpec(_H, 1, 1),
+    "gzip_buffers": DirectiveSpec(_H, 2, 2),
+    # the response head of a proxied answer (ngx_http_proxy_module.c)
+    "proxy_redirect": DirectiveSpec(_H, 1, 2, multi=True),
+    "proxy_cookie_path": DirectiveSpec(_H, 1, 2, multi=True),
+    "proxy_cookie_domain": DirectiveSpec(_H, 1, 2, multi=True),
+    "proxy_pass_header": DirectiveSpec(_H, 1, 1, multi=True),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
 
@@ -219,9 +235,8 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "open_file_cache_errors": _H,
     "autoindex": _H,  # only "autoindex off"
     "server_tokens": _H,
-    "gzip": _H,  # only "gzip off"
 }
-NOTICE_ONLY_VALUE = {"gzip": "off", "autoindex": "off"}
+NOTICE_ONLY_VALUE = {"autoindex": "off"}
 
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
@@ -229,13 +244,12 @@ _OTHERS_TEXT = """
     log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
     ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
     disable_symlinks if_modified_since max_ranges
-    ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
-    gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
+    ssl_verify_client ssl_buffer_size ssl_early_data http2 charset
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
-    proxy_redirect proxy_pass_header proxy_ignore_headers
-    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
-    proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
+    proxy_ignore_headers
+    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind
+    proxy_max_temp_file_size proxy_pass_request_body
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
     limit_rate auth_request real_ip_header set_real_ip_from

@@ -50,6 +50,7 @@ from nonstop.proxy.request_head import (
     simple_request,
     special_header,
 )
+from nonstop.proxy.response_filter import filter_head
 from nonstop.proxy.response_head import added_headers, response_head
 from nonstop.proxy.responses import (
     CONTINUE,
@@ -653,6 +654,7 @@ class ClientConnection(Receiver):
         assert req is not None and route is not None and uconn.transport is not None
         ex.uconn = uconn
         uconn.begin(self)
+        uconn.pass_hidden = route.pass_hidden  # proxy_pass_header
         upstream = ex.upstream
         assert upstream is not None
         head = forward_head(req, route, ex.client_chunked, upstream.keepalive)
@@ -812,9 +814,14 @@ class ClientConnection(Receiver):
         upstream = ex.upstream
         if peer is not None and upstream is not None:
             upstream.balancer.responded(peer, status)
+        filters = route.filters  # gzip, proxy_redirect, proxy_cookie_*
+        if filters is not None and (filters.gzip is not None or uconn.rewritable):
+            ex.gzip = filter_head(filters, status, uconn, req)  # proxy/response_filter.py
         head, ex.resp_chunked, keep, ex.resp_eof_body = response_head(
             status, uconn, req, route, self.state.date.current, self._client_keeps_alive(req)
         )
+        if ex.gzip is not None:
+            ex.resp_eof_body = ex.gzip.eof_body  # the length it dropped framed the body
         ex.resp_close = not keep
         self.out.append(head)
         if req.method == b"HEAD" and status != 101:
@@ -851,11 +858,23 @@ class ClientConnection(Receiver):
             return
         if not data:
             return
+        if ex.gzip is not None:
+            data = ex.gzip.compress(data)
+            if not data:
+                return
         ex.resp_bytes += len(data)
         if ex.resp_chunked:
             self.out.append(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self.out.append(data)
+
+    def _gzip_end(self) -> None:
+        """The end of a compressed body: what the compressor still holds."""
+        ex = self.exchange
+        gzip = ex.gzip
+        ex.gzip = None
+        if gzip is not None:
+            self.upstream_body(gzip.finish())
 
     def _write_out(self) -> None:
         """Send what the response parser queued in ``out`` as one write."""
@@ -883,6 +902,8 @@ class ClientConnection(Receiver):
             return  # an interim 1xx ended; the real response follows
         if ex.resp_status == 101:
             return  # a 101 goes on as a tunnel: upstream_upgraded follows
+        if ex.gzip is not None:
+            self._gzip_end()
         if ex.resp_chunked:
             self.out.append(b"0\r\n\r\n")
         self._write_out()
@@ -912,6 +933,8 @@ class ClientConnection(Receiver):
         if ex.resp_started:
             if ex.resp_eof_body and exc is None:
                 # A close-delimited body ends with the connection.
+                if ex.gzip is not None:
+                    self._gzip_end()
                 if ex.resp_chunked:
                     self.out.append(b"0\r\n\r\n")
                 self.upstream_data_flushed()

@@ -31,6 +31,7 @@ from nonstop.config.rewrite import compile_regex
 from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.guard import Guard
 from nonstop.proxy.request import Request
+from nonstop.proxy.response_filter import Filters, compile_filters
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
 from nonstop.proxy.static import Files, compile_files
 from nonstop.proxy.uri import escape_uri
@@ -76,6 +77,7 @@ class Route:
         "drop",
         "error_pages",
         "files",
+        "filters",
         "guard",
         "hide",
         "intercept",
@@ -89,6 +91,7 @@ class Route:
         "next_upstream",
         "ops",
         "owner",
+        "pass_hidden",
         "passes",
         "program",
         "proxy_host",
@@ -134,6 +137,11 @@ class Route:
         self.guard: Guard | None = None
         hidden = {name.encode("latin-1") for name in spec.hide_headers} if spec else set()
         self.hide: set[bytes] | None = hidden or None  # proxy_hide_header
+        passed = {name.encode("latin-1") for name in spec.pass_headers} if spec else set()
+        self.pass_hidden: frozenset[bytes] | None = frozenset(passed) or None  # proxy_pass_header
+        # gzip, proxy_redirect, proxy_cookie_*: None when the location has none of them
+        gzip = spec.gzip if spec is not None else block.gzip
+        self.filters: Filters | None = compile_filters(spec, gzip, table, where)
         files = spec.files if spec is not None else block.files
         prefix = spec.path if spec is not None else "/"
         self.files: Files | None = compile_files(files, prefix, table, where)

@@ -32,6 +32,7 @@ CASES: dict[str, tuple[str, RenderOptions]] = {
     "rewrites": ("rewrites.conf", RenderOptions("/state/nginx")),
     "files": ("files.conf", RenderOptions("/state/nginx")),
     "limits": ("limits.conf", RenderOptions("/state/nginx")),
+    "filters": ("filters.conf", RenderOptions("/state/nginx")),
     "seed_blue_green": ("blue_green/nginx.conf", RenderOptions("/state/nginx", user="nobody")),
 }
 

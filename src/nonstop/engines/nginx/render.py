@@ -54,6 +54,8 @@ from nonstop.config.model import (
     Config,
     ErrorPage,
     FilesSpec,
+    GzipSpec,
+    HeaderRewrite,
     IfSpec,
     Limits,
     LimitZone,
@@ -274,7 +276,7 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        passes = _Passes(keepalive, set(apps), options.home, server.files)
+        passes = _Passes(keepalive, set(apps), options.home, server.files, server.gzip)
         _server(w, server, passes, stats)
         w.blank()
 
@@ -368,6 +370,7 @@ class _Passes:
     apps: set[str]
     home: str
     files: FilesSpec | None = None  # the server's, which its locations' types repeat
+    gzip: GzipSpec | None = None  # the server's, which its locations inherit
 
     def apps_of(self, server: ServerBlock) -> list[str]:
         """The apps ``server``'s locations pass to, in order, each once."""
@@ -401,6 +404,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     _error_pages(w, server.error_pages)
     if server.files is not None:
         _files(w, server.files, None)
+    _gzip(w, server.gzip, inherits_off=True)
     _access(w, server.access)
     _limits(w, server.limits, None)
     apps = passes.apps_of(server)
@@ -507,6 +511,8 @@ def _location(
         w.line("proxy_intercept_errors", "on")
     if loc.internal:
         w.line("internal")
+    if loc.gzip != passes.gzip:
+        _gzip(w, loc.gzip)
     _access(w, loc.access)
     _limits(w, loc.limits, server)
     if loc.files is not None:
@@ -540,6 +546,8 @@ def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes
                     _add_headers(w, inner.add_headers)
                 if inner.access_log != loc.access_log and inner.access_log is not None:
                     _access_log(w, inner.access_log, None)
+                if inner.gzip != loc.gzip:
+                    _gzip(w, inner.gzip)
                 own = inner.proxy_pass
                 if own is not None and (loc.proxy_pass is None or own.url != loc.proxy_pass.url):
                     w.line("proxy_pass", _pass_url(own, passes))
@@ -573,6 +581,38 @@ def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
         for ext, mime in files.types:
             w.line(quote(mime), quote(ext))
         w.close()
+
+
+def _gzip(w: _Writer, gzip: GzipSpec | None, inherits_off: bool = False) -> None:
+    """gzip and its family where it differs from the level above (which inherits
+    "off" unless told; a level below "on" says "off")."""
+    if gzip is None:
+        if not inherits_off:
+            w.line("gzip", "off")
+        return
+    w.line("gzip", "on")
+    types = sorted(gzip.types - {"text/html"})
+    if types:
+        w.line("gzip_types", *(quote(t) for t in types))
+    w.line("gzip_comp_level", str(gzip.comp_level))
+    w.line("gzip_min_length", str(gzip.min_length))
+    w.line("gzip_proxied", *sorted(gzip.proxied))
+    w.line("gzip_vary", "on" if gzip.vary else "off")
+    disable = [quote(r.pattern) for r in gzip.disable]
+    if gzip.disable_msie6:
+        disable.insert(0, "msie6")
+    if disable:
+        w.line("gzip_disable", *disable)
+    w.line("gzip_http_version", gzip.http_version)
+
+
+def _rewrite_rule(rule: HeaderRewrite) -> tuple[str, str]:
+    if rule.regex is not None:
+        pattern = ("~*" if rule.regex.caseless else "~") + rule.regex.pattern
+    else:
+        assert rule.pattern is not None
+        pattern = rule.pattern.raw
+    return quote(pattern), quote(rule.replacement.raw)
 
 
 def _access(w: _Writer, rules: tuple[AccessRule, ...]) -> None:
@@ -684,6 +724,18 @@ def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
         w.line("proxy_set_header", "X-Request-ID", "$request_id")  # as the embedded proxy
     for name in loc.hide_headers:
         w.line("proxy_hide_header", quote(name))
+    for name in loc.pass_headers:
+        w.line("proxy_pass_header", quote(name))
+    # the rules as resolved ("default" made literal, so an app's pass through a slot
+    # variable keeps them); none: off where nginx would otherwise add its default
+    for rule in loc.redirects:
+        w.line("proxy_redirect", *_rewrite_rule(rule))
+    if not loc.redirects and app is None and proxy.url.is_constant:
+        w.line("proxy_redirect", "off")
+    for rule in loc.cookie_paths:
+        w.line("proxy_cookie_path", *_rewrite_rule(rule))
+    for rule in loc.cookie_domains:
+        w.line("proxy_cookie_domain", *_rewrite_rule(rule))
     masks = sorted(loc.next_upstream)
     w.line("proxy_next_upstream", *(masks or ["off"]))
     w.line("proxy_next_upstream_tries", str(loc.next_upstream_tries))
