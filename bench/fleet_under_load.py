@@ -30,7 +30,7 @@ Needs root (namespaces).  Prints a summary and writes JSON to bench/results/.
     sudo .venv/bin/python bench/fleet_under_load.py      # 20 deploys of 3 hosts, 3 crashes, 3 links
     sudo .venv/bin/python bench/fleet_under_load.py --deploys 0 --crashes 0 --link-downs 0 \
         --scale-hosts 10
-    git archive 929637c src | tar -x -C /tmp/before        # the build before, side by side
+    mkdir -p /tmp/before && git archive 929637c src | tar -x -C /tmp/before  # the build before
     sudo .venv/bin/python bench/fleet_under_load.py --deploys 10 --crashes 3 --link-downs 0 \
         --compare-src /tmp/before/src
 """
