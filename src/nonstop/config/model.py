@@ -330,6 +330,8 @@ class LocationSpec:
     access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
     hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
+    # types and default_type, for the body of "return CODE text" (by $uri's extension)
+    text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -386,6 +388,7 @@ class ServerBlock:
     error_pages: tuple[ErrorPage, ...] = ()
     files: FilesSpec | None = None  # what answers a request no location takes
     access: tuple[AccessRule, ...] = ()
+    text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
     source: Source | None = field(default=None, compare=False)
 
 

@@ -1036,6 +1036,7 @@ class _Builder:
             error_pages=self.error_pages(levels),
             files=self.files(levels, "", "/"),
             access=self.access(levels),
+            text_types=self.text_types(levels),
             source=block.source,
         )
 
@@ -1139,6 +1140,8 @@ class _Builder:
                 " or inside named location",
             )
         spec = self.location_spec(block, path, modifier, levels, proxy)
+        if proxy is None and not rewrites and spec.files is None:
+            spec = replace(spec, files=self.files(levels, modifier, path, location=True))
         steps = tuple(self.step(d, "location", spec, levels) for d in rewrites)
         sets, ret, program = _program(steps)
         return replace(spec, sets=sets, ret=ret, steps=program)
@@ -1195,6 +1198,7 @@ class _Builder:
                 d.args[0].lower() for d in _inherit(levels, "proxy_hide_header") or ()
             ),
             internal=_one(levels[:1], "internal") is not None,
+            text_types=self.text_types(levels),
             source=block.source,
         )
 
@@ -1219,12 +1223,15 @@ class _Builder:
 
     # -- files --------------------------------------------------------------
 
-    def files(self, levels: list[_Level], modifier: str, path: str) -> FilesSpec | None:
+    def files(
+        self, levels: list[_Level], modifier: str, path: str, location: bool = False
+    ) -> FilesSpec | None:
         """A level without proxy_pass serves files once a root, alias or try_files says
-        from where (nginx would serve PREFIX/html; nonstop wants it said)."""
+        from where; a ``location`` with nothing else to answer (no rewrite directives)
+        serves them from nginx's default root, PREFIX/html."""
         root_d, alias_d = _one(levels, "root"), _one(levels, "alias")
         tries = _one(levels, "try_files")
-        if root_d is None and alias_d is None and tries is None:
+        if root_d is None and alias_d is None and tries is None and not location:
             return None
         if root_d is not None and alias_d is not None and root_d in levels[0].items.get("root", ()):
             raise self.fail(
@@ -1252,6 +1259,10 @@ class _Builder:
             types=self.types(levels),
             default_type=(_one(levels, "default_type") or _DEFAULT_TYPE).args[0],
         )
+
+    def text_types(self, levels: list[_Level]) -> tuple[tuple[tuple[str, str], ...], str]:
+        """What ngx_http_set_content_type reads: ``types``, then ``default_type``."""
+        return self.types(levels), (_one(levels, "default_type") or _DEFAULT_TYPE).args[0]
 
     def types(self, levels: list[_Level]) -> tuple[tuple[str, str], ...]:
         blocks = _inherit(levels, "types")
