@@ -119,6 +119,7 @@ REFUSED = re.compile(r'"([a-z_0-9]+)[^"]*" (?:changes behaviour and )?is outside
 # differs" in docs/nginx-compatibility.md), by "fragment #n", with the reason.
 KNOWN: dict[str, str] = {
     "16-maintenance-flag #4 POST /orders": "error_page is not applied while a body is unread",
+    "07-spring-boot #3 GET /actuator/health": "no Connection: close to a keepalive upstream",
 }
 
 # Forwarded headers nonstop knowingly adds ("Where nonstop knowingly differs").

@@ -136,8 +136,8 @@ class Route:
         self.access: Access | None = compile_access(rules)
         hidden = {name.encode("latin-1") for name in spec.hide_headers} if spec else set()
         self.hide: set[bytes] | None = hidden or None  # proxy_hide_header
-        types, default = spec.text_types if spec is not None else block.text_types
-        self.text_types: dict[str, bytes] = _types_table(types)
+        mime, default = spec.text_types if spec is not None else block.text_types
+        self.text_types: dict[str, bytes] = _types_table(mime)
         self.text_default = default.encode("latin-1")
         files = spec.files if spec is not None else block.files
         prefix = spec.path if spec is not None else "/"
