@@ -46,7 +46,6 @@ from nonstop.deploy.deployer import Deployer, describe_deploy
 from nonstop.deploy.store import StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.engines.build import build_engine
-from nonstop.engines.embedded import EmbeddedEngine
 from nonstop.errors import ConfigError, NonstopError
 from nonstop.events import (
     DeployEvent,
@@ -58,7 +57,7 @@ from nonstop.events import (
     Subscription,
     as_dict,
 )
-from nonstop.statedir import StateDirLock
+from nonstop.statedir import StateDirLock, claim, restrict_umask
 from nonstop.supervisor import Supervisor, SupervisorEvent
 from nonstop.tasks import TaskOwner
 from nonstop.upgrade import Handoff
@@ -94,6 +93,7 @@ def setup_logging(config: Config | None) -> None:
     if config is not None and config.error_log and config.error_log != "stderr":
         os.makedirs(os.path.dirname(config.error_log) or ".", exist_ok=True)
         handler = logging.FileHandler(config.error_log)
+        claim(config.error_log)  # 0600, or 0640 with the config's group
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_NginxFormatter())
@@ -230,6 +230,7 @@ class Daemon:
                 if event == "reload":
                     await self.reload()
                 if event == "reopen":
+                    setup_logging(self.running)  # the error log, as nginx reopens it
                     await engine.reopen_logs()
         finally:
             for signum in _SIGNALS:
@@ -244,10 +245,10 @@ class Daemon:
                 await self.feed.close()
             await self.tasks.close()
             await deployer.cancel()
-            if handed_over and isinstance(engine, EmbeddedEngine):
+            if handed_over:
                 # the clients' next connections go to the new nonstop: an idle keep-alive
                 # connection is closed after its next response, not under its next request
-                await engine.shutdown(self.shutdown_timeout, idle_grace=_IDLE_GRACE)
+                await engine.hand_over(self.shutdown_timeout)
             else:
                 await engine.shutdown(self.shutdown_timeout)
             if stop_apps:
@@ -317,6 +318,7 @@ class Daemon:
             self.events.publish(ReloadEvent(False, str(exc)))
             return {"ok": False, "error": str(exc)}
         self.reloads += 1
+        restrict_umask(config.group)  # files opened from now on; the state dir at start
         setup_logging(config)
         for notice in config.notices:
             log.info("%s", notice)
@@ -462,7 +464,7 @@ class Daemon:
             log.error("upgrade refused: %s", refusal)
             return {"ok": False, "error": f"upgrade refused: {refusal}", "exit_code": 1}
         assert self.deployer is not None and self.admin is not None and self.lock is not None
-        assert isinstance(self.engine, EmbeddedEngine) and self.running is not None
+        assert self.engine is not None and self.running is not None
         self._upgrading = True
         log.info("upgrade: starting a new nonstop and handing it the sockets and the apps")
         self.deployer.hand_over()
@@ -474,7 +476,7 @@ class Daemon:
                 upgrade.this_command(),
                 self.lock.fileno(),
                 self.admin.fileno(),
-                self.engine.listening_fds(),
+                self.engine.listening(),
             )
             pid = await new.wait_ready(timeout or self.upgrade_timeout)
         except upgrade.UpgradeFailed as exc:
@@ -489,13 +491,6 @@ class Daemon:
     def _why_no_upgrade(self) -> str | None:
         if self._upgrading:
             return "an upgrade is already in progress"
-        if self.running is not None and self.running.workers > 1:
-            return "worker_processes above 1 does not hand its sockets over yet (restart instead)"
-        if not isinstance(self.engine, EmbeddedEngine):
-            return (
-                "only the embedded engine with one process hands its sockets over "
-                "(restart nonstop instead)"
-            )
         if self.lock is None or self.admin is None or self.deployer is None:
             return "nonstop is still starting"
         busy = self.deployer.busy()
@@ -533,8 +528,6 @@ class Daemon:
         self.commands.put_nowait("stop apps" if apps else "stop")
         return {"ok": True, "pid": os.getpid(), "apps": "stopped" if apps else "left running"}
 
-
-_IDLE_GRACE = 2.0  # seconds; see ProxyServer.shutdown
 
 _SIGNALS = {
     signal.SIGTERM: "stop",

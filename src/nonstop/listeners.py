@@ -6,10 +6,12 @@ clients were already connecting to, so connections that arrive while no nonstop 
 of being refused.
 
 ``Listeners`` is a plain registry owned by the control side: it is filled before the
-event loop starts (``from_systemd``; ``add`` for the sockets an upgrade hands over), the
-proxy ``take``s the one for each address it listens on, and ``all`` lists what is held
-(what the control process passes on, to workers or to the next nonstop).  ``inherited``
-is the process's registry.
+event loop starts (``from_systemd``; ``add`` for the sockets an upgrade hands over), and
+the proxy ``take``s the one for each address it listens on.  With ``worker_processes``
+above 1 there is one socket per worker per address (``nonstop.workers.sockets``): each
+is held under its worker's index, so an upgrade gives worker *i* of the new nonstop the
+very socket worker *i* of the old one accepted from (systemd's are worker 0's).
+``inherited`` is the process's registry.
 
 systemd's protocol (sd_listen_fds(3)): ``LISTEN_PID`` is our pid, ``LISTEN_FDS`` the
 number of descriptors, passed from fd 3 on.  Each is matched to a listen address by its
@@ -47,10 +49,11 @@ class Listeners:
     """Listening TCP sockets by the address they are bound to."""
 
     def __init__(self) -> None:
-        self._sockets: dict[Key, socket.socket] = {}
+        self._sockets: dict[tuple[int, Key], socket.socket] = {}
 
-    def add(self, sock: socket.socket) -> Key:
-        """Hold ``sock``, a listening TCP socket; the address it listens on."""
+    def add(self, sock: socket.socket, worker: int = 0) -> Key:
+        """Hold ``sock``, a listening TCP socket, as worker ``worker``'s; the address it
+        listens on."""
         if sock.type != socket.SOCK_STREAM or sock.family not in (
             socket.AF_INET,
             socket.AF_INET6,
@@ -62,25 +65,23 @@ class Listeners:
         key = address_key(str(name[0]), int(name[1]))
         sock.setblocking(False)
         sock.set_inheritable(False)
-        old = self._sockets.pop(key, None)
+        old = self._sockets.pop((worker, key), None)
         if old is not None:
             old.close()
-        self._sockets[key] = sock
+        self._sockets[(worker, key)] = sock
         return key
 
-    def take(self, host: str, port: int) -> socket.socket | None:
-        """The socket listening on host:port, handed over for good (None: bind one)."""
-        return self._sockets.pop(address_key(host, port), None)
-
-    def all(self) -> list[tuple[Key, socket.socket]]:
-        return sorted(self._sockets.items())
+    def take(self, host: str, port: int, worker: int = 0) -> socket.socket | None:
+        """Worker ``worker``'s socket listening on host:port, handed over for good (None:
+        bind one)."""
+        return self._sockets.pop((worker, address_key(host, port)), None)
 
     def __len__(self) -> int:
         return len(self._sockets)
 
     def close(self) -> None:
         """Close what no listen address took (logged: its clients would wait forever)."""
-        for (host, port), sock in self._sockets.items():
+        for (_worker, (host, port)), sock in self._sockets.items():
             log.warning(
                 "a listening socket on %s:%d was handed over but no listen directive names "
                 "it: closed",

@@ -14,6 +14,13 @@ Three things, in this order, before anything else of the daemon runs:
 2. **What it writes is private.** The daemon's umask becomes 077: the state directory is
    0700, the database, the logs and the admin socket 0600, whatever the operator's umask
    was.  Apps are started with the operator's umask, so what they write is as before.
+   With ``group`` in the config (a log shipper's, say) the umask is 027 and that group
+   may read: the state directory is 0750 (with the set-group-id bit, so what is created
+   in it gets the group as well), ``state.db`` and the logs 0640 with that group, also
+   where a log lives outside the state directory.  Each of those files is set so when
+   nonstop opens it (``claim``) — at start and again when a log is reopened (SIGUSR1) —
+   so a file left by an earlier setting, or created by ``logrotate``, is brought to it.
+   The admin socket stays 0600.
 3. **Enough file descriptors.** The soft ``RLIMIT_NOFILE`` is raised to the hard limit (a
    proxy needs two descriptors per proxied connection, and the usual soft limit of 1024
    caps it at a few hundred) — or set to ``worker_rlimit_nofile`` (TOML: ``max_open_files``)
@@ -27,13 +34,16 @@ import contextlib
 import fcntl
 import os
 import resource
+import stat
 
+from nonstop.config.accounts import group_id
 from nonstop.errors import NonstopError
 
 __all__ = [
     "LOCK_NAME",
     "StateDirLock",
     "StateDirLocked",
+    "claim",
     "operator_umask",
     "raise_open_files_limit",
     "restrict_umask",
@@ -42,6 +52,7 @@ __all__ = [
 LOCK_NAME = "daemon.lock"
 
 _operator_umask: int | None = None
+_group: int | None = None  # the id of the config's ``group``: who else may read
 
 
 class StateDirLocked(NonstopError):
@@ -78,9 +89,15 @@ class StateDirLock:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        with contextlib.suppress(OSError):  # a directory of someone else's stays as it is
-            os.chmod(self.state_dir, 0o700)
         self._fd = fd
+        self._claim()
+
+    def _claim(self) -> None:
+        """The state directory 0700, or 2750 with the config's group."""
+        with contextlib.suppress(OSError):  # a directory of someone else's stays as it is
+            if _group is not None:
+                os.chown(self.state_dir, -1, _group)
+            os.chmod(self.state_dir, 0o700 if _group is None else 0o2750)
 
     def take_over(self, fd: int) -> None:
         """The lock handed over by the nonstop this one upgrades: the same open file
@@ -100,6 +117,7 @@ class StateDirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        self._claim()  # the new nonstop may read a config with another group
 
     def fileno(self) -> int:
         assert self._fd is not None
@@ -119,12 +137,32 @@ def _read_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def restrict_umask() -> None:
-    """From now on this process creates files for its own user only (077)."""
-    global _operator_umask
-    previous = os.umask(0o077)
+def restrict_umask(group: str | None = None) -> None:
+    """From now on this process creates files for its own user only (077), or readable by
+    ``group`` too (027; the config's ``group``, a name or an id it has checked)."""
+    global _operator_umask, _group
+    _group = None if group is None else group_id(group)
+    previous = os.umask(0o077 if _group is None else 0o027)
     if _operator_umask is None:
         _operator_umask = previous
+
+
+def claim(target: int | str) -> None:
+    """A file nonstop writes (``state.db``, a log; a descriptor or a path): 0600, or 0640
+    with the config's group.  Only a regular file (a log on /dev/stdout is a terminal or a
+    pipe, not ours to change); one it cannot change (someone else's) stays as it is."""
+    mode = 0o600 if _group is None else 0o640
+    with contextlib.suppress(OSError):
+        fd = target if isinstance(target, int) else os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
+            if _group is not None:
+                os.fchown(fd, -1, _group)
+            os.fchmod(fd, mode)
+        finally:
+            if not isinstance(target, int):
+                os.close(fd)
 
 
 def operator_umask() -> int:

@@ -9,14 +9,18 @@ hand-over do it, but with the apps kept as well as the listeners:
 2. It starts the new one — the code installed now, with the same arguments — in a
    session of its own, with one end of a socket pair as ``NONSTOP_UPGRADE_FD``.  Over it
    (``SCM_RIGHTS``) go the state directory's lock, the admin socket and every listening
-   socket, with a JSON line saying which is which.
+   socket, with a JSON line saying which is which: with ``worker_processes`` above 1,
+   one socket per worker per address, each with its worker's index.
 3. The new daemon takes the lock (the descriptor is the same open file description, so
    the ``flock`` the old one holds is its own: at no moment is the state directory
    unlocked, and a third ``nonstop run`` is refused throughout), accepts on the same
    sockets (one kernel queue: a connection is accepted by one of the two, never
-   refused), adopts the app instances from the state store (pid, start time, command
-   line, a passing health check), brings back any that were not running, and writes
-   ``{"ready": true, "pid": N}`` on the pair.
+   refused; with workers, new worker *i* accepts from old worker *i*'s socket, so the
+   ``SO_REUSEPORT`` group is the same sockets and nothing queued is lost; with the
+   nginx engine there is no listening socket to pass: the new daemon adopts the nginx
+   master, which keeps serving), adopts the app instances from the state store (pid,
+   start time, command line, a passing health check), brings back any that were not
+   running, and writes ``{"ready": true, "pid": N}`` on the pair.
 4. Only then does the old daemon stop accepting, finish its in-flight requests and
    WebSockets within ``--shutdown-timeout``, and exit 0 leaving the apps.
 
@@ -97,7 +101,10 @@ def receive(fd: int, registry: Listeners) -> Handoff:
     try:
         manifest = json.loads(message)
         count = int(manifest["listeners"])
-    except (ValueError, KeyError, TypeError) as exc:
+        workers = [int(i) for i in manifest.get("workers", [0] * count)]
+        if len(workers) != count:
+            raise ValueError(f"{len(workers)} worker indexes for {count} listeners")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         for passed in fds:
             os.close(passed)
         raise ValueError(f"{ENV}: not an upgrade hand-over: {exc}") from None
@@ -106,8 +113,8 @@ def receive(fd: int, registry: Listeners) -> Handoff:
             os.close(passed)
         raise ValueError(f"{ENV}: {len(fds)} descriptors for {count} listeners")
     lock_fd, admin_fd, *listening = fds
-    for passed in listening:
-        registry.add(socket.socket(fileno=passed))
+    for worker, passed in zip(workers, listening, strict=True):
+        registry.add(socket.socket(fileno=passed), worker)
     admin = socket.socket(fileno=admin_fd)
     admin.setblocking(False)
     return Handoff(channel, lock_fd, admin, count)
@@ -160,9 +167,10 @@ class NewDaemon:
 
 
 def start_new(
-    argv: Sequence[str], lock_fd: int, admin_fd: int, listening: Sequence[int]
+    argv: Sequence[str], lock_fd: int, admin_fd: int, listening: Sequence[tuple[int, int]]
 ) -> NewDaemon:
-    """Start ``argv`` (``nonstop run ...``) and hand it the lock, admin and listening fds."""
+    """Start ``argv`` (``nonstop run ...``) and hand it the lock, the admin socket and the
+    listening sockets (``(worker index, fd)``)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         env = dict(os.environ)
@@ -179,8 +187,10 @@ def start_new(
         raise UpgradeFailed(f"cannot start the new nonstop: {exc.strerror or exc}") from None
     finally:
         theirs.close()
-    manifest = json.dumps({"listeners": len(listening)}).encode()
-    fds = [lock_fd, admin_fd, *listening]
+    manifest = json.dumps(
+        {"listeners": len(listening), "workers": [index for index, _ in listening]}
+    ).encode()
+    fds = [lock_fd, admin_fd, *(fd for _, fd in listening)]
     try:
         socket.send_fds(ours, [manifest], fds)
     except OSError as exc:

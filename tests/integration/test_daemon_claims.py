@@ -3,8 +3,10 @@ modes, and the open-files limit — on real processes."""
 
 from __future__ import annotations
 
+import grp
 import os
 import resource
+import signal
 import stat
 import subprocess
 import sys
@@ -104,3 +106,72 @@ locations = [ {{ path = "/", pass = "api" }} ]
         )
     finally:
         process.stop()
+
+
+def _other_group() -> grp.struct_group:
+    """A group of this machine that is not the daemon's own (so its gid shows it was set)."""
+    return next(g for g in grp.getgrall() if g.gr_gid != os.getegid())
+
+
+def _wait_for(path: Path, d: AppDaemon) -> None:
+    """Requests until ``path`` exists (a worker flushes its access log lines within a
+    second)."""
+    deadline = time.monotonic() + 15
+    while not path.exists() or not path.stat().st_size:
+        assert time.monotonic() < deadline, f"{path} was never written"
+        d.get()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("with_group", [False, True], ids=["private", "group"])
+def test_state_and_logs_are_0600_or_0640_with_the_group_at_start_and_after_a_reopen(
+    tmp_path: Path, with_group: bool
+) -> None:
+    """With two workers writing the access log, and logs outside the state directory
+    too; after logrotate's ``create 0644`` and SIGUSR1 the new files get the same modes."""
+    from tests.support.apps import pyapp_command
+
+    group = _other_group() if with_group else None
+    d = AppDaemon(tmp_path / "d", pyapp_command(), verify="0s", workers=2)
+    logs = tmp_path / "var-log"
+    access, error = logs / "access.log", logs / "error.log"
+    text = d.config.read_text().replace(
+        f'listen = ["127.0.0.1:{d.port}"]',
+        f'listen = ["127.0.0.1:{d.port}"]\naccess_log = "{access}"',
+    )
+    head = f'error_log = "{error}"\nerror_log_level = "info"\n'
+    if group is not None:
+        head += f'group = "{group.gr_name}"\n'
+    d.config.write_text(head + text)
+    dir_mode, file_mode = (0o750, 0o640) if group is not None else (0o700, 0o600)
+    gid = group.gr_gid if group is not None else os.getegid()
+
+    def claimed(path: Path, mode: int) -> None:
+        st = path.stat()
+        assert (oct(stat.S_IMODE(st.st_mode) & 0o777), st.st_gid) == (oct(mode), gid), path
+
+    d.start()
+    try:
+        deployed(d, "v1")
+        state = d.dir / "state"
+        _wait_for(access, d)
+        claimed(state, dir_mode)
+        for path in (state / "state.db", access, error):
+            claimed(path, file_mode)
+        # logrotate: move the logs away, create empty ones 0644 root:root, then USR1
+        for path in (access, error):
+            path.rename(path.with_suffix(".log.1"))
+            path.touch(mode=0o644)
+            os.chown(path, -1, os.getegid())
+            path.chmod(0o644)
+        assert d.process.proc is not None
+        d.process.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 15
+        while stat.S_IMODE(access.stat().st_mode) == 0o644 or not access.stat().st_size:
+            assert time.monotonic() < deadline, "the access log was not reopened"
+            d.get()
+            time.sleep(0.05)
+        for path in (access, error):
+            claimed(path, file_mode)
+    finally:
+        d.stop()

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.support.apps import pyapp_command
@@ -29,6 +30,7 @@ from tests.support.restarts import (
     wait_gone,
 )
 
+from nonstop.engines.nginx import find_nginx
 from nonstop.supervisor import is_our_process, process_start_ticks
 
 
@@ -37,20 +39,47 @@ def daemon(tmp_path: Path) -> Iterator[AppDaemon]:
     yield from app_daemon(tmp_path)
 
 
+ENGINES = [
+    pytest.param({}, id="embedded"),
+    pytest.param({"workers": 2}, id="2-workers"),
+    pytest.param(
+        {"engine": "nginx", "workers": 2},
+        id="nginx",
+        marks=pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed"),
+    ),
+]
+
+
+@pytest.mark.parametrize("options", ENGINES)
 def test_a_sigkilled_daemon_restarted_adopts_its_apps_without_restarting_them(
-    daemon: AppDaemon,
+    tmp_path: Path, options: dict[str, Any]
 ) -> None:
+    """With every engine.  nginx is adopted too: it serves on while no nonstop runs."""
+    for daemon in app_daemon(tmp_path, **options):
+        _killed_and_adopted(daemon, options.get("engine") == "nginx")
+
+
+def _killed_and_adopted(daemon: AppDaemon, nginx: bool) -> None:
     daemon.start()
     deployed(daemon, "v1")
     before = app_pids(daemon)
     assert len(before) == 1
-    kill_daemon(daemon, signal.SIGKILL)
-    (pid,) = before.values()
-    assert pid_alive(pid), "the app died with the daemon"
+    master = daemon.status()["nginx"]["master"] if nginx else None
+    with Load(daemon.port, clients=4, limit=60, check_reuse=True) as load:
+        load.wait_requests(50)
+        kill_daemon(daemon, signal.SIGKILL)
+        (pid,) = before.values()
+        assert pid_alive(pid), "the app died with the daemon"
+        if nginx:
+            load.wait_requests(50)  # nginx serves while no nonstop runs
 
-    daemon.start()
-    daemon.wait_serving("v1", timeout=5)
+        daemon.start()
+        daemon.wait_serving("v1", timeout=5)
+        load.wait_requests(50)
     assert app_pids(daemon) == before  # adopted: the same process, not restarted
+    if nginx:
+        assert daemon.status()["nginx"]["master"] == master  # adopted, not restarted
+        assert load.failed == [], load.failed[:5]
     log = (daemon.dir / "state" / "logs" / f"web-{next(iter(before))}.log").read_text()
     assert f"adopt app=web release=v1 port={next(iter(before))} pid={pid}" in log
     assert "adopted web release v1" in daemon.process.stderr()

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +23,13 @@ from tests.support.restarts import (
     WebSocketLoad,
     app_daemon,
     app_pids,
+    echoed,
+    open_websocket,
     pid_alive,
     wait_gone,
 )
+
+from nonstop.engines.nginx import find_nginx
 
 
 @pytest.fixture
@@ -40,8 +45,9 @@ def daemon_pid(d: AppDaemon) -> int:
     return int(d.status()["pid"])
 
 
-def upgraded(d: AppDaemon, how: str = "command") -> tuple[int, int]:
-    """Upgrade (``nonstop upgrade``, or SIGUSR2); (old pid, new pid) once the old is gone."""
+def upgraded(d: AppDaemon, how: str = "command", wait: bool = True) -> tuple[int, int]:
+    """Upgrade (``nonstop upgrade``, or SIGUSR2); (old pid, new pid) once the new one
+    answers and (``wait``) the old one is gone."""
     old = daemon_pid(d)
     if how == "command":
         done = d.cli("upgrade")
@@ -56,8 +62,102 @@ def upgraded(d: AppDaemon, how: str = "command") -> tuple[int, int]:
         time.sleep(0.05)
     else:
         raise AssertionError(f"no new nonstop after {how}:\n{d.process.stderr()[-3000:]}")
-    assert wait_gone(old, 30), "the old nonstop did not exit"
+    if wait:
+        assert wait_gone(old, 30), "the old nonstop did not exit"
     return old, new
+
+
+def nothing_failed(load: Load, sessions: WebSocketLoad) -> None:
+    assert load.failed == [], load.failed[:5]
+    assert sessions.failed == [], sessions.failed[:5]
+    assert sessions.sessions > 10
+
+
+class Upload(threading.Thread):
+    """One POST of ``size`` bytes sent in chunks over about ``seconds``, its echo read
+    back; ``error`` is what went wrong (None: the whole body came back)."""
+
+    def __init__(self, port: int, size: int = 960 << 10, seconds: float = 3.0) -> None:
+        super().__init__(daemon=True)
+        self.port, self.size, self.seconds = port, size, seconds
+        self.error: str | None = "not finished"
+
+    def run(self) -> None:
+        chunk = bytes(range(256)) * 256  # 64 KiB
+        count = self.size // len(chunk)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+                sock.sendall(
+                    f"POST / HTTP/1.1\r\nHost: app\r\nContent-Length: {count * len(chunk)}"
+                    "\r\nConnection: close\r\n\r\n".encode()
+                )
+                for _ in range(count):
+                    sock.sendall(chunk)
+                    time.sleep(self.seconds / count)
+                answer = b""
+                while data := sock.recv(1 << 16):
+                    answer += data
+            head, _, body = answer.partition(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200") or body != chunk * count:
+                self.error = f"{head[:60]!r}, {len(body)} of {count * len(chunk)} bytes back"
+            else:
+                self.error = None
+        except OSError as exc:
+            self.error = repr(exc)
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[AppDaemon]:
+    yield from app_daemon(tmp_path, workers=2)
+
+
+def worker_pids(d: AppDaemon) -> set[int]:
+    return {int(w["pid"]) for w in d.status()["workers"]}
+
+
+def test_upgrades_with_two_workers_hand_over_their_sockets_and_fail_no_request(
+    two_workers: AppDaemon,
+) -> None:
+    """Every worker's SO_REUSEPORT socket goes to the new nonstop's worker of the same
+    index: keep-alive GETs and POSTs, WebSocket sessions, a 960 KiB upload (under
+    client_max_body_size) and a WebSocket held open across the upgrade all go through,
+    the held one until the old nonstop's grace period ends, and no app restarts."""
+    d = two_workers
+    d.start()
+    deployed(d, "v1")
+    apps = app_pids(d)
+    with (
+        Load(d.port, clients=6, limit=90, slow_ms=100, check_reuse=True) as load,
+        WebSocketLoad(d.port, clients=2, limit=90) as sessions,
+    ):
+        load.wait_requests(100)
+        held = open_websocket(d.port)
+        upload = Upload(d.port)
+        upload.start()
+        before = worker_pids(d)
+        assert len(before) == 2
+        old, new = upgraded(d, wait=False)
+        after = worker_pids(d)
+        assert len(after) == 2 and not after & before  # the new nonstop's own workers
+        with held:
+            echoed(held, b"still here after the new nonstop took over\n")  # an old worker
+            assert wait_gone(old, 30), "the old nonstop did not exit"
+            # its grace period (--shutdown-timeout 10s) over, the old worker closed it
+            held.settimeout(5)
+            try:
+                assert held.recv(64) == b""
+            except ConnectionResetError:
+                pass
+        upload.join(30)
+        assert upload.error is None, upload.error
+        load.wait_requests(100)
+        for how in ("SIGUSR2", "command"):
+            upgraded(d, how)
+            load.wait_requests(100)
+    nothing_failed(load, sessions)
+    assert app_pids(d) == apps  # no app restarted
+    assert len(worker_pids(d)) == 2
+    assert new != daemon_pid(d)
 
 
 def test_upgrades_under_get_post_and_websocket_load_fail_no_request(
@@ -79,9 +179,7 @@ def test_upgrades_under_get_post_and_websocket_load_fail_no_request(
         for how in ("command", "SIGUSR2", "command"):
             upgraded(daemon, how)
             load.wait_requests(100)
-    assert load.failed == [], load.failed[:5]
-    assert sessions.failed == [], sessions.failed[:5]
-    assert sessions.sessions > 10
+    nothing_failed(load, sessions)
     assert app_pids(daemon) == apps  # no app restarted
     deployed(daemon, "v2")  # the apps are the new daemon's: deployable
     daemon.wait_serving("v2")
@@ -166,3 +264,39 @@ def test_systemd_hears_ready_and_then_the_new_main_pid(
         assert notify.recv(4096).decode() == f"READY=1\nMAINPID={first}"
         _, new = upgraded(daemon)
         assert notify.recv(4096).decode() == f"READY=1\nMAINPID={new}"
+
+
+@pytest.fixture
+def nginx_daemon(tmp_path: Path) -> Iterator[AppDaemon]:
+    if find_nginx() is None:
+        pytest.skip("nginx is not installed")
+    yield from app_daemon(tmp_path, engine="nginx", workers=2)
+
+
+def test_an_upgrade_with_the_nginx_engine_leaves_nginx_serving_and_adopted(
+    nginx_daemon: AppDaemon,
+) -> None:
+    """nginx keeps its listeners and its workers: the new nonstop adopts the master (no
+    reload, no restart) and drives it; ``workers = 2`` runs two nginx workers."""
+    d = nginx_daemon
+    d.start()
+    deployed(d, "v1")
+    apps = app_pids(d)
+    nginx = d.status()["nginx"]
+    assert len(nginx["workers"]) == 2
+    assert "worker_processes 2;" in Path(nginx["conf"]).read_text()
+    with Load(d.port, clients=6, limit=60, check_reuse=True) as load:
+        load.wait_requests(100)
+        for how in ("command", "SIGUSR2"):
+            upgraded(d, how)
+            load.wait_requests(100)
+    assert load.failed == [], load.failed[:5]
+    assert app_pids(d) == apps
+    after = d.status()["nginx"]
+    assert (after["master"], after["workers"], after["reloads"]) == (
+        nginx["master"],
+        nginx["workers"],
+        0,
+    )
+    deployed(d, "v2")  # the new nonstop drives the adopted nginx
+    d.wait_serving("v2")

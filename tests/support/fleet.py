@@ -292,9 +292,11 @@ class Fleet:
 
     def close(self) -> None:
         """Stop every process this fleet started, by pid; empty every host's directory."""
-        for process in [*self.daemons.values(), self.sshd]:
-            if process is not None and process.poll() is None:
+        for process in self.daemons.values():
+            if process.poll() is None:
                 process.send_signal(signal.SIGINT)  # a daemon stops its apps too
+        if self.sshd is not None and self.sshd.poll() is None:
+            self.sshd.terminate()  # sshd -D ends on SIGTERM; SIGINT it ignores
         if self.front is not None:
             self.front.stop()
         for process in [*self.daemons.values(), self.sshd]:

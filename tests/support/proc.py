@@ -138,7 +138,14 @@ class NonstopProcess:
 
 
 def stop_leftover_apps(state_dir: Path) -> None:
-    """SIGKILL the process group of every recorded instance that is still that process."""
+    """SIGKILL the process group of every recorded instance that is still that process,
+    and the nginx master of the nginx engine if it still runs under ``state_dir``."""
+    from nonstop.engines.nginx.engine import _orphan_master
+
+    home = state_dir / "nginx"
+    master = _orphan_master(str(home / "nginx.pid"), str(home))
+    if master is not None:
+        os.kill(master, signal.SIGKILL)  # its workers exit when they see it gone
     path = state_dir / "state.db"
     if not path.exists():
         return

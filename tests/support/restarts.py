@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.apps.harness import AppDaemon
 from tests.support.proc import stop_leftover_apps
@@ -25,19 +26,22 @@ __all__ = [
     "WebSocketLoad",
     "app_daemon",
     "app_pids",
+    "echoed",
     "kill_daemon",
+    "open_websocket",
     "pid_alive",
     "stop_leftover_apps",
     "wait_gone",
 ]
 
 
-def app_daemon(where: Path) -> Iterator[AppDaemon]:
-    """A fixture body: a daemon with pyapp as "web" (not started); afterwards whichever
-    daemon serves then (after an upgrade it is not our child) is stopped, apps too."""
+def app_daemon(where: Path, **options: Any) -> Iterator[AppDaemon]:
+    """A fixture body: a daemon with pyapp as "web" (not started; ``options`` as
+    ``app_config`` takes them); afterwards whichever daemon serves then (after an upgrade
+    it is not our child) is stopped, apps too."""
     from tests.support.apps import pyapp_command
 
-    d = AppDaemon(where / "d", pyapp_command(), verify="200ms")
+    d = AppDaemon(where / "d", pyapp_command(), **{"verify": "200ms", **options})
     try:
         yield d
     finally:
@@ -171,26 +175,39 @@ class WebSocketLoad:
                 self.sessions += 1
 
     def _session(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=15) as sock:
-            sock.sendall(
-                b"GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\n\r\n"
-            )
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = sock.recv(4096)
-                assert chunk, f"closed before the 101: {head!r}"
-                head += chunk
-            assert head.startswith(b"HTTP/1.1 101"), head[:80]
-            extra = head.split(b"\r\n\r\n", 1)[1]
+        with open_websocket(self.port) as sock:
             for n in range(self.messages):
-                message = f"message {n}\n".encode()
-                sock.sendall(message)
-                got = extra
-                while len(got) < len(message):
-                    chunk = sock.recv(4096)
-                    assert chunk, f"cut after {n} messages"
-                    got += chunk
-                assert got == message, (got, message)
-                extra = b""
+                echoed(sock, f"message {n}\n".encode())
                 time.sleep(self.pause)
+
+
+def open_websocket(port: int, timeout: float = 15.0) -> socket.socket:
+    """A session with the app's ``/ws`` echo through the proxy, past its 101 (pyapp sends
+    nothing after the head, so the stream holds only echoes from here)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: app\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, f"closed before the 101: {head!r}"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head[:80]
+        assert head.endswith(b"\r\n\r\n"), f"bytes after the 101: {head!r}"
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def echoed(sock: socket.socket, message: bytes) -> None:
+    """Send ``message`` on a session and assert it comes back whole."""
+    sock.sendall(message)
+    got = b""
+    while len(got) < len(message):
+        chunk = sock.recv(4096)
+        assert chunk, f"cut after {got!r} of {message!r}"
+        got += chunk
+    assert got == message, (got, message)

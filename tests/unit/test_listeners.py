@@ -22,11 +22,18 @@ def test_a_socket_is_taken_once_by_the_address_it_listens_on(listening: socket.s
     registry = Listeners()
     port = listening.getsockname()[1]
     assert registry.add(listening) == ("127.0.0.1", port)
-    assert registry.all() == [(("127.0.0.1", port), listening)]
     assert registry.take("127.0.0.1", port + 1) is None
     assert registry.take("127.0.0.1", port) is listening
     assert registry.take("127.0.0.1", port) is None
     assert len(registry) == 0
+
+
+def test_a_workers_socket_is_taken_only_for_its_worker_index(listening: socket.socket) -> None:
+    registry = Listeners()
+    port = listening.getsockname()[1]
+    registry.add(listening, worker=1)
+    assert registry.take("127.0.0.1", port) is None  # worker 0's: none handed over
+    assert registry.take("127.0.0.1", port, worker=1) is listening
 
 
 def test_ipv6_addresses_match_whatever_their_spelling() -> None:

@@ -231,7 +231,7 @@ def run(
         raise click.BadParameter(str(exc)) from exc
     # Before anything reads or writes state: the state directory is this daemon's alone,
     # what it writes is private, and it may open as many files as the hard limit allows.
-    restrict_umask()
+    restrict_umask(config.group)
     lock = StateDirLock(config.state_dir)
     try:
         if handoff is not None:

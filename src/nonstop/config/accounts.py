@@ -11,7 +11,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-__all__ = ["Account", "resolve_account"]
+__all__ = ["Account", "group_id", "resolve_account"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +34,17 @@ def resolve_account(user: str | None, group: str | None) -> Account | None:
         entry = pwd.getpwuid(os.getuid()) if user is None else _user(user)
     except KeyError:
         raise ValueError(f'no user "{user}" on this machine') from None
-    gid = entry.pw_gid
-    if group is not None:
-        try:
-            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ValueError(f'no group "{group}" on this machine') from None
+    gid = entry.pw_gid if group is None else group_id(group)
     groups = tuple(g for g in os.getgrouplist(entry.pw_name, gid) if g != gid)
     return Account(entry.pw_name, entry.pw_uid, gid, groups, entry.pw_dir)
+
+
+def group_id(group: str) -> int:
+    """The id of ``group`` (a name or an id); ``ValueError`` if this machine has none."""
+    try:
+        return grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f'no group "{group}" on this machine') from None
 
 
 def _user(name: str) -> pwd.struct_passwd:

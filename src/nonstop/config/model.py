@@ -15,18 +15,25 @@ __all__ = [
     "DEFAULT_NEXT_UPSTREAM",
     "DEFAULT_TYPES",
     "LOG_FORMATS",
+    "NO_LIMITS",
     "AccessLog",
     "AccessRule",
     "AddHeader",
     "AdminSpec",
     "AppSpec",
+    "AuthBasic",
     "BreakSpec",
     "Condition",
     "Config",
     "ErrorPage",
     "FilesSpec",
+    "GzipSpec",
+    "HeaderRewrite",
     "HealthSpec",
     "IfSpec",
+    "LimitReq",
+    "LimitZone",
+    "Limits",
     "Listen",
     "LocationSpec",
     "MapSpec",
@@ -284,11 +291,88 @@ class AccessRule:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthBasic:
+    """``auth_basic REALM`` with the users its ``auth_basic_user_file`` held when the
+    configuration was read (ngx_http_auth_basic_module.c); ``realm`` None is ``off``."""
+
+    realm: str | None
+    user_file: str = ""  # absolute, as the nginx engine names it to nginx
+    users: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (name, hash) in order
+
+
+@dataclass(frozen=True, slots=True)
+class LimitZone:
+    """``limit_req_zone KEY zone=NAME:SIZE rate=R`` (rate 0) or ``limit_conn_zone KEY
+    zone=NAME:SIZE``; ``rate`` is in requests per 1000 seconds, nginx's unit."""
+
+    name: str
+    key: Template
+    size: int
+    rate: int = 0  # 0: a limit_conn zone
+    sync: bool = False  # written, and without effect (docs/nginx-compatibility.md)
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReq:
+    """``limit_req zone=NAME [burst=N] [nodelay|delay=N]``: burst and delay in
+    milli-requests, as nginx keeps them (``nodelay`` is a delay no excess reaches)."""
+
+    zone: str
+    burst: int = 0
+    delay: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A level's satisfy, auth_basic, limit_req and limit_conn, inheritance resolved."""
+
+    satisfy_any: bool = False
+    auth: AuthBasic | None = None
+    reqs: tuple[LimitReq, ...] = ()
+    req_status: int = 503
+    req_log_level: str = "error"
+    req_dry_run: bool = False
+    conns: tuple[tuple[str, int], ...] = ()  # (zone, connections)
+    conn_status: int = 503
+    conn_log_level: str = "error"
+    conn_dry_run: bool = False
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
 class AccessLog:
     """``access_log PATH [combined|json]`` or ``access_log off`` (path None)."""
 
     path: str | None
     format: str = "combined"  # one of LOG_FORMATS
+
+
+@dataclass(frozen=True, slots=True)
+class GzipSpec:
+    """``gzip on`` and its family (ngx_http_gzip_filter_module.c, and gzip_proxied,
+    gzip_disable, gzip_http_version of ngx_http_core_module.c), inheritance resolved."""
+
+    types: frozenset[str] = frozenset({"text/html"})  # lowercased; "*" is any type
+    comp_level: int = 1
+    min_length: int = 20
+    proxied: frozenset[str] = frozenset({"off"})  # off expired no-cache no-store private ...
+    vary: bool = False
+    disable: tuple[Regex, ...] = ()  # gzip_disable regexes on User-Agent
+    disable_msie6: bool = False  # gzip_disable msie6
+    http_version: str = "1.1"  # the lowest client version compressed for
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRewrite:
+    """One ``proxy_redirect``, ``proxy_cookie_path`` or ``proxy_cookie_domain`` rule:
+    a text ``pattern`` (with variables) or a ``regex``, and the ``replacement``."""
+
+    replacement: Template
+    pattern: Template | None = None
+    regex: Regex | None = None
 
 
 DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
@@ -328,10 +412,18 @@ class LocationSpec:
     intercept_errors: bool = False  # proxy_intercept_errors
     files: FilesSpec | None = None  # a location that serves files (no proxy_pass, no return)
     access: tuple[AccessRule, ...] = ()  # allow/deny in order, inherited as one list
+    limits: Limits = NO_LIMITS  # satisfy, auth_basic, limit_req, limit_conn
     hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
     # types and default_type, for the body of "return CODE text" (by $uri's extension)
     text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
+    gzip: GzipSpec | None = None  # None: gzip off
+    # proxy_redirect rules, "default" already made the literal rule nginx derives from
+    # proxy_pass; () for "off" (or a proxy_pass with variables and no rule)
+    redirects: tuple[HeaderRewrite, ...] = ()
+    cookie_paths: tuple[HeaderRewrite, ...] = ()  # proxy_cookie_path
+    cookie_domains: tuple[HeaderRewrite, ...] = ()  # proxy_cookie_domain
+    pass_headers: tuple[str, ...] = ()  # proxy_pass_header, lowercased
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -389,6 +481,8 @@ class ServerBlock:
     files: FilesSpec | None = None  # what answers a request no location takes
     access: tuple[AccessRule, ...] = ()
     text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
+    limits: Limits = NO_LIMITS
+    gzip: GzipSpec | None = None
     source: Source | None = field(default=None, compare=False)
 
 
@@ -456,6 +550,7 @@ class Config:
     servers: tuple[ServerBlock, ...]
     upstreams: tuple[UpstreamSpec, ...] = ()
     maps: tuple[MapSpec, ...] = ()
+    zones: tuple[LimitZone, ...] = ()  # limit_req_zone and limit_conn_zone, in order
     apps: tuple[AppSpec, ...] = ()
     state_dir: str = ".nonstop"
     engine: str = "embedded"  # or "nginx"
@@ -472,6 +567,9 @@ class Config:
     # RLIMIT_NOFILE of nonstop's processes (nginx.conf: worker_rlimit_nofile; TOML:
     # max_open_files); None: the soft limit is raised to the hard one
     max_open_files: int | None = None
+    # the group that may read the state directory (0750), state.db and the logs (0640);
+    # None: they are nonstop's own (0700, 0600) (TOML: group; docs/operations.md)
+    group: str | None = None
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
     files: tuple[str, ...] = ()  # every file read (config and includes)
 

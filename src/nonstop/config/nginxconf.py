@@ -26,6 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 from nonstop.config.accounts import resolve_account
+from nonstop.config.limits import LimitsReader
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     DEFAULT_TYPES,
@@ -39,6 +40,8 @@ from nonstop.config.model import (
     Config,
     ErrorPage,
     FilesSpec,
+    GzipSpec,
+    HeaderRewrite,
     IfSpec,
     Listen,
     LocationSpec,
@@ -479,6 +482,19 @@ def _return(args: tuple[str, ...]) -> ReturnSpec:
 
 
 _DEFAULT_TYPE = Directive("default_type", ("text/plain",), "", 0)
+GZIP_PROXIED = frozenset(
+    {
+        "off",
+        "expired",
+        "no-cache",
+        "no-store",
+        "private",
+        "no_last_modified",
+        "no_etag",
+        "auth",
+        "any",
+    }
+)
 _REWRITE_DIRECTIVES = frozenset({"set", "return", "rewrite", "break", "if"})
 _FILE_TESTS = frozenset({"-f", "!-f", "-d", "!-d", "-e", "!-e", "-x", "!-x"})
 
@@ -569,6 +585,7 @@ class _Builder:
         self.workers = 1
         self.max_open_files: int | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
+        self.limits = LimitsReader(self.conf_path)  # satisfy, auth_basic, limit_* (zones)
 
     # -- helpers ------------------------------------------------------------
 
@@ -716,6 +733,7 @@ class _Builder:
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
         servers, maps = self.http(http) if http is not None else ((), ())
+        self.limits.check_zones()
         state_dir = self.prefix_path(".nonstop")
         error_path, error_level = self.error_log or (None, "error")
         return Config(
@@ -724,6 +742,7 @@ class _Builder:
             servers=tuple(servers),
             upstreams=(*self.declared.values(), *self.implicit.values()),
             maps=tuple(maps),
+            zones=tuple(self.limits.zones.values()),
             state_dir=state_dir,
             admin=self.admin(os.path.join(state_dir, "admin.sock")),
             error_log=error_path,
@@ -806,8 +825,14 @@ class _Builder:
         self.access_log(levels)
         self.error_pages(levels)
         self.access(levels)
+        self.limits.limits(lambda name: _inherit(levels, name))
         self.flag(_one(levels, "proxy_intercept_errors"), False)
         self.flag(_one(levels, "etag"), True)
+        self.flag(_one(levels, "gzip"), False)
+        self.check_gzip(levels)
+        self.redirects(levels, None, "/")
+        self.cookie_rules(levels, "proxy_cookie_path")
+        self.cookie_rules(levels, "proxy_cookie_domain")
         self.expires(_one(levels, "expires"))
         self.types(levels)
         for d in level.items.get("proxy_set_header", ()):
@@ -845,6 +870,8 @@ class _Builder:
                 maps.append(self.map(d, maps))
             elif d.name == "error_log":
                 self.set_error_log(d, outer=True)
+            elif d.name in ("limit_req_zone", "limit_conn_zone"):
+                self.limits.zone(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
@@ -1037,6 +1064,8 @@ class _Builder:
             files=self.files(levels, "", "/"),
             access=self.access(levels),
             text_types=self.text_types(levels),
+            limits=self.limits.limits(lambda name: _inherit(levels, name)),
+            gzip=self.gzip(levels),
             source=block.source,
         )
 
@@ -1194,13 +1223,158 @@ class _Builder:
             intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
             files=None if proxy is not None else self.files(levels, modifier, path),
             access=self.access(levels),
+            limits=self.limits.limits(lambda name: _inherit(levels, name)),
             hide_headers=tuple(
                 d.args[0].lower() for d in _inherit(levels, "proxy_hide_header") or ()
             ),
             internal=_one(levels[:1], "internal") is not None,
             text_types=self.text_types(levels),
+            gzip=self.gzip(levels),
+            redirects=self.redirects(levels, proxy, path),
+            cookie_paths=self.cookie_rules(levels, "proxy_cookie_path"),
+            cookie_domains=self.cookie_rules(levels, "proxy_cookie_domain"),
+            pass_headers=tuple(
+                d.args[0].lower() for d in _inherit(levels, "proxy_pass_header") or ()
+            ),
             source=block.source,
         )
+
+    # -- compression and the proxied response head --------------------------
+
+    def gzip(self, levels: list[_Level]) -> GzipSpec | None:
+        """The gzip family, each directive inherited on its own; None unless ``gzip on``."""
+        if not self.flag(_one(levels, "gzip"), False):
+            return None
+        return self.check_gzip(levels)
+
+    def check_gzip(self, levels: list[_Level]) -> GzipSpec:
+        types = _one(levels, "gzip_types")
+        buffers = _one(levels, "gzip_buffers")
+        if buffers is not None:
+            self.gzip_buffers(buffers)
+        disable: list[Regex] = []
+        msie6 = False
+        for d in _inherit(levels, "gzip_disable") or ():
+            for raw in d.args:
+                if raw == "msie6":
+                    msie6 = True
+                else:
+                    disable.append(self.regex(d, raw, True))  # compiled caseless, as nginx
+        return GzipSpec(
+            types=frozenset({"text/html", *(t.lower() for t in (types.args if types else ()))}),
+            comp_level=self.comp_level(_one(levels, "gzip_comp_level")),
+            min_length=self.size(_one(levels, "gzip_min_length"), 20),
+            proxied=self.gzip_proxied(_one(levels, "gzip_proxied")),
+            vary=self.flag(_one(levels, "gzip_vary"), False),
+            disable=tuple(disable),
+            disable_msie6=msie6,
+            http_version=self.gzip_http_version(_one(levels, "gzip_http_version")),
+        )
+
+    def comp_level(self, d: Directive | None) -> int:
+        if d is None:
+            return 1
+        raw = d.args[0]
+        if not raw.isdigit() or not 1 <= int(raw) <= 9:
+            raise self.fail(d, '"gzip_comp_level" must be between 1 and 9')
+        return int(raw)
+
+    def gzip_proxied(self, d: Directive | None) -> frozenset[str]:
+        if d is None:
+            return frozenset({"off"})
+        for value in d.args:
+            if value not in GZIP_PROXIED:
+                raise self.fail(d, f'invalid value "{value}" in "{d.name}" directive')
+        return frozenset(d.args)
+
+    def gzip_http_version(self, d: Directive | None) -> str:
+        if d is None:
+            return "1.1"
+        if d.args[0] not in ("1.0", "1.1"):
+            raise self.fail(d, f'invalid value "{d.args[0]}" in "{d.name}" directive')
+        return d.args[0]
+
+    def gzip_buffers(self, d: Directive) -> None:
+        """``gzip_buffers NUMBER SIZE``: checked, then left to zlib (nonstop's output
+        leaves as zlib produces it)."""
+        number, raw = d.args
+        try:
+            valid = number.isdigit() and int(number) > 0 and parse_size(raw) > 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise self.fail(d, f'invalid value "{number} {raw}" in "{d.name}" directive')
+
+    def redirects(
+        self, levels: list[_Level], proxy: ProxyPass | None, path: str
+    ) -> tuple[HeaderRewrite, ...]:
+        """proxy_redirect as ngx_http_proxy_merge_loc_conf resolves it: the innermost
+        level's rules; none written anywhere means ``default``, the proxy_pass URL (with
+        "/" when it has no URI part) replaced by the location's prefix ("/")."""
+        written = _inherit(levels, "proxy_redirect")
+        if written is None:
+            return self.default_redirect(None, proxy, path)
+        rules: list[HeaderRewrite] = []
+        for d in written:
+            if d.args in (("off",), ("false",)):
+                if len(written) > 1:
+                    raise self.fail(
+                        d, '"off" cannot be used with other "proxy_redirect" directives'
+                    )
+                return ()
+            if len(d.args) == 1:
+                if d.args[0] != "default":
+                    raise self.fail(d, f'invalid parameter "{d.args[0]}"')
+                rules += self.default_redirect(d, proxy, path)
+            else:
+                rules.append(self.header_rewrite(d, d.args[0], d.args[1]))
+        return tuple(rules)
+
+    def default_redirect(
+        self, d: Directive | None, proxy: ProxyPass | None, path: str
+    ) -> tuple[HeaderRewrite, ...]:
+        if proxy is None:
+            return ()
+        if not proxy.url.is_constant:
+            if d is not None:
+                raise self.fail(
+                    d,
+                    '"proxy_redirect default" cannot be used with "proxy_pass" directive'
+                    " with variables",
+                )
+            return ()
+        url = proxy.url.raw
+        if proxy.uri is not None:
+            return (HeaderRewrite(compile_template(path), pattern=compile_template(url)),)
+        return (HeaderRewrite(compile_template("/"), pattern=compile_template(url + "/")),)
+
+    def cookie_rules(self, levels: list[_Level], name: str) -> tuple[HeaderRewrite, ...]:
+        """proxy_cookie_path / proxy_cookie_domain: the innermost level's rules, "off"
+        none; a domain pattern's leading "." is dropped, as nginx drops it."""
+        written = _inherit(levels, name) or []
+        rules: list[HeaderRewrite] = []
+        for d in written:
+            if len(d.args) == 1:
+                if d.args[0] != "off":
+                    raise self.fail(d, f'invalid parameter "{d.args[0]}"')
+                if len(written) > 1:
+                    raise self.fail(d, f'"off" cannot be used with other "{name}" directives')
+                return ()
+            pattern = d.args[0]
+            if name == "proxy_cookie_domain" and pattern.startswith("."):
+                pattern = pattern[1:]
+            rules.append(self.header_rewrite(d, pattern, d.args[1]))
+        return tuple(rules)
+
+    def header_rewrite(self, d: Directive, pattern: str, replacement: str) -> HeaderRewrite:
+        """``PATTERN REPLACEMENT``; a pattern starting with "~" ("~*": caseless) is a
+        regex whose captures the replacement may use."""
+        target = self.template(d, replacement)
+        if pattern.startswith("~*"):
+            return HeaderRewrite(target, regex=self.regex(d, pattern[2:], True))
+        if pattern.startswith("~"):
+            return HeaderRewrite(target, regex=self.regex(d, pattern[1:], False))
+        return HeaderRewrite(target, pattern=self.template(d, pattern))
 
     def access(self, levels: list[_Level]) -> tuple[AccessRule, ...]:
         """allow and deny in the order written, from the innermost level that has any

@@ -51,6 +51,9 @@ def _location_regexes(loc: LocationSpec) -> Iterator[Regex]:
     if loc.is_regex:
         yield Regex(loc.path, loc.modifier == "~*")
     yield from _regexes(loc.steps)
+    for rule in (*loc.redirects, *loc.cookie_paths, *loc.cookie_domains):
+        if rule.regex is not None:
+            yield rule.regex  # proxy_redirect and proxy_cookie_* captures
 
 
 def defined_names(config: Config) -> set[str]:

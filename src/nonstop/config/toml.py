@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from nonstop.config.accounts import resolve_account
+from nonstop.config.accounts import group_id, resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
     LOG_FORMATS,
@@ -82,6 +82,7 @@ _TOP_KEYS = frozenset(
         "max_connections",
         "workers",
         "max_open_files",
+        "group",
         "upstreams",
         "apps",
         "servers",
@@ -405,6 +406,7 @@ class _Reader:
             max_connections=top.integer("max_connections", 10_000, minimum=1),
             workers=self.workers(top),
             max_open_files=top.integer("max_open_files", 0, minimum=1) or None,
+            group=self.file_group(top),
             files=(self.path,),
         )
 
@@ -419,6 +421,17 @@ class _Reader:
         except ValueError:
             message = 'must be a number of processes (1 or more) or "auto"'
             raise top.error("workers", message) from None
+
+    @staticmethod
+    def file_group(top: _Table) -> str | None:
+        """``group``: the group that may read the state directory, database and logs."""
+        group = top.string("group")
+        if group is not None:
+            try:
+                group_id(group)
+            except ValueError as exc:
+                raise top.error("group", str(exc)) from None
+        return group
 
     def admin_http(self, admin: _Table | None) -> tuple[str | None, str | None]:
         """``[admin] listen`` and its token; a public address needs a token."""

@@ -217,6 +217,10 @@ def _location_templates(loc: LocationSpec, at: str) -> Iterator[tuple[Template, 
     yield from ((page.target, at) for page in loc.error_pages)
     if loc.files is not None:
         yield from ((target, at) for target in loc.files.try_files)
+    for rule in (*loc.redirects, *loc.cookie_paths, *loc.cookie_domains):
+        yield rule.replacement, at
+        if rule.pattern is not None:
+            yield rule.pattern, at
 
 
 def _check_variables(config: Config) -> None:

@@ -160,6 +160,36 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "allow": DirectiveSpec(_H, 1, 1, multi=True),
     "deny": DirectiveSpec(_H, 1, 1, multi=True),
     "proxy_intercept_errors": DirectiveSpec(_H, 1, 1),
+    # access and limits (config/limits.py)
+    "satisfy": DirectiveSpec(_H, 1, 1),
+    "auth_basic": DirectiveSpec(_H, 1, 1),
+    "auth_basic_user_file": DirectiveSpec(_H, 1, 1),
+    "limit_req_zone": DirectiveSpec(("http",), 3, 4, multi=True),
+    "limit_req": DirectiveSpec(_H, 1, 3, multi=True),
+    "limit_req_status": DirectiveSpec(_H, 1, 1),
+    "limit_req_log_level": DirectiveSpec(_H, 1, 1),
+    "limit_req_dry_run": DirectiveSpec(_H, 1, 1),
+    "limit_conn_zone": DirectiveSpec(("http",), 2, 2, multi=True),
+    "limit_conn": DirectiveSpec(_H, 2, 2, multi=True),
+    "limit_conn_status": DirectiveSpec(_H, 1, 1),
+    "limit_conn_log_level": DirectiveSpec(_H, 1, 1),
+    "limit_conn_dry_run": DirectiveSpec(_H, 1, 1),
+    # compression (ngx_http_gzip_filter_module.c; gzip_proxied, gzip_disable and
+    # gzip_http_version are ngx_http_core_module's)
+    "gzip": DirectiveSpec((*_H, "if"), 1, 1),
+    "gzip_types": DirectiveSpec(_H, 1, -1),
+    "gzip_comp_level": DirectiveSpec(_H, 1, 1),
+    "gzip_min_length": DirectiveSpec(_H, 1, 1),
+    "gzip_proxied": DirectiveSpec(_H, 1, -1),
+    "gzip_vary": DirectiveSpec(_H, 1, 1),
+    "gzip_disable": DirectiveSpec(_H, 1, -1, multi=True),
+    "gzip_http_version": DirectiveSpec(_H, 1, 1),
+    "gzip_buffers": DirectiveSpec(_H, 2, 2),
+    # the response head of a proxied answer (ngx_http_proxy_module.c)
+    "proxy_redirect": DirectiveSpec(_H, 1, 2, multi=True),
+    "proxy_cookie_path": DirectiveSpec(_H, 1, 2, multi=True),
+    "proxy_cookie_domain": DirectiveSpec(_H, 1, 2, multi=True),
+    "proxy_pass_header": DirectiveSpec(_H, 1, 1, multi=True),
 }
 UPSTREAM_SERVER = DirectiveSpec(("upstream",), 1, -1, multi=True)
 
@@ -206,9 +236,8 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "log_not_found": _H,  # nonstop's error log has no "open() failed" lines to silence
     "autoindex": _H,  # only "autoindex off"
     "server_tokens": _H,
-    "gzip": _H,  # only "gzip off"
 }
-NOTICE_ONLY_VALUE = {"gzip": "off", "autoindex": "off"}
+NOTICE_ONLY_VALUE = {"autoindex": "off"}
 
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
@@ -216,17 +245,15 @@ _OTHERS_TEXT = """
     log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
     ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
     disable_symlinks if_modified_since max_ranges
-    ssl_verify_client ssl_buffer_size ssl_early_data http2 gzip_types gzip_proxied gzip_vary
-    gzip_comp_level gzip_min_length gzip_disable gzip_http_version gzip_buffers charset
+    ssl_verify_client ssl_buffer_size ssl_early_data http2 charset
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
-    proxy_redirect proxy_pass_header proxy_ignore_headers
-    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind proxy_cookie_domain
-    proxy_cookie_path proxy_max_temp_file_size proxy_pass_request_body
+    proxy_ignore_headers
+    proxy_ssl_verify proxy_ssl_server_name proxy_ssl_name proxy_bind
+    proxy_max_temp_file_size proxy_pass_request_body
     proxy_pass_request_headers proxy_socket_keepalive proxy_ignore_client_abort
     fastcgi_pass fastcgi_param uwsgi_pass scgi_pass grpc_pass memcached_pass
-    limit_req limit_req_zone limit_conn limit_conn_zone limit_rate auth_basic
-    auth_basic_user_file auth_request real_ip_header set_real_ip_from
+    limit_rate auth_request real_ip_header set_real_ip_from
     real_ip_recursive resolver resolver_timeout
     client_header_buffer_size large_client_header_buffers keepalive_disable
     reset_timedout_connection lingering_close lingering_time lingering_timeout
@@ -235,6 +262,6 @@ _OTHERS_TEXT = """
     sub_filter stub_status geo split_clients env load_module stream mail thread_pool
     zone state ntlm sticky queue slow_start health_check resolve aio directio
     output_buffers postpone_output send_lowat log_subrequest
-    recursive_error_pages satisfy variables_hash ssl_conf_command ssl_password_file
+    recursive_error_pages variables_hash ssl_conf_command ssl_password_file
 """
 NGINX_OTHERS = frozenset(_OTHERS_TEXT.split())

@@ -37,6 +37,7 @@ from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
 from nonstop.errors import DeployFailed, NonstopError
+from nonstop.statedir import claim
 
 __all__ = [
     "OUTCOMES",
@@ -262,6 +263,8 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")  # the file exists from here on
+        for path in (self.path, f"{self.path}-wal", f"{self.path}-shm"):
+            claim(str(path))  # 0600, or 0640 with the config's group
         self._identity = self._file_identity()
         self.file_problem: str | None = None  # set once the file is gone or replaced
         self._migrate()

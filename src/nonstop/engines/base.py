@@ -39,6 +39,13 @@ The contract of each operation:
   (``GET /metrics`` then has no data-plane series; docs/observability.md).
 - ``reopen_logs`` (SIGUSR1) and ``shutdown`` (stop accepting, finish in-flight within
   ``timeout``, close the rest).
+- ``listening`` and ``hand_over`` are an upgrade's (``nonstop.upgrade``): the listening
+  sockets to pass to the new nonstop, as ``(worker index, fd)`` (index 0 for one
+  process; none for nginx, which keeps its own); then, once the new one serves,
+  ``hand_over`` is ``shutdown`` minus what the new nonstop took over: stop accepting,
+  finish in-flight requests within ``timeout`` (an idle keep-alive connection closes
+  after its next response, so the client's next one reaches the new nonstop), and leave
+  a data plane the new one adopted running (nginx).
 """
 
 from __future__ import annotations
@@ -50,7 +57,11 @@ from nonstop.config.model import Config, UpstreamSpec
 from nonstop.errors import UsageError
 from nonstop.servers import ServerReport, ServerState
 
-__all__ = ["Engine", "check_static_server"]
+__all__ = ["IDLE_GRACE", "Engine", "check_static_server"]
+
+IDLE_GRACE = 2.0
+"""Seconds during which, after an upgrade, a keep-alive connection between requests is
+not closed under a request the client may be sending (``ProxyServer.shutdown``)."""
 
 
 def check_static_server(spec: UpstreamSpec | None, upstream: str, address: str) -> None:
@@ -89,3 +100,7 @@ class Engine(Protocol):
     async def reopen_logs(self) -> None: ...
 
     async def shutdown(self, timeout: float) -> None: ...
+
+    def listening(self) -> list[tuple[int, int]]: ...
+
+    async def hand_over(self, timeout: float) -> None: ...

@@ -24,7 +24,7 @@ from typing import Any
 
 from nonstop.config.model import Config
 from nonstop.config.vocabulary import BACKUP_METHODS
-from nonstop.engines.base import check_static_server
+from nonstop.engines.base import IDLE_GRACE, check_static_server
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
@@ -73,13 +73,16 @@ class EmbeddedEngine:
     async def metrics(self) -> Mapping[str, Any] | None:
         return self.proxy.metrics_snapshot()
 
-    def listening_fds(self) -> list[int]:
-        """The listening sockets' descriptors (handed to the new nonstop on an upgrade)."""
+    def listening(self) -> list[tuple[int, int]]:
+        """The listening sockets' descriptors, all worker 0's (one process)."""
         return [
-            sock.fileno()
+            (0, sock.fileno())
             for server in self.proxy.listeners.values()
             for sock in getattr(server, "sockets", ())
         ]
+
+    async def hand_over(self, timeout: float) -> None:
+        await self.shutdown(timeout, IDLE_GRACE)
 
     async def reopen_logs(self) -> None:
         self.proxy.state.access_logs.reopen()

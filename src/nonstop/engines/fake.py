@@ -107,3 +107,9 @@ class FakeEngine:
 
     async def shutdown(self, timeout: float) -> None:
         self.stopped = True
+
+    def listening(self) -> list[tuple[int, int]]:
+        return []
+
+    async def hand_over(self, timeout: float) -> None:
+        self.stopped = True

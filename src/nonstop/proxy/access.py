@@ -26,16 +26,18 @@ class Access:
     def __init__(self, rules: list[tuple[bool, int, int, int]]) -> None:
         self.rules = rules
 
-    def allows(self, client: bytes) -> bool:
-        """``client`` is the packed address: 4 or 16 bytes, b"" on a unix socket."""
+    def verdict(self, client: bytes) -> int:
+        """1 when an ``allow`` rule matched, -1 a ``deny``, 0 none (nginx then declines,
+        which counts for ``satisfy``).  ``client`` is the packed address: 4 or 16 bytes,
+        b"" on a unix socket."""
         if len(client) == 16 and client[:12] == _MAPPED:
             client = client[12:]
         size = len(client)
         value = int.from_bytes(client, "big")
         for allow, length, network, mask in self.rules:
             if length == -1 or (length == size and value & mask == network):
-                return allow
-        return True
+                return 1 if allow else -1
+        return 0
 
 
 def compile_access(rules: tuple[AccessRule, ...]) -> Access | None:

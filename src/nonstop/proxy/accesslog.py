@@ -18,6 +18,8 @@ import os
 import time
 from typing import Any, Final
 
+from nonstop.statedir import claim
+
 __all__ = ["JSON_FIELDS", "AccessLogs", "combined_line", "json_line"]
 
 JSON_FIELDS: Final = (
@@ -158,6 +160,7 @@ class AccessLogs:
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                 fd = self._files[path] = os.open(path, flags, 0o644)
+                claim(fd)  # 0600, or 0640 with the config's group (nonstop.statedir)
             data = "".join(lines).encode("latin-1", "replace")
             lines.clear()
             try:

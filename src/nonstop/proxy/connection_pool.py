@@ -22,6 +22,8 @@ __all__ = [
     "H_DROP",
     "H_LENGTH",
     "H_PASS",
+    "H_PASSED",
+    "H_REWRITABLE",
     "H_TE",
     "H_UPGRADE",
     "IdlePool",
@@ -38,6 +40,8 @@ H_LENGTH: Final = 2
 H_TE: Final = 3
 H_CONNECTION: Final = 4
 H_UPGRADE: Final = 5
+H_PASSED: Final = 6  # a header nginx hides by default that proxy_pass_header lets through
+H_REWRITABLE: Final = 7  # passed on, and proxy_redirect or proxy_cookie_* may rewrite it
 _BY_LOWER: Final = {
     b"connection": H_CONNECTION,
     b"keep-alive": H_DROP,
@@ -56,6 +60,9 @@ _BY_LOWER: Final = {
     b"x-accel-charset": H_DROP,
     b"x-pad": H_DROP,
     b"content-length": H_LENGTH,
+    b"location": H_REWRITABLE,
+    b"refresh": H_REWRITABLE,
+    b"set-cookie": H_REWRITABLE,
 }
 _KINDS: Final[dict[bytes, int]] = {}
 
@@ -120,9 +127,11 @@ class UpstreamConnection:
         "length",
         "lines",
         "parser",
+        "pass_hidden",
         "pool",
         "receiver",
         "requests",
+        "rewritable",
         "special",
         "status_code",
         "transport",
@@ -144,6 +153,10 @@ class UpstreamConnection:
         self.lines: list[bytes] = []
         self.special: list[tuple[int, bytes]] = []  # (H_TE | H_CONNECTION | H_UPGRADE, value)
         self.length = -1
+        # proxy_pass_header: the lowercased names of hidden headers the route passes
+        self.pass_hidden: frozenset[bytes] | None = None
+        # a Location, Refresh or Set-Cookie came since response_filter last looked
+        self.rewritable = False
         self.requests = 0
         self.idle_since = 0.0
         self.pool: IdlePool | None = None
@@ -203,16 +216,22 @@ class UpstreamConnection:
         kind = _KINDS.get(name)
         if kind is None:
             kind = _kind(name)
-        if kind in (H_PASS, H_LENGTH):
+        if kind in (H_PASS, H_LENGTH, H_REWRITABLE):
             lines = self.lines  # joined once, per response
             lines.append(name)
             lines.append(b": ")
             lines.append(value)
             lines.append(b"\r\n")
-            if kind == H_LENGTH:
-                self.length = _length(value)
+            if kind != H_PASS:
+                if kind == H_LENGTH:
+                    self.length = _length(value)
+                else:
+                    self.rewritable = True
         elif kind != H_DROP:
             self.special.append((kind, value))
+        elif self.pass_hidden is not None and name.lower() in self.pass_hidden:
+            self.lines += (name, b": ", value, b"\r\n")  # proxy_pass_header
+            self.special.append((H_PASSED, name.lower()))
 
     def on_headers_complete(self) -> None:
         if self.receiver is not None:

@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nonstop.proxy.connection_pool import UpstreamConnection
+    from nonstop.proxy.gzip import Compressor
     from nonstop.proxy.router import Route
     from nonstop.proxy.server import Backend
     from nonstop.proxy.upstream import Attempt, Peer
@@ -38,6 +39,7 @@ class Exchange:
         "expected_body",
         "file_sending",
         "first_try",
+        "gzip",
         "peer",
         "request_sent",
         "resp_bytes",
@@ -86,6 +88,7 @@ class Exchange:
         self.resp_eof_body = False  # the upstream's close ends the body
         self.upstream_keep = False
         self.cached = False  # the try is on a reused keep-alive connection
+        self.gzip: Compressor | None = None  # the response body is compressed (proxy/gzip.py)
 
     def drop_body_file(self) -> None:
         body_file = self.body_file

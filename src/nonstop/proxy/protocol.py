@@ -35,6 +35,8 @@ from nonstop.proxy.connection_pool import Receiver, UpstreamConnection
 from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.exchange import Exchange
 from nonstop.proxy.forward_head import forward_head
+from nonstop.proxy.guard import DELAY
+from nonstop.proxy.limits import ConnZone, release
 from nonstop.proxy.request import Request
 from nonstop.proxy.request_head import (
     MAX_HEAD_BYTES,
@@ -48,6 +50,7 @@ from nonstop.proxy.request_head import (
     simple_request,
     special_header,
 )
+from nonstop.proxy.response_filter import filter_head
 from nonstop.proxy.response_head import added_headers, response_head
 from nonstop.proxy.responses import (
     CONTINUE,
@@ -106,6 +109,7 @@ class ClientConnection(Receiver):
         "head_size",
         "header_timeout",
         "held",
+        "holds",
         "idle_timeout",
         "in_head",
         "keeps_alive",
@@ -150,6 +154,7 @@ class ClientConnection(Receiver):
         self.req: Request | None = None
         self.pending: deque[tuple[Request, list[bytes], bool]] = deque()
         self.held: list[bytes] | None = None
+        self.holds: list[tuple[ConnZone, str]] | None = None  # limit_conn's, for this request
         self.upgrading = False
         self.write_paused = False
         self.file_body: FileBody | None = None  # a file on its way out (proxy/static.py)
@@ -232,6 +237,9 @@ class ClientConnection(Receiver):
     def connection_lost(self, exc: Exception | None) -> None:
         ex = self.exchange
         self.state.connections.discard(self)
+        if self.holds is not None:
+            release(self.holds)  # limit_conn: a tunnel or an aborted request ends here
+            self.holds = None
         if self.phase == TUNNEL:
             self.state.tunnels -= 1
             uconn = ex.uconn
@@ -469,9 +477,17 @@ class ClientConnection(Receiver):
         if route.ret_code or req.ret_code:
             self._respond_return(req, route)
             return
-        if route.access is not None and not route.access.allows(self.remote_bytes):
-            self._respond_error(403, close=False)  # allow/deny (proxy/access.py)
-            return
+        guard = route.guard
+        if guard is not None:  # limit_req, limit_conn, allow/deny, auth_basic (proxy/guard.py)
+            code = guard.check(self, req)
+            if code:
+                self._guarded(req, code, body)
+                return
+        self._proceed(req, route, body, complete)
+
+    def _proceed(self, req: Request, route: Route, body: list[bytes], complete: bool) -> None:
+        """The content phase: files, or the body and the upstream."""
+        ex = self.exchange
         if not route.passes:
             if route.files is not None:
                 serve(self, req, route.files, body, complete)  # proxy/static.py
@@ -503,6 +519,43 @@ class ClientConnection(Receiver):
             self._client_body_done()
         self.phase = CONNECT
         self._choose_upstream(req, route)
+
+    def _guarded(self, req: Request, code: int, body: list[bytes]) -> None:
+        """The guard refused the request, or limit_req delays it: a timer, not a block.
+        While it waits, reading is paused and what already arrived of the body is kept
+        as it came (``_client_body`` with chunked framing off) for ``_delayed``."""
+        ex = self.exchange
+        if code == DELAY:
+            self._pause_reading()
+            ex.client_chunked = False
+            self.deadline = 0.0
+            self.state.loop.call_later(req.limit_delay, self._delayed, req, body)
+            return
+        route = ex.route
+        if code == 401 and route is not None and route.guard is not None:
+            self._respond(401, error_page(401), b"text/html", route.guard.challenge, False)
+            return
+        self._respond_error(code, close=False)
+
+    def _delayed(self, req: Request, body: list[bytes]) -> None:
+        """limit_req's delay is over: the other limits and the access checks, then on."""
+        ex = self.exchange
+        route = ex.route
+        if self.req is not req or self.phase == CLOSING or route is None:
+            return
+        body = body + ex.body_buf
+        complete = ex.body_done
+        ex.body_buf = []
+        ex.body_buf_size = 0
+        ex.client_chunked = req.chunked
+        ex.body_done = not ex.expected_body or complete
+        self._resume_reading()
+        guard = route.guard
+        code = guard.check(self, req) if guard is not None else 0
+        if code:
+            self._guarded(req, code, body)
+            return
+        self._proceed(req, route, body, complete)
 
     def _choose_upstream(self, req: Request, route: Route) -> None:
         ex = self.exchange
@@ -601,6 +654,7 @@ class ClientConnection(Receiver):
         assert req is not None and route is not None and uconn.transport is not None
         ex.uconn = uconn
         uconn.begin(self)
+        uconn.pass_hidden = route.pass_hidden  # proxy_pass_header
         upstream = ex.upstream
         assert upstream is not None
         head = forward_head(req, route, ex.client_chunked, upstream.keepalive)
@@ -760,9 +814,14 @@ class ClientConnection(Receiver):
         upstream = ex.upstream
         if peer is not None and upstream is not None:
             upstream.balancer.responded(peer, status)
+        filters = route.filters  # gzip, proxy_redirect, proxy_cookie_*
+        if filters is not None and (filters.gzip is not None or uconn.rewritable):
+            ex.gzip = filter_head(filters, status, uconn, req)  # proxy/response_filter.py
         head, ex.resp_chunked, keep, ex.resp_eof_body = response_head(
             status, uconn, req, route, self.state.date.current, self._client_keeps_alive(req)
         )
+        if ex.gzip is not None:
+            ex.resp_eof_body = ex.gzip.eof_body  # the length it dropped framed the body
         ex.resp_close = not keep
         self.out.append(head)
         if req.method == b"HEAD" and status != 101:
@@ -799,11 +858,23 @@ class ClientConnection(Receiver):
             return
         if not data:
             return
+        if ex.gzip is not None:
+            data = ex.gzip.compress(data)
+            if not data:
+                return
         ex.resp_bytes += len(data)
         if ex.resp_chunked:
             self.out.append(b"%x\r\n%b\r\n" % (len(data), data))
         else:
             self.out.append(data)
+
+    def _gzip_end(self) -> None:
+        """The end of a compressed body: what the compressor still holds."""
+        ex = self.exchange
+        gzip = ex.gzip
+        ex.gzip = None
+        if gzip is not None:
+            self.upstream_body(gzip.finish())
 
     def _write_out(self) -> None:
         """Send what the response parser queued in ``out`` as one write."""
@@ -831,6 +902,8 @@ class ClientConnection(Receiver):
             return  # an interim 1xx ended; the real response follows
         if ex.resp_status == 101:
             return  # a 101 goes on as a tunnel: upstream_upgraded follows
+        if ex.gzip is not None:
+            self._gzip_end()
         if ex.resp_chunked:
             self.out.append(b"0\r\n\r\n")
         self._write_out()
@@ -860,6 +933,8 @@ class ClientConnection(Receiver):
         if ex.resp_started:
             if ex.resp_eof_body and exc is None:
                 # A close-delimited body ends with the connection.
+                if ex.gzip is not None:
+                    self._gzip_end()
                 if ex.resp_chunked:
                     self.out.append(b"0\r\n\r\n")
                 self.upstream_data_flushed()
@@ -1168,6 +1243,9 @@ class ClientConnection(Receiver):
             now = self.state.now()
         self._log(status, now)
         self.req = None
+        if self.holds is not None:
+            release(self.holds)  # limit_conn
+            self.holds = None
         ex.route = None
         ex.upstream = None
         ex.attempt = None

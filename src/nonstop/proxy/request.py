@@ -85,6 +85,10 @@ class Request:
     err_status: int = 0
     error_paged: bool = False
     internal: bool = False  # an internal redirect: "internal" locations may take it
+    # limit_req and limit_conn count a request once (proxy/guard.py); how long it waits
+    limit_req_done: bool = False
+    limit_conn_done: bool = False
+    limit_delay: float = 0.0
     # timing and the server that answered, for the access log and the counters
     start: float = 0.0  # the loop's clock when the request line began
     peer: Peer | None = None  # the last server tried

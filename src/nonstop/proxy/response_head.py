@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from nonstop.proxy.connection_pool import H_CONNECTION, H_TE, H_UPGRADE, UpstreamConnection
+from nonstop.proxy.connection_pool import (
+    H_CONNECTION,
+    H_PASSED,
+    H_TE,
+    H_UPGRADE,
+    UpstreamConnection,
+)
 from nonstop.proxy.forward_head import PLAIN_CONNECTION, connection_names, without
 from nonstop.proxy.request import Request
 from nonstop.proxy.responses import SERVER_LINE, status_line
@@ -38,6 +44,7 @@ def response_head(
     length = uconn.length
     chunked = False
     upgrade_value = b""
+    server = SERVER_LINE
     if uconn.special:
         for kind, value in uconn.special:
             if kind == H_TE:
@@ -52,11 +59,17 @@ def response_head(
                 named = connection_names(value)
                 if named:
                     lines = without(lines, named)
+            elif kind == H_PASSED:
+                # proxy_pass_header: the upstream's Server or Date replaces ours
+                if value == b"server":
+                    server = b""
+                elif value == b"date":
+                    date = b""
     # the head is joined once from its parts: status line, our Server and Date, the
     # upstream's lines, add_header lines, framing and Connection
     if route.hide is not None:
         lines = without(lines, route.hide)  # proxy_hide_header
-    parts = [status_line(req.err_status or status), SERVER_LINE, date]  # error_page's status
+    parts = [status_line(req.err_status or status), server, date]  # error_page's status
     parts += lines
     uconn.clear_head()
     if route.add_success or route.add_always:

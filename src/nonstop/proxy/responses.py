@@ -19,6 +19,7 @@ __all__ = [
     "REDIRECTS",
     "SERVER_LINE",
     "DateCache",
+    "absolute_url",
     "error_page",
     "local_response",
     "reason",
@@ -108,14 +109,20 @@ def return_response(
     port_in_redirect on does), ``text`` as the body, or nginx's page for ``code``."""
     if code in REDIRECTS and text is not None:
         if text.startswith("/"):
-            default = 443 if scheme == "https" else 80
-            if port != default:
-                authority += f":{port}"
-            text = f"{scheme}://{authority}{text}"
+            text = absolute_url(scheme, authority, port, text)
         return error_page(code), b"text/html", b"Location: " + text.encode("latin-1") + b"\r\n"
     if text is not None:
         return text.encode("latin-1"), b"text/plain", b""
     return error_page(code) if code >= 300 else b"", b"text/html", b""
+
+
+def absolute_url(scheme: str, authority: str, port: int, path: str) -> str:
+    """A redirect to ``path`` made absolute as nginx's header filter makes it
+    (absolute_redirect and port_in_redirect on, server_name_in_redirect off)."""
+    default = 443 if scheme == "https" else 80
+    if port != default:
+        authority += f":{port}"
+    return f"{scheme}://{authority}{path}"
 
 
 class DateCache:

@@ -29,9 +29,10 @@ from nonstop.config.model import (
     Template,
 )
 from nonstop.config.rewrite import compile_regex
-from nonstop.proxy.access import Access, compile_access
 from nonstop.proxy.error_page import Page, compile_pages
+from nonstop.proxy.guard import Guard
 from nonstop.proxy.request import Request
+from nonstop.proxy.response_filter import Filters, compile_filters
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
 from nonstop.proxy.static import Files, compile_files
 from nonstop.proxy.uri import escape_uri
@@ -64,7 +65,6 @@ class Route:
     """A location, compiled: everything the hot path needs, precomputed."""
 
     __slots__ = (
-        "access",
         "add_always",
         "add_success",
         "backend",
@@ -78,6 +78,8 @@ class Route:
         "drop",
         "error_pages",
         "files",
+        "filters",
+        "guard",
         "hide",
         "intercept",
         "internal",
@@ -90,6 +92,7 @@ class Route:
         "next_upstream",
         "ops",
         "owner",
+        "pass_hidden",
         "passes",
         "program",
         "proxy_host",
@@ -132,13 +135,19 @@ class Route:
         self.error_pages: dict[int, Page] | None = compile_pages(pages, table, where)
         self.intercept = spec is not None and spec.intercept_errors
         self.internal = spec is not None and spec.internal
-        rules = spec.access if spec is not None else block.access
-        self.access: Access | None = compile_access(rules)
+        # allow/deny, auth_basic, limit_req, limit_conn: set by the proxy state, which
+        # owns the zones (proxy/server.py)
+        self.guard: Guard | None = None
         hidden = {name.encode("latin-1") for name in spec.hide_headers} if spec else set()
         self.hide: set[bytes] | None = hidden or None  # proxy_hide_header
         mime, default = spec.text_types if spec is not None else block.text_types
         self.text_types: dict[str, bytes] = _types_table(mime)
         self.text_default = default.encode("latin-1")
+        passed = {name.encode("latin-1") for name in spec.pass_headers} if spec else set()
+        self.pass_hidden: frozenset[bytes] | None = frozenset(passed) or None  # proxy_pass_header
+        # gzip, proxy_redirect, proxy_cookie_*: None when the location has none of them
+        gzip = spec.gzip if spec is not None else block.gzip
+        self.filters: Filters | None = compile_filters(spec, gzip, table, where)
         files = spec.files if spec is not None else block.files
         prefix = spec.path if spec is not None else "/"
         self.files: Files | None = compile_files(files, prefix, table, where)

@@ -29,6 +29,8 @@ from nonstop.proxy.acceptor import AcceptErrors, Acceptor
 from nonstop.proxy.accesslog import AccessLogs
 from nonstop.proxy.balancers.peers import Peer
 from nonstop.proxy.connection_pool import IdlePool
+from nonstop.proxy.guard import compile_guard
+from nonstop.proxy.limits import Zones
 from nonstop.proxy.metrics import ProxyMetrics, Tally
 from nonstop.proxy.protocol import ClientConnection
 from nonstop.proxy.request import Request
@@ -146,13 +148,22 @@ class Backend:
 
 
 def _build(
-    config: Config, old: dict[str, Backend], servers: AppServers
+    config: Config, old: dict[str, Backend], servers: AppServers, zones: Zones
 ) -> tuple[VariableTable, Router, dict[str, Backend]]:
     """The run-time objects for ``config``; ``old`` backends lend their state, ``servers``
-    are the apps' servers (with their draining and health flags)."""
+    are the apps' servers (with their draining and health flags), ``zones`` the state of
+    its limit_req and limit_conn zones."""
     set_names = frozenset(defined_names(config) - {m.target for m in config.maps})
     table = VariableTable(config.maps, set_names)
     router = Router.build(config, table)
+    for route in router.routes():
+        spec = route.spec
+        if spec is not None:
+            guard = compile_guard(spec.access, spec.limits, zones, table, str(spec.source or ""))
+        else:
+            block = route.block
+            guard = compile_guard(block.access, block.limits, zones, table, str(block.source or ""))
+        route.guard = guard
     upstreams = {
         spec.name: _backend(spec, table, old.get(spec.name), servers.get(spec.name))
         for spec in config.upstreams
@@ -202,6 +213,7 @@ class ProxyState:
         self.upstreams: dict[str, Backend] = {}
         self.implicit: dict[str, Backend] = {}
         self.table: VariableTable
+        self.zones: Zones | None = None  # limit_req and limit_conn state (proxy/limits.py)
         self.access_logs = AccessLogs()
         self.metrics = ProxyMetrics()
         self.error_level = logging.ERROR
@@ -212,7 +224,7 @@ class ProxyState:
     def check(config: Config) -> None:
         """Build everything ``config`` needs from scratch, sharing nothing with a running
         state; raises ConfigError.  A reload runs this before it changes anything."""
-        _build(config, {}, {})
+        _build(config, {}, {}, Zones(config.zones))
 
     def install(self, config: Config, previous: ProxyState | None, servers: AppServers) -> None:
         """Build and switch to the run-time objects for ``config``.
@@ -224,7 +236,9 @@ class ProxyState:
         its servers.  Call ``check`` first: this mutates.
         """
         old = previous.upstreams if previous is not None else self.upstreams
-        table, router, upstreams = _build(config, old, servers)
+        zones = Zones(config.zones, previous.zones if previous is not None else self.zones)
+        table, router, upstreams = _build(config, old, servers, zones)
+        self.zones = zones
         self.config = config
         self.table = table
         self.router = router

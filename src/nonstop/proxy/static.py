@@ -21,9 +21,11 @@ from typing import Any
 
 from nonstop.config.model import FilesSpec
 from nonstop.proxy.error_page import jump
+from nonstop.proxy.gzip import Compressor, Gzip
 from nonstop.proxy.request import Request
+from nonstop.proxy.response_filter import file_head
 from nonstop.proxy.response_head import added_headers
-from nonstop.proxy.responses import error_page, local_response
+from nonstop.proxy.responses import SERVER_LINE, error_page, local_response, status_line
 from nonstop.proxy.variables import Getter, VariableTable
 
 __all__ = [
@@ -271,6 +273,17 @@ def _send_file(conn: Any, req: Request, files: Files, path: str, info: os.stat_r
         os.close(fd)
         _head(conn, req, 304, b"", -1, extra, None)
         return
+    name = os.path.basename(path)
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    ctype = files.types.get(ext, files.default_type)
+    route = conn.exchange.route
+    filters = route.filters if route is not None else None
+    if filters is not None and filters.gzip is not None and not final:
+        # gzip: the whole file, compressed, ranges ignored (proxy/response_filter.py)
+        extra, gzipped = file_head(filters.gzip, req, ctype, size, extra)
+        if gzipped:
+            _send_gzipped(conn, req, ctype, extra, FileBody(conn, fd, 0, size), filters.gzip)
+            return
     status, first, count, ranged = 200, 0, size, b""
     wanted = req.header(b"range") if not final else None
     if_range = req.header(b"if-range")
@@ -284,9 +297,6 @@ def _send_file(conn: Any, req: Request, files: Files, path: str, info: os.stat_r
         if span is not None:
             status, first, count = 206, span[0], span[1] - span[0] + 1
             ranged = b"Content-Range: bytes %d-%d/%d\r\n" % (span[0], span[1], size)
-    name = os.path.basename(path)
-    ext = name.rpartition(".")[2].lower() if "." in name else ""
-    ctype = files.types.get(ext, files.default_type)
     extra += ranged if ranged or final else b"Accept-Ranges: bytes\r\n"
     _head(conn, req, status, ctype, count, extra, FileBody(conn, fd, first, count))
 
@@ -323,10 +333,62 @@ def _head(
     body.pump()
 
 
+def _send_gzipped(
+    conn: Any, req: Request, ctype: bytes, extra: bytes, body: FileBody, gzip: Gzip
+) -> None:
+    """A file sent gzip: its head without a length, then the compressed body as the
+    client takes it, chunked (HTTP/1.0: ended by the close), never with sendfile."""
+    transport = conn.transport
+    if transport is None:
+        body.close()
+        return
+    ex = conn.exchange
+    head_only = req.method == b"HEAD"
+    chunked = req.version != "1.0"
+    close = not ex.body_done or not conn._client_keeps_alive(req) or not chunked
+    route = ex.route
+    if route is not None:
+        extra += added_headers(route, 200, req)
+    framing = b"Transfer-Encoding: chunked\r\n" if chunked and not head_only else b""
+    transport.write(
+        b"".join(
+            [
+                status_line(200),
+                SERVER_LINE,
+                conn.state.date.current,
+                b"Content-Type: " + ctype + b"\r\n",
+                extra,
+                framing,
+                b"Connection: close\r\n\r\n" if close else b"Connection: keep-alive\r\n\r\n",
+            ]
+        )
+    )
+    ex.resp_started = True
+    ex.resp_bytes = 0
+    body.status, body.close_after = 200, close
+    if head_only:
+        body.count = 0
+    else:
+        body.gzip = gzip.compressor()
+        body.chunked = chunked
+    conn.file_body = body
+    body.pump()
+
+
 class FileBody:
     """The rest of a file on its way to the client; ``pump`` runs again on resume_writing."""
 
-    __slots__ = ("close_after", "conn", "count", "fd", "offset", "sock", "status")
+    __slots__ = (
+        "chunked",
+        "close_after",
+        "conn",
+        "count",
+        "fd",
+        "gzip",
+        "offset",
+        "sock",
+        "status",
+    )
 
     def __init__(self, conn: Any, fd: int, offset: int, count: int) -> None:
         self.conn = conn
@@ -335,6 +397,8 @@ class FileBody:
         self.count = count
         self.status = 200
         self.close_after = False
+        self.gzip: Compressor | None = None  # the file leaves compressed (gzip on)
+        self.chunked = False  # ... in chunks
         self.sock = -1
         transport = conn.transport
         if conn.scheme == "http" and transport is not None:
@@ -364,7 +428,7 @@ class FileBody:
                 return
             if conn.write_paused:
                 return
-            sent = self._sendfile(transport)
+            sent = self._sendfile(transport) if self.gzip is None else 0
             if sent < 0:
                 return  # the connection broke; it is closing
             if sent == 0:
@@ -374,13 +438,28 @@ class FileBody:
                     conn.file_body = None
                     transport.abort()
                     return
-                transport.write(chunk)
+                transport.write(chunk if self.gzip is None else self._deflate(chunk, False))
                 sent = len(chunk)
             self.offset += sent
             self.count -= sent
+        if self.gzip is not None:
+            transport = conn.transport
+            if transport is not None:
+                transport.write(self._deflate(b"", True))
         self.close()
         conn.file_body = None
         conn._finish(self.status, self.close_after)
+
+    def _deflate(self, chunk: bytes, last: bool) -> bytes:
+        """``chunk`` compressed, as the client gets it (chunked, or as it is)."""
+        gzip = self.gzip
+        assert gzip is not None
+        data = gzip.compress(chunk) if not last else gzip.finish()
+        self.conn.exchange.resp_bytes += len(data)
+        if not self.chunked:
+            return data
+        framed = b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+        return framed + b"0\r\n\r\n" if last else framed
 
     def _sendfile(self, transport: Any) -> int:
         """Bytes sent straight to the socket: only while the transport has nothing

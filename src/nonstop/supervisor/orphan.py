@@ -8,8 +8,9 @@ recorded time *and* still leads its own process group (and, to adopt it, has the
 command line) — and we hold a pidfd on it while we check.  Once the leader is gone we
 stop: its group id could be reused by then, so its leftovers are not ours to signal.
 
-``AdoptedProcess`` is such a process taken over: the same ``ProcessHandle`` an instance
-started here has, watched through its pidfd (Linux 5.3 or later).  It is not our child,
+``AdoptedProcess`` is such a process taken over: a ``WatchedProcess`` as an instance
+started here is, watched through its pidfd (Linux 5.3 or later), and signalled only while
+that pidfd says it has not exited.  It is not our child,
 so its exit status cannot be known; its exit is reported as ``UNKNOWN_EXIT``.
 """
 
@@ -22,7 +23,12 @@ import select
 import signal
 import time
 
-from nonstop.supervisor.process import UNKNOWN_EXIT, process_cmdline, process_start_ticks
+from nonstop.supervisor.process import (
+    UNKNOWN_EXIT,
+    WatchedProcess,
+    process_cmdline,
+    process_start_ticks,
+)
 
 __all__ = ["AdoptedProcess", "is_gone", "is_our_process", "reclaim"]
 
@@ -86,16 +92,13 @@ async def reclaim(pid: int, start_ticks: int | None, stop_signal: str, timeout: 
     return not is_our_process(pid, start_ticks)
 
 
-class AdoptedProcess:
-    """An instance an earlier nonstop started, taken over and watched through a pidfd."""
+class AdoptedProcess(WatchedProcess):
+    """An instance an earlier nonstop started, taken over and watched through a pidfd:
+    ours while the pidfd has not signalled its exit (its pid may be reused after that)."""
 
     def __init__(self, pid: int, start_ticks: int, pidfd: int) -> None:
-        self.pid = pid
-        self.start_ticks: int | None = start_ticks
-        self.returncode: int | None = None
-        self.reaped = False
-        self._pidfd: int | None = pidfd
-        self._exit: asyncio.Future[int] | None = None
+        super().__init__(pid, start_ticks)
+        self._pidfd = pidfd
 
     @classmethod
     def take(
@@ -113,37 +116,20 @@ class AdoptedProcess:
             return None
         return cls(pid, start_ticks, pidfd)
 
-    def _gone(self) -> bool:
+    def _still_ours(self) -> bool:
         if self.returncode is not None or self._pidfd is None:
-            return True
+            return False
         poller = select.poll()
         poller.register(self._pidfd, select.POLLIN)
-        return bool(poller.poll(0))
+        return not poller.poll(0)
 
-    def signal_group(self, signum: int) -> bool:
-        if self.reaped or self._gone():
-            return False
-        try:
-            os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            return False
-        return True
-
-    async def wait_exit(self) -> int:
-        if self.returncode is not None:
-            return self.returncode
-        if self._exit is None:
-            loop = asyncio.get_running_loop()
-            self._exit = loop.create_future()
-            assert self._pidfd is not None
-            loop.add_reader(self._pidfd, self._on_exit)
-        return await asyncio.shield(self._exit)
+    def _watch(self) -> None:
+        assert self._pidfd is not None
+        asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
 
     def _on_exit(self) -> None:
-        self._stop_watching()
-        self.returncode = UNKNOWN_EXIT
-        if self._exit is not None and not self._exit.done():
-            self._exit.set_result(UNKNOWN_EXIT)
+        self._unwatch()
+        self._settle(UNKNOWN_EXIT)
 
     def reap(self) -> int:
         """After ``wait_exit``; collects the zombie only if this process is its parent
@@ -155,16 +141,3 @@ class AdoptedProcess:
                 os.waitpid(self.pid, os.WNOHANG)
             self.reaped = True
         return self.returncode
-
-    def close(self) -> None:
-        """Stop watching; the process itself is not touched."""
-        self._stop_watching()
-
-    def _stop_watching(self) -> None:
-        if self._pidfd is None:
-            return
-        if self._exit is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = None

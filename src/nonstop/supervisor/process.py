@@ -27,6 +27,7 @@ import time
 __all__ = [
     "UNKNOWN_EXIT",
     "ChildProcess",
+    "WatchedProcess",
     "process_cmdline",
     "process_start_ticks",
     "process_started_at",
@@ -86,22 +87,31 @@ def _status(result: os.waitid_result) -> int:
     return -int(result.si_status)
 
 
-class ChildProcess:
-    """A ``Popen`` started with ``start_new_session=True`` (so pgid == pid)."""
+class WatchedProcess:
+    """A process-group leader nonstop signals and waits for, without ever reaping it
+    behind its own back: what an instance's process is, started here (``ChildProcess``)
+    or adopted from an earlier nonstop (``orphan.AdoptedProcess``).  A subclass says how
+    its exit is learnt (``_watch``, which ends in ``_settle``) and whether its pid still
+    names it (``_still_ours``), and reaps it its own way."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-        self.start_ticks = process_start_ticks(popen.pid)
+    def __init__(self, pid: int, start_ticks: int | None) -> None:
+        self.pid = pid
+        self.start_ticks = start_ticks
         self.returncode: int | None = None  # set when the leader has exited, before reaping
         self.reaped = False
         self._exit: asyncio.Future[int] | None = None
         self._pidfd: int | None = None
-        self._poller: asyncio.Task[None] | None = None
+
+    def _still_ours(self) -> bool:
+        """Whether ``pid`` still names this process (a hook; signalled only if so)."""
+        return True
+
+    def _watch(self) -> None:
+        raise NotImplementedError
 
     def signal_group(self, signum: int) -> bool:
         """Send ``signum`` to the whole process group; False if nothing was sent."""
-        if self.reaped:
+        if self.reaped or not self._still_ours():
             return False
         try:
             os.killpg(self.pid, signum)
@@ -117,6 +127,33 @@ class ChildProcess:
             self._exit = asyncio.get_running_loop().create_future()
             self._watch()
         return await asyncio.shield(self._exit)
+
+    def _settle(self, code: int) -> None:
+        self.returncode = code
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(code)
+
+    def close(self) -> None:
+        """Stop watching (the loop is going away); the process itself is not touched."""
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._pidfd is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+
+
+class ChildProcess(WatchedProcess):
+    """A ``Popen`` started with ``start_new_session=True`` (so pgid == pid).  Its zombie
+    pins its pid until ``reap``: it is ours for as long as it is not reaped."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        super().__init__(popen.pid, process_start_ticks(popen.pid))
+        self._popen = popen
+        self._poller: asyncio.Task[None] | None = None
 
     def reap(self) -> int:
         """After ``wait_exit``: SIGKILL what is left of the group, then collect the zombie."""
@@ -154,10 +191,7 @@ class ChildProcess:
         loop.add_reader(self._pidfd, self._on_pidfd)
 
     def _on_pidfd(self) -> None:
-        assert self._pidfd is not None
-        asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = None
+        self._unwatch()
         code = self._peek()
         self._settle(code if code is not None else -signal.SIGKILL)
 
@@ -167,16 +201,6 @@ class ChildProcess:
         self._settle(code)
 
     def close(self) -> None:
-        """Stop watching (the loop is going away); the process itself is not touched."""
-        if self._pidfd is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        super().close()
         if self._poller is not None:
             self._poller.cancel()
-
-    def _settle(self, code: int) -> None:
-        self.returncode = code
-        if self._exit is not None and not self._exit.done():
-            self._exit.set_result(code)

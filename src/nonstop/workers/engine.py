@@ -36,7 +36,7 @@ from typing import Any
 
 from nonstop.config.model import Config
 from nonstop.config.vocabulary import BACKUP_METHODS
-from nonstop.engines.base import check_static_server
+from nonstop.engines.base import IDLE_GRACE, check_static_server
 from nonstop.engines.checks import UpstreamChecks
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
@@ -165,14 +165,15 @@ class WorkersEngine:
     async def reopen_logs(self) -> None:
         await self._all("reopen_logs")
 
-    async def shutdown(self, timeout: float) -> None:
+    async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
         """Every worker stops accepting and finishes its in-flight requests within
-        ``timeout``; then the listening sockets close."""
+        ``timeout``; then the listening sockets close (in this process: after an upgrade
+        the new nonstop holds them open)."""
         self._stopping = True
         await self._checks.close()
         workers = list(self._workers.values())
         for worker in workers:
-            worker.call("shutdown", timeout)
+            worker.call("shutdown", timeout, idle_grace)
         exits = [asyncio.ensure_future(w.process.wait()) for w in workers]
         if exits:
             _done, late = await asyncio.wait(exits, timeout=timeout + 5.0)
@@ -189,6 +190,12 @@ class WorkersEngine:
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         self._sockets.close()
+
+    def listening(self) -> list[tuple[int, int]]:
+        return self._sockets.all()
+
+    async def hand_over(self, timeout: float) -> None:
+        await self.shutdown(timeout, IDLE_GRACE)
 
     # -- an app's servers -------------------------------------------------------------
 

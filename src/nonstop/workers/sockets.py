@@ -12,6 +12,9 @@ the retired index's sockets closed, and with them what is still queued on them.
 
 Sockets from systemd (``LISTEN_FDS``) are worker 0's; the other workers' sockets join their
 group, which needs them made with ``SO_REUSEPORT`` (``ReusePort=yes`` in the socket unit).
+An upgrade hands every socket to the new nonstop with its worker index (``all``), and the
+new control process gives each to its worker of the same index: the group is the same
+sockets, none is closed or bound anew, so what is queued on each is accepted.
 """
 
 from __future__ import annotations
@@ -50,17 +53,18 @@ class WorkerSockets:
         return opened
 
     def _socket(self, key: Key, index: int) -> socket.socket:
-        """Worker ``index``'s socket for ``key``: for worker 0 the one systemd handed over
-        (``LISTEN_FDS``), if any, which the others' sockets then join."""
-        handed = listeners.inherited.take(*key) if index == 0 else None
+        """Worker ``index``'s socket for ``key``: the one handed over for that index, if
+        any (by the nonstop this one upgrades, or for worker 0 by systemd's
+        ``LISTEN_FDS``), which the others' sockets then join."""
+        handed = listeners.inherited.take(*key, worker=index)
         if handed is not None:
             if not handed.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
                 handed.close()
                 host, port = key
                 raise OSError(
-                    f"the listening socket for {host}:{port} handed over by systemd cannot be "
-                    "shared by workers: set ReusePort=yes in the .socket unit, or "
-                    "worker_processes 1"
+                    f"the listening socket for {host}:{port} handed over (by systemd, or by "
+                    "a nonstop with worker_processes 1) cannot be shared by workers: set "
+                    "ReusePort=yes in the .socket unit, or restart nonstop instead"
                 )
             return handed
         return listen_socket(self._bound(key), reuseport=True)
@@ -91,6 +95,10 @@ class WorkerSockets:
             sock = self._open.pop(index_key, None)
             if sock is not None:
                 sock.close()
+
+    def all(self) -> list[tuple[int, int]]:
+        """Every socket as ``(worker index, fd)`` (what an upgrade hands over)."""
+        return [(index, sock.fileno()) for (index, _), sock in sorted(self._open.items())]
 
     def addresses(self) -> list[str]:
         names = {sock.getsockname()[:2] for sock in self._open.values()}

@@ -33,6 +33,7 @@ from nonstop.config.model import Config
 from nonstop.engines.embedded import EmbeddedEngine
 from nonstop.errors import NonstopError
 from nonstop.servers import ServerState
+from nonstop.statedir import restrict_umask
 from nonstop.workers.channel import Channel, Message
 
 __all__ = ["Worker", "main"]
@@ -46,6 +47,7 @@ class Worker:
     def __init__(self, channel_fd: int) -> None:
         self._fd = channel_fd
         self._engine: EmbeddedEngine | None = None
+        self._config: Config | None = None
         self._sockets: dict[Key, socket.socket] = {}  # given, not yet listening
         self._grace = 30.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -62,7 +64,7 @@ class Worker:
             "undrain_server": self._forward("undrain_server"),
             "status": self._forward("status"),
             "metrics": self._forward("metrics"),
-            "reopen_logs": self._forward("reopen_logs"),
+            "reopen_logs": self._reopen_logs,
             "mark_health": self._mark_health,
             "shutdown": self._shutdown,
         }
@@ -145,7 +147,9 @@ class Worker:
     ) -> None:
         from nonstop.daemon import setup_logging
 
+        restrict_umask(config.group)  # what it writes: 0600, or 0640 with the group
         setup_logging(config)
+        self._config = config
         self._grace = grace
         self._take_sockets(keys, fds)
         engine = self._engine = EmbeddedEngine(config, sockets=self._socket, checked=False)
@@ -173,18 +177,28 @@ class Worker:
             await self._engine.apply(config)
         finally:
             self._close_unused()
+        self._config = config
+        restrict_umask(config.group)
         setup_logging(config)
+
+    async def _reopen_logs(self) -> None:
+        """SIGUSR1 to the control process: the error log and the access logs, reopened."""
+        from nonstop.daemon import setup_logging
+
+        assert self._engine is not None
+        setup_logging(self._config)
+        await self._engine.reopen_logs()
 
     async def _mark_health(self, upstream: str, address: str, healthy: bool) -> None:
         if self._engine is not None:
             self._engine.mark_health(upstream, address, healthy)
 
-    async def _shutdown(self, timeout: float) -> None:
+    async def _shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
         if self._stopping:
             return
         self._stopping = True
         if self._engine is not None:
-            await self._engine.shutdown(timeout)
+            await self._engine.shutdown(timeout, idle_grace)
         self._close_unused()
         assert self._done is not None
         if not self._done.done():

@@ -632,7 +632,24 @@ def test_map_onto_a_builtin_variable_is_an_error(http: Load) -> None:
     [
         ("server { foo bar; }", 'unknown directive "foo"'),
         ("server { limit_except GET { } }", 'directive "limit_except" is outside the nonstop'),
-        ("gzip on;", '"gzip on" changes behaviour'),
+        ("gzip maybe;", 'invalid value "maybe" in "gzip" directive, it must be "on" or "off"'),
+        ("gzip_comp_level 10;", '"gzip_comp_level" must be between 1 and 9'),
+        ("gzip_proxied sometimes;", 'invalid value "sometimes" in "gzip_proxied" directive'),
+        ("gzip_http_version 2.0;", 'invalid value "2.0" in "gzip_http_version" directive'),
+        ("gzip_buffers 0 4k;", 'invalid value "0 4k" in "gzip_buffers" directive'),
+        ("gzip_disable ~(;", "pcre_compile() failed: missing ), unterminated"),
+        ("proxy_redirect sometimes;", 'invalid parameter "sometimes"'),
+        (
+            "proxy_redirect off; proxy_redirect / /x;",
+            '"off" cannot be used with other "proxy_redirect" directives',
+        ),
+        (
+            "server { location / { set $u http://127.0.0.1:1; proxy_pass $u;"
+            " proxy_redirect default; } }",
+            '"proxy_redirect default" cannot be used with "proxy_pass" directive with variables',
+        ),
+        ("proxy_cookie_path on;", 'invalid parameter "on"'),
+        ("server { proxy_cookie_domain a b c; }", 'invalid number of arguments in "proxy_co'),
         ("server { listen; }", 'invalid number of arguments in "listen" directive'),
         ("proxy_pass http://127.0.0.1:1;", '"proxy_pass" directive is not allowed here'),
         ("server { location / { location /x { } } }", "nested locations are outside"),
@@ -718,7 +735,6 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
           default_type application/octet-stream;
           include mime.types;
           types { text/html html; }
-          gzip off;
           server_tokens off;
           server { sendfile off; return 204; }
         }
@@ -732,7 +748,6 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
         "sendfile",
         "tcp_nopush",
         "types_hash_max_size",
-        "gzip",
         "server_tokens",
     ]
     assert cfg.max_connections == 1024  # worker_connections bounds client connections
@@ -997,3 +1012,84 @@ def test_access_log_takes_the_json_format_and_names_the_formats_it_knows(http: L
     assert cfg.servers[0].access_log.format == "json"
     with pytest.raises(ConfigError, match=r'unknown log format "main".*"combined" and "json"'):
         http("server { access_log logs/a.log main; return 204; }")
+
+
+# --------------------------------------------------------------------------- gzip, proxy_redirect
+
+
+def test_the_gzip_family_is_inherited_directive_by_directive(http: Load) -> None:
+    cfg = http(
+        """
+        gzip_types application/json;
+        gzip_comp_level 6;
+        gzip_disable msie6 "^curl";
+        server {
+          gzip on;
+          gzip_vary on;
+          location /a { return 204; }
+          location /b { gzip off; return 204; }
+          location /c { gzip_types text/css; gzip_proxied expired no-cache; return 204; }
+        }
+        """
+    )
+    [server] = cfg.servers
+    a, b, c = server.locations
+    assert a.gzip is not None and b.gzip is None and c.gzip is not None
+    assert a.gzip.types == {"text/html", "application/json"}
+    assert (a.gzip.comp_level, a.gzip.vary, a.gzip.min_length) == (6, True, 20)
+    assert a.gzip.disable_msie6 and a.gzip.disable == (Regex("^curl", True),)
+    assert c.gzip.types == {"text/html", "text/css"}  # a level's own list replaces
+    assert c.gzip.proxied == {"expired", "no-cache"} and a.gzip.proxied == {"off"}
+    assert server.gzip is not None  # files a server answers itself are compressed too
+
+
+def test_proxy_redirect_default_is_the_pass_url_with_the_location_prefix(http: Load) -> None:
+    cfg = http(
+        """
+        server {
+          location /one/ { proxy_pass http://127.0.0.1:9000/base/; }
+          location / { proxy_pass http://127.0.0.1:9000; }
+          location /var/ { set $u http://127.0.0.1:9000; proxy_pass $u; }
+          location /off/ { proxy_pass http://127.0.0.1:9000; proxy_redirect off; }
+        }
+        """
+    )
+    one, root, var, off = cfg.servers[0].locations
+    rule = one.redirects[0]
+    assert rule.pattern is not None and rule.pattern.raw == "http://127.0.0.1:9000/base/"
+    assert rule.replacement.raw == "/one/"
+    rule = root.redirects[0]
+    assert rule.pattern is not None and rule.pattern.raw == "http://127.0.0.1:9000/"
+    assert rule.replacement.raw == "/"
+    assert var.redirects == () and off.redirects == ()
+
+
+def test_proxy_redirect_and_cookie_rules_are_inherited_only_by_a_level_without_any(
+    http: Load,
+) -> None:
+    cfg = http(
+        """
+        proxy_redirect http://a/ /a/;
+        proxy_redirect ~*^http://(b)/ /$1/;
+        proxy_cookie_domain .Example.com $host;
+        proxy_pass_header Server;
+        server {
+          location /x { proxy_pass http://127.0.0.1:9000; }
+          location /y {
+            proxy_pass http://127.0.0.1:9000;
+            proxy_redirect default;
+            proxy_cookie_domain off;
+            proxy_pass_header X-Accel-Buffering;
+          }
+        }
+        """
+    )
+    x, y = cfg.servers[0].locations
+    assert [r.regex is not None for r in x.redirects] == [False, True]
+    assert x.redirects[1].regex == Regex("^http://(b)/", True)
+    [domain] = x.cookie_domains
+    assert domain.pattern is not None and domain.pattern.raw == "Example.com"  # dot dropped
+    assert x.pass_headers == ("server",)
+    [default] = y.redirects
+    assert default.pattern is not None and default.pattern.raw == "http://127.0.0.1:9000/"
+    assert y.cookie_domains == () and y.pass_headers == ("x-accel-buffering",)

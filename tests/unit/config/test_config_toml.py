@@ -488,6 +488,17 @@ locations = [ { path = "/", return = { code = 204 } } ]
         assert "workers: " in str(error(toml, wrong + "\n" + body))
 
 
+def test_the_file_group_is_read_and_must_exist(toml: Load) -> None:
+    body = """
+[[servers]]
+listen = ["127.0.0.1:8080"]
+locations = [ { path = "/", return = { code = 204 } } ]
+"""
+    assert toml('group = "nogroup"\n' + body).group == "nogroup"
+    assert toml(body).group is None
+    assert 'group: no group "no-such-group"' in str(error(toml, 'group = "no-such-group"\n' + body))
+
+
 def test_an_apps_user_and_group_must_exist_and_name_their_key(load_text: Load) -> None:
     base = '[apps.web]\ncommand = "app {port}"\nports = [8000, 8001]\n'
     servers = (

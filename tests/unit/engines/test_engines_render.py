@@ -31,6 +31,8 @@ CASES: dict[str, tuple[str, RenderOptions]] = {
     "seed_ip_hash": ("seed_ip_hash.conf", RenderOptions("/state/nginx")),
     "rewrites": ("rewrites.conf", RenderOptions("/state/nginx")),
     "files": ("files.conf", RenderOptions("/state/nginx")),
+    "limits": ("limits.conf", RenderOptions("/state/nginx")),
+    "filters": ("filters.conf", RenderOptions("/state/nginx")),
     "seed_blue_green": ("blue_green/nginx.conf", RenderOptions("/state/nginx", user="nobody")),
 }
 

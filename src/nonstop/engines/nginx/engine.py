@@ -440,14 +440,39 @@ class NginxEngine:
         keep looking for it), and reload it onto the render.
         """
         self._checks.sync(self.config.upstreams)
-        await self.update()
+        if self.system_pid is None:
+            self._adopt()
+        await self.update()  # reloads an adopted master only if the render changed
         if self.system_pid is not None:
             await self._attach(first=True)
             self._tasks.spawn(self._watch_system(), "watch the system's nginx")
             return self.listens()
-        await self._spawn()
+        if self.master is None:
+            await self._spawn()
         self._tasks.spawn(self._supervise(), "supervise nginx")
         return self.listens()
+
+    def _adopt(self) -> None:
+        """Drive the nginx an earlier nonstop left running under this home (after an
+        upgrade, a SIGKILL or a crash) instead of starting one: it keeps its workers, its
+        listening sockets and every client connection.
+
+        Only the master in our own pid file, titled as a master with our prefix and
+        running our ``conf/nginx.conf``; the files it runs are taken as the live ones,
+        so it is reloaded only if the render differs.
+        """
+        pid = _orphan_master(os.path.join(self.home, "nginx.pid"), self.home)
+        if pid is None:
+            return
+        try:
+            master = self.command.attach(os.path.join(self.home, "nginx.pid"), self.conf)
+        except AttachFailed as exc:
+            log.warning("not adopting nginx master %d: %s", pid, exc)
+            return
+        self.master = master
+        self._old_workers.clear()
+        self._live = _read_tree(self.path("conf"), render(self.config, self.options()).files)
+        log.info("adopted nginx master %d left running by an earlier nonstop", master.pid)
 
     async def _attach(self, first: bool = False) -> bool:
         """Find the system's master; once found, reload it so it runs the current render."""
@@ -517,16 +542,29 @@ class NginxEngine:
 
     async def shutdown(self, timeout: float) -> None:
         """SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL."""
-        self._stopping = True
-        await self._checks.close()
-        if self._applier is not None:  # a change being applied is finished, not cut
-            await asyncio.gather(self._applier, return_exceptions=True)
-        await self._tasks.close()
+        await self._let_go()
         if self.system_pid is not None:
             return  # the system's nginx keeps serving; it is not nonstop's to stop
         if self.master is not None and self.master.returncode is None:
             await self._stop_master(self.master, timeout)
             log.info("nginx master %d stopped", self.master.pid)
+
+    def listening(self) -> list[tuple[int, int]]:
+        return []  # nginx keeps its own listening sockets, and keeps running
+
+    async def hand_over(self, timeout: float) -> None:
+        """After an upgrade: nginx keeps serving, driven by the new nonstop (``_adopt``)."""
+        await self._let_go()
+        if self.master is not None and self.master.returncode is None:
+            log.info("nginx master %d left serving for the new nonstop", self.master.pid)
+
+    async def _let_go(self) -> None:
+        """Stop driving nginx: no more checks, reloads or supervision."""
+        self._stopping = True
+        await self._checks.close()
+        if self._applier is not None:  # a change being applied is finished, not cut
+            await asyncio.gather(self._applier, return_exceptions=True)
+        await self._tasks.close()
 
     async def _reclaim_orphan(self) -> None:
         """Stop an nginx a killed nonstop left running under this home: it holds our ports.
@@ -663,6 +701,18 @@ def _write_tree(root: str, files: Mapping[str, str], previous: Mapping[str, str]
             os.unlink(os.path.join(root, relative))
         except FileNotFoundError:
             pass
+
+
+def _read_tree(root: str, files: Mapping[str, str]) -> dict[str, str]:
+    """The files of ``files`` as they are under ``root`` now (those that exist)."""
+    found = {}
+    for relative in files:
+        try:
+            with open(os.path.join(root, relative)) as handle:
+                found[relative] = handle.read()
+        except OSError:
+            continue
+    return found
 
 
 def _orphan_master(pidfile: str, home: str, proc: str = "/proc") -> int | None:

@@ -54,7 +54,11 @@ from nonstop.config.model import (
     Config,
     ErrorPage,
     FilesSpec,
+    GzipSpec,
+    HeaderRewrite,
     IfSpec,
+    Limits,
+    LimitZone,
     LocationSpec,
     MapSpec,
     ProxyPass,
@@ -124,7 +128,6 @@ class RenderOptions:
     down: frozenset[tuple[str, str]] = frozenset()
     user: str | None = None
     pid: str | None = None  # the pid file; None = HOME/nginx.pid
-    worker_processes: str = "auto"
     worker_connections: int = 1024
 
 
@@ -232,7 +235,7 @@ def _main(w: _Writer, config: Config, options: RenderOptions) -> None:
     w.lines.append("# Rendered by nonstop from " + config.path + "; edits are overwritten.")
     if options.user:
         w.line("user", quote(options.user))
-    w.line("worker_processes", options.worker_processes)
+    w.line("worker_processes", str(config.workers))  # worker_processes / workers
     w.line("pid", quote(options.pid or os.path.join(home, "nginx.pid")))
     w.line("error_log", quote(os.path.join(home, "logs", "error.log")), "notice")
     drain = max((app.drain_timeout for app in config.apps), default=None)
@@ -256,6 +259,10 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     for spec in config.maps:
         _map(w, spec)
         w.blank()
+    for zone in config.zones:
+        _zone(w, zone)
+    if config.zones:
+        w.blank()
     apps = {app.name: app for app in config.apps}
     for up in config.upstreams:
         if up.implicit:
@@ -269,7 +276,7 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        passes = _Passes(keepalive, set(apps), options.home, server.files)
+        passes = _Passes(keepalive, set(apps), options.home, server.files, server.gzip)
         _server(w, server, passes, stats)
         w.blank()
 
@@ -363,6 +370,7 @@ class _Passes:
     apps: set[str]
     home: str
     files: FilesSpec | None = None  # the server's, which its locations' types repeat
+    gzip: GzipSpec | None = None  # the server's, which its locations inherit
 
     def apps_of(self, server: ServerBlock) -> list[str]:
         """The apps ``server``'s locations pass to, in order, each once."""
@@ -396,7 +404,9 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     _error_pages(w, server.error_pages)
     if server.files is not None:
         _files(w, server.files, None)
+    _gzip(w, server.gzip, inherits_off=True)
     _access(w, server.access)
+    _limits(w, server.limits, None)
     apps = passes.apps_of(server)
     if apps:
         # The flag is looked up per request; a stat() per request would cost nginx ~20%
@@ -419,7 +429,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
             _return(w, server.ret)
     for location in server.locations:
         w.blank()
-        _location(w, location, passes, stats)
+        _location(w, location, passes, stats, server.limits)
     w.close()
 
 
@@ -485,7 +495,9 @@ def _return(w: _Writer, ret: ReturnSpec) -> None:
         w.line("return", str(ret.code), quote(ret.text.raw))
 
 
-def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None) -> None:
+def _location(
+    w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None, server: Limits
+) -> None:
     modifier = loc.modifier if loc.modifier != "@" else ""
     w.open("location", *((modifier,) if modifier else ()), quote(loc.path))
     if not loc.steps:
@@ -499,7 +511,10 @@ def _location(w: _Writer, loc: LocationSpec, passes: _Passes, stats: str | None)
         w.line("proxy_intercept_errors", "on")
     if loc.internal:
         w.line("internal")
+    if loc.gzip != passes.gzip:
+        _gzip(w, loc.gzip)
     _access(w, loc.access)
+    _limits(w, loc.limits, server)
     if loc.files is not None:
         _files(w, loc.files, passes.files)
     if loc.steps:
@@ -531,6 +546,8 @@ def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes
                     _add_headers(w, inner.add_headers)
                 if inner.access_log != loc.access_log and inner.access_log is not None:
                     _access_log(w, inner.access_log, None)
+                if inner.gzip != loc.gzip:
+                    _gzip(w, inner.gzip)
                 own = inner.proxy_pass
                 if own is not None and (loc.proxy_pass is None or own.url != loc.proxy_pass.url):
                     w.line("proxy_pass", _pass_url(own, passes))
@@ -566,9 +583,93 @@ def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
         w.close()
 
 
+def _gzip(w: _Writer, gzip: GzipSpec | None, inherits_off: bool = False) -> None:
+    """gzip and its family where it differs from the level above (which inherits
+    "off" unless told; a level below "on" says "off")."""
+    if gzip is None:
+        if not inherits_off:
+            w.line("gzip", "off")
+        return
+    w.line("gzip", "on")
+    types = sorted(gzip.types - {"text/html"})
+    if types:
+        w.line("gzip_types", *(quote(t) for t in types))
+    w.line("gzip_comp_level", str(gzip.comp_level))
+    w.line("gzip_min_length", str(gzip.min_length))
+    w.line("gzip_proxied", *sorted(gzip.proxied))
+    w.line("gzip_vary", "on" if gzip.vary else "off")
+    disable = [quote(r.pattern) for r in gzip.disable]
+    if gzip.disable_msie6:
+        disable.insert(0, "msie6")
+    if disable:
+        w.line("gzip_disable", *disable)
+    w.line("gzip_http_version", gzip.http_version)
+
+
+def _rewrite_rule(rule: HeaderRewrite) -> tuple[str, str]:
+    if rule.regex is not None:
+        pattern = ("~*" if rule.regex.caseless else "~") + rule.regex.pattern
+    else:
+        assert rule.pattern is not None
+        pattern = rule.pattern.raw
+    return quote(pattern), quote(rule.replacement.raw)
+
+
 def _access(w: _Writer, rules: tuple[AccessRule, ...]) -> None:
     for rule in rules:
         w.line("allow" if rule.allow else "deny", rule.network)
+
+
+def _zone(w: _Writer, zone: LimitZone) -> None:
+    """``limit_req_zone``/``limit_conn_zone`` (``sync`` is nginx Plus's: left out)."""
+    spec = f"zone={zone.name}:{size(zone.size)}"
+    if not zone.rate:
+        w.line("limit_conn_zone", quote(zone.key.raw), spec)
+    elif zone.rate % 1000 == 0:
+        w.line("limit_req_zone", quote(zone.key.raw), spec, f"rate={zone.rate // 1000}r/s")
+    else:
+        w.line("limit_req_zone", quote(zone.key.raw), spec, f"rate={round(zone.rate * 0.06)}r/m")
+
+
+def _limits(w: _Writer, limits: Limits, server: Limits | None) -> None:
+    """satisfy, auth_basic and the limits of a level: a server's that differ from nginx's
+    defaults, a location's that differ from its server's (inherited from it otherwise)."""
+    base = server if server is not None else Limits()
+    if limits.satisfy_any != base.satisfy_any:
+        w.line("satisfy", "any" if limits.satisfy_any else "all")
+    if limits.auth != base.auth:
+        if limits.auth is None or limits.auth.realm is None:
+            w.line("auth_basic", "off")
+        else:
+            w.line("auth_basic", quote(limits.auth.realm))
+            w.line("auth_basic_user_file", quote(limits.auth.user_file))
+    if limits.reqs != base.reqs:
+        for req in limits.reqs:
+            words = ["limit_req", f"zone={req.zone}"]
+            if req.burst:
+                words.append(f"burst={req.burst // 1000}")
+            if req.delay >= 2**62:
+                words.append("nodelay")
+            elif req.delay:
+                words.append(f"delay={req.delay // 1000}")
+            w.line(*words)
+    if limits.conns != base.conns:
+        for zone, most in limits.conns:
+            w.line("limit_conn", zone, str(most))
+    for name, value, default in (
+        ("limit_req_status", str(limits.req_status), str(base.req_status)),
+        ("limit_req_log_level", limits.req_log_level, base.req_log_level),
+        ("limit_req_dry_run", _on(limits.req_dry_run), _on(base.req_dry_run)),
+        ("limit_conn_status", str(limits.conn_status), str(base.conn_status)),
+        ("limit_conn_log_level", limits.conn_log_level, base.conn_log_level),
+        ("limit_conn_dry_run", _on(limits.conn_dry_run), _on(base.conn_dry_run)),
+    ):
+        if value != default:
+            w.line(name, value)
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def _error_pages(w: _Writer, pages: tuple[ErrorPage, ...]) -> None:
@@ -623,6 +724,18 @@ def _proxy(w: _Writer, loc: LocationSpec, passes: _Passes) -> None:
         w.line("proxy_set_header", "X-Request-ID", "$request_id")  # as the embedded proxy
     for name in loc.hide_headers:
         w.line("proxy_hide_header", quote(name))
+    for name in loc.pass_headers:
+        w.line("proxy_pass_header", quote(name))
+    # the rules as resolved ("default" made literal, so an app's pass through a slot
+    # variable keeps them); none: off where nginx would otherwise add its default
+    for rule in loc.redirects:
+        w.line("proxy_redirect", *_rewrite_rule(rule))
+    if not loc.redirects and app is None and proxy.url.is_constant:
+        w.line("proxy_redirect", "off")
+    for rule in loc.cookie_paths:
+        w.line("proxy_cookie_path", *_rewrite_rule(rule))
+    for rule in loc.cookie_domains:
+        w.line("proxy_cookie_domain", *_rewrite_rule(rule))
     masks = sorted(loc.next_upstream)
     w.line("proxy_next_upstream", *(masks or ["off"]))
     w.line("proxy_next_upstream_tries", str(loc.next_upstream_tries))
