@@ -193,5 +193,5 @@ def render_driven_conf(
     )
     for sub in ("logs", "slots", "temp"):
         (prefix / sub).mkdir(parents=True, exist_ok=True)
-    options = RenderOptions(home=str(prefix), worker_processes="1", worker_connections=4096)
+    options = RenderOptions(home=str(prefix), worker_connections=4096)  # workers: the config's 1
     return render(config, options).main

@@ -53,6 +53,7 @@ class LimitsReader:
     each password file it read."""
 
     conf_path: Callable[[str], str]
+    notices: list[str] = field(default_factory=list)  # the config's "no effect" notices
     zones: dict[str, LimitZone] = field(default_factory=dict)
     files: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     used: list[tuple[str, bool, Directive]] = field(default_factory=list)  # (zone, is_req, d)
@@ -71,6 +72,9 @@ class LimitsReader:
                 rate = self._rate(d, arg)
             elif is_req and arg == "sync":
                 sync = True
+                self.notices.append(
+                    f'"sync" of limit_req_zone has no effect in nonstop ({d.where})'
+                )
             else:
                 raise ConfigError(f'invalid parameter "{arg}"', d.where)
         if not name:
@@ -168,6 +172,10 @@ class LimitsReader:
         at its ``auth_basic_user_file`` line."""
         if not realm or realm[0].args[0] == "off" or not user_file:
             return None
+        if "$" in realm[0].args[0]:
+            raw_realm = realm[0].args[0]
+            message = f'auth_basic "{raw_realm}" with variables is outside the subset'
+            raise ConfigError(message, realm[0].where)
         d = user_file[0]
         raw = d.args[0]
         if "$" in raw:

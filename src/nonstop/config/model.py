@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 __all__ = [
+    "CHARSET_TYPES",
     "DEFAULT_NEXT_UPSTREAM",
     "DEFAULT_TYPES",
     "LOG_FORMATS",
@@ -36,6 +37,7 @@ __all__ = [
     "Limits",
     "Listen",
     "LocationSpec",
+    "LogFormat",
     "MapSpec",
     "NginxSpec",
     "ProxyPass",
@@ -343,11 +345,32 @@ NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
-class AccessLog:
-    """``access_log PATH [combined|json]`` or ``access_log off`` (path None)."""
+class LogFormat:
+    """``log_format NAME [escape=default|json|none] STRING...`` (ngx_http_log_module.c):
+    the strings joined, variables escaped as ``escape`` says."""
 
-    path: str | None
-    format: str = "combined"  # one of LOG_FORMATS
+    name: str
+    template: Template
+    escape: str = "default"  # "default", "json" or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLog:
+    """One ``access_log PATH [FORMAT [buffer=SIZE] [gzip[=LEVEL]] [flush=TIME] [if=COND]]``.
+
+    A level's logs are a tuple of these; ``access_log off`` is the empty tuple.  ``buffer``
+    0 writes the lines every tick of the server (a quarter second); otherwise when the
+    next line does not fit, ``flush`` seconds after the oldest pending one (0: no time
+    limit), on reload and on stop.  ``gzip`` (1-9, 0: none) writes each buffer as one
+    gzip member, so ``zcat`` reads the file at any time.
+    """
+
+    path: str
+    format: LogFormat
+    buffer: int = 0
+    flush: float = 0.0
+    gzip: int = 0
+    condition: Template | None = None  # if=: the line is skipped when "" or "0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +400,16 @@ class HeaderRewrite:
 
 DEFAULT_NEXT_UPSTREAM: frozenset[str] = frozenset({"error", "timeout"})
 
+# charset_types' default (ngx_http_charset_filter_module.c)
+CHARSET_TYPES: tuple[str, ...] = (
+    "text/html",
+    "text/xml",
+    "text/plain",
+    "text/vnd.wap.wml",
+    "application/javascript",
+    "application/rss+xml",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class LocationSpec:
@@ -404,7 +437,7 @@ class LocationSpec:
     # memory up to client_body_buffer_size (nginx's 64-bit default), then in a file
     request_buffering: bool = True
     client_body_buffer_size: int = 16 * 1024
-    access_log: AccessLog | None = None  # None: none named; AccessLog(None): "off"
+    access_log: tuple[AccessLog, ...] | None = None  # None: none named; (): "off"
     # the rewrite directives (set, rewrite, return, if, break) in order; empty when the
     # location has only "set" and "return", which ``sets`` and ``ret`` then hold
     steps: tuple[Step, ...] = ()
@@ -424,6 +457,9 @@ class LocationSpec:
     cookie_paths: tuple[HeaderRewrite, ...] = ()  # proxy_cookie_path
     cookie_domains: tuple[HeaderRewrite, ...] = ()  # proxy_cookie_domain
     pass_headers: tuple[str, ...] = ()  # proxy_pass_header, lowercased
+    charset: str | None = None  # "; charset=NAME" added to Content-Type; None: off
+    charset_types: tuple[str, ...] = CHARSET_TYPES
+    keepalive_timeout: float | None = None  # after a request that ended here; None: the server's
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -456,6 +492,8 @@ class TlsSpec:
     prefer_server_ciphers: bool = False
     session_cache: str | None = None
     session_timeout: float = 300.0
+    dhparam: str | None = None  # ssl_dhparam: a PEM file of DH parameters for DHE ciphers
+    session_tickets: bool = True  # ssl_session_tickets
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +512,7 @@ class ServerBlock:
     client_header_timeout: float = 60.0
     client_body_timeout: float = 60.0
     send_timeout: float = 60.0
-    access_log: AccessLog | None = None
+    access_log: tuple[AccessLog, ...] | None = None
     sets: tuple[tuple[str, Template], ...] = ()  # server-level "set"
     steps: tuple[Step, ...] = ()  # as LocationSpec.steps, for the server level
     error_pages: tuple[ErrorPage, ...] = ()
@@ -483,6 +521,8 @@ class ServerBlock:
     text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
     limits: Limits = NO_LIMITS
     gzip: GzipSpec | None = None
+    charset: str | None = None
+    charset_types: tuple[str, ...] = CHARSET_TYPES
     source: Source | None = field(default=None, compare=False)
 
 

@@ -25,12 +25,13 @@ import socket
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
+from nonstop.config import logformats
 from nonstop.config.accounts import resolve_account
 from nonstop.config.limits import LimitsReader
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
+    CHARSET_TYPES,
     DEFAULT_TYPES,
-    LOG_FORMATS,
     AccessLog,
     AccessRule,
     AddHeader,
@@ -45,6 +46,7 @@ from nonstop.config.model import (
     IfSpec,
     Listen,
     LocationSpec,
+    LogFormat,
     MapSpec,
     ProxyPass,
     Regex,
@@ -585,7 +587,10 @@ class _Builder:
         self.workers = 1
         self.max_open_files: int | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
-        self.limits = LimitsReader(self.conf_path)  # satisfy, auth_basic, limit_* (zones)
+        # satisfy, auth_basic, limit_* and their zones
+        self.limits = LimitsReader(self.conf_path, self.reader.notices)
+        self.log_formats: dict[str, LogFormat] = dict(logformats.PREDEFINED)
+        self.logs: list[tuple[AccessLog, Directive]] = []  # every access_log, for one check
 
     # -- helpers ------------------------------------------------------------
 
@@ -636,6 +641,8 @@ class _Builder:
                 f'"{d.name} {" ".join(d.args)}" changes behaviour and is outside the nonstop'
                 f' subset (only "{d.name} {wanted}" is accepted)',
             )
+        if d.name == "server_tokens" and d.args not in (("on",), ("off",), ("build",)):
+            raise self.fail(d, f'invalid value "{" ".join(d.args)}" in "server_tokens" directive')
         self.notice(d)
         return True
 
@@ -734,6 +741,7 @@ class _Builder:
             raise ConfigError('no "events" section in configuration', self.path)
         servers, maps = self.http(http) if http is not None else ((), ())
         self.limits.check_zones()
+        self.check_log_files()
         state_dir = self.prefix_path(".nonstop")
         error_path, error_level = self.error_log or (None, "error")
         return Config(
@@ -817,6 +825,8 @@ class _Builder:
         self.size(_one(levels, "client_max_body_size"), 0)
         self.size(_one(levels, "client_body_buffer_size"), 0)
         self.flag(_one(levels, "ssl_prefer_server_ciphers"), False)
+        for name in ("ssl_session_tickets", "ssl_stapling", "ssl_stapling_verify"):
+            self.flag(_one(levels, name), False)
         self.flag(_one(levels, "proxy_request_buffering"), True)
         self.protocols(levels)
         self.next_upstream(_one(levels, "proxy_next_upstream"))
@@ -872,6 +882,8 @@ class _Builder:
                 self.set_error_log(d, outer=True)
             elif d.name in ("limit_req_zone", "limit_conn_zone"):
                 self.limits.zone(d)
+            elif d.name == "log_format":
+                self.log_format(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         self.check_values(level)
@@ -1066,6 +1078,8 @@ class _Builder:
             text_types=self.text_types(levels),
             limits=self.limits.limits(lambda name: _inherit(levels, name)),
             gzip=self.gzip(levels),
+            charset=self.charset(levels),
+            charset_types=self.charset_types(levels),
             source=block.source,
         )
 
@@ -1109,6 +1123,13 @@ class _Builder:
         protocols = self.protocols(levels)
         cache = _one(levels, "ssl_session_cache")
         ciphers = _one(levels, "ssl_ciphers")
+        dhparam = _one(levels, "ssl_dhparam")
+        stapling = _one(levels, "ssl_stapling")
+        if stapling is not None and self.flag(stapling, False):
+            self.reader.notices.append(
+                f'"ssl_stapling on" has no effect in nonstop: Python\'s ssl module cannot'
+                f" staple OCSP responses; clients that want one ask the CA ({stapling.where})"
+            )
         return TlsSpec(
             certificate=self.conf_path(cert.args[0]),
             certificate_key=self.conf_path(key.args[0]),
@@ -1117,6 +1138,8 @@ class _Builder:
             prefer_server_ciphers=self.flag(_one(levels, "ssl_prefer_server_ciphers"), False),
             session_cache=" ".join(cache.args) if cache else None,
             session_timeout=self.duration(_one(levels, "ssl_session_timeout"), 300.0),
+            dhparam=self.conf_path(dhparam.args[0]) if dhparam else None,
+            session_tickets=self.flag(_one(levels, "ssl_session_tickets"), True),
         )
 
     def protocols(self, levels: list[_Level]) -> tuple[str, ...] | None:
@@ -1136,19 +1159,45 @@ class _Builder:
             out.append(AddHeader(d.args[0], self.template(d, d.args[1]), len(d.args) == 3))
         return tuple(out)
 
-    def access_log(self, levels: list[_Level]) -> AccessLog | None:
-        d = _one(levels, "access_log")
-        if d is None:
+    def log_format(self, d: Directive) -> None:
+        name = d.args[0]
+        if name in self.log_formats and name not in logformats.PREDEFINED:
+            raise self.fail(d, f'duplicate "log_format" name "{name}"')
+        try:
+            fmt = logformats.log_format(d.args)
+        except ValueError as exc:
+            raise self.fail(d, str(exc)) from None
+        self.log_formats[name] = fmt
+
+    def access_log(self, levels: list[_Level]) -> tuple[AccessLog, ...] | None:
+        """The logs of the innermost level with an ``access_log``; ``off`` there cancels
+        every one of that level (ngx_http_log_merge_loc_conf)."""
+        found = _inherit(levels, "access_log")
+        if found is None:
             return None
-        if d.args == ("off",):
-            return AccessLog(path=None)
-        path = d.args[0]
-        if "$" in path or ":" in path.split("/")[0]:
-            raise self.fail(d, f'access_log "{path}" is outside the nonstop subset (use a file)')
-        fmt = d.args[1] if len(d.args) == 2 else "combined"
-        if fmt not in LOG_FORMATS:
-            raise self.fail(d, f'unknown log format "{fmt}" (nonstop has "combined" and "json")')
-        return AccessLog(path=self.prefix_path(path), format=fmt)
+        if any(d.args[0] == "off" for d in found):
+            for d in found:
+                if d.args[0] == "off" and len(d.args) > 1:
+                    raise self.fail(d, 'invalid number of arguments in "access_log" directive')
+            return ()
+        logs: list[AccessLog] = []
+        for d in found:
+            try:
+                log = logformats.access_log(d.args, self.log_formats, self.prefix_path)
+            except ValueError as exc:
+                raise self.fail(d, str(exc)) from None
+            logs.append(log)
+            self.logs.append((log, d))
+        return tuple(logs)
+
+    def check_log_files(self) -> None:
+        seen: dict[str, AccessLog] = {}
+        for log, d in self.logs:
+            first = seen.setdefault(log.path, log)
+            if (first.buffer, first.flush, first.gzip) != (log.buffer, log.flush, log.gzip):
+                raise self.fail(
+                    d, f'access_log "{d.args[0]}" already defined with conflicting parameters'
+                )
 
     # -- location -----------------------------------------------------------
 
@@ -1236,6 +1285,9 @@ class _Builder:
             pass_headers=tuple(
                 d.args[0].lower() for d in _inherit(levels, "proxy_pass_header") or ()
             ),
+            charset=self.charset(levels),
+            charset_types=self.charset_types(levels),
+            keepalive_timeout=self.location_keepalive(levels),
             source=block.source,
         )
 
@@ -1375,6 +1427,29 @@ class _Builder:
         if pattern.startswith("~"):
             return HeaderRewrite(target, regex=self.regex(d, pattern[1:], False))
         return HeaderRewrite(target, pattern=self.template(d, pattern))
+
+    def location_keepalive(self, levels: list[_Level]) -> float | None:
+        """A location's own keepalive_timeout (levels end with the server and http)."""
+        d = _one(levels[:-2], "keepalive_timeout")
+        return None if d is None else self.duration(d, 75.0)
+
+    def charset(self, levels: list[_Level]) -> str | None:
+        """``charset NAME|off``; a ``source_charset`` would need recoding, which nonstop
+        does not do: one different from ``charset`` is refused."""
+        d = _one(levels, "charset")
+        name = None if d is None or d.args[0] == "off" else d.args[0]
+        source = _one(levels, "source_charset")
+        if source is not None and name is not None and source.args[0].lower() != name.lower():
+            raise self.fail(
+                source,
+                f'"source_charset {source.args[0]}" with "charset {name}" needs recoding,'
+                " which is outside the nonstop subset (nonstop only names the charset)",
+            )
+        return name
+
+    def charset_types(self, levels: list[_Level]) -> tuple[str, ...]:
+        d = _one(levels, "charset_types")
+        return CHARSET_TYPES if d is None else tuple(t.lower() for t in d.args)
 
     def access(self, levels: list[_Level]) -> tuple[AccessRule, ...]:
         """allow and deny in the order written, from the innermost level that has any

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from nonstop.config.accounts import group_id, resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
+from nonstop.config.logformats import PREDEFINED
 from nonstop.config.model import (
-    LOG_FORMATS,
     AccessLog,
     AddHeader,
     AdminSpec,
@@ -714,31 +714,35 @@ class _Reader:
             raise table.error("text", f"a {code} needs the URL to redirect to")
         return ReturnSpec(code=code, text=table.template("text", text) if text else None)
 
-    def access_log(self, t: _Table, inherited: AccessLog | None) -> AccessLog | None:
-        """``access_log`` (a path or "off") and ``access_log_format``; a location
-        inherits both from its server, and may change either."""
-        fmt = t.string("access_log_format", inherited.format if inherited else "combined")
-        if fmt not in LOG_FORMATS:
+    def access_log(
+        self, t: _Table, inherited: tuple[AccessLog, ...] | None
+    ) -> tuple[AccessLog, ...] | None:
+        """``access_log`` (a path or "off") and ``access_log_format`` (a predefined
+        format: "combined" or "json"); a location inherits both from its server, and may
+        change either."""
+        given = inherited[0] if inherited else None
+        fmt = t.string("access_log_format", given.format.name if given else "combined") or ""
+        if fmt not in PREDEFINED:
             raise t.error("access_log_format", 'must be "combined" or "json"')
         if not t.has("access_log"):
-            if inherited is None or inherited.path is None:
+            if given is None:
                 if t.has("access_log_format"):
                     raise t.error("access_log_format", "needs an access_log file to apply to")
                 return inherited
-            return AccessLog(inherited.path, fmt)
+            return (AccessLog(given.path, PREDEFINED[fmt]),)
         raw = t.string("access_log") or ""
         if raw == "off":
-            return AccessLog(path=None)
+            return ()
         if not raw:
             raise t.error("access_log", 'must be "off" or a file path')
-        return AccessLog(path=self.prefix_path(raw), format=fmt)
+        return (AccessLog(path=self.prefix_path(raw), format=PREDEFINED[fmt]),)
 
     def location(
         self,
         t: _Table,
         server_headers: tuple[AddHeader, ...],
         body: int,
-        log: AccessLog | None,
+        log: tuple[AccessLog, ...] | None,
     ) -> LocationSpec:
         path = t.required("path")
         if not path.startswith("/"):

@@ -27,7 +27,7 @@ from nonstop.config.model import (
     UpstreamSpec,
 )
 from nonstop.config.rewrite import CAPTURES, defined_names, walk_steps
-from nonstop.config.vocabulary import BACKUP_METHODS, is_known_variable
+from nonstop.config.vocabulary import BACKUP_METHODS, is_known_variable, is_log_variable
 from nonstop.errors import ConfigError
 
 __all__ = ["BACKUP_METHODS", "is_known_variable", "validate"]
@@ -235,3 +235,20 @@ def _check_variables(config: Config) -> None:
         for name in template.variables:
             if not (is_known_variable(name) or name in defined):
                 raise ConfigError(f'unknown "{name}" variable', where)
+    for template, where in _log_templates(config):
+        for name in template.variables:
+            if not (is_log_variable(name) or name in defined):
+                raise ConfigError(f'unknown "{name}" variable', where)
+
+
+def _log_templates(config: Config) -> Iterator[tuple[Template, str]]:
+    """The log formats and ``if=`` conditions of every access_log, with where."""
+    for server in config.servers:
+        where = _where(server.source, config.path)
+        for loc in (None, *server.locations):
+            logs = server.access_log if loc is None else loc.access_log
+            at = where if loc is None else _where(loc.source, where)
+            for log in logs or ():
+                yield log.format.template, at
+                if log.condition is not None:
+                    yield log.condition, at

@@ -18,6 +18,8 @@ from types import MappingProxyType
 __all__ = [
     "BACKUP_METHODS",
     "DIRECTIVES",
+    "LOG_VARIABLES",
+    "LOG_VARIABLE_PREFIXES",
     "METHODS",
     "NGINX_OTHERS",
     "NOTICE_DIRECTIVES",
@@ -27,6 +29,7 @@ __all__ = [
     "VARIABLE_PREFIXES",
     "DirectiveSpec",
     "is_known_variable",
+    "is_log_variable",
 ]
 
 # --------------------------------------------------------------------------- variables
@@ -57,12 +60,49 @@ VARIABLES: Mapping[str, str] = MappingProxyType(
         "request_id": "16 random bytes in hex, one value per request (sent as X-Request-ID)",
         "content_length": "the Content-Length header",
         "content_type": "the Content-Type header",
+        "status": "the response status (3 digits) where a log line reads it, else 000",
     }
 )
 """Variables both engines evaluate, besides the ``VARIABLE_PREFIXES`` families."""
 
+LOG_VARIABLES: Mapping[str, str] = MappingProxyType(
+    {
+        "body_bytes_sent": "the response body's bytes sent to the client",
+        "bytes_sent": "all bytes sent to the client, head and body",
+        "request_time": "seconds since the first byte of the request, in ms (1.234)",
+        "request_length": "the request's bytes: its head and body as received",
+        "upstream_addr": 'the servers tried, ", " between them',
+        "upstream_status": 'their statuses ("-" for a try with no answer), ", " between them',
+        "upstream_response_time": 'the seconds each try took (0.012), ", " between them',
+        "upstream_cache_status": "always empty: nonstop has no cache",
+        "time_local": "the local time in the combined format (24/Nov/2026:23:40:09 +0100)",
+        "time_iso8601": "the local time in ISO 8601 (2026-11-24T23:40:09+01:00)",
+        "msec": "seconds since the epoch when the line is written, in ms",
+        "connection": "the connection's serial number",
+        "connection_requests": "how many requests this connection has carried so far",
+        "remote_user": "the user name of a Basic Authorization header",
+        "hostname": "this machine's host name",
+        "pid": "the process id of the worker writing the line",
+        "pipe": '"." (nonstop has no pipelining of its own: "p" never)',
+    }
+)
+"""Variables only a ``log_format`` and ``access_log if=`` read: each costs nothing
+unless a configured format names it."""
+
+LOG_VARIABLE_PREFIXES = ("sent_http_",)
+"""``$sent_http_NAME``: a response header as sent to the client (log formats only)."""
+
 VARIABLE_PREFIXES = ("http_", "arg_", "cookie_")
 """``$http_NAME`` (a request header), ``$arg_NAME`` (a query argument), ``$cookie_NAME``."""
+
+
+def is_log_variable(name: str) -> bool:
+    """A variable a log format may read: any other, or one of the log-only ones."""
+    return (
+        name in LOG_VARIABLES
+        or any(name.startswith(p) and len(name) > len(p) for p in LOG_VARIABLE_PREFIXES)
+        or is_known_variable(name)
+    )
 
 
 def is_known_variable(name: str) -> bool:
@@ -111,7 +151,10 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "random": DirectiveSpec(("upstream",), 0, 2, multi=True),
     "keepalive": DirectiveSpec(("upstream",), 1, 1),
     "keepalive_requests": DirectiveSpec(("upstream", *_HS), 1, 1),
-    "keepalive_timeout": DirectiveSpec(("upstream", *_HS), 1, 1),
+    "keepalive_timeout": DirectiveSpec(("upstream", *_H), 1, 2),
+    "charset": DirectiveSpec((*_H, "if"), 1, 1),
+    "source_charset": DirectiveSpec(_H, 1, 1),
+    "charset_types": DirectiveSpec(_H, 1, -1),
     "client_header_timeout": DirectiveSpec(_HS, 1, 1),
     "client_body_timeout": DirectiveSpec(_HS, 1, 1),
     "send_timeout": DirectiveSpec(_HS, 1, 1),
@@ -130,11 +173,17 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "ssl_prefer_server_ciphers": DirectiveSpec(_HS, 1, 1),
     "ssl_session_cache": DirectiveSpec(_HS, 1, 2),
     "ssl_session_timeout": DirectiveSpec(_HS, 1, 1),
+    "ssl_dhparam": DirectiveSpec(_HS, 1, 1),
+    "ssl_session_tickets": DirectiveSpec(_HS, 1, 1),
+    "ssl_stapling": DirectiveSpec(_HS, 1, 1),  # a notice: nonstop cannot staple
+    "ssl_stapling_verify": DirectiveSpec(_HS, 1, 1),  # no effect without stapling
+    "ssl_trusted_certificate": DirectiveSpec(_HS, 1, 1),  # for stapling only
     "add_header": DirectiveSpec((*_H, "if"), 2, 3, multi=True),
     "client_max_body_size": DirectiveSpec(_H, 1, 1),
     "client_body_buffer_size": DirectiveSpec(_H, 1, 1),
     "proxy_request_buffering": DirectiveSpec(_H, 1, 1),
-    "access_log": DirectiveSpec((*_H, "if"), 1, 2),
+    "access_log": DirectiveSpec((*_H, "if"), 1, -1, multi=True),
+    "log_format": DirectiveSpec(("http",), 2, -1, multi=True),
     "error_log": DirectiveSpec(("main", *_HS), 1, 2),
     "proxy_pass": DirectiveSpec(("location", "if"), 1, 1),
     "proxy_set_header": DirectiveSpec(_H, 2, 2, multi=True),
@@ -235,17 +284,16 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "open_file_cache_errors": _H,
     "log_not_found": _H,  # nonstop's error log has no "open() failed" lines to silence
     "autoindex": _H,  # only "autoindex off"
-    "server_tokens": _H,
+    "server_tokens": _H,  # "Server: nonstop" and error pages name nonstop, never a version
 }
 NOTICE_ONLY_VALUE = {"autoindex": "off"}
 
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
     limit_except
-    log_format open_log_file_cache ssl ssl_dhparam ssl_ecdh_curve ssl_stapling
-    ssl_stapling_verify ssl_trusted_certificate ssl_session_tickets ssl_client_certificate
+    open_log_file_cache ssl ssl_ecdh_curve ssl_client_certificate
     disable_symlinks if_modified_since max_ranges
-    ssl_verify_client ssl_buffer_size ssl_early_data http2 charset
+    ssl_verify_client ssl_buffer_size ssl_early_data http2
     proxy_buffering proxy_buffers proxy_buffer_size proxy_busy_buffers_size
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key
     proxy_ignore_headers

@@ -1,49 +1,49 @@
-"""Access logs, buffered and flushed by the server tick: nginx's ``combined`` format or
-JSON lines.
+"""Access log files: lines buffered in the process, written whole with ``O_APPEND``.
+
+What a line holds is the log's format (proxy/logformat.py compiles ``log_format``);
+nginx's ``combined`` -- the format of most logs -- has a line function of its own here,
+the same text for less work:
 
 combined = '$remote_addr - $remote_user [$time_local] "$request" $status
 $body_bytes_sent "$http_referer" "$http_user_agent"' (ngx_http_log_module.c).
 
-json: one object a line, the fields of ``JSON_FIELDS`` (docs/observability.md), in UTF-8.
-A string the client sent is kept as it came when it is UTF-8 (as nginx's ``escape=json``
-keeps bytes above 0x7F); one that is not is read as latin-1, a character a byte, so that
-every line is valid JSON.
+When the lines reach the file (``access_log``'s parameters, per file as in nginx):
+without ``buffer=``, every tick of the server (a quarter second); with it, when the next
+line does not fit, ``flush=`` after the oldest pending line, and on reload, reopen and
+stop.  ``gzip`` compresses each write into one gzip member, so the file is always whole
+for ``zcat``.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
+import gzip
 import logging
 import os
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from nonstop.statedir import claim
 
-__all__ = ["JSON_FIELDS", "AccessLogs", "combined_line", "json_line"]
+if TYPE_CHECKING:
+    from nonstop.proxy.request import Request
 
-JSON_FIELDS: Final = (
-    "time",
-    "client",
-    "method",
-    "target",
-    "protocol",
-    "status",
-    "bytes",
-    "duration",
-    "upstream",
-    "upstream_duration",
-    "request_id",
-    "host",
-    "referer",
-    "user_agent",
-)
+__all__ = [
+    "AccessLogs",
+    "LocalTime",
+    "LogSink",
+    "basic_user",
+    "combined_line",
+    "escape_default",
+]
 
 log = logging.getLogger("nonstop")
 
 
-def _escape(value: str) -> str:
-    """nginx escapes '"', '\\' and bytes outside printable ASCII as \\xHH."""
+def escape_default(value: str) -> str:
+    """nginx escapes '"', '\\', bytes below 0x20 and from 0x7F up as \\xHH."""
     if value.isprintable() and '"' not in value and "\\" not in value and value.isascii():
         return value
     out = []
@@ -56,7 +56,7 @@ def _escape(value: str) -> str:
     return "".join(out)
 
 
-class _LocalTime:
+class LocalTime:
     """The local time as text, formatted once a second."""
 
     __slots__ = ("_colon", "_format", "_second", "_text")
@@ -78,102 +78,153 @@ class _LocalTime:
         return self._text
 
 
-_clock = _LocalTime("%d/%b/%Y:%H:%M:%S %z")
-_iso = _LocalTime("%Y-%m-%dT%H:%M:%S%z", colon=True)
+_clock = LocalTime("%d/%b/%Y:%H:%M:%S %z")
 
 
-def combined_line(req: Any, status: int, sent: int) -> str:
-    referer = req.header(b"referer")
-    agent = req.header(b"user-agent")
+def basic_user(value: bytes) -> str | None:
+    """$remote_user: the user of a Basic Authorization header (ngx_http_auth_basic_user)."""
+    if value[:6].lower() != b"basic ":
+        return None
+    try:
+        user, colon, _ = base64.b64decode(value[6:].strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return None
+    return user.decode("latin-1") if colon else None
+
+
+def combined_line(req: Request, status: int, sent: int) -> str:
+    referer = agent = None
+    user = "-"
+    for name, _, value in req.headers:  # one pass for the three headers it shows
+        if name == b"referer":
+            if referer is None:
+                referer = value
+        elif name == b"user-agent":
+            if agent is None:
+                agent = value
+        elif name == b"authorization" and user == "-":
+            found = basic_user(value)
+            user = "-" if found is None else escape_default(found)
     return (
-        f"{req.remote_addr} - - [{_clock.text()}] "
-        f'"{_escape(req.request_line)}" {status} {sent} '
-        f'"{_escape(referer.decode("latin-1")) if referer else "-"}" '
-        f'"{_escape(agent.decode("latin-1")) if agent else "-"}"\n'
+        f"{req.remote_addr} - {user} [{_clock.text()}] "
+        f'"{escape_default(req.request_line)}" {status} {sent} '
+        f'"{escape_default(referer.decode("latin-1")) if referer is not None else "-"}" '
+        f'"{escape_default(agent.decode("latin-1")) if agent is not None else "-"}"\n'
     )
 
 
-def _text(value: bytes | None) -> str | None:
-    """A client's bytes as a JSON string's text: UTF-8 as is, else byte by byte."""
-    if value is None:
-        return None
-    try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+class LogSink:
+    """One ``access_log`` of a location, ready to write: its file, its line function
+    (None: ``combined``, written by ``combined_line``), its ``if=`` test and buffering."""
+
+    __slots__ = ("buffer", "condition", "flush", "gzip", "line", "path")
+
+    def __init__(
+        self,
+        path: str,
+        line: Callable[[Any, int, int, float], str] | None,
+        condition: Callable[[Any, int, int, float], bool] | None = None,
+        buffer: int = 0,
+        flush: float = 0.0,
+        gzip: int = 0,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.condition = condition
+        self.buffer = buffer
+        self.flush = flush
+        self.gzip = gzip
 
 
-def json_line(req: Any, status: int, sent: int, now: float) -> str:
-    """One request as a JSON object on one line (the times are the loop's clock)."""
-    peer = req.peer
-    fields = {
-        "time": _iso.text(),
-        "client": req.remote_addr,
-        "method": _text(req.method),
-        "target": _text(req.url),
-        "protocol": "HTTP/" + req.version,
-        "status": status,
-        "bytes": sent,
-        "duration": round(max(0.0, now - req.start), 3),
-        "upstream": peer.address if peer is not None else None,
-        "upstream_duration": (
-            round(max(0.0, now - req.upstream_start), 3) if peer is not None else None
-        ),
-        "request_id": req.request_id,
-        "host": _text(req.http_host),
-        "referer": _text(req.header(b"referer")),
-        "user_agent": _text(req.header(b"user-agent")),
-    }
-    text = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
-    if not text.isascii():
-        # the file is written as latin-1 text (a character is a byte): the line's UTF-8
-        text = text.encode().decode("latin-1")
-    return text + "\n"
+class _File:
+    """A log file's descriptor and pending lines; its buffering is the first sink's
+    (the config refuses one file with two)."""
+
+    __slots__ = ("buffer", "fd", "flush", "gzip", "lines", "since", "size")
+
+    def __init__(self, sink: LogSink) -> None:
+        self.fd = -1
+        self.lines: list[str] = []
+        self.size = 0
+        self.since = 0.0
+        self.buffer = sink.buffer
+        self.flush = sink.flush
+        self.gzip = sink.gzip
 
 
 class AccessLogs:
     """Open log files by path; lines are buffered and written on ``flush``.
 
-    Each flush writes a file's pending lines with one ``write()`` on a descriptor opened
-    with ``O_APPEND``: several processes (the workers) append to the same file, and the
+    Each write is one ``write()`` of whole lines on a descriptor opened with
+    ``O_APPEND``: several processes (the workers) append to the same file, and the
     kernel appends each write whole, so their lines interleave but are never torn.
     """
 
     def __init__(self) -> None:
-        self._files: dict[str, int] = {}
-        self._pending: dict[str, list[str]] = {}
+        self._files: dict[str, _File] = {}
 
-    def write(self, path: str, as_json: bool, req: Any, status: int, sent: int, now: float) -> None:
-        lines = self._pending.get(path)
-        if lines is None:
-            lines = self._pending[path] = []
-        lines.append(
-            json_line(req, status, sent, now) if as_json else combined_line(req, status, sent)
-        )
+    def write(
+        self, sinks: tuple[LogSink, ...], req: Request, status: int, sent: int, now: float
+    ) -> None:
+        for sink in sinks:
+            make = sink.line
+            if make is None:
+                line = combined_line(req, status, sent)
+            else:
+                test = sink.condition
+                if test is not None and not test(req, status, sent, now):
+                    continue
+                line = make(req, status, sent, now)
+            file = self._files.get(sink.path)
+            if file is None:
+                file = self._files[sink.path] = _File(sink)
+            if file.buffer:
+                size = len(line)
+                if file.lines and file.size + size > file.buffer:
+                    self._write(sink.path, file)  # the next line does not fit
+                if not file.lines:
+                    file.since = now
+                file.size += size
+            file.lines.append(line)
 
-    def flush(self) -> None:
-        for path, lines in self._pending.items():
-            if not lines:
+    def flush(self, now: float = 0.0) -> None:
+        """Write what is due (the tick): unbuffered files, and buffered ones whose
+        oldest line is ``flush`` seconds old.  ``now`` 0 writes everything."""
+        for path, file in self._files.items():
+            if not file.lines:
                 continue
-            fd = self._files.get(path)
-            if fd is None:
+            if now and file.buffer and not (file.flush and now - file.since >= file.flush):
+                continue
+            self._write(path, file)
+
+    def _write(self, path: str, file: _File) -> None:
+        data = "".join(file.lines).encode("latin-1", "replace")
+        file.lines.clear()
+        file.size = 0
+        if file.gzip:
+            data = gzip.compress(data, compresslevel=file.gzip, mtime=0)
+        if file.fd < 0:
+            try:
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                fd = self._files[path] = os.open(path, flags, 0o644)
-                claim(fd)  # 0600, or 0640 with the config's group (nonstop.statedir)
-            data = "".join(lines).encode("latin-1", "replace")
-            lines.clear()
-            try:
-                while data:  # a regular file takes it all at once; a pipe may not
-                    data = data[os.write(fd, data) :]
-            except OSError as exc:  # a full disk loses these lines, not the server's tick
-                log.error('write() to "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
+                file.fd = os.open(path, flags, 0o644)
+                claim(file.fd)  # 0600, or 0640 with the config's group (nonstop.statedir)
+            except OSError as exc:
+                log.error('open() "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
+                return
+        try:
+            while data:  # a regular file takes it all at once; a pipe may not
+                data = data[os.write(file.fd, data) :]
+        except OSError as exc:  # a full disk loses these lines, not the server's tick
+            log.error('write() to "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
 
     def reopen(self) -> None:
-        """After log rotation: the next flush opens the files again."""
+        """After log rotation or a reload: write everything pending, and the next line
+        opens its file again (with the buffering its config now says)."""
         self.flush()
-        for fd in self._files.values():
-            os.close(fd)
+        for file in self._files.values():
+            if file.fd >= 0:
+                os.close(file.fd)
         self._files.clear()
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ instead of scheduling and cancelling a callback.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
@@ -31,12 +32,14 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
+from nonstop.proxy.charset import content_type
 from nonstop.proxy.connection_pool import Receiver, UpstreamConnection
 from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.exchange import Exchange
 from nonstop.proxy.forward_head import forward_head
 from nonstop.proxy.guard import DELAY
 from nonstop.proxy.limits import ConnZone, release
+from nonstop.proxy.logformat import note_try
 from nonstop.proxy.request import Request
 from nonstop.proxy.request_head import (
     MAX_HEAD_BYTES,
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = ["ClientConnection"]
 
 log = logging.getLogger("nonstop")
+_serial: Final = itertools.count(1)  # connection numbers, for $connection
 
 # Module constants are Final: the compiled build then uses them directly instead of
 # looking each one up among the module's globals on every use.
@@ -115,6 +119,7 @@ class ClientConnection(Receiver):
         "keeps_alive",
         "lingering",
         "local_port",
+        "number",
         "out",
         "parser",
         "parsing",
@@ -150,6 +155,7 @@ class ClientConnection(Receiver):
         self.phase = IDLE
         self.deadline = 0.0
         self.conn_requests = 0
+        self.number = next(_serial)  # $connection
         self.parsing: Request | None = None
         self.req: Request | None = None
         self.pending: deque[tuple[Request, list[bytes], bool]] = deque()
@@ -824,6 +830,7 @@ class ClientConnection(Receiver):
             ex.resp_eof_body = ex.gzip.eof_body  # the length it dropped framed the body
         ex.resp_close = not keep
         self.out.append(head)
+        req.sent_head = head
         if req.method == b"HEAD" and status != 101:
             # httptools cannot be told a HEAD response has no body: finish it here.
             ex.upstream_keep = uconn.keeps_alive()
@@ -1059,6 +1066,8 @@ class ClientConnection(Receiver):
         if ex.attempt is not None and ex.attempt.tries_left > 0:
             if ex.upstream is not None:
                 self.state.metrics.retried(ex.upstream.name)
+            if self.req is not None:
+                note_try(self.req, kind, self.state.now())  # for $upstream_* (logformat.py)
             self._try_next()
             return
         self._respond_error(failure_status(kind), close=False)
@@ -1192,10 +1201,13 @@ class ClientConnection(Receiver):
         keep = not close and self._client_keeps_alive(req)
         if route is not None:
             extra += added_headers(route, code, req)
+            if route.charset is not None:
+                ctype = content_type(ctype, route.charset)
         date = self.state.date.current
         head_only = req.method == b"HEAD"
         status = req.err_status or code  # error_page's
-        self.transport.write(local_response(status, body, ctype, date, keep, extra, head_only))
+        req.sent_head = local_response(status, body, ctype, date, keep, extra, head_only)
+        self.transport.write(req.sent_head)
         ex.resp_started = True
         ex.resp_bytes = len(body)
         self._finish(code, not keep)

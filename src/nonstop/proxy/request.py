@@ -94,6 +94,11 @@ class Request:
     peer: Peer | None = None  # the last server tried
     upstream_start: float = 0.0  # when the last try began
     rid: bytes = b""  # $request_id, made when first asked for (``id_bytes``)
+    # for the log formats (proxy/logformat.py): the response head as written (a
+    # reference, no copy) and the failed tries before the last one
+    sent_head: bytes = b""
+    log_status: int = 0  # $status, set when a log line or its if= is evaluated
+    tries: list[tuple[str, str, str]] | None = None
 
     def __init__(self, conn: Any, url: bytes) -> None:
         self.conn = conn

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from nonstop.proxy.charset import header_lines
 from nonstop.proxy.connection_pool import (
     H_CONNECTION,
     H_PASSED,
@@ -69,6 +70,8 @@ def response_head(
     # upstream's lines, add_header lines, framing and Connection
     if route.hide is not None:
         lines = without(lines, route.hide)  # proxy_hide_header
+    if route.charset is not None:
+        lines = header_lines(lines, route.charset)  # charset (proxy/charset.py)
     parts = [status_line(req.err_status or status), server, date]  # error_page's status
     parts += lines
     uconn.clear_head()

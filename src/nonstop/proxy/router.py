@@ -29,8 +29,11 @@ from nonstop.config.model import (
     Template,
 )
 from nonstop.config.rewrite import compile_regex
+from nonstop.proxy.accesslog import LogSink
+from nonstop.proxy.charset import Charset
 from nonstop.proxy.error_page import Page, compile_pages
 from nonstop.proxy.guard import Guard
+from nonstop.proxy.logformat import compile_logs
 from nonstop.proxy.request import Request
 from nonstop.proxy.response_filter import Filters, compile_filters
 from nonstop.proxy.rewrite import ANSWER, Op, compile_steps, run
@@ -71,6 +74,7 @@ class Route:
         "block",
         "body_buffer_size",
         "body_timeout",
+        "charset",
         "client_max_body_size",
         "client_send_timeout",
         "connect_timeout",
@@ -86,8 +90,7 @@ class Route:
         "keepalive_requests",
         "keepalive_timeout",
         "keeps_connection_header",
-        "log_json",
-        "log_path",
+        "logs",
         "next_timeout",
         "next_upstream",
         "ops",
@@ -168,13 +171,18 @@ class Route:
         self.request_buffering = spec.request_buffering if spec is not None else True
         self.body_buffer_size = spec.client_body_buffer_size if spec is not None else 16384
         # keepalive_timeout 0 disables client keep-alive, as in nginx
-        self.keepalive_requests = block.keepalive_requests if block.keepalive_timeout > 0 else 0
-        self.keepalive_timeout = block.keepalive_timeout
+        idle = block.keepalive_timeout
+        if spec is not None and spec.keepalive_timeout is not None:
+            idle = spec.keepalive_timeout  # a location's, after a request that ended in it
+        self.keepalive_requests = block.keepalive_requests if idle > 0 else 0
+        self.keepalive_timeout = idle
+        charset = spec.charset if spec is not None else block.charset
+        types = spec.charset_types if spec is not None else block.charset_types
+        self.charset: Charset | None = Charset(charset, types) if charset else None
         self.body_timeout = block.client_body_timeout
         self.client_send_timeout = block.send_timeout  # nginx send_timeout (to the client)
-        log = spec.access_log if spec is not None else block.access_log
-        self.log_path = log.path if log is not None else None
-        self.log_json = log is not None and log.format == "json"
+        logs = spec.access_log if spec is not None else block.access_log
+        self.logs: tuple[LogSink, ...] | None = compile_logs(logs, table, where)
         self.backend: object | None = None  # the run-time upstream, set when installed
         self.passes = spec is not None and spec.proxy_pass is not None and not ret
         self.upstream: str | None = None

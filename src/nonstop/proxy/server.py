@@ -246,6 +246,7 @@ class ProxyState:
         self.implicit = {}
         self.error_level = _LEVELS.get(config.error_log_level, logging.ERROR)
         self.max_connections = config.max_connections
+        self.access_logs.reopen()  # lines pending under the old config are written now
         kept = {id(backend.idle) for backend in upstreams.values()}
         for backend in old.values():
             if id(backend.idle) not in kept:
@@ -330,9 +331,9 @@ class ProxyState:
             if vhosts is None:
                 return
             route = vhosts.default.fallback
-        path = route.log_path
-        if path is not None:
-            self.access_logs.write(path, route.log_json, req, status, sent, now)
+        logs = route.logs
+        if logs is not None:
+            self.access_logs.write(logs, req, status, sent, now)
 
     def count_failure(self, backend: Backend, peer: Peer, connecting: bool) -> None:
         """A try of ``peer`` failed: while connecting, or before its response was whole."""
@@ -503,7 +504,7 @@ class ProxyServer:
                 last_expire = now
                 for backend in list(state.upstreams.values()):
                     backend.idle.expire(now)
-            state.access_logs.flush()
+            state.access_logs.flush(now)
 
     async def shutdown(self, timeout: float = 30.0, idle_grace: float = 0.0) -> None:
         """Stop accepting, finish in-flight requests within ``timeout``, close the rest.

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import stat
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from nonstop.config.model import FilesSpec
+from nonstop.proxy.charset import content_type
 from nonstop.proxy.error_page import jump
 from nonstop.proxy.gzip import Compressor, Gzip
 from nonstop.proxy.request import Request
@@ -27,6 +28,9 @@ from nonstop.proxy.response_filter import file_head
 from nonstop.proxy.response_head import added_headers
 from nonstop.proxy.responses import SERVER_LINE, error_page, local_response, status_line
 from nonstop.proxy.variables import Getter, VariableTable
+
+if TYPE_CHECKING:
+    from nonstop.proxy.protocol import ClientConnection
 
 __all__ = [
     "FILE",
@@ -189,7 +193,9 @@ def file_range(header: bytes | None, size: int) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------- answering
 
 
-def serve(conn: Any, req: Request, files: Files, body: list[bytes], complete: bool) -> None:
+def serve(
+    conn: ClientConnection, req: Request, files: Files, body: list[bytes], complete: bool
+) -> None:
     """Answer ``req`` from ``files`` on the client connection ``conn``; ``body`` and
     ``complete`` are the request body so far, for the location try_files may jump to."""
     kind, value, info = resolve(files, req)
@@ -205,7 +211,9 @@ def serve(conn: Any, req: Request, files: Files, body: list[bytes], complete: bo
     elif kind == SLASH:
         req.ret_code = 301
         req.ret_text = value + ("?" + req.args if req.args else "")
-        conn._respond_return(req, conn.exchange.route)
+        route = conn.exchange.route
+        assert route is not None  # files are a route's
+        conn._respond_return(req, route)
     elif kind == JUMP:
         route = conn.exchange.route
         jump(req, value, route.owner if route is not None else None)
@@ -216,8 +224,20 @@ def serve(conn: Any, req: Request, files: Files, body: list[bytes], complete: bo
         _send_file(conn, req, files, value, info)
 
 
+# Formatted dates by whole second: formatdate is interpreted Python and costs more than
+# the rest of a small file's answer; a site's files share few modification times.
+_DATES: dict[int, bytes] = {}
+_DATES_MAX: Final = 4096
+
+
 def _http_date(seconds: float) -> bytes:
-    return formatdate(seconds, usegmt=True).encode("ascii")
+    key = int(seconds)
+    date = _DATES.get(key)
+    if date is None:
+        if len(_DATES) >= _DATES_MAX:
+            _DATES.clear()
+        date = _DATES[key] = formatdate(key, usegmt=True).encode("ascii")
+    return date
 
 
 def _validators(files: Files, info: os.stat_result) -> tuple[bytes, bytes]:
@@ -256,7 +276,9 @@ def _expires(files: Files, now: int) -> bytes:
     return b"Expires: " + _http_date(now + ttl) + b"\r\nCache-Control: " + cache + b"\r\n"
 
 
-def _send_file(conn: Any, req: Request, files: Files, path: str, info: os.stat_result) -> None:
+def _send_file(
+    conn: ClientConnection, req: Request, files: Files, path: str, info: os.stat_result
+) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -273,7 +295,7 @@ def _send_file(conn: Any, req: Request, files: Files, path: str, info: os.stat_r
         os.close(fd)
         _head(conn, req, 304, b"", -1, extra, None)
         return
-    name = os.path.basename(path)
+    name = path.rpartition("/")[2]
     ext = name.rpartition(".")[2].lower() if "." in name else ""
     ctype = files.types.get(ext, files.default_type)
     route = conn.exchange.route
@@ -302,7 +324,13 @@ def _send_file(conn: Any, req: Request, files: Files, path: str, info: os.stat_r
 
 
 def _head(
-    conn: Any, req: Request, status: int, ctype: bytes, length: int, extra: bytes, body: Any
+    conn: ClientConnection,
+    req: Request,
+    status: int,
+    ctype: bytes,
+    length: int,
+    extra: bytes,
+    body: FileBody | None,
 ) -> None:
     """A small file leaves as one answer the connection builds; a large one gets its head
     here and its body from ``FileBody`` as the client takes it."""
@@ -321,9 +349,12 @@ def _head(
     route = ex.route
     if route is not None:
         extra += added_headers(route, status, req)
+        if route.charset is not None:
+            ctype = content_type(ctype, route.charset)
     date = conn.state.date.current
     status_sent = req.err_status or status  # an error page keeps its error status
-    transport.write(local_response(status_sent, b"", ctype, date, not close, extra, True, length))
+    req.sent_head = local_response(status_sent, b"", ctype, date, not close, extra, True, length)
+    transport.write(req.sent_head)
     ex.resp_started = True
     ex.resp_bytes = body.count
     body.status, body.close_after = status, close
@@ -334,7 +365,7 @@ def _head(
 
 
 def _send_gzipped(
-    conn: Any, req: Request, ctype: bytes, extra: bytes, body: FileBody, gzip: Gzip
+    conn: ClientConnection, req: Request, ctype: bytes, extra: bytes, body: FileBody, gzip: Gzip
 ) -> None:
     """A file sent gzip: its head without a length, then the compressed body as the
     client takes it, chunked (HTTP/1.0: ended by the close), never with sendfile."""
@@ -390,7 +421,7 @@ class FileBody:
         "status",
     )
 
-    def __init__(self, conn: Any, fd: int, offset: int, count: int) -> None:
+    def __init__(self, conn: ClientConnection, fd: int, offset: int, count: int) -> None:
         self.conn = conn
         self.fd = fd
         self.offset = offset

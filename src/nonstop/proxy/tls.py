@@ -178,6 +178,14 @@ def _configure(context: ssl.SSLContext, spec: TlsSpec, where: str) -> None:
     except ssl.SSLError as exc:
         raise ConfigError(f'invalid "ssl_ciphers {spec.ciphers}": {_reason(exc)}', where) from None
     options = context.options & ~ssl.OP_NO_TICKET  # session tickets on, as in nginx
+    if not spec.session_tickets:
+        options |= ssl.OP_NO_TICKET  # ssl_session_tickets off
+    if spec.dhparam is not None:
+        try:
+            context.load_dh_params(spec.dhparam)
+        except (OSError, ssl.SSLError) as exc:
+            message = f'cannot load DH parameters "{spec.dhparam}" (ssl_dhparam): {exc}'
+            raise ConfigError(message, where) from None
     options |= ssl.OP_NO_RENEGOTIATION  # clients may not renegotiate, as in nginx
     if spec.prefer_server_ciphers:
         options |= ssl.OP_CIPHER_SERVER_PREFERENCE

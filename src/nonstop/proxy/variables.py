@@ -99,6 +99,7 @@ _SIMPLE: dict[str, Getter] = {
     "request_method": lambda r: r.method.decode("latin-1"),
     "request": lambda r: r.request_line,
     "request_id": lambda r: r.request_id,
+    "status": lambda r: f"{r.log_status:03d}",  # for a map a log format reads
     "server_protocol": lambda r: "HTTP/" + r.version,
     "proxy_host": lambda r: r.proxy_host,
     "proxy_add_x_forwarded_for": _xff,

@@ -178,3 +178,12 @@ def test_limit_errors_read_like_nginx(http: Load, text: str, message: str) -> No
 def test_limit_req_zone_sync_is_accepted_without_effect(http: Load) -> None:
     cfg = http("limit_req_zone $a zone=z:1m rate=1r/s sync; server { return 204; }")
     assert cfg.zones[0].sync
+    [notice] = cfg.notices
+    assert notice.startswith('"sync" of limit_req_zone has no effect in nonstop (')
+
+
+def test_variables_in_the_realm_or_the_user_file_are_refused(http: Load) -> None:
+    realm = error(http, 'server { auth_basic "R $host"; auth_basic_user_file f; return 204; }')
+    assert realm.message == 'auth_basic "R $host" with variables is outside the subset'
+    path = error(http, 'server { auth_basic "R"; auth_basic_user_file $arg_f; return 204; }')
+    assert path.message == 'auth_basic_user_file "$arg_f" with variables is outside the subset'

@@ -67,7 +67,8 @@ def test_seed_ip_hash_config_loads_with_tls_redirect_and_hsts() -> None:
     assert loc.client_max_body_size == 10 * 1024 * 1024
     assert loc.add_headers == edge.add_headers
     assert cfg.error_log == "/var/log/nginx/error.log"
-    assert loc.access_log is not None and loc.access_log.path == "/var/log/nginx/access.log"
+    assert loc.access_log is not None
+    assert [log.path for log in loc.access_log] == ["/var/log/nginx/access.log"]
 
 
 def test_seed_blue_green_config_passes_to_the_url_in_the_included_set() -> None:
@@ -412,8 +413,8 @@ def test_access_log_inherits_and_off_turns_it_off(http: Load) -> None:
     )
     a, b = cfg.servers[0].locations
     assert a.access_log is not None
-    assert a.access_log.path == str(Path(cfg.prefix) / "logs" / "access.log")
-    assert b.access_log is not None and b.access_log.path is None  # "off"
+    assert [log.path for log in a.access_log] == [str(Path(cfg.prefix) / "logs" / "access.log")]
+    assert b.access_log == ()  # "off"
 
 
 def test_relative_log_paths_resolve_against_the_prefix(load_text: Load, tmp_path: Path) -> None:
@@ -425,7 +426,7 @@ def test_relative_log_paths_resolve_against_the_prefix(load_text: Load, tmp_path
     assert cfg.error_log == str(tmp_path / "pfx" / "logs" / "error.log")
     assert cfg.error_log_level == "warn"
     assert cfg.servers[0].access_log is not None
-    assert cfg.servers[0].access_log.path == str(tmp_path / "pfx" / "a.log")
+    assert cfg.servers[0].access_log[0].path == str(tmp_path / "pfx" / "a.log")
     assert cfg.state_dir == str(tmp_path / "pfx" / ".nonstop")
 
 
@@ -696,7 +697,9 @@ def test_map_onto_a_builtin_variable_is_an_error(http: Load) -> None:
             "server { location / { return 204; } location / { return 204; } }",
             'duplicate location "/"',
         ),
-        ("log_format main '$remote_addr';", 'directive "log_format" is outside'),
+        ("log_format main escape=xml '$remote_addr';", 'unknown log format escaping "xml"'),
+        ("log_format combined '$remote_addr';", 'duplicate "log_format" name "combined"'),
+        ("server { log_format main '$remote_addr'; }", '"log_format" directive is not allowed'),
         ("server { server_name ~^www; return 204; }", 'regex server_name "~^www" is outside'),
     ],
 )
@@ -1009,8 +1012,8 @@ def test_proxy_hide_header_names_are_inherited_as_one_list(http: Load) -> None:
 def test_access_log_takes_the_json_format_and_names_the_formats_it_knows(http: Load) -> None:
     cfg = http("server { access_log logs/a.log json; return 204; }")
     assert cfg.servers[0].access_log is not None
-    assert cfg.servers[0].access_log.format == "json"
-    with pytest.raises(ConfigError, match=r'unknown log format "main".*"combined" and "json"'):
+    assert cfg.servers[0].access_log[0].format.name == "json"
+    with pytest.raises(ConfigError, match=r'unknown log format "main"'):
         http("server { access_log logs/a.log main; return 204; }")
 
 

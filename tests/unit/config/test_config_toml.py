@@ -230,9 +230,9 @@ def test_app_settings_and_paths(toml: Load, tmp_path: Path) -> None:
     assert cfg.admin.socket == str(tmp_path / "p" / "state" / "admin.sock")
     assert cfg.error_log == str(tmp_path / "p" / "logs" / "error.log")
     off, inherited = cfg.servers[0].locations
-    assert off.access_log is not None and off.access_log.path is None  # "off"
+    assert off.access_log == ()  # "off"
     assert inherited.access_log is not None
-    assert inherited.access_log.path == str(tmp_path / "p" / "logs" / "access.log")
+    assert inherited.access_log[0].path == str(tmp_path / "p" / "logs" / "access.log")
 
 
 def test_location_settings(toml: Load) -> None:
@@ -532,13 +532,13 @@ def test_access_log_format_is_per_server_and_a_location_may_change_it(toml: Load
         """
     )
     block = cfg.servers[0]
-    assert block.access_log is not None and block.access_log.format == "json"
+    assert block.access_log is not None and block.access_log[0].format.name == "json"
     inherits, changed, own = block.locations
     assert inherits.access_log == block.access_log
-    assert changed.access_log is not None and changed.access_log.format == "combined"
-    assert changed.access_log.path == block.access_log.path
-    assert own.access_log is not None and own.access_log.format == "json"
-    assert own.access_log.path is not None and own.access_log.path.endswith("own.log")
+    assert changed.access_log is not None and changed.access_log[0].format.name == "combined"
+    assert changed.access_log[0].path == block.access_log[0].path
+    assert own.access_log is not None and own.access_log[0].format.name == "json"
+    assert own.access_log[0].path.endswith("own.log")
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ CASES: dict[str, tuple[str, RenderOptions]] = {
     "files": ("files.conf", RenderOptions("/state/nginx")),
     "limits": ("limits.conf", RenderOptions("/state/nginx")),
     "filters": ("filters.conf", RenderOptions("/state/nginx")),
+    "logs": ("logs.conf", RenderOptions("/state/nginx")),
     "seed_blue_green": ("blue_green/nginx.conf", RenderOptions("/state/nginx", user="nobody")),
 }
 

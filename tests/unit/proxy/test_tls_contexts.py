@@ -7,6 +7,7 @@ so every certificate, protocol and ALPN choice is the one a real client would se
 from __future__ import annotations
 
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -424,3 +425,58 @@ def test_passphrase_protected_key_is_refused_without_prompting(
     )
     error = broken(tmp_path, certs, "a.crt", "enc.key")
     assert "passphrase" in error.message
+
+
+# --------------------------------------------------------------------------- extras
+
+
+def _rsa(certs: Certs) -> None:
+    """An RSA certificate: DHE-RSA ciphers need one."""
+    leaf = certs.ca.issue_cert("default.test", key_type=trustme.KeyType.RSA)
+    (certs.dir / "d.crt").write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
+    (certs.dir / "d.key").write_bytes(leaf.private_key_pem.bytes())
+
+
+def test_ssl_dhparam_loads_the_groups_dhe_ciphers_need(certs: Certs, tmp_path: Path) -> None:
+    _rsa(certs)
+    dh = subprocess.run(
+        ["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt", "dh_param:ffdhe2048"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    (tmp_path / "dh.pem").write_bytes(dh)
+    extra = "ssl_protocols TLSv1.2; ssl_ciphers DHE-RSA-AES128-GCM-SHA256; ssl_dhparam dh.pem;"
+    tls = TlsContexts()
+    tls.load(write(tmp_path, server("default.test", "d", extra)))
+    session = Session(context_of(tls), certs.client(ssl.TLSVersion.TLSv1_2), "default.test")
+    cipher = session.client.cipher()
+    assert cipher is not None and cipher[0] == "DHE-RSA-AES128-GCM-SHA256"
+
+
+def test_ssl_dhparam_names_a_file_it_cannot_load(certs: Certs, tmp_path: Path) -> None:
+    certs.issue("d", "default.test")
+    (tmp_path / "dh.pem").write_text("not a pem\n")
+    tls = TlsContexts()
+    with pytest.raises(ConfigError, match=r'cannot load DH parameters ".*dh.pem" \(ssl_dhparam\)'):
+        tls.load(write(tmp_path, server("default.test", "d", "ssl_dhparam dh.pem;")))
+
+
+@pytest.mark.parametrize(("setting", "ticket"), [("on", True), ("off", False)])
+def test_ssl_session_tickets_off_issues_no_ticket(
+    certs: Certs, tmp_path: Path, setting: str, ticket: bool
+) -> None:
+    certs.issue("d", "default.test")
+    tls = TlsContexts()
+    tls.load(write(tmp_path, server("default.test", "d", f"ssl_session_tickets {setting};")))
+    session = Session(context_of(tls), certs.client(ssl.TLSVersion.TLSv1_2), "default.test")
+    assert session.client.session is not None
+    assert session.client.session.has_ticket is ticket
+
+
+def test_ssl_stapling_is_accepted_with_a_notice_that_it_cannot_staple(
+    certs: Certs, tmp_path: Path
+) -> None:
+    certs.issue("d", "default.test")
+    extra = "ssl_stapling on; ssl_stapling_verify on; ssl_trusted_certificate d.crt;"
+    config = write(tmp_path, server("default.test", "d", extra))
+    assert any("cannot staple OCSP" in notice for notice in config.notices)

@@ -681,8 +681,8 @@ class NginxEngine:
         if self.system_pid is not None:  # `nginx -t` opens the pid file, creating it
             os.makedirs(os.path.dirname(self.system_pid), exist_ok=True)
         for server in (config or self.config).servers:
-            for log_spec in (server.access_log, *(loc.access_log for loc in server.locations)):
-                if log_spec is not None and log_spec.path is not None:
+            for logs in (server.access_log, *(loc.access_log for loc in server.locations)):
+                for log_spec in logs or ():
                     os.makedirs(os.path.dirname(log_spec.path) or ".", exist_ok=True)
 
 

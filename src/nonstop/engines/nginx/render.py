@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nonstop.config.model import (
+    CHARSET_TYPES,
     AccessLog,
     AccessRule,
     AddHeader,
@@ -60,6 +61,7 @@ from nonstop.config.model import (
     Limits,
     LimitZone,
     LocationSpec,
+    LogFormat,
     MapSpec,
     ProxyPass,
     ReturnSpec,
@@ -95,16 +97,6 @@ __all__ = [
 
 MAIN_FILE = "nginx.conf"
 STATS_FORMAT = "nonstop_upstream"
-# ``access_log PATH json``: nonstop's JSON lines, written by nginx.  nginx cannot write a
-# null or a list, so ``upstream`` and ``upstream_duration`` are its strings ("" when no
-# server was tried; one entry a try, ", " between them).
-JSON_FORMAT = (
-    '{"time":"$time_iso8601","client":"$remote_addr","method":"$request_method",'
-    '"target":"$request_uri","protocol":"$server_protocol","status":$status,'
-    '"bytes":$body_bytes_sent,"duration":$request_time,"upstream":"$upstream_addr",'
-    '"upstream_duration":"$upstream_response_time","request_id":"$request_id",'
-    '"host":"$http_host","referer":"$http_referer","user_agent":"$http_user_agent"}'
-)
 STATS_FIELDS = "$upstream_addr $upstream_status"
 SLOT_IDLE = 0.25
 SLOT_SEEN = 1.0  # open_file_cache_valid: a worker sees a new slot flag within this
@@ -249,8 +241,9 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     for kind in _TEMP_PATHS:
         w.line(f"{kind}_temp_path", quote(os.path.join(home, "temp", kind)))
     w.line("access_log", quote(os.path.join(home, "logs", "access.log")), "combined")
-    if _uses_json(config):
-        w.line("log_format", "json", "escape=json", quote(JSON_FORMAT))
+    for fmt in _log_formats(config):
+        escape = () if fmt.escape == "default" else (f"escape={fmt.escape}",)
+        w.line("log_format", fmt.name, *escape, quote(fmt.template.raw))
     stats = stats_log(home) if config.apps else None
     if stats is not None:
         w.line("log_format", STATS_FORMAT, quote(STATS_FIELDS))
@@ -400,6 +393,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     w.line("client_body_timeout", duration(server.client_body_timeout))
     w.line("send_timeout", duration(server.send_timeout))
     _access_log(w, server.access_log, stats)
+    _charset(w, server.charset, server.charset_types)
     _add_headers(w, server.add_headers)
     _error_pages(w, server.error_pages)
     if server.files is not None:
@@ -443,31 +437,54 @@ def _tls(w: _Writer, tls: TlsSpec) -> None:
     if tls.session_cache:
         w.line("ssl_session_cache", *(quote(p) for p in tls.session_cache.split()))
     w.line("ssl_session_timeout", seconds(tls.session_timeout))
+    if tls.dhparam is not None:
+        w.line("ssl_dhparam", quote(tls.dhparam))
+    if not tls.session_tickets:
+        w.line("ssl_session_tickets", "off")
 
 
-def _uses_json(config: Config) -> bool:
-    return any(
-        log is not None and log.format == "json"
-        for block in config.servers
-        for log in (block.access_log, *(loc.access_log for loc in block.locations))
-    )
+def _log_formats(config: Config) -> list[LogFormat]:
+    """The formats the config's logs use besides nginx's own ``combined``, by name."""
+    found: dict[str, LogFormat] = {}
+    for block in config.servers:
+        for logs in (block.access_log, *(loc.access_log for loc in block.locations)):
+            for log in logs or ():
+                if log.format.name != "combined":
+                    found.setdefault(log.format.name, log.format)
+    return [found[name] for name in sorted(found)]
 
 
-def _access_log(w: _Writer, log: AccessLog | None, stats: str | None) -> None:
-    """The log the config names, or ``off``; with none named, the state dir's applies.
+def _access_log(w: _Writer, logs: tuple[AccessLog, ...] | None, stats: str | None) -> None:
+    """The logs the config names, or ``off``; with none named, the state dir's applies.
 
     A level with its own ``access_log`` inherits none from above, so the upstream
     answers log nonstop counts is named again beside it (alone, for ``off``: nginx's
     ``access_log off`` would silence it too).
     """
-    if log is None:
+    if logs is None:
         return
-    if log.path is not None:
-        w.line("access_log", quote(log.path), log.format)
-    elif stats is None:
+    for log in logs:
+        words = [quote(log.path), log.format.name]
+        if log.buffer:
+            words.append(f"buffer={log.buffer}")
+        if log.gzip:
+            words.append(f"gzip={log.gzip}")
+        if log.flush:
+            words.append(f"flush={duration(log.flush)}")
+        if log.condition is not None:
+            words.append(quote("if=" + log.condition.raw))
+        w.line("access_log", *words)
+    if not logs and stats is None:
         w.line("access_log", "off")
     if stats is not None:
         _stats_line(w, stats)
+
+
+def _charset(w: _Writer, charset: str | None, types: tuple[str, ...]) -> None:
+    if charset is not None:
+        w.line("charset", quote(charset))
+        if types != CHARSET_TYPES:
+            w.line("charset_types", *(quote(t) for t in types))
 
 
 def stats_log(home: str) -> str:
@@ -505,6 +522,9 @@ def _location(
             w.line("set", "$" + name, quote(value.raw))
     w.line("client_max_body_size", size(loc.client_max_body_size))
     _access_log(w, loc.access_log, stats)
+    _charset(w, loc.charset, loc.charset_types)
+    if loc.keepalive_timeout is not None:
+        w.line("keepalive_timeout", duration(loc.keepalive_timeout))
     _add_headers(w, loc.add_headers)
     _error_pages(w, loc.error_pages)
     if loc.intercept_errors:
