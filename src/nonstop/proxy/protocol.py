@@ -1201,8 +1201,8 @@ class ClientConnection(Receiver):
         keep = not close and self._client_keeps_alive(req)
         if route is not None:
             extra += added_headers(route, code, req)
-            if route.charset is not None:
-                ctype = content_type(ctype, route.charset)
+            if route.charset is not None and (req.err_status or code) not in (301, 302):
+                ctype = content_type(ctype, route.charset)  # nginx's filter skips redirects
         date = self.state.date.current
         head_only = req.method == b"HEAD"
         status = req.err_status or code  # error_page's
