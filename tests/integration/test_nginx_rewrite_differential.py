@@ -63,6 +63,7 @@ def config(port: int, prefix: Path, backend: str, shared: Path) -> str:
     location /ret/ {{ return 301 /elsewhere$is_args$args; }}
     location /brk {{ set $a 1; break; return 200 "a=$a"; proxy_pass http://app; }}
     location /sock/ {{ proxy_pass http://unix:{shared}/app.sock:; }}
+    location /suffix/ {{ set $suffix ?$args; proxy_pass http://{backend}$suffix; }}
     location /denied/ {{ allow 10.0.0.0/8; deny 127.0.0.0/8; allow all; proxy_pass http://app; }}
     location /allowed/ {{ deny ::1; deny 10.0.0.0/8; proxy_pass http://app; }}
     location /deny-return/ {{ deny all; return 200 "returned"; }}
@@ -130,6 +131,7 @@ REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("if-rewrite", "/any?to=z", ()),
         ("plain-pass", "/plain/x?y=1", ()),
         ("unix-socket", "/sock/x?y", ()),
+        ("variable-url-of-arguments-alone", "/suffix/x?q=1", ()),
         ("denied", "/denied/x", ()),
         ("allowed", "/allowed/x", ()),
         ("return-before-access", "/deny-return/", ()),
@@ -207,3 +209,4 @@ def test_locations_and_rewrites_end_as_in_nginx(tmp_path: Path, shared: Path) ->
     assert nginx["unix-socket"][4] == ("/sock/x?y",)
     assert nginx["redirect"][:2] == (302, "http://example.test:PORT/s/a?q=1")
     assert nginx["if-file"][2] == "flag /f"
+    assert nginx["variable-url-of-arguments-alone"][3] == ("/?q=1",)

@@ -11,6 +11,7 @@ request it receives (method, target, headers, body, raw bytes) and answers by pa
 - ``/chunked``       answer with a chunked body
 - ``/big/N``         answer N bytes
 - ``/upgrade``       answer 101 and echo bytes back (a websocket-like tunnel)
+- ``/headers/N?K=V``  answer status N with each query pair as a response header
 - anything else      answer 200 with the backend's name
 """
 
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["Received", "RecordingBackend", "free_port", "request_heads", "wait_port"]
 
@@ -266,6 +268,10 @@ class RecordingBackend:
             return keep
         elif path.startswith("/big/"):
             body = b"x" * int(path.split("/")[2])
+        elif path.startswith("/headers/"):
+            status = int(path.split("/")[2])
+            for key, value in parse_qsl(urlsplit(rec.target).query):
+                extra += f"{key}: {value}\r\n".encode("latin-1")
         elif path == "/upgrade":
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

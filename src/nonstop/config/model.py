@@ -506,6 +506,8 @@ class LocationSpec:
     buffering: ProxyBuffering = ProxyBuffering()  # proxy_buffering and its sizes
     proxy_ssl: ProxySsl = ProxySsl()  # proxy_ssl_* for an https:// pass
     resolver: ResolverSpec | None = None  # resolves a proxy_pass host given by variables
+    # types and default_type, for the body of "return CODE text" (by $uri's extension)
+    text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
     gzip: GzipSpec | None = None  # None: gzip off
     # proxy_redirect rules, "default" already made the literal rule nginx derives from
     # proxy_pass; () for "off" (or a proxy_pass with variables and no rule)
@@ -574,6 +576,7 @@ class ServerBlock:
     error_pages: tuple[ErrorPage, ...] = ()
     files: FilesSpec | None = None  # what answers a request no location takes
     access: tuple[AccessRule, ...] = ()
+    text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
     limits: Limits = NO_LIMITS
     gzip: GzipSpec | None = None
     charset: str | None = None

@@ -1101,6 +1101,7 @@ class _Builder:
             error_pages=self.error_pages(levels),
             files=self.files(levels, "", "/"),
             access=self.access(levels),
+            text_types=self.text_types(levels),
             limits=self.limits.limits(lambda name: _inherit(levels, name)),
             gzip=self.gzip(levels),
             charset=self.charset(levels),
@@ -1237,6 +1238,8 @@ class _Builder:
                 " or inside named location",
             )
         spec = self.location_spec(block, path, modifier, levels, proxy)
+        if proxy is None and not rewrites and spec.files is None:
+            spec = replace(spec, files=self.files(levels, modifier, path, location=True))
         steps = tuple(self.step(d, "location", spec, levels) for d in rewrites)
         sets, ret, program = _program(steps)
         return replace(spec, sets=sets, ret=ret, steps=program)
@@ -1297,6 +1300,7 @@ class _Builder:
             buffering=self.buffering(levels),
             proxy_ssl=self.proxy_ssl(levels, proxy),
             resolver=self.dns_resolver(levels),
+            text_types=self.text_types(levels),
             gzip=self.gzip(levels),
             redirects=self.redirects(levels, proxy, path),
             cookie_paths=self.cookie_rules(levels, "proxy_cookie_path"),
@@ -1491,12 +1495,15 @@ class _Builder:
 
     # -- files --------------------------------------------------------------
 
-    def files(self, levels: list[_Level], modifier: str, path: str) -> FilesSpec | None:
+    def files(
+        self, levels: list[_Level], modifier: str, path: str, location: bool = False
+    ) -> FilesSpec | None:
         """A level without proxy_pass serves files once a root, alias or try_files says
-        from where (nginx would serve PREFIX/html; nonstop wants it said)."""
+        from where; a ``location`` with nothing else to answer (no rewrite directives)
+        serves them from nginx's default root, PREFIX/html."""
         root_d, alias_d = _one(levels, "root"), _one(levels, "alias")
         tries = _one(levels, "try_files")
-        if root_d is None and alias_d is None and tries is None:
+        if root_d is None and alias_d is None and tries is None and not location:
             return None
         if root_d is not None and alias_d is not None and root_d in levels[0].items.get("root", ()):
             raise self.fail(
@@ -1524,6 +1531,10 @@ class _Builder:
             types=self.types(levels),
             default_type=(_one(levels, "default_type") or _DEFAULT_TYPE).args[0],
         )
+
+    def text_types(self, levels: list[_Level]) -> tuple[tuple[tuple[str, str], ...], str]:
+        """What ngx_http_set_content_type reads: ``types``, then ``default_type``."""
+        return self.types(levels), (_one(levels, "default_type") or _DEFAULT_TYPE).args[0]
 
     def types(self, levels: list[_Level]) -> tuple[tuple[str, str], ...]:
         blocks = _inherit(levels, "types")

@@ -304,6 +304,7 @@ NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     "open_file_cache_valid": _H,
     "open_file_cache_min_uses": _H,
     "open_file_cache_errors": _H,
+    "log_not_found": _H,  # nonstop's error log has no "open() failed" lines to silence
     "autoindex": _H,  # only "autoindex off"
     "server_tokens": _H,  # "Server: nonstop" and error pages name nonstop, never a version
 }
@@ -328,7 +329,7 @@ _OTHERS_TEXT = """
     underscores_in_headers ignore_invalid_headers chunked_transfer_encoding
     sub_filter stub_status geo split_clients env load_module stream mail thread_pool
     zone state ntlm sticky queue slow_start health_check resolve aio directio
-    output_buffers postpone_output send_lowat log_not_found log_subrequest
+    output_buffers postpone_output send_lowat log_subrequest
     recursive_error_pages variables_hash ssl_conf_command ssl_password_file
 """
 NGINX_OTHERS = frozenset(_OTHERS_TEXT.split())

@@ -64,8 +64,8 @@ def redirect_to_page(req: Request, page: Page, code: int, owner: Any) -> tuple[i
         status = page.overwrite if page.overwrite in REDIRECTS else 302
         return status, target
     req.err_status = code if page.overwrite < 0 else page.overwrite
-    if req.method != b"HEAD":
-        req.method = b"GET"
+    if req.method != b"HEAD" and not target.startswith("@"):
+        req.method = b"GET"  # a named location keeps the method (ngx_http_send_error_page)
     req.content_length, req.chunked = -1, False  # a page is asked for without a body
     jump(req, target, owner)
     return 0, ""

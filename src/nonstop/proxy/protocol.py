@@ -1267,9 +1267,13 @@ class ClientConnection(Receiver):
         text = req.ret_text if req.ret_code else route.ret_text(req) if route.ret_text else None
         authority = req.host or req.server_name
         body, ctype, extra = return_response(code, text, req.scheme, authority, self.local_port)
+        if text is not None and not extra:
+            ctype = route.text_type(req.path)  # a body of text: types, then default_type
         self._respond(code, body, ctype, extra, close=False)
 
     def _respond_error(self, code: int, close: bool) -> None:
+        if self.req is not None:
+            self.req.err_status = 0  # nginx's own page keeps its code, also within error_page
         self._abort_upstream()
         if self.exchange.resp_started:
             self._close()
@@ -1289,8 +1293,8 @@ class ClientConnection(Receiver):
         keep = not close and self._client_keeps_alive(req)
         if route is not None:
             extra += added_headers(route, code, req)
-            if route.charset is not None:
-                ctype = content_type(ctype, route.charset)
+            if route.charset is not None and (req.err_status or code) not in (301, 302):
+                ctype = content_type(ctype, route.charset)  # nginx's filter skips redirects
         date = self.state.date.current
         head_only = req.method == b"HEAD"
         status = req.err_status or code  # error_page's

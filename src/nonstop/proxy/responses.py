@@ -139,6 +139,11 @@ class DateCache:
         self.current = b""
         self.update()
 
+    @property
+    def second(self) -> int:
+        """The time ``current`` shows, for headers that must agree with it (Expires)."""
+        return self._second
+
     def update(self) -> None:
         now = int(time.time())
         if now != self._second:

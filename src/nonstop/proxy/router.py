@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from nonstop.config.model import (
     AddHeader,
@@ -111,6 +112,8 @@ class Route:
         "sets",
         "spec",
         "stops_regex",
+        "text_default",
+        "text_types",
         "tls",
         "tries",
         "upstream",
@@ -144,6 +147,9 @@ class Route:
         self.guard: Guard | None = None
         hidden = {name.encode("latin-1") for name in spec.hide_headers} if spec else set()
         self.hide: set[bytes] | None = hidden or None  # proxy_hide_header
+        mime, default = spec.text_types if spec is not None else block.text_types
+        self.text_types: dict[str, bytes] = _types_table(mime)
+        self.text_default = default.encode("latin-1")
         passed = {name.encode("latin-1") for name in spec.pass_headers} if spec else set()
         self.pass_hidden: frozenset[bytes] | None = frozenset(passed) or None  # proxy_pass_header
         # gzip, proxy_redirect, proxy_cookie_*: None when the location has none of them
@@ -210,6 +216,14 @@ class Route:
         if self.passes and spec is not None and spec.proxy_pass is not None:
             self._compile_pass(spec, table, where)
 
+    def text_type(self, path: str) -> bytes:
+        """The Content-Type of ``return CODE text``: by the extension of ``$uri``
+        (ngx_http_set_content_type), else ``default_type``."""
+        name = path.rpartition("/")[2]
+        if "." not in name:
+            return self.text_default
+        return self.text_types.get(name.rpartition(".")[2].lower(), self.text_default)
+
     def _compile_pass(self, spec: LocationSpec, table: VariableTable, where: str) -> None:
         pp = spec.proxy_pass
         assert pp is not None
@@ -269,6 +283,21 @@ def _simple_steps(
     return (*(SetSpec(name, value) for name, value in sets), *((ret,) if ret else ()))
 
 
+_TABLES: dict[tuple[tuple[str, str], ...], dict[str, bytes]] = {}
+
+
+def _types_table(types: tuple[tuple[str, str], ...]) -> dict[str, bytes]:
+    """One dict per distinct ``types`` list, however many locations share it."""
+    table = _TABLES.get(types)
+    if table is None:
+        table = _TABLES[types] = {ext: mime.encode("latin-1") for ext, mime in types}
+    return table
+
+
+def _with_args(location: str, req: Request) -> str:
+    return location + "?" + req.args if req.args else location
+
+
 def _is_dynamic(block: ServerBlock) -> bool:
     """Whether the server needs the location loop of ``ServerRoutes.dispatch``: it has
     regex locations or rewrite programs.  Others route by a look-up and a prefix scan."""
@@ -316,6 +345,8 @@ class ServerRoutes:
                 self.exact[loc.path] = route
             else:
                 prefixes.append((loc.path, route))
+        for loc in block.locations:
+            self._slash_redirect(block, loc, table, dynamic, prefixes)
         prefixes.sort(key=lambda item: len(item[0]), reverse=True)
         self.prefixes = tuple(prefixes)
         self.regexes = tuple(regexes)
@@ -338,6 +369,28 @@ class ServerRoutes:
             self.all.append(self.entry)
         for route in self.all:
             route.owner = self
+
+    def _slash_redirect(
+        self,
+        block: ServerBlock,
+        loc: LocationSpec,
+        table: VariableTable,
+        dynamic: bool,
+        prefixes: list[tuple[str, Route]],
+    ) -> None:
+        """nginx's auto_redirect: a prefix or exact location ending in "/" that proxies
+        answers its name without the slash (when no location has that name) with a 301
+        to the name and the arguments, before any regex location or rewrite in it."""
+        bare = loc.path[:-1]
+        if loc.proxy_pass is None or loc.is_regex or loc.is_named or not loc.path.endswith("/"):
+            return
+        if not bare or bare in self.exact or any(path == bare for path, _ in prefixes):
+            return
+        route = Route(block, loc, table, dynamic)
+        route.ret_code, route.passes, route.files = 301, False, None
+        route.ret_text = partial(_with_args, loc.path)
+        self.exact[bare] = route
+        self.all.append(route)
 
     def _compile(self, loc: LocationSpec, table: VariableTable) -> tuple[Op, ...]:
         def route_of(step: IfSpec) -> Route:

@@ -284,8 +284,8 @@ class ProxyState:
             self.log_error("error", f'invalid URL prefix in "{url}"')
             return None, "", None
         uri = parts.path or None
-        if uri is not None and parts.query:
-            uri += "?" + parts.query
+        if "?" in url.partition("://")[2]:  # arguments, even alone: "http://app?x=1" sends /?x=1
+            uri = (uri or "/") + "?" + parts.query
         host = parts.hostname
         backend = self.upstreams.get(host) if port is None else None
         proxy_host = parts.netloc

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
@@ -204,10 +203,11 @@ def serve(
     # answers a POST only when there is no file (ngx_http_static_handler)
     allowed = (b"GET", b"HEAD") if kind == FILE else (b"GET", b"HEAD", b"POST")
     if kind != JUMP and req.method not in allowed:
-        conn._respond(405, error_page(405), b"text/html", b"", False)
+        conn._respond_error(405, False)
+    elif kind == CODE and int(value) >= 300:
+        conn._respond_error(int(value), False)
     elif kind == CODE:
-        code = int(value)
-        conn._respond(code, error_page(code) if code >= 300 else b"", b"text/html", b"", False)
+        conn._respond(int(value), b"", b"text/html", b"", False)
     elif kind == SLASH:
         req.ret_code = 301
         req.ret_text = value + ("?" + req.args if req.args else "")
@@ -260,7 +260,7 @@ def _not_modified(req: Request, modified: bytes, etag: bytes) -> bool:
     return True
 
 
-def _expires(files: Files) -> bytes:
+def _expires(files: Files, now: int) -> bytes:
     kind = files.expires
     if kind == "off":
         return b""
@@ -273,7 +273,7 @@ def _expires(files: Files) -> bytes:
         )
     ttl = int(files.expires_time)
     cache = b"no-cache" if ttl < 0 else b"max-age=%d" % ttl
-    return b"Expires: " + _http_date(time.time() + ttl) + b"\r\nCache-Control: " + cache + b"\r\n"
+    return b"Expires: " + _http_date(now + ttl) + b"\r\nCache-Control: " + cache + b"\r\n"
 
 
 def _send_file(
@@ -282,7 +282,7 @@ def _send_file(
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        conn._respond(403, error_page(403), b"text/html", b"", False)
+        conn._respond_error(403, False)
         return
     size = info.st_size
     modified, etag = _validators(files, info)
@@ -290,7 +290,7 @@ def _send_file(
     extra = b"" if final else b"Last-Modified: " + modified + b"\r\n"
     if etag:
         extra += b"ETag: " + etag + b"\r\n"
-    extra += _expires(files)
+    extra += _expires(files, conn.state.date.second)  # from the Date header's second
     if not final and _not_modified(req, modified, etag):
         os.close(fd)
         _head(conn, req, 304, b"", -1, extra, None)

@@ -429,6 +429,19 @@ def test_relative_log_paths_resolve_against_the_prefix(load_text: Load, tmp_path
     assert cfg.state_dir == str(tmp_path / "pfx" / ".nonstop")
 
 
+def test_a_location_with_nothing_else_serves_files_from_prefix_html(
+    load_text: Load, tmp_path: Path
+) -> None:
+    # the Django guide's "location = /favicon.ico { access_log off; log_not_found off; }"
+    cfg = load_text(
+        "events {}\nhttp { server { listen 8080; location = /favicon.ico {"
+        " access_log off; log_not_found off; } location / { return 204; } } }\n",
+        prefix=str(tmp_path / "pfx"),
+    )
+    favicon = cfg.servers[0].locations[0]
+    assert favicon.files is not None and favicon.files.root == str(tmp_path / "pfx" / "html")
+
+
 def test_ssl_paths_resolve_against_the_config_directory(load_text: Load, tmp_path: Path) -> None:
     cfg = load_text(
         "events {}\nhttp { ssl_certificate certs/a.pem; server { listen 443 ssl;\n"
@@ -679,7 +692,6 @@ def test_map_onto_a_builtin_variable_is_an_error(http: Load) -> None:
         ("server { set x 1; }", 'invalid variable name "x"'),
         ("server { return 200 $nope; }", 'unknown "nope" variable'),
         ("server { }", 'a server needs a "location", a "return" or a "root"'),
-        ("server { location / { } }", 'location "/" has no "proxy_pass", "return" or "root"'),
         (
             "server { location / { return 204; } location / { return 204; } }",
             'duplicate location "/"',

@@ -87,6 +87,10 @@ async def test_a_target_above_the_root_or_with_a_nul_or_a_broken_escape_gets_400
     assert outcome(tmp_path, target) == (400, "")
 
 
+async def test_a_proxying_location_name_without_its_slash_is_redirected(tmp_path: Path) -> None:
+    assert outcome(tmp_path, "/api?q=1") == (301, "")  # nginx's auto_redirect
+
+
 @pytest.mark.parametrize(
     ("target", "line"),
     [
@@ -158,6 +162,8 @@ def expected(target: str) -> int:
         return 400
     if uri.startswith("/admin/") or uri == "/secret":
         return 403
+    if uri == "/api":
+        return 301  # nginx's auto_redirect to the proxying "location /api/"
     return 200
 
 
