@@ -552,6 +552,7 @@ class TlsSpec:
     session_timeout: float = 300.0
     dhparam: str | None = None  # ssl_dhparam: a PEM file of DH parameters for DHE ciphers
     session_tickets: bool = True  # ssl_session_tickets
+    ecdh_curve: str = "auto"  # ssl_ecdh_curve as written ("auto", a curve, or a list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1156,6 +1156,14 @@ class _Builder:
                 f'"ssl_stapling on" has no effect in nonstop: Python\'s ssl module cannot'
                 f" staple OCSP responses; clients that want one ask the CA ({stapling.where})"
             )
+        curve = _one(levels, "ssl_ecdh_curve")
+        curves = curve.args[0] if curve is not None else "auto"
+        if ":" in curves:
+            self.reader.notices.append(
+                f'"ssl_ecdh_curve {curves}": Python\'s ssl module sets one curve, so the'
+                " embedded engine offers OpenSSL's default groups (X25519, P-256, P-384"
+                f" among them) in place of this list ({curve.where if curve else ''})"
+            )
         return TlsSpec(
             certificate=self.conf_path(cert.args[0]),
             certificate_key=self.conf_path(key.args[0]),
@@ -1166,6 +1174,7 @@ class _Builder:
             session_timeout=self.duration(_one(levels, "ssl_session_timeout"), 300.0),
             dhparam=self.conf_path(dhparam.args[0]) if dhparam else None,
             session_tickets=self.flag(_one(levels, "ssl_session_tickets"), True),
+            ecdh_curve=curves,
         )
 
     def protocols(self, levels: list[_Level]) -> tuple[str, ...] | None:

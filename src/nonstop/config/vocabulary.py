@@ -174,6 +174,7 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "ssl_session_cache": DirectiveSpec(_HS, 1, 2),
     "ssl_session_timeout": DirectiveSpec(_HS, 1, 1),
     "ssl_dhparam": DirectiveSpec(_HS, 1, 1),
+    "ssl_ecdh_curve": DirectiveSpec(_HS, 1, 1),
     "ssl_session_tickets": DirectiveSpec(_HS, 1, 1),
     "ssl_stapling": DirectiveSpec(_HS, 1, 1),  # a notice: nonstop cannot staple
     "ssl_stapling_verify": DirectiveSpec(_HS, 1, 1),  # no effect without stapling
@@ -313,7 +314,7 @@ NOTICE_ONLY_VALUE = {"autoindex": "off"}
 # Real nginx directives that nonstop does not run: named "outside the subset", not "unknown".
 _OTHERS_TEXT = """
     limit_except
-    open_log_file_cache ssl ssl_ecdh_curve ssl_client_certificate
+    open_log_file_cache ssl ssl_client_certificate
     disable_symlinks if_modified_since max_ranges
     ssl_verify_client ssl_buffer_size ssl_early_data http2
     proxy_cache proxy_cache_path proxy_cache_valid proxy_cache_key

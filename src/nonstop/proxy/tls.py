@@ -186,6 +186,12 @@ def _configure(context: ssl.SSLContext, spec: TlsSpec, where: str) -> None:
         except (OSError, ssl.SSLError) as exc:
             message = f'cannot load DH parameters "{spec.dhparam}" (ssl_dhparam): {exc}'
             raise ConfigError(message, where) from None
+    if spec.ecdh_curve != "auto" and ":" not in spec.ecdh_curve:  # a list: OpenSSL's groups
+        try:
+            context.set_ecdh_curve(spec.ecdh_curve)
+        except ValueError:
+            message = f'unknown curve "{spec.ecdh_curve}" in "ssl_ecdh_curve"'
+            raise ConfigError(message, where) from None
     options |= ssl.OP_NO_RENEGOTIATION  # clients may not renegotiate, as in nginx
     if spec.prefer_server_ciphers:
         options |= ssl.OP_CIPHER_SERVER_PREFERENCE

@@ -480,3 +480,42 @@ def test_ssl_stapling_is_accepted_with_a_notice_that_it_cannot_staple(
     extra = "ssl_stapling on; ssl_stapling_verify on; ssl_trusted_certificate d.crt;"
     config = write(tmp_path, server("default.test", "d", extra))
     assert any("cannot staple OCSP" in notice for notice in config.notices)
+
+
+@pytest.mark.parametrize(
+    ("curves", "shared"),
+    [
+        ("secp384r1", False),
+        ("prime256v1", True),
+        ("auto", True),
+        ("X25519:prime256v1:secp384r1", True),  # a list: OpenSSL's groups, which include it
+    ],
+)
+def test_ssl_ecdh_curve_decides_which_group_a_client_can_agree_on(
+    certs: Certs, tmp_path: Path, curves: str, shared: bool
+) -> None:
+    certs.issue("d", "default.test")
+    tls = TlsContexts()
+    tls.load(write(tmp_path, server("default.test", "d", f"ssl_ecdh_curve {curves};")))
+    client = certs.client(ssl.TLSVersion.TLSv1_2)
+    client.set_ecdh_curve("prime256v1")  # the only group this client offers
+    if shared:
+        assert Session(context_of(tls), client, "default.test").client.cipher() is not None
+    else:
+        with pytest.raises(ssl.SSLError):
+            Session(context_of(tls), client, "default.test")
+
+
+def test_ssl_ecdh_curve_with_a_list_says_the_embedded_engine_offers_openssls_groups(
+    certs: Certs, tmp_path: Path
+) -> None:
+    certs.issue("d", "default.test")
+    config = write(tmp_path, server("default.test", "d", "ssl_ecdh_curve X25519:secp384r1;"))
+    assert any("OpenSSL's default groups" in notice for notice in config.notices)
+
+
+def test_ssl_ecdh_curve_names_an_unknown_curve(certs: Certs, tmp_path: Path) -> None:
+    certs.issue("d", "default.test")
+    tls = TlsContexts()
+    with pytest.raises(ConfigError, match=r'unknown curve "nocurve" in "ssl_ecdh_curve"'):
+        tls.load(write(tmp_path, server("default.test", "d", "ssl_ecdh_curve nocurve;")))

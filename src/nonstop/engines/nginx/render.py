@@ -442,6 +442,8 @@ def _tls(w: _Writer, tls: TlsSpec) -> None:
     w.line("ssl_session_timeout", seconds(tls.session_timeout))
     if tls.dhparam is not None:
         w.line("ssl_dhparam", quote(tls.dhparam))
+    if tls.ecdh_curve != "auto":
+        w.line("ssl_ecdh_curve", tls.ecdh_curve)
     if not tls.session_tickets:
         w.line("ssl_session_tickets", "off")
 
