@@ -13,7 +13,9 @@ tests/support/netns.py), writes a random artifact of ``--size-mb`` MB, and for e
   hash the artifact locally, connect to every host, upload in parallel, verify the sha256
   on every host, rename into place (into a fresh releases_dir each round);
 - ``stage_only``: the same without the local hash and the connects;
-- ``skip``: staging again when every host has it (verify and refresh only).
+- ``skip``: staging again when every host has it (verify and refresh only);
+- ``stage_other`` (with ``--compare-src DIR``): ``stage`` of another build (its checkout's
+  ``src/``, over this build's SSH layer), right after this build's, in every round.
 
 Needs root (it creates namespaces).  Prints medians and writes JSON to bench/results/.
 
@@ -25,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +46,11 @@ from _harness import raise_on_sigterm, save_results  # noqa: E402
 from tests.support.netns import TestHosts, can_create_namespaces  # noqa: E402
 
 from nonstop.fleet.ssh import Destination, Sessions, SshSettings  # noqa: E402
-from nonstop.fleet.staging import Artifact, pack, stage  # noqa: E402
+from nonstop.fleet.staging import Artifact, StageResult, pack, stage  # noqa: E402
+
+Stage = Callable[
+    [Sessions, list[Destination], Artifact, str], Awaitable[dict[Destination, StageResult]]
+]
 
 
 def scp(hosts: TestHosts, source: Path, remote: str, cipher: str | None, count: int = 1) -> float:
@@ -64,12 +72,27 @@ def settings(hosts: TestHosts) -> SshSettings:
     return SshSettings(str(hosts.known_hosts), str(hosts.client_key), 10.0, 300.0)
 
 
-async def cold_stage(hosts: TestHosts, source: Path, work: Path, releases: str) -> float:
+async def cold_stage(
+    hosts: TestHosts, source: Path, work: Path, releases: str, staging: Stage = stage
+) -> float:
     started = time.perf_counter()
     artifact = pack(source, work)
     async with Sessions(settings(hosts)) as sessions:
-        await stage(sessions, [Destination.parse(h.destination) for h in hosts], artifact, releases)
+        destinations = [Destination.parse(h.destination) for h in hosts]
+        await staging(sessions, destinations, artifact, releases)
     return time.perf_counter() - started
+
+
+def other_stage(src: str) -> Stage:
+    """``stage`` of another build's ``src/`` (over this build's SSH layer)."""
+    path = Path(src) / "nonstop" / "fleet" / "staging.py"
+    spec = importlib.util.spec_from_file_location("other_build_staging", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    found: Stage = module.stage
+    return found
 
 
 async def warm_stage(hosts: TestHosts, artifact: Artifact, releases: str) -> tuple[float, float]:
@@ -97,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     samples: dict[str, list[float]] = {
         k: [] for k in ("scp", "scp_aes_gcm", "scp_parallel", "stage", "stage_only", "skip")
     }
+    before_load = os.getloadavg()[0]
     with TestHosts(args.hosts) as hosts, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source = work / "release.bin"
@@ -114,8 +138,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             count = len(hosts)
             samples["scp_parallel"].append(scp(hosts, source, "/srv/web/p", None, count))
             clear(hosts)
-            releases = f"/srv/web/cold-{round_}"
-            samples["stage"].append(asyncio.run(cold_stage(hosts, source, work, releases)))
+            builds: list[tuple[str, Stage]] = [("stage", stage)]
+            if args.compare_src:  # the two take turns at going first
+                builds.insert(round_ % 2, ("stage_other", other_stage(args.compare_src)))
+            for name, staging in builds:
+                clear(hosts)
+                releases = f"/srv/web/{name}-{round_}"
+                seconds = asyncio.run(cold_stage(hosts, source, work, releases, staging))
+                samples.setdefault(name, []).append(seconds)
             clear(hosts)
             first, again = asyncio.run(warm_stage(hosts, artifact, f"/srv/web/warm-{round_}"))
             samples["stage_only"].append(first)
@@ -124,12 +154,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"round {round_ + 1}: {line}", flush=True)
     medians = {k: round(statistics.median(v), 3) for k, v in samples.items()}
     ratio = round(medians["stage"] / medians["scp"], 2)
+    if "stage_other" in medians:
+        medians["stage_other_vs_scp"] = round(medians["stage_other"] / medians["scp"], 2)
     parallel = round(medians["stage"] / medians["scp_parallel"], 2)
     return {
         "samples": samples,
         "medians": medians,
         "stage_vs_scp": ratio,
         "stage_vs_scp_parallel": parallel,
+        "load_average_before": before_load,
         "load_average_after": os.getloadavg()[0],
     }
 
@@ -139,6 +172,11 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--compare-src",
+        metavar="DIR",
+        help="another checkout's src/: its staging, from a cold start too, in every round",
+    )
     args = parser.parse_args()
     able, why = can_create_namespaces()
     if not able:

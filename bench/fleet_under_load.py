@@ -18,15 +18,21 @@ optional:
 - ``--link-downs N`` deploys where the second host's link goes down as it deploys: seconds
   from the cut to the command's end (bound: ``connect_timeout`` 3 s + 10 s), and whether
   every reachable host serves one release afterwards;
-- ``--scale-hosts N``: one fleet deploy over N hosts with ``batches = [1, "50%"]`` beside one
-  over ``--hosts`` hosts with the same batches: seconds, batches, and the deploying
-  command's peak RSS.
+- ``--scale-hosts N``: ``--scale-rounds`` fleet deploys over N hosts with ``batches = [1,
+  "50%"]`` beside as many over ``--hosts`` hosts with the same batches: seconds (medians and
+  their ratio), batches, and the deploying command's peak RSS;
+- ``--compare-src DIR``: in every part above, the deploying command of another build (its
+  checkout's ``src/``, e.g. ``git archive`` of an earlier commit) takes turns with this
+  one's, round by round with the order rotated, under the same load in the same minutes.
 
 Needs root (namespaces).  Prints a summary and writes JSON to bench/results/.
 
     sudo .venv/bin/python bench/fleet_under_load.py      # 20 deploys of 3 hosts, 3 crashes, 3 links
     sudo .venv/bin/python bench/fleet_under_load.py --deploys 0 --crashes 0 --link-downs 0 \
         --scale-hosts 10
+    mkdir -p /tmp/before && git archive 929637c src | tar -x -C /tmp/before  # the build before
+    sudo .venv/bin/python bench/fleet_under_load.py --deploys 10 --crashes 3 --link-downs 0 \
+        --compare-src /tmp/before/src
 """
 
 from __future__ import annotations
@@ -60,8 +66,11 @@ CONNECT_TIMEOUT = 3.0  # tests/support/fleet.py's fleet.toml
 class Deploy:
     """One ``nonstop fleet deploy --json`` run: its events, exit, time and peak RSS."""
 
-    def __init__(self, fleet: Fleet, release: Path, verify: str) -> None:
+    def __init__(self, fleet: Fleet, release: Path, verify: str, src: str | None = None) -> None:
         self.fleet = fleet
+        env = dict(os.environ)
+        if src is not None:  # the deploying command of another build (its src/ directory)
+            env["PYTHONPATH"] = src
         self.out = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in finish)
         self.err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in finish)
         self.started = time.monotonic()
@@ -73,6 +82,7 @@ class Deploy:
             ],
             stdout=self.out,
             stderr=self.err,
+            env=env,
         )
         self.events: list[dict[str, Any]] = []
         self.returncode: int | None = None
@@ -134,6 +144,28 @@ def batches(deploy: Deploy) -> list[dict[str, float]]:
     return out
 
 
+PHASES = (
+    ("start", "lock"),  # the deploying command starting (Python, imports) and the lock
+    ("lock", "stage"),  # every host checked, and the front
+    ("stage", "batch"),  # staging
+    ("batch", "verify"),  # every batch
+    ("verify", "commit"),  # the fleet-wide verify window
+    ("commit", "done"),  # the commit on every host
+    ("done", "unlock"),  # the lease released
+)
+
+
+def phases(deploy: Deploy) -> dict[str, float]:
+    """Seconds from each step's event to the next one's, and from the last to the exit."""
+    first = {}
+    for event in deploy.events:
+        first.setdefault(event["event"], float(event["t"]))
+    first["start"] = 0.0
+    out = {f"{a}..{b}": round(first[b] - first[a], 3) for a, b in PHASES}
+    out["exit"] = round(deploy.seconds - first["unlock"], 3)
+    return out
+
+
 def start_fleet(
     hosts: TestHosts, work: Path, batches_line: str = "", hold_timeout: str = "10m"
 ) -> Fleet:
@@ -160,40 +192,70 @@ def under_load(
     return result
 
 
+BUILDS: dict[str, str | None] = {"this": None}
+"""The builds whose deploying command is measured, by name: this checkout, and with
+``--compare-src`` another one's ``src/``, taking turns in every part (the hosts' daemons
+and ``nonstop`` on them are this checkout's for both)."""
+
+
+def in_turns(count: int) -> list[tuple[int, str]]:
+    """``(round, build)`` for ``count`` rounds, the builds' order rotated every round."""
+    names = list(BUILDS)
+    out = []
+    for n in range(count):
+        turn = names[n % len(names) :] + names[: n % len(names)]
+        out.extend((n, name) for name in turn)
+    return out
+
+
+def measured(
+    fleet: Fleet, work: Path, label: str, build: str, verify: str, load: Load
+) -> dict[str, Any]:
+    """One fleet deploy of a new release by ``build`` that must succeed: its seconds,
+    batches, failed requests, peak RSS, and the load average at its end."""
+    failed_before = len(load.failed)
+    deploy = Deploy(fleet, launcher(work, label), verify, BUILDS[build]).finish()
+    if deploy.returncode != 0:
+        raise RuntimeError(f"{label} ({build}) failed: {deploy.stderr}")
+    found = {
+        "seconds": deploy.seconds,
+        "batches": batches(deploy),
+        "phases": phases(deploy),
+        "failed": len(load.failed) - failed_before,
+        "max_rss_mb": deploy.max_rss_mb,
+        "load_average": os.getloadavg()[0],
+    }
+    parts = ", ".join(f"{b['seconds']:.2f}s (+{b['added']:.2f}s)" for b in found["batches"])
+    print(
+        f"{label} ({build}): {deploy.seconds:.2f}s, batches {parts}, {found['failed']} failed",
+        flush=True,
+    )
+    return found
+
+
 def good_deploys(fleet: Fleet, work: Path, count: int, verify: str) -> dict[str, Any]:
     def body(load: Load) -> dict[str, Any]:
-        runs = []
-        for n in range(count):
-            failed_before = len(load.failed)
-            deploy = Deploy(fleet, launcher(work, f"good{n}"), verify).finish()
-            if deploy.returncode != 0:
-                raise RuntimeError(f"deploy {n} failed: {deploy.stderr}")
-            runs.append(
-                {
-                    "seconds": deploy.seconds,
-                    "batches": batches(deploy),
-                    "failed": len(load.failed) - failed_before,
-                    "max_rss_mb": deploy.max_rss_mb,
-                }
-            )
-            print(
-                f"deploy {n + 1}: {deploy.seconds:.2f}s, batches "
-                + ", ".join(
-                    f"{b['seconds']:.2f}s (+{b['added']:.2f}s)" for b in runs[-1]["batches"]
-                )
-                + f", {runs[-1]['failed']} failed",
-                flush=True,
-            )
-        added = [b["added"] for r in runs for b in r["batches"]]
-        return {
-            "deploys": runs,
-            "seconds_median": statistics.median(r["seconds"] for r in runs),
-            "seconds_range": [min(r["seconds"] for r in runs), max(r["seconds"] for r in runs)],
-            "added_per_batch_median": statistics.median(added),
-            "added_per_batch_max": max(added),
-        }
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in BUILDS}
+        for n, build in in_turns(count):
+            runs[build].append(measured(fleet, work, f"good-{build}-{n}", build, verify, load))
+        return {name: summary(found) for name, found in runs.items()}
 
-    return under_load(fleet, 60.0 * count + 60, body)
+    return under_load(fleet, 60.0 * count * len(BUILDS) + 60, body)
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    added = [b["added"] for r in runs for b in r["batches"]]
+    return {
+        "deploys": runs,
+        "seconds_median": statistics.median(r["seconds"] for r in runs),
+        "seconds_range": [min(r["seconds"] for r in runs), max(r["seconds"] for r in runs)],
+        "added_per_batch_median": statistics.median(added),
+        "added_per_batch_range": [min(added), max(added)],
+        "phases_median": {
+            name: statistics.median(r["phases"][name] for r in runs) for name in runs[0]["phases"]
+        },
+        "failed": sum(r["failed"] for r in runs),
+    }
 
 
 def new_instance_pid(fleet: Fleet, host: Host, old: str) -> int:
@@ -203,16 +265,17 @@ def new_instance_pid(fleet: Fleet, host: Host, old: str) -> int:
 
 def crashes(fleet: Fleet, work: Path, count: int) -> dict[str, Any]:
     def body(load: Load) -> dict[str, Any]:
-        rounds = []
-        for n in range(count):
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in BUILDS}
+        for n, build in in_turns(count):
             old = fleet.live(fleet.hosts[0])
-            deploy = Deploy(fleet, launcher(work, f"crash{n}"), "6s")
+            release = launcher(work, f"crash-{build}-{n}")
+            deploy = Deploy(fleet, release, "6s", BUILDS[build])
             deploy.wait_for("verify")
             os.kill(new_instance_pid(fleet, fleet.hosts[-1], old), signal.SIGKILL)
             deploy.finish()
             back = all(fleet.live(h) == old for h in fleet.hosts)
             decided = deploy.at("rollback")
-            rounds.append(
+            rounds[build].append(
                 {
                     "exit": deploy.returncode,
                     "decision_to_every_host_back": deploy.at("aborted") - decided,
@@ -221,10 +284,18 @@ def crashes(fleet: Fleet, work: Path, count: int) -> dict[str, Any]:
                     "error": deploy.stderr.strip()[-300:],
                 }
             )
-            print(f"crash {n + 1}: {rounds[-1]}", flush=True)
-        return {"rounds": rounds}
+            print(f"crash {n + 1} ({build}): {rounds[build][-1]}", flush=True)
+        return {
+            name: {
+                "rounds": found,
+                "decision_to_every_host_back_median": statistics.median(
+                    r["decision_to_every_host_back"] for r in found
+                ),
+            }
+            for name, found in rounds.items()
+        }
 
-    return under_load(fleet, 90.0 * count + 60, body)
+    return under_load(fleet, 90.0 * count * len(BUILDS) + 60, body)
 
 
 def link_downs(fleet: Fleet, work: Path, count: int) -> dict[str, Any]:
@@ -263,29 +334,39 @@ def link_downs(fleet: Fleet, work: Path, count: int) -> dict[str, Any]:
     return under_load(fleet, 120.0 * count + 60, body)
 
 
-def one_scaled(hosts: TestHosts, work: Path, verify: str) -> dict[str, Any]:
+def scaled(hosts: TestHosts, work: Path, verify: str, rounds: int) -> dict[str, Any]:
+    """``rounds`` fleet deploys per build over ``hosts`` with ``batches = [1, "50%"]``."""
     fleet = start_fleet(hosts, work, 'batches = [1, "50%"]')
     try:
 
         def body(load: Load) -> dict[str, Any]:
-            deploy = Deploy(fleet, launcher(work, "scaled"), verify).finish()
-            if deploy.returncode != 0:
-                raise RuntimeError(f"the deploy failed: {deploy.stderr}")
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in BUILDS}
+            for n, build in in_turns(rounds):
+                label = f"scaled-{build}-{n}"
+                runs[build].append(measured(fleet, work, label, build, verify, load))
             return {
-                "hosts": len(hosts),
-                "seconds": deploy.seconds,
-                "batches": batches(deploy),
-                "max_rss_mb": deploy.max_rss_mb,
+                name: {
+                    "hosts": len(hosts),
+                    **summary(found),
+                    "max_rss_mb": max(r["max_rss_mb"] for r in found),
+                }
+                for name, found in runs.items()
             }
 
-        result = under_load(fleet, 600.0, body)
+        return under_load(fleet, 600.0 * rounds * len(BUILDS), body)
     finally:
         fleet.close()
-    print(
-        f"{len(hosts)} hosts: {result['seconds']:.2f}s, {len(result['batches'])} batches",
-        flush=True,
-    )
-    return result
+
+
+def brief(value: Any) -> Any:
+    """``value`` without the lists of single deploys and rounds: the summary to print."""
+    if isinstance(value, dict):
+        return {k: brief(v) for k, v in value.items() if not _records(v)}
+    return value
+
+
+def _records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
 
 
 def main() -> int:
@@ -296,6 +377,12 @@ def main() -> int:
     parser.add_argument("--crashes", type=int, default=3)
     parser.add_argument("--link-downs", type=int, default=3)
     parser.add_argument("--scale-hosts", type=int, default=0)
+    parser.add_argument("--scale-rounds", type=int, default=3, help="deploys per fleet size")
+    parser.add_argument(
+        "--compare-src",
+        metavar="DIR",
+        help="another checkout's src/: its deploying command takes turns with this one's",
+    )
     parser.add_argument("--hold-timeout", default="20s", help="the hosts' hold backstop")
     args = parser.parse_args()
     able, why = can_create_namespaces()
@@ -303,7 +390,9 @@ def main() -> int:
         print(f"fleet_under_load: {why}", file=sys.stderr)
         return 2
     raise_on_sigterm()
-    result: dict[str, Any] = {}
+    if args.compare_src:
+        BUILDS["other"] = str(Path(args.compare_src).resolve())
+    result: dict[str, Any] = {"load_average_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.deploys or args.crashes or args.link_downs:
@@ -322,14 +411,15 @@ def main() -> int:
             scale = {}
             for count in (args.hosts, args.scale_hosts):
                 with TestHosts(count) as hosts:
-                    scale[str(count)] = one_scaled(hosts, work / f"scale{count}", args.verify)
+                    where = work / f"scale{count}"
+                    scale[str(count)] = scaled(hosts, where, args.verify, args.scale_rounds)
+            small, big = scale[str(args.hosts)], scale[str(args.scale_hosts)]
+            scale["ratio"] = {
+                name: big[name]["seconds_median"] / small[name]["seconds_median"] for name in BUILDS
+            }
             result["scale"] = scale
     result["load_average_after"] = os.getloadavg()[0]
-    summary = {k: v for k, v in result.items() if k != "deploys"}
-    if "deploys" in result:
-        d = result["deploys"]
-        summary["deploys"] = {k: d[k] for k in d if k != "deploys"}
-    print(json.dumps(summary, indent=1, default=str)[:4000])
+    print(json.dumps(brief(result), indent=1, default=str)[:6000])
     path = save_results(Path(__file__).parent / "results", "fleet_under_load", args, result)
     print(f"results: {path}")
     return 0

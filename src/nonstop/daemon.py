@@ -358,6 +358,7 @@ class Daemon:
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3),
             "config": self.path,
+            "admin_socket": None if self.admin is None else self.admin.path,
         }
         if "engine" in engine:
             answer["engine"] = engine.pop("engine")
@@ -427,31 +428,44 @@ class Daemon:
         return {"ok": True, "result": result}
 
     async def _admin_drain(self, request: dict[str, Any], emit: Emit) -> dict[str, Any]:
-        """``nonstop drain``: out of selection now; answered once nothing is in flight."""
+        """``nonstop drain``: out of selection now; answered once nothing is in flight.
+
+        ``addresses`` (a list) drains several servers of the upstream in one request, as a
+        fleet deploy does with the hosts of a batch: all leave selection at once, and the
+        answer comes once none of them has a request in flight."""
         assert self.engine is not None
-        upstream, address = _server(request)
+        engine = self.engine
+        upstream, addresses = _servers(request)
         timeout = request.get("timeout", 30.0)
         if not isinstance(timeout, int | float) or timeout < 0:
             raise ValueError('"timeout" must be a number of seconds, 0 or more')
-        emit({"event": "draining", "upstream": upstream, "address": address})
-        self.events.publish(DrainEvent(upstream, (address,)))
-        left = await self.engine.drain_server(upstream, address, float(timeout))
-        self.events.publish(DrainEvent(upstream, (address,), left))
+        for address in addresses:
+            emit({"event": "draining", "upstream": upstream, "address": address})
+        self.events.publish(DrainEvent(upstream, addresses))
+        lefts = await asyncio.gather(
+            *(engine.drain_server(upstream, a, float(timeout)) for a in addresses)
+        )
+        left = sum(lefts)
+        self.events.publish(DrainEvent(upstream, addresses, left))
+        named = _named(request, addresses)
         if left:
+            busy = ", ".join(a for a, n in zip(addresses, lefts, strict=True) if n)
             return {
                 "ok": False,
-                "error": f"{left} request(s) still in flight to {address} after {timeout:g}s; "
-                "it stays drained: no new request goes to it",
+                "error": f"{left} request(s) still in flight to {busy} after {timeout:g}s; "
+                f"{'it stays' if len(addresses) == 1 else 'they stay'} drained: no new "
+                f"request goes to {'it' if len(addresses) == 1 else 'them'}",
                 "exit_code": 1,
                 "in_flight": left,
             }
-        return {"ok": True, "upstream": upstream, "address": address, "in_flight": 0}
+        return {"ok": True, "upstream": upstream, **named, "in_flight": 0}
 
     async def _admin_undrain(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self.engine is not None
-        upstream, address = _server(request)
-        await self.engine.undrain_server(upstream, address)
-        return {"ok": True, "upstream": upstream, "address": address}
+        engine = self.engine
+        upstream, addresses = _servers(request)
+        await asyncio.gather(*(engine.undrain_server(upstream, a) for a in addresses))
+        return {"ok": True, "upstream": upstream, **_named(request, addresses)}
 
     # -- upgrade: a new nonstop takes over (nonstop.upgrade) -----------------------------
 
@@ -593,14 +607,30 @@ def _for_page(event: Event) -> list[dict[str, Any]]:
     return [{"kind": "health", **dataclasses.asdict(event)}]
 
 
-def _server(request: dict[str, Any]) -> tuple[str, str]:
-    """The upstream and server address a drain request names."""
-    upstream, address = request.get("upstream"), request.get("address")
+def _servers(request: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The upstream and the server addresses a drain request names: ``address``, or a
+    list of them in ``addresses``."""
+    upstream = request.get("upstream")
     if not isinstance(upstream, str) or not upstream:
         raise ValueError('"upstream" must be a non-empty string')
+    if "addresses" in request:
+        addresses = request["addresses"]
+        if (
+            not isinstance(addresses, list)
+            or not addresses
+            or not all(isinstance(a, str) and a for a in addresses)
+        ):
+            raise ValueError('"addresses" must be a non-empty list of HOST:PORT strings')
+        return upstream, tuple(dict.fromkeys(addresses))
+    address = request.get("address")
     if not isinstance(address, str) or not address:
         raise ValueError('"address" must be a non-empty string (HOST:PORT)')
-    return upstream, address
+    return upstream, (address,)
+
+
+def _named(request: dict[str, Any], addresses: tuple[str, ...]) -> dict[str, Any]:
+    """The servers as the request named them, for its answer."""
+    return {"addresses": list(addresses)} if "addresses" in request else {"address": addresses[0]}
 
 
 def _who(request: dict[str, Any]) -> tuple[str, str, int]:

@@ -12,6 +12,7 @@ import pytest
 from tests.integration.conftest import Proxy
 from tests.support.backends import RecordingBackend
 
+from nonstop.admin.client import AdminClient
 from nonstop.engines.nginx import find_nginx
 
 CONF = """
@@ -159,3 +160,40 @@ def test_a_drain_that_outlasts_its_timeout_says_so_and_the_server_stays_drained(
         thread.join(30)
     assert all(status == 200 for status, _ in slow)  # in-flight requests were not cut
     assert _state(p, b1.address) == "draining"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_request_drains_several_servers_together_and_undrains_them(
+    backends, proxy, engine: tuple[str, str]
+) -> None:
+    b1, b2, b3 = backends(3)
+    text = engine[0].format(a=b1.address, b=b2.address)
+    third = (
+        f"server {b3.address};" if engine[1] == "nginx.conf" else f'{{ address = "{b3.address}" }}'
+    )
+    if engine[1] == "nginx.conf":
+        text = text.replace(f"server {b2.address};", f"server {b2.address};\n    {third}")
+    else:
+        text = text.replace(
+            f'{{ address = "{b2.address}" }}', f'{{ address = "{b2.address}" }}, {third}'
+        )
+    p = proxy(text, engine[1])
+    status = json.loads(p.process.cli("status", "--json").stdout)
+    admin = AdminClient(status["admin_socket"])  # where the daemon says it listens
+    sent = time.monotonic()
+    slow, threads = _slow_requests(p, b1, "/sleep/1", 2)
+    pair = [b1.address, b2.address]
+    answer = admin.call("drain", upstream="app", addresses=pair, timeout=20)
+    # answered once the slow request (1 s at b1, sent after ``sent``) was done
+    assert time.monotonic() - sent >= 1.0
+    for thread in threads:
+        thread.join(30)
+    assert answer == {"ok": True, "upstream": "app", "addresses": pair, "in_flight": 0}
+    assert [status for status, _ in slow] == [200, 200]
+    assert [_state(p, a) for a in (*pair, b3.address)] == ["draining", "draining", "up"]
+    answers: list[tuple[int, str]] = []
+    for _ in range(10):
+        _get(p.port, "/", answers)
+    assert answers == [(200, b3.name)] * 10
+    assert admin.call("undrain", upstream="app", addresses=pair)["ok"]
+    assert [_state(p, a) for a in (*pair, b3.address)] == ["up", "up", "up"]

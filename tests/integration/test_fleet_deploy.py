@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,12 +85,12 @@ def test_a_release_refused_on_the_last_host_rolls_every_switched_host_back(
 def test_two_fleet_deploys_racing_for_the_lock_one_is_refused_naming_the_holder(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    first = fleet.fleet_async("deploy", "web", "--release", str(launcher(tmp_path, "v2")))
+    # the first holds the lock through a 10 s verify window: the second tries within it
+    v2 = str(launcher(tmp_path, "v2"))
+    first = fleet.fleet_async("deploy", "web", "--release", v2, "--verify", "10s", "--json")
     try:
-        deadline = time.monotonic() + 30
-        while LeaseFile(str(fleet.lease)).read() is None:
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        read_until(first, "verify")
+        assert LeaseFile(str(fleet.lease)).read() is not None
         second = fleet.fleet("deploy", "web", "--release", str(launcher(tmp_path, "v3")))
         out, err = first.communicate(timeout=120)
     finally:
@@ -151,3 +150,19 @@ def test_sigterm_of_the_deploying_command_rolls_every_switched_host_back(
     front = json.loads(fleet.front_status())["upstreams"]["app"]
     assert {s["state"] for s in front} == {"up"}  # the second host, drained then, is back
     assert LeaseFile(str(fleet.lease)).read() is None
+
+
+def test_a_host_whose_daemon_listens_elsewhere_than_the_others_is_found_and_deployed(
+    fleet_hosts: TestHosts, tmp_path: Path
+) -> None:
+    # the others' socket is learned on the first host and tried on each; the second
+    # host's daemon is not there, so that host is asked where its own is
+    elsewhere = {1: "/srv/web/elsewhere.sock"}
+    with Fleet(fleet_hosts, tmp_path / "fleet", admin_sockets=elsewhere) as fleet:
+        fleet.deploy_everywhere(launcher(tmp_path, "v1"))
+        assert (fleet.hosts[1].root / "elsewhere.sock").exists()
+        v2 = launcher(tmp_path, "v2")
+        done = fleet.fleet("deploy", "web", "--release", str(v2), "--verify", "300ms")
+        assert done.returncode == 0, done.stdout + done.stderr
+        sha256 = hashlib.sha256(v2.read_bytes()).hexdigest()
+        assert {fleet.live(h) for h in fleet.hosts} == {f"/srv/web/releases/{sha256}/app.py"}

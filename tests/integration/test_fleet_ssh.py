@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from tests.support.netns import Host, TestHosts, needs_namespaces
 
 from nonstop.fleet.errors import (
+    AdminUnreachable,
     CommandFailed,
     CommandTimedOut,
     HostKeyRejected,
@@ -228,3 +230,55 @@ def test_a_host_lost_mid_command_is_reported_unreachable(
             return time.monotonic() - started
 
     assert asyncio.run(main()) < 2.0 + 2.0  # keepalives: 3 missed at a third of 2 s
+
+
+def test_a_daemon_is_asked_at_its_admin_socket_over_the_hosts_connection(
+    fleet_hosts: TestHosts,
+) -> None:
+    """The socket is the host's ``/srv/web/...``: its sshd connects to it, not this process."""
+    host = fleet_hosts[0]
+    answering, silent = host.root / "answers.sock", host.root / "closes.sock"
+    requests: list[object] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(json.loads(await reader.readline()))
+        writer.write(b'{"event": "draining"}\n{"ok": true, "in_flight": 0}\n')
+        await writer.drain()
+        writer.close()
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.close()
+
+    async def main() -> tuple[dict[str, object], list[object], list[str]]:
+        servers = [
+            await asyncio.start_unix_server(serve, str(answering)),
+            await asyncio.start_unix_server(hang_up, str(silent)),
+        ]
+        try:
+            async with Sessions(settings(fleet_hosts)) as sessions:
+                conn = await sessions.get(dest(host))
+                events: list[object] = []
+                request = {"cmd": "drain", "address": HOSTILE[3]}
+                answer = await conn.admin("/srv/web/answers.sock", request, on_event=events.append)
+                errors = []
+                for path in ("/srv/web/closes.sock", "/srv/web/nobody-listens.sock"):
+                    with pytest.raises(AdminUnreachable) as caught:
+                        await conn.admin(path, {"cmd": "status"})
+                    errors.append(str(caught.value))
+                return answer, events, errors
+        finally:
+            for server in servers:
+                server.close()
+            answering.unlink(missing_ok=True)
+            silent.unlink(missing_ok=True)
+
+    answer, events, errors = asyncio.run(main())
+    assert requests == [{"cmd": "drain", "address": HOSTILE[3]}]
+    assert (answer, events) == ({"ok": True, "in_flight": 0}, [{"event": "draining"}])
+    assert errors[0] == (
+        f"{host.destination}: the daemon at /srv/web/closes.sock closed without answering `status`"
+    )
+    assert errors[1].startswith(
+        f"{host.destination}: cannot reach the nonstop daemon at /srv/web/nobody-listens.sock"
+    )

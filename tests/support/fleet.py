@@ -102,9 +102,15 @@ class Fleet:
     """Daemons on ``hosts`` and a front, for one test; ``close`` stops them all."""
 
     def __init__(
-        self, hosts: TestHosts, work: Path, verify: str = "300ms", hold_timeout: str = "10m"
+        self,
+        hosts: TestHosts,
+        work: Path,
+        verify: str = "300ms",
+        hold_timeout: str = "10m",
+        admin_sockets: dict[int, str] | None = None,
     ) -> None:
         self.hosts = hosts
+        self.admin_sockets = admin_sockets or {}  # host index -> its daemon's [admin] socket
         self.work = work
         self.verify = verify
         self.hold_timeout = hold_timeout
@@ -136,9 +142,11 @@ class Fleet:
     def _start(self) -> None:
         python = subprocess.list2cmdline([sys.executable])
         command = f"{python} {{release}} {{port}} --release {{release}}"
-        for host in self.hosts:
+        for index, host in enumerate(self.hosts):
             text = app_config(HOST_PORT, APP_PORTS, command, verify=self.verify)
             text = text.replace(f"127.0.0.1:{HOST_PORT}", f"{host.address}:{HOST_PORT}")
+            if index in self.admin_sockets:
+                text += f'\n[admin]\nsocket = "{self.admin_sockets[index]}"\n'
             (host.root / "nonstop.toml").write_text(text)
             self.daemons[host.name] = self._start_daemon(host)
         for host in self.hosts:

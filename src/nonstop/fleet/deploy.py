@@ -1,30 +1,30 @@
 """``nonstop fleet deploy`` and ``fleet rollback``: every host through the front, as one.
 
 The decisions are pure functions of what the hosts answered (``serving_problem``,
-``verify_problem``, ``Ledger``); ``FleetRun`` is the thin shell that asks the hosts over
-SSH, in this order:
+``verify_problem``, ``Ledger``); ``FleetRun`` is the thin shell that asks the hosts'
+daemons, through their admin API over SSH (``daemons.py``), in this order:
 
 1. take the fleet lock (``lease.py``) on the lock host, and keep renewing it every third
-   of its ttl; a lease that is lost aborts the deploy;
+   of its ttl; a lease that is lost aborts the deploy (meanwhile, connect to every host
+   and find its daemon: read-only);
 2. every host reachable and running the app (or, with ``skip_unreachable``, the
-   unreachable ones left out and named);
+   unreachable ones left out and named), and where each is in the front's upstream;
 3. stage the artifact on every host before any switch (``staging.py``);
-4. per batch, the batch's hosts in parallel, per host: drain it at the front, deploy the
-   staged release on it holding the old release warm, check it serves the release,
-   undrain it; the next batch only once this one serves;
+4. per batch: drain the batch's hosts at the front (one request), deploy the staged
+   release on each of them in parallel, holding the old release warm, check each serves
+   the release, undrain them (one request); the next batch only once this one serves;
 5. a fleet-wide verify window (a host whose new release crashes, turns unhealthy, answers
    5xx or was rolled back by its own daemon fails it), then commit on every host.
 
 Any failure before the commit, and a cancellation (Ctrl-C, SIGTERM, a lost lease), aborts
-the held deploy on every host that switched (its old release is warm), undrains what was
-drained, and raises ``FleetDeployFailed`` naming the host and the reason.  The lease is
-released at the end, always.
+the held deploy on every host that switched, all at once (its old release is warm),
+undrains what was drained, and raises ``FleetDeployFailed`` naming the host and the
+reason.  The lease is released at the end, always.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from nonstop.fleet.config import FleetSpec
+from nonstop.fleet.daemons import Daemons, last_json
 from nonstop.fleet.errors import FleetError, HostError, HostsFailed, HostUnreachable
 from nonstop.fleet.lease import new_token
 from nonstop.fleet.ssh import Connection, Destination, Sessions
@@ -170,20 +171,6 @@ class Ledger:
         return list(self.drained)
 
 
-def last_json(stdout: bytes) -> dict[str, Any] | None:
-    """The answer a ``nonstop ... --json`` printed: the whole output when it is one
-    (indented) JSON object, else its last line (after one line per event)."""
-    text = stdout.decode("utf-8", "replace").strip()
-    for candidate in (text, text.rsplit("\n", 1)[-1]):
-        try:
-            value = json.loads(candidate)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
 def front_servers(status: dict[str, Any], upstream: str | None) -> list[str]:
     """The server addresses of ``upstream`` in the front's ``nonstop status --json``."""
     servers = (status.get("upstreams") or {}).get(upstream) or []
@@ -191,13 +178,17 @@ def front_servers(status: dict[str, Any], upstream: str | None) -> list[str]:
 
 
 def holder_name() -> str:
+    return f"{_user_at_host()} (pid {os.getpid()})"
+
+
+def _user_at_host() -> str:
     try:
         import getpass
 
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()} (pid {os.getpid()})"
+    return f"{user}@{socket.gethostname()}"
 
 
 # -- the shell: SSH to the hosts ----------------------------------------------------------
@@ -212,6 +203,7 @@ class FleetRun:
         self.emit_to = emit
         self.started = time.monotonic()
         self.sessions = Sessions(spec.ssh)
+        self.daemons = Daemons(self.sessions, spec.remote_nonstop)
         self.token = new_token()
         self.stop_reason: str | None = None
         self.addresses: dict[Destination, str] = {}
@@ -229,32 +221,39 @@ class FleetRun:
         data.update(extra)
         self.emit_to(data)
 
-    # -- remote commands ------------------------------------------------------------------
+    # -- the hosts' daemons -----------------------------------------------------------------
 
-    async def nonstop(
-        self, host: Destination, *args: str, config: str | None = None
-    ) -> tuple[int, dict[str, Any] | None, str]:
-        """``nonstop ARGS -c CONFIG`` on ``host``: exit status, its JSON answer, stderr."""
-        conn = await self.sessions.get(host)
-        argv = [self.spec.remote_nonstop, *args, "-c", config or self.spec.remote_config]
-        done = await conn.run(argv, check=False)
-        return done.exit_status, last_json(done.stdout), done.stderr.decode("utf-8", "replace")
+    async def call(
+        self, host: Destination, cmd: str, config: str | None = None, **args: Any
+    ) -> dict[str, Any]:
+        """``cmd`` to the daemon on ``host`` (its admin API, over SSH): the final answer."""
+        return await self.daemons.call(host, config or self.spec.remote_config, cmd, **args)
+
+    async def act(self, host: Destination, cmd: str, **args: Any) -> dict[str, Any]:
+        """``cmd`` for the app on ``host`` (deploy, commit, abort, rollback), on behalf of
+        this run (its holder in the host's deploy lock and history): the answer."""
+        holder = f"{_user_at_host()} (nonstop fleet)"
+        return await self.call(host, cmd, app=self.app, holder=holder, pid=os.getpid(), **args)
+
+    async def decide(self, host: Destination, cmd: str, what: str, **args: Any) -> None:
+        """``act``, and ``HostError`` saying ``what`` and why unless it answered ok."""
+        answer = await self.act(host, cmd, **args)
+        if not answer.get("ok"):
+            raise HostError(str(host), f"{what}: {answer.get('error')}")
 
     async def status(self, host: Destination) -> dict[str, Any]:
-        code, answer, stderr = await self.nonstop(host, "status", "--json")
-        if code != 0 or answer is None:
-            raise HostError(str(host), f"`nonstop status` exited {code}: {stderr.strip()[-300:]}")
+        answer = await self.call(host, "status")
+        if not answer.get("ok"):
+            raise HostError(str(host), f"`nonstop status` failed: {answer.get('error')}")
         return answer
 
     async def front_servers(self) -> None:
         """Where each host is in the front's upstream (checked before anything changes)."""
         if self.spec.front is None:
             return
-        code, answer, stderr = await self.nonstop(
-            self.spec.front, "status", "--json", config=self.front_config
-        )
-        if code != 0 or answer is None:
-            raise HostError(str(self.spec.front), f"`nonstop status` exited {code}: {stderr}")
+        answer = await self.call(self.spec.front, "status", config=self.front_config)
+        if not answer.get("ok"):
+            raise HostError(str(self.spec.front), f"`nonstop status`: {answer.get('error')}")
         servers = front_servers(answer, self.spec.front_upstream)
         for host in self.spec.hosts:
             try:
@@ -266,14 +265,54 @@ class FleetRun:
     def front_config(self) -> str:
         return self.spec.front_config or self.spec.remote_config
 
-    async def _front(self, verb: str, host: Destination, *extra: str) -> None:
+    async def front(self, verb: str, hosts: Sequence[Destination], **extra: Any) -> None:
+        """``verb`` (``drain``, ``undrain``) of ``hosts`` at the front, in one request:
+        a batch leaves (or rejoins) the front's selection at once.  ``HostError`` naming
+        the hosts when the front refuses or does not answer."""
         assert self.spec.front is not None and self.spec.front_upstream is not None
-        address = self.addresses[host]
-        args = (verb, self.spec.front_upstream, address, *extra, "--json")
-        code, answer, stderr = await self.nonstop(self.spec.front, *args, config=self.front_config)
-        if code != 0:
-            why = (answer or {}).get("error") or stderr.strip()[-300:]
-            raise HostError(str(host), f"{verb} of {address} at the front failed: {why}")
+        addresses = [self.addresses[host] for host in hosts]
+        servers: dict[str, Any] = (
+            {"address": addresses[0]} if len(addresses) == 1 else {"addresses": addresses}
+        )
+        names = ", ".join(map(str, hosts))
+        try:
+            answer = await self.call(
+                self.spec.front,
+                verb,
+                config=self.front_config,
+                upstream=self.spec.front_upstream,
+                **servers,
+                **extra,
+            )
+        except HostError as exc:
+            raise HostError(names, f"{verb} at the front: {exc}") from exc
+        if not answer.get("ok"):
+            why = answer.get("error")
+            raise HostError(names, f"{verb} of {', '.join(addresses)} at the front failed: {why}")
+
+    async def out_of_front(self, step: str, hosts: Sequence[Destination], ledger: Ledger) -> None:
+        """Drain ``hosts`` at the front (one request); answered once nothing is in flight."""
+        if self.spec.front is None:
+            return
+        for host in hosts:
+            self.emit("drain", "draining at the front", host)
+        ledger.drained.extend(hosts)
+        try:
+            await self.front("drain", hosts, timeout=DRAIN_TIMEOUT)
+        except HostError as exc:
+            raise FleetDeployFailed(exc.host, f"{step}: {exc.reason}") from exc
+
+    async def into_front(self, step: str, hosts: Sequence[Destination], ledger: Ledger) -> None:
+        """Put ``hosts`` back into the front (one request)."""
+        if self.spec.front is None:
+            return
+        try:
+            await self.front("undrain", hosts)
+        except HostError as exc:
+            raise FleetDeployFailed(exc.host, f"{step}: {exc.reason}") from exc
+        for host in hosts:
+            ledger.drained.remove(host)
+            self.emit("undrain", "back in the front", host)
 
     # -- the lease ------------------------------------------------------------------------
 
@@ -338,6 +377,18 @@ class FleetRun:
         except HostError as exc:
             self.emit("unlock", f"could not release the fleet lock (it expires on its own): {exc}")
 
+    async def warm_up(self) -> None:
+        """Connect to every host and the front, and find their daemons, while the lock
+        is being taken: what the first steps would do anyway, read-only, so a refused
+        lock loses nothing.  Failures are left for the steps to meet and report."""
+        hosts = [*self.spec.hosts, *([self.spec.front] if self.spec.front else [])]
+
+        async def find(host: Destination) -> None:
+            config = self.front_config if host == self.spec.front else self.spec.remote_config
+            await self.daemons.find(host, config)
+
+        await asyncio.gather(*(find(h) for h in hosts), return_exceptions=True)
+
     # -- the steps ------------------------------------------------------------------------
 
     async def reachable(self, skip_unreachable: bool) -> list[Destination]:
@@ -348,20 +399,27 @@ class FleetRun:
             if problem is not None:
                 raise HostError(conn.name, problem)
 
-        await self.front_servers()
-        try:
-            await self.sessions.each("checking the hosts", self.spec.hosts, check)
+        # the hosts and the front at once; the front's problem, if any, is the one to report
+        checked, placed = await asyncio.gather(
+            self.sessions.each("checking the hosts", self.spec.hosts, check),
+            self.front_servers(),
+            return_exceptions=True,
+        )
+        if isinstance(placed, BaseException):
+            raise placed
+        if not isinstance(checked, BaseException):
             return list(self.spec.hosts)
-        except HostsFailed as exc:
-            down = {h for h, e in exc.failures.items() if isinstance(e, HostUnreachable)}
-            if not skip_unreachable or len(down) < len(exc.failures):
-                raise
-            left = [h for h in self.spec.hosts if str(h) not in down]
-            if not left:
-                raise
-            self.left_out = sorted(down)
-            self.emit("skip", f"leaving out unreachable hosts: {', '.join(self.left_out)}")
-            return left
+        if not isinstance(checked, HostsFailed):
+            raise checked
+        down = {h for h, e in checked.failures.items() if isinstance(e, HostUnreachable)}
+        if not skip_unreachable or len(down) < len(checked.failures):
+            raise checked
+        left = [h for h in self.spec.hosts if str(h) not in down]
+        if not left:
+            raise checked
+        self.left_out = sorted(down)
+        self.emit("skip", f"leaving out unreachable hosts: {', '.join(self.left_out)}")
+        return left
 
     async def each_host(
         self,
@@ -377,31 +435,25 @@ class FleetRun:
             if isinstance(result, BaseException):
                 raise result
 
+    async def batch(self, hosts: Sequence[Destination], release: str, ledger: Ledger) -> None:
+        """One batch: out of the front together, each host switched (in parallel), back
+        into the front together once every one of them serves ``release``."""
+        await self.out_of_front("deploy", hosts, ledger)
+        await self.each_host("deploy", hosts, lambda host: self.switch(host, release, ledger))
+        await self.into_front("deploy", hosts, ledger)
+
     async def switch(self, host: Destination, release: str, ledger: Ledger) -> None:
-        if self.spec.front is not None:
-            self.emit("drain", "draining at the front", host)
-            ledger.drained.append(host)
-            await self._front("drain", host, "--timeout", f"{DRAIN_TIMEOUT:g}")
         self.emit("deploy", f"deploying {release}, the old release held warm", host)
         ledger.switched.append(host)
-        code, answer, stderr = await self.nonstop(
-            host,
-            *("deploy", self.app, "--release", release),
-            *("--hold", "--hold-timeout", f"{self.spec.hold_timeout:g}", "--json"),
+        await self.decide(
+            host, "deploy", f"refused {release}", release=release, hold=self.spec.hold_timeout
         )
-        if code != 0 or not answer or not answer.get("ok"):
-            why = (answer or {}).get("error") or stderr.strip()[-300:] or f"exit {code}"
-            raise HostError(str(host), f"refused {release}: {why}")
         status = await self.status(host)
         problem = serving_problem(status, self.app, release)
         if problem is not None:
             raise HostError(str(host), problem)
         self.switched_status[host] = status
         self.emit("serving", f"serves {release}", host)
-        if self.spec.front is not None:
-            await self._front("undrain", host)
-            ledger.drained.remove(host)
-            self.emit("undrain", "back in the front", host)
 
     async def verify(self, hosts: Sequence[Destination], release: str, window: float) -> None:
         self.emit("verify", f"verifying every host for {window:g}s")
@@ -429,35 +481,39 @@ class FleetRun:
 
         async def abort(host: Destination) -> None:
             self.emit("abort", "back to the warm previous release", host)
-            code, answer, stderr = await self.nonstop(host, "abort", self.app, "--json")
-            if code != 0 and "no deploy" not in str((answer or {}).get("error")):
-                why = (answer or {}).get("error") or stderr.strip()[-300:]
-                raise HostError(str(host), f"abort failed: {why}")
+            answer = await self.act(host, "abort")
+            if not answer.get("ok") and "no deploy" not in str(answer.get("error")):
+                raise HostError(str(host), f"abort failed: {answer.get('error')}")
 
-        async def undrain(host: Destination) -> None:
+        switched = ledger.to_abort()
+        results = await asyncio.gather(*(abort(h) for h in switched), return_exceptions=True)
+        for host, result in zip(switched, results, strict=True):
+            if isinstance(result, HostError | OSError):
+                troubles.append(
+                    str(result) if isinstance(result, HostError) else f"{host}: {result}"
+                )
+                unknown.add(host)
+            elif isinstance(result, BaseException):
+                raise result
+        back = [str(h) for h in switched if h not in unknown]
+        if back:
+            self.emit("aborted", f"back on the previous release: {', '.join(back)}")
+        for host in ledger.to_undrain():
             if host in unknown:
                 troubles.append(
                     f"{host}: left drained at the front (its own daemon rolls it back when "
                     f"its hold ends, within {self.spec.hold_timeout:g}s; then `nonstop "
                     "undrain` it at the front)"
                 )
-                return
-            await self._front("undrain", host)
-            self.emit("undrain", "back in the front", host)
-
-        for work, hosts in ((abort, ledger.to_abort()), (undrain, ledger.to_undrain())):
-            results = await asyncio.gather(*(work(h) for h in hosts), return_exceptions=True)
-            for host, result in zip(hosts, results, strict=True):
-                if isinstance(result, HostError | OSError):
-                    troubles.append(
-                        str(result) if isinstance(result, HostError) else f"{host}: {result}"
-                    )
-                    unknown.add(host)
-                elif isinstance(result, BaseException):
-                    raise result
-            back = [str(h) for h in hosts if h not in unknown]
-            if work is abort and back:
-                self.emit("aborted", f"back on the previous release: {', '.join(back)}")
+        undrain = [h for h in ledger.to_undrain() if h not in unknown]
+        if undrain:
+            try:
+                await self.front("undrain", undrain)
+            except HostError as exc:
+                troubles.append(str(exc))
+            else:
+                for host in undrain:
+                    self.emit("undrain", "back in the front", host)
         return troubles
 
     async def deploy(
@@ -479,9 +535,7 @@ class FleetRun:
             for number, batch in enumerate(batches_of(hosts, self.sizes(len(hosts))), 1):
                 names = ", ".join(map(str, batch))
                 self.emit("batch", f"batch {number}: {names}", batch=number)
-                await self.each_host(
-                    "deploy", batch, lambda host: self.switch(host, release, ledger)
-                )
+                await self.batch(batch, release, ledger)
             await self.verify(hosts, release, verify)
         except (FleetDeployFailed, asyncio.CancelledError) as exc:
             await self._roll_back(ledger, exc)
@@ -497,10 +551,7 @@ class FleetRun:
         return batch_sizes(self.spec.batches, count)
 
     async def _commit(self, host: Destination) -> None:
-        code, answer, stderr = await self.nonstop(host, "commit", self.app, "--json")
-        if code != 0:
-            why = (answer or {}).get("error") or stderr.strip()[-300:]
-            raise HostError(str(host), f"commit failed: {why}")
+        await self.decide(host, "commit", "commit failed")
         self.emit("committed", "old release stopped", host)
 
     async def _roll_back(self, ledger: Ledger, exc: BaseException) -> NoReturn:
@@ -518,26 +569,17 @@ class FleetRun:
         await self.front_servers()
 
         async def back(host: Destination) -> None:
-            if self.spec.front is not None:
-                self.emit("drain", "draining at the front", host)
-                ledger.drained.append(host)
-                await self._front("drain", host, "--timeout", f"{DRAIN_TIMEOUT:g}")
             self.emit("rollback", "back to the previous release", host)
-            code, answer, stderr = await self.nonstop(host, "rollback", self.app, "--json")
-            if code != 0:
-                why = (answer or {}).get("error") or stderr.strip()[-300:]
-                raise HostError(str(host), f"rollback failed: {why}")
+            await self.decide(host, "rollback", "rollback failed")
             problem = serving_problem(await self.status(host), self.app, None)
             if problem is not None:
                 raise HostError(str(host), problem)
-            if self.spec.front is not None:
-                await self._front("undrain", host)
-                ledger.drained.remove(host)
-                self.emit("undrain", "back in the front", host)
 
         try:
             for batch in batches_of(hosts, self.sizes(len(hosts))):
+                await self.out_of_front("rollback", batch, ledger)
                 await self.each_host("rollback", batch, back)
+                await self.into_front("rollback", batch, ledger)
         except (FleetDeployFailed, asyncio.CancelledError) as exc:
             ledger.switched.clear()  # a rollback holds nothing to abort
             await self._roll_back(ledger, exc)
@@ -558,7 +600,13 @@ async def run_fleet(
     run = FleetRun(spec, app, emit)
     loop = asyncio.get_running_loop()
     async with run.sessions:
-        await run.acquire(lock_wait)
+        warm = asyncio.ensure_future(run.warm_up())
+        try:
+            await run.acquire(lock_wait)
+        except BaseException:
+            warm.cancel()
+            await asyncio.gather(warm, return_exceptions=True)
+            raise
         try:
             work = asyncio.ensure_future(action(run))
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from nonstop.errors import NonstopError
 
 __all__ = [
+    "AdminUnreachable",
     "CommandFailed",
     "CommandTimedOut",
     "FleetError",
@@ -52,6 +53,10 @@ class HostKeyRejected(HostError):
 
 class LoginRefused(HostError):
     """The host answered but did not accept our user and key."""
+
+
+class AdminUnreachable(HostError):
+    """The host answers SSH, but its nonstop daemon's admin socket does not answer."""
 
 
 class CommandFailed(HostError):

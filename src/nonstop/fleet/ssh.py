@@ -12,6 +12,10 @@ The rules every caller gets without asking:
   noticed within about the connect timeout;
 - one connection per host for the span of a deploy (``Sessions``), every step a new
   channel on it;
+- a host's nonstop daemon is asked through its admin socket over that connection
+  (``Connection.admin``: an SSH direct stream-local channel, what ``ssh -L`` to a unix
+  socket opens), one JSON request line and its answer lines, as ``nonstop`` itself does
+  on the host, without starting a process there;
 - asyncssh's and the socket layer's exceptions are translated here into the error tree of
   ``nonstop.fleet.errors``, each naming the host.
 """
@@ -19,17 +23,19 @@ The rules every caller gets without asking:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncssh
 
 from nonstop.fleet.errors import (
+    AdminUnreachable,
     CommandFailed,
     CommandTimedOut,
     HostError,
@@ -41,6 +47,7 @@ from nonstop.fleet.errors import (
 from nonstop.fleet.hosts import Destination, SshSettings
 
 __all__ = [
+    "AdminUnreachable",
     "Completed",
     "Connection",
     "Destination",
@@ -140,10 +147,15 @@ class Connection:
         return await self._run(argv, input, None, timeout, check)
 
     async def run_with_file(
-        self, argv: Sequence[str], source: Path, *, timeout: float | None = None
+        self,
+        argv: Sequence[str],
+        source: Path,
+        *,
+        timeout: float | None = None,
+        check: bool = True,
     ) -> Completed:
         """Run ``argv`` with the bytes of the local file ``source`` on its stdin."""
-        return await self._run(argv, None, source, timeout, True)
+        return await self._run(argv, None, source, timeout, check)
 
     async def _run(
         self,
@@ -182,6 +194,68 @@ class Connection:
         if check and status != 0:
             raise CommandFailed(self.name, argv, status, stderr)
         return Completed(self.name, tuple(argv), status, stdout, stderr)
+
+    async def admin(
+        self,
+        socket_path: str,
+        request: dict[str, Any],
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """``request`` to the nonstop daemon listening on ``socket_path`` on the host; its
+        final answer line (progress events before it go to ``on_event``).
+
+        The daemon answers every request or closes the connection (``admin/server.py``);
+        a daemon that does neither within ``timeout`` (the command timeout) is taken to be
+        stuck, and a host that vanishes is noticed by the keepalives.  A socket nobody
+        listens on, or an sshd that refuses stream-local forwarding, is ``AdminUnreachable``.
+        """
+        cmd = str(request.get("cmd"))
+        limit = self.settings.command_timeout if timeout is None else timeout
+        writer: asyncssh.SSHWriter[bytes] | None = None
+        try:
+            async with asyncio.timeout(limit):
+                reader, writer = await self._conn.open_unix_connection(socket_path)
+                writer.write(json.dumps(request).encode() + b"\n")
+                while True:
+                    line = await reader.readline()
+                    if not line.endswith(b"\n"):
+                        raise self._closed_under(cmd, socket_path)
+                    answer = json.loads(line)
+                    if not isinstance(answer, dict):
+                        raise AdminUnreachable(self.name, f"{socket_path} answered {answer!r}")
+                    if "event" in answer and "ok" not in answer:
+                        if on_event is not None:
+                            on_event(answer)
+                        continue
+                    return answer
+        except TimeoutError:
+            raise CommandTimedOut(self.name, [f"nonstop {cmd}"], limit) from None
+        except asyncssh.ChannelOpenError as exc:
+            if self._conn.is_closed():
+                raise _translate(self.name, exc) from exc
+            raise AdminUnreachable(
+                self.name,
+                f"cannot reach the nonstop daemon at {socket_path} ({exc.reason}): is it "
+                "running, and does the host's sshd allow stream-local forwarding "
+                "(AllowStreamLocalForwarding, on by default)?",
+            ) from exc
+        except ValueError as exc:
+            problem = f"{socket_path} sent a line that is not JSON"
+            raise AdminUnreachable(self.name, problem) from exc
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(self.name, exc) from exc
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _closed_under(self, cmd: str, socket_path: str) -> HostError:
+        if self._conn.is_closed():
+            return HostUnreachable(self.name, f"connection lost while `nonstop {cmd}` ran")
+        return AdminUnreachable(
+            self.name, f"the daemon at {socket_path} closed without answering `{cmd}`"
+        )
 
     def close(self) -> None:
         self._conn.close()

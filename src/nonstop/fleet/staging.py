@@ -2,16 +2,20 @@
 
 An artifact is a file (a jar) or a directory.  A directory travels as a deterministic tar
 (entries sorted, mtimes, owners and modes normalised), so the same tree always has the same
-sha256, and is unpacked on the host.  On every host, in parallel:
+sha256, and is unpacked on the host.  On every host, in parallel, two commands:
 
     releases_dir/<sha256>/<name>        the file, or the unpacked directory
 
-1. if ``<sha256>/`` exists the host already has it: a file is hashed again to prove it, a
-   directory is trusted because ``<sha256>/`` only ever appears by the rename in step 4;
-   either way its mtime is refreshed, which marks it as recently staged for pruning;
-2. the bytes stream into ``releases_dir/.incoming-<sha256>-<random>/``;
-3. the host computes the sha256 of what landed; a mismatch is a failure;
-4. only then ``mv -T`` renames the incoming directory to ``<sha256>/`` (atomic).
+1. ``_PRESENT``: if ``<sha256>/`` exists the host already has it: a file is hashed again
+   to prove it, a directory is trusted because ``<sha256>/`` only ever appears by the
+   rename in step 2; either way its mtime is refreshed, which marks it as recently staged
+   for pruning;
+2. ``_RECEIVE``, one command for the rest: the bytes stream into
+   ``releases_dir/.incoming-<sha256>-<random>/``, through ``tee`` into the file and into
+   the sha256 at once (one pass, no second read of what landed); a mismatch, or a write
+   that failed (``tee`` then feeds the hash one more byte, so it cannot match), is a
+   failure; a directory's tar is unpacked; only then ``mv -T`` renames the incoming
+   directory to ``<sha256>/`` (atomic).
 
 Staging never touches what serves: a failure anywhere leaves every host's live release as
 it was, removes that host's incoming directory, and raises ``HostsFailed`` naming every
@@ -34,7 +38,7 @@ from functools import partial
 from pathlib import Path
 
 from nonstop.fleet.errors import CommandFailed, HostError
-from nonstop.fleet.ssh import Connection, Destination, Sessions
+from nonstop.fleet.ssh import Completed, Connection, Destination, Sessions
 
 __all__ = [
     "Artifact",
@@ -48,13 +52,31 @@ __all__ = [
 ]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# The sha256 of the file "$1" on a host: openssl's uses the CPU's SHA instructions (about
-# 5x coreutils' sha256sum, which is the fallback).  A constant script; the path is an
-# argument, never part of the script.
-_HASH_SCRIPT = (
-    'if command -v openssl >/dev/null 2>&1; then exec openssl dgst -sha256 -r "$1"; '
-    'else exec sha256sum -b -- "$1"; fi'
+# The scripts are constants: every path and value is a positional argument, never part of
+# a script.  ``sha`` is the sha256 of a file ("$1") or of stdin: openssl's uses the CPU's
+# SHA instructions (about 5x coreutils' sha256sum, which is the fallback).
+_SHA = (
+    'sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r "$@"; '
+    'else sha256sum -b "$@"; fi; }; '
 )
+_PRESENT = _SHA + (
+    # $1 the release's directory, $2 its file ("" for an unpacked directory)
+    'test -d "$1" || exit 3; if [ -n "$2" ]; then sha "$2" || exit 1; fi; exec touch -- "$1"'
+)
+_RECEIVE = _SHA + (
+    # $1 the incoming directory, $2 the file the bytes land in, $3 their sha256,
+    # $4 the release's directory, $5 where to unpack a tar ("" for a file)
+    'fail() { rm -rf -- "$1"; exit "$2"; }; '
+    'mkdir -p -- "$1" || exit 1; '
+    'found=$( { tee -- "$2" || printf x; } | sha ) || fail "$1" 1; '
+    'found=${found%% *}; echo "$found"; '
+    '[ "$found" = "$3" ] || fail "$1" 65; '
+    'if [ -n "$5" ]; then '
+    'mkdir -- "$5" && tar -x --no-same-owner -f "$2" -C "$5" && rm -f -- "$2" || fail "$1" 1; '
+    "fi; "
+    'mv -T -- "$1" "$4" || fail "$1" 66'
+)
+_NOT_PRESENT, _CORRUPTED, _RENAMED_BY_ANOTHER = 3, 65, 66
 INCOMING = ".incoming-"
 STALE_INCOMING_MINUTES = 60
 """An incoming directory this old belongs to a staging run that was killed; prune drops it."""
@@ -149,48 +171,47 @@ async def stage_host(conn: Connection, artifact: Artifact, releases_dir: str) ->
     if await _present(conn, artifact, final, target):
         return StageResult(conn.name, target, uploaded=False)
     incoming = posixpath.join(releases_dir, f"{INCOMING}{artifact.sha256}-{secrets.token_hex(4)}")
-    await conn.run(["mkdir", "-p", "--", incoming])
+    shipped = posixpath.join(incoming, artifact.path.name if artifact.is_dir else artifact.name)
+    unpack = posixpath.join(incoming, artifact.name) if artifact.is_dir else ""
+    argv = ["sh", "-c", _RECEIVE, "sh", incoming, shipped, artifact.sha256, final, unpack]
     try:
-        await _upload(conn, artifact, incoming)
-        moved = await conn.run(["mv", "-T", "--", incoming, final], check=False)
+        done = await conn.run_with_file(argv, artifact.path, check=False)
     except HostError:
         await _remove_quietly(conn, incoming)
         raise
-    if moved.exit_status != 0:
+    if done.exit_status == _CORRUPTED:
+        if done.stderr.strip():  # tee could not write it: the reason is there
+            raise CommandFailed(conn.name, ["tee"], 1, done.stderr)
+        raise HostError(conn.name, _mismatch(shipped, "arrived corrupted", done, artifact.sha256))
+    if done.exit_status == _RENAMED_BY_ANOTHER:
         # Another stager renamed the same release in first; it was verified as well.
-        await _remove_quietly(conn, incoming)
         if not await _present(conn, artifact, final, target):
-            raise CommandFailed(conn.name, ["mv"], moved.exit_status, moved.stderr)
+            raise CommandFailed(conn.name, ["mv"], done.exit_status, done.stderr)
+    elif done.exit_status != 0:
+        raise CommandFailed(conn.name, ["sh"], done.exit_status, done.stderr)
     return StageResult(conn.name, target, uploaded=True)
 
 
 async def _present(conn: Connection, artifact: Artifact, final: str, target: str) -> bool:
-    if (await conn.run(["test", "-d", final], check=False)).exit_status != 0:
+    file = "" if artifact.is_dir else target
+    done = await conn.run(["sh", "-c", _PRESENT, "sh", final, file], check=False)
+    if done.exit_status == _NOT_PRESENT:
         return False
-    if not artifact.is_dir:
-        await _verify(conn, target, artifact.sha256, "already staged but changed since")
-    await conn.run(["touch", "--", final])
+    if done.exit_status != 0:
+        raise CommandFailed(conn.name, ["sh"], done.exit_status, done.stderr)
+    if file and _first_word(done.stdout) != artifact.sha256:
+        problem = "already staged but changed since"
+        raise HostError(conn.name, _mismatch(target, problem, done, artifact.sha256))
     return True
 
 
-async def _upload(conn: Connection, artifact: Artifact, incoming: str) -> None:
-    shipped = posixpath.join(incoming, artifact.path.name if artifact.is_dir else artifact.name)
-    await conn.run_with_file(["dd", f"of={shipped}", "bs=1M", "status=none"], artifact.path)
-    await _verify(conn, shipped, artifact.sha256, "arrived corrupted")
-    if artifact.is_dir:
-        unpacked = posixpath.join(incoming, artifact.name)
-        await conn.run(["mkdir", "--", unpacked])
-        await conn.run(["tar", "-x", "--no-same-owner", "-f", shipped, "-C", unpacked])
-        await conn.run(["rm", "-f", "--", shipped])
+def _first_word(stdout: bytes) -> str:
+    return stdout.split(b" ", 1)[0].strip().decode("ascii", "replace")
 
 
-async def _verify(conn: Connection, path: str, sha256: str, problem: str) -> None:
-    done = await conn.run(["sh", "-c", _HASH_SCRIPT, "sh", path])
-    found = done.stdout.split(b" ", 1)[0].decode("ascii", "replace")
-    if found != sha256:
-        raise HostError(
-            conn.name, f"{path} {problem}: sha256 {found[:12]}…, expected {sha256[:12]}…"
-        )
+def _mismatch(path: str, problem: str, done: Completed, sha256: str) -> str:
+    found = _first_word(done.stdout)
+    return f"{path} {problem}: sha256 {found[:12]}…, expected {sha256[:12]}…"
 
 
 async def _remove_quietly(conn: Connection, path: str) -> None:

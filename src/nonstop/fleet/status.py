@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from nonstop.fleet.config import FleetSpec
-from nonstop.fleet.deploy import last_json
+from nonstop.fleet.daemons import Daemons, last_json
 from nonstop.fleet.errors import HostError
 from nonstop.fleet.ssh import Destination, Sessions
 
@@ -71,14 +71,21 @@ def summarise(
 
 
 async def fleet_status(spec: FleetSpec, app: str | None) -> dict[str, Any]:
-    """Ask every host, the front and the lock host, all at once."""
-    remote = spec.remote_nonstop
+    """Ask every host's daemon, the front's and the lock host, all at once."""
     async with Sessions(spec.ssh) as sessions:
+        daemons = Daemons(sessions, spec.remote_nonstop)
 
-        async def ask(host: Destination, argv: list[str]) -> dict[str, Any] | str:
+        async def ask(host: Destination, config: str, **only: Any) -> dict[str, Any] | str:
             try:
-                conn = await sessions.get(host)
-                done = await conn.run(argv, check=False)
+                answer = await daemons.call(host, config, "status", **only)
+            except HostError as exc:
+                return exc.reason
+            return answer if answer.get("ok") else str(answer.get("error"))
+
+        async def lock() -> dict[str, Any] | str:
+            argv = [spec.remote_nonstop, "fleet", "lease", "show", "--file", spec.lease_path]
+            try:
+                done = await (await sessions.get(spec.lock_host)).run(argv, check=False)
             except HostError as exc:
                 return exc.reason
             answer = last_json(done.stdout)
@@ -86,17 +93,14 @@ async def fleet_status(spec: FleetSpec, app: str | None) -> dict[str, Any]:
                 return f"exit {done.exit_status}: {done.stderr.decode(errors='replace')[-200:]}"
             return answer
 
-        status = [remote, "status", *([app] if app else []), "--json"]
-        asks = [ask(h, [*status, "-c", spec.remote_config]) for h in spec.hosts]
-        front_config = spec.front_config or spec.remote_config
-        lock = [remote, "fleet", "lease", "show", "--file", spec.lease_path]
-        asks.append(ask(spec.lock_host, lock))
+        only = {} if app is None else {"app": app}
+        asks = [ask(h, spec.remote_config, **only) for h in spec.hosts]
         if spec.front is not None:
-            asks.append(ask(spec.front, [remote, "status", "--json", "-c", front_config]))
-        results = await asyncio.gather(*asks)
+            asks.append(ask(spec.front, spec.front_config or spec.remote_config))
+        results, held = await asyncio.gather(asyncio.gather(*asks), lock())
     answers = dict(zip(spec.hosts, results, strict=False))
-    front = results[len(spec.hosts) + 1] if spec.front is not None else None
-    return summarise(spec, answers, front, results[len(spec.hosts)])
+    front = results[len(spec.hosts)] if spec.front is not None else None
+    return summarise(spec, answers, front, held)
 
 
 def print_fleet_status(status: dict[str, Any]) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from nonstop.fleet.config import load_fleet
+from nonstop.fleet.daemons import last_json
 from nonstop.fleet.deploy import (
     Ledger,
     batches_of,
-    last_json,
     serving_problem,
     verify_problem,
 )
