@@ -121,5 +121,7 @@ def test_nginx_engine_serves_through_the_passed_directives(
         assert len(cached) == 1  # the second answer came from proxy_cache
         assert (tmp_path / "cache").is_dir()  # the relative path, against the prefix
         assert _get(port, "/ip", {"X-Real-IP": "10.1.2.3"})[0] == "10.1.2.3"  # real_ip_header
+        reload = proc.cli("reload")  # the admin commands reach it without --engine
+        assert reload.returncode == 0, reload.stderr
     finally:
         proc.stop()
