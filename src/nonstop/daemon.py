@@ -311,7 +311,11 @@ class Daemon:
     async def reload(self) -> dict[str, Any]:
         """Re-read the config; a config that fails validation changes nothing."""
         try:
-            config = with_engine(load(self.path, self.prefix), self.engine_name, self.nginx_pid)
+            config = with_engine(
+                load(self.path, self.prefix, engine=self.engine_name),
+                self.engine_name,
+                self.nginx_pid,
+            )
             await self._apply(config)
         except (ConfigError, OSError, NonstopError) as exc:
             log.error("reload refused, the running config stays: %s", exc)

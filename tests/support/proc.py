@@ -62,9 +62,9 @@ class NonstopProcess:
             raise RuntimeError(f"nonstop did not start:\n{self.stderr()}") from None
         return self
 
-    def _prefix(self) -> str | None:
-        """The ``-p``/``--prefix`` given to ``nonstop run``, if any."""
-        for flag in ("-p", "--prefix"):
+    def _option(self, *flags: str) -> str | None:
+        """The value of an option given to ``nonstop run`` (``-p``, ``--engine``), if any."""
+        for flag in flags:
             if flag in self.extra:
                 return self.extra[self.extra.index(flag) + 1]
         return None
@@ -79,8 +79,9 @@ class NonstopProcess:
         from nonstop.config import load
         from nonstop.daemon import admin_socket_path
 
-        prefix = self._prefix()
-        path = admin_socket_path(load(str(self.config), prefix))
+        prefix = self._option("-p", "--prefix")
+        config = load(str(self.config), prefix, engine=self._option("--engine"))
+        path = admin_socket_path(config)
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc is not None
@@ -133,7 +134,7 @@ class NonstopProcess:
         ``stop_leftover_apps``."""
         from nonstop.config import load
 
-        prefix = self._prefix()
+        prefix = self._option("-p", "--prefix")
         stop_leftover_apps(Path(load(str(self.config), prefix).state_dir))
 
 

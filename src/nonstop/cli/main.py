@@ -48,9 +48,14 @@ def _say(message: str) -> None:
     click.echo(f"nonstop: {message}", err=True)
 
 
-def _load(path: str, prefix: str | None, on_error: Callable[[str], None] | None = None) -> Config:
+def _load(
+    path: str,
+    prefix: str | None,
+    on_error: Callable[[str], None] | None = None,
+    engine: str | None = None,
+) -> Config:
     try:
-        config = load(path, prefix)
+        config = load(path, prefix, engine=engine)
     except ConfigError as exc:
         if on_error is not None:
             on_error(str(exc))
@@ -116,27 +121,33 @@ def check(config_path: str, prefix: str | None, engine: str | None) -> None:
     """Validate a config like `nginx -t` (engine nginx: and run `nginx -t` on its render)."""
     if _check_fleet(config_path):
         return
-    config = _load(config_path, prefix)
+    config = _load(config_path, prefix, engine=engine)
     try:
-        import asyncio
-
-        from nonstop.proxy.server import ProxyState
-        from nonstop.proxy.tls import TlsContexts
-
-        loop = asyncio.new_event_loop()
-        try:
-            ProxyState(loop, config)  # compiles routes, variables and upstreams
-        finally:
-            loop.close()
-        TlsContexts().load(config)
         if (engine or config.engine) == "nginx":
-            _check_nginx(config)
+            _check_nginx(config)  # nginx -t judges what nginx serves
+        else:
+            _check_embedded(config)
     except ConfigError as exc:
         _say(f"[emerg] {exc}")
         _say(f"configuration file {os.path.abspath(config_path)} test failed")
         sys.exit(2)
     _say(f"the configuration file {os.path.abspath(config_path)} syntax is ok")
     _say(f"configuration file {os.path.abspath(config_path)} test is successful")
+
+
+def _check_embedded(config: Config) -> None:
+    """Build what nonstop's proxy would serve ``config`` with, certificates included."""
+    import asyncio
+
+    from nonstop.proxy.server import ProxyState
+    from nonstop.proxy.tls import TlsContexts
+
+    loop = asyncio.new_event_loop()
+    try:
+        ProxyState(loop, config)  # compiles routes, variables and upstreams
+    finally:
+        loop.close()
+    TlsContexts().load(config)
 
 
 def _check_fleet(path: str) -> bool:
@@ -224,7 +235,7 @@ def run(
             handoff = receive(int(handed), inherited)
         except (ValueError, OSError) as exc:
             fail(str(exc), 1)
-    config = _load(config_path, prefix, None if handoff is None else handoff.failed)
+    config = _load(config_path, prefix, None if handoff is None else handoff.failed, engine)
     try:
         grace = parse_duration(shutdown_timeout)
     except ValueError as exc:
@@ -295,8 +306,23 @@ def upgrade(config_path: str, prefix: str | None, timeout: str) -> None:
 def _client(config_path: str, prefix: str | None) -> AdminClient:
     from nonstop.daemon import admin_socket_path
 
-    config = _load(config_path, prefix)
+    config = _load(config_path, prefix, engine=_served_by(config_path, prefix))
     return AdminClient(admin_socket_path(config))
+
+
+def _served_by(path: str, prefix: str | None) -> str | None:
+    """ "nginx" for an nginx.conf only the nginx engine runs (it passes directives nonstop
+    does not model), so that the commands reach its daemon without --engine; else None,
+    and a broken config is reported as the embedded engine reads it."""
+    try:
+        load(path, prefix)
+    except ConfigError:
+        try:
+            load(path, prefix, engine="nginx")
+        except ConfigError:
+            return None
+        return "nginx"
+    return None
 
 
 def _unreachable(exc: DaemonUnreachable) -> str:

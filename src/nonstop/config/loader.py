@@ -17,16 +17,24 @@ from nonstop.config.validate import validate
 __all__ = ["load"]
 
 
-def load(path: str, prefix: str | None = None, *, resolver: Resolver = system_resolver) -> Config:
+def load(
+    path: str,
+    prefix: str | None = None,
+    *,
+    resolver: Resolver = system_resolver,
+    engine: str | None = None,
+) -> Config:
     """Read, parse and validate ``path``; raises ``nonstop.errors.ConfigError``.
 
     ``resolver`` turns upstream host names into addresses (``socket.getaddrinfo`` by
-    default, at load time as nginx does); tests pass a fake.
+    default, at load time as nginx does); tests pass a fake.  ``engine`` is ``--engine``:
+    an nginx.conf read for ``nginx`` keeps what nonstop does not model for nginx to run
+    (docs/engines.md, "Directives nonstop does not model").
     """
     absolute = os.path.abspath(path)
     root = os.path.abspath(prefix) if prefix else os.path.dirname(absolute)
     if absolute.endswith(".conf"):
-        config = load_nginx(absolute, root, resolver)
+        config = load_nginx(absolute, root, resolver, passthrough=engine == "nginx")
     else:
         config = load_toml(absolute, root, resolver)
     return validate(config)

@@ -43,6 +43,7 @@ __all__ = [
     "ProxyBuffering",
     "ProxyPass",
     "ProxySsl",
+    "RawDirective",
     "Regex",
     "ResolverSpec",
     "ReturnSpec",
@@ -92,6 +93,17 @@ class Template:
     @property
     def variables(self) -> tuple[str, ...]:
         return tuple(value for kind, value in self.parts if kind == "var")
+
+
+@dataclass(frozen=True, slots=True)
+class RawDirective:
+    """A directive nonstop does not model, kept for the nginx engine to render as written
+    (an nginx.conf input loaded for ``engine nginx``; the embedded engine refuses these)."""
+
+    name: str
+    args: tuple[str, ...]
+    block: tuple[RawDirective, ...] | None = None
+    source: Source | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +157,7 @@ class UpstreamSpec:
     health: HealthSpec | None = None
     implicit: bool = False  # made from a proxy_pass URL, not declared
     app: bool = False  # the pool of [apps.NAME]: servers are filled at run time by the deployer
+    raw: tuple[RawDirective, ...] = ()  # kept for the nginx engine, in order
     source: Source | None = field(default=None, compare=False)
 
 
@@ -227,6 +240,7 @@ class IfSpec:
     condition: Condition
     steps: tuple[Step, ...]
     location: LocationSpec | None = None  # None inside a server-level "if"
+    raw: tuple[RawDirective, ...] = ()  # kept for the nginx engine, in order
     source: Source | None = field(default=None, compare=False)
 
 
@@ -518,6 +532,7 @@ class LocationSpec:
     charset: str | None = None  # "; charset=NAME" added to Content-Type; None: off
     charset_types: tuple[str, ...] = CHARSET_TYPES
     keepalive_timeout: float | None = None  # after a request that ended here; None: the server's
+    raw: tuple[RawDirective, ...] = ()  # kept for the nginx engine, in order
     source: Source | None = field(default=None, compare=False)
 
     @property
@@ -582,6 +597,7 @@ class ServerBlock:
     gzip: GzipSpec | None = None
     charset: str | None = None
     charset_types: tuple[str, ...] = CHARSET_TYPES
+    raw: tuple[RawDirective, ...] = ()  # kept for the nginx engine, in order
     source: Source | None = field(default=None, compare=False)
 
 
@@ -670,6 +686,10 @@ class Config:
     # None: they are nonstop's own (0700, 0600) (TOML: group; docs/operations.md)
     group: str | None = None
     notices: tuple[str, ...] = ()  # "accepted, no effect" messages, each said once
+    # nginx.conf loaded for the nginx engine: what nonstop does not model, rendered as written
+    raw_main: tuple[RawDirective, ...] = ()  # main context, whole blocks (stream {}) included
+    raw_events: tuple[RawDirective, ...] = ()
+    raw_http: tuple[RawDirective, ...] = ()
     files: tuple[str, ...] = ()  # every file read (config and includes)
 
     def upstream(self, name: str) -> UpstreamSpec | None:

@@ -51,6 +51,7 @@ from nonstop.config.model import (
     ProxyBuffering,
     ProxyPass,
     ProxySsl,
+    RawDirective,
     Regex,
     ResolverSpec,
     ReturnSpec,
@@ -597,9 +598,66 @@ _ADMIN_ENV = {
 }
 
 
+# What the nginx engine renders itself: kept out of the passthrough (nginx would refuse the
+# duplicate), with the notice the embedded engine gives.
+_RENDERER_OWNS = frozenset(
+    (
+        "pid",
+        "open_file_cache",
+        "open_file_cache_valid",
+        "open_file_cache_errors",
+        *(f"{kind}_temp_path" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+    )
+)
+
+# A passed-through directive whose first argument is a file: nginx reads it relative to the
+# config's directory ("conf") or to its prefix ("prefix"); the render runs elsewhere, so the
+# loader makes it absolute as it does for the directives it models.
+_RAW_PATHS = {
+    **dict.fromkeys(
+        (
+            "ssl_certificate",
+            "ssl_certificate_key",
+            "ssl_trusted_certificate",
+            "ssl_client_certificate",
+            "ssl_crl",
+            "ssl_dhparam",
+            "ssl_password_file",
+            "ssl_session_ticket_key",
+            "ssl_stapling_file",
+            "auth_basic_user_file",
+            "proxy_ssl_certificate",
+            "proxy_ssl_certificate_key",
+            "proxy_ssl_trusted_certificate",
+            "proxy_ssl_crl",
+            "proxy_ssl_password_file",
+        ),
+        "conf",
+    ),
+    **dict.fromkeys(
+        (
+            "proxy_cache_path",
+            "fastcgi_cache_path",
+            "uwsgi_cache_path",
+            "scgi_cache_path",
+            "load_module",
+            "root",
+            "alias",
+            "access_log",
+            "error_log",
+        ),
+        "prefix",
+    ),
+}
+
+
 class _Builder:
-    def __init__(self, path: str, prefix: str, resolver: Resolver) -> None:
+    def __init__(self, path: str, prefix: str, resolver: Resolver, passthrough: bool) -> None:
         self.path = path
+        # engine nginx: what nonstop does not model is kept (``kept[-1]`` is the block being
+        # read) and rendered as written; otherwise it is refused
+        self.passthrough = passthrough
+        self.kept: list[list[RawDirective]] = [[]]
         self.prefix = prefix
         self.conf_dir = os.path.dirname(path)
         self.resolver = resolver
@@ -631,6 +689,9 @@ class _Builder:
         """Validate context, block and arity; True when the directive is notice-only."""
         spec = UPSTREAM_SERVER if (d.name == "server" and ctx == "upstream") else None
         spec = spec or DIRECTIVES.get(d.name)
+        if spec is None and self.passthrough and d.name not in _RENDERER_OWNS:
+            self.kept[-1].append(self.raw(d))
+            return True
         if spec is None:
             return self._check_notice(d, ctx)
         if ctx not in spec.contexts:
@@ -670,6 +731,17 @@ class _Builder:
             raise self.fail(d, f'invalid value "{" ".join(d.args)}" in "server_tokens" directive')
         self.notice(d)
         return True
+
+    def raw(self, d: Directive) -> RawDirective:
+        args = d.args
+        base = _RAW_PATHS.get(d.name)
+        first = args[0] if args else ""
+        # not "off", "stderr", "syslog:...", "memory:...", nor a path with variables
+        if base and first and first not in ("off", "stderr") and not set("$:") & set(first):
+            absolute = self.conf_path(first) if base == "conf" else self.prefix_path(first)
+            args = (absolute, *args[1:])
+        block = None if d.block is None else tuple(self.raw(inner) for inner in d.block)
+        return RawDirective(d.name, args, block, d.source)
 
     def worker_connections(self, d: Directive) -> int:
         """nginx's per-worker connection limit; nonstop bounds open client connections."""
@@ -729,6 +801,8 @@ class _Builder:
 
     def build(self) -> Config:
         tree = self.reader.read(self.path)
+        raw_events: tuple[RawDirective, ...] = ()
+        self.raw_http: tuple[RawDirective, ...] = ()
         http: Directive | None = None
         events: Directive | None = None
         for d in tree:
@@ -743,11 +817,13 @@ class _Builder:
                 if events is not None:
                     raise self.fail(d, '"events" directive is duplicate')
                 events = d
+                self.kept.append([])
                 for inner in d.block or ():
                     if inner.name == "worker_connections":
                         self.max_connections = self.worker_connections(inner)
                         continue
                     self.check(inner, "events")
+                raw_events = tuple(self.kept.pop())
             elif d.name == "http":
                 if http is not None:
                     raise self.fail(d, '"http" directive is duplicate')
@@ -785,6 +861,10 @@ class _Builder:
             max_open_files=self.max_open_files,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
+            engine="nginx" if self.passthrough else "embedded",
+            raw_main=tuple(self.kept[0]),
+            raw_events=raw_events,
+            raw_http=self.raw_http,
         )
 
     def env(self, d: Directive) -> None:
@@ -895,6 +975,7 @@ class _Builder:
         upstreams: list[Directive] = []
         servers: list[Directive] = []
         maps: list[MapSpec] = []
+        self.kept.append([])
         for d in http.block or ():
             if self.check(d, "http"):
                 continue
@@ -912,6 +993,7 @@ class _Builder:
                 self.log_format(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
+        self.raw_http = tuple(self.kept.pop())
         self.check_values(level)
         names = {d.args[0] for d in upstreams}
         for d in upstreams:
@@ -927,6 +1009,7 @@ class _Builder:
         level = _Level()
         peers: list[ServerSpec] = []
         method: Directive | None = None
+        self.kept.append([])
         for d in block.block or ():
             if self.check(d, "upstream"):
                 continue
@@ -938,6 +1021,7 @@ class _Builder:
                 method = d
             else:
                 level.add(d, False)
+        raw = tuple(self.kept.pop())
         self.check_values(level)
         if not peers:
             raise self.fail(block, f'no servers are inside upstream "{name}"')
@@ -960,6 +1044,7 @@ class _Builder:
             hash_consistent=balancing.hash_consistent,
             random_two=balancing.random_two,
             random_least_conn=balancing.random_least_conn,
+            raw=raw,
             source=block.source,
         )
 
@@ -1060,6 +1145,7 @@ class _Builder:
         names: list[str] = []
         rewrites: list[Directive] = []
         locations: list[Directive] = []
+        self.kept.append([])
         for d in block.block or ():
             if self.check(d, "server"):
                 continue
@@ -1075,6 +1161,7 @@ class _Builder:
                 self.set_error_log(d, outer=False)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
+        raw = tuple(self.kept.pop())
         self.check_values(level)
         levels = [level, http]
         set_lines = [d for d in rewrites if d.name == "set"]
@@ -1106,6 +1193,7 @@ class _Builder:
             gzip=self.gzip(levels),
             charset=self.charset(levels),
             charset_types=self.charset_types(levels),
+            raw=raw,
             source=block.source,
         )
 
@@ -1234,7 +1322,7 @@ class _Builder:
         self, block: Directive, parents: list[_Level], server_sets: list[Directive]
     ) -> LocationSpec:
         path, modifier = self.location_path(block)
-        level, rewrites = self.block_level(block, "location")
+        level, rewrites, raw = self.block_level(block, "location")
         levels = [level, *parents]
         set_lines = [d for d in rewrites if d.name == "set"]
         pass_d = _one([level], "proxy_pass")
@@ -1251,12 +1339,16 @@ class _Builder:
             spec = replace(spec, files=self.files(levels, modifier, path, location=True))
         steps = tuple(self.step(d, "location", spec, levels) for d in rewrites)
         sets, ret, program = _program(steps)
-        return replace(spec, sets=sets, ret=ret, steps=program)
+        return replace(spec, sets=sets, ret=ret, steps=program, raw=raw)
 
-    def block_level(self, block: Directive, ctx: str) -> tuple[_Level, list[Directive]]:
-        """A location's or an if's directives: its level, and its rewrite directives."""
+    def block_level(
+        self, block: Directive, ctx: str
+    ) -> tuple[_Level, list[Directive], tuple[RawDirective, ...]]:
+        """A location's or an if's directives: its level, its rewrite directives and what
+        is passed through to nginx."""
         level = _Level()
         rewrites: list[Directive] = []
+        self.kept.append([])
         for d in block.block or ():
             if self.check(d, ctx):
                 continue
@@ -1264,8 +1356,9 @@ class _Builder:
                 rewrites.append(d)
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
+        raw = tuple(self.kept.pop())
         self.check_values(level)
-        return level, rewrites
+        return level, rewrites, raw
 
     def location_spec(
         self,
@@ -1648,10 +1741,10 @@ class _Builder:
     ) -> IfSpec:
         condition = self.condition(d)
         inner_ctx = "if" if ctx == "location" else "sif"
-        level, rewrites = self.block_level(d, inner_ctx)
+        level, rewrites, raw = self.block_level(d, inner_ctx)
         steps = tuple(self.step(inner, inner_ctx, None, []) for inner in rewrites)
         if loc is None:
-            return IfSpec(condition, steps, None, d.source)
+            return IfSpec(condition, steps, None, raw, d.source)
         pass_d = _one([level], "proxy_pass")
         if pass_d is not None:
             proxy: ProxyPass | None = self.proxy_pass(pass_d, [])
@@ -1661,7 +1754,7 @@ class _Builder:
             # the location's pass, without its URI part (ngx_http_proxy_merge_loc_conf)
             proxy = replace(loc.proxy_pass, uri=None) if loc.proxy_pass else None
         spec = self.location_spec(d, loc.path, loc.modifier, [level, *levels], proxy)
-        return IfSpec(condition, steps, spec, d.source)
+        return IfSpec(condition, steps, spec, raw, d.source)
 
     def condition(self, d: Directive) -> Condition:
         """``(...)`` as ngx_http_rewrite_if_condition reads it."""
@@ -1896,6 +1989,12 @@ class _Builder:
         return spec
 
 
-def load_nginx(path: str, prefix: str, resolver: Resolver = system_resolver) -> Config:
-    """Read ``path`` (absolute) as nginx.conf; relative log paths resolve against ``prefix``."""
-    return _Builder(path, prefix, resolver).build()
+def load_nginx(
+    path: str, prefix: str, resolver: Resolver = system_resolver, *, passthrough: bool = False
+) -> Config:
+    """Read ``path`` (absolute) as nginx.conf; relative log paths resolve against ``prefix``.
+
+    ``passthrough`` (the nginx engine serves): every directive nonstop does not model is
+    kept at its place for the nginx renderer, for ``nginx -t`` to judge, instead of refused.
+    """
+    return _Builder(path, prefix, resolver, passthrough).build()

@@ -224,6 +224,8 @@ def _location_templates(loc: LocationSpec, at: str) -> Iterator[tuple[Template, 
 
 
 def _check_variables(config: Config) -> None:
+    if config.engine == "nginx":
+        return  # nginx -t judges them, knowing its modules' ($upstream_cache_status, ...)
     defined = defined_names(config) | CAPTURES
     for m in config.maps:
         at = _where(m.origin, config.path)

@@ -66,6 +66,7 @@ from nonstop.config.model import (
     ProxyBuffering,
     ProxyPass,
     ProxySsl,
+    RawDirective,
     ResolverSpec,
     ReturnSpec,
     RewriteSpec,
@@ -198,11 +199,15 @@ def render(config: Config, options: RenderOptions) -> Rendered:
     _main(w, config, options)
     w.open("events")
     w.line("worker_connections", str(options.worker_connections))
+    _raw(w, config.raw_events)
     w.close()
     w.blank()
     w.open("http")
     _http(w, config, options)
     w.close()
+    for block in (d for d in config.raw_main if d.block is not None):
+        w.blank()
+        _raw(w, (block,))
     return Rendered({MAIN_FILE: w.text()})
 
 
@@ -236,6 +241,7 @@ def _main(w: _Writer, config: Config, options: RenderOptions) -> None:
     drain = max((app.drain_timeout for app in config.apps), default=None)
     if drain is not None:
         w.line("worker_shutdown_timeout", duration(drain))
+    _raw(w, tuple(d for d in config.raw_main if d.block is None))  # load_module first
     w.blank()
 
 
@@ -251,6 +257,7 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
     if stats is not None:
         w.line("log_format", STATS_FORMAT, quote(STATS_FIELDS))
         _stats_line(w, stats)
+    _raw(w, config.raw_http)
     w.blank()
     for spec in config.maps:
         _map(w, spec)
@@ -296,7 +303,20 @@ def _upstream(w: _Writer, up: UpstreamSpec, down: frozenset[tuple[str, str]]) ->
     for server in up.servers:
         w.line(_server_line(server, (up.name, server.address) in down).rstrip(";"))
     _keepalive(w, up, up.keepalive_timeout)
+    _raw(w, up.raw)
     w.close()
+
+
+def _raw(w: _Writer, directives: tuple[RawDirective, ...]) -> None:
+    """What nonstop does not model, as written (``nginx -t`` judges it)."""
+    for d in directives:
+        words = (d.name, *(quote(arg) for arg in d.args))
+        if d.block is None:
+            w.line(*words)
+        else:
+            w.open(*words)
+            _raw(w, d.block)
+            w.close()
 
 
 def _slot_upstream(w: _Writer, up: UpstreamSpec, app: AppSpec, slot: int) -> None:
@@ -424,6 +444,7 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
             w.line("set", "$" + name, quote(value.raw))
         if server.ret is not None:
             _return(w, server.ret)
+    _raw(w, server.raw)
     for location in server.locations:
         w.blank()
         _location(w, location, passes, stats, server.limits)
@@ -548,6 +569,7 @@ def _location(
         _return(w, loc.ret)
     if loc.proxy_pass is not None:
         _proxy(w, loc, passes)
+    _raw(w, loc.raw)
     w.close()
 
 
@@ -577,6 +599,7 @@ def _steps(w: _Writer, steps: tuple[Step, ...], loc: LocationSpec | None, passes
                 if own is not None and (loc.proxy_pass is None or own.url != loc.proxy_pass.url):
                     w.line("proxy_pass", _pass_url(own, passes))
             _steps(w, step.steps, None, passes)
+            _raw(w, step.raw)
             w.close()
 
 
