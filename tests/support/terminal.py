@@ -14,6 +14,13 @@ from pathlib import Path
 __all__ = ["AtTerminal"]
 
 
+def _as_at_a_shell() -> None:
+    """Ctrl-C as a shell's foreground job gets it: the suite may run in the background
+    (``make test &``), where SIGINT is ignored and children inherit that, so a Ctrl-C
+    test would measure how it was started instead of what the command does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class AtTerminal:
     """``argv`` with a pty as stdin, stdout and stderr; ``output`` is what it wrote so far."""
 
@@ -22,7 +29,13 @@ class AtTerminal:
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows)}
         env.pop("NO_COLOR", None)
         self.proc = subprocess.Popen(
-            list(argv), stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env
+            list(argv),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=env,
+            preexec_fn=_as_at_a_shell,
         )
         os.close(slave)
         self.master = master
