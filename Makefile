@@ -44,12 +44,16 @@ build: $(VENV)/.compiled
 example: $(if $(wildcard $(VENV)/.compiled),$(VENV)/.compiled,$(VENV)/.installed)
 	$(BIN)/python examples/hello/run.py
 
+# The tests run in TEST_JOBS processes (pytest-xdist), each taking the next test when it
+# is free: most integration tests wait on real processes, sockets and sshd rather than use
+# a core, and every test picks its own ports, directories and network namespaces.
+TEST_JOBS ?= 4
 test: $(VENV)/.compiled $(VENV)/.dev
 	./scripts/system-deps.sh
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist worksteal
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench examples
