@@ -178,7 +178,10 @@ def route_request(req: Request, vhosts: VirtualHosts) -> None:
             req.args = args.decode("latin-1")
             if HASH in args:
                 req.args = req.args.partition("#")[0]  # "#" ends $args
-    key = (req.http_host, path)
+    # one bytes key: a path holds no space, so "path host" cannot be another pair's key,
+    # and a bytes key costs a third of a (host, path) tuple's hashing and comparing
+    host_header = req.http_host
+    key = path if host_header is None else path + b" " + host_header
     if cacheable:
         hit = vhosts.cache.get(key)
         if hit is not None:

@@ -100,6 +100,8 @@ def response_head(
 def added_headers(route: Route, status: int, req: Request) -> bytes:
     """The route's add_header lines for a response with ``status``; a value that
     evaluates to "" adds nothing (as in nginx)."""
+    if not route.add_success:  # every add_header; add_always holds those marked always
+        return b""
     ops: tuple[HeaderOp, ...] = (
         route.add_success if status in ADD_HEADER_STATUS else route.add_always
     )

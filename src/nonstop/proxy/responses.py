@@ -144,8 +144,9 @@ class DateCache:
         """The time ``current`` shows, for headers that must agree with it (Expires)."""
         return self._second
 
-    def update(self) -> None:
-        now = int(time.time())
+    def update(self, clock: float = 0.0) -> None:
+        """Follow the clock (``clock``: a time to show instead, for tests)."""
+        now = int(clock or time.time())
         if now != self._second:
             self._second = now
             self.current = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"

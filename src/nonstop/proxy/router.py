@@ -473,7 +473,7 @@ class VirtualHosts:
     def __init__(self, servers: list[ServerRoutes], default: ServerRoutes):
         self.servers = servers
         # (Host header, path) -> (path, host, server_name, route), filled by the protocol
-        self.cache: dict[tuple[bytes | None, bytes], tuple[str, str, str, Route]] = {}
+        self.cache: dict[bytes, tuple[str, str, str, Route]] = {}  # request_head.py
         self.default = default
         self.by_name: dict[str, ServerRoutes] = {}
         self.head_wild: list[tuple[str, ServerRoutes]] = []

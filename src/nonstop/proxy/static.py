@@ -10,12 +10,13 @@ matching If-None-Match / If-Modified-Since (nginx's ``if_modified_since exact``)
 single byte range as 206 (416 when out of the file), and the body in chunks as the client
 takes them -- with ``os.sendfile`` straight to a plain TCP socket whenever the
 transport's buffer is empty, so a large file neither fills memory nor blocks the loop.
+A small file is kept in memory while ``stat`` shows it unchanged (``_Cached``), so the
+usual answer costs one ``stat`` instead of stat, open, read and close.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
@@ -43,10 +44,16 @@ __all__ = [
     "serve",
 ]
 
-FILE, SLASH, CODE, JUMP = range(4)
+FILE: Final = 0
+SLASH: Final = 1
+CODE: Final = 2
+JUMP: Final = 3
 _CHUNK = 256 * 1024  # what one read() or sendfile() moves at most
 _SMALL = 64 * 1024  # a file up to this size leaves in the same write as its head
 _MAX_AGE_MAX = 315360000  # "expires max" (ngx_http_headers_filter_module.c)
+_S_IFMT: Final = 0o170000  # stat.S_IFMT and the two types, as constants mypyc inlines
+_S_IFDIR: Final = 0o040000
+_S_IFREG: Final = 0o100000
 
 
 class Files:
@@ -59,6 +66,7 @@ class Files:
         "expires",
         "expires_time",
         "index",
+        "inside",
         "prefix",
         "root",
         "tries",
@@ -67,6 +75,7 @@ class Files:
 
     def __init__(self, spec: FilesSpec, prefix: str, tries: tuple[Getter, ...]) -> None:
         self.root = spec.root.rstrip("/") or "/"
+        self.inside = self.root.rstrip("/") + "/"  # what every path under the root starts with
         self.alias = spec.alias
         self.prefix = prefix
         self.index = spec.index
@@ -93,21 +102,28 @@ def compile_files(
 def map_path(files: Files, uri: str) -> str | None:
     """The file ``uri`` names under the root (or the alias, for the location's prefix);
     None when the joined path would leave it."""
-    base, joined = files.root, files.root + uri
+    base, inside, joined = files.root, files.inside, files.root + uri
     alias = files.alias
     if alias is not None and uri.startswith(files.prefix):
         base, joined = alias.rstrip("/") or "/", alias + uri[len(files.prefix) :]
+        inside = base.rstrip("/") + "/"
     if "\0" in joined:
         return None
-    normal = os.path.normpath(joined)
-    if normal != base and not normal.startswith(base.rstrip("/") + "/"):
+    if "//" in joined or "/." in joined or not joined.startswith("/"):
+        normal = os.path.normpath(joined)
+    else:  # nothing for normpath to fold: no empty, "." or ".." component
+        normal = joined[:-1] if len(joined) > 1 and joined.endswith("/") else joined
+    if normal != base and not normal.startswith(inside):
         return None
     return normal + "/" if joined.endswith("/") and normal != "/" else normal
 
 
+_os_stat: Final = os.stat  # one call, not a look-up in the os module and a call
+
+
 def _stat(path: str) -> os.stat_result | None:
     try:
-        return os.stat(path)
+        return _os_stat(path)
     except (OSError, ValueError):
         return None
 
@@ -125,9 +141,10 @@ def resolve(files: Files, req: Request) -> tuple[int, str, os.stat_result | None
     info = _stat(path)
     if info is None:
         return CODE, ("403" if os.path.lexists(path) else "404"), None
-    if stat.S_ISDIR(info.st_mode):
+    mode = info.st_mode & _S_IFMT
+    if mode == _S_IFDIR:
         return SLASH, uri + "/", None
-    if not stat.S_ISREG(info.st_mode):
+    if mode != _S_IFREG:
         return CODE, "404", None
     return FILE, path, info
 
@@ -136,11 +153,12 @@ def _index(files: Files, directory: str) -> tuple[int, str, os.stat_result | Non
     for name in files.index:
         candidate = os.path.join(directory, name)
         info = _stat(candidate)
-        if info is not None and stat.S_ISREG(info.st_mode):
+        if info is not None and info.st_mode & _S_IFMT == _S_IFREG:
             return FILE, candidate, info
     info = _stat(directory)
     # no autoindex: a directory without an index file is forbidden (ngx_http_index_module)
-    return CODE, ("403" if info is not None and stat.S_ISDIR(info.st_mode) else "404"), None
+    is_dir = info is not None and info.st_mode & _S_IFMT == _S_IFDIR
+    return CODE, ("403" if is_dir else "404"), None
 
 
 def _try_files(files: Files, req: Request) -> tuple[int, str, os.stat_result | None]:
@@ -154,11 +172,11 @@ def _try_files(files: Files, req: Request) -> tuple[int, str, os.stat_result | N
         if info is None:
             continue
         if name.endswith("/"):
-            if stat.S_ISDIR(info.st_mode):
+            if info.st_mode & _S_IFMT == _S_IFDIR:
                 if not req.path.endswith("/"):
                     return SLASH, req.path + "/", None  # a directory: its slash first
                 return _index(files, path)
-        elif stat.S_ISREG(info.st_mode):
+        elif info.st_mode & _S_IFMT == _S_IFREG:
             return FILE, path, info
     last = files.tries[-1](req)
     if last.startswith("=") and last[1:].isdigit():
@@ -201,8 +219,9 @@ def serve(
     kind, value, info = resolve(files, req)
     # try_files jumps whatever the method; the static module takes GET and HEAD, and
     # answers a POST only when there is no file (ngx_http_static_handler)
-    allowed = (b"GET", b"HEAD") if kind == FILE else (b"GET", b"HEAD", b"POST")
-    if kind != JUMP and req.method not in allowed:
+    method = req.method
+    get_or_head = method == b"GET" or method == b"HEAD"
+    if kind != JUMP and not get_or_head and (kind == FILE or method != b"POST"):
         conn._respond_error(405, False)
     elif kind == CODE and int(value) >= 300:
         conn._respond_error(int(value), False)
@@ -276,15 +295,124 @@ def _expires(files: Files, now: int) -> bytes:
     return b"Expires: " + _http_date(now + ttl) + b"\r\nCache-Control: " + cache + b"\r\n"
 
 
+class _Cached:
+    """A small file's bytes and validators, kept while ``stat`` shows the same file;
+    with its type and head lines as the location that last served it has them."""
+
+    __slots__ = ("body", "ctime", "ctype", "etag", "files", "ino", "lines", "modified")
+
+    def __init__(self, info: os.stat_result, body: bytes) -> None:
+        self.ino = info.st_ino
+        self.ctime = info.st_ctime_ns
+        self.body = body
+        self.modified = _http_date(int(info.st_mtime))
+        self.etag = b'"%x-%x"' % (int(info.st_mtime), info.st_size)
+        self.files: Files | None = None
+        self.ctype = b""
+        self.lines = b""
+
+    def serve_from(self, files: Files, path: str) -> None:
+        """Type and Last-Modified/ETag lines as ``files`` sends them."""
+        self.files = files
+        self.ctype = _type_of(files, path)
+        lines = b"Last-Modified: " + self.modified + b"\r\n"
+        self.lines = lines + b"ETag: " + self.etag + b"\r\n" if files.etag else lines
+
+
+# Small files by path, per worker (what open_file_cache would keep, plus the bytes): a hit
+# costs the request one stat instead of stat, open, read and close.  An entry counts only
+# while inode, size and ctime are unchanged (any write, chmod, rename onto it or utime
+# moves ctime, which no one can set back), and a file changed within the last
+# _SETTLE seconds is not kept at all, so a rewrite within one tick of the file system's
+# clock (same size, same ctime) cannot leave an old copy behind ("racy git").  The cache
+# holds at most _CACHE_BYTES; the oldest entries leave first.
+_CACHE: Final[dict[str, _Cached]] = {}
+_CACHE_FILE_MAX: Final = 16 * 1024
+_CACHE_BYTES: Final = 16 * 1024 * 1024
+_SETTLE: Final = 2.0
+_cache_size = 0
+
+
+def _cached(path: str, info: os.stat_result) -> _Cached | None:
+    entry = _CACHE.get(path)
+    if (
+        entry is None
+        or entry.ctime != info.st_ctime_ns
+        or entry.ino != info.st_ino
+        or len(entry.body) != info.st_size
+    ):
+        return None
+    return entry
+
+
+def _keep(path: str, info: os.stat_result, entry: _Cached, now: int) -> None:
+    """Keep ``entry`` if the file has been left alone for _SETTLE seconds before ``now``
+    (the Date header's second: never later than the clock)."""
+    global _cache_size
+    size = len(entry.body)
+    if size != info.st_size or max(info.st_mtime, info.st_ctime) > now - _SETTLE:
+        return  # read while it changed, or changed too recently to trust its mtime
+    old = _CACHE.pop(path, None)
+    if old is not None:
+        _cache_size -= len(old.body)
+    while _CACHE and _cache_size + size > _CACHE_BYTES:
+        _cache_size -= len(_CACHE.pop(next(iter(_CACHE))).body)
+    _CACHE[path] = entry
+    _cache_size += size
+
+
+def _send_cached(
+    conn: ClientConnection, req: Request, files: Files, path: str, entry: _Cached
+) -> None:
+    """The usual small-file answer from memory: 200 or 304, no range, no gzip."""
+    if entry.files is not files:
+        entry.serve_from(files, path)
+    extra = entry.lines
+    if files.expires != "off":
+        extra += _expires(files, conn.state.date.second)
+    if _not_modified(req, entry.modified, entry.etag if files.etag else b""):
+        _head(conn, req, 304, b"", -1, extra, None)
+        return
+    conn._respond(200, entry.body, entry.ctype, extra + b"Accept-Ranges: bytes\r\n", False)
+
+
+def _type_of(files: Files, path: str) -> bytes:
+    """The Content-Type of ``path`` by its extension (types, default_type)."""
+    name = path.rpartition("/")[2]
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    return files.types.get(ext, files.default_type)
+
+
 def _send_file(
     conn: ClientConnection, req: Request, files: Files, path: str, info: os.stat_result
 ) -> None:
+    size = info.st_size
+    route = conn.exchange.route
+    filters = route.filters if route is not None else None
+    small = (
+        size <= _CACHE_FILE_MAX
+        and not req.err_status
+        and (filters is None or filters.gzip is None)
+        and req.header(b"range") is None
+    )
+    if small:
+        entry = _cached(path, info)
+        if entry is not None:
+            _send_cached(conn, req, files, path, entry)
+            return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         conn._respond_error(403, False)
         return
-    size = info.st_size
+    if small:
+        try:
+            entry = _Cached(info, os.pread(fd, size, 0))
+        finally:
+            os.close(fd)
+        _keep(path, info, entry, conn.state.date.second)
+        _send_cached(conn, req, files, path, entry)
+        return
     modified, etag = _validators(files, info)
     final = req.err_status  # an error page keeps its error status and loses these
     extra = b"" if final else b"Last-Modified: " + modified + b"\r\n"
@@ -295,11 +423,7 @@ def _send_file(
         os.close(fd)
         _head(conn, req, 304, b"", -1, extra, None)
         return
-    name = path.rpartition("/")[2]
-    ext = name.rpartition(".")[2].lower() if "." in name else ""
-    ctype = files.types.get(ext, files.default_type)
-    route = conn.exchange.route
-    filters = route.filters if route is not None else None
+    ctype = _type_of(files, path)
     if filters is not None and filters.gzip is not None and not final:
         # gzip: the whole file, compressed, ranges ignored (proxy/response_filter.py)
         extra, gzipped = file_head(filters.gzip, req, ctype, size, extra)
@@ -430,11 +554,7 @@ class FileBody:
         self.close_after = False
         self.gzip: Compressor | None = None  # the file leaves compressed (gzip on)
         self.chunked = False  # ... in chunks
-        self.sock = -1
-        transport = conn.transport
-        if conn.scheme == "http" and transport is not None:
-            sock = transport.get_extra_info("socket")
-            self.sock = sock.fileno() if sock is not None else -1
+        self.sock = -2  # looked up when first needed: a small file never needs it
 
     def __bool__(self) -> bool:
         return True
@@ -495,6 +615,9 @@ class FileBody:
     def _sendfile(self, transport: Any) -> int:
         """Bytes sent straight to the socket: only while the transport has nothing
         buffered, so the order of bytes on the wire is kept."""
+        if self.sock == -2:
+            sock = transport.get_extra_info("socket") if self.conn.scheme == "http" else None
+            self.sock = sock.fileno() if sock is not None else -1
         if self.sock < 0 or transport.get_write_buffer_size():
             return 0
         try:

@@ -7,12 +7,23 @@ http_try_files.t, range.t, not_modified.t and http_expires.t.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
-from protocol_support import LISTEN_PORT, Client, Response, get, make_proxy, ok, request_head
+from protocol_support import (
+    LISTEN_PORT,
+    Client,
+    FakeProxy,
+    Response,
+    get,
+    make_proxy,
+    ok,
+    request_head,
+)
 
 from nonstop.config.model import FilesSpec
+from nonstop.proxy import static
 from nonstop.proxy.static import Files, file_range, map_path
 
 
@@ -259,3 +270,100 @@ async def test_expires_sets_expires_and_cache_control(tmp_path: Path) -> None:
         "Thu, 01 Jan 1970 00:00:01 GMT",
     )
     assert fetch(proxy.client(), "/").header("Cache-Control") == "max-age=315360000"
+
+
+# -- small files kept in memory while unchanged -------------------------------------------
+
+
+def settled(proxy: FakeProxy) -> FakeProxy:
+    """The proxy's clock (its Date header) a minute on: the files just written count as
+    settled, so small ones are kept in memory (proxy/static.py, _SETTLE)."""
+    proxy.state.date.update(time.time() + 60)
+    return proxy
+
+
+VARIANTS = [
+    ("/docs/a.txt",),
+    ("/docs/a.txt", "If-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT"),
+    ("/docs/a.txt", 'If-None-Match: "6553f100-a"'),
+    ("/docs/a.txt", 'If-None-Match: "other"'),
+    ("/docs/a.txt", "Range: bytes=2-4"),
+    ("/", ""),
+    ("/style.CSS",),
+    ("/hour/a.txt",),
+    ("/untagged/a.txt",),
+]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: " ".join(v))
+async def test_a_small_file_from_memory_answers_as_one_read_from_disk(
+    tmp_path: Path, variant: tuple[str, ...], method: str
+) -> None:
+    www = site(tmp_path)
+    body = """
+        location /hour/ { expires 1h; alias DOCS/; }
+        location /untagged/ { etag off; alias DOCS/; }
+        location / { }
+    """.replace("DOCS", str(www / "docs"))
+    path, *headers = variant
+    headers = [h for h in headers if h]
+    fresh = make_proxy(tmp_path, server(www, body))
+    kept = settled(make_proxy(tmp_path, server(www, body)))
+    expected = fetch(fresh.client(), path, *headers, method=method)
+    first = fetch(kept.client(), path, *headers, method=method)  # read, and kept
+    again = fetch(kept.client(), path, *headers, method=method)  # from memory
+    ranged = any(h.startswith("Range:") for h in headers)  # a range is read from disk
+    assert any(name.startswith(str(www)) for name in static._CACHE) != ranged
+    for resp in (first, again):
+        assert (resp.status, resp.body) == (expected.status, expected.body)
+        drop = {"date", "expires"}  # the two clocks differ by a minute
+        assert [h for h in resp.headers if h[0].lower() not in drop] == [
+            h for h in expected.headers if h[0].lower() not in drop
+        ]
+
+
+async def test_a_kept_file_that_changes_on_disk_is_read_again(tmp_path: Path) -> None:
+    www = site(tmp_path)
+    proxy = settled(make_proxy(tmp_path, server(www)))
+    page = www / "docs" / "a.txt"
+    assert fetch(proxy.client(), "/docs/a.txt").body == b"0123456789"
+    assert str(page) in static._CACHE
+    page.write_text("0123456789 and more")  # another size
+    assert fetch(proxy.client(), "/docs/a.txt").body == b"0123456789 and more"
+    fresh = www / "new.txt"
+    fresh.write_text("abcdefghijklmnopqrs")  # the same size, another inode
+    fresh.replace(page)
+    assert fetch(proxy.client(), "/docs/a.txt").body == b"abcdefghijklmnopqrs"
+    page.chmod(0)
+    if os.geteuid() != 0:  # root reads it anyway, as nginx's root-run workers would
+        assert fetch(proxy.client(), "/docs/a.txt").status == 403
+    page.unlink()
+    assert fetch(proxy.client(), "/docs/a.txt").status == 404
+
+
+async def test_a_file_changed_in_the_last_seconds_is_never_kept(tmp_path: Path) -> None:
+    """A rewrite in place within one tick of the file system's clock keeps size and
+    ctime: only not keeping what just changed makes it impossible to serve the old copy."""
+    www = site(tmp_path)
+    proxy = make_proxy(tmp_path, server(www))  # its clock is now: the site is seconds old
+    page = www / "docs" / "a.txt"
+    for text in ("abcdefghij", "ABCDEFGHIJ", "0123456789"):
+        with page.open("r+") as handle:  # in place: same inode, same size
+            handle.write(text)
+        assert fetch(proxy.client(), "/docs/a.txt").body == text.encode()
+    assert str(page) not in static._CACHE
+
+
+async def test_the_memory_for_small_files_is_bounded(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    count = 1100  # 1,100 files of 16 KiB: more than the 16 MiB kept
+    for i in range(count):
+        (www / f"{i}.bin").write_bytes(bytes([i % 256]) * 16384)
+    proxy = settled(make_proxy(tmp_path, server(www)))
+    for i in range(count):
+        assert fetch(proxy.client(), f"/{i}.bin").body == bytes([i % 256]) * 16384
+    mine = [name for name in static._CACHE if name.startswith(str(www))]
+    assert 0 < len(mine) <= 1024 and sum(len(static._CACHE[n].body) for n in mine) <= 16 << 20
+    assert str(www / f"{count - 1}.bin") in mine and str(www / "0.bin") not in mine
