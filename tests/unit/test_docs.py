@@ -85,3 +85,12 @@ def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path: Pat
     assert _broken(tmp_path / "sub" / "up.md", tmp_path / "sub") == [
         "../../etc/passwd (no such file in the project)"
     ]
+
+
+def test_no_file_in_the_project_holds_a_merge_conflict() -> None:
+    tracked = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+    for folder in ("docs", "bench", "src", "tests", "examples", "scripts"):
+        tracked += [p for p in (ROOT / folder).rglob("*") if p.suffix in {".md", ".py", ".toml"}]
+    marked = re.compile(r"^(<{7} |={7}$|>{7} )", re.M)
+    found = [str(p.relative_to(ROOT)) for p in tracked if marked.search(p.read_text())]
+    assert found == []
