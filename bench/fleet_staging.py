@@ -10,8 +10,9 @@ tests/support/netns.py), writes a random artifact of ``--size-mb`` MB, and for e
   (on one machine every host's sshd shares its cores, so N hosts cost about N times the
   receiving side's CPU whatever the client);
 - ``stage``: everything ``nonstop.fleet.staging`` does for N hosts from a cold start:
-  hash the artifact locally, connect to every host, upload in parallel, verify the sha256
-  on every host, rename into place (into a fresh releases_dir each round);
+  hash the artifact locally while connecting to every host (as ``fleet deploy`` does),
+  upload in parallel, verify the sha256 on every host, rename into place (into a fresh
+  releases_dir each round);
 - ``stage_only``: the same without the local hash and the connects;
 - ``skip``: staging again when every host has it (verify and refresh only);
 - ``stage_other`` (with ``--compare-src DIR``): ``stage`` of another build (its checkout's
@@ -76,9 +77,13 @@ async def cold_stage(
     hosts: TestHosts, source: Path, work: Path, releases: str, staging: Stage = stage
 ) -> float:
     started = time.perf_counter()
-    artifact = pack(source, work)
     async with Sessions(settings(hosts)) as sessions:
         destinations = [Destination.parse(h.destination) for h in hosts]
+        # as `fleet deploy` does: the artifact is hashed while the hosts are reached
+        artifact, _ = await asyncio.gather(
+            asyncio.to_thread(pack, source, work),
+            asyncio.gather(*(sessions.get(d) for d in destinations)),
+        )
         await staging(sessions, destinations, artifact, releases)
     return time.perf_counter() - started
 

@@ -519,8 +519,13 @@ class FleetRun:
     async def deploy(
         self, source: Path, workdir: Path, skip_unreachable: bool, verify: float
     ) -> None:
-        hosts = await self.reachable(skip_unreachable)
-        artifact = pack(source, workdir)
+        # the artifact is hashed (and a directory packed) in a thread while the hosts are
+        # reached and checked: the loop keeps answering, and the two waits overlap
+        packing = asyncio.ensure_future(asyncio.to_thread(pack, source, workdir))
+        try:
+            hosts = await self.reachable(skip_unreachable)
+        finally:
+            artifact = await packing  # a failed pack is the error to report when both fail
         self.emit("stage", f"staging {artifact.name} ({artifact.sha256[:12]}) on every host")
         try:
             staged = await stage(self.sessions, hosts, artifact, self.spec.releases_dir)
