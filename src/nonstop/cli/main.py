@@ -306,23 +306,19 @@ def upgrade(config_path: str, prefix: str | None, timeout: str) -> None:
 def _client(config_path: str, prefix: str | None) -> AdminClient:
     from nonstop.daemon import admin_socket_path
 
-    config = _load(config_path, prefix, engine=_served_by(config_path, prefix))
-    return AdminClient(admin_socket_path(config))
-
-
-def _served_by(path: str, prefix: str | None) -> str | None:
-    """ "nginx" for an nginx.conf only the nginx engine runs (it passes directives nonstop
-    does not model), so that the commands reach its daemon without --engine; else None,
-    and a broken config is reported as the embedded engine reads it."""
     try:
-        load(path, prefix)
+        config = load(config_path, prefix)
     except ConfigError:
+        # an nginx.conf only the nginx engine runs (it passes directives nonstop does not
+        # model) reaches its daemon without --engine; a broken one is reported as the
+        # embedded engine reads it
         try:
-            load(path, prefix, engine="nginx")
+            config = load(config_path, prefix, engine="nginx")
         except ConfigError:
-            return None
-        return "nginx"
-    return None
+            config = _load(config_path, prefix)
+    for notice in config.notices:
+        _say(f"[notice] {notice}")
+    return AdminClient(admin_socket_path(config))
 
 
 def _unreachable(exc: DaemonUnreachable) -> str:

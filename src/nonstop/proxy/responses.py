@@ -21,6 +21,7 @@ __all__ = [
     "DateCache",
     "absolute_url",
     "error_page",
+    "http_date",
     "local_response",
     "reason",
     "return_response",
@@ -125,6 +126,23 @@ def absolute_url(scheme: str, authority: str, port: int, path: str) -> str:
     return f"{scheme}://{authority}{path}"
 
 
+# Formatted dates by whole second: formatdate is interpreted Python and costs more than
+# the rest of a small file's answer; a site's files share few modification times.
+_DATES: dict[int, bytes] = {}
+_DATES_MAX: Final = 4096
+
+
+def http_date(seconds: float) -> bytes:
+    """``seconds`` since the epoch as an HTTP date (``Thu, 01 Jan 1970 00:00:01 GMT``)."""
+    key = int(seconds)
+    date = _DATES.get(key)
+    if date is None:
+        if len(_DATES) >= _DATES_MAX:
+            _DATES.clear()
+        date = _DATES[key] = formatdate(key, usegmt=True).encode("ascii")
+    return date
+
+
 class DateCache:
     """The ``Date`` header line; ``current`` is refreshed by the server tick.
 
@@ -149,4 +167,4 @@ class DateCache:
         now = int(clock or time.time())
         if now != self._second:
             self._second = now
-            self.current = b"Date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+            self.current = b"Date: " + http_date(now) + b"\r\n"

@@ -17,7 +17,6 @@ usual answer costs one ``stat`` instead of stat, open, read and close.
 from __future__ import annotations
 
 import os
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
 from nonstop.config.model import FilesSpec
@@ -27,7 +26,13 @@ from nonstop.proxy.gzip import Compressor, Gzip
 from nonstop.proxy.request import Request
 from nonstop.proxy.response_filter import file_head
 from nonstop.proxy.response_head import added_headers
-from nonstop.proxy.responses import SERVER_LINE, error_page, local_response, status_line
+from nonstop.proxy.responses import (
+    SERVER_LINE,
+    error_page,
+    http_date,
+    local_response,
+    status_line,
+)
 from nonstop.proxy.variables import Getter, VariableTable
 
 if TYPE_CHECKING:
@@ -243,24 +248,8 @@ def serve(
         _send_file(conn, req, files, value, info)
 
 
-# Formatted dates by whole second: formatdate is interpreted Python and costs more than
-# the rest of a small file's answer; a site's files share few modification times.
-_DATES: dict[int, bytes] = {}
-_DATES_MAX: Final = 4096
-
-
-def _http_date(seconds: float) -> bytes:
-    key = int(seconds)
-    date = _DATES.get(key)
-    if date is None:
-        if len(_DATES) >= _DATES_MAX:
-            _DATES.clear()
-        date = _DATES[key] = formatdate(key, usegmt=True).encode("ascii")
-    return date
-
-
 def _validators(files: Files, info: os.stat_result) -> tuple[bytes, bytes]:
-    modified = _http_date(int(info.st_mtime))
+    modified = http_date(int(info.st_mtime))
     etag = b'"%x-%x"' % (int(info.st_mtime), info.st_size) if files.etag else b""
     return modified, etag
 
@@ -292,7 +281,7 @@ def _expires(files: Files, now: int) -> bytes:
         )
     ttl = int(files.expires_time)
     cache = b"no-cache" if ttl < 0 else b"max-age=%d" % ttl
-    return b"Expires: " + _http_date(now + ttl) + b"\r\nCache-Control: " + cache + b"\r\n"
+    return b"Expires: " + http_date(now + ttl) + b"\r\nCache-Control: " + cache + b"\r\n"
 
 
 class _Cached:
@@ -305,7 +294,7 @@ class _Cached:
         self.ino = info.st_ino
         self.ctime = info.st_ctime_ns
         self.body = body
-        self.modified = _http_date(int(info.st_mtime))
+        self.modified = http_date(int(info.st_mtime))
         self.etag = b'"%x-%x"' % (int(info.st_mtime), info.st_size)
         self.files: Files | None = None
         self.ctype = b""
