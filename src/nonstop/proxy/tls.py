@@ -22,7 +22,7 @@ import re
 import ssl
 import warnings
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from nonstop.config.model import Config, Listen, ServerBlock, TlsSpec
 from nonstop.config.units import parse_size
@@ -186,12 +186,8 @@ def _configure(context: ssl.SSLContext, spec: TlsSpec, where: str) -> None:
         except (OSError, ssl.SSLError) as exc:
             message = f'cannot load DH parameters "{spec.dhparam}" (ssl_dhparam): {exc}'
             raise ConfigError(message, where) from None
-    if spec.ecdh_curve != "auto" and ":" not in spec.ecdh_curve:  # a list: OpenSSL's groups
-        try:
-            context.set_ecdh_curve(spec.ecdh_curve)
-        except ValueError:
-            message = f'unknown curve "{spec.ecdh_curve}" in "ssl_ecdh_curve"'
-            raise ConfigError(message, where) from None
+    if spec.ecdh_curve != "auto":
+        _set_curve(context, spec.ecdh_curve, where)
     options |= ssl.OP_NO_RENEGOTIATION  # clients may not renegotiate, as in nginx
     if spec.prefer_server_ciphers:
         options |= ssl.OP_CIPHER_SERVER_PREFERENCE
@@ -199,6 +195,31 @@ def _configure(context: ssl.SSLContext, spec: TlsSpec, where: str) -> None:
         options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE  # Python sets it; nginx's default is off
     context.options = options
     context.set_alpn_protocols(list(ALPN))
+
+
+# The NIST names OpenSSL's curve lists take (SSL_CTX_set1_curves_list), as Python's
+# set_ecdh_curve knows them.
+_NIST_CURVES: Final = {
+    "P-192": "prime192v1",
+    "P-224": "secp224r1",
+    "P-256": "prime256v1",
+    "P-384": "secp384r1",
+    "P-521": "secp521r1",
+}
+
+
+def _set_curve(context: ssl.SSLContext, curves: str, where: str) -> None:
+    """``ssl_ecdh_curve``: one curve is set; a list (Python's ssl sets a single curve) is
+    checked name by name, as nginx's ``SSL_CTX_set1_curves_list`` would refuse an unknown
+    one, and leaves OpenSSL's default groups, which include the usual ones."""
+    names = curves.split(":")
+    target = context if len(names) == 1 else ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for name in names:
+        try:
+            target.set_ecdh_curve(_NIST_CURVES.get(name, name))
+        except ValueError:
+            message = f'unknown curve "{name}" in "ssl_ecdh_curve"'
+            raise ConfigError(message, where) from None
 
 
 def _read(path: str, what: str, where: str) -> bytes:

@@ -487,6 +487,8 @@ def test_ssl_stapling_is_accepted_with_a_notice_that_it_cannot_staple(
     [
         ("secp384r1", False),
         ("prime256v1", True),
+        ("P-384", False),  # the NIST names nginx's OpenSSL takes
+        ("P-256", True),
         ("auto", True),
         ("X25519:prime256v1:secp384r1", True),  # a list: OpenSSL's groups, which include it
     ],
@@ -514,8 +516,9 @@ def test_ssl_ecdh_curve_with_a_list_says_the_embedded_engine_offers_openssls_gro
     assert any("OpenSSL's default groups" in notice for notice in config.notices)
 
 
-def test_ssl_ecdh_curve_names_an_unknown_curve(certs: Certs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("curves", ["nocurve", "X25519:nocurve:P-256"])
+def test_ssl_ecdh_curve_names_an_unknown_curve(certs: Certs, tmp_path: Path, curves: str) -> None:
     certs.issue("d", "default.test")
     tls = TlsContexts()
     with pytest.raises(ConfigError, match=r'unknown curve "nocurve" in "ssl_ecdh_curve"'):
-        tls.load(write(tmp_path, server("default.test", "d", "ssl_ecdh_curve nocurve;")))
+        tls.load(write(tmp_path, server("default.test", "d", f"ssl_ecdh_curve {curves};")))
