@@ -67,6 +67,11 @@ _BY_LOWER: Final = {
     b"set-cookie": H_REWRITABLE,
 }
 _KINDS: Final[dict[bytes, int]] = {}
+# Which name lengths any of those has: a header of another length (Content-Type,
+# Cache-Control, Last-Modified, Accept-Ranges...) passes without hashing its name.
+_SPECIAL_LENGTH: Final = bytes(
+    1 if n in {len(name) for name in _BY_LOWER} else 0 for n in range(32)
+)
 
 
 def _kind(name: bytes) -> int:
@@ -217,9 +222,12 @@ class UpstreamConnection:
 
     # -- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        kind = _KINDS.get(name)
-        if kind is None:
-            kind = _kind(name)
+        size = len(name)
+        if size < 32 and not _SPECIAL_LENGTH[size]:
+            kind = H_PASS
+        else:
+            found = _KINDS.get(name)
+            kind = _kind(name) if found is None else found
         if kind in (H_PASS, H_LENGTH, H_REWRITABLE):
             lines = self.lines  # joined once, per response
             lines.append(name)
