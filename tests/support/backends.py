@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import socket
 import threading
@@ -43,6 +44,19 @@ _EPHEMERAL = _ephemeral_range()
 _random = random.Random()
 
 
+def _share(low: int, high: int) -> tuple[int, int]:
+    """This test process's share of ``low..high``: under pytest-xdist (make test runs
+    several processes) each worker picks from its own slice, so two workers cannot pick
+    the same port between one's check and its bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or not worker[2:].isdigit() or count < 2:
+        return low, high
+    span = (high - low + 1) // count
+    index = int(worker[2:]) % count
+    return low + index * span, low + (index + 1) * span - 1
+
+
 def free_port() -> int:
     """A port nothing listens on, for a test to listen on next.
 
@@ -52,6 +66,7 @@ def free_port() -> int:
     """
     low = 20000 if _EPHEMERAL[0] > 21000 else 1024
     high = _EPHEMERAL[0] - 1 if _EPHEMERAL[0] > low + 1000 else 65535
+    low, high = _share(low, high)
     for _ in range(1000):
         port = _random.randint(low, high)
         if _EPHEMERAL[0] <= port <= _EPHEMERAL[1]:

@@ -25,6 +25,7 @@ reason.  The lease is released at the end, always.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -524,8 +525,13 @@ class FleetRun:
         packing = asyncio.ensure_future(asyncio.to_thread(pack, source, workdir))
         try:
             hosts = await self.reachable(skip_unreachable)
-        finally:
-            artifact = await packing  # a failed pack is the error to report when both fail
+        except BaseException:
+            # the thread writes into ``workdir``, which the caller removes: let it finish
+            # (bounded by the artifact's size), then report what stopped the deploy
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(packing)
+            raise
+        artifact = await packing
         self.emit("stage", f"staging {artifact.name} ({artifact.sha256[:12]}) on every host")
         try:
             staged = await stage(self.sessions, hosts, artifact, self.spec.releases_dir)

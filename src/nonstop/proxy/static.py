@@ -288,17 +288,42 @@ class _Cached:
     """A small file's bytes and validators, kept while ``stat`` shows the same file;
     with its type and head lines as the location that last served it has them."""
 
-    __slots__ = ("body", "ctime", "ctype", "etag", "files", "ino", "lines", "modified")
+    __slots__ = (
+        "body",
+        "changed",
+        "cost",
+        "ctime",
+        "ctype",
+        "dev",
+        "etag",
+        "files",
+        "ino",
+        "lines",
+        "modified",
+    )
 
-    def __init__(self, info: os.stat_result, body: bytes) -> None:
+    def __init__(self, info: os.stat_result, body: bytes, path: str) -> None:
+        # ``info`` is the fstat of the descriptor ``body`` was read from
         self.ino = info.st_ino
+        self.dev = info.st_dev
         self.ctime = info.st_ctime_ns
+        self.changed = max(info.st_mtime, info.st_ctime)
         self.body = body
+        self.cost = len(body) + len(path) + _ENTRY_OVERHEAD
         self.modified = http_date(int(info.st_mtime))
         self.etag = b'"%x-%x"' % (int(info.st_mtime), info.st_size)
         self.files: Files | None = None
         self.ctype = b""
         self.lines = b""
+
+    def same(self, info: os.stat_result) -> bool:
+        """``info`` (a stat of the path) shows the file these bytes were read from."""
+        return (
+            self.ctime == info.st_ctime_ns
+            and self.ino == info.st_ino
+            and self.dev == info.st_dev
+            and len(self.body) == info.st_size
+        )
 
     def serve_from(self, files: Files, path: str) -> None:
         """Type and Last-Modified/ETag lines as ``files`` sends them."""
@@ -310,44 +335,42 @@ class _Cached:
 
 # Small files by path, per worker (what open_file_cache would keep, plus the bytes): a hit
 # costs the request one stat instead of stat, open, read and close.  An entry counts only
-# while inode, size and ctime are unchanged (any write, chmod, rename onto it or utime
-# moves ctime, which no one can set back), and a file changed within the last
+# while device, inode, size and ctime are unchanged (any write, chmod, rename onto it or
+# utime moves ctime, which no one can set back); it is made from the fstat of the
+# descriptor the bytes came from and kept only if that is the file the path's stat showed
+# (the path may be switched between the two); and a file changed within the last
 # _SETTLE seconds is not kept at all, so a rewrite within one tick of the file system's
 # clock (same size, same ctime) cannot leave an old copy behind ("racy git").  The cache
-# holds at most _CACHE_BYTES; the oldest entries leave first.
+# holds at most _CACHE_ENTRIES entries and _CACHE_BYTES (bodies, paths and about
+# _ENTRY_OVERHEAD each); the oldest entries leave first.
 _CACHE: Final[dict[str, _Cached]] = {}
 _CACHE_FILE_MAX: Final = 16 * 1024
 _CACHE_BYTES: Final = 16 * 1024 * 1024
+_CACHE_ENTRIES: Final = 4096
+_ENTRY_OVERHEAD: Final = 512
 _SETTLE: Final = 2.0
 _cache_size = 0
 
 
 def _cached(path: str, info: os.stat_result) -> _Cached | None:
     entry = _CACHE.get(path)
-    if (
-        entry is None
-        or entry.ctime != info.st_ctime_ns
-        or entry.ino != info.st_ino
-        or len(entry.body) != info.st_size
-    ):
-        return None
-    return entry
+    return entry if entry is not None and entry.same(info) else None
 
 
 def _keep(path: str, info: os.stat_result, entry: _Cached, now: int) -> None:
-    """Keep ``entry`` if the file has been left alone for _SETTLE seconds before ``now``
-    (the Date header's second: never later than the clock)."""
+    """Keep ``entry`` (read just now, after a miss for ``path``) if it is the file ``info``
+    showed and that file has been left alone for _SETTLE seconds before ``now`` (the
+    Date header's second: never later than the clock).  A previous entry goes either way."""
     global _cache_size
-    size = len(entry.body)
-    if size != info.st_size or max(info.st_mtime, info.st_ctime) > now - _SETTLE:
-        return  # read while it changed, or changed too recently to trust its mtime
     old = _CACHE.pop(path, None)
     if old is not None:
-        _cache_size -= len(old.body)
-    while _CACHE and _cache_size + size > _CACHE_BYTES:
-        _cache_size -= len(_CACHE.pop(next(iter(_CACHE))).body)
+        _cache_size -= old.cost
+    if not entry.same(info) or entry.changed > now - _SETTLE:
+        return  # switched or changed while read, or changed too recently to trust
+    while _CACHE and (_cache_size + entry.cost > _CACHE_BYTES or len(_CACHE) >= _CACHE_ENTRIES):
+        _cache_size -= _CACHE.pop(next(iter(_CACHE))).cost
     _CACHE[path] = entry
-    _cache_size += size
+    _cache_size += entry.cost
 
 
 def _send_cached(
@@ -396,7 +419,7 @@ def _send_file(
         return
     if small:
         try:
-            entry = _Cached(info, os.pread(fd, size, 0))
+            entry = _Cached(os.fstat(fd), os.pread(fd, size, 0), path)
         finally:
             os.close(fd)
         _keep(path, info, entry, conn.state.date.second)

@@ -197,14 +197,16 @@ def _configure(context: ssl.SSLContext, spec: TlsSpec, where: str) -> None:
     context.set_alpn_protocols(list(ALPN))
 
 
-# The NIST names OpenSSL's curve lists take (SSL_CTX_set1_curves_list), as Python's
-# set_ecdh_curve knows them.
-_NIST_CURVES: Final = {
+# The names OpenSSL's curve lists take (SSL_CTX_set1_curves_list) that Python's
+# set_ecdh_curve knows by another: the NIST ones and the SEC names of two X9.62 curves.
+_CURVE_ALIASES: Final = {
     "P-192": "prime192v1",
     "P-224": "secp224r1",
     "P-256": "prime256v1",
     "P-384": "secp384r1",
     "P-521": "secp521r1",
+    "secp192r1": "prime192v1",
+    "secp256r1": "prime256v1",
 }
 
 
@@ -216,8 +218,8 @@ def _set_curve(context: ssl.SSLContext, curves: str, where: str) -> None:
     target = context if len(names) == 1 else ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     for name in names:
         try:
-            target.set_ecdh_curve(_NIST_CURVES.get(name, name))
-        except ValueError:
+            target.set_ecdh_curve(_CURVE_ALIASES.get(name, name))
+        except (ValueError, ssl.SSLError):  # not a name, or not a curve (SHA256, RSA)
             message = f'unknown curve "{name}" in "ssl_ecdh_curve"'
             raise ConfigError(message, where) from None
 

@@ -300,6 +300,9 @@ VARIANTS = [
 async def test_a_small_file_from_memory_answers_as_one_read_from_disk(
     tmp_path: Path, variant: tuple[str, ...], method: str
 ) -> None:
+    """A hit answers as the miss before it, byte for byte but the clocks' headers; the
+    miss's answer itself is compared with a real nginx's in
+    tests/integration/test_nginx_files_differential.py."""
     www = site(tmp_path)
     body = """
         location /hour/ { expires 1h; alias DOCS/; }
@@ -367,3 +370,38 @@ async def test_the_memory_for_small_files_is_bounded(tmp_path: Path) -> None:
     mine = [name for name in static._CACHE if name.startswith(str(www))]
     assert 0 < len(mine) <= 1024 and sum(len(static._CACHE[n].body) for n in mine) <= 16 << 20
     assert str(www / f"{count - 1}.bin") in mine and str(www / "0.bin") not in mine
+
+
+async def test_a_path_switched_between_its_stat_and_its_open_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    """A deploy renames a release's file over the path, then a rollback renames the old
+    one back: the bytes read must never be kept under the other file's identity."""
+    page = tmp_path / "page.txt"
+    page.write_text("release A!")
+    seen = os.stat(page)  # what the request's stat saw: A
+    other = tmp_path / "b.txt"
+    other.write_text("release B!")  # the same size
+    other.replace(page)  # switched before the open
+    fd = os.open(page, os.O_RDONLY)
+    try:
+        entry = static._Cached(os.fstat(fd), os.pread(fd, seen.st_size, 0), str(page))
+    finally:
+        os.close(fd)
+    static._keep(str(page), seen, entry, int(time.time()) + 60)
+    assert str(page) not in static._CACHE
+    proxy = settled(make_proxy(tmp_path, server(tmp_path)))
+    assert fetch(proxy.client(), "/page.txt").body == b"release B!"
+    assert str(page) in static._CACHE  # read again now that stat and open agree
+
+
+async def test_many_tiny_files_are_bounded_by_count(tmp_path: Path) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    for i in range(4200):
+        (www / f"{i}").write_bytes(b"")
+    proxy = settled(make_proxy(tmp_path, server(www)))
+    for i in range(4200):
+        assert fetch(proxy.client(), f"/{i}").status == 200
+    assert len(static._CACHE) <= 4096
+    assert str(www / "4199") in static._CACHE and str(www / "0") not in static._CACHE

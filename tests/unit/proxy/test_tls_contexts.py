@@ -489,6 +489,7 @@ def test_ssl_stapling_is_accepted_with_a_notice_that_it_cannot_staple(
         ("prime256v1", True),
         ("P-384", False),  # the NIST names nginx's OpenSSL takes
         ("P-256", True),
+        ("secp256r1", True),  # and the SEC name of prime256v1
         ("auto", True),
         ("X25519:prime256v1:secp384r1", True),  # a list: OpenSSL's groups, which include it
     ],
@@ -516,9 +517,12 @@ def test_ssl_ecdh_curve_with_a_list_says_the_embedded_engine_offers_openssls_gro
     assert any("OpenSSL's default groups" in notice for notice in config.notices)
 
 
-@pytest.mark.parametrize("curves", ["nocurve", "X25519:nocurve:P-256"])
+@pytest.mark.parametrize(
+    "curves", ["nocurve", "X25519:nocurve:P-256", "RSA", "X25519:SHA256", "secp112r1"]
+)
 def test_ssl_ecdh_curve_names_an_unknown_curve(certs: Certs, tmp_path: Path, curves: str) -> None:
     certs.issue("d", "default.test")
     tls = TlsContexts()
-    with pytest.raises(ConfigError, match=r'unknown curve "nocurve" in "ssl_ecdh_curve"'):
+    bad = next(n for n in curves.split(":") if n not in ("X25519", "P-256"))
+    with pytest.raises(ConfigError, match=f'unknown curve "{bad}" in "ssl_ecdh_curve"'):
         tls.load(write(tmp_path, server("default.test", "d", f"ssl_ecdh_curve {curves};")))
