@@ -70,9 +70,11 @@ def response_head(
     # upstream's lines, add_header lines, framing and Connection
     if route.hide is not None:
         lines = without(lines, route.hide)  # proxy_hide_header
-    if route.charset is not None:
-        lines = header_lines(lines, route.charset)  # charset (proxy/charset.py)
-    parts = [status_line(req.err_status or status), server, date]  # error_page's status
+    final = req.err_status or status  # error_page's status
+    if route.charset is not None and final != 301 and final != 302:
+        # charset (proxy/charset.py); nginx's filter leaves redirects alone
+        lines = header_lines(lines, route.charset)
+    parts = [status_line(final), server, date]
     parts += lines
     uconn.clear_head()
     if route.add_success or route.add_always:

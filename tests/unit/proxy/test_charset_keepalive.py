@@ -53,6 +53,23 @@ async def test_charset_types_star_applies_to_any_type_and_off_turns_it_off(
     assert second.header("content-type") == "text/html"
 
 
+@pytest.mark.parametrize(("status", "added"), [(301, False), (302, False), (303, True)])
+async def test_charset_leaves_a_proxied_301_and_302_alone(
+    tmp_path: Path, status: int, added: bool
+) -> None:
+    """ngx_http_charset_header_filter: no charset on a 301 or 302, whoever answered."""
+    proxy = make_proxy(tmp_path, conf(server="charset utf-8;"))
+    client = proxy.client()
+    client.send(get("/"))
+    proxy.active().respond(
+        b"HTTP/1.1 %d Moved\r\nLocation: /there\r\nContent-Type: text/html\r\n"
+        b"Content-Length: 1\r\n\r\nx" % status
+    )
+    [resp] = client.responses()
+    assert resp.status == status
+    assert resp.header("content-type") == ("text/html; charset=utf-8" if added else "text/html")
+
+
 async def test_charset_names_the_charset_of_local_answers(tmp_path: Path) -> None:
     proxy = make_proxy(tmp_path, conf(server="charset utf-8;", location='return 200 "hi";'))
     client = proxy.client()
