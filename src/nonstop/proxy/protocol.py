@@ -52,7 +52,7 @@ from nonstop.proxy.request_head import (
     special_header,
 )
 from nonstop.proxy.resolver import Unresolved
-from nonstop.proxy.response_filter import filter_head
+from nonstop.proxy.response_filter import file_head, filter_head
 from nonstop.proxy.response_head import added_headers, response_head
 from nonstop.proxy.responses import (
     CONTINUE,
@@ -575,7 +575,7 @@ class ClientConnection(Receiver):
             return
         route = ex.route
         if code == 401 and route is not None and route.guard is not None:
-            self._respond(401, error_page(401), b"text/html", route.guard.challenge, False)
+            self._respond(401, error_page(401), b"text/html", route.guard.challenge, False, True)
             return
         self._respond_error(code, close=False)
 
@@ -1269,7 +1269,7 @@ class ClientConnection(Receiver):
         body, ctype, extra = return_response(code, text, req.scheme, authority, self.local_port)
         if text is not None and not extra:
             ctype = route.text_type(req.path)  # a body of text: types, then default_type
-        self._respond(code, body, ctype, extra, close=False)
+        self._respond(code, body, ctype, extra, False, True)
 
     def _respond_error(self, code: int, close: bool) -> None:
         if self.req is not None:
@@ -1278,9 +1278,14 @@ class ClientConnection(Receiver):
         if self.exchange.resp_started:
             self._close()
             return
-        self._respond(code, error_page(code), b"text/html", b"", close)
+        self._respond(code, error_page(code), b"text/html", b"", close, True)
 
-    def _respond(self, code: int, body: bytes, ctype: bytes, extra: bytes, close: bool) -> None:
+    def _respond(
+        self, code: int, body: bytes, ctype: bytes, extra: bytes, close: bool, own: bool = False
+    ) -> None:
+        """Answer ``body`` whole; ``own``: a page or text nonstop wrote itself (gzip may
+        compress it, as nginx's gzip filter does its own pages and ``return`` text; a
+        file's body has been through the filter already)."""
         ex = self.exchange
         req = self.req
         route = ex.route
@@ -1291,13 +1296,21 @@ class ClientConnection(Receiver):
         if not ex.body_done or self.upgrading:
             close = True  # an unread body would be taken for the next request
         keep = not close and self._client_keeps_alive(req)
-        if route is not None:
-            extra += added_headers(route, code, req)
-            if route.charset is not None and (req.err_status or code) not in (301, 302):
-                ctype = content_type(ctype, route.charset)  # nginx's filter skips redirects
-        date = self.state.date.current
         head_only = req.method == b"HEAD"
         status = req.err_status or code  # error_page's
+        if route is not None:
+            extra += added_headers(route, code, req)
+            if route.charset is not None and status != 301 and status != 302:
+                ctype = content_type(ctype, route.charset)  # nginx's filter skips redirects
+            filters = route.filters
+            if own and filters is not None and filters.gzip is not None:
+                # HEAD too: nginx sends the gzip head of its own answers to a HEAD
+                gzip = filters.gzip
+                extra, gzipped = file_head(gzip, req, ctype, len(body), extra, status)
+                if gzipped:
+                    stream = gzip.compressor()
+                    body = stream.compress(body) + stream.finish()
+        date = self.state.date.current
         req.sent_head = local_response(status, body, ctype, date, keep, extra, head_only)
         self.transport.write(req.sent_head)
         ex.resp_started = True
@@ -1313,7 +1326,7 @@ class ClientConnection(Receiver):
         status, location = redirect_to_page(req, page, code, route.owner)
         if status:
             extra = b"Location: " + location.encode("latin-1") + b"\r\n"
-            self._respond(status, error_page(status), b"text/html", extra, False)
+            self._respond(status, error_page(status), b"text/html", extra, False, True)
         else:
             self.conn_requests -= 1  # the same request, started again
             self._start(req, [], True)

@@ -102,15 +102,16 @@ def filter_head(
 
 
 def file_head(
-    gzip: Gzip, req: Request, ctype: bytes, size: int, extra: bytes
+    gzip: Gzip, req: Request, ctype: bytes, size: int, extra: bytes, status: int = 200
 ) -> tuple[bytes, bool]:
-    """A file's extra header lines as gzip leaves them, and whether it is sent gzip."""
+    """A whole answer's extra header lines as gzip leaves them, and whether it is sent
+    gzip: a file (200), or nonstop's own page or ``return`` text (``status``)."""
     flat: list[bytes] = []
     for line in extra.split(b"\r\n"):
         name, sep, value = line.partition(b": ")
         if sep:
             flat += (name, sep, value, b"\r\n")
-    if not gzip.eligible(200, ctype, size, False):
+    if not gzip.eligible(status, ctype, size, False):
         return extra, False
     if gzip.vary:
         flat += _VARY

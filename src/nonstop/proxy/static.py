@@ -401,10 +401,11 @@ def _send_file(
     size = info.st_size
     route = conn.exchange.route
     filters = route.filters if route is not None else None
+    gzip = filters.gzip if filters is not None else None
     small = (
         size <= _CACHE_FILE_MAX
         and not req.err_status
-        and (filters is None or filters.gzip is None)
+        and (gzip is None or not gzip.eligible(200, _type_of(files, path), size, False))
         and req.header(b"range") is None
     )
     if small:
@@ -436,11 +437,11 @@ def _send_file(
         _head(conn, req, 304, b"", -1, extra, None)
         return
     ctype = _type_of(files, path)
-    if filters is not None and filters.gzip is not None and not final:
+    if gzip is not None and not final:
         # gzip: the whole file, compressed, ranges ignored (proxy/response_filter.py)
-        extra, gzipped = file_head(filters.gzip, req, ctype, size, extra)
+        extra, gzipped = file_head(gzip, req, ctype, size, extra)
         if gzipped:
-            _send_gzipped(conn, req, ctype, extra, FileBody(conn, fd, 0, size), filters.gzip)
+            _send_gzipped(conn, req, ctype, extra, FileBody(conn, fd, 0, size), gzip)
             return
     status, first, count, ranged = 200, 0, size, b""
     wanted = req.header(b"range") if not final else None

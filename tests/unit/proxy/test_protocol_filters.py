@@ -292,3 +292,43 @@ async def test_an_http10_client_gets_a_compressed_file_ended_by_the_close(tmp_pa
     [resp] = client.responses()
     assert resp.header("Content-Encoding") == "gzip" and not resp.chunked
     assert gzip.decompress(resp.body) == PAGE and client.closed
+
+
+async def test_gzip_compresses_nonstops_own_pages_and_return_text_as_nginx_does(
+    tmp_path: Path,
+) -> None:
+    """ngx_http_gzip_header_filter sees nginx's own pages and ``return`` text like any
+    answer: 200, 403 and 404 of a listed type and at least gzip_min_length (and, as
+    nginx 1.22 answers a HEAD for them, the gzip head without a body)."""
+    text = "compress this return text, " * 8
+    location = f"""
+        location /gone {{ return 404; }}
+        location /text {{ default_type text/css; return 200 "{text}"; }}
+        location /short {{ default_type text/css; return 200 "tiny"; }}
+        location /teapot {{ return 418; }}
+        location /closed {{ deny all; }}"""
+    proxy = make_proxy(
+        tmp_path,
+        conf(servers=1, extra_locations=location, extra_http="gzip on; gzip_types text/css;"),
+        idle_per_server=1,
+    )
+
+    def fetch(path: str, *headers: str, method: str = "GET") -> Any:
+        client = proxy.client()
+        client.send(get(path, *headers, method=method))
+        [resp] = client.responses(head_only=method == "HEAD")
+        return resp
+
+    for path, status in (("/gone", 404), ("/closed", 403)):
+        resp = fetch(path, GZ)
+        assert (resp.status, resp.header("Content-Encoding")) == (status, "gzip")
+        assert b"<html>" in gzip.decompress(resp.body)
+        plain = fetch(path)
+        assert plain.header("Content-Encoding") is None and b"<html>" in plain.body
+    resp = fetch("/text", GZ)
+    assert resp.header("Content-Type") == "text/css"
+    assert gzip.decompress(resp.body) == text.encode()
+    assert fetch("/short", GZ).header("Content-Encoding") is None  # below gzip_min_length
+    assert fetch("/teapot", GZ).header("Content-Encoding") is None  # not 200, 403 or 404
+    head = fetch("/gone", GZ, method="HEAD")  # nginx sends its own page's gzip head
+    assert (head.header("Content-Encoding"), head.body) == ("gzip", b"")

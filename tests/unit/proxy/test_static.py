@@ -405,3 +405,15 @@ async def test_many_tiny_files_are_bounded_by_count(tmp_path: Path) -> None:
         assert fetch(proxy.client(), f"/{i}").status == 200
     assert len(static._CACHE) <= 4096
     assert str(www / "4199") in static._CACHE and str(www / "0") not in static._CACHE
+
+
+async def test_with_gzip_on_a_file_gzip_leaves_alone_is_still_kept(tmp_path: Path) -> None:
+    """Debian's nginx.conf has ``gzip on`` (text/html only): the other types are kept."""
+    www = site(tmp_path)
+    body = "gzip on; gzip_types text/css; gzip_min_length 1; location / { }"
+    proxy = settled(make_proxy(tmp_path, server(www, body)))
+    assert fetch(proxy.client(), "/docs/a.txt", "Accept-Encoding: gzip").body == b"0123456789"
+    assert str(www / "docs" / "a.txt") in static._CACHE  # text/plain: not gzip's
+    resp = fetch(proxy.client(), "/style.CSS", "Accept-Encoding: gzip")
+    assert resp.header("Content-Encoding") == "gzip"
+    assert str(www / "style.CSS") not in static._CACHE

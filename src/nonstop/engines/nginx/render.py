@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 from nonstop.config.model import (
     CHARSET_TYPES,
+    DEFAULT_TYPES,
     AccessLog,
     AccessRule,
     AddHeader,
@@ -279,7 +280,9 @@ def _http(w: _Writer, config: Config, options: RenderOptions) -> None:
             w.blank()
     keepalive = {up.name for up in config.upstreams if up.keepalive > 0}
     for server in config.servers:
-        passes = _Passes(keepalive, set(apps), options.home, server.files, server.gzip)
+        passes = _Passes(
+            keepalive, set(apps), options.home, server.files, server.gzip, server.text_types
+        )
         _server(w, server, passes, stats)
         w.blank()
 
@@ -387,6 +390,8 @@ class _Passes:
     home: str
     files: FilesSpec | None = None  # the server's, which its locations' types repeat
     gzip: GzipSpec | None = None  # the server's, which its locations inherit
+    # the server's types and default_type as its locations inherit them (return's text)
+    text_types: tuple[tuple[tuple[str, str], ...], str] = (DEFAULT_TYPES, "text/plain")
 
     def apps_of(self, server: ServerBlock) -> list[str]:
         """The apps ``server``'s locations pass to, in order, each once."""
@@ -421,6 +426,8 @@ def _server(w: _Writer, server: ServerBlock, passes: _Passes, stats: str | None)
     _error_pages(w, server.error_pages)
     if server.files is not None:
         _files(w, server.files, None)
+    elif server.text_types != (DEFAULT_TYPES, "text/plain"):
+        _types(w, *server.text_types)  # what a return's text is typed by
     _gzip(w, server.gzip, inherits_off=True)
     _access(w, server.access)
     _limits(w, server.limits, None)
@@ -563,6 +570,8 @@ def _location(
     _limits(w, loc.limits, server)
     if loc.files is not None:
         _files(w, loc.files, passes.files)
+    elif loc.text_types != passes.text_types:
+        _types(w, *loc.text_types)  # what a return's text is typed by
     if loc.steps:
         _steps(w, loc.steps, loc, passes)
     elif loc.ret is not None:
@@ -624,11 +633,15 @@ def _files(w: _Writer, files: FilesSpec, server: FilesSpec | None) -> None:
     if not files.etag:
         w.line("etag", "off")
     if server is None or files.types != server.types or files.default_type != server.default_type:
-        w.line("default_type", quote(files.default_type))
-        w.open("types")
-        for ext, mime in files.types:
-            w.line(quote(mime), quote(ext))
-        w.close()
+        _types(w, files.types, files.default_type)
+
+
+def _types(w: _Writer, types: tuple[tuple[str, str], ...], default_type: str) -> None:
+    w.line("default_type", quote(default_type))
+    w.open("types")
+    for ext, mime in types:
+        w.line(quote(mime), quote(ext))
+    w.close()
 
 
 def _gzip(w: _Writer, gzip: GzipSpec | None, inherits_off: bool = False) -> None:
