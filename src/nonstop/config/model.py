@@ -517,6 +517,7 @@ class LocationSpec:
     limits: Limits = NO_LIMITS  # satisfy, auth_basic, limit_req, limit_conn
     hide_headers: tuple[str, ...] = ()  # proxy_hide_header, lowercased, inherited as a list
     internal: bool = False  # only internal redirects reach it
+    stub_status: bool = False  # answers with the connection and request counts
     buffering: ProxyBuffering = ProxyBuffering()  # proxy_buffering and its sizes
     proxy_ssl: ProxySsl = ProxySsl()  # proxy_ssl_* for an https:// pass
     resolver: ResolverSpec | None = None  # resolves a proxy_pass host given by variables

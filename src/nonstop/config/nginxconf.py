@@ -1159,6 +1159,12 @@ class _Builder:
                 rewrites.append(d)
             elif d.name == "error_log":
                 self.set_error_log(d, outer=False)
+            elif d.name == "stub_status":
+                # nginx's answers the requests no location takes; nonstop's lives in one
+                if not self.passthrough:
+                    message = "stub_status in a server block is outside the nonstop subset"
+                    raise self.fail(d, message)
+                self.kept[-1].append(self.raw(d))  # the nginx engine passes it on
             else:
                 level.add(d, DIRECTIVES[d.name].multi)
         raw = tuple(self.kept.pop())
@@ -1335,7 +1341,7 @@ class _Builder:
                 " or inside named location",
             )
         spec = self.location_spec(block, path, modifier, levels, proxy)
-        if proxy is None and not rewrites and spec.files is None:
+        if proxy is None and not rewrites and spec.files is None and not spec.stub_status:
             spec = replace(spec, files=self.files(levels, modifier, path, location=True))
         steps = tuple(self.step(d, "location", spec, levels) for d in rewrites)
         sets, ret, program = _program(steps)
@@ -1369,6 +1375,7 @@ class _Builder:
         proxy: ProxyPass | None,
     ) -> LocationSpec:
         """A location's (or a location ``if``'s) configuration, inherited from ``levels``."""
+        status = _one(levels[:1], "stub_status") is not None  # its own handler, not inherited
         return LocationSpec(
             path=path,
             exact=modifier == "=",
@@ -1392,13 +1399,14 @@ class _Builder:
             access_log=self.access_log(levels),
             error_pages=self.error_pages(levels),
             intercept_errors=self.flag(_one(levels, "proxy_intercept_errors"), False),
-            files=None if proxy is not None else self.files(levels, modifier, path),
+            files=None if proxy is not None or status else self.files(levels, modifier, path),
             access=self.access(levels),
             limits=self.limits.limits(lambda name: _inherit(levels, name)),
             hide_headers=tuple(
                 d.args[0].lower() for d in _inherit(levels, "proxy_hide_header") or ()
             ),
             internal=_one(levels[:1], "internal") is not None,
+            stub_status=status,
             buffering=self.buffering(levels),
             proxy_ssl=self.proxy_ssl(levels, proxy),
             resolver=self.dns_resolver(levels),

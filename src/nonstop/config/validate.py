@@ -148,7 +148,7 @@ def _check_server(config: Config, server: ServerBlock) -> None:
 
 
 def _check_location(config: Config, server: ServerBlock, loc: LocationSpec, at: str) -> None:
-    answers = loc.proxy_pass or loc.ret or server.ret or loc.steps or loc.files
+    answers = loc.proxy_pass or loc.ret or server.ret or loc.steps or loc.files or loc.stub_status
     if not answers:
         raise ConfigError(
             f'location "{loc.path}" has no "proxy_pass", "return" or "root": nonstop would'

@@ -202,6 +202,8 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "index": DirectiveSpec(_H, 1, -1, multi=True),
     "try_files": DirectiveSpec(("server", "location"), 2, -1),
     "internal": DirectiveSpec(("location",), 0, 0),
+    # ngx_http_stub_status_module.c: NGX_CONF_NOARGS|NGX_CONF_TAKE1 (the old "on")
+    "stub_status": DirectiveSpec(("server", "location"), 0, 1),
     "expires": DirectiveSpec((*_H, "if"), 1, 2),
     "etag": DirectiveSpec(_H, 1, 1),
     "types": DirectiveSpec(_H, 0, 0, block=True, multi=True),
@@ -328,7 +330,7 @@ _OTHERS_TEXT = """
     reset_timedout_connection lingering_close lingering_time lingering_timeout
     server_name_in_redirect port_in_redirect absolute_redirect merge_slashes
     underscores_in_headers ignore_invalid_headers chunked_transfer_encoding
-    sub_filter stub_status geo split_clients env load_module stream mail thread_pool
+    sub_filter geo split_clients env load_module stream mail thread_pool
     zone state ntlm sticky queue slow_start health_check resolve aio directio
     output_buffers postpone_output send_lowat log_subrequest
     recursive_error_pages variables_hash ssl_conf_command ssl_password_file

@@ -172,6 +172,10 @@ class ProxyMetrics:
                 found = self.tallies[key] = Tally()
         return found
 
+    def requests(self) -> int:
+        """Every request counted so far (each ends in one of the classes)."""
+        return sum(t.c0 + t.c1 + t.c2 + t.c3 + t.c4 + t.c5 for t in self.tallies.values())
+
     def retried(self, upstream: str) -> None:
         self.retries[upstream] = self.retries.get(upstream, 0) + 1
 

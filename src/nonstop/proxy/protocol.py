@@ -225,6 +225,7 @@ class ClientConnection(Receiver):
             except OSError:
                 pass
         state.connections.add(self)
+        state.accepted += 1
         self.phase = IDLE
         self.deadline = state.now() + self.header_timeout
         if len(state.connections) > state.max_connections:
@@ -531,6 +532,9 @@ class ClientConnection(Receiver):
         """The content phase: files, or the body and the upstream."""
         ex = self.exchange
         if not route.passes:
+            if route.stub_status:
+                self._respond_stub_status(req)
+                return
             if route.files is not None:
                 serve(self, req, route.files, body, complete)  # proxy/static.py
                 return
@@ -1270,6 +1274,39 @@ class ClientConnection(Receiver):
         if text is not None and not extra:
             ctype = route.text_type(req.path)  # a body of text: types, then default_type
         self._respond(code, body, ctype, extra, False, True)
+
+    def _respond_stub_status(self, req: Request) -> None:
+        """ngx_http_stub_status_module's page, from this worker's counts (nginx's are the
+        sum of its workers': a worker is a process of its own here)."""
+        if req.method != b"GET" and req.method != b"HEAD":
+            self._respond_error(405, False)
+            return
+        state = self.state
+        reading = writing = 0
+        open_requests = 0  # begun and not yet counted: nginx counts a request at its start
+        for conn in state.connections:
+            if conn.phase == HEAD and conn is not self:
+                reading += 1
+                open_requests += 1
+            elif conn.phase != IDLE or conn is self:
+                writing += 1
+                open_requests += conn.req is not None
+        active = len(state.connections)
+        requests = state.metrics.requests() + open_requests
+        body = (
+            b"Active connections: %d \nserver accepts handled requests\n %d %d %d \n"
+            b"Reading: %d Writing: %d Waiting: %d \n"
+            % (
+                active,
+                state.accepted,
+                state.accepted,
+                requests,
+                reading,
+                writing,
+                active - reading - writing,
+            )
+        )
+        self._respond(200, body, b"text/plain", b"", False, True)
 
     def _respond_error(self, code: int, close: bool) -> None:
         if self.req is not None:

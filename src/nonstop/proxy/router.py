@@ -112,6 +112,7 @@ class Route:
         "sets",
         "spec",
         "stops_regex",
+        "stub_status",
         "text_default",
         "text_types",
         "tls",
@@ -142,6 +143,7 @@ class Route:
         self.error_pages: dict[int, Page] | None = compile_pages(pages, table, where)
         self.intercept = spec is not None and spec.intercept_errors
         self.internal = spec is not None and spec.internal
+        self.stub_status = spec is not None and spec.stub_status
         # allow/deny, auth_basic, limit_req, limit_conn: set by the proxy state, which
         # owns the zones (proxy/server.py)
         self.guard: Guard | None = None

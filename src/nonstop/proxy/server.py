@@ -204,6 +204,7 @@ class ProxyState:
         self.now: Callable[[], float] = loop.time
         self.config = config
         self.connections: set[ClientConnection] = set()
+        self.accepted = 0  # client connections ever accepted (stub_status)
         self.date = DateCache()
         self.shutting_down = False
         self.client_header_timeout = 60.0

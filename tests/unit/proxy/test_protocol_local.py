@@ -143,3 +143,44 @@ async def test_uri_matching_no_location_is_404_and_stays_local(tmp_path: Path) -
     [resp] = client.responses()
     assert resp.status == 404
     assert proxy.written_upstream() == b""
+
+
+async def test_stub_status_counts_connections_and_requests_as_nginx_words_them(
+    tmp_path: Path,
+) -> None:
+    """ngx_http_stub_status_module: active connections; accepts, handled, requests (this
+    one included); Reading, Writing (this one included) and Waiting."""
+    extra = "location = /basic_status { stub_status; }"
+    proxy = make_proxy(tmp_path, conf("return 204;", extra_locations=extra))
+    waiting = proxy.client()
+    waiting.send(get("/"))  # answered, then kept alive: waiting
+    assert [r.status for r in waiting.responses()] == [204]
+    reading = proxy.client()
+    reading.send(b"GET / HTTP/1.1\r\nHost: exa")  # half a head: reading
+    asking = proxy.client()
+    asking.send(get("/basic_status"))
+    [resp] = asking.responses()
+    assert (resp.status, resp.header("Content-Type")) == (200, "text/plain")
+    assert resp.body == (
+        b"Active connections: 3 \nserver accepts handled requests\n 3 3 3 \n"
+        b"Reading: 1 Writing: 1 Waiting: 1 \n"
+    )
+    asking.send(get("/basic_status", method="POST"))
+    assert [r.status for r in asking.responses()] == [405]
+
+
+def test_stub_status_in_a_server_block_is_refused_by_the_embedded_engine(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from nonstop.config import load
+    from nonstop.errors import ConfigError
+
+    path = tmp_path / "nginx.conf"
+    path.write_text(
+        "events {}\nhttp { server { listen 8080; stub_status; location / { return 204; } } }\n"
+    )
+    with pytest.raises(ConfigError, match="stub_status in a server block is outside"):
+        load(str(path))
+    assert load(str(path), engine="nginx").servers[0].raw  # the nginx engine passes it on

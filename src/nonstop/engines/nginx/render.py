@@ -564,6 +564,8 @@ def _location(
         w.line("proxy_intercept_errors", "on")
     if loc.internal:
         w.line("internal")
+    if loc.stub_status:
+        w.line("stub_status")
     if loc.gzip != passes.gzip:
         _gzip(w, loc.gzip)
     _access(w, loc.access)
