@@ -48,6 +48,7 @@ COMPILED = [
     "src/nonstop/proxy/variables.py",
     "src/nonstop/proxy/uri.py",
     "src/nonstop/proxy/responses.py",
+    "src/nonstop/proxy/charset.py",
     "src/nonstop/proxy/accesslog.py",
     "src/nonstop/proxy/metrics.py",
     "src/nonstop/proxy/server.py",

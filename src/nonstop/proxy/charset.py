@@ -8,7 +8,7 @@ Pure; a route without ``charset`` never calls it.
 
 from __future__ import annotations
 
-__all__ = ["Charset", "content_type", "header_lines"]
+__all__ = ["Charset", "content_type", "for_status", "header_lines"]
 
 
 class Charset:
@@ -20,6 +20,12 @@ class Charset:
         self.name = name.encode("latin-1")
         self.any = "*" in types
         self.types = frozenset(t.lower().encode("latin-1") for t in types)
+
+
+def for_status(charset: Charset | None, status: int) -> Charset | None:
+    """The charset an answer with ``status`` gets: none for a 301 or 302, whoever made
+    it (ngx_http_charset_header_filter leaves redirects alone)."""
+    return None if status == 301 or status == 302 else charset
 
 
 def content_type(value: bytes, charset: Charset) -> bytes:

@@ -69,9 +69,8 @@ _BY_LOWER: Final = {
 _KINDS: Final[dict[bytes, int]] = {}
 # Which name lengths any of those has: a header of another length (Content-Type,
 # Cache-Control, Last-Modified, Accept-Ranges...) passes without hashing its name.
-_SPECIAL_LENGTH: Final = bytes(
-    1 if n in {len(name) for name in _BY_LOWER} else 0 for n in range(32)
-)
+_SPECIAL_LENGTHS: Final = frozenset(len(name) for name in _BY_LOWER)
+_SPECIAL_LENGTH: Final = bytes(1 if n in _SPECIAL_LENGTHS else 0 for n in range(32))
 
 
 def _kind(name: bytes) -> int:

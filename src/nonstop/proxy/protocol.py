@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 import httptools
 
-from nonstop.proxy.charset import content_type
+from nonstop.proxy.charset import content_type, for_status
 from nonstop.proxy.connection_pool import Receiver, UpstreamConnection
 from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.exchange import Exchange
@@ -1337,8 +1337,9 @@ class ClientConnection(Receiver):
         status = req.err_status or code  # error_page's
         if route is not None:
             extra += added_headers(route, code, req)
-            if route.charset is not None and status != 301 and status != 302:
-                ctype = content_type(ctype, route.charset)  # nginx's filter skips redirects
+            charset = for_status(route.charset, status)
+            if charset is not None:
+                ctype = content_type(ctype, charset)
             filters = route.filters
             if own and filters is not None and filters.gzip is not None:
                 # HEAD too: nginx sends the gzip head of its own answers to a HEAD

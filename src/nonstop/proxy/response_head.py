@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from nonstop.proxy.charset import header_lines
+from nonstop.proxy.charset import for_status, header_lines
 from nonstop.proxy.connection_pool import (
     H_CONNECTION,
     H_PASSED,
@@ -71,9 +71,9 @@ def response_head(
     if route.hide is not None:
         lines = without(lines, route.hide)  # proxy_hide_header
     final = req.err_status or status  # error_page's status
-    if route.charset is not None and final != 301 and final != 302:
-        # charset (proxy/charset.py); nginx's filter leaves redirects alone
-        lines = header_lines(lines, route.charset)
+    charset = for_status(route.charset, final)
+    if charset is not None:
+        lines = header_lines(lines, charset)  # charset (proxy/charset.py)
     parts = [status_line(final), server, date]
     parts += lines
     uconn.clear_head()

@@ -139,8 +139,12 @@ def http_date(seconds: float) -> bytes:
     if date is None:
         if len(_DATES) >= _DATES_MAX:
             _DATES.clear()
-        date = _DATES[key] = formatdate(key, usegmt=True).encode("ascii")
+        date = _DATES[key] = _format_date(key)
     return date
+
+
+def _format_date(seconds: int) -> bytes:
+    return formatdate(seconds, usegmt=True).encode("ascii")
 
 
 class DateCache:
@@ -167,4 +171,6 @@ class DateCache:
         now = int(clock or time.time())
         if now != self._second:
             self._second = now
-            self.current = b"Date: " + http_date(now) + b"\r\n"
+            # once a second, each second once: not through http_date's cache, which
+            # keeps the few dates files and Expires repeat
+            self.current = b"Date: " + _format_date(now) + b"\r\n"

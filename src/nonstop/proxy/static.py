@@ -249,9 +249,12 @@ def serve(
 
 
 def _validators(files: Files, info: os.stat_result) -> tuple[bytes, bytes]:
-    modified = http_date(int(info.st_mtime))
-    etag = b'"%x-%x"' % (int(info.st_mtime), info.st_size) if files.etag else b""
-    return modified, etag
+    return http_date(int(info.st_mtime)), _etag(info) if files.etag else b""
+
+
+def _etag(info: os.stat_result) -> bytes:
+    """nginx's ETag of a file: mtime and size in hex (ngx_http_set_etag)."""
+    return b'"%x-%x"' % (int(info.st_mtime), info.st_size)
 
 
 def _not_modified(req: Request, modified: bytes, etag: bytes) -> bool:
@@ -311,7 +314,7 @@ class _Cached:
         self.body = body
         self.cost = len(body) + len(path) + _ENTRY_OVERHEAD
         self.modified = http_date(int(info.st_mtime))
-        self.etag = b'"%x-%x"' % (int(info.st_mtime), info.st_size)
+        self.etag = _etag(info)
         self.files: Files | None = None
         self.ctype = b""
         self.lines = b""
@@ -379,9 +382,7 @@ def _send_cached(
     """The usual small-file answer from memory: 200 or 304, no range, no gzip."""
     if entry.files is not files:
         entry.serve_from(files, path)
-    extra = entry.lines
-    if files.expires != "off":
-        extra += _expires(files, conn.state.date.second)
+    extra = entry.lines + _expires(files, conn.state.date.second)
     if _not_modified(req, entry.modified, entry.etag if files.etag else b""):
         _head(conn, req, 304, b"", -1, extra, None)
         return
@@ -402,10 +403,11 @@ def _send_file(
     route = conn.exchange.route
     filters = route.filters if route is not None else None
     gzip = filters.gzip if filters is not None else None
+    ctype = _type_of(files, path) if gzip is not None else None  # gzip decides by it
     small = (
         size <= _CACHE_FILE_MAX
         and not req.err_status
-        and (gzip is None or not gzip.eligible(200, _type_of(files, path), size, False))
+        and (gzip is None or not gzip.eligible(200, ctype, size, False))
         and req.header(b"range") is None
     )
     if small:
@@ -436,7 +438,8 @@ def _send_file(
         os.close(fd)
         _head(conn, req, 304, b"", -1, extra, None)
         return
-    ctype = _type_of(files, path)
+    if ctype is None:
+        ctype = _type_of(files, path)
     if gzip is not None and not final:
         # gzip: the whole file, compressed, ranges ignored (proxy/response_filter.py)
         extra, gzipped = file_head(gzip, req, ctype, size, extra)
