@@ -32,6 +32,7 @@ COMPILED = [
     "src/nonstop/proxy/response_head.py",
     "src/nonstop/proxy/retry.py",
     "src/nonstop/proxy/connection_pool.py",
+    "src/nonstop/proxy/outbox.py",
     "src/nonstop/proxy/request.py",
     "src/nonstop/proxy/router.py",
     "src/nonstop/proxy/rewrite.py",

@@ -5,13 +5,22 @@ A test connects a protocol with ``FakeTransport.connect(protocol)``, pushes byte
 connection from the far side with ``lose`` or ``feed_eof``.  ``close`` and ``abort`` by
 the protocol only record the fact: as with a real transport, ``connection_lost`` is not
 called from inside them; a test that wants it calls ``lose``.
+
+The proxy's connections hold their writes to the end of the loop's turn
+(``nonstop.proxy.outbox``).  Each delivery here is a turn of its own: ``feed`` ends the
+turn after each chunk, ``lose`` and ``feed_eof`` come in a new one, and reading what was
+written (``writes``, ``written``, ``take``) ends the current turn first, as the loop
+would have before any peer could read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
+
+from nonstop.proxy.outbox import HeldTransport
 
 __all__ = ["FakeTransport"]
 
@@ -30,7 +39,8 @@ class FakeTransport(asyncio.Transport):
         self.sockname = sockname
         self.sock = sock
         self.protocol: asyncio.Protocol | None = None
-        self.writes: list[bytes] = []
+        self._writes: list[bytes] = []
+        self._end_turn: Callable[[], None] | None = None
         self.closed = False
         self.aborted = False
         self.reading = True
@@ -47,6 +57,9 @@ class FakeTransport(asyncio.Transport):
         """Attach ``protocol`` and call its ``connection_made``."""
         self.protocol = protocol
         protocol.connection_made(self)
+        held = getattr(protocol, "transport", None)
+        if isinstance(held, HeldTransport):
+            self._end_turn = held.outbox.flush
         return self
 
     def feed(self, *chunks: bytes) -> None:
@@ -54,34 +67,49 @@ class FakeTransport(asyncio.Transport):
         assert self.protocol is not None, "connect() first"
         for chunk in chunks:
             self.protocol.data_received(chunk)
+            self.end_turn()
 
     def feed_eof(self) -> bool | None:
         assert self.protocol is not None, "connect() first"
+        self.end_turn()
         return self.protocol.eof_received()
+
+    def end_turn(self) -> None:
+        """What the loop does when a turn's events are handled: send what was held."""
+        if self._end_turn is not None:
+            self._end_turn()
 
     def lose(self, exc: Exception | None = None) -> None:
         """The connection is gone: ``connection_lost`` is called once."""
         if self.lost or self.protocol is None:
             return
+        self.end_turn()
         self.lost = True
         self.closed = True
         self.protocol.connection_lost(exc)
 
     # -- what the protocol did ---------------------------------------------------------
+    @property
+    def writes(self) -> list[bytes]:
+        """Each write that reached the transport (the turn ended first)."""
+        self.end_turn()
+        return self._writes
+
     def written(self) -> bytes:
         return b"".join(self.writes)
 
     def take(self) -> bytes:
         """Everything written since the last ``take``."""
-        data = b"".join(self.writes)
-        self.writes.clear()
+        writes = self.writes
+        data = b"".join(writes)
+        writes.clear()
         return data
 
     # -- asyncio.Transport ---------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.closed:
             return  # a real transport drops writes after close
-        self.writes.append(bytes(data))
+        self._writes.append(bytes(data))
         if self.holding:
             self.unsent += len(data)
 

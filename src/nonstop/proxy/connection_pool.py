@@ -17,6 +17,8 @@ from typing import Final
 
 import httptools
 
+from nonstop.proxy.outbox import HeldTransport, Outbox
+
 __all__ = [
     "H_ACCEL_BUFFERING",
     "H_CONNECTION",
@@ -133,6 +135,7 @@ class UpstreamConnection:
         "keeps_alive",
         "length",
         "lines",
+        "outbox",
         "parser",
         "pass_hidden",
         "pool",
@@ -146,9 +149,10 @@ class UpstreamConnection:
         "write",
     )
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, outbox: Outbox) -> None:
         self.address = address
-        self.transport: asyncio.Transport | None = None
+        self.outbox = outbox
+        self.transport: HeldTransport | None = None
         self.receiver: Receiver | None = None
         self.parser = httptools.HttpResponseParser(self)
         # bound methods kept once: the hot path calls them without a look-up each time
@@ -172,8 +176,8 @@ class UpstreamConnection:
         self.accel = b""  # the response's X-Accel-Buffering value
 
     # -- asyncio.Protocol -------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, raw: asyncio.Transport) -> None:
+        transport = self.transport = HeldTransport(raw, self.outbox)
         self.write = transport.write
 
     def data_received(self, data: bytes) -> None:

@@ -38,6 +38,7 @@ from nonstop.proxy.forward_head import forward_head
 from nonstop.proxy.guard import DELAY
 from nonstop.proxy.limits import ConnZone, release
 from nonstop.proxy.logformat import note_try
+from nonstop.proxy.outbox import HeldTransport
 from nonstop.proxy.request import Request
 from nonstop.proxy.request_head import (
     MAX_HEAD_BYTES,
@@ -147,7 +148,7 @@ class ClientConnection(Receiver):
     def __init__(self, state: ProxyState, scheme: str = "http") -> None:
         self.state = state
         self.scheme = scheme
-        self.transport: asyncio.Transport | None = None
+        self.transport: HeldTransport | None = None
         self._new_parser()
         self.write: Callable[[bytes], None] = _unconnected
         self.vhosts: VirtualHosts | None = None
@@ -196,10 +197,10 @@ class ClientConnection(Receiver):
         self.keeps_alive: Callable[[], bool] = parser.should_keep_alive
 
     # -- asyncio.Protocol -------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        self.write = transport.write
+    def connection_made(self, raw: asyncio.Transport) -> None:
         state = self.state
+        transport = self.transport = HeldTransport(raw, state.outbox)
+        self.write = transport.write
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if isinstance(peer, tuple):
@@ -707,7 +708,9 @@ class ClientConnection(Receiver):
         route = ex.route
         tls = route.tls if route is not None else None
         req = self.req
-        proto = UpstreamConnection(peer.address if tls is None else pool_key(peer.address))
+        proto = UpstreamConnection(
+            peer.address if tls is None else pool_key(peer.address), self.state.outbox
+        )
         factory = cast("Callable[[], asyncio.Protocol]", lambda: proto)
         name = None
         try:

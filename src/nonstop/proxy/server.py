@@ -32,6 +32,7 @@ from nonstop.proxy.connection_pool import IdlePool
 from nonstop.proxy.guard import compile_guard
 from nonstop.proxy.limits import Zones
 from nonstop.proxy.metrics import ProxyMetrics, Tally
+from nonstop.proxy.outbox import Outbox
 from nonstop.proxy.protocol import ClientConnection
 from nonstop.proxy.request import Request
 from nonstop.proxy.resolver import Resolver, Unresolved
@@ -201,6 +202,7 @@ class ProxyState:
         self, loop: asyncio.AbstractEventLoop, config: Config, servers: AppServers | None = None
     ) -> None:
         self.loop = loop
+        self.outbox = Outbox(loop)  # writes held to the end of the loop's turn
         self.now: Callable[[], float] = loop.time
         self.config = config
         self.connections: set[ClientConnection] = set()

@@ -144,7 +144,7 @@ class Spool:
                 data = b"".join(self.memory)
                 self.memory = []
                 self.memory_size = 0
-                transport.write(data)
+                transport.write_through(data)  # at once: write_paused must see it
                 continue
             file = self.file
             if file is None or self.read_at >= self.write_at:
@@ -160,7 +160,7 @@ class Spool:
             if self.read_at == self.write_at:
                 self.read_at = self.write_at = 0  # all given out: reuse the file from its start
                 os.ftruncate(file.fileno(), 0)
-            transport.write(chunk)
+            transport.write_through(chunk)
         if self.full and self.size <= max(self.file_limit, self.memory_limit) // 2:
             self.full = False
             self._upstream_reading(True)

@@ -605,7 +605,8 @@ class FileBody:
                     conn.file_body = None
                     transport.abort()
                     return
-                transport.write(chunk if self.gzip is None else self._deflate(chunk, False))
+                # at once: the loop goes on until the transport says it is full
+                transport.write_through(chunk if self.gzip is None else self._deflate(chunk, False))
                 sent = len(chunk)
             self.offset += sent
             self.count -= sent

@@ -173,11 +173,13 @@ class FakeProxy:
         return b"".join(u.transport.written() for u in self.upstreams)
 
     def tick(self) -> None:
-        """What the server's tick does: expire every connection whose deadline passed."""
+        """What the server's tick does: expire every connection whose deadline passed
+        (a timer's turn of the loop, which then sends what it held)."""
         now = self.clock()
         for conn in list(self.state.connections):
             if conn.deadline and conn.deadline <= now:
                 conn.expire(now)
+        self.state.outbox.flush()
 
     def peers(self, upstream: str = "app") -> dict[str, tuple[int, int]]:
         """address -> (conns, fails) of every peer of ``upstream``."""
@@ -206,7 +208,7 @@ def make_proxy(
             continue
         for peer in (*backend.balancer.peers, *backend.balancer.backups):
             for _ in range(idle_per_server):
-                conn = UpstreamConnection(peer.address)
+                conn = UpstreamConnection(peer.address, state.outbox)
                 transport = FakeTransport(peername=(peer.host, peer.port), sockname=None)
                 transport.connect(conn)
                 backend.idle.put(conn, clock())

@@ -14,6 +14,7 @@ from protocol_support import conf, get, make_proxy, ok, request_head
 from tests.support.fake_transport import FakeTransport
 
 from nonstop.proxy.connection_pool import IdlePool, UpstreamConnection
+from nonstop.proxy.outbox import Outbox
 
 WS_LOCATION = (
     "proxy_pass http://app; proxy_read_timeout 5s;"
@@ -71,8 +72,15 @@ async def test_silent_websocket_tunnel_is_closed_after_proxy_read_timeout(
     assert up.transport.closed
 
 
+class _NoLoop:
+    """The pool tests write nothing: an outbox that never holds needs no loop."""
+
+    def call_soon(self, callback: object) -> None:
+        raise AssertionError("a pool test wrote to an upstream connection")
+
+
 def _pool_conn(address: str = "127.0.0.1:9001") -> tuple[UpstreamConnection, FakeTransport]:
-    conn = UpstreamConnection(address)
+    conn = UpstreamConnection(address, Outbox(_NoLoop()))  # type: ignore[arg-type]
     transport = FakeTransport(peername=("127.0.0.1", 9001), sockname=None)
     transport.connect(conn)
     return conn, transport

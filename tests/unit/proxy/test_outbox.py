@@ -1,0 +1,129 @@
+"""Writes held to the end of the loop's turn (proxy/outbox.py), on a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from tests.support.fake_transport import FakeTransport
+
+from nonstop.proxy.outbox import HOLD_LIMIT, HeldTransport, Outbox
+
+
+def held(outbox: Outbox) -> tuple[HeldTransport, FakeTransport]:
+    raw = FakeTransport()
+    return HeldTransport(raw, outbox), raw
+
+
+async def end_of_turn() -> None:
+    await asyncio.sleep(0)  # the loop runs what call_soon scheduled, the outbox's flush
+
+
+async def test_a_turns_writes_leave_together_at_its_end_as_one_write_each() -> None:
+    outbox = Outbox(asyncio.get_running_loop())
+    a, raw_a = held(outbox)
+    b, raw_b = held(outbox)
+    a.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    b.write(b"GET / HTTP/1.1\r\n\r\n")
+    a.write(b"body")
+    assert raw_a._writes == [] and raw_b._writes == []  # nothing before the turn ends
+    await end_of_turn()
+    assert raw_a._writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    assert raw_b._writes == [b"GET / HTTP/1.1\r\n\r\n"]
+    a.write(b"next")  # a later turn is held again, and scheduled again
+    assert raw_a._writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    await end_of_turn()
+    assert raw_a._writes[-1] == b"next"
+
+
+async def test_close_and_write_eof_send_what_is_held_first_and_abort_drops_it() -> None:
+    outbox = Outbox(asyncio.get_running_loop())
+    closing, raw_closing = held(outbox)
+    closing.write(b"last answer")
+    closing.close()
+    assert raw_closing._writes == [b"last answer"] and raw_closing.closed
+    shutting, raw_shutting = held(outbox)
+    shutting.write(b"answer")
+    shutting.write_eof()
+    assert raw_shutting._writes == [b"answer"] and raw_shutting.write_eof_called
+    aborted, raw_aborted = held(outbox)
+    aborted.write(b"never sent")
+    aborted.abort()
+    await end_of_turn()
+    assert raw_aborted._writes == [] and raw_aborted.aborted
+
+
+async def test_the_buffer_size_asked_for_is_what_the_transport_holds_after_a_send() -> None:
+    """Send timers and sendfile decide by it: held bytes go to the transport first."""
+    outbox = Outbox(asyncio.get_running_loop())
+    transport, raw = held(outbox)
+    raw.holding = True  # a peer that has read nothing
+    transport.write(b"x" * 100)
+    assert transport.get_write_buffer_size() == 100
+    assert raw._writes == [b"x" * 100]
+
+
+async def test_past_the_hold_limit_bytes_go_out_at_once_so_a_full_socket_pauses() -> None:
+    """A transport says it is full (pause_writing) only when written to; one turn can
+    read megabytes from an upstream, which must not pile up held."""
+    outbox = Outbox(asyncio.get_running_loop())
+    transport, raw = held(outbox)
+    small = b"s" * 1000
+    transport.write(small)
+    assert raw._writes == []
+    chunk = b"c" * (HOLD_LIMIT - 1000)
+    transport.write(chunk)  # the limit reached: everything held goes, in order
+    assert raw._writes == [small + chunk]
+    big = b"b" * HOLD_LIMIT
+    transport.write(big)  # a write the size of the limit is not held at all
+    assert raw._writes[-1] == big
+    through, raw_through = held(outbox)
+    through.write(b"head")
+    through.write_through(b"file chunk")  # a pump loop's write: at once, behind the head
+    assert raw_through._writes == [b"head", b"file chunk"]
+
+
+async def test_a_closed_transport_gets_nothing_and_a_failing_one_stops_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outbox = Outbox(asyncio.get_running_loop())
+    gone, raw_gone = held(outbox)
+    gone.write(b"for a client that left")
+    raw_gone.closed = True  # connection_lost came in the same turn
+    broken, raw_broken = held(outbox)
+    broken.write(b"x")
+
+    def refuse(data: bytes) -> None:
+        raise RuntimeError("unable to perform operation; the handler is closed")
+
+    raw_broken.write = refuse  # type: ignore[method-assign]
+    fine, raw_fine = held(outbox)
+    fine.write(b"answer")
+    with caplog.at_level(logging.ERROR, logger="nonstop"):
+        await end_of_turn()
+    assert raw_gone._writes == []
+    assert raw_fine._writes == [b"answer"]
+    assert "held writes failed" in caplog.text
+    fine.write(b"again")  # the outbox is armed again after the failure
+    await end_of_turn()
+    assert raw_fine._writes[-1] == b"again"
+
+
+async def test_a_write_made_while_the_turn_is_sent_goes_in_the_same_send() -> None:
+    """pause_writing and the like run inside a send; what they write is not stranded."""
+    outbox = Outbox(asyncio.get_running_loop())
+    first, raw_first = held(outbox)
+    second, raw_second = held(outbox)
+    original = raw_first.write
+
+    def write_and_answer(data: bytes) -> None:
+        original(data)
+        second.write(b"written during the send")
+
+    raw_first.write = write_and_answer  # type: ignore[method-assign]
+    first.write(b"first")
+    await end_of_turn()
+    assert raw_first._writes == [b"first"]
+    assert raw_second._writes == [b"written during the send"]
+    assert not outbox.armed and outbox.pending == []
