@@ -2,13 +2,15 @@
 
 A ``ClientConnection`` and pooled ``UpstreamConnection``s run on fake transports: each
 iteration feeds one GET to the client side and one 200 response (headers like nginx's) to
-the upstream side, through the whole protocol, balancer and pool, and ends the loop's
-turn after each (the outbox sends what was held, proxy/outbox.py). Wall time per request is
-noisy on a shared machine; instruction counts are not:
+the upstream side, through the whole protocol, balancer and pool.  With ``--per-turn N``
+a second client connection is open, so writes are held to the end of the loop's turn
+(proxy/outbox.py), and a turn ends every N requests (1: after every message).  Wall time
+per request is noisy on a shared machine; instruction counts are not:
 
     python bench/hotpath.py                      # microseconds per request
     bench/hotpath.py --instructions              # instructions per request, with callgrind
     bench/hotpath.py --static [--instructions]   # the same for a 4 KiB file from a root
+    bench/hotpath.py --instructions --per-turn 16  # writes held, 16 requests a turn
 
 ``--instructions`` runs itself twice under valgrind (2,000 and 12,000 requests) and divides
 the difference, so start-up and import costs cancel out.
@@ -120,7 +122,7 @@ async def run_static(count: int) -> float:
     return elapsed / count
 
 
-async def run(count: int) -> float:
+async def run(count: int, per_turn: int = 0) -> float:
     from nonstop.config import load
     from nonstop.proxy.connection_pool import UpstreamConnection
     from nonstop.proxy.protocol import ClientConnection
@@ -138,23 +140,43 @@ async def run(count: int) -> float:
         conn = UpstreamConnection(peer.address, state.outbox)
         conn.connection_made(FakeTransport())  # type: ignore[arg-type]
         backend.idle.put(conn, 0.0)
+    if per_turn:
+        # a second client connection, idle: with more than one open, writes are held to
+        # the end of the loop's turn (proxy/outbox.py)
+        ClientConnection(state).connection_made(FakeTransport())  # type: ignore[arg-type]
     end_turn = state.outbox.flush  # what the loop runs once a turn's events are handled
     started = time.perf_counter()
-    for _ in range(count):
-        client.data_received(REQUEST)
-        upstream = client.exchange.uconn
-        assert upstream is not None, "the request did not go upstream"
-        end_turn()
-        upstream.data_received(RESPONSE)
+    if per_turn == 0:  # nothing is held
+        for _ in range(count):
+            client.data_received(REQUEST)
+            upstream = client.exchange.uconn
+            assert upstream is not None, "the request did not go upstream"
+            upstream.data_received(RESPONSE)
+    elif per_turn == 1:
+        for _ in range(count):
+            client.data_received(REQUEST)
+            upstream = client.exchange.uconn
+            assert upstream is not None, "the request did not go upstream"
+            end_turn()
+            upstream.data_received(RESPONSE)
+            end_turn()
+    else:
+        for i in range(count):
+            client.data_received(REQUEST)
+            upstream = client.exchange.uconn
+            assert upstream is not None, "the request did not go upstream"
+            upstream.data_received(RESPONSE)
+            if i % per_turn == per_turn - 1:
+                end_turn()
         end_turn()
     elapsed = time.perf_counter() - started
     assert transport.out[-1].endswith(b"hello world\n"), transport.out[-1][:200]
     return elapsed / count
 
 
-def instructions(static: bool) -> float:
+def instructions(static: bool, per_turn: int) -> float:
     def collected(count: int) -> int:
-        argv = [sys.executable, __file__, "--requests", str(count)]
+        argv = [sys.executable, __file__, "--requests", str(count), "--per-turn", str(per_turn)]
         argv += ["--static"] if static else []
         done = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
@@ -174,14 +196,25 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--instructions", action="store_true", help="count with callgrind")
     parser.add_argument("--static", action="store_true", help="a 4 KiB file, not a proxy")
+    parser.add_argument(
+        "--per-turn",
+        type=int,
+        default=0,
+        help="with a second client connection open, so that writes are held: requests per"
+        " turn of the loop (1: each message its own turn, the worst case); 0: one client",
+    )
     args = parser.parse_args()
     what = "4 KiB file request" if args.static else "proxied request"
     if args.instructions:
-        print(f"{instructions(args.static):,.0f} instructions per {what}")
+        count = instructions(args.static, args.per_turn)
+        turns = f", {args.per_turn} per turn of the loop" if args.per_turn else ""
+        print(f"{count:,.0f} instructions per {what}{turns}")
         return 0
     import uvloop
 
-    seconds = uvloop.run((run_static if args.static else run)(args.requests))
+    seconds = uvloop.run(
+        run_static(args.requests) if args.static else run(args.requests, args.per_turn)
+    )
     print(f"{seconds * 1e6:.2f} us per {what} (Python only, fake transports)")
     return 0
 

@@ -202,10 +202,10 @@ class ProxyState:
         self, loop: asyncio.AbstractEventLoop, config: Config, servers: AppServers | None = None
     ) -> None:
         self.loop = loop
-        self.outbox = Outbox(loop)  # writes held to the end of the loop's turn
         self.now: Callable[[], float] = loop.time
         self.config = config
         self.connections: set[ClientConnection] = set()
+        self.outbox = Outbox(loop, self.connections)  # writes held to the turn's end
         self.accepted = 0  # client connections ever accepted (stub_status)
         self.date = DateCache()
         self.shutting_down = False

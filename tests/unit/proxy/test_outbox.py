@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
+from protocol_support import conf, get, make_proxy, ok
 from tests.support.fake_transport import FakeTransport
 
 from nonstop.proxy.outbox import HOLD_LIMIT, HeldTransport, Outbox
+
+CROWD = {"client 1", "client 2"}  # the worker's client connections: more than one
 
 
 def held(outbox: Outbox) -> tuple[HeldTransport, FakeTransport]:
@@ -21,7 +25,7 @@ async def end_of_turn() -> None:
 
 
 async def test_a_turns_writes_leave_together_at_its_end_as_one_write_each() -> None:
-    outbox = Outbox(asyncio.get_running_loop())
+    outbox = Outbox(asyncio.get_running_loop(), CROWD)
     a, raw_a = held(outbox)
     b, raw_b = held(outbox)
     a.write(b"HTTP/1.1 200 OK\r\n\r\n")
@@ -38,7 +42,7 @@ async def test_a_turns_writes_leave_together_at_its_end_as_one_write_each() -> N
 
 
 async def test_close_and_write_eof_send_what_is_held_first_and_abort_drops_it() -> None:
-    outbox = Outbox(asyncio.get_running_loop())
+    outbox = Outbox(asyncio.get_running_loop(), CROWD)
     closing, raw_closing = held(outbox)
     closing.write(b"last answer")
     closing.close()
@@ -56,7 +60,7 @@ async def test_close_and_write_eof_send_what_is_held_first_and_abort_drops_it() 
 
 async def test_the_buffer_size_asked_for_is_what_the_transport_holds_after_a_send() -> None:
     """Send timers and sendfile decide by it: held bytes go to the transport first."""
-    outbox = Outbox(asyncio.get_running_loop())
+    outbox = Outbox(asyncio.get_running_loop(), CROWD)
     transport, raw = held(outbox)
     raw.holding = True  # a peer that has read nothing
     transport.write(b"x" * 100)
@@ -67,7 +71,7 @@ async def test_the_buffer_size_asked_for_is_what_the_transport_holds_after_a_sen
 async def test_past_the_hold_limit_bytes_go_out_at_once_so_a_full_socket_pauses() -> None:
     """A transport says it is full (pause_writing) only when written to; one turn can
     read megabytes from an upstream, which must not pile up held."""
-    outbox = Outbox(asyncio.get_running_loop())
+    outbox = Outbox(asyncio.get_running_loop(), CROWD)
     transport, raw = held(outbox)
     small = b"s" * 1000
     transport.write(small)
@@ -87,7 +91,7 @@ async def test_past_the_hold_limit_bytes_go_out_at_once_so_a_full_socket_pauses(
 async def test_a_closed_transport_gets_nothing_and_a_failing_one_stops_no_other(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    outbox = Outbox(asyncio.get_running_loop())
+    outbox = Outbox(asyncio.get_running_loop(), CROWD)
     gone, raw_gone = held(outbox)
     gone.write(b"for a client that left")
     raw_gone.closed = True  # connection_lost came in the same turn
@@ -112,7 +116,7 @@ async def test_a_closed_transport_gets_nothing_and_a_failing_one_stops_no_other(
 
 async def test_a_write_made_while_the_turn_is_sent_goes_in_the_same_send() -> None:
     """pause_writing and the like run inside a send; what they write is not stranded."""
-    outbox = Outbox(asyncio.get_running_loop())
+    outbox = Outbox(asyncio.get_running_loop(), CROWD)
     first, raw_first = held(outbox)
     second, raw_second = held(outbox)
     original = raw_first.write
@@ -127,3 +131,36 @@ async def test_a_write_made_while_the_turn_is_sent_goes_in_the_same_send() -> No
     assert raw_first._writes == [b"first"]
     assert raw_second._writes == [b"written during the send"]
     assert not outbox.armed and outbox.pending == []
+
+
+async def test_with_one_client_connection_open_nothing_is_held() -> None:
+    """Its messages share their turns with no other connection's: holding would only
+    add the scheduled send (and its latency) to every write."""
+    connections = {"the only client"}
+    outbox = Outbox(asyncio.get_running_loop(), connections)
+    transport, raw = held(outbox)
+    transport.write(b"answer")
+    assert raw._writes == [b"answer"] and not outbox.armed
+    connections.add("a second client")
+    transport.write(b"held now")
+    assert raw._writes == [b"answer"] and outbox.armed
+    await end_of_turn()
+    assert raw._writes == [b"answer", b"held now"]
+
+
+async def test_a_pipelined_clients_answers_leave_in_order_in_one_write(tmp_path: Path) -> None:
+    proxy = make_proxy(tmp_path, conf(extra_locations='location /r { return 200 "r\\n"; }'))
+    client = proxy.client()
+    proxy.client()  # a second client: the worker's turns are shared, writes are held
+    client.send(get("/r/1") + get("/r/2") + get("/", "Connection: close"))
+    upstream = proxy.active()
+    assert upstream.transport.writes, "the turn ended: the request went upstream"
+    upstream.respond(ok(b"proxied"))
+    assert len(client.transport.writes) == 2  # the turn of the two answers, then the third
+    answers = client.responses()
+    assert [(a.status, a.body) for a in answers] == [
+        (200, b"r\n"),
+        (200, b"r\n"),
+        (200, b"proxied"),
+    ]
+    assert client.closed  # the answer went out before the close (a closed fake drops writes)
