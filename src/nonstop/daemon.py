@@ -199,16 +199,16 @@ class Daemon:
             "commit": self._admin_commit,
             "abort": self._admin_abort,
         }
-        self.admin = AdminServer(admin_socket_path(config), handlers, streams)
-        await self.admin.start(None if self.handoff is None else self.handoff.admin)
         if config.admin.listen is not None:
+            # before the admin socket: that one opening is what says the daemon is up
             try:
                 await self._start_http(config, handlers, streams)
             except OSError:
-                await self.admin.close()
                 await engine.shutdown(1.0)
                 store.close()
                 raise
+        self.admin = AdminServer(admin_socket_path(config), handlers, streams)
+        await self.admin.start(None if self.handoff is None else self.handoff.admin)
         restore = self.tasks.spawn(deployer.restore(), "restore live releases")
         if self.handoff is not None:
             self.tasks.spawn(self._ready_after(restore, self.handoff), "take over")

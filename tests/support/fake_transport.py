@@ -7,10 +7,11 @@ the protocol only record the fact: as with a real transport, ``connection_lost``
 called from inside them; a test that wants it calls ``lose``.
 
 The proxy's connections hold their writes to the end of the loop's turn
-(``nonstop.proxy.outbox``).  Each delivery here is a turn of its own: ``feed`` ends the
-turn after each chunk, ``lose`` and ``feed_eof`` come in a new one, and reading what was
-written (``writes``, ``written``, ``take``) ends the current turn first, as the loop
-would have before any peer could read.
+(``nonstop.proxy.outbox``).  Each delivery here is a turn of its own unless a test says
+otherwise: ``feed`` ends the turn after each chunk, ``feed_eof`` after the EOF (in the
+turn of what came before it), ``lose`` comes in a new one, and reading what was written
+(``writes``, ``written``, ``take``) ends the current turn first, as the loop would have
+before any peer could read.
 """
 
 from __future__ import annotations
@@ -62,17 +63,24 @@ class FakeTransport(asyncio.Transport):
             self._end_turn = held.outbox.flush
         return self
 
-    def feed(self, *chunks: bytes) -> None:
-        """Deliver each chunk with its own ``data_received`` call."""
+    def feed(self, *chunks: bytes, turn_ends: bool = True) -> None:
+        """Deliver each chunk with its own ``data_received`` call, each in its own turn
+        of the loop (``turn_ends=False``: the turn goes on, as when other connections'
+        events come in the same poll)."""
         assert self.protocol is not None, "connect() first"
         for chunk in chunks:
             self.protocol.data_received(chunk)
-            self.end_turn()
+            if turn_ends:
+                self.end_turn()
 
     def feed_eof(self) -> bool | None:
+        """The peer's EOF; a false answer closes the transport, as uvloop's does."""
         assert self.protocol is not None, "connect() first"
+        keep = self.protocol.eof_received()
+        if not keep:
+            self.close()
         self.end_turn()
-        return self.protocol.eof_received()
+        return keep
 
     def end_turn(self) -> None:
         """What the loop does when a turn's events are handled: send what was held."""

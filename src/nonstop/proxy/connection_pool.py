@@ -204,6 +204,8 @@ class UpstreamConnection:
             receiver.upstream_data_flushed()
 
     def eof_received(self) -> bool | None:
+        if self.transport is not None:
+            self.transport.send()  # returning False closes the transport, past the wrapper
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -350,6 +350,8 @@ class ClientConnection(Receiver):
         # A half-closed client may still want its response (nginx answers it); a tunnel
         # ends with the client's end, as nginx's upgraded connections do.
         self.eof = True
+        if self.transport is not None:
+            self.transport.send()  # a false return closes the transport, past the wrapper
         if self.phase == TUNNEL:
             return False
         return self.req is not None or bool(self.pending)

@@ -191,9 +191,17 @@ class FakeProxy:
 
 
 def make_proxy(
-    tmp_path: Path, http_block: str, idle_per_server: int = 4, top: str = ""
+    tmp_path: Path,
+    http_block: str,
+    idle_per_server: int = 4,
+    top: str = "",
+    bystander: bool = True,
 ) -> FakeProxy:
-    """A proxy state for ``http { http_block }`` on the running loop, pools pre-filled."""
+    """A proxy state for ``http { http_block }`` on the running loop, pools pre-filled.
+
+    ``bystander``: one more client connection stays open, doing nothing: with more than
+    one, writes are held to the end of the loop's turn (proxy/outbox.py), as in a worker
+    under load -- the path these tests then take."""
     path = tmp_path / "nginx.conf"
     text = f"{top}\nevents {{}}\nhttp {{\n{textwrap.dedent(http_block)}\n}}\n"
     path.write_text(text)
@@ -213,6 +221,10 @@ def make_proxy(
                 transport.connect(conn)
                 backend.idle.put(conn, clock())
                 proxy.upstreams.append(Upstream(peer.address, conn, transport))
+    if bystander:
+        FakeTransport(peername=("10.0.0.99", 51999), sockname=("127.0.0.1", LISTEN_PORT)).connect(
+            ClientConnection(state)
+        )
     return proxy
 
 

@@ -12,6 +12,12 @@ from tests.support.fake_transport import FakeTransport
 
 from nonstop.proxy.outbox import HOLD_LIMIT, HeldTransport, Outbox
 
+WS_LOCATION = (
+    "proxy_pass http://app; proxy_set_header Upgrade $http_upgrade;"
+    " proxy_set_header Connection $connection_upgrade;"
+)
+WS_MAP = "map $http_upgrade $connection_upgrade { default upgrade; '' close; }"
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 CROWD = {"client 1", "client 2"}  # the worker's client connections: more than one
 
 
@@ -41,7 +47,7 @@ async def test_a_turns_writes_leave_together_at_its_end_as_one_write_each() -> N
     assert raw_a._writes[-1] == b"next"
 
 
-async def test_close_and_write_eof_send_what_is_held_first_and_abort_drops_it() -> None:
+async def test_close_write_eof_and_abort_send_what_is_held_first() -> None:
     outbox = Outbox(asyncio.get_running_loop(), CROWD)
     closing, raw_closing = held(outbox)
     closing.write(b"last answer")
@@ -52,10 +58,10 @@ async def test_close_and_write_eof_send_what_is_held_first_and_abort_drops_it() 
     shutting.write_eof()
     assert raw_shutting._writes == [b"answer"] and raw_shutting.write_eof_called
     aborted, raw_aborted = held(outbox)
-    aborted.write(b"never sent")
+    aborted.write(b"written before the abort")  # reaches the kernel, as written at once
     aborted.abort()
     await end_of_turn()
-    assert raw_aborted._writes == [] and raw_aborted.aborted
+    assert raw_aborted._writes == [b"written before the abort"] and raw_aborted.aborted
 
 
 async def test_the_buffer_size_asked_for_is_what_the_transport_holds_after_a_send() -> None:
@@ -164,3 +170,37 @@ async def test_a_pipelined_clients_answers_leave_in_order_in_one_write(tmp_path:
         (200, b"proxied"),
     ]
     assert client.closed  # the answer went out before the close (a closed fake drops writes)
+
+
+async def test_bytes_held_for_a_tunnel_reach_the_client_whose_eof_came_in_the_turn(
+    tmp_path: Path,
+) -> None:
+    """A client's EOF ends a tunnel: eof_received says so and the transport closes
+    itself, past the wrapper -- what the turn held for the client goes out first."""
+    proxy = make_proxy(tmp_path, conf(WS_LOCATION, extra_http=WS_MAP))
+    client = proxy.client()
+    proxy.client()  # a second client: writes are held
+    client.send(get("/ws", "Upgrade: websocket", "Connection: Upgrade"))
+    upstream = proxy.active()
+    upstream.respond(SWITCH)
+    assert client.take().startswith(b"HTTP/1.1 101 ")
+    upstream.transport.feed(b"last frame from the app", turn_ends=False)
+    client.transport.feed_eof()  # in the same turn: the tunnel ends, the transport closes
+    assert client.transport.closed
+    assert client.take() == b"last frame from the app"
+
+
+async def test_bytes_held_for_an_upstream_reach_it_before_its_eof_closes_it(
+    tmp_path: Path,
+) -> None:
+    proxy = make_proxy(tmp_path, conf(WS_LOCATION, extra_http=WS_MAP))
+    client = proxy.client()
+    proxy.client()
+    client.send(get("/ws", "Upgrade: websocket", "Connection: Upgrade"))
+    upstream = proxy.active()
+    upstream.respond(SWITCH)
+    upstream.take()
+    client.transport.feed(b"last frame from the client", turn_ends=False)
+    upstream.transport.feed_eof()  # the app's FIN in the same turn
+    assert upstream.transport.closed
+    assert upstream.take() == b"last frame from the client"

@@ -151,7 +151,7 @@ async def test_stub_status_counts_connections_and_requests_as_nginx_words_them(
     """ngx_http_stub_status_module: active connections; accepts, handled, requests (this
     one included); Reading, Writing (this one included) and Waiting."""
     extra = "location = /basic_status { stub_status; }"
-    proxy = make_proxy(tmp_path, conf("return 204;", extra_locations=extra))
+    proxy = make_proxy(tmp_path, conf("return 204;", extra_locations=extra), bystander=False)
     waiting = proxy.client()
     waiting.send(get("/"))  # answered, then kept alive: waiting
     assert [r.status for r in waiting.responses()] == [204]

@@ -73,14 +73,16 @@ async def test_silent_websocket_tunnel_is_closed_after_proxy_read_timeout(
 
 
 class _NoLoop:
-    """The pool tests write nothing: an outbox that never holds needs no loop."""
+    """The pool tests write nothing, so their outbox never schedules a send."""
 
-    def call_soon(self, callback: object) -> None:
+    def call_soon(self, callback: object, context: object = None) -> None:
         raise AssertionError("a pool test wrote to an upstream connection")
 
 
 def _pool_conn(address: str = "127.0.0.1:9001") -> tuple[UpstreamConnection, FakeTransport]:
-    conn = UpstreamConnection(address, Outbox(_NoLoop()))  # type: ignore[arg-type]
+    # two client connections open: a write would be held, and call_soon would say so
+    outbox = Outbox(_NoLoop(), {"client 1", "client 2"})  # type: ignore[arg-type]
+    conn = UpstreamConnection(address, outbox)
     transport = FakeTransport(peername=("127.0.0.1", 9001), sockname=None)
     transport.connect(conn)
     return conn, transport
