@@ -207,8 +207,14 @@ class Daemon:
                 await engine.shutdown(1.0)
                 store.close()
                 raise
-        self.admin = AdminServer(admin_socket_path(config), handlers, streams)
-        await self.admin.start(None if self.handoff is None else self.handoff.admin)
+        admin = AdminServer(admin_socket_path(config), handlers, streams)
+        try:
+            await admin.start(None if self.handoff is None else self.handoff.admin)
+        except BaseException:
+            if self.http is not None:
+                await self.http.close()
+            raise
+        self.admin = admin  # set once it listens: an upgrade asked for before waits for it
         restore = self.tasks.spawn(deployer.restore(), "restore live releases")
         if self.handoff is not None:
             self.tasks.spawn(self._ready_after(restore, self.handoff), "take over")

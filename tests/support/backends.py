@@ -24,6 +24,7 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
@@ -69,7 +70,7 @@ def free_port() -> int:
     low, high = _share(low, high)
     for _ in range(1000):
         port = _random.randint(low, high)
-        if _EPHEMERAL[0] <= port <= _EPHEMERAL[1]:
+        if _EPHEMERAL[0] <= port <= _EPHEMERAL[1] or port in _GIVEN:
             continue
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,8 +78,14 @@ def free_port() -> int:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _GIVEN.append(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+# The ports handed out last: a test that asks for two before it binds either must not
+# get the same one twice (a worker's slice holds ~3,000; two draws met in a CI run).
+_GIVEN: deque[int] = deque(maxlen=512)
 
 
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:

@@ -177,7 +177,10 @@ class UpstreamConnection:
 
     # -- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, raw: asyncio.Transport) -> None:
-        transport = self.transport = HeldTransport(raw, self.outbox)
+        # never held over TLS: on a FIN without close_notify the loop's TLS layer drops
+        # writes before it calls eof_received, where held bytes would be sent
+        tls = raw.get_extra_info("ssl_object") is not None
+        transport = self.transport = HeldTransport(raw, self.outbox, not tls)
         self.write = transport.write
 
     def data_received(self, data: bytes) -> None:

@@ -20,7 +20,9 @@ send what is held first; ``get_write_buffer_size`` sends it first, so what it re
 what the kernel has not taken (send timers and ``sendfile`` decide by it).  The one close
 that does not come through it is the transport's own when the peer's EOF is not kept
 (``eof_received`` returning false): both connections' ``eof_received`` send what is held
-before they return.  ``Outbox`` is the per-worker list of
+before they return.  An ``https://`` upstream's writes are never held: the event loop's TLS
+layer, on a FIN without close_notify, stops taking writes before it calls
+``eof_received``.  ``Outbox`` is the per-worker list of
 transports holding bytes; one ``call_soon`` per turn sends them -- uvloop runs it before
 it polls again.
 """
@@ -89,11 +91,12 @@ class Outbox:
 class HeldTransport:
     """A connection's transport whose writes wait in ``outbox`` for the turn's end."""
 
-    __slots__ = ("held", "outbox", "size", "transport")
+    __slots__ = ("held", "holds", "outbox", "size", "transport")
 
-    def __init__(self, transport: asyncio.Transport, outbox: Outbox) -> None:
+    def __init__(self, transport: asyncio.Transport, outbox: Outbox, holds: bool = True) -> None:
         self.transport = transport
         self.outbox = outbox
+        self.holds = holds  # False: every write goes at once
         self.held: list[bytes] = []
         self.size = 0  # bytes held
 
@@ -101,7 +104,7 @@ class HeldTransport:
         held = self.held
         if not held:
             outbox = self.outbox
-            if len(data) >= HOLD_LIMIT or len(outbox.connections) < 2 or not data:
+            if len(data) >= HOLD_LIMIT or not self.holds or len(outbox.connections) < 2 or not data:
                 if data:
                     self.transport.write(data)
                 return

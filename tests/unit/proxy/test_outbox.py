@@ -204,3 +204,13 @@ async def test_bytes_held_for_an_upstream_reach_it_before_its_eof_closes_it(
     upstream.transport.feed_eof()  # the app's FIN in the same turn
     assert upstream.transport.closed
     assert upstream.take() == b"last frame from the client"
+
+
+async def test_a_transport_made_not_to_hold_writes_at_once() -> None:
+    """An https:// upstream's (connection_pool.py): the loop's TLS layer may stop taking
+    writes before eof_received could send what was held."""
+    outbox = Outbox(asyncio.get_running_loop(), CROWD)
+    raw = FakeTransport()
+    transport = HeldTransport(raw, outbox, holds=False)
+    transport.write(b"request")
+    assert raw._writes == [b"request"] and not outbox.armed
