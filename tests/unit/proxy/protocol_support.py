@@ -27,6 +27,10 @@ from nonstop.proxy.server import ProxyState
 
 __all__ = [
     "STREAMING",
+    "SWITCH",
+    "UPGRADE",
+    "WS_LOCATION",
+    "WS_MAP",
     "Client",
     "Clock",
     "FakeProxy",
@@ -45,6 +49,15 @@ __all__ = [
 LISTEN_PORT = 8080
 # a location that streams the request body as it arrives (proxy_request_buffering off)
 STREAMING = "proxy_pass http://app; proxy_request_buffering off;"
+# a location that passes WebSocket upgrades on (with WS_MAP in the http block), the
+# client's request for one, and the upstream's 101
+WS_LOCATION = (
+    "proxy_pass http://app; proxy_read_timeout 5s;"
+    " proxy_set_header Upgrade $http_upgrade;"
+    " proxy_set_header Connection $connection_upgrade;"
+)
+WS_MAP = "map $http_upgrade $connection_upgrade { default upgrade; '' close; }"
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
 
 class Clock:
@@ -324,6 +337,9 @@ def get(path: str = "/", *headers: str, method: str = "GET", version: str = "1.1
     """A request head with Host: example.test and ``headers`` ("Name: value")."""
     lines = [f"{method} {path} HTTP/{version}", "Host: example.test", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+UPGRADE = get("/ws", "Upgrade: websocket", "Connection: Upgrade")
 
 
 def ok(body: bytes = b"hello", *headers: str, status: str = "200 OK") -> bytes:

@@ -7,17 +7,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from protocol_support import conf, get, make_proxy, ok
+from protocol_support import SWITCH, UPGRADE, WS_LOCATION, WS_MAP, conf, get, make_proxy, ok
 from tests.support.fake_transport import FakeTransport
 
 from nonstop.proxy.outbox import HOLD_LIMIT, HeldTransport, Outbox
 
-WS_LOCATION = (
-    "proxy_pass http://app; proxy_set_header Upgrade $http_upgrade;"
-    " proxy_set_header Connection $connection_upgrade;"
-)
-WS_MAP = "map $http_upgrade $connection_upgrade { default upgrade; '' close; }"
-SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 CROWD = {"client 1", "client 2"}  # the worker's client connections: more than one
 
 
@@ -180,7 +174,7 @@ async def test_bytes_held_for_a_tunnel_reach_the_client_whose_eof_came_in_the_tu
     proxy = make_proxy(tmp_path, conf(WS_LOCATION, extra_http=WS_MAP))
     client = proxy.client()
     proxy.client()  # a second client: writes are held
-    client.send(get("/ws", "Upgrade: websocket", "Connection: Upgrade"))
+    client.send(UPGRADE)
     upstream = proxy.active()
     upstream.respond(SWITCH)
     assert client.take().startswith(b"HTTP/1.1 101 ")
@@ -196,7 +190,7 @@ async def test_bytes_held_for_an_upstream_reach_it_before_its_eof_closes_it(
     proxy = make_proxy(tmp_path, conf(WS_LOCATION, extra_http=WS_MAP))
     client = proxy.client()
     proxy.client()
-    client.send(get("/ws", "Upgrade: websocket", "Connection: Upgrade"))
+    client.send(UPGRADE)
     upstream = proxy.active()
     upstream.respond(SWITCH)
     upstream.take()

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protocol_support import conf, get, make_proxy, ok, request_head
+from protocol_support import (
+    SWITCH,
+    UPGRADE,
+    WS_LOCATION,
+    WS_MAP,
+    conf,
+    make_proxy,
+    ok,
+    request_head,
+)
 from tests.support.fake_transport import FakeTransport
 
 from nonstop.proxy.connection_pool import IdlePool, UpstreamConnection
 from nonstop.proxy.outbox import Outbox
-
-WS_LOCATION = (
-    "proxy_pass http://app; proxy_read_timeout 5s;"
-    " proxy_set_header Upgrade $http_upgrade;"
-    " proxy_set_header Connection $connection_upgrade;"
-)
-WS_MAP = "map $http_upgrade $connection_upgrade { default upgrade; '' close; }"
-UPGRADE = get("/ws", "Upgrade: websocket", "Connection: Upgrade")
-SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
 
 async def test_websocket_upgrade_becomes_a_byte_tunnel(tmp_path: Path) -> None:
