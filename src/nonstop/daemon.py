@@ -214,7 +214,7 @@ class Daemon:
             if self.http is not None:
                 await self.http.close()
             raise
-        self.admin = admin  # set once it listens: an upgrade asked for before waits for it
+        self.admin = admin  # set once it listens: an upgrade asked before is refused as starting
         restore = self.tasks.spawn(deployer.restore(), "restore live releases")
         if self.handoff is not None:
             self.tasks.spawn(self._ready_after(restore, self.handoff), "take over")

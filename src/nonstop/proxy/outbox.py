@@ -20,11 +20,10 @@ send what is held first; ``get_write_buffer_size`` sends it first, so what it re
 what the kernel has not taken (send timers and ``sendfile`` decide by it).  The one close
 that does not come through it is the transport's own when the peer's EOF is not kept
 (``eof_received`` returning false): both connections' ``eof_received`` send what is held
-before they return.  An ``https://`` upstream's writes are never held: the event loop's TLS
-layer, on a FIN without close_notify, stops taking writes before it calls
-``eof_received``.  ``Outbox`` is the per-worker list of
-transports holding bytes; one ``call_soon`` per turn sends them -- uvloop runs it before
-it polls again.
+before they return.  An ``https://`` upstream's writes are never held: the event loop's
+TLS layer, on a FIN without close_notify, stops taking writes before it calls
+``eof_received``.  ``Outbox`` is the per-worker list of transports holding bytes; one
+``call_soon`` per turn sends them -- uvloop runs it before it polls again.
 """
 
 from __future__ import annotations
@@ -101,12 +100,13 @@ class HeldTransport:
         self.size = 0  # bytes held
 
     def write(self, data: bytes) -> None:
+        if not data:
+            return
         held = self.held
         if not held:
             outbox = self.outbox
-            if len(data) >= HOLD_LIMIT or not self.holds or len(outbox.connections) < 2 or not data:
-                if data:
-                    self.transport.write(data)
+            if not self.holds or len(data) >= HOLD_LIMIT or len(outbox.connections) < 2:
+                self.transport.write(data)
                 return
             outbox.hold(self)
         held.append(data)
