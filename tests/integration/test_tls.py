@@ -84,6 +84,9 @@ http {{
     location /down/ {{
       proxy_pass http://127.0.0.1:{self.dead};
     }}
+    location = /local {{
+      return 200 "local\\n";
+    }}
     location /upgrade {{
       proxy_pass http://app;
       proxy_http_version 1.1;
@@ -432,6 +435,46 @@ def test_a_request_then_close_notify_still_gets_its_response(site) -> None:
         answer += chunk
     raw.close()
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+
+
+def test_an_answer_written_before_a_broken_record_in_the_same_read_still_goes_out(
+    site,
+) -> None:
+    """A good request's record and a broken one arrive in one read: the answer to the
+    first, written in that turn of the loop, is sent before TLS fails on the second."""
+    s = site()
+    # a second connection, idle: with more than one, writes wait for the end of the turn
+    bystander = socket.create_connection(("127.0.0.1", s.plain), timeout=10)
+    raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = s.client_context().wrap_bio(incoming, outgoing, server_hostname="example.com")
+    while True:
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            incoming.write(raw.recv(65536))
+    client.write(b"GET /local HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    good = outgoing.read()
+    broken = b"\x17\x03\x03\x00\x20" + bytes(range(32))  # application data, bad MAC
+    raw.sendall(good + broken)  # one segment on loopback: one read for the proxy
+    answer = b""
+    alert: ssl.SSLError | None = None
+    while alert is None and (data := raw.recv(65536)):
+        incoming.write(data)
+        try:
+            while chunk := client.read(65536):
+                answer += chunk
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            alert = exc
+    raw.close()
+    bystander.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+    assert answer.endswith(b"local\n")
+    assert alert is not None and "BAD_RECORD_MAC" in str(alert)  # the broken record's
 
 
 def test_requests_in_separate_records_then_fin_are_all_answered(site) -> None:
