@@ -73,6 +73,23 @@ _KINDS: Final[dict[bytes, int]] = {}
 # Cache-Control, Last-Modified, Accept-Ranges...) passes without hashing its name.
 _SPECIAL_LENGTHS: Final = frozenset(len(name) for name in _BY_LOWER)
 _SPECIAL_LENGTH: Final = bytes(1 if n in _SPECIAL_LENGTHS else 0 for n in range(32))
+# The name an app most often sends at each of those lengths, as servers spell it (and
+# lowercased, as some do), found by comparing bytes: the cache above must hash a name
+# first, and a response's Date, Server, Content-Length and Connection cost ~1,700
+# instructions that way.
+_USUAL: Final = (
+    b"Date",
+    b"Server",
+    b"Content-Length",
+    b"Connection",
+    b"Transfer-Encoding",
+    b"Location",
+)
+_USUAL_NAME: Final = tuple(
+    next((usual for usual in _USUAL if len(usual) == n), b"") for n in range(32)
+)
+_USUAL_LOWER: Final = tuple(name.lower() for name in _USUAL_NAME)
+_USUAL_KIND: Final = bytes(_BY_LOWER.get(name, H_PASS) for name in _USUAL_LOWER)
 
 
 def _kind(name: bytes) -> int:
@@ -231,8 +248,13 @@ class UpstreamConnection:
     # -- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name)
-        if size < 32 and not _SPECIAL_LENGTH[size]:
+        if size >= 32:
+            found = _KINDS.get(name)
+            kind = _kind(name) if found is None else found
+        elif not _SPECIAL_LENGTH[size]:
             kind = H_PASS
+        elif name == _USUAL_NAME[size] or name == _USUAL_LOWER[size]:
+            kind = _USUAL_KIND[size]
         else:
             found = _KINDS.get(name)
             kind = _kind(name) if found is None else found
