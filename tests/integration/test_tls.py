@@ -443,8 +443,11 @@ def test_an_answer_written_before_a_broken_record_in_the_same_read_still_goes_ou
     """A good request's record and a broken one arrive in one read: the answer to the
     first, written in that turn of the loop, is sent before TLS fails on the second."""
     s = site()
-    # a second connection, idle: with more than one, writes wait for the end of the turn
+    # a second connection, kept open: with more than one, writes wait for the turn's end
+    # (its answered request shows the proxy has it before the TLS connection starts)
     bystander = socket.create_connection(("127.0.0.1", s.plain), timeout=10)
+    bystander.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert bystander.recv(65536).startswith(b"HTTP/1.1 301 ")
     raw = socket.create_connection(("127.0.0.1", s.tls), timeout=10)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = s.client_context().wrap_bio(incoming, outgoing, server_hostname="example.com")

@@ -291,16 +291,16 @@ class TlsStream:
         pending = self.pending
         app = self.app
         ended = False
-        later = False
         try:
             while incoming.pending or pending():
-                if later and app.transport is not None:
-                    # What the last record's request was answered with goes out before
-                    # the next record is read: should that one be broken, OpenSSL
-                    # writes nothing after it, and the answer would wait for the
+                if app.transport is not None:
+                    # What the connection wrote this turn goes out before the next record
+                    # is read: should that one be broken, OpenSSL writes nothing after
+                    # it and the stream closes, and the answer would wait for the
                     # turn's end (proxy/outbox.py) in vain.
                     app.transport.send()
-                later = True
+                    if self.state != OPEN:
+                        return  # the write failed (_failed closed the stream)
                 n = read(READ_SIZE, READ_VIEW)
                 if n == 0:
                     ended = True  # close_notify
