@@ -322,6 +322,31 @@ def test_worker_rlimit_nofile_sets_every_process_limit(proxy) -> None:
     assert [_soft_open_files(pid) for pid in pids] == [3000, 3000, 3000]
 
 
+def test_worker_cpu_affinity_and_priority_bind_each_worker_and_follow_a_reload(proxy) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    first, last = allowed[0], allowed[-1]
+
+    def mask(cpu: int) -> str:
+        return "1" + "0" * cpu
+
+    main = f"worker_processes 2;\nworker_cpu_affinity {mask(first)} {mask(last)};\n"
+    p = proxy(RETURN_OK, main=main + "worker_priority 5;")
+    pids = [w["pid"] for w in status(p)["workers"]]
+    # by index, the first mask and the second: the order status lists them in may differ
+    assert sorted(sorted(os.sched_getaffinity(pid)) for pid in pids) == sorted([[first], [last]])
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [5, 5]
+    assert p.proc is not None and len(os.sched_getaffinity(p.proc.pid)) == len(allowed)
+    assert f"using CPU {last}" in p.stderr()
+    # a reload without the binding gives each worker every CPU back; a new priority applies
+    p.config.write_text(p.config.read_text().replace(main, "worker_processes 2;\n"))
+    p.config.write_text(p.config.read_text().replace("worker_priority 5;", "worker_priority 10;"))
+    assert p.cli("reload").returncode == 0
+    assert [w["pid"] for w in status(p)["workers"]] == pids  # the same workers
+    assert [sorted(os.sched_getaffinity(pid)) for pid in pids] == [allowed, allowed]
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [10, 10]
+    assert get(p.ports[0]) == (200, "ok\n")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_out_of_descriptors_accepting_pauses_logs_and_resumes(proxy, workers: int) -> None:
     """At EMFILE: open connections keep being served, new ones wait in the queue (none is

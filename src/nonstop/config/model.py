@@ -683,6 +683,11 @@ class Config:
     # RLIMIT_NOFILE of nonstop's processes (nginx.conf: worker_rlimit_nofile; TOML:
     # max_open_files); None: the soft limit is raised to the hard one
     max_open_files: int | None = None
+    # which CPUs each worker runs on (nginx.conf: worker_cpu_affinity; TOML: cpu_affinity),
+    # the directive's words as written: () = not bound; units.worker_cpus reads them
+    cpu_affinity: tuple[str, ...] = ()
+    # the workers' nice value (nginx.conf: worker_priority; TOML: worker_priority)
+    worker_priority: int = 0
     # the group that may read the state directory (0750), state.db and the logs (0640);
     # None: they are nonstop's own (0700, 0600) (TOML: group; docs/operations.md)
     group: str | None = None

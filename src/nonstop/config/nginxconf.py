@@ -68,7 +68,13 @@ from nonstop.config.model import (
 )
 from nonstop.config.rewrite import compile_regex
 from nonstop.config.template import compile_template, is_name_char
-from nonstop.config.units import parse_duration, parse_size, parse_workers
+from nonstop.config.units import (
+    parse_cpu_affinity,
+    parse_duration,
+    parse_priority,
+    parse_size,
+    parse_workers,
+)
 from nonstop.config.vocabulary import (
     BACKUP_METHODS,
     DIRECTIVES,
@@ -669,6 +675,8 @@ class _Builder:
         self.max_connections = 10_000
         self.workers = 1
         self.max_open_files: int | None = None
+        self.cpu_affinity: tuple[str, ...] = ()
+        self.worker_priority = 0
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
         # satisfy, auth_basic, limit_* and their zones
         self.limits = LimitsReader(self.conf_path, self.reader.notices)
@@ -805,6 +813,7 @@ class _Builder:
         self.raw_http: tuple[RawDirective, ...] = ()
         http: Directive | None = None
         events: Directive | None = None
+        affinity_at = ""
         for d in tree:
             if d.name == "env" and d.block is None:
                 self.env(d)
@@ -838,8 +847,25 @@ class _Builder:
                     raise self.fail(d, message) from None
             elif d.name == "worker_rlimit_nofile":
                 self.max_open_files = self.number(d, 0, minimum=1)
+            elif d.name == "worker_cpu_affinity":
+                try:
+                    self.cpu_affinity = parse_cpu_affinity(d.args)
+                except ValueError as exc:
+                    raise self.fail(d, str(exc)) from None
+                affinity_at = d.where
+            elif d.name == "worker_priority":
+                try:
+                    self.worker_priority = parse_priority(d.args[0])
+                except ValueError as exc:
+                    raise self.fail(d, str(exc)) from None
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
+        if self.cpu_affinity and self.workers == 1 and not self.passthrough:
+            self.reader.notices.append(
+                '"worker_cpu_affinity" binds worker processes; with "worker_processes 1" the'
+                " proxy runs in nonstop's own process, which stays unbound (the apps it starts"
+                f" would inherit the binding) ({affinity_at})"
+            )
         servers, maps = self.http(http) if http is not None else ((), ())
         self.limits.check_zones()
         self.check_log_files()
@@ -859,6 +885,8 @@ class _Builder:
             max_connections=self.max_connections,
             workers=self.workers,
             max_open_files=self.max_open_files,
+            cpu_affinity=self.cpu_affinity,
+            worker_priority=self.worker_priority,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
             engine="nginx" if self.passthrough else "embedded",

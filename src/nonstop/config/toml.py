@@ -51,7 +51,13 @@ from nonstop.config.nginxconf import (
     system_resolver,
 )
 from nonstop.config.template import compile_template
-from nonstop.config.units import parse_duration, parse_size, parse_workers
+from nonstop.config.units import (
+    parse_cpu_affinity,
+    parse_duration,
+    parse_priority,
+    parse_size,
+    parse_workers,
+)
 from nonstop.config.vocabulary import BACKUP_METHODS, METHODS
 from nonstop.errors import ConfigError
 
@@ -82,6 +88,8 @@ _TOP_KEYS = frozenset(
         "max_connections",
         "workers",
         "max_open_files",
+        "cpu_affinity",
+        "worker_priority",
         "group",
         "upstreams",
         "apps",
@@ -406,6 +414,8 @@ class _Reader:
             max_connections=top.integer("max_connections", 10_000, minimum=1),
             workers=self.workers(top),
             max_open_files=top.integer("max_open_files", 0, minimum=1) or None,
+            cpu_affinity=self.cpu_affinity(top),
+            worker_priority=self.worker_priority(top),
             group=self.file_group(top),
             files=(self.path,),
         )
@@ -421,6 +431,31 @@ class _Reader:
         except ValueError:
             message = 'must be a number of processes (1 or more) or "auto"'
             raise top.error("workers", message) from None
+
+    @staticmethod
+    def cpu_affinity(top: _Table) -> tuple[str, ...]:
+        """``cpu_affinity = "auto"``, ``"auto 0101"`` or ``["01", "10"]`` (one mask per
+        worker): nginx's worker_cpu_affinity, as words."""
+        words = top.strings("cpu_affinity")
+        if words is None:
+            return ()
+        if len(words) == 1:
+            words = words[0].split()
+        try:
+            return parse_cpu_affinity(words)
+        except ValueError as exc:
+            raise top.error("cpu_affinity", str(exc)) from None
+
+    @staticmethod
+    def worker_priority(top: _Table) -> int:
+        """``worker_priority = N``: the workers' nice value, -20 to 20."""
+        value = top.typed("worker_priority", (int,))
+        if value is None:
+            return 0
+        try:
+            return parse_priority(str(value))
+        except ValueError as exc:
+            raise top.error("worker_priority", str(exc)) from None
 
     @staticmethod
     def file_group(top: _Table) -> str | None:

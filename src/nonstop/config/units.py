@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Sequence
 
-__all__ = ["parse_duration", "parse_size", "parse_workers"]
+__all__ = [
+    "parse_cpu_affinity",
+    "parse_duration",
+    "parse_priority",
+    "parse_size",
+    "parse_workers",
+    "worker_cpus",
+]
 
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 * 1024, "g": 1024 * 1024 * 1024}
 _SIZE = re.compile(r"([0-9]+)([kKmMgG]?)")
@@ -70,3 +78,64 @@ def parse_workers(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f'invalid value "{text}": expected a number of processes or "auto"')
     return int(text)
+
+
+# CPU_SETSIZE: the CPUs a mask of sched_setaffinity(2) can name, and the longest mask nginx
+# takes in worker_cpu_affinity
+CPU_SETSIZE = 1024
+
+
+def parse_cpu_affinity(words: Sequence[str]) -> tuple[str, ...]:
+    """``worker_cpu_affinity``: ``auto`` with at most one mask, or one mask per worker
+    (the last one for the workers past them), each a string of 0 and 1 whose last character
+    is CPU 0, as nginx reads it (ngx_set_cpu_affinity).  The words, checked."""
+    if not words:
+        raise ValueError('invalid number of arguments in "worker_cpu_affinity" directive')
+    auto = words[0] == "auto"
+    masks = words[1:] if auto else words
+    if auto and len(masks) > 1:
+        raise ValueError('invalid number of arguments in "worker_cpu_affinity" directive')
+    for mask in masks:
+        bits = mask.replace(" ", "")
+        if len(bits) > CPU_SETSIZE:
+            raise ValueError(f'"worker_cpu_affinity" supports up to {CPU_SETSIZE} CPUs only')
+        bad = next((ch for ch in bits if ch not in "01"), None)
+        if bad is not None:
+            raise ValueError(f'invalid character "{bad}" in "worker_cpu_affinity"')
+        if "1" not in bits:
+            raise ValueError(f'"worker_cpu_affinity" mask "{mask}" names no CPU')
+    return tuple(word if word == "auto" else word.replace(" ", "") for word in words)
+
+
+def _cpus(mask: str) -> set[int]:
+    bits = mask.replace(" ", "")
+    return {i for i, ch in enumerate(reversed(bits)) if ch == "1"}
+
+
+def worker_cpus(spec: Sequence[str], index: int, allowed: Iterable[int]) -> frozenset[int] | None:
+    """The CPUs worker ``index`` is bound to, or None (not bound).
+
+    ``auto``: one CPU per worker, in turn, among those this process may run on (and in the
+    mask, if one is given): nginx counts the machine's CPUs instead, and a CPU outside a
+    cgroup's set would make its binding fail.  Masks: the worker's own, or the last.
+    """
+    if not spec:
+        return None
+    if spec[0] == "auto":
+        usable = sorted(allowed)
+        if len(spec) > 1:
+            wanted = _cpus(spec[1])
+            usable = [cpu for cpu in usable if cpu in wanted]
+        if not usable:
+            return None
+        return frozenset({usable[index % len(usable)]})
+    return frozenset(_cpus(spec[min(index, len(spec) - 1)]))
+
+
+def parse_priority(text: str) -> int:
+    """``worker_priority``: a nice value, -20 (first) to 19 (last); nginx also takes 20,
+    which the kernel reads as 19."""
+    body = text[1:] if text[:1] in "+-" else text
+    if not body.isdigit() or not -20 <= int(text) <= 20:
+        raise ValueError(f'invalid number "{text}" in "worker_priority": expected -20 to 20')
+    return min(int(text), 19)

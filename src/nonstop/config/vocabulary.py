@@ -140,6 +140,8 @@ DIRECTIVES: dict[str, DirectiveSpec] = {
     "events": DirectiveSpec(("main",), 0, 0, block=True),
     "worker_processes": DirectiveSpec(("main",), 1, 1),
     "worker_rlimit_nofile": DirectiveSpec(("main",), 1, 1),
+    "worker_cpu_affinity": DirectiveSpec(("main",), 1, -1),
+    "worker_priority": DirectiveSpec(("main",), 1, 1),
     "http": DirectiveSpec(("main",), 0, 0, block=True),
     "upstream": DirectiveSpec(("http",), 1, 1, block=True, multi=True),
     "map": DirectiveSpec(("http",), 2, 2, block=True, multi=True),
@@ -277,8 +279,6 @@ _TEMP_PATHS = (
 NOTICE_DIRECTIVES: dict[str, tuple[str, ...]] = {
     # nginx's own process model
     "user": ("main",),
-    "worker_cpu_affinity": ("main",),
-    "worker_priority": ("main",),
     "worker_shutdown_timeout": ("main",),
     "daemon": ("main",),
     "master_process": ("main",),

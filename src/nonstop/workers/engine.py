@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import sys
 import time
@@ -35,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nonstop.config.model import Config
+from nonstop.config.units import worker_cpus
 from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.engines.base import IDLE_GRACE, check_static_server
 from nonstop.engines.checks import UpstreamChecks
@@ -129,6 +131,9 @@ class WorkersEngine:
         self._stopping = False
         self._checks = UpstreamChecks(self._mark, probe_fn, events)
         self.respawns = 0
+        # the CPUs this process may run on: worker_cpu_affinity auto picks among them, and
+        # a worker no longer bound gets them all back
+        self._allowed = frozenset(os.sched_getaffinity(0))
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -156,7 +161,10 @@ class WorkersEngine:
         except BaseException:
             self._sockets.close(opened)
             raise
-        self._config = config
+        old, self._config = self._config, config
+        if (old.cpu_affinity, old.worker_priority) != (config.cpu_affinity, config.worker_priority):
+            for worker in self._workers.values():
+                self._place(worker.index, worker.pid, old)
         self._sockets.keep(config, self._workers)
         self._forget_drained(config)
         await self._resize(config.workers)
@@ -276,6 +284,7 @@ class WorkersEngine:
             raise
         finally:
             theirs.close()
+        self._place(index, process.pid, None)
         loop = asyncio.get_running_loop()
         box: list[_Worker] = []
         channel = Channel(loop, ours, lambda m, fds: box[0].answered(m, fds), lambda: box[0].gone())
@@ -301,6 +310,39 @@ class WorkersEngine:
             await started
         except WorkerGone:
             raise OSError(f"worker process {worker.pid} exited while starting") from None
+
+    def _place(self, index: int, pid: int, before: Config | None) -> None:
+        """worker_cpu_affinity and worker_priority for worker ``index`` (``before``: the
+        config it ran under, on a reload).  A failure is logged; the worker serves anyway,
+        as nginx's does."""
+        config = self._config
+        cpus = worker_cpus(config.cpu_affinity, index, self._allowed)
+        if cpus is not None or (before is not None and before.cpu_affinity):
+            try:
+                os.sched_setaffinity(pid, cpus if cpus is not None else self._allowed)
+            except OSError as exc:
+                log.error(
+                    "sched_setaffinity() of worker process %d to CPUs %s failed (%s)",
+                    pid,
+                    ",".join(map(str, sorted(cpus or self._allowed))),
+                    exc.strerror or exc,
+                )
+            else:
+                if cpus is not None:
+                    log.info(
+                        "worker process %d: using CPU %s", pid, ",".join(map(str, sorted(cpus)))
+                    )
+        if config.worker_priority or (before is not None and before.worker_priority):
+            try:
+                if os.getpriority(os.PRIO_PROCESS, pid) != config.worker_priority:
+                    os.setpriority(os.PRIO_PROCESS, pid, config.worker_priority)
+            except OSError as exc:
+                log.error(
+                    "setpriority(%d) of worker process %d failed (%s)",
+                    config.worker_priority,
+                    pid,
+                    exc.strerror or exc,
+                )
 
     async def _watch(self, worker: _Worker) -> None:
         """Replace ``worker`` when it exits, unless nonstop is stopping."""

@@ -845,6 +845,29 @@ def test_worker_processes_and_worker_rlimit_nofile_are_read(load_text: Load) -> 
     assert "invalid number" in error(load_text, "worker_rlimit_nofile many;\n" + body).message
 
 
+def test_worker_cpu_affinity_and_priority_are_read_with_file_and_line_for_errors(
+    load_text: Load,
+) -> None:
+    body = "events {}\nhttp { server { return 204; } }\n"
+    cfg = load_text("worker_processes 2;\nworker_cpu_affinity 01 10;\nworker_priority -5;\n" + body)
+    assert (cfg.cpu_affinity, cfg.worker_priority) == (("01", "10"), -5)
+    assert not [n for n in cfg.notices if "worker_" in n]
+    assert load_text("worker_processes 2;\nworker_cpu_affinity auto;\n" + body).cpu_affinity == (
+        "auto",
+    )
+    default = load_text(body)
+    assert (default.cpu_affinity, default.worker_priority) == ((), 0)
+    bad = error(load_text, "worker_processes 2;\nworker_cpu_affinity 0102;\n" + body)
+    assert (bad.message, bad.where.rsplit(":", 1)[1]) == (
+        'invalid character "2" in "worker_cpu_affinity"',
+        "2",
+    )
+    assert "expected -20 to 20" in error(load_text, "worker_priority 40;\n" + body).message
+    # one worker: the proxy is nonstop's own process, left unbound; the notice says so
+    one = load_text("worker_cpu_affinity auto;\n" + body)
+    assert any("stays unbound" in n and ":1)" in n for n in one.notices), one.notices
+
+
 def test_user_takes_one_or_two_names_and_unknown_ones_are_a_notice(load_text: Load) -> None:
     site = "events {}\nhttp { server { listen 127.0.0.1:8080; return 200; } }\n"
     config = load_text("user nobody nogroup;\n" + site)

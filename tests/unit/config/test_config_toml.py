@@ -483,6 +483,20 @@ locations = [ { path = "/", return = { code = 204 } } ]
         assert "workers: " in str(error(toml, wrong + "\n" + body))
 
 
+def test_cpu_affinity_and_worker_priority_are_read(toml: Load) -> None:
+    body = """
+[[servers]]
+listen = ["127.0.0.1:8080"]
+locations = [ { path = "/", return = { code = 204 } } ]
+"""
+    cfg = toml('workers = 2\ncpu_affinity = "auto 0110"\nworker_priority = 5\n' + body)
+    assert (cfg.cpu_affinity, cfg.worker_priority) == (("auto", "0110"), 5)
+    assert toml('cpu_affinity = ["01", "10"]\n' + body).cpu_affinity == ("01", "10")
+    assert (toml(body).cpu_affinity, toml(body).worker_priority) == ((), 0)
+    assert 'cpu_affinity: invalid character "x"' in str(error(toml, 'cpu_affinity = "0x"\n' + body))
+    assert "worker_priority: invalid number" in str(error(toml, "worker_priority = 99\n" + body))
+
+
 def test_the_file_group_is_read_and_must_exist(toml: Load) -> None:
     body = """
 [[servers]]

@@ -153,6 +153,13 @@ def test_directives_with_no_effect_in_nonstop_reach_nginx(tmp_path: Path) -> Non
     assert not config.notices
 
 
+def test_worker_cpu_affinity_and_priority_reach_nginx(tmp_path: Path) -> None:
+    text = _conf("main", "worker_cpu_affinity auto 0110; worker_priority -3;")
+    (tmp_path / "nginx.conf").write_text(text.replace("worker_processes 1;", "worker_processes 2;"))
+    main = render(load(str(tmp_path / "nginx.conf"), engine="nginx"), RenderOptions("/s")).main
+    assert "worker_cpu_affinity auto 0110;\nworker_priority -3;" in main
+
+
 def test_variables_of_modules_nonstop_does_not_model_are_left_to_nginx(tmp_path: Path) -> None:
     text = _conf("location", "add_header X-Cache $upstream_cache_status;")
     (tmp_path / "nginx.conf").write_text(

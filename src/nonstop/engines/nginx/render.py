@@ -237,6 +237,10 @@ def _main(w: _Writer, config: Config, options: RenderOptions) -> None:
     if options.user:
         w.line("user", quote(options.user))
     w.line("worker_processes", str(config.workers))  # worker_processes / workers
+    if config.cpu_affinity:
+        w.line("worker_cpu_affinity", *config.cpu_affinity)
+    if config.worker_priority:
+        w.line("worker_priority", str(config.worker_priority))
     w.line("pid", quote(options.pid or os.path.join(home, "nginx.pid")))
     w.line("error_log", quote(os.path.join(home, "logs", "error.log")), "notice")
     drain = max((app.drain_timeout for app in config.apps), default=None)
