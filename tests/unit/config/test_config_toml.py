@@ -469,12 +469,16 @@ def test_the_nginx_table_names_a_system_pid_file_under_the_prefix(
     assert "nginx.pidfile: unknown key" in str(exc)
 
 
-def test_workers_and_max_open_files_are_read(toml: Load) -> None:
-    body = """
+# one server answering 204: the smallest config the top-level keys' tests add to
+SERVER_204 = """
 [[servers]]
 listen = ["127.0.0.1:8080"]
 locations = [ { path = "/", return = { code = 204 } } ]
 """
+
+
+def test_workers_and_max_open_files_are_read(toml: Load) -> None:
+    body = SERVER_204
     cfg = toml("workers = 2\nmax_open_files = 8192\n" + body)
     assert (cfg.workers, cfg.max_open_files) == (2, 8192)
     assert toml('workers = "auto"\n' + body).workers == len(os.sched_getaffinity(0))
@@ -484,11 +488,7 @@ locations = [ { path = "/", return = { code = 204 } } ]
 
 
 def test_cpu_affinity_and_worker_priority_are_read(toml: Load) -> None:
-    body = """
-[[servers]]
-listen = ["127.0.0.1:8080"]
-locations = [ { path = "/", return = { code = 204 } } ]
-"""
+    body = SERVER_204
     cfg = toml('workers = 2\ncpu_affinity = "auto 0110"\nworker_priority = 5\n' + body)
     assert (cfg.cpu_affinity, cfg.worker_priority) == (("auto", "0110"), 5)
     assert toml('cpu_affinity = ["01", "10"]\n' + body).cpu_affinity == ("01", "10")
@@ -498,11 +498,7 @@ locations = [ { path = "/", return = { code = 204 } } ]
 
 
 def test_the_file_group_is_read_and_must_exist(toml: Load) -> None:
-    body = """
-[[servers]]
-listen = ["127.0.0.1:8080"]
-locations = [ { path = "/", return = { code = 204 } } ]
-"""
+    body = SERVER_204
     assert toml('group = "nogroup"\n' + body).group == "nogroup"
     assert toml(body).group is None
     assert 'group: no group "no-such-group"' in str(error(toml, 'group = "no-such-group"\n' + body))
