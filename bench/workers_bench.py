@@ -68,19 +68,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="nonstop,nginx")
+    parser.add_argument(
+        "--affinity",
+        action="store_true",
+        help="worker_cpu_affinity auto in both configs (with more than 1 worker)",
+    )
     args = parse_bench_args(parser, argv, allowed=NAMES)
     args.counts = [int(n) for n in args.workers.split(",")]
     return args
 
 
-def start(lab: Lab, name: str, workers: int, backend_ports: list[int], cpu: int | None) -> Proxy:
-    """nonstop or nginx on the proxy_bench config with ``worker_processes workers``."""
+def start(
+    lab: Lab,
+    name: str,
+    workers: int,
+    backend_ports: list[int],
+    cpu: int | None,
+    affinity: bool = False,
+) -> Proxy:
+    """nonstop or nginx on the proxy_bench config with ``worker_processes workers`` (and
+    ``worker_cpu_affinity auto``: each worker bound to a core of its own)."""
     port = free_ports(1)[0]
     prefix = lab.root / f"{name}-{workers}"
     (prefix / "temp").mkdir(parents=True)
     conf = prefix / "nginx.conf"
     text = render_proxy_conf(port, backend_ports, 256)
-    conf.write_text(text.replace("worker_processes 1;", f"worker_processes {workers};"))
+    main = f"worker_processes {workers};"
+    if affinity and workers > 1:
+        main += "\nworker_cpu_affinity auto;"
+    conf.write_text(text.replace("worker_processes 1;", main))
     log = prefix / "stderr.log"
     if name == "nginx":
         argv = ["nginx", "-p", f"{prefix}/", "-c", str(conf), "-g", "daemon off;"]
@@ -218,7 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pinned = count == 1 and cores > 1
             proxy_cpu = args.proxy_cpu if pinned else None
             client_cpu = args.client_cpu if pinned else None
-            proxies = [start(lab, name, count, backend_ports, proxy_cpu) for name in args.names]
+            proxies = [
+                start(lab, name, count, backend_ports, proxy_cpu, args.affinity)
+                for name in args.names
+            ]
             for proxy in proxies:  # warm-up
                 measure(
                     proxy,
