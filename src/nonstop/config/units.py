@@ -92,24 +92,24 @@ def parse_cpu_affinity(words: Sequence[str]) -> tuple[str, ...]:
     if not words:
         raise ValueError('invalid number of arguments in "worker_cpu_affinity" directive')
     auto = words[0] == "auto"
-    masks = words[1:] if auto else words
+    # a quoted mask may hold spaces, which nginx skips
+    masks = tuple(mask.replace(" ", "") for mask in (words[1:] if auto else words))
     if auto and len(masks) > 1:
         raise ValueError('invalid number of arguments in "worker_cpu_affinity" directive')
     for mask in masks:
-        bits = mask.replace(" ", "")
-        if len(bits) > CPU_SETSIZE:
+        if len(mask) > CPU_SETSIZE:
             raise ValueError(f'"worker_cpu_affinity" supports up to {CPU_SETSIZE} CPUs only')
-        bad = next((ch for ch in bits if ch not in "01"), None)
+        bad = next((ch for ch in mask if ch not in "01"), None)
         if bad is not None:
             raise ValueError(f'invalid character "{bad}" in "worker_cpu_affinity"')
-        if "1" not in bits:
+        if "1" not in mask:
             raise ValueError(f'"worker_cpu_affinity" mask "{mask}" names no CPU')
-    return tuple(word if word == "auto" else word.replace(" ", "") for word in words)
+    return ("auto", *masks) if auto else masks
 
 
 def _cpus(mask: str) -> set[int]:
-    bits = mask.replace(" ", "")
-    return {i for i, ch in enumerate(reversed(bits)) if ch == "1"}
+    """The CPUs a checked mask names: its last character is CPU 0."""
+    return {i for i, ch in enumerate(reversed(mask)) if ch == "1"}
 
 
 def worker_cpus(spec: Sequence[str], index: int, allowed: Iterable[int]) -> frozenset[int] | None:

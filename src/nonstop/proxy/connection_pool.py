@@ -248,12 +248,9 @@ class UpstreamConnection:
     # -- httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name)
-        if size >= 32:
-            found = _KINDS.get(name)
-            kind = _kind(name) if found is None else found
-        elif not _SPECIAL_LENGTH[size]:
+        if size < 32 and not _SPECIAL_LENGTH[size]:
             kind = H_PASS
-        elif name == _USUAL_NAME[size] or name == _USUAL_LOWER[size]:
+        elif size < 32 and (name == _USUAL_NAME[size] or name == _USUAL_LOWER[size]):
             kind = _USUAL_KIND[size]
         else:
             found = _KINDS.get(name)

@@ -318,20 +318,20 @@ class WorkersEngine:
         config = self._config
         cpus = worker_cpus(config.cpu_affinity, index, self._allowed)
         if cpus is not None or (before is not None and before.cpu_affinity):
+            target = cpus if cpus is not None else self._allowed  # unbound again: all of them
+            shown = ",".join(map(str, sorted(target)))
             try:
-                os.sched_setaffinity(pid, cpus if cpus is not None else self._allowed)
+                os.sched_setaffinity(pid, target)
             except OSError as exc:
                 log.error(
                     "sched_setaffinity() of worker process %d to CPUs %s failed (%s)",
                     pid,
-                    ",".join(map(str, sorted(cpus or self._allowed))),
+                    shown,
                     exc.strerror or exc,
                 )
             else:
                 if cpus is not None:
-                    log.info(
-                        "worker process %d: using CPU %s", pid, ",".join(map(str, sorted(cpus)))
-                    )
+                    log.info("worker process %d: using CPU %s", pid, shown)
         if config.worker_priority or (before is not None and before.worker_priority):
             try:
                 if os.getpriority(os.PRIO_PROCESS, pid) != config.worker_priority:
