@@ -32,7 +32,7 @@ __all__ = ["Channel", "Message"]
 
 Message = tuple[str, int, Any]
 _HEADER = struct.Struct("!IH")
-_MAX_FDS = 64  # descriptors one frame may carry
+MAX_FDS = 250  # descriptors one frame may carry (the kernel's SCM_MAX_FD is 253)
 _CHUNK = 256 * 1024
 
 
@@ -61,15 +61,16 @@ class Channel:
     # -- sending ----------------------------------------------------------------------
 
     def send(self, message: Message, fds: Sequence[int] = ()) -> None:
-        """Queue ``message`` (and ``fds``, duplicated by the kernel on the way)."""
+        """Queue ``message`` with duplicates of ``fds``, closed once sent: the caller may
+        close its own as soon as this returns, even if the message waits."""
         if self.closed:
             return
-        if len(fds) > _MAX_FDS:
-            raise ValueError(f"at most {_MAX_FDS} descriptors in one message")
+        if len(fds) > MAX_FDS:
+            raise ValueError(f"at most {MAX_FDS} descriptors in one message")
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(body), len(fds)) + body
         idle = not self._out
-        self._out.append((memoryview(frame), list(fds)))
+        self._out.append((memoryview(frame), [os.dup(fd) for fd in fds]))
         if idle:
             self._flush()
             if self._out and not self.closed:
@@ -94,6 +95,7 @@ class Channel:
             except OSError:
                 self.close()
                 return
+            _close_all(fds)  # in the message from here on, with the first bytes
             if sent == len(data):
                 self._out.popleft()
             else:
@@ -103,7 +105,7 @@ class Channel:
 
     def _readable(self) -> None:
         try:
-            data, ancillary, _flags, _ = self._sock.recvmsg(_CHUNK, socket.CMSG_SPACE(_MAX_FDS * 4))
+            data, ancillary, _flags, _ = self._sock.recvmsg(_CHUNK, socket.CMSG_SPACE(MAX_FDS * 4))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -140,5 +142,13 @@ class Channel:
         self._sock.close()
         while self._fds:
             os.close(self._fds.popleft())
+        for _data, fds in self._out:
+            _close_all(fds)
         self._out.clear()
         self._on_close()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    fds.clear()

@@ -52,6 +52,44 @@ def test_messages_arrive_whole_in_order_with_their_descriptors() -> None:
     assert third == ("reply", 7, (True, {"n": 1}))
 
 
+def test_descriptors_of_a_waiting_message_may_be_closed_by_the_caller_at_once() -> None:
+    """A message queued behind a large one keeps duplicates of its descriptors until it
+    goes out: the caller closing its own does not lose them, and none is left open."""
+
+    async def scenario() -> tuple[bytes, int, int]:
+        loop = asyncio.get_running_loop()
+        open_before = len(os.listdir("/proc/self/fd"))
+        a, b = socket.socketpair()
+        done = loop.create_future()
+        got: list[bytes] = []
+
+        def received(message: Message, fds: list[int]) -> None:
+            for fd in fds:
+                got.append(os.read(fd, 100))
+                os.close(fd)
+            if message[0] == "cast":
+                done.set_result(None)
+
+        sender = Channel(loop, a, lambda m, fds: None, lambda: None)
+        receiver = Channel(loop, b, received, lambda: None)
+        sender.send(("call", 1, ("start", ("x" * 3_000_000,))))  # fills the socket buffer
+        r, w = os.pipe()
+        os.write(w, b"handed")
+        sender.send(("cast", 0, ("reopen_logs", ())), [r])
+        queued = len(os.listdir("/proc/self/fd"))
+        os.close(r)
+        os.close(w)
+        await asyncio.wait_for(done, 10)
+        sender.close()
+        receiver.close()
+        return b"".join(got), queued - open_before, len(os.listdir("/proc/self/fd")) - open_before
+
+    content, held_while_queued, left = asyncio.run(scenario())
+    assert content == b"handed"
+    assert held_while_queued == 5  # the pair, the pipe, the channel's duplicate of its read end
+    assert left == 0
+
+
 def test_the_other_end_closing_is_reported_once() -> None:
     async def scenario() -> int:
         loop = asyncio.get_running_loop()
