@@ -57,6 +57,7 @@ from nonstop.events import (
     Subscription,
     as_dict,
 )
+from nonstop.proxy.handed import log_descriptor
 from nonstop.statedir import StateDirLock, claim, restrict_umask
 from nonstop.supervisor import Supervisor, SupervisorEvent
 from nonstop.tasks import TaskOwner
@@ -91,15 +92,37 @@ def setup_logging(config: Config | None) -> None:
         old.close()
     handler: logging.Handler
     if config is not None and config.error_log and config.error_log != "stderr":
-        os.makedirs(os.path.dirname(config.error_log) or ".", exist_ok=True)
-        handler = logging.FileHandler(config.error_log)
-        claim(config.error_log)  # 0600, or 0640 with the config's group
+        handed = log_descriptor(config.error_log)  # a worker running as nginx.conf's user
+        if handed >= 0:
+            handler = logging.FileHandler(config.error_log, delay=True)
+            handler.stream = open(handed, "a")  # noqa: SIM115 - the handler closes it
+        else:
+            os.makedirs(os.path.dirname(config.error_log) or ".", exist_ok=True)
+            handler = logging.FileHandler(config.error_log)
+            claim(config.error_log)  # 0600, or 0640 with the config's group
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_NginxFormatter())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     root.propagate = False
+
+
+def check_workers_change(running: Config, config: Config) -> None:
+    """What a reload cannot change in the processes serving: raises ConfigError."""
+    if config.separate_workers != running.separate_workers:
+        raise ConfigError(
+            f"worker_processes cannot change from {running.workers} to "
+            f"{config.workers} on reload (one process serves in the control process, "
+            'more run as workers, as do the workers of nginx.conf\'s "user"): '
+            "restart nonstop or run `nonstop upgrade` for that"
+        )
+    if config.worker_user != running.worker_user:
+        were = running.worker_user.user if running.worker_user else "nonstop's own user"
+        raise ConfigError(
+            f'"user" cannot change on reload: the workers run as {were} and no longer '
+            "may switch users; restart nonstop or run `nonstop upgrade` for that"
+        )
 
 
 def admin_socket_path(config: Config) -> str:
@@ -340,12 +363,8 @@ class Daemon:
         assert self.engine is not None and self.running is not None
         if config.engine != self.running.engine:
             raise ConfigError("the engine cannot change on reload: restart nonstop for that")
-        if (config.workers > 1) != (self.running.workers > 1) and config.engine == "embedded":
-            raise ConfigError(
-                f"worker_processes cannot change from {self.running.workers} to "
-                f"{config.workers} on reload (one process serves in the control process, "
-                "more run as workers): restart nonstop for that"
-            )
+        if config.engine == "embedded":
+            check_workers_change(self.running, config)
         await self.engine.apply(config)  # the apps' servers go into the new state whole
         self.running = config
         if self.deployer is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from nonstop.config.accounts import Account
+
 __all__ = [
     "CHARSET_TYPES",
     "DEFAULT_NEXT_UPSTREAM",
@@ -688,6 +690,10 @@ class Config:
     cpu_affinity: tuple[str, ...] = ()
     # the workers' nice value (nginx.conf: worker_priority; TOML: worker_priority)
     worker_priority: int = 0
+    # who the workers run as (nginx.conf: user; TOML: worker_user, worker_group), set only
+    # when nonstop runs as root: they give up root once they have their sockets, and are
+    # separate processes even at worker_processes 1 (docs/security.md, "Workers' user")
+    worker_user: Account | None = None
     # the group that may read the state directory (0750), state.db and the logs (0640);
     # None: they are nonstop's own (0700, 0600) (TOML: group; docs/operations.md)
     group: str | None = None
@@ -697,6 +703,11 @@ class Config:
     raw_events: tuple[RawDirective, ...] = ()
     raw_http: tuple[RawDirective, ...] = ()
     files: tuple[str, ...] = ()  # every file read (config and includes)
+
+    @property
+    def separate_workers(self) -> bool:
+        """Whether the proxy runs in worker processes, not in the control process."""
+        return self.workers > 1 or self.worker_user is not None
 
     def upstream(self, name: str) -> UpstreamSpec | None:
         for up in self.upstreams:

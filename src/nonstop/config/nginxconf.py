@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 from nonstop.config import logformats
-from nonstop.config.accounts import resolve_account
+from nonstop.config.accounts import Account, resolve_account
 from nonstop.config.limits import LimitsReader
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
@@ -677,6 +677,7 @@ class _Builder:
         self.max_open_files: int | None = None
         self.cpu_affinity: tuple[str, ...] = ()
         self.worker_priority = 0
+        self.worker_user: Account | None = None
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
         # satisfy, auth_basic, limit_* and their zones
         self.limits = LimitsReader(self.conf_path, self.reader.notices)
@@ -818,8 +819,8 @@ class _Builder:
             if d.name == "env" and d.block is None:
                 self.env(d)
                 continue
-            if d.name == "user" and d.block is None:
-                self.user(d)
+            if d.name == "user" and d.block is None and self.user(d):
+                continue
             if self.check(d, "main"):
                 continue
             if d.name == "events":
@@ -860,7 +861,12 @@ class _Builder:
                     raise self.fail(d, str(exc)) from None
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
-        if self.cpu_affinity and self.workers == 1 and not self.passthrough:
+        if (
+            self.cpu_affinity
+            and self.workers == 1
+            and not self.passthrough
+            and not self.worker_user
+        ):
             self.reader.notices.append(
                 '"worker_cpu_affinity" binds worker processes; with "worker_processes 1" the'
                 " proxy runs in nonstop's own process, which stays unbound (the apps it starts"
@@ -887,6 +893,7 @@ class _Builder:
             max_open_files=self.max_open_files,
             cpu_affinity=self.cpu_affinity,
             worker_priority=self.worker_priority,
+            worker_user=self.worker_user,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
             engine="nginx" if self.passthrough else "embedded",
@@ -914,21 +921,35 @@ class _Builder:
             raise self.fail(d, f'"env {name}" is duplicate')
         self.admin_env[key] = (value, d)
 
-    def user(self, d: Directive) -> None:
-        """``user USER [GROUP];`` (nginx's workers' user): its arguments are checked, and
-        names this machine does not know are a notice in nginx's words (nginx started as
-        root refuses them).  nonstop's one process does not switch users: apps have their
-        own ``user``."""
+    def user(self, d: Directive) -> bool:
+        """``user USER [GROUP];``: who the workers run as when nonstop is started as root
+        (GROUP: the group named as USER, as in nginx).  True when it takes effect; not as
+        root it is ignored with nginx's warning, and for the nginx engine it is checked
+        and reported as having no effect (nonstop runs nginx's workers as its own user)."""
         if not 1 <= len(d.args) <= 2:
             raise self.fail(d, 'invalid number of arguments in "user" directive')
+        user, group = d.args[0], d.args[-1]
+        if not self.passthrough and os.geteuid() != 0:
+            self.reader.notices.append(
+                'the "user" directive makes sense only if the master process runs with'
+                f" super-user privileges, ignored ({d.where})"
+            )
+            return True
         try:
-            resolve_account(d.args[0], d.args[1] if len(d.args) == 2 else d.args[0])
+            account = resolve_account(user, group)
         except ValueError as exc:
             name = str(exc).split('"')[1]
             kind = "getpwnam" if str(exc).startswith("no user") else "getgrnam"
+            if not self.passthrough:
+                raise self.fail(d, f'{kind}("{name}") failed') from None
             self.reader.notices.append(
                 f'{kind}("{name}") failed ({d.where}): nginx started as root would refuse it'
             )
+            return False
+        if self.passthrough:
+            return False
+        self.worker_user = account
+        return True
 
     def admin(self, socket: str) -> AdminSpec:
         """The admin socket, and the HTTP listener the ``env NONSTOP_ADMIN_*`` lines set."""

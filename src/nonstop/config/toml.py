@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from nonstop.config.accounts import group_id, resolve_account
+from nonstop.config.accounts import Account, group_id, resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.logformats import PREDEFINED
 from nonstop.config.model import (
@@ -90,6 +90,8 @@ _TOP_KEYS = frozenset(
         "max_open_files",
         "cpu_affinity",
         "worker_priority",
+        "worker_user",
+        "worker_group",
         "group",
         "upstreams",
         "apps",
@@ -367,6 +369,7 @@ class _Reader:
         self.resolver = resolver
         self.upstreams: dict[str, UpstreamSpec] = {}
         self.implicit: dict[str, UpstreamSpec] = {}
+        self.notices: list[str] = []
 
     def prefix_path(self, raw: str) -> str:
         return os.path.normpath(os.path.join(self.prefix, raw))
@@ -416,7 +419,9 @@ class _Reader:
             max_open_files=top.integer("max_open_files", 0, minimum=1) or None,
             cpu_affinity=self.cpu_affinity(top),
             worker_priority=self.worker_priority(top),
+            worker_user=self.worker_user(top),
             group=self.file_group(top),
+            notices=tuple(self.notices),
             files=(self.path,),
         )
 
@@ -431,6 +436,26 @@ class _Reader:
         except ValueError:
             message = 'must be a number of processes (1 or more) or "auto"'
             raise top.error("workers", message) from None
+
+    def worker_user(self, top: _Table) -> Account | None:
+        """``worker_user = "www-data"`` (and ``worker_group``, by default the user's
+        primary group): nginx.conf's ``user``, in effect when nonstop runs as root."""
+        user, group = top.string("worker_user"), top.string("worker_group")
+        if user is None:
+            if group is not None:
+                raise top.error("worker_group", "needs worker_user: whose group it is")
+            return None
+        if os.geteuid() != 0:
+            self.notices.append(
+                f"worker_user makes sense only when nonstop runs as root, ignored ({self.path})"
+            )
+            return None
+        try:
+            return resolve_account(user, group)
+        except ValueError as exc:
+            raise top.error(
+                "worker_user" if "user" in str(exc) else "worker_group", str(exc)
+            ) from None
 
     @staticmethod
     def cpu_affinity(top: _Table) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ def build_engine(config: Config, events: EventBus | None = None) -> Engine:
     """The engine ``config`` asks for, not started yet; its health flips go to ``events``."""
     if config.engine == "nginx":
         return nginx_engine(config, events)
-    if config.workers > 1:
+    if config.separate_workers:
         from nonstop.workers.engine import WorkersEngine
 
         return WorkersEngine(config, events=events)

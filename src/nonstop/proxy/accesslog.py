@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nonstop.proxy.handed import log_descriptor
 from nonstop.statedir import claim
 
 if TYPE_CHECKING:
@@ -203,6 +204,8 @@ class AccessLogs:
         file.size = 0
         if file.gzip:
             data = gzip.compress(data, compresslevel=file.gzip, mtime=0)
+        if file.fd < 0:
+            file.fd = log_descriptor(path)  # opened by the control process for this worker
         if file.fd < 0:
             try:
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

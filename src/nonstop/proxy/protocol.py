@@ -36,6 +36,7 @@ from nonstop.proxy.error_page import page_for, redirect_to_page
 from nonstop.proxy.exchange import Exchange
 from nonstop.proxy.forward_head import forward_head
 from nonstop.proxy.guard import DELAY
+from nonstop.proxy.handed import temporary_file
 from nonstop.proxy.limits import ConnZone, release
 from nonstop.proxy.logformat import note_try
 from nonstop.proxy.outbox import HeldTransport
@@ -62,7 +63,7 @@ from nonstop.proxy.responses import (
     return_response,
 )
 from nonstop.proxy.retry import failure_status, may_retry, status_outcome, status_retry
-from nonstop.proxy.spool import Spool, reads_ahead, temporary_file
+from nonstop.proxy.spool import Spool, reads_ahead
 from nonstop.proxy.static import FileBody, serve
 from nonstop.proxy.upstream import Outcome
 from nonstop.proxy.upstream_tls import handshake_error, pool_key

@@ -18,25 +18,18 @@ hot path does not change.  Tunnels (101) are never spooled.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import IO, TYPE_CHECKING, Final
+
+from nonstop.proxy.handed import temporary_file
 
 if TYPE_CHECKING:
     from nonstop.config.model import ProxyBuffering
     from nonstop.proxy.protocol import ClientConnection
     from nonstop.proxy.router import Route
 
-__all__ = ["Spool", "reads_ahead", "temporary_file"]
+__all__ = ["Spool", "reads_ahead"]
 
 CHUNK: Final = 64 * 1024  # read back from the file this much at a time
-
-
-def temporary_file(state_dir: str, kind: str) -> IO[bytes]:
-    """An unlinked file under ``STATE/kind`` (nginx's ``*_temp_path``): a request body
-    (``client_body_temp``) or a response read ahead (``proxy_temp``)."""
-    directory = os.path.join(state_dir, kind)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    return tempfile.TemporaryFile(dir=directory)
 
 
 def reads_ahead(route: Route, accel: bytes) -> bool:

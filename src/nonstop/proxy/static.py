@@ -133,6 +133,19 @@ def _stat(path: str) -> os.stat_result | None:
         return None
 
 
+def _unreadable(path: str) -> str:
+    """The answer to a file ``stat`` failed on: 403 when it is there, or when permission
+    to look was denied (a directory on the way the workers' user may not enter: nginx's
+    EACCES), else 404."""
+    try:
+        os.lstat(path)
+    except PermissionError:
+        return "403"
+    except (OSError, ValueError):
+        return "404"
+    return "403"
+
+
 def resolve(files: Files, req: Request) -> tuple[int, str, os.stat_result | None]:
     """(FILE, path, stat) | (SLASH, uri, None) | (CODE, "404", None) | (JUMP, target, None)."""
     if files.tries:
@@ -145,7 +158,7 @@ def resolve(files: Files, req: Request) -> tuple[int, str, os.stat_result | None
         return _index(files, path)
     info = _stat(path)
     if info is None:
-        return CODE, ("403" if os.path.lexists(path) else "404"), None
+        return CODE, _unreadable(path), None
     mode = info.st_mode & _S_IFMT
     if mode == _S_IFDIR:
         return SLASH, uri + "/", None

@@ -27,6 +27,7 @@ from typing import Final, Generic, TypeVar
 from nonstop.config.model import Config, Listen, ServerBlock, TlsSpec
 from nonstop.config.units import parse_size
 from nonstop.errors import ConfigError
+from nonstop.proxy.handed import pem_path, read_pem
 from nonstop.proxy.tls_object import DirectSSLObject
 
 __all__ = [
@@ -182,7 +183,8 @@ def _configure(context: ssl.SSLContext, spec: TlsSpec, where: str) -> None:
         options |= ssl.OP_NO_TICKET  # ssl_session_tickets off
     if spec.dhparam is not None:
         try:
-            context.load_dh_params(spec.dhparam)
+            with pem_path(spec.dhparam) as dhparam:
+                context.load_dh_params(dhparam)
         except (OSError, ssl.SSLError) as exc:
             message = f'cannot load DH parameters "{spec.dhparam}" (ssl_dhparam): {exc}'
             raise ConfigError(message, where) from None
@@ -226,8 +228,7 @@ def _set_curve(context: ssl.SSLContext, curves: str, where: str) -> None:
 
 def _read(path: str, what: str, where: str) -> bytes:
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        return read_pem(path)
     except FileNotFoundError:
         reason = "no such file"
     except PermissionError:
@@ -259,7 +260,8 @@ def _load_certificate(context: ssl.SSLContext, spec: TlsSpec, where: str) -> Non
             where,
         )
     try:
-        context.load_cert_chain(cert, key, password=_no_password)
+        with pem_path(cert) as chain, pem_path(key) as secret:
+            context.load_cert_chain(chain, secret, password=_no_password)
     except ssl.SSLError as exc:
         raise _certificate_error(exc, cert, cert_pem, key, where) from None
     except OSError as exc:  # the file changed between the read and the load

@@ -21,6 +21,7 @@ import ssl
 from typing import TYPE_CHECKING, Final
 
 from nonstop.errors import ConfigError
+from nonstop.proxy.handed import pem_path
 
 if TYPE_CHECKING:
     from nonstop.config.model import ProxySsl
@@ -80,9 +81,12 @@ def _context(spec: ProxySsl, where: str) -> ssl.SSLContext:
     try:
         context.set_ciphers(spec.ciphers)
         if spec.trusted_certificate is not None:
-            context.load_verify_locations(spec.trusted_certificate)
+            with pem_path(spec.trusted_certificate) as trusted:
+                context.load_verify_locations(trusted)
         if spec.certificate is not None:
-            context.load_cert_chain(spec.certificate, spec.certificate_key)
+            key_path = spec.certificate_key or spec.certificate  # no key: in the chain's file
+            with pem_path(spec.certificate) as chain, pem_path(key_path) as key:
+                context.load_cert_chain(chain, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot set up TLS to the upstream: {exc}", where) from exc
     return context

@@ -47,6 +47,7 @@ from nonstop.proxy.server import ProxyState
 from nonstop.proxy.tls import TlsContexts
 from nonstop.servers import ServerReport, ServerState
 from nonstop.workers.channel import Channel, Message
+from nonstop.workers.privileges import Handover, prepare
 from nonstop.workers.sockets import WorkerSockets
 
 __all__ = ["WorkerGone", "WorkersEngine"]
@@ -134,12 +135,15 @@ class WorkersEngine:
         # the CPUs this process may run on: worker_cpu_affinity auto picks among them, and
         # a worker no longer bound gets them all back
         self._allowed = frozenset(os.sched_getaffinity(0))
+        # nginx.conf's user: the files the workers are handed (nonstop.workers.privileges)
+        self._handover = Handover()
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> tuple[str, ...]:
         self._sockets.open(self._config, range(self._config.workers))
         try:
+            self._handover = prepare(self._config)
             await asyncio.gather(*(self._spawn(i) for i in range(self._config.workers)))
         except BaseException:
             await self.shutdown(1.0)
@@ -155,12 +159,16 @@ class WorkersEngine:
     async def apply(self, config: Config) -> None:
         ProxyState.check(config)  # raises ConfigError; nothing has changed yet
         TlsContexts().load(config)  # a bad certificate is refused here, not in a worker
+        handover = prepare(config)
         opened = self._sockets.open(config, self._workers)
         try:
-            await self._all("apply", config, sockets=config)
+            await self._all("apply", config, sockets=config, handover=handover)
         except BaseException:
             self._sockets.close(opened)
+            handover.close()
             raise
+        self._handover.close()
+        self._handover = handover
         old, self._config = self._config, config
         if (old.cpu_affinity, old.worker_priority) != (config.cpu_affinity, config.worker_priority):
             for worker in self._workers.values():
@@ -171,7 +179,9 @@ class WorkersEngine:
         self._sync_checks()
 
     async def reopen_logs(self) -> None:
-        await self._all("reopen_logs")
+        old, self._handover = self._handover, prepare(self._config, self._handover.handed.pem)
+        old.close()  # the logs opened anew; a worker started from now on gets them too
+        await self._all("reopen_logs", handover=self._handover)
 
     async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
         """Every worker stops accepting and finishes its in-flight requests within
@@ -198,6 +208,7 @@ class WorkersEngine:
             task.cancel()
         await asyncio.gather(*self._watchers, return_exceptions=True)
         self._sockets.close()
+        self._handover.close()
 
     def listening(self) -> list[tuple[int, int]]:
         return self._sockets.all()
@@ -293,6 +304,7 @@ class WorkersEngine:
         # from here on every change reaches it: the snapshot and the fan-out are one step
         self._workers[index] = worker
         keys, fds = self._sockets.of(self._config, index)
+        handover = self._handover
         started = worker.call(
             "start",
             self._config,
@@ -301,7 +313,8 @@ class WorkersEngine:
             {up: sorted(addresses) for up, addresses in self._drained.items()},
             dict(self._marks),
             self._grace,
-            fds=fds,
+            handover.handed,
+            fds=[*fds, *handover.fds],
         )
         watcher = loop.create_task(self._watch(worker))
         self._watchers.add(watcher)
@@ -387,17 +400,29 @@ class WorkersEngine:
         self._sockets.keep(self._config, range(count))
         await asyncio.gather(*(self._spawn(i) for i in missing))
 
-    async def _all(self, name: str, *args: Any, sockets: Config | None = None) -> list[Any]:
+    async def _all(
+        self,
+        name: str,
+        *args: Any,
+        sockets: Config | None = None,
+        handover: Handover | None = None,
+    ) -> list[Any]:
         """``name`` called in every worker at once; their answers (a worker that died
         before answering is left out); the first error any of them raised.  With
-        ``sockets``, each worker is also passed its listening sockets for that config."""
+        ``sockets``, each worker is also passed its listening sockets for that config
+        (their keys an argument); with ``handover``, the files handed to it (its
+        ``Handed`` the last argument, the descriptors after the sockets')."""
         futures = []
         for worker in list(self._workers.values()):
-            if sockets is None:
-                futures.append(worker.call(name, *args))
-            else:
+            more: list[Any] = []
+            fds: list[int] = []
+            if sockets is not None:
                 keys, fds = self._sockets.of(sockets, worker.index)
-                futures.append(worker.call(name, *args, keys, fds=fds))
+                more.append(keys)
+            if handover is not None:
+                more.append(handover.handed)
+                fds = [*fds, *handover.fds]
+            futures.append(worker.call(name, *args, *more, fds=fds))
         answers = await asyncio.gather(*futures, return_exceptions=True)
         errors = [a for a in answers if isinstance(a, BaseException) and not _gone(a)]
         if errors:

@@ -32,9 +32,11 @@ from typing import Any
 from nonstop.config.model import Config
 from nonstop.engines.embedded import EmbeddedEngine
 from nonstop.errors import NonstopError
+from nonstop.proxy.handed import Handed, install
 from nonstop.servers import ServerState
 from nonstop.statedir import restrict_umask
 from nonstop.workers.channel import Channel, Message
+from nonstop.workers.privileges import drop
 
 __all__ = ["Worker", "main"]
 
@@ -124,10 +126,15 @@ class Worker:
 
         return call
 
-    def _take_sockets(self, keys: list[Key], fds: Sequence[int]) -> None:
+    def _take(self, keys: list[Key], handed: Handed, fds: Sequence[int]) -> None:
+        """The listening sockets (the first descriptors) and the files handed over."""
         for sock in self._sockets.values():
             sock.close()
-        self._sockets = {key: socket.socket(fileno=fd) for key, fd in zip(keys, fds, strict=True)}
+        count = len(keys)
+        self._sockets = {
+            key: socket.socket(fileno=fd) for key, fd in zip(keys, fds[:count], strict=True)
+        }
+        install(handed, fds[count:])
 
     def _socket(self, key: Key) -> socket.socket:
         sock = self._sockets.pop(key, None)
@@ -143,15 +150,18 @@ class Worker:
         drained: dict[str, list[str]],
         marks: dict[tuple[str, str], bool],
         grace: float,
+        handed: Handed,
         fds: Sequence[int] = (),
     ) -> None:
         from nonstop.daemon import setup_logging
 
+        self._take(keys, handed, fds)
+        if config.worker_user is not None and os.geteuid() == 0:
+            drop(config.worker_user)  # nginx.conf's user: root is not needed from here on
         restrict_umask(config.group)  # what it writes: 0600, or 0640 with the group
         setup_logging(config)
         self._config = config
         self._grace = grace
-        self._take_sockets(keys, fds)
         engine = self._engine = EmbeddedEngine(config, sockets=self._socket, checked=False)
         for app, states in servers.items():
             await engine.set_servers(app, states)
@@ -167,12 +177,13 @@ class Worker:
         self,
         config: Config,
         keys: list[Key],
+        handed: Handed,
         fds: Sequence[int] = (),
     ) -> None:
         from nonstop.daemon import setup_logging
 
         assert self._engine is not None
-        self._take_sockets(keys, fds)
+        self._take(keys, handed, fds)
         try:
             await self._engine.apply(config)
         finally:
@@ -181,11 +192,13 @@ class Worker:
         restrict_umask(config.group)
         setup_logging(config)
 
-    async def _reopen_logs(self) -> None:
-        """SIGUSR1 to the control process: the error log and the access logs, reopened."""
+    async def _reopen_logs(self, handed: Handed, fds: Sequence[int] = ()) -> None:
+        """SIGUSR1 to the control process: the error log and the access logs, reopened
+        (as handed over, when the worker runs as nginx.conf's user)."""
         from nonstop.daemon import setup_logging
 
         assert self._engine is not None
+        install(handed, fds)
         setup_logging(self._config)
         await self._engine.reopen_logs()
 

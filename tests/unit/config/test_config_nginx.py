@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Callable
 from pathlib import Path
 
@@ -726,7 +727,7 @@ def test_a_config_without_servers_is_an_error(load_text: Load) -> None:
 def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None:
     cfg = load_text(
         """\
-        user nginx;
+        daemon off;
         worker_processes auto;
         pid /run/nginx.pid;
         events { worker_connections 1024; multi_accept on; }
@@ -744,7 +745,7 @@ def test_process_model_directives_are_noticed_once_each(load_text: Load) -> None
     )
     names = [n.split('"')[1] for n in cfg.notices if n.startswith("directive")]
     assert names == [
-        "user",
+        "daemon",
         "pid",
         "multi_accept",
         "sendfile",
@@ -868,19 +869,36 @@ def test_worker_cpu_affinity_and_priority_are_read_with_file_and_line_for_errors
     assert any("stays unbound" in n and ":1)" in n for n in one.notices), one.notices
 
 
-def test_user_takes_one_or_two_names_and_unknown_ones_are_a_notice(load_text: Load) -> None:
+def test_user_names_the_workers_account_and_unknown_names_are_errors(load_text: Load) -> None:
+    """Started as root (as the tests run), ``user`` takes effect; GROUP defaults to the
+    group named as USER, which Debian does not have for nobody: nginx refuses that too."""
     site = "events {}\nhttp { server { listen 127.0.0.1:8080; return 200; } }\n"
+    nobody = pwd.getpwnam("nobody")
     config = load_text("user nobody nogroup;\n" + site)
-    assert any('directive "user" has no effect in nonstop' in n for n in config.notices)
-    assert not any("failed" in n for n in config.notices)
-    unknown = load_text("user no-such-user;\n" + site).notices
-    assert any('getpwnam("no-such-user") failed' in n for n in unknown)
-    assert any('getgrnam("nobody") failed' in n for n in load_text("user nobody;\n" + site).notices)
+    assert config.worker_user is not None
+    assert (config.worker_user.uid, config.worker_user.gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert config.separate_workers and config.workers == 1
+    assert not any("user" in n for n in config.notices), config.notices
+    assert load_text(site).worker_user is None
+    unknown = error(load_text, "user no-such-user;\n" + site)
+    assert str(unknown).endswith('nginx.conf:1: getpwnam("no-such-user") failed')
+    no_group = error(load_text, "user nobody;\n" + site)
+    assert str(no_group).endswith('nginx.conf:1: getgrnam("nobody") failed')
     wrong = error(load_text, "user a b c;\n" + site)
     assert 'invalid number of arguments in "user" directive' in str(wrong)
 
 
-# --------------------------------------------------------------------------- rewrite module
+def test_user_is_ignored_with_nginx_s_warning_when_not_root(
+    load_text: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    site = "events {}\nhttp { server { listen 127.0.0.1:8080; return 200; } }\n"
+    config = load_text("user no-such-user;\n" + site)
+    assert config.worker_user is None and not config.separate_workers
+    assert config.notices == (
+        'the "user" directive makes sense only if the master process runs with super-user'
+        f" privileges, ignored ({config.path}:1)",
+    )
 
 
 def test_rewrite_directives_become_a_program_in_the_order_written(http: Load) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 from collections.abc import Callable
 from pathlib import Path
 
@@ -495,6 +497,25 @@ def test_cpu_affinity_and_worker_priority_are_read(toml: Load) -> None:
     assert (toml(body).cpu_affinity, toml(body).worker_priority) == ((), 0)
     assert 'cpu_affinity: invalid character "x"' in str(error(toml, 'cpu_affinity = "0x"\n' + body))
     assert "worker_priority: invalid number" in str(error(toml, "worker_priority = 99\n" + body))
+
+
+def test_worker_user_is_nginx_confs_user(toml: Load, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = SERVER_204
+    nobody = pwd.getpwnam("nobody")
+    config = toml('worker_user = "nobody"\n' + body)  # the tests run as root
+    assert config.worker_user is not None and config.separate_workers
+    assert (config.worker_user.uid, config.worker_user.gid) == (nobody.pw_uid, nobody.pw_gid)
+    named = toml('worker_user = "nobody"\nworker_group = "nogroup"\n' + body).worker_user
+    assert named is not None and named.gid == grp.getgrnam("nogroup").gr_gid
+    assert toml(body).worker_user is None
+    assert 'worker_user: no user "no-such-user"' in str(
+        error(toml, 'worker_user = "no-such-user"\n' + body)
+    )
+    assert "worker_group: needs worker_user" in str(error(toml, 'worker_group = "x"\n' + body))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    ignored = toml('worker_user = "nobody"\n' + body)
+    assert ignored.worker_user is None
+    assert any("only when nonstop runs as root, ignored" in n for n in ignored.notices)
 
 
 def test_the_file_group_is_read_and_must_exist(toml: Load) -> None:

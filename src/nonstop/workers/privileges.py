@@ -1,0 +1,157 @@
+"""nginx.conf's ``user`` (TOML ``worker_user``): workers that do not run as root.
+
+nonstop started as root keeps root in the control process: it binds the listening sockets,
+starts apps as their own ``user``, reads the config and the certificates on every reload.
+The workers that move the bytes give root up as soon as they have their sockets (``drop``,
+nginx's ``ngx_worker_process_init``: ``setgid``, ``initgroups``, ``setuid``).
+
+nginx's master reads the certificates and opens the logs before it forks the workers, and
+forks new ones on every reload.  nonstop's workers live across reloads and log reopening,
+so the control process does those steps for them each time (``prepare``) and hands the
+result over with the call (``nonstop.proxy.handed``): certificates and keys as bytes, the
+log files and the temp directories as descriptors.  The ``Handover`` in use stays open
+until the next one replaces it, so a worker started in between gets the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from nonstop.config.accounts import Account
+from nonstop.config.model import AccessLog, Config
+from nonstop.errors import ConfigError
+from nonstop.proxy.handed import NOTHING, Handed, read_pem
+from nonstop.statedir import claim
+
+__all__ = ["MAX_LOGS", "TEMP_KINDS", "Handover", "drop", "prepare"]
+
+log = logging.getLogger("nonstop")
+
+TEMP_KINDS = ("client_body_temp", "proxy_temp")  # under the state directory
+MAX_LOGS = 128  # log files handed over in one message, with the sockets and temp dirs
+
+
+class Handover:
+    """The files handed to the workers for one config, with their descriptors."""
+
+    def __init__(self, handed: Handed = NOTHING, fds: list[int] | None = None) -> None:
+        self.handed = handed
+        self.fds = fds or []
+
+    def close(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+
+
+def prepare(config: Config, pem: dict[str, bytes] | None = None) -> Handover:
+    """What the workers of ``config`` need handed over: nothing unless they run as another
+    user.  ``pem``: certificate bytes already read for this config (a log reopening reads
+    none again).  An unreadable certificate raises ConfigError; a log that cannot be
+    opened is logged, and the worker tries (and logs) it again itself, as without ``user``."""
+    account = config.worker_user
+    if account is None:
+        return Handover()
+    if pem is None:
+        pem = {path: _read(path) for path in _pem_paths(config)}
+    fds: list[int] = []
+    try:
+        logs = []
+        paths = list(_log_paths(config))
+        for path in paths[MAX_LOGS:]:
+            log.error(
+                'open() "%s" left to the workers: at most %d log files are opened for them'
+                " (the rest of a message's descriptors are the listening sockets)",
+                path,
+                MAX_LOGS,
+            )
+        for path in paths[:MAX_LOGS]:
+            fd = _open_log(path)
+            if fd >= 0:
+                logs.append(path)
+                fds.append(fd)
+        temps = []
+        for kind in TEMP_KINDS:
+            fds.append(_temp_dir(os.path.join(config.state_dir, kind), account))
+            temps.append(kind)
+    except BaseException:
+        Handover(fds=fds).close()
+        raise
+    return Handover(Handed(pem, tuple(logs), tuple(temps)), fds)
+
+
+def drop(account: Account) -> None:
+    """This process becomes ``account``: its group, the user's groups, then its user (the
+    order matters: once the user is not root, groups can no longer change)."""
+    os.setgroups([account.gid, *account.groups])
+    os.setgid(account.gid)
+    os.setuid(account.uid)
+    os.environ["HOME"] = account.home
+    os.environ["USER"] = os.environ["LOGNAME"] = account.user
+
+
+def _pem_paths(config: Config) -> Iterator[str]:
+    for block in config.servers:
+        if block.tls is not None:
+            yield block.tls.certificate
+            yield block.tls.certificate_key
+            if block.tls.dhparam is not None:
+                yield block.tls.dhparam
+        for location in block.locations:
+            ssl = location.proxy_ssl
+            for path in (ssl.trusted_certificate, ssl.certificate, ssl.certificate_key):
+                if path is not None:
+                    yield path
+
+
+def _log_paths(config: Config) -> dict[str, None]:
+    """Every file the workers write their logs to, each once, in order."""
+    paths: dict[str, None] = {}
+
+    def add(logs: tuple[AccessLog, ...] | None) -> None:
+        for entry in logs or ():
+            paths[entry.path] = None
+
+    for block in config.servers:
+        add(block.access_log)
+        for location in block.locations:
+            add(location.access_log)
+    if config.error_log and config.error_log != "stderr":
+        paths[config.error_log] = None
+    return paths
+
+
+def _read(path: str) -> bytes:
+    try:
+        return read_pem(path)
+    except OSError as exc:
+        raise ConfigError(f'cannot load "{path}": {exc.strerror or exc}') from None
+
+
+def _open_log(path: str) -> int:
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        log.error('open() "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
+        return -1
+    claim(fd)  # 0600, or 0640 with the config's group: still root's, written through fd
+    return fd
+
+
+def _temp_dir(path: str, account: Account) -> int:
+    """``path`` made the workers' own (0700), as nginx's master makes its temp paths; the
+    state directory around it stays root's, reached through the descriptor."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, account.uid, account.gid)
+        os.fchmod(fd, 0o700)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -1,0 +1,280 @@
+"""nginx.conf's ``user``: nonstop started as root runs its workers as that user.
+
+A real nonstop, started as root (as the tests run), with every file it needs where only
+root can reach it: the config's directory is pytest's 0700 temp directory, the key is
+0600, the logs go to a 0700 directory.  The workers must serve TLS from that key, log to
+those files, spool bodies under the state directory (0700, root's), pick up a new
+certificate on reload and new log files on SIGUSR1, and still be unable to read a file
+only root may read: the proof that they are not root.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import os
+import pwd
+import signal
+import ssl
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from tests.support.backends import RecordingBackend, free_port
+from tests.support.proc import NonstopProcess
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a worker's user needs root")
+
+NOBODY = pwd.getpwnam("nobody")
+BIG = 4 * 1024 * 1024  # more than both sockets' kernel buffers hold
+
+
+class BigBackend(http.server.ThreadingHTTPServer):
+    """Answers every GET with ``BIG`` bytes; ``written`` is set once it wrote them all."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.written = threading.Event()
+        super().__init__(("127.0.0.1", 0), _BigHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class _BigHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(BIG))
+        self.end_headers()
+        self.wfile.write(bytes(range(256)) * (BIG // 256))
+        self.wfile.flush()
+        assert isinstance(self.server, BigBackend)
+        self.server.written.set()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class Site:
+    """Certificates, logs and a secret file only root may read, and the config serving
+    them; ``start`` runs nonstop on it."""
+
+    def __init__(self, tmp: Path, backend: RecordingBackend, big: BigBackend) -> None:
+        self.dir = tmp
+        self.ca = trustme.CA()
+        self.port = free_port()
+        self.tls = self.dir / "tls"
+        self.logs = self.dir / "logs"
+        for private in (self.tls, self.logs, self.dir / "secret"):
+            private.mkdir(mode=0o700)
+        (self.dir / "secret" / "key.txt").write_text("root only\n")
+        self.issue("site", "one.example")
+        self.path = self.dir / "nginx.conf"
+        self.backend = backend
+        self.big = big
+        self.process: NonstopProcess | None = None
+
+    def issue(self, stem: str, name: str) -> None:
+        cert = self.ca.issue_cert(name)
+        crt, key = self.tls / f"{stem}.crt", self.tls / f"{stem}.key"
+        crt.write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+        key.write_bytes(cert.private_key_pem.bytes())
+        key.chmod(0o600)
+
+    def config(self, main: str, stem: str = "site") -> str:
+        return f"""{main}
+error_log {self.logs}/error.log info;
+events {{}}
+http {{
+  access_log {self.logs}/access.log;
+  upstream app {{ server {self.backend.address}; }}
+  server {{
+    listen 127.0.0.1:{self.port} ssl;
+    ssl_certificate {self.tls}/{stem}.crt;
+    ssl_certificate_key {self.tls}/{stem}.key;
+    client_body_buffer_size 1k;
+    location = /local {{ return 200 "local\\n"; }}
+    location /upload {{ proxy_pass http://app; }}
+    location /big {{ proxy_pass http://{self.big.address}; }}
+    location /secret/ {{ alias {self.dir}/secret/; }}
+  }}
+}}
+"""
+
+    def start(self, main: str) -> NonstopProcess:
+        self.path.write_text(self.config(main))
+        self.process = NonstopProcess(self.path, [self.port], ["--shutdown-timeout", "5s"])
+        return self.process.start()
+
+    def connect(self) -> http.client.HTTPSConnection:
+        context = ssl.create_default_context()
+        context.check_hostname = False  # 127.0.0.1; the chain is still verified
+        self.ca.configure_trust(context)
+        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=context)
+
+    def get(self, path: str) -> tuple[int, bytes, str]:
+        """The status, the body, and the name on the certificate served."""
+        conn = self.connect()
+        try:
+            conn.request("GET", path, headers={"Host": "one.example"})
+            resp = conn.getresponse()
+            body = resp.read()
+            assert conn.sock is not None
+            return resp.status, body, served_name(conn.sock)
+        finally:
+            conn.close()
+
+
+def served_name(sock: Any) -> str:
+    """The DNS name on the certificate the server sent."""
+    return str(next(v for k, v in sock.getpeercert()["subjectAltName"] if k == "DNS"))
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    backend = RecordingBackend("app").start()
+    big = BigBackend()
+    made = Site(tmp_path, backend, big)
+    yield made
+    if made.process is not None:
+        made.process.stop()
+    big.shutdown()
+    big.server_close()
+    backend.stop()
+
+
+def ids(pid: int) -> dict[str, list[int]]:
+    """The real, effective, saved and file-system user and group ids, and the groups."""
+    found: dict[str, list[int]] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("Uid", "Gid", "Groups"):
+            found[key] = [int(n) for n in value.split()]
+    return found
+
+
+def workers(process: NonstopProcess) -> list[int]:
+    done = process.cli("status", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [int(w["pid"]) for w in json.loads(done.stdout)["workers"]]
+
+
+def wait_for(what: Callable[[], bool], message: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def assert_nobody(pid: int) -> None:
+    assert ids(pid) == {
+        "Uid": [NOBODY.pw_uid] * 4,
+        "Gid": [NOBODY.pw_gid] * 4,
+        "Groups": [NOBODY.pw_gid],
+    }, ids(pid)
+
+
+def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -> None:
+    p = site.start("user nobody nogroup;\nworker_processes 2;")
+    assert p.proc is not None
+    assert ids(p.proc.pid)["Uid"] == [0, 0, 0, 0]  # the control process keeps root
+    pids = workers(p)
+    assert len(pids) == 2
+    for pid in pids:
+        assert_nobody(pid)
+
+    # TLS from a 0600 key in a 0700 directory, read by the control process
+    assert site.get("/local") == (200, b"local\n", "one.example")
+    # a file only root may read: the worker is refused it, as nginx's would be
+    status, _body, _name = site.get("/secret/key.txt")
+    assert status == 403
+
+    # a request body past client_body_buffer_size goes to a file under the state
+    # directory, which stays root's; its client_body_temp is the workers'
+    body = os.urandom(256 * 1024)
+    conn = site.connect()
+    conn.request("POST", "/upload", body=body, headers={"Host": "one.example"})
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert site.backend.received[-1].body == body
+    state = site.dir / ".nonstop"
+    assert (state.stat().st_uid, stat.S_IMODE(state.stat().st_mode)) == (0, 0o700)
+    temp = (state / "client_body_temp").stat()
+    assert (temp.st_uid, stat.S_IMODE(temp.st_mode)) == (NOBODY.pw_uid, 0o700)
+
+    # an answer read ahead of a client that reads nothing goes to proxy_temp: the backend
+    # writes all of it while the client has not read a byte
+    slow = site.connect()
+    slow.request("GET", "/big", headers={"Host": "one.example"})
+    assert site.big.written.wait(15), "the answer was not read ahead into a file"
+    resp = slow.getresponse()
+    assert resp.read() == bytes(range(256)) * (BIG // 256)
+    slow.close()
+
+    # the logs, in a directory only root may enter
+    wait_for(lambda: "/upload" in _text(site.logs / "access.log"), "no access log line")
+    assert (site.logs / "access.log").stat().st_uid == 0
+
+    # a reload with a new certificate: the same workers, still not root, serve it
+    site.issue("next", "one.example")
+    site.path.write_text(site.config("user nobody nogroup;\nworker_processes 2;", "next"))
+    first = (site.tls / "site.crt").read_bytes()
+    assert p.cli("reload").returncode == 0
+    assert workers(p) == pids
+    conn = site.connect()
+    conn.connect()
+    assert conn.sock is not None
+    served = conn.sock.getpeercert(binary_form=True)
+    conn.close()
+    assert served is not None and ssl.DER_cert_to_PEM_cert(served).encode() not in first
+    assert ssl.DER_cert_to_PEM_cert(served) in (site.tls / "next.crt").read_text()
+
+    # log rotation: the old file renamed, SIGUSR1, and the control process opens a new
+    # one in the directory the workers cannot enter
+    (site.logs / "access.log").rename(site.logs / "access.log.1")
+    p.signal(signal.SIGUSR1)
+    wait_for(lambda: (site.logs / "access.log").exists(), "the access log was not reopened")
+    assert site.get("/local")[0] == 200
+    wait_for(lambda: "/local" in _text(site.logs / "access.log"), "no line in the new log")
+
+    # a worker killed: its replacement is also nobody, and serves the current certificate
+    os.kill(pids[0], signal.SIGKILL)
+    wait_for(lambda: len(set(workers(p)) - set(pids)) == 1, "the worker was not replaced")
+    (new,) = set(workers(p)) - set(pids)
+    assert_nobody(new)
+    for _ in range(8):  # whichever worker takes the connection
+        assert site.get("/local") == (200, b"local\n", "one.example")
+    errors = _text(site.logs / "error.log")
+    assert f"worker process {pids[0]} exited on signal 9" in errors
+
+    # the user cannot change on reload: refused, and the workers go on as they were
+    site.path.write_text(site.config("user root;\nworker_processes 2;", "next"))
+    refused = p.cli("reload")
+    assert refused.returncode != 0
+    assert '"user" cannot change on reload' in refused.stdout + refused.stderr
+    assert sorted(workers(p)) == sorted({*pids[1:], new})
+    assert site.get("/local")[0] == 200
+
+
+def test_with_one_worker_process_the_proxy_still_runs_apart_as_the_user(site: Site) -> None:
+    p = site.start("user nobody nogroup;\nworker_processes 1;")
+    assert p.proc is not None
+    (pid,) = workers(p)
+    assert pid != p.proc.pid
+    assert_nobody(pid)
+    assert site.get("/local") == (200, b"local\n", "one.example")
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
