@@ -10,6 +10,7 @@ only root may read: the proof that they are not root.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -28,6 +29,7 @@ import pytest
 import trustme
 from tests.support.backends import RecordingBackend, free_port
 from tests.support.proc import NonstopProcess
+from tests.support.restarts import wait_gone
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a worker's user needs root")
 
@@ -84,6 +86,7 @@ class Site:
         self.backend = backend
         self.big = big
         self.process: NonstopProcess | None = None
+        self.upgraded: list[int] = []  # daemons started by `nonstop upgrade`
 
     def issue(self, stem: str, name: str) -> None:
         cert = self.ca.issue_cert(name)
@@ -149,6 +152,11 @@ def site(tmp_path: Path) -> Iterator[Site]:
     yield made
     if made.process is not None:
         made.process.stop()
+    for pid in made.upgraded:  # a nonstop an upgrade started: stopped as Ctrl-C would
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        if not wait_gone(pid, 20):
+            os.kill(pid, signal.SIGKILL)
     big.shutdown()
     big.server_close()
     backend.stop()
@@ -274,6 +282,27 @@ def test_with_one_worker_process_the_proxy_still_runs_apart_as_the_user(site: Si
     assert pid != p.proc.pid
     assert_nobody(pid)
     assert site.get("/local") == (200, b"local\n", "one.example")
+
+
+def test_an_upgrade_starts_the_new_workers_as_the_user(site: Site) -> None:
+    """The new nonstop takes the sockets from the old one and its workers give up root
+    as the first ones did; the old one's exit."""
+    p = site.start("user nobody nogroup;\nworker_processes 2;")
+    assert p.proc is not None
+    before = workers(p)
+    done = p.cli("upgrade")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(p.cli("status", "--json").stdout)
+    site.upgraded.append(int(answer["pid"]))
+    assert int(answer["pid"]) != p.proc.pid
+    assert p.proc.wait(30) == 0  # the old nonstop handed over and exited
+    after = workers(p)
+    assert len(after) == 2 and not set(after) & set(before)
+    for pid in after:
+        assert_nobody(pid)
+    assert ids(int(answer["pid"]))["Uid"] == [0, 0, 0, 0]
+    for _ in range(4):
+        assert site.get("/local") == (200, b"local\n", "one.example")
 
 
 def _text(path: Path) -> str:
