@@ -12,6 +12,12 @@ Kinds: ``call`` (answered by a ``reply`` with the same id), ``cast`` (no answer)
 ``reply``.  What a call names is the receiving side's business (``nonstop.workers``): a
 new message is a new name there, nothing here.
 
+The control process does not trust what a worker sends: a worker may run as nginx.conf's
+``user``, parses every request, and must not be a way to root.  Its channels are made
+with ``replies``: frames are unpickled with only those classes and exception classes
+(of Python's and nonstop's) allowed, so no pickle a worker writes can call anything
+else, and a frame above ``MAX_REPLY`` closes the channel (the worker is replaced).
+
 Sending never blocks the event loop: what the socket does not take at once is queued and
 written when it is writable again.
 """
@@ -20,20 +26,45 @@ from __future__ import annotations
 
 import array
 import asyncio
+import builtins
+import io
+import logging
 import os
 import pickle
 import socket
 import struct
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["Channel", "Message"]
 
+log = logging.getLogger("nonstop")
+
 Message = tuple[str, int, Any]
 _HEADER = struct.Struct("!IH")
 MAX_FDS = 250  # descriptors one frame may carry (the kernel's SCM_MAX_FD is 253)
 _CHUNK = 256 * 1024
+MAX_REPLY = 16 * 1024 * 1024  # a frame from a worker: status and counters, never this much
+
+
+class _Replies(pickle.Unpickler):
+    """An unpickler that builds only ``allowed`` classes and exceptions."""
+
+    def __init__(self, data: bytes, allowed: frozenset[type]) -> None:
+        super().__init__(io.BytesIO(data))
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        found: Any = None
+        if module == "builtins":
+            found = getattr(builtins, name, None)
+        elif module == "nonstop" or module.startswith("nonstop."):
+            found = getattr(sys.modules.get(module), name, None)  # imported already, or none
+        if found in self._allowed or (isinstance(found, type) and issubclass(found, BaseException)):
+            return found
+        raise pickle.UnpicklingError(f"a worker may not send {module}.{name}")
 
 
 class Channel:
@@ -46,8 +77,12 @@ class Channel:
         sock: socket.socket,
         on_message: Callable[[Message, list[int]], None],
         on_close: Callable[[], None],
+        replies: frozenset[type] | None = None,
     ) -> None:
+        """``replies``: the other end is a worker, sending only these classes (and
+        exceptions); None: the other end is the control process, trusted."""
         sock.setblocking(False)
+        self._replies = replies
         self._loop = loop
         self._sock = sock
         self._on_message = on_message
@@ -121,15 +156,30 @@ class Channel:
         self._in += data
         while len(self._in) >= _HEADER.size:
             length, count = _HEADER.unpack_from(self._in)
+            if self._replies is not None and length > MAX_REPLY:
+                log.error("worker channel: a frame of %d bytes; closed", length)
+                self.close()
+                return
             end = _HEADER.size + length
             if len(self._in) < end:
                 break
-            message = pickle.loads(self._in[_HEADER.size : end])
+            frame = bytes(self._in[_HEADER.size : end])
             del self._in[:end]
+            try:
+                message = self._load(frame)
+            except Exception as exc:  # a worker that sent what it may not: it is let go
+                log.error("worker channel: %s; closed", exc)
+                self.close()
+                return
             fds = [self._fds.popleft() for _ in range(min(count, len(self._fds)))]
             self._on_message(message, fds)
             if self.closed:
                 return
+
+    def _load(self, frame: bytes) -> Any:
+        if self._replies is None:
+            return pickle.loads(frame)
+        return _Replies(frame, self._replies).load()
 
     def close(self) -> None:
         if self.closed:

@@ -54,6 +54,9 @@ __all__ = ["WorkerGone", "WorkersEngine"]
 
 log = logging.getLogger("nonstop")
 
+# what a worker's answers are made of, besides plain data and exceptions (the control
+# process unpickles nothing else from a worker: nonstop.workers.channel)
+REPLY_TYPES: frozenset[type] = frozenset({ServerReport})
 RESPAWN_PAUSE = 1.0  # a worker that dies within this long of its start is restarted after it
 
 
@@ -298,7 +301,13 @@ class WorkersEngine:
         self._place(index, process.pid, None)
         loop = asyncio.get_running_loop()
         box: list[_Worker] = []
-        channel = Channel(loop, ours, lambda m, fds: box[0].answered(m, fds), lambda: box[0].gone())
+        channel = Channel(
+            loop,
+            ours,
+            lambda m, fds: box[0].answered(m, fds),
+            lambda: box[0].gone(),
+            replies=REPLY_TYPES,
+        )
         worker = _Worker(index, process, channel)
         box.append(worker)
         # from here on every change reaches it: the snapshot and the fan-out are one step

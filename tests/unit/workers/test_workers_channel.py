@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import socket
+import struct
+from pathlib import Path
 
+from nonstop.errors import ConfigError
 from nonstop.servers import ServerReport
-from nonstop.workers.channel import Channel, Message
-from nonstop.workers.engine import merge_reports, merge_snapshots
+from nonstop.workers.channel import MAX_REPLY, Channel, Message
+from nonstop.workers.engine import REPLY_TYPES, merge_reports, merge_snapshots
 
 
 def test_messages_arrive_whole_in_order_with_their_descriptors() -> None:
@@ -88,6 +92,51 @@ def test_descriptors_of_a_waiting_message_may_be_closed_by_the_caller_at_once() 
     assert content == b"handed"
     assert held_while_queued == 5  # the pair, the pipe, the channel's duplicate of its read end
     assert left == 0
+
+
+class _Runs:
+    """A pickle that calls ``os.mkdir`` when loaded: what a worker taken over would send."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (self.path,))
+
+
+def test_the_control_process_unpickles_only_answers_from_a_worker(tmp_path: Path) -> None:
+    """Reports, plain data and exceptions come through; a pickle that would call anything
+    else closes the channel without calling it, as does a frame too large for an answer."""
+
+    async def scenario(evil: bytes) -> tuple[list[Message], bool]:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        got: list[Message] = []
+        closed = loop.create_future()
+        control = Channel(
+            loop, a, lambda m, fds: got.append(m), lambda: closed.set_result(None), REPLY_TYPES
+        )
+        worker = Channel(loop, b, lambda m, fds: None, lambda: None)
+        worker.send(("reply", 1, (True, (ServerReport("a:1", "up", 0, 1, 0),))))
+        worker.send(("reply", 2, (False, ConfigError("bad", "x.conf:1"))))
+        worker.send(("reply", 3, (False, OSError(24, "Too many open files"))))
+        b.sendall(evil)
+        await asyncio.wait_for(closed, 10)
+        worker.close()
+        return got, control.closed
+
+    path = tmp_path / "made-by-the-worker"
+    body = pickle.dumps(("reply", 4, (True, _Runs(str(path)))))
+    got, closed = asyncio.run(scenario(struct.pack("!IH", len(body), 0) + body))
+    assert closed and not path.exists()
+    assert [m[1] for m in got] == [1, 2, 3]
+    assert got[0][2] == (True, (ServerReport("a:1", "up", 0, 1, 0),))
+    error = got[1][2][1]
+    assert isinstance(error, ConfigError) and str(error) == "x.conf:1: bad"
+    assert got[2][2][1].errno == 24
+    huge = struct.pack("!IH", MAX_REPLY + 1, 0) + b"x" * 100
+    got, closed = asyncio.run(scenario(huge))
+    assert closed and len(got) == 3
 
 
 def test_the_other_end_closing_is_reported_once() -> None:
