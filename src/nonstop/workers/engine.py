@@ -47,7 +47,7 @@ from nonstop.proxy.server import ProxyState
 from nonstop.proxy.tls import TlsContexts
 from nonstop.servers import ServerReport, ServerState
 from nonstop.workers.channel import Channel, Message
-from nonstop.workers.privileges import Handover, prepare
+from nonstop.workers.privileges import Handover, for_workers, prepare
 from nonstop.workers.sockets import WorkerSockets
 
 __all__ = ["WorkerGone", "WorkersEngine"]
@@ -140,6 +140,7 @@ class WorkersEngine:
         self._allowed = frozenset(os.sched_getaffinity(0))
         # nginx.conf's user: the files the workers are handed (nonstop.workers.privileges)
         self._handover = Handover()
+        self._handing = asyncio.Lock()  # one reload or log reopening at a time
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -162,17 +163,22 @@ class WorkersEngine:
     async def apply(self, config: Config) -> None:
         ProxyState.check(config)  # raises ConfigError; nothing has changed yet
         TlsContexts().load(config)  # a bad certificate is refused here, not in a worker
-        handover = prepare(config)
-        opened = self._sockets.open(config, self._workers)
-        try:
-            await self._all("apply", config, sockets=config, handover=handover)
-        except BaseException:
-            self._sockets.close(opened)
-            handover.close()
-            raise
-        self._handover.close()
-        self._handover = handover
-        old, self._config = self._config, config
+        async with self._handing:  # a log reopening waits: it would hand the old files
+            handover = prepare(config)
+            try:
+                opened = self._sockets.open(config, self._workers)
+            except BaseException:
+                handover.close()
+                raise
+            try:
+                await self._all("apply", for_workers(config), sockets=config, handover=handover)
+            except BaseException:
+                self._sockets.close(opened)
+                handover.close()
+                raise
+            self._handover.close()
+            self._handover = handover
+            old, self._config = self._config, config
         if (old.cpu_affinity, old.worker_priority) != (config.cpu_affinity, config.worker_priority):
             for worker in self._workers.values():
                 self._place(worker.index, worker.pid, old)
@@ -182,9 +188,11 @@ class WorkersEngine:
         self._sync_checks()
 
     async def reopen_logs(self) -> None:
-        old, self._handover = self._handover, prepare(self._config, self._handover.handed.pem)
-        old.close()  # the logs opened anew; a worker started from now on gets them too
-        await self._all("reopen_logs", handover=self._handover)
+        async with self._handing:
+            old = self._handover
+            self._handover = prepare(self._config, old.handed.pem)
+            old.close()  # the logs opened anew; a worker started from now on gets them too
+            await self._all("reopen_logs", handover=self._handover)
 
     async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
         """Every worker stops accepting and finishes its in-flight requests within
@@ -316,7 +324,7 @@ class WorkersEngine:
         handover = self._handover
         started = worker.call(
             "start",
-            self._config,
+            for_workers(self._config),
             keys,
             dict(self._servers),
             {up: sorted(addresses) for up, addresses in self._drained.items()},

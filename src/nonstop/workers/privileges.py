@@ -16,8 +16,10 @@ until the next one replaces it, so a worker started in between gets the same.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import stat
 from collections.abc import Iterator
 
 from nonstop.config.accounts import Account
@@ -26,7 +28,7 @@ from nonstop.errors import ConfigError
 from nonstop.proxy.handed import NOTHING, Handed, read_pem
 from nonstop.statedir import claim
 
-__all__ = ["MAX_LOGS", "TEMP_KINDS", "Handover", "drop", "prepare"]
+__all__ = ["MAX_LOGS", "TEMP_KINDS", "Handover", "drop", "for_workers", "prepare"]
 
 log = logging.getLogger("nonstop")
 
@@ -84,6 +86,16 @@ def prepare(config: Config, pem: dict[str, bytes] | None = None) -> Handover:
     return Handover(Handed(pem, tuple(logs), tuple(temps)), fds)
 
 
+def for_workers(config: Config) -> Config:
+    """``config`` as the workers get it: without what they have no use for and should not
+    hold, the admin API's bearer token and the apps' environments (their secrets)."""
+    return dataclasses.replace(
+        config,
+        admin=dataclasses.replace(config.admin, token=None),
+        apps=tuple(dataclasses.replace(app, env=()) for app in config.apps),
+    )
+
+
 def drop(account: Account) -> None:
     """This process becomes ``account``: its group, the user's groups, then its user (the
     order matters: once the user is not root, groups can no longer change)."""
@@ -111,6 +123,8 @@ def _pem_paths(config: Config) -> Iterator[str]:
 def _log_paths(config: Config) -> dict[str, None]:
     """Every file the workers write their logs to, each once, in order."""
     paths: dict[str, None] = {}
+    if config.error_log and config.error_log != "stderr":
+        paths[config.error_log] = None  # first: a worker cannot start without it
 
     def add(logs: tuple[AccessLog, ...] | None) -> None:
         for entry in logs or ():
@@ -120,8 +134,6 @@ def _log_paths(config: Config) -> dict[str, None]:
         add(block.access_log)
         for location in block.locations:
             add(location.access_log)
-    if config.error_log and config.error_log != "stderr":
-        paths[config.error_log] = None
     return paths
 
 
@@ -133,14 +145,39 @@ def _read(path: str) -> bytes:
 
 
 def _open_log(path: str) -> int:
+    """``path`` opened by root for a worker.  In a directory someone other than root may
+    write to (the workers' user, say), only a regular file with one name is, never through
+    a symbolic link, so a link planted there cannot get root to open, and hand over,
+    another file such as /etc/passwd (nginx's CVE-2016-1247); elsewhere (``/dev/stdout``)
+    as without ``user``."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    directory = os.path.dirname(path) or "."
     try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        os.makedirs(directory, exist_ok=True)
+        shared = _shared(directory)
+        if shared:
+            flags |= os.O_NOFOLLOW | os.O_NONBLOCK  # not a link; a FIFO does not block
+        fd = os.open(path, flags, 0o644)
     except OSError as exc:
         log.error('open() "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
         return -1
+    info = os.fstat(fd)
+    if shared and not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1):
+        os.close(fd)
+        log.error(
+            'open() "%s" refused: in a directory others may write to, a log must be a'
+            " regular file with one name",
+            path,
+        )
+        return -1
     claim(fd)  # 0600, or 0640 with the config's group: still root's, written through fd
     return fd
+
+
+def _shared(directory: str) -> bool:
+    """Whether anyone but this process's user may create names in ``directory``."""
+    info = os.stat(directory)
+    return info.st_uid != os.geteuid() or bool(info.st_mode & 0o022)
 
 
 def _temp_dir(path: str, account: Account) -> int:

@@ -1,0 +1,85 @@
+"""What the control process hands to workers that run as another user, on real files."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from pathlib import Path
+
+import pytest
+
+from nonstop.config import load
+from nonstop.workers.privileges import for_workers, prepare
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a workers' user needs root")
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+def config_with_logs(tmp_path: Path, *logs: Path) -> Path:
+    lines = "".join(f"  access_log {log};\n" for log in logs)
+    path = tmp_path / "nginx.conf"
+    path.write_text(
+        f"user nobody {NOBODY.pw_gid};\nevents {{}}\nhttp {{\n{lines}"
+        "  server { listen 127.0.0.1:8080; return 204; }\n}\n"
+    )
+    return path
+
+
+def test_a_log_in_a_directory_the_user_may_write_is_never_opened_through_a_link(
+    tmp_path: Path,
+) -> None:
+    """nginx's CVE-2016-1247: the workers' user plants a link where root opens a log."""
+    victim = tmp_path / "passwd"
+    victim.write_text("root:x:0:0::/root:/bin/sh\n")
+    victim.chmod(0o644)
+    theirs = tmp_path / "theirs"  # a log directory left to the workers' user
+    theirs.mkdir()
+    os.chown(theirs, NOBODY.pw_uid, NOBODY.pw_gid)
+    (theirs / "linked.log").symlink_to(victim)
+    os.link(victim, theirs / "hard.log")  # a second name: refused too
+    ours = tmp_path / "ours"  # root's: a link there is root's own doing, and is followed
+    ours.mkdir(mode=0o755)
+    (ours / "out.log").symlink_to(tmp_path / "target.log")
+    config = load(
+        str(
+            config_with_logs(
+                tmp_path,
+                theirs / "linked.log",
+                theirs / "hard.log",
+                theirs / "plain.log",
+                ours / "out.log",
+            )
+        ),
+        None,
+    )
+    handover = prepare(config)
+    try:
+        assert handover.handed.logs == (str(theirs / "plain.log"), str(ours / "out.log"))
+        assert handover.handed.temps == ("client_body_temp", "proxy_temp")
+        assert len(handover.fds) == 4
+    finally:
+        handover.close()
+    assert victim.read_text() == "root:x:0:0::/root:/bin/sh\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644  # not claimed (0600) either
+    assert (tmp_path / "target.log").exists()
+    temp = Path(config.state_dir) / "client_body_temp"
+    assert (temp.stat().st_uid, stat.S_IMODE(temp.stat().st_mode)) == (NOBODY.pw_uid, 0o700)
+
+
+def test_workers_get_the_config_without_the_admin_token_and_the_apps_environments(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "nonstop.toml"
+    path.write_text(
+        '[admin]\nlisten = "127.0.0.1:9999"\ntoken = "s3cret-token-value"\n'
+        '[apps.web]\ncommand = "app {port}"\nports = [8000, 8001]\n'
+        'env = { DATABASE_PASSWORD = "hunter2" }\n'
+        '[[servers]]\nlisten = ["127.0.0.1:8080"]\nlocations = [{ path = "/", pass = "web" }]\n'
+    )
+    config = load(str(path), None)
+    assert config.admin.token and config.apps[0].env
+    given = for_workers(config)
+    assert given.admin.token is None and given.apps[0].env == ()
+    assert given.admin.listen == config.admin.listen and given.servers == config.servers
