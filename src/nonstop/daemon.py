@@ -41,6 +41,7 @@ from nonstop.admin.metrics import EventCounts, Scrape, add_metrics, build_info
 from nonstop.admin.page import StatusFeed, add_status_page
 from nonstop.admin.server import AdminServer, Emit, Handler, StreamHandler
 from nonstop.config import load
+from nonstop.config.accounts import Account
 from nonstop.config.model import Config, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
 from nonstop.deploy.store import StateStore, StoreError
@@ -115,14 +116,20 @@ def check_workers_change(running: Config, config: Config) -> None:
             f"worker_processes cannot change from {running.workers} to "
             f"{config.workers} on reload (one process serves in the control process, "
             'more run as workers, as do the workers of nginx.conf\'s "user"): '
-            "restart nonstop or run `nonstop upgrade` for that"
+            "restart nonstop for that"
         )
-    if config.worker_user != running.worker_user:
+    if _ids(config.worker_user) != _ids(running.worker_user):
         were = running.worker_user.user if running.worker_user else "nonstop's own user"
         raise ConfigError(
             f'"user" cannot change on reload: the workers run as {were} and no longer '
             "may switch users; restart nonstop or run `nonstop upgrade` for that"
         )
+
+
+def _ids(account: Account | None) -> tuple[int, int] | None:
+    """Who the workers are: a user given groups since is still that user (they keep the
+    groups they started with)."""
+    return None if account is None else (account.uid, account.gid)
 
 
 def admin_socket_path(config: Config) -> str:

@@ -11,12 +11,14 @@ only root may read: the proof that they are not root.
 from __future__ import annotations
 
 import contextlib
+import grp
 import http.client
 import http.server
 import json
 import os
 import pwd
 import signal
+import socket
 import ssl
 import stat
 import threading
@@ -34,7 +36,8 @@ from tests.support.restarts import wait_gone
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a worker's user needs root")
 
 NOBODY = pwd.getpwnam("nobody")
-BIG = 4 * 1024 * 1024  # more than both sockets' kernel buffers hold
+USER = f"user nobody {grp.getgrgid(NOBODY.pw_gid).gr_name};"  # Debian's nogroup
+BIG = 16 * 1024 * 1024  # more than the kernel holds for a client reading nothing
 
 
 class BigBackend(http.server.ThreadingHTTPServer):
@@ -120,11 +123,16 @@ http {{
         self.process = NonstopProcess(self.path, [self.port], ["--shutdown-timeout", "5s"])
         return self.process.start()
 
-    def connect(self) -> http.client.HTTPSConnection:
+    def context(self) -> ssl.SSLContext:
         context = ssl.create_default_context()
         context.check_hostname = False  # 127.0.0.1; the chain is still verified
         self.ca.configure_trust(context)
-        return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=context)
+        return context
+
+    def connect(self) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(
+            "127.0.0.1", self.port, timeout=10, context=self.context()
+        )
 
     def get(self, path: str) -> tuple[int, bytes, str]:
         """The status, the body, and the name on the certificate served."""
@@ -178,6 +186,23 @@ def workers(process: NonstopProcess) -> list[int]:
     return [int(w["pid"]) for w in json.loads(done.stdout)["workers"]]
 
 
+def holds(process: NonstopProcess, pid: int) -> bool:
+    """Whether worker ``pid`` holds a client connection now."""
+    done = process.cli("status", "--json")
+    each = {int(w["pid"]): int(w["connections"] or 0) for w in json.loads(done.stdout)["workers"]}
+    return each.get(pid, 0) > 0
+
+
+def open_files(pids: list[int]) -> list[str]:
+    """What the descriptors of processes ``pids`` point to."""
+    links = []
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return links
+
+
 def wait_for(what: Callable[[], bool], message: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not what():
@@ -194,7 +219,7 @@ def assert_nobody(pid: int) -> None:
 
 
 def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -> None:
-    p = site.start("user nobody nogroup;\nworker_processes 2;")
+    p = site.start(USER + "\nworker_processes 2;")
     assert p.proc is not None
     assert ids(p.proc.pid)["Uid"] == [0, 0, 0, 0]  # the control process keeps root
     pids = workers(p)
@@ -223,12 +248,19 @@ def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -
 
     # an answer read ahead of a client that reads nothing goes to proxy_temp: the backend
     # writes all of it while the client has not read a byte
-    slow = site.connect()
-    slow.request("GET", "/big", headers={"Host": "one.example"})
-    assert site.big.written.wait(15), "the answer was not read ahead into a file"
-    resp = slow.getresponse()
-    assert resp.read() == bytes(range(256)) * (BIG // 256)
+    raw = socket.socket()
+    raw.settimeout(15)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # no autotuning: a slow client
+    raw.connect(("127.0.0.1", site.port))
+    slow = site.context().wrap_socket(raw, server_hostname="one.example")
+    slow.sendall(b"GET /big HTTP/1.1\r\nHost: one.example\r\nConnection: close\r\n\r\n")
+    assert site.big.written.wait(15), "the answer was not read ahead"
+    assert any("/proxy_temp/" in link for link in open_files(pids)), "not into a file"
+    answer = b""
+    while chunk := slow.recv(1 << 20):
+        answer += chunk
     slow.close()
+    assert answer.endswith(b"\r\n\r\n" + bytes(range(256)) * (BIG // 256))
 
     # the logs, in a directory only root may enter
     wait_for(lambda: "/upload" in _text(site.logs / "access.log"), "no access log line")
@@ -236,7 +268,7 @@ def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -
 
     # a reload with a new certificate: the same workers, still not root, serve it
     site.issue("next", "one.example")
-    site.path.write_text(site.config("user nobody nogroup;\nworker_processes 2;", "next"))
+    site.path.write_text(site.config(USER + "\nworker_processes 2;", "next"))
     first = (site.tls / "site.crt").read_bytes()
     assert p.cli("reload").returncode == 0
     assert workers(p) == pids
@@ -261,8 +293,20 @@ def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -
     wait_for(lambda: len(set(workers(p)) - set(pids)) == 1, "the worker was not replaced")
     (new,) = set(workers(p)) - set(pids)
     assert_nobody(new)
-    for _ in range(8):  # whichever worker takes the connection
-        assert site.get("/local") == (200, b"local\n", "one.example")
+    held: list[http.client.HTTPSConnection] = []
+    while not holds(p, new) and len(held) < 64:  # until the new worker took one
+        conn = site.connect()
+        conn.request("GET", "/local", headers={"Host": "one.example"})
+        resp = conn.getresponse()
+        assert (resp.status, resp.read()) == (200, b"local\n")
+        assert conn.sock is not None
+        served = conn.sock.getpeercert(binary_form=True)
+        assert served is not None
+        assert ssl.DER_cert_to_PEM_cert(served) in (site.tls / "next.crt").read_text()
+        held.append(conn)
+    assert holds(p, new), "no connection reached the new worker"
+    for conn in held:
+        conn.close()
     errors = _text(site.logs / "error.log")
     assert f"worker process {pids[0]} exited on signal 9" in errors
 
@@ -276,7 +320,7 @@ def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -
 
 
 def test_with_one_worker_process_the_proxy_still_runs_apart_as_the_user(site: Site) -> None:
-    p = site.start("user nobody nogroup;\nworker_processes 1;")
+    p = site.start(USER + "\nworker_processes 1;")
     assert p.proc is not None
     (pid,) = workers(p)
     assert pid != p.proc.pid
@@ -287,7 +331,7 @@ def test_with_one_worker_process_the_proxy_still_runs_apart_as_the_user(site: Si
 def test_an_upgrade_starts_the_new_workers_as_the_user(site: Site) -> None:
     """The new nonstop takes the sockets from the old one and its workers give up root
     as the first ones did; the old one's exit."""
-    p = site.start("user nobody nogroup;\nworker_processes 2;")
+    p = site.start(USER + "\nworker_processes 2;")
     assert p.proc is not None
     before = workers(p)
     done = p.cli("upgrade")

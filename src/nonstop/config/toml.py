@@ -453,9 +453,8 @@ class _Reader:
         try:
             return resolve_account(user, group)
         except ValueError as exc:
-            raise top.error(
-                "worker_user" if "user" in str(exc) else "worker_group", str(exc)
-            ) from None
+            key = "worker_user" if str(exc).startswith("no user") else "worker_group"
+            raise top.error(key, str(exc)) from None
 
     @staticmethod
     def cpu_affinity(top: _Table) -> tuple[str, ...]:
@@ -631,7 +630,7 @@ class _Reader:
         try:
             resolve_account(user, group)
         except ValueError as exc:
-            raise t.error("user" if "user" in str(exc) else "group", str(exc)) from None
+            raise t.error("user" if str(exc).startswith("no user") else "group", str(exc)) from None
         return AppSpec(
             name=name,
             command=t.required("command"),

@@ -16,11 +16,11 @@ handed over with the call that needs it:
   as descriptors of directories owned by the workers' user, in which unnamed files are made
   (``O_TMPFILE``), so the state directory itself stays root's (0700).
 
-Everything else a worker opens while serving (``root``/``alias`` files,
-``auth_basic_user_file``, unix sockets of upstreams) it opens as the user, as nginx's
-workers do.  Without ``user`` nothing is handed over and every lookup falls through to
-the path.  ``install`` replaces the table a worker has; the descriptors it held are
-closed (a log already open has its own duplicate).
+The ``auth_basic_user_file`` is read with the config, by the control process.  What a
+worker opens while serving (``root``/``alias`` files, unix sockets of upstreams) it opens
+as the user, as nginx's workers do.  Without ``user`` nothing is handed over and every
+lookup falls through to the path.  ``install`` replaces the table a worker has; the
+descriptors it held are closed (a log already open has its own duplicate).
 """
 
 from __future__ import annotations

@@ -499,14 +499,19 @@ def test_cpu_affinity_and_worker_priority_are_read(toml: Load) -> None:
     assert "worker_priority: invalid number" in str(error(toml, "worker_priority = 99\n" + body))
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="worker_user takes effect when nonstop runs as root")
 def test_worker_user_is_nginx_confs_user(toml: Load, monkeypatch: pytest.MonkeyPatch) -> None:
     body = SERVER_204
     nobody = pwd.getpwnam("nobody")
     config = toml('worker_user = "nobody"\n' + body)  # the tests run as root
     assert config.worker_user is not None and config.separate_workers
     assert (config.worker_user.uid, config.worker_user.gid) == (nobody.pw_uid, nobody.pw_gid)
-    named = toml('worker_user = "nobody"\nworker_group = "nogroup"\n' + body).worker_user
-    assert named is not None and named.gid == grp.getgrnam("nogroup").gr_gid
+    group = grp.getgrgid(nobody.pw_gid).gr_name  # Debian's nogroup
+    named = toml(f'worker_user = "nobody"\nworker_group = "{group}"\n' + body).worker_user
+    assert named is not None and named.gid == nobody.pw_gid
+    assert 'worker_group: no group "users-x"' in str(
+        error(toml, 'worker_user = "nobody"\nworker_group = "users-x"\n' + body)
+    )
     assert toml(body).worker_user is None
     assert 'worker_user: no user "no-such-user"' in str(
         error(toml, 'worker_user = "no-such-user"\n' + body)
