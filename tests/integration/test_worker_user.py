@@ -328,12 +328,19 @@ def test_with_one_worker_process_the_proxy_still_runs_apart_as_the_user(site: Si
     assert site.get("/local") == (200, b"local\n", "one.example")
 
 
-def test_an_upgrade_starts_the_new_workers_as_the_user(site: Site) -> None:
-    """The new nonstop takes the sockets from the old one and its workers give up root
-    as the first ones did; the old one's exit."""
-    p = site.start(USER + "\nworker_processes 2;")
+def test_an_upgrade_is_how_workers_running_as_root_come_to_run_as_the_user(
+    site: Site,
+) -> None:
+    """A reload cannot change the user; ``nonstop upgrade`` can: the new nonstop reads the
+    config afresh, takes the sockets from the old one, and its workers give up root."""
+    p = site.start("worker_processes 2;")
     assert p.proc is not None
     before = workers(p)
+    for pid in before:
+        assert ids(pid)["Uid"] == [0, 0, 0, 0]
+    site.path.write_text(site.config(USER + "\nworker_processes 2;"))
+    refused = p.cli("reload")
+    assert refused.returncode != 0 and '"user" cannot change on reload' in refused.stderr
     done = p.cli("upgrade")
     assert done.returncode == 0, done.stderr
     answer = json.loads(p.cli("status", "--json").stdout)
