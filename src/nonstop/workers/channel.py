@@ -16,7 +16,9 @@ The control process does not trust what a worker sends: a worker may run as ngin
 ``user``, parses every request, and must not be a way to root.  Its channels are made
 with ``replies``: frames are unpickled with only those classes and exception classes
 (of Python's and nonstop's) allowed, so no pickle a worker writes can call anything
-else, and a frame above ``MAX_REPLY`` closes the channel (the worker is replaced).
+else; descriptors it sends are closed, and a frame above ``MAX_REPLY`` closes the
+channel (the worker is replaced).  What the answers hold is checked by the receiver
+(``nonstop.workers.replies``).
 
 Sending never blocks the event loop: what the socket does not take at once is queued and
 written when it is writable again.
@@ -62,8 +64,8 @@ class _Replies(pickle.Unpickler):
             found = getattr(builtins, name, None)
         elif module == "nonstop" or module.startswith("nonstop."):
             found = getattr(sys.modules.get(module), name, None)  # imported already, or none
-        if found in self._allowed or (isinstance(found, type) and issubclass(found, BaseException)):
-            return found
+        if found in self._allowed or (isinstance(found, type) and issubclass(found, Exception)):
+            return found  # not SystemExit or KeyboardInterrupt: they would stop this process
         raise pickle.UnpicklingError(f"a worker may not send {module}.{name}")
 
 
@@ -149,7 +151,11 @@ class Channel:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 given = array.array("i")
                 given.frombytes(raw[: len(raw) - len(raw) % given.itemsize])
-                self._fds.extend(given)
+                if self._replies is not None:  # a worker has no descriptor to give
+                    for fd in given:
+                        os.close(fd)
+                else:
+                    self._fds.extend(given)
         if not data:
             self.close()
             return

@@ -48,6 +48,7 @@ from nonstop.proxy.tls import TlsContexts
 from nonstop.servers import ServerReport, ServerState
 from nonstop.workers.channel import Channel, Message
 from nonstop.workers.privileges import Handover, for_workers, prepare
+from nonstop.workers.replies import BadReply, checked
 from nonstop.workers.sockets import WorkerSockets
 
 __all__ = ["WorkerGone", "WorkersEngine"]
@@ -94,9 +95,12 @@ class _Worker:
         self.channel.send(("cast", 0, (name, args)))
 
     def answered(self, message: Message, fds: list[int]) -> None:
-        _kind, ident, (ok, value) = message
-        for fd in fds:
-            socket.socket(fileno=fd).close()
+        try:
+            ident, ok, value = checked(message)  # fds: none, the channel closed them
+        except BadReply as exc:  # not what nonstop sends: the worker is let go, replaced
+            log.error("worker process %d sent %s: stopped", self.pid, exc)
+            self.channel.close()
+            return
         future = self._pending.pop(ident, None)
         if future is None or future.done():
             return
@@ -163,22 +167,27 @@ class WorkersEngine:
     async def apply(self, config: Config) -> None:
         ProxyState.check(config)  # raises ConfigError; nothing has changed yet
         TlsContexts().load(config)  # a bad certificate is refused here, not in a worker
-        async with self._handing:  # a log reopening waits: it would hand the old files
-            handover = prepare(config)
-            try:
-                opened = self._sockets.open(config, self._workers)
-            except BaseException:
-                handover.close()
-                raise
-            try:
-                await self._all("apply", for_workers(config), sockets=config, handover=handover)
-            except BaseException:
-                self._sockets.close(opened)
-                handover.close()
-                raise
-            self._handover.close()
-            self._handover = handover
-            old, self._config = self._config, config
+        # one at a time with log reopening (which would hand over the old files) and with
+        # replacing a dead worker (which would start it from the old config)
+        async with self._handing:
+            await self._apply(config)
+
+    async def _apply(self, config: Config) -> None:
+        handover = prepare(config)
+        try:
+            opened = self._sockets.open(config, self._workers)
+        except BaseException:
+            handover.close()
+            raise
+        try:
+            await self._all("apply", for_workers(config), sockets=config, handover=handover)
+        except BaseException:
+            self._sockets.close(opened)
+            handover.close()
+            raise
+        self._handover.close()
+        self._handover = handover
+        old, self._config = self._config, config
         if (old.cpu_affinity, old.worker_priority) != (config.cpu_affinity, config.worker_priority):
             for worker in self._workers.values():
                 self._place(worker.index, worker.pid, old)
@@ -399,9 +408,12 @@ class WorkersEngine:
             await asyncio.sleep(RESPAWN_PAUSE)  # a worker that cannot start: not in a loop
         if self._stopping or worker.index in self._workers:
             return
-        self.respawns += 1
         try:
-            await self._spawn(worker.index)
+            async with self._handing:  # after a reload in progress: from the config it sets
+                if self._stopping or worker.index in self._workers:
+                    return  # the reload started it again
+                self.respawns += 1
+                await self._spawn(worker.index)
         except (OSError, Exception) as exc:
             log.error("worker process %d could not be replaced: %s", worker.index, exc)
             return

@@ -107,6 +107,8 @@ class Worker:
             self._reply(ident, True, value)
 
     def _reply(self, ident: int, ok: bool, value: object) -> None:
+        if not ok and not _sendable(value):  # the control process takes no other class
+            value = NonstopError(f"{type(value).__name__}: {value}")
         try:
             self.channel.send(("reply", ident, (ok, value)))
         except Exception as exc:  # an answer that does not pickle is an error of its own
@@ -227,6 +229,13 @@ class Worker:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _sendable(error: object) -> bool:
+    """Whether the control process unpickles ``error``: an ``Exception`` of Python's own
+    or of nonstop's (nonstop.workers.channel)."""
+    module = type(error).__module__
+    return isinstance(error, Exception) and (module == "builtins" or module.startswith("nonstop."))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import os
 import pickle
@@ -9,10 +10,13 @@ import socket
 import struct
 from pathlib import Path
 
+import pytest
+
 from nonstop.errors import ConfigError
 from nonstop.servers import ServerReport
 from nonstop.workers.channel import MAX_REPLY, Channel, Message
 from nonstop.workers.engine import REPLY_TYPES, merge_reports, merge_snapshots
+from nonstop.workers.replies import BadReply, checked
 
 
 def test_messages_arrive_whole_in_order_with_their_descriptors() -> None:
@@ -137,6 +141,69 @@ def test_the_control_process_unpickles_only_answers_from_a_worker(tmp_path: Path
     huge = struct.pack("!IH", MAX_REPLY + 1, 0) + b"x" * 100
     got, closed = asyncio.run(scenario(huge))
     assert closed and len(got) == 3
+
+
+def test_a_worker_s_answer_is_rebuilt_as_plain_data_or_refused() -> None:
+    report = ServerReport("a:1", "up", 0, 1, 0)
+    shared = [1.5] * 4
+    ident, ok, value = checked(("reply", 7, (True, {"seconds": shared, "again": shared})))
+    assert (ident, ok, value) == (7, True, {"seconds": shared, "again": shared})
+    assert value["seconds"] is not value["again"]  # adding one up does not grow the other
+    assert checked(("reply", 1, (True, (report,)))) == (1, True, (report,))
+    cause = ValueError("inner")
+    error = ConfigError("bad", "x.conf:1")
+    error.__context__ = cause
+    _, ok, got = checked(("reply", 2, (False, error)))
+    assert not ok and got is error and got.__context__ is None and got.where == "x.conf:1"
+    nested: list[object] = []
+    for _ in range(20):
+        nested = [nested, nested]  # 2**20 paths through 21 lists
+    bad: list[object] = [
+        ("call", 1, ("start", ())),  # a worker only answers
+        ("reply", "1", (True, None)),
+        ("reply", 1, (True,)),
+        ("reply", 1, (False, 42)),  # not an error: the call would wait for ever
+        ("reply", 1, (False, KeyboardInterrupt())),
+        ("reply", 1, (True, nested)),
+        ("reply", 1, (True, {"x": Path("/")})),
+    ]
+    for message in bad:
+        with pytest.raises(BadReply):
+            checked(message)
+
+
+def test_a_worker_cannot_send_what_would_stop_the_control_process_or_descriptors() -> None:
+    """A descriptor a worker sends is closed on arrival; SystemExit closes the channel."""
+
+    async def scenario() -> tuple[int, list[Message], bool]:
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        got: list[Message] = []
+        arrived = loop.create_future()
+        closed = loop.create_future()
+
+        def received(message: Message, fds: list[int]) -> None:
+            got.append(message)
+            arrived.set_result(fds)
+
+        control = Channel(loop, a, received, lambda: closed.set_result(None), REPLY_TYPES)
+        before = len(os.listdir("/proc/self/fd"))
+        r, w = os.pipe()
+        for answer in ((True, None), (False, SystemExit(0))):
+            body = pickle.dumps(("reply", 1, answer))
+            frame = struct.pack("!IH", len(body), 1) + body
+            b.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+            if not arrived.done():
+                assert await asyncio.wait_for(arrived, 10) == []
+                left = len(os.listdir("/proc/self/fd")) - before  # r and w, no more
+        os.close(r)
+        os.close(w)
+        await asyncio.wait_for(closed, 10)
+        b.close()
+        return left, got, control.closed
+
+    left, got, closed = asyncio.run(scenario())
+    assert left == 2 and got == [("reply", 1, (True, None))] and closed
 
 
 def test_the_other_end_closing_is_reported_once() -> None:
