@@ -145,22 +145,27 @@ def _read(path: str) -> bytes:
 
 
 def _open_log(path: str) -> int:
-    """``path`` opened by root for a worker.  In a directory someone other than root may
-    write to (the workers' user, say), only a regular file with one name is, never through
-    a symbolic link, so a link planted there cannot get root to open, and hand over,
-    another file such as /etc/passwd (nginx's CVE-2016-1247); elsewhere (``/dev/stdout``)
-    as without ``user``."""
+    """``path`` opened by root for a worker.  Reached one name at a time (``_walk``); in a
+    directory someone other than root may write to (the workers' user, say), only a
+    regular file with one name is opened, never through a symbolic link, so a link
+    planted there cannot get root to open, and hand over, another file such as
+    /etc/passwd (nginx's CVE-2016-1247); elsewhere (``/dev/stdout``) as without ``user``."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    directory = os.path.dirname(path) or "."
     try:
-        os.makedirs(directory, exist_ok=True)
-        shared = _shared(directory)
-        if shared:
-            flags |= os.O_NOFOLLOW | os.O_NONBLOCK  # not a link; a FIFO does not block
-        fd = os.open(path, flags, 0o644)
+        directory, name = _walk(os.path.abspath(path))
     except OSError as exc:
         log.error('open() "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
         return -1
+    try:
+        shared = _shared(directory)
+        if shared:
+            flags |= os.O_NOFOLLOW | os.O_NONBLOCK  # not a link; a FIFO does not block
+        fd = os.open(name, flags, 0o644, dir_fd=directory)
+    except OSError as exc:
+        log.error('open() "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
+        return -1
+    finally:
+        os.close(directory)
     info = os.fstat(fd)
     if shared and not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1):
         os.close(fd)
@@ -174,9 +179,36 @@ def _open_log(path: str) -> int:
     return fd
 
 
-def _shared(directory: str) -> bool:
+def _walk(path: str) -> tuple[int, str]:
+    """The directory holding the absolute ``path`` (a descriptor; made if missing) and the
+    last name.  Each directory on the way is opened from the one before, following a
+    symbolic link only where no one but this user may have put it: a directory the
+    workers' user may write to cannot send root elsewhere by a link or a rename."""
+    *parents, name = path.split("/")
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for part in parents[1:]:
+            if part in ("", "."):
+                continue
+            mode = flags | (os.O_NOFOLLOW if _shared(fd) else 0)
+            try:
+                inner = os.open(part, mode, dir_fd=fd)
+            except FileNotFoundError:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)  # as os.makedirs: the umask decides
+                inner = os.open(part, mode, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def _shared(directory: int) -> bool:
     """Whether anyone but this process's user may create names in ``directory``."""
-    info = os.stat(directory)
+    info = os.fstat(directory)
     return info.st_uid != os.geteuid() or bool(info.st_mode & 0o022)
 
 

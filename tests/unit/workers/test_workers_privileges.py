@@ -68,6 +68,37 @@ def test_a_log_in_a_directory_the_user_may_write_is_never_opened_through_a_link(
     assert (temp.stat().st_uid, stat.S_IMODE(temp.stat().st_mode)) == (NOBODY.pw_uid, 0o700)
 
 
+def test_a_directory_the_user_may_write_to_cannot_send_root_elsewhere_on_the_way(
+    tmp_path: Path,
+) -> None:
+    """Higher up the path: the user owns L/, root owns L/site/; the user swaps site for a
+    link to a directory of its choice.  Root's own links on the way are followed."""
+    target = tmp_path / "target"
+    target.mkdir()
+    theirs = tmp_path / "L"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY.pw_uid, NOBODY.pw_gid)
+    (theirs / "site").symlink_to(target)  # where root had made L/site/
+    ours = tmp_path / "ours"
+    ours.mkdir(mode=0o755)
+    (tmp_path / "real").mkdir()
+    (ours / "site").symlink_to(tmp_path / "real")  # root's own link: followed
+    config = load(
+        str(config_with_logs(tmp_path, theirs / "site" / "a.log", ours / "site" / "b.log")), None
+    )
+    handover = prepare(config)
+    handover.close()
+    assert handover.handed.logs == (str(ours / "site" / "b.log"),)
+    assert not (target / "a.log").exists()
+    assert (tmp_path / "real" / "b.log").exists()
+    # a directory missing on the way is made, as os.makedirs would
+    config = load(str(config_with_logs(tmp_path, tmp_path / "new" / "deeper" / "c.log")), None)
+    handover = prepare(config)
+    handover.close()
+    assert handover.handed.logs == (str(tmp_path / "new" / "deeper" / "c.log"),)
+    assert (tmp_path / "new" / "deeper" / "c.log").is_file()
+
+
 def test_workers_get_the_config_without_the_admin_token_and_the_apps_environments(
     tmp_path: Path,
 ) -> None:
