@@ -11,6 +11,7 @@ only root may read: the proof that they are not root.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import grp
 import http.client
 import http.server
@@ -354,6 +355,29 @@ def test_an_upgrade_is_how_workers_running_as_root_come_to_run_as_the_user(
     assert ids(int(answer["pid"]))["Uid"] == [0, 0, 0, 0]
     for _ in range(4):
         assert site.get("/local") == (200, b"local\n", "one.example")
+
+
+def test_without_the_right_to_switch_users_nonstop_says_so_and_does_not_start(
+    site: Site,
+) -> None:
+    """Root whose capability bounding set lacks CAP_SETUID and CAP_SETGID (a systemd unit
+    that keeps CapabilityBoundingSet=CAP_NET_BIND_SERVICE) cannot become the user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def drop_setuid_setgid() -> None:  # in the child, before nonstop is executed
+        for capability in (6, 7):  # CAP_SETGID, CAP_SETUID
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    site.path.write_text(site.config(USER + "\nworker_processes 2;"))
+    process = NonstopProcess(site.path, [site.port], ["--shutdown-timeout", "5s"])
+    process.preexec = drop_setuid_setgid
+    with pytest.raises(RuntimeError, match="did not start"):
+        process.start()
+    assert process.proc is not None and process.proc.wait(10) != 0
+    assert 'cannot run the workers as user "nobody": Operation not permitted' in (
+        process.stderr() + _text(site.logs / "error.log")
+    )
 
 
 def _text(path: Path) -> str:

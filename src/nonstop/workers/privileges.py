@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 from nonstop.config.accounts import Account
 from nonstop.config.model import AccessLog, Config
-from nonstop.errors import ConfigError
+from nonstop.errors import ConfigError, NonstopError
 from nonstop.proxy.handed import NOTHING, Handed, read_pem
 from nonstop.statedir import claim
 
@@ -99,9 +99,15 @@ def for_workers(config: Config) -> Config:
 def drop(account: Account) -> None:
     """This process becomes ``account``: its group, the user's groups, then its user (the
     order matters: once the user is not root, groups can no longer change)."""
-    os.setgroups([account.gid, *account.groups])
-    os.setgid(account.gid)
-    os.setuid(account.uid)
+    try:
+        os.setgroups([account.gid, *account.groups])
+        os.setgid(account.gid)
+        os.setuid(account.uid)
+    except OSError as exc:  # root without CAP_SETUID/CAP_SETGID (a capability bounding set)
+        raise NonstopError(
+            f'cannot run the workers as user "{account.user}": {exc.strerror or exc}'
+            " (switching users needs root with CAP_SETUID and CAP_SETGID)"
+        ) from None
     os.environ["HOME"] = account.home
     os.environ["USER"] = os.environ["LOGNAME"] = account.user
 
