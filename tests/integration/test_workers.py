@@ -7,6 +7,7 @@ access log, and every answer the clients got.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -29,6 +30,8 @@ from tests.support.apps.harness import AppDaemon, Load, deployed, pyapp_daemons
 from tests.support.backends import RecordingBackend, free_port
 from tests.support.proc import NonstopProcess
 from tests.support.restarts import SocketActivated, stop_leftover_apps
+
+from nonstop.workers.engine import APPLY_LIMIT
 
 Make = Callable[..., AppDaemon]
 
@@ -345,6 +348,38 @@ def test_worker_cpu_affinity_and_priority_bind_each_worker_and_follow_a_reload(p
     assert [sorted(os.sched_getaffinity(pid)) for pid in pids] == [allowed, allowed]
     assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [10, 10]
     assert get(p.ports[0]) == (200, "ok\n")
+
+
+def test_a_worker_that_does_not_apply_a_reload_is_killed_and_replaced_from_it(proxy) -> None:
+    """A worker stopped with SIGSTOP cannot hold the reload: after APPLY_LIMIT it is killed,
+    the reload is done, and its replacement serves the new config."""
+    p = proxy(RETURN_OK)
+    pids = [w["pid"] for w in status(p)["workers"]]
+    os.kill(pids[0], signal.SIGSTOP)
+    try:
+        p.config.write_text(p.config.read_text().replace('"ok\\n"', '"new\\n"'))
+        started = time.monotonic()
+        done = p.cli("reload", timeout=60)
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[0], signal.SIGCONT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert took >= APPLY_LIMIT - 1
+    assert f"worker process {pids[0]} did not answer apply in 10 s: killed" in p.stderr()
+    wait_for(
+        lambda: (
+            len(status(p)["workers"]) == 2
+            and pids[0] not in [w["pid"] for w in status(p)["workers"]]
+        ),
+        message="not replaced",
+    )
+    assert pids[1] in [w["pid"] for w in status(p)["workers"]]
+    conns = held_by_every_worker(p, p.ports[0], 4)  # every worker answered "new"
+    for conn in conns:
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"new\n"
+        conn.close()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -58,6 +58,10 @@ log = logging.getLogger("nonstop")
 # what a worker's answers are made of, besides plain data and exceptions (the control
 # process unpickles nothing else from a worker: nonstop.workers.channel)
 REPLY_TYPES: frozenset[type] = frozenset({ServerReport})
+# a worker that has not applied a reload (or reopened its logs) by then is stuck (or
+# stopped with SIGSTOP): it is killed and replaced from the new config, so one worker
+# cannot hold every later reload; applying takes milliseconds, a big TLS config seconds
+APPLY_LIMIT = 10.0
 RESPAWN_PAUSE = 1.0  # a worker that dies within this long of its start is restarted after it
 
 
@@ -180,7 +184,9 @@ class WorkersEngine:
             handover.close()
             raise
         try:
-            await self._all("apply", for_workers(config), sockets=config, handover=handover)
+            await self._all(
+                "apply", for_workers(config), sockets=config, handover=handover, limit=APPLY_LIMIT
+            )
         except BaseException:
             self._sockets.close(opened)
             handover.close()
@@ -191,7 +197,9 @@ class WorkersEngine:
         if (old.cpu_affinity, old.worker_priority) != (config.cpu_affinity, config.worker_priority):
             for worker in self._workers.values():
                 self._place(worker.index, worker.pid, old)
-        self._sockets.keep(config, self._workers)
+        # a worker that died meanwhile keeps its sockets, with what is queued on them, for
+        # the one that replaces it
+        self._sockets.keep(config, {*self._workers, *range(config.workers)})
         self._forget_drained(config)
         await self._resize(config.workers)
         self._sync_checks()
@@ -201,7 +209,7 @@ class WorkersEngine:
             old = self._handover
             self._handover = prepare(self._config, old.handed.pem)
             old.close()  # the logs opened anew; a worker started from now on gets them too
-            await self._all("reopen_logs", handover=self._handover)
+            await self._all("reopen_logs", handover=self._handover, limit=APPLY_LIMIT)
 
     async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
         """Every worker stops accepting and finishes its in-flight requests within
@@ -435,14 +443,17 @@ class WorkersEngine:
         *args: Any,
         sockets: Config | None = None,
         handover: Handover | None = None,
+        limit: float | None = None,
     ) -> list[Any]:
         """``name`` called in every worker at once; their answers (a worker that died
         before answering is left out); the first error any of them raised.  With
         ``sockets``, each worker is also passed its listening sockets for that config
         (their keys an argument); with ``handover``, the files handed to it (its
-        ``Handed`` the last argument, the descriptors after the sockets')."""
+        ``Handed`` the last argument, the descriptors after the sockets').  A worker
+        that has not answered within ``limit`` seconds is killed (and replaced)."""
         futures = []
-        for worker in list(self._workers.values()):
+        workers = list(self._workers.values())
+        for worker in workers:
             more: list[Any] = []
             fds: list[int] = []
             if sockets is not None:
@@ -452,6 +463,19 @@ class WorkersEngine:
                 more.append(handover.handed)
                 fds = [*fds, *handover.fds]
             futures.append(worker.call(name, *args, *more, fds=fds))
+        if limit is not None and futures:
+            await asyncio.wait(futures, timeout=limit)
+            for worker, future in zip(workers, futures, strict=True):
+                if not future.done():
+                    log.critical(
+                        "worker process %d did not answer %s in %.0f s: killed",
+                        worker.pid,
+                        name,
+                        limit,
+                        extra={"nginx_level": "alert"},
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.process.kill()  # its channel closes: the call is answered
         answers = await asyncio.gather(*futures, return_exceptions=True)
         errors = [a for a in answers if isinstance(a, BaseException) and not _gone(a)]
         if errors:
