@@ -73,6 +73,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="worker_cpu_affinity auto in both configs (with more than 1 worker)",
     )
+    parser.add_argument(
+        "--user",
+        default=None,
+        metavar='"USER [GROUP]"',
+        help="a user line in both configs (as root: the workers run as that user)",
+    )
     args = parse_bench_args(parser, argv, allowed=NAMES)
     args.counts = [int(n) for n in args.workers.split(",")]
     return args
@@ -85,9 +91,11 @@ def start(
     backend_ports: list[int],
     cpu: int | None,
     affinity: bool = False,
+    user: str | None = None,
 ) -> Proxy:
     """nonstop or nginx on the proxy_bench config with ``worker_processes workers`` (and
-    ``worker_cpu_affinity auto``: each worker bound to a core of its own)."""
+    ``worker_cpu_affinity auto``: each worker bound to a core of its own; ``user``: the
+    workers' user)."""
     port = free_ports(1)[0]
     prefix = lab.root / f"{name}-{workers}"
     (prefix / "temp").mkdir(parents=True)
@@ -96,6 +104,8 @@ def start(
     main = f"worker_processes {workers};"
     if affinity and workers > 1:
         main += "\nworker_cpu_affinity auto;"
+    if user is not None:
+        main += f"\nuser {user};"
     conf.write_text(text.replace("worker_processes 1;", main))
     log = prefix / "stderr.log"
     if name == "nginx":
@@ -235,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             proxy_cpu = args.proxy_cpu if pinned else None
             client_cpu = args.client_cpu if pinned else None
             proxies = [
-                start(lab, name, count, backend_ports, proxy_cpu, args.affinity)
+                start(lab, name, count, backend_ports, proxy_cpu, args.affinity, args.user)
                 for name in args.names
             ]
             for proxy in proxies:  # warm-up
