@@ -307,6 +307,17 @@ class WorkersEngine:
     async def _spawn(self, index: int) -> None:
         """Start worker ``index`` and give it the state as it is now; answered once it
         serves."""
+        await self._serving(*await self._launch(index))
+
+    async def _serving(self, worker: _Worker, started: asyncio.Future[Any]) -> None:
+        try:
+            await started
+        except WorkerGone:
+            raise OSError(f"worker process {worker.pid} exited while starting") from None
+
+    async def _launch(self, index: int) -> tuple[_Worker, asyncio.Future[Any]]:
+        """Worker ``index`` started and sent the state as it is now (its ``start`` call
+        not answered yet: from here on, every change reaches it anyway)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -353,10 +364,7 @@ class WorkersEngine:
         watcher = loop.create_task(self._watch(worker))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
-        try:
-            await started
-        except WorkerGone:
-            raise OSError(f"worker process {worker.pid} exited while starting") from None
+        return worker, started
 
     def _place(self, index: int, pid: int, before: Config | None) -> None:
         """worker_cpu_affinity and worker_priority for worker ``index`` (``before``: the
@@ -417,15 +425,18 @@ class WorkersEngine:
         if self._stopping or worker.index in self._workers:
             return
         try:
-            async with self._handing:  # after a reload in progress: from the config it sets
+            # after a reload in progress, from the config it sets (the lock is not held
+            # while the new worker starts: one that hangs cannot hold every later reload)
+            async with self._handing:
                 if self._stopping or worker.index in self._workers:
                     return  # the reload started it again
                 self.respawns += 1
-                await self._spawn(worker.index)
+                launched = await self._launch(worker.index)
+            await self._serving(*launched)
         except (OSError, Exception) as exc:
             log.error("worker process %d could not be replaced: %s", worker.index, exc)
             return
-        log.warning("start worker process %d", self._workers[worker.index].pid)
+        log.warning("start worker process %d", launched[0].pid)
 
     async def _resize(self, count: int) -> None:
         """After a reload that changed ``worker_processes``: start or stop the difference."""
