@@ -167,7 +167,10 @@ def test_a_deploy_with_two_workers_fails_no_request_and_drains_both(daemon: Make
     # may only stop once every worker has finished its own
     with Load(d.port, clients=12, limit=60, slow_ms=800) as load:
         load.wait_requests(40)
-        assert all(n > 0 for n in [int(w["connections"]) for w in d.status()["workers"]])
+        wait_for(  # each client reconnects now and then: a moment may find a worker idle
+            lambda: all(int(w["connections"] or 0) > 0 for w in d.status()["workers"]),
+            message="a worker holds no connection",
+        )
         started = time.monotonic()
         done = d.cli("deploy", "web", "--release", "v2", "--json")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -366,7 +369,9 @@ def test_a_worker_that_does_not_apply_a_reload_is_killed_and_replaced_from_it(pr
             os.kill(pids[0], signal.SIGCONT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert took >= APPLY_LIMIT - 1
-    assert f"worker process {pids[0]} did not answer apply in 10 s: killed" in p.stderr()
+    assert f"worker process {pids[0]} did not answer apply in {APPLY_LIMIT:.0f} s: killed" in (
+        p.stderr()
+    )
     wait_for(
         lambda: (
             len(status(p)["workers"]) == 2

@@ -60,8 +60,10 @@ log = logging.getLogger("nonstop")
 REPLY_TYPES: frozenset[type] = frozenset({ServerReport})
 # a worker that has not applied a reload (or reopened its logs) by then is stuck (or
 # stopped with SIGSTOP): it is killed and replaced from the new config, so one worker
-# cannot hold every later reload; applying takes milliseconds, a big TLS config seconds
+# cannot hold every later reload.  Applying takes milliseconds, a big TLS config seconds:
+# the limit is this, or ten times what checking the config took this process, if longer.
 APPLY_LIMIT = 10.0
+START_LIMIT = 60.0  # a new worker that does not serve by then is killed (and started again)
 RESPAWN_PAUSE = 1.0  # a worker that dies within this long of its start is restarted after it
 
 
@@ -102,7 +104,9 @@ class _Worker:
         try:
             ident, ok, value = checked(message)  # fds: none, the channel closed them
         except BadReply as exc:  # not what nonstop sends: the worker is let go, replaced
-            log.error("worker process %d sent %s: stopped", self.pid, exc)
+            log.error("worker process %d sent %s: killed", self.pid, exc)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
             self.channel.close()
             return
         future = self._pending.pop(ident, None)
@@ -169,14 +173,16 @@ class WorkersEngine:
         return tuple(self._sockets.addresses())
 
     async def apply(self, config: Config) -> None:
+        checking = time.monotonic()
         ProxyState.check(config)  # raises ConfigError; nothing has changed yet
         TlsContexts().load(config)  # a bad certificate is refused here, not in a worker
+        limit = max(APPLY_LIMIT, 10 * (time.monotonic() - checking))
         # one at a time with log reopening (which would hand over the old files) and with
         # replacing a dead worker (which would start it from the old config)
         async with self._handing:
-            await self._apply(config)
+            await self._apply(config, limit)
 
-    async def _apply(self, config: Config) -> None:
+    async def _apply(self, config: Config, limit: float) -> None:
         handover = prepare(config)
         try:
             opened = self._sockets.open(config, self._workers)
@@ -185,7 +191,7 @@ class WorkersEngine:
             raise
         try:
             await self._all(
-                "apply", for_workers(config), sockets=config, handover=handover, limit=APPLY_LIMIT
+                "apply", for_workers(config), sockets=config, handover=handover, limit=limit
             )
         except BaseException:
             self._sockets.close(opened)
@@ -311,7 +317,13 @@ class WorkersEngine:
 
     async def _serving(self, worker: _Worker, started: asyncio.Future[Any]) -> None:
         try:
-            await started
+            await asyncio.wait_for(asyncio.shield(started), START_LIMIT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()  # its watcher replaces it, after RESPAWN_PAUSE
+            raise OSError(
+                f"worker process {worker.pid} did not start in {START_LIMIT:.0f} s: killed"
+            ) from None
         except WorkerGone:
             raise OSError(f"worker process {worker.pid} exited while starting") from None
 

@@ -8,9 +8,10 @@ would leave a call waiting forever), objects shared many times (a 3 KB pickle ca
 one list a million times, and adding up counters would double it each time), nesting
 too deep to print, exception chains to format, and errors that are not ``Exception``.
 
-``checked`` rebuilds the answer from fresh objects within a budget of nodes and
-characters, so what the engine adds up and the admin API prints is what a worker could
-honestly have sent.
+``checked`` rebuilds the answer from fresh objects, refusing any list, dict or tuple
+met twice (an honest answer shares none), so the result is no larger than the frame it
+came in; a budget of characters stops one long string named many times.  What the engine
+adds up and the admin API prints is then what a worker could honestly have sent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from nonstop.servers import ServerReport
 
 __all__ = ["BadReply", "checked"]
 
-MAX_NODES: Final = 1_000_000  # values in one answer (a status of many upstreams: far fewer)
 MAX_CHARS: Final = 64 * 1024 * 1024  # characters of its strings, each time it names one
 MAX_DEPTH: Final = 12
 
@@ -35,11 +35,11 @@ class BadReply(ValueError):
 
 
 class _Budget:
-    __slots__ = ("chars", "nodes")
+    __slots__ = ("chars", "seen")
 
     def __init__(self) -> None:
-        self.nodes = MAX_NODES
         self.chars = MAX_CHARS
+        self.seen: set[int] = set()  # the ids of the containers met
 
 
 def checked(message: Any) -> tuple[int, bool, Any]:
@@ -54,13 +54,17 @@ def checked(message: Any) -> tuple[int, bool, Any]:
     if type(ok) is not bool:
         raise BadReply("a reply of the wrong shape")
     budget = _Budget()
-    return ident, ok, _plain(value, budget, 0) if ok else _error(value, budget)
+    try:
+        return ident, ok, _plain(value, budget, 0) if ok else _error(value, budget)
+    except BadReply:
+        raise
+    except Exception as exc:  # a class built without what it holds, a key of a wrong type
+        raise BadReply(f"an answer that is not what it says ({type(exc).__name__})") from None
 
 
 def _plain(value: Any, budget: _Budget, depth: int) -> Any:
-    budget.nodes -= 1
-    if budget.nodes < 0 or depth > MAX_DEPTH:
-        raise BadReply("an answer too large or too deep")
+    if depth > MAX_DEPTH:
+        raise BadReply("an answer too deep")
     kind = type(value)
     if kind in _ATOMS:
         if kind is str:
@@ -68,6 +72,10 @@ def _plain(value: Any, budget: _Budget, depth: int) -> Any:
             if budget.chars < 0:
                 raise BadReply("an answer too large")
         return value
+    if kind in (list, tuple, dict, ServerReport) and (kind is not tuple or value):
+        if id(value) in budget.seen:  # () is one object in CPython, and holds nothing
+            raise BadReply("an answer naming one object twice")
+        budget.seen.add(id(value))
     if kind is list or kind is tuple:
         return kind(_plain(item, budget, depth + 1) for item in value)
     if kind is dict:

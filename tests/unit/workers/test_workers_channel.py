@@ -145,27 +145,35 @@ def test_the_control_process_unpickles_only_answers_from_a_worker(tmp_path: Path
 
 def test_a_worker_s_answer_is_rebuilt_as_plain_data_or_refused() -> None:
     report = ServerReport("a:1", "up", 0, 1, 0)
-    shared = [1.5] * 4
-    ident, ok, value = checked(("reply", 7, (True, {"seconds": shared, "again": shared})))
-    assert (ident, ok, value) == (7, True, {"seconds": shared, "again": shared})
-    assert value["seconds"] is not value["again"]  # adding one up does not grow the other
+    status = {"connections": 3, "upstreams": {"app": [{"address": "a:1", "fails": 0}]}}
+    ident, ok, value = checked(("reply", 7, (True, status)))
+    assert (ident, ok, value) == (7, True, status) and value is not status
     assert checked(("reply", 1, (True, (report,)))) == (1, True, (report,))
     cause = ValueError("inner")
     error = ConfigError("bad", "x.conf:1")
     error.__context__ = cause
     _, ok, got = checked(("reply", 2, (False, error)))
     assert not ok and got is error and got.__context__ is None and got.where == "x.conf:1"
+    shared = [1.5] * 4  # adding counters up would double it each time it is named
     nested: list[object] = []
     for _ in range(20):
         nested = [nested, nested]  # 2**20 paths through 21 lists
+    wide = [shared] * 100_000  # shallow: 100,000 names of one list, a few bytes each
+    empty = object.__new__(ServerReport)  # unpickled without its fields
+    odd = ValueError("x")
+    odd.__dict__[1] = "a key that is not a name"
     bad: list[object] = [
         ("call", 1, ("start", ())),  # a worker only answers
         ("reply", "1", (True, None)),
         ("reply", 1, (True,)),
         ("reply", 1, (False, 42)),  # not an error: the call would wait for ever
         ("reply", 1, (False, KeyboardInterrupt())),
+        ("reply", 1, (True, {"seconds": shared, "again": shared})),
         ("reply", 1, (True, nested)),
+        ("reply", 1, (True, wide)),
         ("reply", 1, (True, {"x": Path("/")})),
+        ("reply", 1, (True, (empty,))),
+        ("reply", 1, (False, odd)),
     ]
     for message in bad:
         with pytest.raises(BadReply):
