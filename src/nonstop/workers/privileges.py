@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import stat
+from collections import deque
 from collections.abc import Iterator
+from typing import Final
 
 from nonstop.config.accounts import Account
 from nonstop.config.model import AccessLog, Config
@@ -151,27 +154,16 @@ def _read(path: str) -> bytes:
 
 
 def _open_log(path: str) -> int:
-    """``path`` opened by root for a worker.  Reached one name at a time (``_walk``); in a
-    directory someone other than root may write to (the workers' user, say), only a
-    regular file with one name is opened, never through a symbolic link, so a link
-    planted there cannot get root to open, and hand over, another file such as
-    /etc/passwd (nginx's CVE-2016-1247); elsewhere (``/dev/stdout``) as without ``user``."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    """``path`` opened by root for a worker, each name on the way resolved here
+    (``_resolve``); in a directory someone other than root may write to (the workers'
+    user, say), only a regular file with one name is opened, so a link or a renamed
+    directory planted there cannot get root to open, and hand over, another file such as
+    /etc/passwd (nginx's CVE-2016-1247)."""
     try:
-        directory, name = _walk(os.path.abspath(path))
+        fd, shared = _resolve(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC)
     except OSError as exc:
         log.error('open() "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
         return -1
-    try:
-        shared = _shared(directory)
-        if shared:
-            flags |= os.O_NOFOLLOW | os.O_NONBLOCK  # not a link; a FIFO does not block
-        fd = os.open(name, flags, 0o644, dir_fd=directory)
-    except OSError as exc:
-        log.error('open() "%s" failed (%d: %s)', path, exc.errno, exc.strerror)
-        return -1
-    finally:
-        os.close(directory)
     info = os.fstat(fd)
     if shared and not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1):
         os.close(fd)
@@ -185,31 +177,59 @@ def _open_log(path: str) -> int:
     return fd
 
 
-def _walk(path: str) -> tuple[int, str]:
-    """The directory holding the absolute ``path`` (a descriptor; made if missing) and the
-    last name.  Each directory on the way is opened from the one before, following a
-    symbolic link only where no one but this user may have put it: a directory the
-    workers' user may write to cannot send root elsewhere by a link or a rename."""
-    *parents, name = path.split("/")
-    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-    fd = os.open("/", flags)
+_DIRECTORY: Final = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_HOPS: Final = 40  # symbolic links followed on one path, as the kernel's MAXSYMLINKS
+
+
+def _resolve(path: str, flags: int) -> tuple[int, bool]:
+    """``path`` opened with ``flags`` (directories on the way made if missing), and
+    whether its directory is shared (``_shared``).  Every name is looked up in the
+    directory before it, and every symbolic link read and followed here, so the same rule
+    holds all along a link's target: in a shared directory no link is followed.  The
+    links of /proc (``/dev/stdout`` is ``/proc/self/fd/1``) are opened as they are."""
+    names = deque(path.split("/"))
+    directory = os.open("/" if path.startswith("/") else ".", _DIRECTORY)
+    hops = 0
     try:
-        for part in parents[1:]:
-            if part in ("", "."):
+        while names:
+            name = names.popleft()
+            if name in ("", "."):
                 continue
-            mode = flags | (os.O_NOFOLLOW if _shared(fd) else 0)
+            last = all(rest in ("", ".") for rest in names)
+            shared = _shared(directory)
             try:
-                inner = os.open(part, mode, dir_fd=fd)
+                info: os.stat_result | None = os.stat(name, dir_fd=directory, follow_symlinks=False)
             except FileNotFoundError:
+                info = None
+            if info is not None and stat.S_ISLNK(info.st_mode):
+                hops += 1
+                if shared or hops > _HOPS:
+                    reason = (
+                        "too many links"
+                        if not shared
+                        else "a link in a directory others may write to"
+                    )
+                    raise OSError(errno.ELOOP, f"not followed: {reason}")
+                if last and os.readlink(f"/proc/self/fd/{directory}").startswith("/proc/"):
+                    return os.open(name, flags, 0o644, dir_fd=directory), False
+                target = os.readlink(name, dir_fd=directory)
+                names.extendleft(reversed(target.split("/")))
+                if target.startswith("/"):
+                    os.close(directory)
+                    directory = os.open("/", _DIRECTORY)
+                continue
+            if last:
+                extra = os.O_NOFOLLOW | (os.O_NONBLOCK if shared else 0)  # a FIFO: no wait
+                return os.open(name, flags | extra, 0o644, dir_fd=directory), shared
+            if info is None:
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o777, dir_fd=fd)  # as os.makedirs: the umask decides
-                inner = os.open(part, mode, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, name
+                    os.mkdir(name, 0o777, dir_fd=directory)  # as os.makedirs: umask decides
+            inner = os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        raise IsADirectoryError(errno.EISDIR, "a directory, not a file")
+    finally:
+        os.close(directory)
 
 
 def _shared(directory: int) -> bool:

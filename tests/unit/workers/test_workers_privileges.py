@@ -99,6 +99,32 @@ def test_a_directory_the_user_may_write_to_cannot_send_root_elsewhere_on_the_way
     assert (tmp_path / "new" / "deeper" / "c.log").is_file()
 
 
+def test_links_are_followed_one_at_a_time_by_the_same_rule(tmp_path: Path) -> None:
+    """A link of root's own whose target passes through a directory the user owns is
+    refused there too; /dev/stdout (a link to /proc/self/fd/1) is this process's stdout."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    theirs = tmp_path / "L"
+    theirs.mkdir()
+    os.chown(theirs, NOBODY.pw_uid, NOBODY.pw_gid)
+    (theirs / "site").symlink_to(etc)  # planted by the user
+    ours = tmp_path / "ours"
+    ours.mkdir(mode=0o755)
+    (ours / "site").symlink_to(theirs / "site")  # root's link, into the user's directory
+    (ours / "up").symlink_to("../real/sub")  # relative, through .. after the link
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    logs = (ours / "site" / "passwd", ours / "up" / "x.log", Path("/dev/stdout"))
+    handover = prepare(load(str(config_with_logs(tmp_path, *logs)), None))
+    try:
+        assert handover.handed.logs == (str(logs[1]), "/dev/stdout")
+        assert not (etc / "passwd").exists()
+        assert (tmp_path / "real" / "sub" / "x.log").is_file()
+        stdout, given = os.fstat(1), os.fstat(handover.fds[1])
+        assert (given.st_dev, given.st_ino) == (stdout.st_dev, stdout.st_ino)
+    finally:
+        handover.close()
+
+
 def test_workers_get_the_config_without_the_admin_token_and_the_apps_environments(
     tmp_path: Path,
 ) -> None:
