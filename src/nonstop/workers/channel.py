@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Channel", "Message"]
+__all__ = ["Channel", "Message", "trusted_module"]
 
 log = logging.getLogger("nonstop")
 
@@ -49,6 +49,11 @@ _HEADER = struct.Struct("!IH")
 MAX_FDS = 250  # descriptors one frame may carry (the kernel's SCM_MAX_FD is 253)
 _CHUNK = 256 * 1024
 MAX_REPLY = 16 * 1024 * 1024  # a frame from a worker: status and counters, never this much
+
+
+def trusted_module(module: str) -> bool:
+    """Whether a worker may send classes of ``module``: Python's builtins, or nonstop's."""
+    return module in ("builtins", "nonstop") or module.startswith("nonstop.")
 
 
 class _Replies(pickle.Unpickler):
@@ -62,7 +67,7 @@ class _Replies(pickle.Unpickler):
         found: Any = None
         if module == "builtins":
             found = getattr(builtins, name, None)
-        elif module == "nonstop" or module.startswith("nonstop."):
+        elif trusted_module(module):
             found = getattr(sys.modules.get(module), name, None)  # imported already, or none
         if found in self._allowed or (isinstance(found, type) and issubclass(found, Exception)):
             return found  # not SystemExit or KeyboardInterrupt: they would stop this process

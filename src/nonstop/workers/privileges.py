@@ -203,13 +203,12 @@ def _resolve(path: str, flags: int) -> tuple[int, bool]:
                 info = None
             if info is not None and stat.S_ISLNK(info.st_mode):
                 hops += 1
-                if shared or hops > _HOPS:
-                    reason = (
-                        "too many links"
-                        if not shared
-                        else "a link in a directory others may write to"
+                if shared:
+                    raise OSError(
+                        errno.ELOOP, "not followed: a link in a directory others may write to"
                     )
-                    raise OSError(errno.ELOOP, f"not followed: {reason}")
+                if hops > _HOPS:
+                    raise OSError(errno.ELOOP, "not followed: too many links")
                 if last and os.readlink(f"/proc/self/fd/{directory}").startswith("/proc/"):
                     return os.open(name, flags, 0o644, dir_fd=directory), False
                 target = os.readlink(name, dir_fd=directory)

@@ -35,7 +35,7 @@ from nonstop.errors import NonstopError
 from nonstop.proxy.handed import Handed, install
 from nonstop.servers import ServerState
 from nonstop.statedir import restrict_umask
-from nonstop.workers.channel import Channel, Message
+from nonstop.workers.channel import Channel, Message, trusted_module
 from nonstop.workers.privileges import drop
 
 __all__ = ["Worker", "main"]
@@ -232,10 +232,9 @@ class Worker:
 
 
 def _sendable(error: object) -> bool:
-    """Whether the control process unpickles ``error``: an ``Exception`` of Python's own
-    or of nonstop's (nonstop.workers.channel)."""
-    module = type(error).__module__
-    return isinstance(error, Exception) and (module == "builtins" or module.startswith("nonstop."))
+    """Whether the control process unpickles ``error``: an ``Exception`` of a module the
+    channel trusts."""
+    return isinstance(error, Exception) and trusted_module(type(error).__module__)
 
 
 def main(argv: list[str] | None = None) -> None:
