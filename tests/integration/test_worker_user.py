@@ -15,7 +15,6 @@ import ctypes
 import grp
 import http.client
 import http.server
-import json
 import os
 import pwd
 import signal
@@ -23,13 +22,13 @@ import socket
 import ssl
 import stat
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+from tests.integration.test_workers import status, wait_for
 from tests.support.backends import RecordingBackend, free_port
 from tests.support.proc import NonstopProcess
 from tests.support.restarts import wait_gone
@@ -182,15 +181,12 @@ def ids(pid: int) -> dict[str, list[int]]:
 
 
 def workers(process: NonstopProcess) -> list[int]:
-    done = process.cli("status", "--json")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return [int(w["pid"]) for w in json.loads(done.stdout)["workers"]]
+    return [int(w["pid"]) for w in status(process)["workers"]]
 
 
 def holds(process: NonstopProcess, pid: int) -> bool:
     """Whether worker ``pid`` holds a client connection now."""
-    done = process.cli("status", "--json")
-    each = {int(w["pid"]): int(w["connections"] or 0) for w in json.loads(done.stdout)["workers"]}
+    each = {int(w["pid"]): int(w["connections"] or 0) for w in status(process)["workers"]}
     return each.get(pid, 0) > 0
 
 
@@ -202,13 +198,6 @@ def open_files(pids: list[int]) -> list[str]:
             with contextlib.suppress(FileNotFoundError):
                 links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
     return links
-
-
-def wait_for(what: Callable[[], bool], message: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
 
 
 def assert_nobody(pid: int) -> None:
@@ -264,7 +253,7 @@ def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -
     assert answer.endswith(b"\r\n\r\n" + bytes(range(256)) * (BIG // 256))
 
     # the logs, in a directory only root may enter
-    wait_for(lambda: "/upload" in _text(site.logs / "access.log"), "no access log line")
+    wait_for(lambda: "/upload" in _text(site.logs / "access.log"), message="no access log line")
     assert (site.logs / "access.log").stat().st_uid == 0
 
     # a reload with a new certificate: the same workers, still not root, serve it
@@ -285,13 +274,13 @@ def test_workers_run_as_the_user_and_serve_what_only_root_may_read(site: Site) -
     # one in the directory the workers cannot enter
     (site.logs / "access.log").rename(site.logs / "access.log.1")
     p.signal(signal.SIGUSR1)
-    wait_for(lambda: (site.logs / "access.log").exists(), "the access log was not reopened")
+    wait_for(lambda: (site.logs / "access.log").exists(), message="the access log was not reopened")
     assert site.get("/local")[0] == 200
-    wait_for(lambda: "/local" in _text(site.logs / "access.log"), "no line in the new log")
+    wait_for(lambda: "/local" in _text(site.logs / "access.log"), message="no line in the new log")
 
     # a worker killed: its replacement is also nobody, and serves the current certificate
     os.kill(pids[0], signal.SIGKILL)
-    wait_for(lambda: len(set(workers(p)) - set(pids)) == 1, "the worker was not replaced")
+    wait_for(lambda: len(set(workers(p)) - set(pids)) == 1, message="the worker was not replaced")
     (new,) = set(workers(p)) - set(pids)
     assert_nobody(new)
     held: list[http.client.HTTPSConnection] = []
@@ -344,7 +333,7 @@ def test_an_upgrade_is_how_workers_running_as_root_come_to_run_as_the_user(
     assert refused.returncode != 0 and '"user" cannot change on reload' in refused.stderr
     done = p.cli("upgrade")
     assert done.returncode == 0, done.stderr
-    answer = json.loads(p.cli("status", "--json").stdout)
+    answer = status(p)
     site.upgraded.append(int(answer["pid"]))
     assert int(answer["pid"]) != p.proc.pid
     assert p.proc.wait(30) == 0  # the old nonstop handed over and exited
