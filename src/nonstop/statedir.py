@@ -20,7 +20,9 @@ Three things, in this order, before anything else of the daemon runs:
    where a log lives outside the state directory.  Each of those files is set so when
    nonstop opens it (``claim``) — at start and again when a log is reopened (SIGUSR1) —
    so a file left by an earlier setting, or created by ``logrotate``, is brought to it.
-   The admin socket stays 0600.
+   The admin socket stays 0600.  With the nginx engine and nginx.conf's ``user``, nginx's
+   workers pass through the state directory to their temp paths and slot flags: it is
+   0711 (2751) then, listed by no one else (``set_state_dir_mode``).
 3. **Enough file descriptors.** The soft ``RLIMIT_NOFILE`` is raised to the hard limit (a
    proxy needs two descriptors per proxied connection, and the usual soft limit of 1024
    caps it at a few hundred) — or set to ``worker_rlimit_nofile`` (TOML: ``max_open_files``)
@@ -47,6 +49,7 @@ __all__ = [
     "operator_umask",
     "raise_open_files_limit",
     "restrict_umask",
+    "set_state_dir_mode",
 ]
 
 LOCK_NAME = "daemon.lock"
@@ -64,8 +67,9 @@ class StateDirLocked(NonstopError):
 class StateDirLock:
     """The daemon's exclusive claim on its state directory, held for its whole life."""
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, passable: bool = False) -> None:
         self.state_dir = state_dir
+        self.passable = passable  # see set_state_dir_mode
         self.path = os.path.join(state_dir, LOCK_NAME)
         self._fd: int | None = None
 
@@ -93,11 +97,7 @@ class StateDirLock:
         self._claim()
 
     def _claim(self) -> None:
-        """The state directory 0700, or 2750 with the config's group."""
-        with contextlib.suppress(OSError):  # a directory of someone else's stays as it is
-            if _group is not None:
-                os.chown(self.state_dir, -1, _group)
-            os.chmod(self.state_dir, 0o700 if _group is None else 0o2750)
+        set_state_dir_mode(self.state_dir, self.passable)
 
     def take_over(self, fd: int) -> None:
         """The lock handed over by the nonstop this one upgrades: the same open file
@@ -127,6 +127,19 @@ class StateDirLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def set_state_dir_mode(state_dir: str, passable: bool) -> None:
+    """The state directory 0700, or 2750 with the config's group; with ``passable``, any
+    user may pass through it as well (0711, 2751) without listing it: nginx's workers
+    running as nginx.conf's ``user`` reach their temp paths and slot flags by name.
+    Nothing else becomes reachable: nonstop creates its files 0600 (0640) and its
+    directories 0700 (2750)."""
+    mode = 0o700 if _group is None else 0o2750
+    with contextlib.suppress(OSError):  # a directory of someone else's stays as it is
+        if _group is not None:
+            os.chown(state_dir, -1, _group)
+        os.chmod(state_dir, mode | 0o011 if passable else mode)
 
 
 def _read_pid(fd: int) -> int | None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 from dataclasses import dataclass
 
-__all__ = ["Account", "group_id", "resolve_account"]
+__all__ = ["Account", "group_id", "resolve_account", "unreachable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +50,28 @@ def group_id(group: str) -> int:
 
 def _user(name: str) -> pwd.struct_passwd:
     return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+
+
+def unreachable(path: str, account: Account) -> str | None:
+    """The first directory on the way to ``path`` (itself included) that ``account`` may not
+    pass through, as the kernel decides it: the owner's search bit for its owner, the
+    group's for a member, the others' for the rest (ACLs aside); None if it may reach
+    ``path``.  A directory that cannot be looked at blocks the way."""
+    if account.uid == 0:
+        return None
+    parts = [part for part in os.path.abspath(path).split("/") if part]
+    for depth in range(len(parts) + 1):
+        directory = "/" + "/".join(parts[:depth])
+        try:
+            info = os.stat(directory)
+        except OSError:
+            return directory
+        if info.st_uid == account.uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid == account.gid or info.st_gid in account.groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return directory
+    return None

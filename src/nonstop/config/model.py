@@ -709,6 +709,12 @@ class Config:
         """Whether the proxy runs in worker processes, not in the control process."""
         return self.workers > 1 or self.worker_user is not None
 
+    @property
+    def state_dir_passable(self) -> bool:
+        """Whether other users pass through the state directory: nginx's workers run as
+        ``user`` and reach their temp paths and slot flags in it (statedir)."""
+        return self.engine == "nginx" and self.worker_user is not None
+
     def upstream(self, name: str) -> UpstreamSpec | None:
         for up in self.upstreams:
             if up.name == name:

@@ -819,7 +819,8 @@ class _Builder:
             if d.name == "env" and d.block is None:
                 self.env(d)
                 continue
-            if d.name == "user" and d.block is None and self.user(d):
+            if d.name == "user" and d.block is None:
+                self.user(d)
                 continue
             if self.check(d, "main"):
                 continue
@@ -921,35 +922,26 @@ class _Builder:
             raise self.fail(d, f'"env {name}" is duplicate')
         self.admin_env[key] = (value, d)
 
-    def user(self, d: Directive) -> bool:
+    def user(self, d: Directive) -> None:
         """``user USER [GROUP];``: who the workers run as when nonstop is started as root
-        (GROUP: the group named as USER, as in nginx).  True when it takes effect; not as
-        root it is ignored with nginx's warning, and for the nginx engine it is checked
-        and reported as having no effect (nonstop runs nginx's workers as its own user)."""
+        (GROUP: the group named as USER, as in nginx) — nonstop's own workers, or nginx's
+        with the nginx engine.  Not as root it is ignored with nginx's warning."""
         if not 1 <= len(d.args) <= 2:
             raise self.fail(d, 'invalid number of arguments in "user" directive')
         user, group = d.args[0], d.args[-1]
-        if not self.passthrough and os.geteuid() != 0:
+        if os.geteuid() != 0:
             self.reader.notices.append(
                 'the "user" directive makes sense only if the master process runs with'
                 f" super-user privileges, ignored ({d.where})"
             )
-            return True
+            return
         try:
             account = resolve_account(user, group)
         except ValueError as exc:
             name = str(exc).split('"')[1]
             kind = "getpwnam" if str(exc).startswith("no user") else "getgrnam"
-            if not self.passthrough:
-                raise self.fail(d, f'{kind}("{name}") failed') from None
-            self.reader.notices.append(
-                f'{kind}("{name}") failed ({d.where}): nginx started as root would refuse it'
-            )
-            return False
-        if self.passthrough:
-            return False
+            raise self.fail(d, f'{kind}("{name}") failed') from None
         self.worker_user = account
-        return True
 
     def admin(self, socket: str) -> AdminSpec:
         """The admin socket, and the HTTP listener the ``env NONSTOP_ADMIN_*`` lines set."""

@@ -29,8 +29,9 @@ def build_engine(config: Config, events: EventBus | None = None) -> Engine:
 def nginx_engine(config: Config, events: EventBus | None = None) -> NginxEngine:
     """The nginx engine for ``config``, driving the nginx binary found on this host.
 
-    Started as root, nginx would run its workers as ``nobody``, who cannot reach the
-    state directory's temp paths; they run as nonstop's own user instead.
+    Started as root without ``user``, nginx would run its workers as ``nobody``, who
+    cannot reach the state directory; they run as nonstop's own user instead.  With
+    ``user`` they run as that user, and the engine opens the way for them.
     """
     binary = find_nginx()
     if binary is None:

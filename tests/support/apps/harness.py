@@ -43,6 +43,7 @@ def app_config(
     health_path: str = "/infra/health",
     env: dict[str, str] | None = None,
     user: str | None = None,
+    worker_user: str | None = None,
 ) -> str:
     env_line = (
         ""
@@ -53,6 +54,7 @@ def app_config(
 state_dir = "state"
 engine = "{engine}"
 workers = {workers}
+{"" if worker_user is None else f'worker_user = "{worker_user}"'}
 
 [apps.web]
 command = {json.dumps(command)}

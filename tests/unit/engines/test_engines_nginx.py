@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import grp
+import os
+import pwd
+import shutil
 import signal
-from collections.abc import Callable, Coroutine
+import stat
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,7 @@ import pytest
 from nonstop.config import load
 from nonstop.config.model import Config, HealthSpec, ServerSpec
 from nonstop.engines.nginx import FakeNginx, NginxEngine, NginxRejected, children
+from nonstop.errors import ConfigError
 from nonstop.events import EventBus, HealthEvent
 from nonstop.health.active import Verdict
 from nonstop.servers import ServerState
@@ -47,10 +54,12 @@ def run(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
     return wrapper
 
 
-def _config(tmp_path: Path, drain: str = "30s", extra: str = "", health: bool = False) -> Config:
+def _config(
+    tmp_path: Path, drain: str = "30s", extra: str = "", health: bool = False, top: str = ""
+) -> Config:
     path = tmp_path / "nonstop.toml"
     checked = 'health = { path = "/health", interval = "10ms" }' if health else ""
-    path.write_text(CONFIG.format(drain=drain, health=checked) + extra)
+    path.write_text(top + CONFIG.format(drain=drain, health=checked) + extra)
     return load(str(path))
 
 
@@ -467,3 +476,74 @@ async def test_draining_what_the_config_does_not_have_is_a_usage_error(
     with pytest.raises(UsageError, match=message):
         await engine.drain_server(upstream, address, 1.0)
     await engine.shutdown(1.0)
+
+
+# -- nginx.conf's ``user``: nginx's workers run as that user ------------------------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason='"user" takes effect only as root')
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory every user may pass through, from / down (pytest's own are 0700)."""
+    made = Path(tempfile.mkdtemp(prefix="nonstop-user-"))
+    made.chmod(0o711)
+    yield made
+    shutil.rmtree(made)
+
+
+def _mode(path: str | Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@as_root
+@run
+async def test_with_user_nginx_workers_are_that_user_and_may_pass_to_temp_and_slots(
+    open_dir: Path,
+) -> None:
+    nogroup = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    fake = FakeNginx()
+    previous = os.umask(0o077)  # as the daemon runs (statedir.restrict_umask)
+    left = open_dir / "state" / "nginx" / "slots" / "web.slot1"  # by an earlier nonstop
+    left.parent.mkdir(parents=True)
+    left.write_text("slot 1\n")
+    try:
+        engine = NginxEngine(
+            _config(open_dir, top='worker_user = "nobody"\n'), fake, user="root", poll=0.001
+        )
+        await engine.start()
+    finally:
+        os.umask(previous)
+    assert _live(engine).splitlines()[1] == f"user nobody {nogroup};"
+    state = engine.config.state_dir
+    assert (_mode(state), _mode(engine.home)) == (0o711, 0o711)
+    assert (_mode(engine.path("temp")), _mode(engine.path("slots"))) == (0o711, 0o711)
+    assert _mode(engine.path("conf")) == 0o700  # the render, the logs: still nonstop's
+    assert _mode(engine.path("logs")) == 0o700
+    assert _mode(left) == 0o644  # nginx's workers open the flags: readable by all
+    engine.set_slot("web", 0)
+    engine.set_slot("web", 1)
+    assert _mode(left) == 0o644
+
+    await engine.apply(_config(open_dir))  # `user` taken out: closed again, nonstop's user
+    assert _live(engine).splitlines()[1] == "user root;"
+    assert (_mode(state), _mode(engine.home), _mode(engine.path("slots"))) == (0o700,) * 3
+    await engine.shutdown(1.0)
+
+
+@as_root
+@run
+async def test_a_directory_that_bars_the_workers_way_is_named_and_nginx_is_not_started(
+    tmp_path: Path,
+) -> None:
+    fake = FakeNginx()
+    engine = NginxEngine(_config(tmp_path, top='worker_user = "nobody"\n'), fake, poll=0.001)
+    with pytest.raises(ConfigError) as caught:
+        await engine.start()
+    barred = next(p for p in reversed((tmp_path, *tmp_path.parents)) if not _mode(p) & 0o001)
+    assert str(caught.value) == (
+        f'nginx\'s workers run as "nobody" ("user") and cannot reach '
+        f"{engine.path('temp')}: {barred} (mode {_mode(barred):o}) does not let them pass; "
+        f"let them search it (chmod o+x {barred}) or choose a state_dir they can reach"
+    )
+    assert fake.master is None and not fake.started

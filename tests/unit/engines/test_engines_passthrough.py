@@ -4,6 +4,9 @@ directive with file, line and name."""
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -172,3 +175,19 @@ def test_variables_of_modules_nonstop_does_not_model_are_left_to_nginx(tmp_path:
         "add_header X-Cache $realip_remote_addr;"
         in render(config, RenderOptions("/state/nginx")).main
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='"user" takes effect only as root')
+def test_user_is_nginx_s_workers_user_and_an_unknown_one_fails_as_nginx_would(
+    tmp_path: Path,
+) -> None:
+    nogroup = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    (tmp_path / "nginx.conf").write_text(f"user nobody {nogroup};\n" + _conf("http", ""))
+    config = load(str(tmp_path / "nginx.conf"), engine="nginx")
+    assert config.worker_user is not None and config.worker_user.user == "nobody"
+    assert config.state_dir_passable and not config.notices
+    main = render(config, RenderOptions("/s", user=("nobody", nogroup))).main
+    assert main.count("\nuser ") == 1 and f"\nuser nobody {nogroup};\n" in main
+    (tmp_path / "nginx.conf").write_text("user no-such-user;\n" + _conf("http", ""))
+    with pytest.raises(ConfigError, match=r'nginx\.conf:1: getpwnam\("no-such-user"\) failed'):
+        load(str(tmp_path / "nginx.conf"), engine="nginx")

@@ -34,7 +34,7 @@ CASES: dict[str, tuple[str, RenderOptions]] = {
     "limits": ("limits.conf", RenderOptions("/state/nginx")),
     "filters": ("filters.conf", RenderOptions("/state/nginx")),
     "logs": ("logs.conf", RenderOptions("/state/nginx")),
-    "seed_blue_green": ("blue_green/nginx.conf", RenderOptions("/state/nginx", user="nobody")),
+    "seed_blue_green": ("blue_green/nginx.conf", RenderOptions("/state/nginx", user=("nobody",))),
 }
 
 

@@ -30,14 +30,18 @@ it runs the current render, and leaves it running when nonstop stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import grp
 import logging
 import os
 import signal
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from nonstop.clock import SYSTEM_CLOCK, Clock
+from nonstop.config.accounts import unreachable
 from nonstop.config.model import Config, ServerSpec
 from nonstop.config.vocabulary import BACKUP_METHODS
 from nonstop.engines.base import check_static_server
@@ -63,6 +67,7 @@ from nonstop.errors import ConfigError, NonstopError, UsageError
 from nonstop.events import EventBus
 from nonstop.health.checker import ProbeFn, probe
 from nonstop.servers import ServerReport, ServerState, server_spec, slot_of, slot_ports
+from nonstop.statedir import set_state_dir_mode
 from nonstop.tasks import TaskOwner
 
 __all__ = ["NginxEngine", "NginxFailed", "NginxRejected"]
@@ -150,6 +155,7 @@ class NginxEngine:
         if slot == 1:
             os.makedirs(os.path.dirname(flag), exist_ok=True)
             with open(flag + ".tmp", "w") as handle:
+                os.fchmod(handle.fileno(), 0o644)  # nginx's workers open it, as any user
                 handle.write("nonstop: this file makes slot 1 live\n")
             os.replace(flag + ".tmp", flag)
         else:
@@ -181,13 +187,27 @@ class NginxEngine:
     def is_down(self, upstream: str, address: str) -> bool:
         return (upstream, address) in self._down
 
-    def options(self) -> RenderOptions:
+    def options(self, config: Config | None = None) -> RenderOptions:
         return RenderOptions(
             home=self.home,
             down=frozenset(self._down | self._drained),
-            user=self.user,
+            user=self._user(config or self.config),
             pid=self.system_pid,
         )
+
+    def _user(self, config: Config) -> tuple[str, ...]:
+        """nginx's ``user`` line: nginx.conf's (TOML: ``worker_user``), else nonstop's own
+        user when it runs as root (nginx's default, ``nobody``, could reach nothing)."""
+        account = config.worker_user
+        if account is None:
+            return (self.user,) if self.user else ()
+        try:
+            return (account.user, grp.getgrgid(account.gid).gr_name)
+        except KeyError:
+            raise ConfigError(
+                f"group {account.gid} of user {account.user!r} has no name for nginx's "
+                '"user" directive'
+            ) from None
 
     # -- the Engine interface ----------------------------------------------------------------
 
@@ -322,7 +342,8 @@ class NginxEngine:
         """
         async with self._lock:
             config = config or self.config
-            files = dict(render(config, self.options()).files)
+            self._let_workers_in(config)
+            files = dict(render(config, self.options(config)).files)
             if files == self._live:
                 self.config = config
                 return False
@@ -684,6 +705,48 @@ class NginxEngine:
             for logs in (server.access_log, *(loc.access_log for loc in server.locations)):
                 for log_spec in logs or ():
                     os.makedirs(os.path.dirname(log_spec.path) or ".", exist_ok=True)
+
+    def _let_workers_in(self, config: Config) -> None:
+        """With nginx.conf's ``user``, nginx's workers are that user, and they open their
+        temp files and look the slot flags up by name: nginx's home, its ``temp`` and
+        ``slots`` and the state directory holding them let every user pass through
+        (0711), not list; nginx makes each temp path the user's itself.  Without
+        ``user`` they are closed again.  ConfigError if a directory above still bars the
+        way: the workers would fail every spooled upload and never see a slot switch."""
+        account = config.worker_user
+        os.makedirs(self.path("temp"), exist_ok=True)
+        os.makedirs(self.path("slots"), exist_ok=True)
+        state_dir = os.path.abspath(config.state_dir)
+        if os.path.commonpath((os.path.abspath(self.home), state_dir)) == state_dir:
+            set_state_dir_mode(state_dir, account is not None)
+        for directory in (self.home, self.path("temp"), self.path("slots")):
+            _passable(directory, account is not None)
+        if account is None:
+            return
+        for flag in os.listdir(self.path("slots")):  # written 0600 by an earlier nonstop
+            with contextlib.suppress(OSError):
+                os.chmod(self.path("slots", flag), 0o644)
+        for directory in (self.path("temp"), self.path("slots")):
+            blocked = unreachable(directory, account)
+            if blocked is not None:
+                info = os.stat(blocked) if os.path.exists(blocked) else None
+                found = "" if info is None else f" (mode {stat.S_IMODE(info.st_mode):o})"
+                raise ConfigError(
+                    f'nginx\'s workers run as "{account.user}" ("user") and cannot reach '
+                    f"{directory}: {blocked}{found} does not let them pass; let them "
+                    f"search it (chmod o+x {blocked}) or choose a state_dir they can reach"
+                )
+
+
+def _passable(directory: str, on: bool) -> None:
+    """Every user may pass through ``directory`` (search, x), or again only those who
+    may list it: its owner, and its group if the group may read it."""
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(os.stat(directory).st_mode)
+        closed = mode & ~0o011 | (0o010 if mode & 0o040 else 0)
+        wanted = closed | 0o011 if on else closed
+        if wanted != mode:
+            os.chmod(directory, wanted)
 
 
 def _write_tree(root: str, files: Mapping[str, str], previous: Mapping[str, str]) -> None:

@@ -117,13 +117,13 @@ class RenderOptions:
 
     ``home`` is nginx's own directory under the state dir (pid, logs, temp paths, slot
     flags); ``down`` the ``(upstream, address)`` pairs an active health check failed;
-    ``user`` the ``user`` directive (only meaningful when nginx starts as root); ``pid``
+    ``user`` the ``user`` directive's words (only meaningful when nginx starts as root); ``pid``
     the pid file of a system nginx nonstop drives (a reload must not move it).
     """
 
     home: str
     down: frozenset[tuple[str, str]] = frozenset()
-    user: str | None = None
+    user: tuple[str, ...] = ()
     pid: str | None = None  # the pid file; None = HOME/nginx.pid
     worker_connections: int = 1024
 
@@ -235,7 +235,7 @@ def _main(w: _Writer, config: Config, options: RenderOptions) -> None:
     home = options.home
     w.lines.append("# Rendered by nonstop from " + config.path + "; edits are overwritten.")
     if options.user:
-        w.line("user", quote(options.user))
+        w.line("user", *(quote(word) for word in options.user))
     w.line("worker_processes", str(config.workers))  # worker_processes / workers
     if config.cpu_affinity:
         w.line("worker_cpu_affinity", *config.cpu_affinity)
