@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import trustme
-from tests.integration.test_workers import status, wait_for
+from tests.integration.test_workers import get, status, wait_for
 from tests.support.backends import RecordingBackend, free_port
 from tests.support.proc import NonstopProcess
 from tests.support.restarts import wait_gone
@@ -344,6 +344,29 @@ def test_an_upgrade_is_how_workers_running_as_root_come_to_run_as_the_user(
     assert ids(int(answer["pid"]))["Uid"] == [0, 0, 0, 0]
     for _ in range(4):
         assert site.get("/local") == (200, b"local\n", "one.example")
+
+
+def test_hundreds_of_log_files_are_all_opened_for_the_workers(site: Site) -> None:
+    """More log files than one sendmsg may carry (253): the control process opens every
+    one, in a directory the workers cannot enter, and hands them all over."""
+    locations = "".join(
+        f"    location = /l{n} {{ access_log {site.logs}/l{n}.log; return 204; }}\n"
+        for n in range(300)
+    )
+    site.path.write_text(
+        f"{USER}\nworker_processes 2;\nerror_log {site.logs}/error.log info;\n"
+        f"events {{}}\nhttp {{\n  server {{\n    listen 127.0.0.1:{site.port};\n"
+        f"{locations}  }}\n}}\n"
+    )
+    site.process = NonstopProcess(site.path, [site.port], ["--shutdown-timeout", "5s"])
+    site.process.start()
+    asked = (0, 127, 128, 251, 299)
+    for n in asked:
+        assert get(site.port, f"/l{n}") == (204, "")
+    for n in asked:
+        wait_for(lambda n=n: _text(site.logs / f"l{n}.log").count("\n") == 1, message=f"l{n}")
+    assert "left to the workers" not in _text(site.logs / "error.log")
+    assert len(list(site.logs.glob("l*.log"))) == 300  # each opened, and none by a worker
 
 
 def test_without_the_right_to_switch_users_nonstop_says_so_and_does_not_start(

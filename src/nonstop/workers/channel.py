@@ -4,9 +4,11 @@ file descriptors.
 One end of a unix ``socketpair`` in each process.  A message is a ``(kind, id, body)``
 tuple, pickled (both ends are the same nonstop, and the socket pair is private to them),
 in a frame of a 4-byte length and a 2-byte count of the descriptors it carries; the
-descriptors (listening sockets) travel with the frame's first bytes as ``SCM_RIGHTS``.
-The kernel delivers them no later than those bytes, so they are queued as they arrive
-and a frame takes its count of them from the queue once it is complete.
+descriptors (listening sockets, log files) travel with the frame's first bytes as
+``SCM_RIGHTS``, at most ``MAX_FDS`` with each piece of it the kernel takes (its limit is
+253 a call), so a message may carry more than that.  The kernel delivers them no later
+than those bytes, so they are queued as they arrive and a frame takes its count of them
+from the queue once it is complete.
 
 Kinds: ``call`` (answered by a ``reply`` with the same id), ``cast`` (no answer) and
 ``reply``.  What a call names is the receiving side's business (``nonstop.workers``): a
@@ -46,7 +48,7 @@ log = logging.getLogger("nonstop")
 
 Message = tuple[str, int, Any]
 _HEADER = struct.Struct("!IH")
-MAX_FDS = 250  # descriptors one frame may carry (the kernel's SCM_MAX_FD is 253)
+MAX_FDS = 250  # descriptors sent with one piece of a frame (the kernel's SCM_MAX_FD is 253)
 _CHUNK = 256 * 1024
 MAX_REPLY = 16 * 1024 * 1024  # a frame from a worker: status and counters, never this much
 
@@ -107,10 +109,10 @@ class Channel:
         close its own as soon as this returns, even if the message waits."""
         if self.closed:
             return
-        if len(fds) > MAX_FDS:
-            raise ValueError(f"at most {MAX_FDS} descriptors in one message")
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(body), len(fds)) + body
+        if len(fds) > MAX_FDS * len(frame):  # each piece carrying some needs a byte
+            raise ValueError(f"{len(fds)} descriptors for a frame of {len(frame)} bytes")
         idle = not self._out
         self._out.append((memoryview(frame), [os.dup(fd) for fd in fds]))
         if idle:
@@ -126,22 +128,25 @@ class Channel:
     def _flush(self) -> None:
         while self._out:
             data, fds = self._out[0]
+            now, later = fds[:MAX_FDS], fds[MAX_FDS:]
+            pieces_left = -(-len(later) // MAX_FDS)  # each needs a byte of the frame
+            piece = data[: min(_CHUNK, len(data) - pieces_left)]
             try:
-                if fds:
-                    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                    sent = self._sock.sendmsg([data[:_CHUNK]], ancillary)
+                if now:
+                    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", now))]
+                    sent = self._sock.sendmsg([piece], ancillary)
                 else:
-                    sent = self._sock.send(data[:_CHUNK])
+                    sent = self._sock.send(piece)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 self.close()
                 return
-            _close_all(fds)  # in the message from here on, with the first bytes
+            _close_all(now)  # in the message from here on, with the bytes just sent
             if sent == len(data):
                 self._out.popleft()
             else:
-                self._out[0] = (data[sent:], [])
+                self._out[0] = (data[sent:], later)
 
     # -- receiving --------------------------------------------------------------------
 

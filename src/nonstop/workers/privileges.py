@@ -31,12 +31,11 @@ from nonstop.errors import ConfigError, NonstopError
 from nonstop.proxy.handed import NOTHING, Handed, read_pem
 from nonstop.statedir import claim
 
-__all__ = ["MAX_LOGS", "TEMP_KINDS", "Handover", "drop", "for_workers", "prepare"]
+__all__ = ["TEMP_KINDS", "Handover", "drop", "for_workers", "prepare"]
 
 log = logging.getLogger("nonstop")
 
 TEMP_KINDS = ("client_body_temp", "proxy_temp")  # under the state directory
-MAX_LOGS = 128  # log files handed over in one message, with the sockets and temp dirs
 
 
 class Handover:
@@ -66,15 +65,7 @@ def prepare(config: Config, pem: dict[str, bytes] | None = None) -> Handover:
     fds: list[int] = []
     try:
         logs = []
-        paths = list(_log_paths(config))
-        for path in paths[MAX_LOGS:]:
-            log.error(
-                'open() "%s" left to the workers: at most %d log files are opened for them'
-                " (the rest of a message's descriptors are the listening sockets)",
-                path,
-                MAX_LOGS,
-            )
-        for path in paths[:MAX_LOGS]:
+        for path in _log_paths(config):
             fd = _open_log(path)
             if fd >= 0:
                 logs.append(path)

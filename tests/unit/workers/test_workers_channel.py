@@ -6,8 +6,10 @@ import array
 import asyncio
 import os
 import pickle
+import resource
 import socket
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,25 +20,40 @@ from nonstop.workers.channel import MAX_REPLY, Channel, Message
 from nonstop.workers.engine import REPLY_TYPES, merge_reports, merge_snapshots
 from nonstop.workers.replies import BadReply, checked
 
+Got = list[tuple[Message, list[bytes]]]
+
+
+def _channels(wanted: int) -> tuple[Channel, Channel, Got, asyncio.Future[None]]:
+    """A sending and a receiving channel on a socket pair; the receiver collects each
+    message with what its descriptors (pipes' read ends) hold, ``done`` once ``wanted``
+    arrived."""
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    got: Got = []
+    done: asyncio.Future[None] = loop.create_future()
+    sender = Channel(loop, a, lambda m, fds: None, lambda: None)
+    return sender, Channel(loop, b, _reader(got, wanted, done), lambda: None), got, done
+
+
+def _reader(
+    got: Got, wanted: int, done: asyncio.Future[None]
+) -> Callable[[Message, list[int]], None]:
+
+    def received(message: Message, fds: list[int]) -> None:
+        contents = []
+        for fd in fds:  # a pipe's read end: what was written on the other side comes out
+            contents.append(os.read(fd, 100))
+            os.close(fd)
+        got.append((message, contents))
+        if len(got) == wanted:
+            done.set_result(None)
+
+    return received
+
 
 def test_messages_arrive_whole_in_order_with_their_descriptors() -> None:
-    async def scenario() -> list[tuple[Message, list[bytes]]]:
-        loop = asyncio.get_running_loop()
-        a, b = socket.socketpair()
-        got: list[tuple[Message, list[bytes]]] = []
-        done = loop.create_future()
-
-        def received(message: Message, fds: list[int]) -> None:
-            contents = []
-            for fd in fds:  # a pipe's read end: what was written on this side comes out
-                contents.append(os.read(fd, 100))
-                os.close(fd)
-            got.append((message, contents))
-            if len(got) == 3:
-                done.set_result(None)
-
-        sender = Channel(loop, a, lambda m, fds: None, lambda: None)
-        receiver = Channel(loop, b, received, lambda: None)
+    async def scenario() -> Got:
+        sender, receiver, got, done = _channels(3)
         pipes = [os.pipe() for _ in range(2)]
         for n, (_, w) in enumerate(pipes):
             os.write(w, b"pipe %d" % n)
@@ -96,6 +113,38 @@ def test_descriptors_of_a_waiting_message_may_be_closed_by_the_caller_at_once() 
     assert content == b"handed"
     assert held_while_queued == 5  # the pair, the pipe, the channel's duplicate of its read end
     assert left == 0
+
+
+def test_a_message_carries_more_descriptors_than_the_kernel_takes_in_one_call() -> None:
+    """SCM_MAX_FD is 253 a sendmsg: 600 descriptors (a config with hundreds of log files,
+    or as many sockets) go with three pieces of one frame and arrive in order, with a
+    small message and with one larger than the socket buffer."""
+
+    async def scenario() -> Got:
+        sender, receiver, got, done = _channels(2)
+        for body in ("small", "x" * 3_000_000):
+            pipes = [os.pipe() for _ in range(600)]
+            for n, (_, w) in enumerate(pipes):
+                os.write(w, b"%d" % n)
+                os.close(w)
+            sender.send(("call", 1, body), [r for r, _ in pipes])
+            for r, _ in pipes:
+                os.close(r)
+        await asyncio.wait_for(done, 10)
+        sender.close()
+        receiver.close()
+        return got
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit of open files is {hard}: 4096 are needed")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))  # as nonstop does
+    try:
+        (small, first), (large, second) = asyncio.run(scenario())
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert small == ("call", 1, "small") and large[2] == "x" * 3_000_000
+    assert first == second == [b"%d" % n for n in range(600)]
 
 
 class _Runs:
