@@ -10,7 +10,9 @@ hand-over do it, but with the apps kept as well as the listeners:
    session of its own, with one end of a socket pair as ``NONSTOP_UPGRADE_FD``.  Over it
    (``SCM_RIGHTS``) go the state directory's lock, the admin socket and every listening
    socket, with a JSON line saying which is which: with ``worker_processes`` above 1,
-   one socket per worker per address, each with its worker's index.
+   one socket per worker per address, each with its worker's index.  The kernel takes
+   at most 253 descriptors a call, so they go ``_MAX_FDS`` at a time: the first with the
+   line, each further batch with one byte (64 workers on 4 addresses are 256 sockets).
 3. The new daemon takes the lock (the descriptor is the same open file description, so
    the ``flock`` the old one holds is its own: at no moment is the state directory
    unlocked, and a third ``nonstop run`` is refused throughout), accepts on the same
@@ -94,10 +96,12 @@ def receive(fd: int, registry: Listeners) -> Handoff:
     channel = socket.socket(fileno=fd)
     channel.set_inheritable(False)
     channel.settimeout(30.0)
-    message, fds, _flags, _addr = socket.recv_fds(channel, _MAX_MANIFEST, _MAX_FDS)
+    try:
+        message, fds = _receive_all(channel)
+    except BaseException:
+        channel.close()
+        raise
     channel.settimeout(None)
-    for passed in fds:
-        os.set_inheritable(passed, False)
     try:
         manifest = json.loads(message)
         count = int(manifest["listeners"])
@@ -118,6 +122,60 @@ def receive(fd: int, registry: Listeners) -> Handoff:
     admin = socket.socket(fileno=admin_fd)
     admin.setblocking(False)
     return Handoff(channel, lock_fd, admin, count)
+
+
+def _receive_all(channel: socket.socket) -> tuple[bytes, list[int]]:
+    """The manifest line and every descriptor that came with it (``_send_all``).  A
+    manifest sent without its newline (by a nonstop from before batches, with all its
+    descriptors at once) is taken when it parses whole."""
+    data, fds = b"", []
+    manifest: bytes | None = None
+    try:
+        while True:
+            chunk, got, _flags, _addr = socket.recv_fds(channel, _MAX_MANIFEST, _MAX_FDS)
+            for passed in got:
+                os.set_inheritable(passed, False)
+            fds.extend(got)
+            data += chunk
+            if manifest is None:
+                line, newline, _rest = data.partition(b"\n")
+                if newline or _whole_json(data):
+                    manifest = line
+            if manifest is not None and len(fds) >= _expected(manifest):
+                return manifest, fds
+            if not chunk:
+                raise ValueError(f"{ENV}: the hand-over ended after {len(fds)} descriptors")
+            if len(data) > _MAX_MANIFEST:
+                raise ValueError(f"{ENV}: more than {_MAX_MANIFEST} bytes of manifest")
+    except BaseException:
+        for passed in fds:
+            os.close(passed)
+        raise
+
+
+def _whole_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def _expected(manifest: bytes) -> int:
+    """The descriptors a manifest announces (the lock, the admin socket, the listeners);
+    0 if it says nothing readable: ``receive`` refuses it then."""
+    try:
+        return int(json.loads(manifest)["listeners"]) + 2
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def _send_all(sock: socket.socket, manifest: bytes, fds: Sequence[int]) -> None:
+    """The manifest as one line with the first ``_MAX_FDS`` descriptors, then one byte
+    with each further ``_MAX_FDS`` of them."""
+    socket.send_fds(sock, [manifest + b"\n"], list(fds[:_MAX_FDS]))
+    for start in range(_MAX_FDS, len(fds), _MAX_FDS):
+        socket.send_fds(sock, [b"+"], list(fds[start : start + _MAX_FDS]))
 
 
 @dataclass
@@ -192,7 +250,7 @@ def start_new(
     ).encode()
     fds = [lock_fd, admin_fd, *(fd for _, fd in listening)]
     try:
-        socket.send_fds(ours, [manifest], fds)
+        _send_all(ours, manifest, fds)
     except OSError as exc:
         ours.close()
         new = NewDaemon(proc, ours)

@@ -7,6 +7,7 @@ through the proxy, all bounded in time.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from tests.support.apps.harness import AppDaemon, Load, deployed
+from tests.support.backends import free_port
+from tests.support.proc import NonstopProcess
 from tests.support.restarts import (
     WebSocketLoad,
     app_daemon,
@@ -300,3 +303,38 @@ def test_an_upgrade_with_the_nginx_engine_leaves_nginx_serving_and_adopted(
     )
     deployed(d, "v2")  # the new nonstop drives the adopted nginx
     d.wait_serving("v2")
+
+
+def test_an_upgrade_hands_over_more_sockets_than_one_sendmsg_carries(tmp_path: Path) -> None:
+    """2 workers on 130 addresses are 260 listening sockets, with the lock and the admin
+    socket 262 descriptors: more than the kernel takes in one call (253).  All reach the
+    new nonstop, and every address still answers."""
+    port = free_port()
+    addresses = ["127.0.0.1", *(f"127.0.1.{n}" for n in range(1, 130))]
+    listens = "".join(f"    listen {address}:{port};\n" for address in addresses)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"worker_processes 2;\nevents {{}}\nhttp {{\n  server {{\n{listens}"
+        '    return 200 "up\\n";\n  }\n}\n'
+    )
+    process = NonstopProcess(conf, [port], ["--shutdown-timeout", "5s"]).start()
+    new = 0
+    try:
+        old = int(json.loads(process.cli("status", "--json").stdout)["pid"])
+        done = process.cli("upgrade")
+        assert done.returncode == 0, done.stderr
+        new = int(json.loads(process.cli("status", "--json").stdout)["pid"])
+        assert new != old and wait_gone(old, 30)
+        for address in addresses:
+            with socket.create_connection((address, port), timeout=5) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while data := sock.recv(4096):
+                    answer += data
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\nup\n")
+    finally:
+        process.stop()
+        if new:
+            os.kill(new, signal.SIGINT)
+            if not wait_gone(new, 20):
+                os.kill(new, signal.SIGKILL)
