@@ -147,14 +147,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stop_leftover_apps(d.dir / "state")
 
         results["kills_activated"] = []
-        if args.workers > 1:
-            # systemd-socket-activate cannot set SO_REUSEPORT, which workers need of a
-            # handed-over socket (a .socket unit's ReusePort=yes does: docs/operations.md)
-            return results
         d = AppDaemon(
             Path(work) / "activated", pyapp_command(), verify="200ms", workers=args.workers
         )
-        activated = SocketActivated(d)
+        activated = SocketActivated(d, reuse_port=args.workers > 1)  # ReusePort=yes
         try:
             activated.start()
             deployed(d, "v1")

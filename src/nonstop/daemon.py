@@ -111,18 +111,17 @@ def setup_logging(config: Config | None) -> None:
 
 def check_workers_change(running: Config, config: Config) -> None:
     """What a reload cannot change in the processes serving: raises ConfigError."""
-    if config.separate_workers != running.separate_workers:
-        raise ConfigError(
-            f"worker_processes cannot change from {running.workers} to "
-            f"{config.workers} on reload (one process serves in the control process, "
-            'more run as workers, as do the workers of nginx.conf\'s "user"): '
-            "restart nonstop for that"
-        )
     if _ids(config.worker_user) != _ids(running.worker_user):
         were = running.worker_user.user if running.worker_user else "nonstop's own user"
         raise ConfigError(
             f'"user" cannot change on reload: the workers run as {were} and no longer '
             "may switch users; restart nonstop or run `nonstop upgrade` for that"
+        )
+    if config.separate_workers != running.separate_workers:
+        now = "worker processes" if running.separate_workers else "the control process"
+        raise ConfigError(
+            f'"master_process" cannot change on reload: the proxy runs in {now}; restart '
+            "nonstop or run `nonstop upgrade` for that"
         )
 
 

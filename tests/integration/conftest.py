@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +41,16 @@ class Proxy:
     def start(self) -> Proxy:
         self.process.start()
         return self
+
+    def serving_pid(self) -> int:
+        """The process that holds the client connections: the one worker, or nonstop's
+        own process with ``master_process off``."""
+        done = self.process.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        workers = answer.get("workers") or []
+        assert len(workers) <= 1, workers
+        return int(workers[0]["pid"]) if workers else int(answer["pid"])
 
     def rewrite(self, text: str) -> None:
         self.path.write_text(text.replace("{port}", str(self.port)))

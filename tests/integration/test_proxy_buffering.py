@@ -166,13 +166,14 @@ def test_with_buffering_on_the_app_is_done_while_the_slow_client_has_read_nothin
     app: SendingApp, proxy
 ):
     p: Proxy = proxy(_conf(app, upstream="keepalive 4;"))
-    before = _rss_kib(p.process.proc.pid)
+    serving = p.serving_pid()
+    before = _rss_kib(serving)
     sock = _stalled_download(p.port, SIZE)
     try:
         assert app.wait_sent(1, 20), "the app still waits on the slow client"
         # the answer waits in an unlinked file, not in memory
-        assert [t for t in _temp_files(p.process.proc.pid) if t.endswith("(deleted)")]
-        assert _rss_kib(p.process.proc.pid) - before < SIZE // 1024 // 2
+        assert [t for t in _temp_files(serving) if t.endswith("(deleted)")]
+        assert _rss_kib(serving) - before < SIZE // 1024 // 2
         # the app's connection went back to the keep-alive pool: the next request uses it
         status, _, body = p.request("GET", "/5")
         assert (status, body) == (200, b"01234")

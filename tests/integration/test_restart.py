@@ -168,11 +168,17 @@ def test_sigterm_leaves_the_apps_and_sigint_stops_them(daemon: AppDaemon) -> Non
     assert wait_gone(pid)
 
 
-def test_a_restart_under_socket_activation_refuses_no_connection(tmp_path: Path) -> None:
-    """A graceful stop and start fails no request; a SIGKILL fails only the requests in
-    flight on the connections the killed daemon held (at most one per client): no
-    connection is refused while no daemon runs, and the app is never restarted."""
-    d = AppDaemon(tmp_path / "d", pyapp_command(), verify="200ms")
+@pytest.mark.parametrize("master_process", [True, False], ids=["workers", "one-process"])
+def test_a_restart_under_socket_activation_refuses_no_connection(
+    tmp_path: Path, master_process: bool
+) -> None:
+    """A graceful stop and start fails no request, and neither does a SIGKILL of nonstop:
+    its worker finishes what it holds and leaves, while new connections wait in the
+    kernel's queue for the next nonstop.  With ``master_process = false`` the proxy dies
+    with nonstop, and a SIGKILL fails the requests in flight on the connections it held
+    (at most one per client).  No connection is refused while no nonstop runs, and the
+    app is never restarted."""
+    d = AppDaemon(tmp_path / "d", pyapp_command(), verify="200ms", master_process=master_process)
     activated = SocketActivated(d)
     clients = 8
     try:
@@ -189,6 +195,8 @@ def test_a_restart_under_socket_activation_refuses_no_connection(tmp_path: Path)
                 load.wait_requests(100)
             failed[how] = load.failed
         assert failed[signal.SIGTERM] == [], failed[signal.SIGTERM][:5]
+        if master_process:
+            assert failed[signal.SIGKILL] == [], failed[signal.SIGKILL][:5]
         assert len(failed[signal.SIGKILL]) <= clients, failed[signal.SIGKILL]
         assert not [f for f in failed[signal.SIGKILL] if "Refused" in f]
         assert app_pids(d) == {port: pid}  # 0 app restarts across both

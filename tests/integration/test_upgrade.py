@@ -338,3 +338,29 @@ def test_an_upgrade_hands_over_more_sockets_than_one_sendmsg_carries(tmp_path: P
             os.kill(new, signal.SIGINT)
             if not wait_gone(new, 20):
                 os.kill(new, signal.SIGKILL)
+
+
+@pytest.fixture
+def one_process(tmp_path: Path) -> Iterator[AppDaemon]:
+    yield from app_daemon(tmp_path, master_process=False)
+
+
+def test_upgrades_of_a_one_process_nonstop_fail_no_request(one_process: AppDaemon) -> None:
+    """``master_process = false``: the proxy is nonstop's own process, and its listening
+    sockets go to the new nonstop as they are."""
+    d = one_process
+    d.start()
+    deployed(d, "v1")
+    apps = app_pids(d)
+    assert not json.loads(d.cli("status", "--json").stdout).get("workers")
+    with (
+        Load(d.port, clients=6, limit=60, slow_ms=100, check_reuse=True) as load,
+        WebSocketLoad(d.port, clients=2, limit=60) as sessions,
+    ):
+        load.wait_requests(100)
+        for how in ("command", "SIGUSR2"):
+            upgraded(d, how)
+            load.wait_requests(100)
+    nothing_failed(load, sessions)
+    assert app_pids(d) == apps
+    assert not json.loads(d.cli("status", "--json").stdout).get("workers")

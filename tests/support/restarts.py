@@ -93,9 +93,10 @@ class SocketActivated:
     daemon once the first connection waits on the socket).
     """
 
-    def __init__(self, d: AppDaemon) -> None:
+    def __init__(self, d: AppDaemon, reuse_port: bool = False) -> None:
         self.d = d
-        self.sock = socket.create_server(("127.0.0.1", d.port), backlog=511)
+        # ReusePort=no, a .socket unit's default, unless more than one worker shares it
+        self.sock = socket.create_server(("127.0.0.1", d.port), backlog=511, reuse_port=reuse_port)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 

@@ -692,8 +692,12 @@ class Config:
     worker_priority: int = 0
     # who the workers run as (nginx.conf: user; TOML: worker_user, worker_group), set only
     # when nonstop runs as root: they give up root once they have their sockets, and are
-    # separate processes even at worker_processes 1 (docs/security.md, "Workers' user")
+    # separate processes even with master_process off (docs/security.md, "Workers' user")
     worker_user: Account | None = None
+    # nginx's master_process: on (the default), the proxy runs in worker processes and the
+    # control process only drives them, so its crash or SIGKILL cuts no connection; off,
+    # one process does both (nginx's "for development"; TOML: master_process)
+    master_process: bool = True
     # the group that may read the state directory (0750), state.db and the logs (0640);
     # None: they are nonstop's own (0700, 0600) (TOML: group; docs/operations.md)
     group: str | None = None
@@ -706,8 +710,9 @@ class Config:
 
     @property
     def separate_workers(self) -> bool:
-        """Whether the proxy runs in worker processes, not in the control process."""
-        return self.workers > 1 or self.worker_user is not None
+        """Whether the proxy runs in worker processes, not in the control process: unless
+        ``master_process off`` (workers with ``user`` all the same: root is not theirs)."""
+        return self.master_process or self.worker_user is not None
 
     @property
     def state_dir_passable(self) -> bool:

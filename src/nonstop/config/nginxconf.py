@@ -678,6 +678,7 @@ class _Builder:
         self.cpu_affinity: tuple[str, ...] = ()
         self.worker_priority = 0
         self.worker_user: Account | None = None
+        self.master_process = True
         self.admin_env: dict[str, tuple[str, Directive]] = {}  # env NONSTOP_ADMIN_*=VALUE
         # satisfy, auth_basic, limit_* and their zones
         self.limits = LimitsReader(self.conf_path, self.reader.notices)
@@ -814,7 +815,7 @@ class _Builder:
         self.raw_http: tuple[RawDirective, ...] = ()
         http: Directive | None = None
         events: Directive | None = None
-        affinity_at = ""
+        affinity_at = master_at = ""
         for d in tree:
             if d.name == "env" and d.block is None:
                 self.env(d)
@@ -860,19 +861,13 @@ class _Builder:
                     self.worker_priority = parse_priority(d.args[0])
                 except ValueError as exc:
                     raise self.fail(d, str(exc)) from None
+            elif d.name == "master_process":
+                self.master_process = self.flag(d, True)
+                master_at = d.where
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
-        if (
-            self.cpu_affinity
-            and self.workers == 1
-            and not self.passthrough
-            and not self.worker_user
-        ):
-            self.reader.notices.append(
-                '"worker_cpu_affinity" binds worker processes; with "worker_processes 1" the'
-                " proxy runs in nonstop's own process, which stays unbound (the apps it starts"
-                f" would inherit the binding) ({affinity_at})"
-            )
+        if not self.master_process:
+            self.reader.notices.append(self.master_process_off(master_at, affinity_at))
         servers, maps = self.http(http) if http is not None else ((), ())
         self.limits.check_zones()
         self.check_log_files()
@@ -895,6 +890,7 @@ class _Builder:
             cpu_affinity=self.cpu_affinity,
             worker_priority=self.worker_priority,
             worker_user=self.worker_user,
+            master_process=self.master_process,
             notices=tuple(self.reader.notices),
             files=tuple(self.reader.files),
             engine="nginx" if self.passthrough else "embedded",
@@ -921,6 +917,28 @@ class _Builder:
         if key in self.admin_env:
             raise self.fail(d, f'"env {name}" is duplicate')
         self.admin_env[key] = (value, d)
+
+    def master_process_off(self, where: str, affinity_at: str) -> str:
+        """What ``master_process off`` means here, said once at load."""
+        if self.passthrough:
+            return (
+                '"master_process off" has no effect with the nginx engine: nonstop drives'
+                f" nginx's master and its workers ({where})"
+            )
+        if self.worker_user is not None:
+            return (
+                '"master_process off" is overridden by "user": the proxy runs in worker'
+                f" processes as that user, never in the root control process ({where})"
+            )
+        parts = ["one process serves and drives the proxy, as nginx's single-process mode"]
+        if self.workers != 1:
+            parts.append(f'"worker_processes {self.workers}" has no effect')
+        if self.cpu_affinity:
+            parts.append(f'"worker_cpu_affinity" ({affinity_at}) binds no process')
+        return (
+            f'"master_process off": {"; ".join(parts)}; a crash or SIGKILL of nonstop cuts'
+            f" every connection ({where})"
+        )
 
     def user(self, d: Directive) -> None:
         """``user USER [GROUP];``: who the workers run as when nonstop is started as root

@@ -92,6 +92,7 @@ _TOP_KEYS = frozenset(
         "worker_priority",
         "worker_user",
         "worker_group",
+        "master_process",
         "group",
         "upstreams",
         "apps",
@@ -420,10 +421,22 @@ class _Reader:
             cpu_affinity=self.cpu_affinity(top),
             worker_priority=self.worker_priority(top),
             worker_user=self.worker_user(top),
+            master_process=self.master_process(top),
             group=self.file_group(top),
             notices=tuple(self.notices),
             files=(self.path,),
         )
+
+    def master_process(self, top: _Table) -> bool:
+        """``master_process = false``: one process serves and drives the proxy (nginx's
+        ``master_process off``); ``workers`` has no effect then."""
+        on = top.boolean("master_process", True)
+        if not on and top.typed("workers", (int, str)) not in (None, 1):
+            self.notices.append(
+                "workers has no effect with master_process = false: one process serves"
+                f" ({self.path})"
+            )
+        return on
 
     @staticmethod
     def workers(top: _Table) -> int:

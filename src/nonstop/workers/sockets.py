@@ -45,28 +45,28 @@ class WorkerSockets:
             for key in bind_keys(config):
                 for index in indexes:
                     if (index, key) not in self._open:
-                        self._open[(index, key)] = self._socket(key, index)
+                        self._open[(index, key)] = self._socket(key, index, config.workers > 1)
                         opened.append((index, key))
         except OSError:
             self.close(opened)
             raise
         return opened
 
-    def _socket(self, key: Key, index: int) -> socket.socket:
+    def _socket(self, key: Key, index: int, shared: bool) -> socket.socket:
         """Worker ``index``'s socket for ``key``: the one handed over for that index, if
         any (by the nonstop this one upgrades, or for worker 0 by systemd's
-        ``LISTEN_FDS``), which the others' sockets then join."""
+        ``LISTEN_FDS``), which the others' sockets then join.  ``shared``: more than one
+        worker listens on it, which a handed-over socket without ``SO_REUSEPORT`` does
+        not allow (one worker takes it as it is)."""
         handed = listeners.inherited.take(*key, worker=index)
         if handed is not None:
-            if not handed.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            if shared and not _reuses(handed):
                 handed.close()
-                host, port = key
-                raise OSError(
-                    f"the listening socket for {host}:{port} handed over (by systemd, or by "
-                    "a nonstop with worker_processes 1) cannot be shared by workers: set "
-                    "ReusePort=yes in the .socket unit, or restart nonstop instead"
-                )
+                raise _unshared(key)
             return handed
+        first = self._open.get((0, key))
+        if first is not None and not _reuses(first):
+            raise _unshared(key)
         return listen_socket(self._bound(key), reuseport=True)
 
     def _bound(self, key: Key) -> Key:
@@ -103,3 +103,16 @@ class WorkerSockets:
     def addresses(self) -> list[str]:
         names = {sock.getsockname()[:2] for sock in self._open.values()}
         return [f"{host}:{port}" for host, port in sorted(names)]
+
+
+def _reuses(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+
+
+def _unshared(key: Key) -> OSError:
+    host, port = key
+    return OSError(
+        f"the listening socket for {host}:{port} handed over (by systemd, or by a nonstop "
+        "that served from one process) cannot be shared by more than one worker: set "
+        "ReusePort=yes in the .socket unit, or restart nonstop instead"
+    )

@@ -11,7 +11,8 @@ drain that waits does not hold up the set_servers behind it.
 
 When the channel closes (the control process is gone, however it ended), the worker
 stops accepting, finishes its in-flight requests within the shutdown grace and exits; it
-never outlives the process that owns the listeners for long.  SIGINT and SIGTERM are
+never outlives the process that owns the listeners for long.  Its connections are not
+cut: a SIGKILL or crash of the control process fails no request in flight.  SIGINT and SIGTERM are
 ignored: a ^C at a terminal, or systemd's stop of the whole control group, reaches every
 process at once, and the control process stops the workers in its own order (a stop
 told over the channel).
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from nonstop.config.model import Config
+from nonstop.engines.base import IDLE_GRACE
 from nonstop.engines.embedded import EmbeddedEngine
 from nonstop.errors import NonstopError
 from nonstop.proxy.handed import Handed, install
@@ -115,9 +117,12 @@ class Worker:
             self.channel.send(("reply", ident, (False, NonstopError(f"worker: {exc!r}"))))
 
     def _lost(self) -> None:
-        """The control process is gone: finish what is in flight, exit."""
+        """The control process is gone (a crash, a SIGKILL): finish what is in flight and
+        exit, as after an upgrade — a connection between requests is not closed under a
+        client that may be sending on it, its next answer says ``Connection: close`` —
+        while the next nonstop serves what waits on the listening sockets."""
         if not self._stopping:
-            asyncio.get_running_loop().create_task(self._shutdown(self._grace))
+            asyncio.get_running_loop().create_task(self._shutdown(self._grace, IDLE_GRACE))
 
     # -- calls ------------------------------------------------------------------------
 

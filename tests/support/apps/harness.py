@@ -44,6 +44,7 @@ def app_config(
     env: dict[str, str] | None = None,
     user: str | None = None,
     worker_user: str | None = None,
+    master_process: bool = True,
 ) -> str:
     env_line = (
         ""
@@ -55,6 +56,7 @@ state_dir = "state"
 engine = "{engine}"
 workers = {workers}
 {"" if worker_user is None else f'worker_user = "{worker_user}"'}
+{"" if master_process else "master_process = false"}
 
 [apps.web]
 command = {json.dumps(command)}

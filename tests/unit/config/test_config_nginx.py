@@ -865,9 +865,28 @@ def test_worker_cpu_affinity_and_priority_are_read_with_file_and_line_for_errors
         "2",
     )
     assert "expected -20 to 20" in error(load_text, "worker_priority 40;\n" + body).message
-    # one worker: the proxy is nonstop's own process, left unbound; the notice says so
-    one = load_text("worker_cpu_affinity auto;\n" + body)
-    assert any("stays unbound" in n and ":1)" in n for n in one.notices), one.notices
+    one = load_text("worker_cpu_affinity auto;\n" + body)  # one worker process, bound too
+    assert one.cpu_affinity == ("auto",) and one.separate_workers
+    assert not [n for n in one.notices if "worker_" in n], one.notices
+
+
+def test_master_process_off_serves_from_one_process_and_says_what_it_gives_up(
+    load_text: Load,
+) -> None:
+    body = "events {}\nhttp { server { return 204; } }\n"
+    default = load_text(body)
+    assert default.master_process and default.separate_workers and not default.notices
+    assert load_text("master_process on;\n" + body).separate_workers
+    off = load_text("master_process off;\nworker_processes 4;\nworker_cpu_affinity auto;\n" + body)
+    assert not off.master_process and not off.separate_workers
+    (notice,) = off.notices
+    assert notice.startswith('"master_process off": one process serves and drives the proxy')
+    assert '"worker_processes 4" has no effect' in notice
+    assert "cuts every connection" in notice and notice.endswith(":1)")
+    bad = error(load_text, "master_process yes;\n" + body)
+    assert (
+        bad.message == 'invalid value "yes" in "master_process" directive, it must be "on" or "off"'
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="user takes effect when nonstop runs as root")
@@ -897,7 +916,7 @@ def test_user_is_ignored_with_nginx_s_warning_when_not_root(
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     site = "events {}\nhttp { server { listen 127.0.0.1:8080; return 200; } }\n"
     config = load_text("user no-such-user;\n" + site)
-    assert config.worker_user is None and not config.separate_workers
+    assert config.worker_user is None
     assert config.notices == (
         'the "user" directive makes sense only if the master process runs with super-user'
         f" privileges, ignored ({config.path}:1)",

@@ -489,6 +489,18 @@ def test_workers_and_max_open_files_are_read(toml: Load) -> None:
         assert "workers: " in str(error(toml, wrong + "\n" + body))
 
 
+def test_master_process_false_serves_from_one_process(toml: Load) -> None:
+    body = SERVER_204
+    assert toml(body).master_process and toml(body).separate_workers
+    off = toml("master_process = false\n" + body)
+    assert not off.master_process and not off.separate_workers and not off.notices
+    many = toml("master_process = false\nworkers = 3\n" + body)
+    assert many.notices == (
+        f"workers has no effect with master_process = false: one process serves ({many.path})",
+    )
+    assert "master_process: " in str(error(toml, 'master_process = "off"\n' + body))
+
+
 def test_cpu_affinity_and_worker_priority_are_read(toml: Load) -> None:
     body = SERVER_204
     cfg = toml('workers = 2\ncpu_affinity = "auto 0110"\nworker_priority = 5\n' + body)
