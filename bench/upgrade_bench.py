@@ -19,6 +19,7 @@ closed before reusing it, as urllib3, Go and browsers do; ``plain`` does not.
     python bench/upgrade_bench.py                   # 20 upgrades, 5 + 5 SIGKILL restarts
     python bench/upgrade_bench.py --upgrades 5 --kills 2
     python bench/upgrade_bench.py --workers 2       # the same with 2 data-plane workers
+    python bench/upgrade_bench.py --one-process     # master_process = false: no worker
 """
 
 from __future__ import annotations
@@ -119,10 +120,18 @@ def loads(d: AppDaemon, args: argparse.Namespace) -> tuple[Load, WebSocketLoad]:
     return load, WebSocketLoad(d.port, clients=args.ws, limit=limit)
 
 
+def daemon_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "verify": "200ms",
+        "workers": args.workers,
+        "master_process": not args.one_process,
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="nonstop-upgrade-bench-") as work:
-        d = AppDaemon(Path(work) / "plain", pyapp_command(), verify="200ms", workers=args.workers)
+        d = AppDaemon(Path(work) / "plain", pyapp_command(), **daemon_options(args))
         try:
             d.start()
             deployed(d, "v1")
@@ -147,9 +156,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stop_leftover_apps(d.dir / "state")
 
         results["kills_activated"] = []
-        d = AppDaemon(
-            Path(work) / "activated", pyapp_command(), verify="200ms", workers=args.workers
-        )
+        d = AppDaemon(Path(work) / "activated", pyapp_command(), **daemon_options(args))
         activated = SocketActivated(d, reuse_port=args.workers > 1)  # ReusePort=yes
         try:
             activated.start()
@@ -214,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ws", type=int, default=4)
     parser.add_argument("--client", choices=("checked", "plain"), default="checked")
     parser.add_argument("--workers", type=int, default=1, help="nonstop's worker_processes")
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="master_process = false: the proxy in nonstop's own process",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit)  # so the finally blocks stop every daemon and app
     results = run(args)

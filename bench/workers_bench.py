@@ -14,6 +14,10 @@ is pinned: the workers, wrk and the backend share every core, for nonstop and ng
 
     python bench/workers_bench.py                     # 1 and 2 workers, ~3 minutes
     python bench/workers_bench.py --workers 2 --rounds 5 --duration 10
+    python bench/workers_bench.py --workers 1 --only nonstop,nonstop1p,nginx  # + one process
+
+``nonstop1p`` is nonstop with ``master_process off``: the proxy in the control process, no
+worker (compare it with ``--workers 1`` only: it ignores ``worker_processes``).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from _harness import (
 from _procfs import cpu_seconds
 from _wrk import parse_wrk, start_wrk
 
-NAMES = ("nonstop", "nginx")
+NAMES = ("nonstop", "nginx", "nonstop1p")  # nonstop1p: master_process off, one process
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ def start(
         main += "\nworker_cpu_affinity auto;"
     if user is not None:
         main += f"\nuser {user};"
+    if name == "nonstop1p":
+        main += "\nmaster_process off;"
     conf.write_text(text.replace("worker_processes 1;", main))
     log = prefix / "stderr.log"
     if name == "nginx":
