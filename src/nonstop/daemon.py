@@ -199,6 +199,13 @@ class Daemon:
                 record.release,
             )
         try:
+            if not config.separate_workers and len(listeners.inherited.workers()) > 1:
+                raise NonstopError(
+                    f"the nonstop handing over runs {len(listeners.inherited.workers())} "
+                    "workers; with master_process off, one process would take the first "
+                    "one's sockets and cut the connections queued on the others': restart "
+                    "nonstop for that"
+                )
             engine = self.engine = build_engine(config, self.events)
             supervisor = Supervisor(config.state_dir, on_event=self._on_instance)
             deployer = self.deployer = Deployer(store, supervisor, engine, events=self.events)

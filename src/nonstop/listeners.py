@@ -79,6 +79,10 @@ class Listeners:
     def __len__(self) -> int:
         return len(self._sockets)
 
+    def workers(self) -> set[int]:
+        """The worker indexes whose sockets are held."""
+        return {worker for worker, _key in self._sockets}
+
     def close(self) -> None:
         """Close what no listen address took (logged: its clients would wait forever)."""
         for (_worker, (host, port)), sock in self._sockets.items():

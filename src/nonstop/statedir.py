@@ -133,13 +133,16 @@ def set_state_dir_mode(state_dir: str, passable: bool) -> None:
     """The state directory 0700, or 2750 with the config's group; with ``passable``, any
     user may pass through it as well (0711, 2751) without listing it: nginx's workers
     running as nginx.conf's ``user`` reach their temp paths and slot flags by name.
-    Nothing else becomes reachable: nonstop creates its files 0600 (0640) and its
-    directories 0700 (2750)."""
+    Once passable it stays so (nginx workers of an earlier config may still run as that
+    user); ``chmod`` closes it by hand.  Nothing else becomes reachable: nonstop creates
+    its files 0600 (0640) and its directories 0700 (2750)."""
     mode = 0o700 if _group is None else 0o2750
     with contextlib.suppress(OSError):  # a directory of someone else's stays as it is
         if _group is not None:
             os.chown(state_dir, -1, _group)
-        os.chmod(state_dir, mode | 0o011 if passable else mode)
+        if passable or stat.S_IMODE(os.stat(state_dir).st_mode) & 0o001:
+            mode |= 0o011
+        os.chmod(state_dir, mode)
 
 
 def _read_pid(fd: int) -> int | None:

@@ -132,10 +132,12 @@ def _receive_all(channel: socket.socket) -> tuple[bytes, list[int]]:
     manifest: bytes | None = None
     try:
         while True:
-            chunk, got, _flags, _addr = socket.recv_fds(channel, _MAX_MANIFEST, _MAX_FDS)
+            chunk, got, flags, _addr = socket.recv_fds(channel, _MAX_MANIFEST, _MAX_FDS)
             for passed in got:
                 os.set_inheritable(passed, False)
             fds.extend(got)
+            if flags & socket.MSG_CTRUNC:  # the kernel dropped what did not fit
+                raise ValueError(f"{ENV}: more than {_MAX_FDS} descriptors at once")
             data += chunk
             if manifest is None:
                 line, newline, _rest = data.partition(b"\n")

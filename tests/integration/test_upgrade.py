@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.apps import pyapp_command
 from tests.support.apps.harness import AppDaemon, Load, deployed
 from tests.support.backends import free_port
 from tests.support.proc import NonstopProcess
@@ -364,3 +365,21 @@ def test_upgrades_of_a_one_process_nonstop_fail_no_request(one_process: AppDaemo
     nothing_failed(load, sessions)
     assert app_pids(d) == apps
     assert not json.loads(d.cli("status", "--json").stdout).get("workers")
+
+
+def test_an_upgrade_from_two_workers_into_one_process_is_refused_and_they_serve_on(
+    two_workers: AppDaemon,
+) -> None:
+    """One process would take worker 0's sockets only, and the connections the kernel
+    queued on worker 1's would be cut: the new nonstop refuses, the old one serves on."""
+    d = two_workers
+    d.start()
+    deployed(d, "v1")
+    before = worker_pids(d)
+    d.write(pyapp_command(), workers=2, master_process=False)
+    done = d.cli("upgrade")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "with master_process off, one process would take the first one's sockets" in (
+        done.stderr
+    )
+    assert worker_pids(d) == before and d.get() == (200, "v1")

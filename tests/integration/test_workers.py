@@ -476,9 +476,16 @@ def test_socket_activation_gives_worker_0_the_socket_and_the_others_join_it(
         for _ in range(5):
             assert d.get() == (200, "v1")
         d.write(pyapp_command(), workers=2)
+        other = free_port()  # and one more server, which the refused config must not start
+        with d.config.open("a") as conf:
+            conf.write(
+                f'\n[[servers]]\nlisten = ["127.0.0.1:{other}"]\nreturn = {{ code = 204 }}\n'
+            )
         refused = d.cli("reload")
         assert refused.returncode != 0 and "set ReusePort=yes" in refused.stdout + refused.stderr
         assert len(d.status()["workers"]) == 1 and d.get() == (200, "v1")
+        with pytest.raises(ConnectionRefusedError):  # no worker applied any of it
+            socket.create_connection(("127.0.0.1", other), timeout=5).close()
     finally:
         activated.stop()
         stop_leftover_apps(d.dir / "state")

@@ -91,3 +91,20 @@ def test_a_hand_over_cut_short_is_refused_and_leaves_nothing_open(
         with pytest.raises(ValueError, match="the hand-over ended after 250 descriptors"):
             receive(theirs.detach(), Listeners())
     assert open_fds() == before
+
+
+def test_more_descriptors_at_once_than_are_taken_is_refused_at_once(
+    listening: list[socket.socket],
+) -> None:
+    """An older nonstop could send 253 in one call: refused there and then, not after the
+    hand-over's 30 s timeout waiting for what the kernel dropped."""
+    before = open_fds()
+    ours, theirs = socket.socketpair()
+    with tempfile.TemporaryFile() as lock, socket.socket(socket.AF_UNIX) as admin:
+        manifest = json.dumps({"listeners": 251, "workers": [0] * 251}).encode()
+        fds = [lock.fileno(), admin.fileno(), *(s.fileno() for s in listening[:251])]
+        socket.send_fds(ours, [manifest], fds)
+        with pytest.raises(ValueError, match="more than 250 descriptors at once"):
+            receive(theirs.detach(), Listeners())
+        ours.close()
+    assert open_fds() == before

@@ -52,26 +52,27 @@ def _user(name: str) -> pwd.struct_passwd:
     return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
 
 
-def unreachable(path: str, account: Account) -> str | None:
-    """The first directory on the way to ``path`` (itself included) that ``account`` may not
-    pass through, as the kernel decides it: the owner's search bit for its owner, the
-    group's for a member, the others' for the rest (ACLs aside); None if it may reach
+def unreachable(path: str, account: Account) -> tuple[str, str] | None:
+    """The first directory on the way to ``path`` (itself included, links resolved) that
+    ``account`` may not pass through, as the kernel decides it: the owner's search bit
+    for its owner, the group's for a member, the others' for the rest (ACLs aside) —
+    with the class whose bit it lacks (``u``, ``g``, ``o``); None if it may reach
     ``path``.  A directory that cannot be looked at blocks the way."""
     if account.uid == 0:
         return None
-    parts = [part for part in os.path.abspath(path).split("/") if part]
+    parts = [part for part in os.path.realpath(path).split("/") if part]
     for depth in range(len(parts) + 1):
         directory = "/" + "/".join(parts[:depth])
         try:
             info = os.stat(directory)
         except OSError:
-            return directory
+            return directory, "o"
         if info.st_uid == account.uid:
-            bit = stat.S_IXUSR
+            bit, who = stat.S_IXUSR, "u"
         elif info.st_gid == account.gid or info.st_gid in account.groups:
-            bit = stat.S_IXGRP
+            bit, who = stat.S_IXGRP, "g"
         else:
-            bit = stat.S_IXOTH
+            bit, who = stat.S_IXOTH, "o"
         if not info.st_mode & bit:
-            return directory
+            return directory, who
     return None

@@ -69,6 +69,7 @@ from nonstop.config.model import (
 from nonstop.config.rewrite import compile_regex
 from nonstop.config.template import compile_template, is_name_char
 from nonstop.config.units import (
+    master_process_off,
     parse_cpu_affinity,
     parse_duration,
     parse_priority,
@@ -815,7 +816,7 @@ class _Builder:
         self.raw_http: tuple[RawDirective, ...] = ()
         http: Directive | None = None
         events: Directive | None = None
-        affinity_at = master_at = ""
+        master_at = ""
         for d in tree:
             if d.name == "env" and d.block is None:
                 self.env(d)
@@ -855,7 +856,6 @@ class _Builder:
                     self.cpu_affinity = parse_cpu_affinity(d.args)
                 except ValueError as exc:
                     raise self.fail(d, str(exc)) from None
-                affinity_at = d.where
             elif d.name == "worker_priority":
                 try:
                     self.worker_priority = parse_priority(d.args[0])
@@ -867,7 +867,15 @@ class _Builder:
         if events is None:
             raise ConfigError('no "events" section in configuration', self.path)
         if not self.master_process:
-            self.reader.notices.append(self.master_process_off(master_at, affinity_at))
+            self.reader.notices.append(
+                master_process_off(
+                    nginx_engine=self.passthrough,
+                    user=self.worker_user is not None,
+                    workers=self.workers,
+                    affinity=bool(self.cpu_affinity),
+                    where=master_at,
+                )
+            )
         servers, maps = self.http(http) if http is not None else ((), ())
         self.limits.check_zones()
         self.check_log_files()
@@ -917,28 +925,6 @@ class _Builder:
         if key in self.admin_env:
             raise self.fail(d, f'"env {name}" is duplicate')
         self.admin_env[key] = (value, d)
-
-    def master_process_off(self, where: str, affinity_at: str) -> str:
-        """What ``master_process off`` means here, said once at load."""
-        if self.passthrough:
-            return (
-                '"master_process off" has no effect with the nginx engine: nonstop drives'
-                f" nginx's master and its workers ({where})"
-            )
-        if self.worker_user is not None:
-            return (
-                '"master_process off" is overridden by "user": the proxy runs in worker'
-                f" processes as that user, never in the root control process ({where})"
-            )
-        parts = ["one process serves and drives the proxy, as nginx's single-process mode"]
-        if self.workers != 1:
-            parts.append(f'"worker_processes {self.workers}" has no effect')
-        if self.cpu_affinity:
-            parts.append(f'"worker_cpu_affinity" ({affinity_at}) binds no process')
-        return (
-            f'"master_process off": {"; ".join(parts)}; a crash or SIGKILL of nonstop cuts'
-            f" every connection ({where})"
-        )
 
     def user(self, d: Directive) -> None:
         """``user USER [GROUP];``: who the workers run as when nonstop is started as root

@@ -52,6 +52,7 @@ from nonstop.config.nginxconf import (
 )
 from nonstop.config.template import compile_template
 from nonstop.config.units import (
+    master_process_off,
     parse_cpu_affinity,
     parse_duration,
     parse_priority,
@@ -397,6 +398,18 @@ class _Reader:
             self.upstreams[name] = self.upstream(name, table)
         apps = [self.app(name, table) for name, table in top.named_tables("apps", _APP_KEYS)]
         servers = [self.server(t) for t in top.tables("servers", _SERVER_KEYS)]
+        workers, affinity, user = self.workers(top), self.cpu_affinity(top), self.worker_user(top)
+        master = top.boolean("master_process", True)
+        if not master:
+            self.notices.append(
+                master_process_off(
+                    nginx_engine=engine == "nginx",
+                    user=user is not None,
+                    workers=workers,
+                    affinity=bool(affinity),
+                    where=self.path,
+                )
+            )
         return Config(
             path=self.path,
             prefix=self.prefix,
@@ -416,27 +429,16 @@ class _Reader:
             error_log=None if error_log in (None, "stderr") else self.prefix_path(str(error_log)),
             error_log_level=level,
             max_connections=top.integer("max_connections", 10_000, minimum=1),
-            workers=self.workers(top),
+            workers=workers,
             max_open_files=top.integer("max_open_files", 0, minimum=1) or None,
-            cpu_affinity=self.cpu_affinity(top),
+            cpu_affinity=affinity,
             worker_priority=self.worker_priority(top),
-            worker_user=self.worker_user(top),
-            master_process=self.master_process(top),
+            worker_user=user,
+            master_process=master,
             group=self.file_group(top),
             notices=tuple(self.notices),
             files=(self.path,),
         )
-
-    def master_process(self, top: _Table) -> bool:
-        """``master_process = false``: one process serves and drives the proxy (nginx's
-        ``master_process off``); ``workers`` has no effect then."""
-        on = top.boolean("master_process", True)
-        if not on and top.typed("workers", (int, str)) not in (None, 1):
-            self.notices.append(
-                "workers has no effect with master_process = false: one process serves"
-                f" ({self.path})"
-            )
-        return on
 
     @staticmethod
     def workers(top: _Table) -> int:

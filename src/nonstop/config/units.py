@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "master_process_off",
     "parse_cpu_affinity",
     "parse_duration",
     "parse_priority",
@@ -139,3 +140,29 @@ def parse_priority(text: str) -> int:
     if not body.isdigit() or not -20 <= int(text) <= 20:
         raise ValueError(f'invalid number "{text}" in "worker_priority": expected -20 to 20')
     return min(int(text), 19)
+
+
+def master_process_off(
+    *, nginx_engine: bool, user: bool, workers: int, affinity: bool, where: str
+) -> str:
+    """What ``master_process off`` (TOML ``master_process = false``) means for a config,
+    said once when it is loaded; ``where``: the file and line, or the file."""
+    if nginx_engine:
+        return (
+            '"master_process off" has no effect with the nginx engine: nonstop drives'
+            f" nginx's master and its workers ({where})"
+        )
+    if user:
+        return (
+            '"master_process off" is overridden by "user": the proxy runs in worker'
+            f" processes as that user, never in the root control process ({where})"
+        )
+    parts = ["one process serves and drives the proxy, as nginx's single-process mode"]
+    if workers != 1:
+        parts.append(f'"worker_processes {workers}" has no effect')
+    if affinity:
+        parts.append('"worker_cpu_affinity" binds no process')
+    return (
+        f'"master_process off": {"; ".join(parts)}; a crash or SIGKILL of nonstop cuts'
+        f" every connection ({where})"
+    )

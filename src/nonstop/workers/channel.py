@@ -109,6 +109,8 @@ class Channel:
         close its own as soon as this returns, even if the message waits."""
         if self.closed:
             return
+        if len(fds) > 0xFFFF:  # the frame's count
+            raise ValueError(f"{len(fds)} descriptors in one message: at most 65535")
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(body), len(fds)) + body
         if len(fds) > MAX_FDS * len(frame):  # each piece carrying some needs a byte

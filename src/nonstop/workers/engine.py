@@ -185,7 +185,9 @@ class WorkersEngine:
     async def _apply(self, config: Config, limit: float) -> None:
         handover = prepare(config)
         try:
-            opened = self._sockets.open(config, self._workers)
+            # every socket the config needs, the new workers' too, before any worker
+            # applies it: a reload refused for want of one changes nothing
+            opened = self._sockets.open(config, {*self._workers, *range(config.workers)})
         except BaseException:
             handover.close()
             raise

@@ -525,9 +525,11 @@ async def test_with_user_nginx_workers_are_that_user_and_may_pass_to_temp_and_sl
     engine.set_slot("web", 1)
     assert _mode(left) == 0o644
 
-    await engine.apply(_config(open_dir))  # `user` taken out: closed again, nonstop's user
+    # `user` taken out: nginx's workers are nonstop's user again, and the directories stay
+    # passable for the user's workers that still finish their connections
+    await engine.apply(_config(open_dir))
     assert _live(engine).splitlines()[1] == "user root;"
-    assert (_mode(state), _mode(engine.home), _mode(engine.path("slots"))) == (0o700,) * 3
+    assert (_mode(state), _mode(engine.home), _mode(engine.path("slots"))) == (0o711,) * 3
     await engine.shutdown(1.0)
 
 
@@ -543,7 +545,20 @@ async def test_a_directory_that_bars_the_workers_way_is_named_and_nginx_is_not_s
     barred = next(p for p in reversed((tmp_path, *tmp_path.parents)) if not _mode(p) & 0o001)
     assert str(caught.value) == (
         f'nginx\'s workers run as "nobody" ("user") and cannot reach '
-        f"{engine.path('temp')}: {barred} (mode {_mode(barred):o}) does not let them pass; "
+        f"{engine.path('temp')}: {barred} does not let them pass; "
         f"let them search it (chmod o+x {barred}) or choose a state_dir they can reach"
     )
     assert fake.master is None and not fake.started
+
+
+@as_root
+@run
+async def test_a_state_dir_reached_through_a_link_is_checked_where_it_really_is(
+    open_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "real").mkdir()
+    (open_dir / "state").symlink_to(tmp_path / "real")  # open on the way, closed at the end
+    engine = NginxEngine(_config(open_dir, top='worker_user = "nobody"\n'), FakeNginx())
+    barred = next(p for p in reversed((tmp_path, *tmp_path.parents)) if not _mode(p) & 0o001)
+    with pytest.raises(ConfigError, match=f"{barred} does not let them pass"):
+        await engine.start()

@@ -710,43 +710,42 @@ class NginxEngine:
         """With nginx.conf's ``user``, nginx's workers are that user, and they open their
         temp files and look the slot flags up by name: nginx's home, its ``temp`` and
         ``slots`` and the state directory holding them let every user pass through
-        (0711), not list; nginx makes each temp path the user's itself.  Without
-        ``user`` they are closed again.  ConfigError if a directory above still bars the
-        way: the workers would fail every spooled upload and never see a slot switch."""
+        (0711), not list; nginx makes each temp path the user's itself.  Done before the
+        check and the reload, and never undone by nonstop: workers of an earlier config
+        may still be that user, and a flag they could not see would send their traffic
+        to the other slot (nothing in the directories is readable by others: 0600 files,
+        0700 directories).  ConfigError if a directory above still bars the way: the
+        workers would fail every spooled upload and never see a slot switch."""
         account = config.worker_user
-        os.makedirs(self.path("temp"), exist_ok=True)
-        os.makedirs(self.path("slots"), exist_ok=True)
-        state_dir = os.path.abspath(config.state_dir)
-        if os.path.commonpath((os.path.abspath(self.home), state_dir)) == state_dir:
-            set_state_dir_mode(state_dir, account is not None)
-        for directory in (self.home, self.path("temp"), self.path("slots")):
-            _passable(directory, account is not None)
         if account is None:
             return
+        os.makedirs(self.path("temp"), exist_ok=True)
+        os.makedirs(self.path("slots"), exist_ok=True)
+        state_dir = os.path.realpath(config.state_dir)
+        if os.path.commonpath((os.path.realpath(self.home), state_dir)) == state_dir:
+            set_state_dir_mode(state_dir, passable=True)
+        for directory in (self.home, self.path("temp"), self.path("slots")):
+            _let_through(directory)
         for flag in os.listdir(self.path("slots")):  # written 0600 by an earlier nonstop
             with contextlib.suppress(OSError):
                 os.chmod(self.path("slots", flag), 0o644)
         for directory in (self.path("temp"), self.path("slots")):
-            blocked = unreachable(directory, account)
-            if blocked is not None:
-                info = os.stat(blocked) if os.path.exists(blocked) else None
-                found = "" if info is None else f" (mode {stat.S_IMODE(info.st_mode):o})"
+            barred = unreachable(directory, account)
+            if barred is not None:
+                where, bit = barred
                 raise ConfigError(
                     f'nginx\'s workers run as "{account.user}" ("user") and cannot reach '
-                    f"{directory}: {blocked}{found} does not let them pass; let them "
-                    f"search it (chmod o+x {blocked}) or choose a state_dir they can reach"
+                    f"{directory}: {where} does not let them pass; let them search it "
+                    f"(chmod {bit}+x {where}) or choose a state_dir they can reach"
                 )
 
 
-def _passable(directory: str, on: bool) -> None:
-    """Every user may pass through ``directory`` (search, x), or again only those who
-    may list it: its owner, and its group if the group may read it."""
+def _let_through(directory: str) -> None:
+    """Every user may pass through ``directory`` (search, x), not list it."""
     with contextlib.suppress(OSError):
         mode = stat.S_IMODE(os.stat(directory).st_mode)
-        closed = mode & ~0o011 | (0o010 if mode & 0o040 else 0)
-        wanted = closed | 0o011 if on else closed
-        if wanted != mode:
-            os.chmod(directory, wanted)
+        if mode & 0o011 != 0o011:
+            os.chmod(directory, mode | 0o011)
 
 
 def _write_tree(root: str, files: Mapping[str, str], previous: Mapping[str, str]) -> None:
