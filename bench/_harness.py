@@ -39,6 +39,7 @@ from _procfs import ProcInfo, proc_info, tree_pids
 __all__ = [
     "ALL_PROXIES",
     "BENCH_DIR",
+    "ONE_PROCESS",
     "Lab",
     "Proxy",
     "StartFailed",
@@ -58,6 +59,8 @@ __all__ = [
 
 BENCH_DIR = Path(__file__).resolve().parent
 ALL_PROXIES = ("nonstop", "nginx256", "nginx32", "haproxy", "nginx-driven")
+# nonstop with master_process off (the proxy in its own process): asked for by name only
+ONE_PROCESS = "nonstop1p"
 _STOP_TIMEOUT_S = 10.0
 
 
@@ -357,7 +360,8 @@ class Lab:
         else:
             keepalive = 32 if name == "nginx32" else 256
             conf = prefix / "nginx.conf"
-            conf.write_text(render_proxy_conf(port, backend_ports, keepalive, tls))
+            text = render_proxy_conf(port, backend_ports, keepalive, tls)
+            conf.write_text("master_process off;\n" + text if name == ONE_PROCESS else text)
             argv, kind = self._nginx_like_argv(name, prefix, conf)
         try:
             proc = self.spawn(argv, self.proxy_cpu, log, prefix)
@@ -373,7 +377,7 @@ class Lab:
         return proxy
 
     def _nginx_like_argv(self, name: str, prefix: Path, conf: Path) -> tuple[list[str], str]:
-        if name != "nonstop":
+        if name not in ("nonstop", ONE_PROCESS):
             return ["nginx", "-p", f"{prefix}/", "-c", str(conf), "-g", "daemon off;"], "nginx"
         if not self.nonstop.is_file() or not os.access(self.nonstop, os.X_OK):
             raise StartFailed(f"nonstop: no executable at {self.nonstop} (see --nonstop)")

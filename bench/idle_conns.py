@@ -23,6 +23,7 @@ from typing import Any
 
 from _harness import (
     ALL_PROXIES,
+    ONE_PROCESS,
     Lab,
     Proxy,
     free_ports,
@@ -149,7 +150,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(ALL_PROXIES), help="comma-separated proxies")
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=100, help="connects in flight")
-    args = parse_bench_args(parser, argv)
+    args = parse_bench_args(parser, argv, allowed=(*ALL_PROXIES, ONE_PROCESS))
     return args
 
 
