@@ -200,6 +200,7 @@ class Load:
 
     def _one(self, conn: http.client.HTTPConnection, index: int, n: int) -> None:
         kind = (index + n) % 4
+        method = "POST" if kind == 0 else "GET"
         if kind == 0:
             payload = f"client {index} request {n}".encode()
             conn.request("POST", "/", body=payload)
@@ -214,7 +215,7 @@ class Load:
         body = resp.read().decode(errors="replace")
         with self._lock:
             if resp.status != 200 or (expect is not None and body != expect):
-                self.failed.append(f"status {resp.status}: {body[:80]!r}")
+                self.failed.append(f"status {resp.status} to {method}: {body[:80]!r}")
                 return
             self.ok += 1
             if kind not in (0, 1):
