@@ -448,6 +448,8 @@ def test_workers_exit_by_themselves_when_the_control_process_is_killed(proxy) ->
         return not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
     wait_for(gone, message=f"workers {pids} outlived their control process")
+    for pid in pids:  # each says why it leaves
+        assert f"worker process {pid}: the control process is gone" in p.stderr()
 
 
 @pytest.mark.skipif(

@@ -122,6 +122,14 @@ class Worker:
         client that may be sending on it, its next answer says ``Connection: close`` —
         while the next nonstop serves what waits on the listening sockets."""
         if not self._stopping:
+            held = len(self._engine.proxy.state.connections) if self._engine is not None else 0
+            log.warning(
+                "worker process %d: the control process is gone; finishing %d connection(s)"
+                " within %gs, then exiting",
+                os.getpid(),
+                held,
+                self._grace,
+            )
             asyncio.get_running_loop().create_task(self._shutdown(self._grace, IDLE_GRACE))
 
     # -- calls ------------------------------------------------------------------------
