@@ -12,7 +12,17 @@ import pwd
 import stat
 from dataclasses import dataclass
 
-__all__ = ["Account", "group_id", "resolve_account", "unreachable"]
+__all__ = ["Account", "UnknownAccount", "group_id", "resolve_account", "unreachable"]
+
+
+class UnknownAccount(ValueError):
+    """A user or group this machine does not know: ``kind`` ("user" or "group") and the
+    ``name`` as given; the message says so."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f'no {kind} "{name}" on this machine')
+        self.kind = kind
+        self.name = name
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +38,24 @@ class Account:
 
 def resolve_account(user: str | None, group: str | None) -> Account | None:
     """``user`` (name or id; None: the daemon's own) with ``group`` (None: the user's
-    primary group); None when neither is given.  ``ValueError`` names what is unknown."""
+    primary group); None when neither is given.  ``UnknownAccount`` names what is unknown."""
     if user is None and group is None:
         return None
     try:
         entry = pwd.getpwuid(os.getuid()) if user is None else _user(user)
-    except KeyError:
-        raise ValueError(f'no user "{user}" on this machine') from None
+    except (KeyError, ValueError, OverflowError):  # unknown, a NUL in it, an id too large
+        raise UnknownAccount("user", str(user)) from None
     gid = entry.pw_gid if group is None else group_id(group)
     groups = tuple(g for g in os.getgrouplist(entry.pw_name, gid) if g != gid)
     return Account(entry.pw_name, entry.pw_uid, gid, groups, entry.pw_dir)
 
 
 def group_id(group: str) -> int:
-    """The id of ``group`` (a name or an id); ``ValueError`` if this machine has none."""
+    """The id of ``group`` (a name or an id); ``UnknownAccount`` if this machine has none."""
     try:
         return grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f'no group "{group}" on this machine') from None
+    except (KeyError, ValueError, OverflowError):  # unknown, a NUL in it, an id too large
+        raise UnknownAccount("group", group) from None
 
 
 def _user(name: str) -> pwd.struct_passwd:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 
 from nonstop.config import logformats
-from nonstop.config.accounts import Account, resolve_account
+from nonstop.config.accounts import Account, UnknownAccount, resolve_account
 from nonstop.config.limits import LimitsReader
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.model import (
@@ -941,10 +941,9 @@ class _Builder:
             return
         try:
             account = resolve_account(user, group)
-        except ValueError as exc:
-            name = str(exc).split('"')[1]
-            kind = "getpwnam" if str(exc).startswith("no user") else "getgrnam"
-            raise self.fail(d, f'{kind}("{name}") failed') from None
+        except UnknownAccount as exc:
+            call = "getpwnam" if exc.kind == "user" else "getgrnam"
+            raise self.fail(d, f'{call}("{exc.name}") failed') from None
         self.worker_user = account
 
     def admin(self, socket: str) -> AdminSpec:

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from nonstop.config.accounts import Account, group_id, resolve_account
+from nonstop.config.accounts import Account, UnknownAccount, group_id, resolve_account
 from nonstop.config.listen import AdminSettingError, admin_listener
 from nonstop.config.logformats import PREDEFINED
 from nonstop.config.model import (
@@ -467,9 +467,8 @@ class _Reader:
             return None
         try:
             return resolve_account(user, group)
-        except ValueError as exc:
-            key = "worker_user" if str(exc).startswith("no user") else "worker_group"
-            raise top.error(key, str(exc)) from None
+        except UnknownAccount as exc:
+            raise top.error(f"worker_{exc.kind}", str(exc)) from None
 
     @staticmethod
     def cpu_affinity(top: _Table) -> tuple[str, ...]:
@@ -644,8 +643,8 @@ class _Reader:
         user, group = t.string("user"), t.string("group")
         try:
             resolve_account(user, group)
-        except ValueError as exc:
-            raise t.error("user" if str(exc).startswith("no user") else "group", str(exc)) from None
+        except UnknownAccount as exc:
+            raise t.error(exc.kind, str(exc)) from None
         return AppSpec(
             name=name,
             command=t.required("command"),

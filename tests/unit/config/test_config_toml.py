@@ -555,6 +555,11 @@ def test_an_apps_user_and_group_must_exist_and_name_their_key(load_text: Load) -
         load_text(base + 'user = "no-such-user"\n' + servers, name="n.toml")
     with pytest.raises(ConfigError, match=r'apps\.web\.group.*no group "no-such-group"'):
         load_text(base + 'group = "no-such-group"\n' + servers, name="n.toml")
+    # names no lookup can take are unknown all the same, not a crash of the loader
+    with pytest.raises(ConfigError, match=r"apps\.web\.user.*no user"):
+        load_text(base + 'user = "a\\u0000b"\n' + servers, name="n.toml")
+    with pytest.raises(ConfigError, match=r"apps\.web\.group.*no group"):
+        load_text(base + 'group = "99999999999999999999"\n' + servers, name="n.toml")
 
 
 def test_access_log_format_is_per_server_and_a_location_may_change_it(toml: Load) -> None:
