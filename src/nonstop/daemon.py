@@ -199,9 +199,10 @@ class Daemon:
                 record.release,
             )
         try:
-            if not config.separate_workers and len(listeners.inherited.workers()) > 1:
+            handed = len(listeners.inherited.workers())
+            if not config.separate_workers and handed > 1:
                 raise NonstopError(
-                    f"the nonstop handing over runs {len(listeners.inherited.workers())} "
+                    f"the nonstop handing over runs {handed} "
                     "workers; with master_process off, one process would take the first "
                     "one's sockets and cut the connections queued on the others': restart "
                     "nonstop for that"

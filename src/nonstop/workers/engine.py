@@ -453,12 +453,12 @@ class WorkersEngine:
         log.warning("start worker process %d", launched[0].pid)
 
     async def _resize(self, count: int) -> None:
-        """After a reload that changed ``worker_processes``: start or stop the difference."""
+        """After a reload that changed ``worker_processes``: start or stop the difference
+        (the new workers' sockets were opened by ``_apply``, before any worker applied)."""
         for index in [i for i in self._workers if i >= count]:
             worker = self._workers.pop(index)
             worker.call("shutdown", self._grace)
         missing = [i for i in range(count) if i not in self._workers]
-        self._sockets.open(self._config, missing)
         self._sockets.keep(self._config, range(count))
         await asyncio.gather(*(self._spawn(i) for i in missing))
 
