@@ -27,11 +27,14 @@ import os
 import socket
 from collections.abc import MutableMapping
 
-__all__ = ["SD_LISTEN_FDS_START", "Listeners", "address_key", "inherited"]
+__all__ = ["SCM_BATCH", "SD_LISTEN_FDS_START", "Listeners", "address_key", "inherited"]
 
 log = logging.getLogger("nonstop")
 
 SD_LISTEN_FDS_START = 3
+# descriptors passed with one sendmsg: the kernel takes at most 253 (SCM_MAX_FD), so more
+# go in batches of this many (the upgrade's hand-over, the workers' channel)
+SCM_BATCH = 250
 
 Key = tuple[str, int]
 

@@ -11,7 +11,7 @@ hand-over do it, but with the apps kept as well as the listeners:
    (``SCM_RIGHTS``) go the state directory's lock, the admin socket and every listening
    socket, with a JSON line saying which is which: with ``worker_processes`` above 1,
    one socket per worker per address, each with its worker's index.  The kernel takes
-   at most 253 descriptors a call, so they go ``_MAX_FDS`` at a time: the first with the
+   at most 253 descriptors a call, so they go ``SCM_BATCH`` at a time: the first with the
    line, each further batch with one byte (64 workers on 4 addresses are 256 sockets).
 3. The new daemon takes the lock (the descriptor is the same open file description, so
    the ``flock`` the old one holds is its own: at no moment is the state directory
@@ -46,14 +46,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nonstop.errors import NonstopError
-from nonstop.listeners import Listeners
+from nonstop.listeners import SCM_BATCH, Listeners
 
 __all__ = ["ENV", "Handoff", "UpgradeFailed", "receive", "start_new"]
 
 log = logging.getLogger("nonstop")
 
 ENV = "NONSTOP_UPGRADE_FD"
-_MAX_FDS = 250  # SCM_MAX_FD is 253
 _MAX_MANIFEST = 64 * 1024
 
 
@@ -132,12 +131,12 @@ def _receive_all(channel: socket.socket) -> tuple[bytes, list[int]]:
     manifest: bytes | None = None
     try:
         while True:
-            chunk, got, flags, _addr = socket.recv_fds(channel, _MAX_MANIFEST, _MAX_FDS)
+            chunk, got, flags, _addr = socket.recv_fds(channel, _MAX_MANIFEST, SCM_BATCH)
             for passed in got:
                 os.set_inheritable(passed, False)
             fds.extend(got)
             if flags & socket.MSG_CTRUNC:  # the kernel dropped what did not fit
-                raise ValueError(f"{ENV}: more than {_MAX_FDS} descriptors at once")
+                raise ValueError(f"{ENV}: more than {SCM_BATCH} descriptors at once")
             data += chunk
             if manifest is None:
                 line, newline, _rest = data.partition(b"\n")
@@ -173,11 +172,11 @@ def _expected(manifest: bytes) -> int:
 
 
 def _send_all(sock: socket.socket, manifest: bytes, fds: Sequence[int]) -> None:
-    """The manifest as one line with the first ``_MAX_FDS`` descriptors, then one byte
-    with each further ``_MAX_FDS`` of them."""
-    socket.send_fds(sock, [manifest + b"\n"], list(fds[:_MAX_FDS]))
-    for start in range(_MAX_FDS, len(fds), _MAX_FDS):
-        socket.send_fds(sock, [b"+"], list(fds[start : start + _MAX_FDS]))
+    """The manifest as one line with the first ``SCM_BATCH`` descriptors, then one byte
+    with each further ``SCM_BATCH`` of them."""
+    socket.send_fds(sock, [manifest + b"\n"], list(fds[:SCM_BATCH]))
+    for start in range(SCM_BATCH, len(fds), SCM_BATCH):
+        socket.send_fds(sock, [b"+"], list(fds[start : start + SCM_BATCH]))
 
 
 @dataclass

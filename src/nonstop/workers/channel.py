@@ -5,7 +5,7 @@ One end of a unix ``socketpair`` in each process.  A message is a ``(kind, id, b
 tuple, pickled (both ends are the same nonstop, and the socket pair is private to them),
 in a frame of a 4-byte length and a 2-byte count of the descriptors it carries; the
 descriptors (listening sockets, log files) travel with the frame's first bytes as
-``SCM_RIGHTS``, at most ``MAX_FDS`` with each piece of it the kernel takes (its limit is
+``SCM_RIGHTS``, at most ``SCM_BATCH`` with each piece of it the kernel takes (its limit is
 253 a call), so a message may carry more than that.  The kernel delivers them no later
 than those bytes, so they are queued as they arrive and a frame takes its count of them
 from the queue once it is complete.
@@ -42,14 +42,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from nonstop.listeners import SCM_BATCH
+
 __all__ = ["Channel", "Message", "trusted_module"]
 
 log = logging.getLogger("nonstop")
 
 Message = tuple[str, int, Any]
 _HEADER = struct.Struct("!IH")
-MAX_FDS = 250  # descriptors sent with one piece of a frame (the kernel's SCM_MAX_FD is 253)
 _CHUNK = 256 * 1024
+_ANCILLARY = socket.CMSG_SPACE(SCM_BATCH * 4)  # room for one piece's descriptors
 MAX_REPLY = 16 * 1024 * 1024  # a frame from a worker: status and counters, never this much
 
 
@@ -113,7 +115,7 @@ class Channel:
             raise ValueError(f"{len(fds)} descriptors in one message: at most 65535")
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         frame = _HEADER.pack(len(body), len(fds)) + body
-        if len(fds) > MAX_FDS * len(frame):  # each piece carrying some needs a byte
+        if len(fds) > SCM_BATCH * len(frame):  # each piece carrying some needs a byte
             raise ValueError(f"{len(fds)} descriptors for a frame of {len(frame)} bytes")
         idle = not self._out
         self._out.append((memoryview(frame), [os.dup(fd) for fd in fds]))
@@ -130,8 +132,8 @@ class Channel:
     def _flush(self) -> None:
         while self._out:
             data, fds = self._out[0]
-            now, later = fds[:MAX_FDS], fds[MAX_FDS:]
-            pieces_left = -(-len(later) // MAX_FDS)  # each needs a byte of the frame
+            now, later = fds[:SCM_BATCH], fds[SCM_BATCH:]
+            pieces_left = -(-len(later) // SCM_BATCH)  # each needs a byte of the frame
             piece = data[: min(_CHUNK, len(data) - pieces_left)]
             try:
                 if now:
@@ -154,7 +156,7 @@ class Channel:
 
     def _readable(self) -> None:
         try:
-            data, ancillary, _flags, _ = self._sock.recvmsg(_CHUNK, socket.CMSG_SPACE(MAX_FDS * 4))
+            data, ancillary, _flags, _ = self._sock.recvmsg(_CHUNK, _ANCILLARY)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
