@@ -82,12 +82,18 @@ def tree_pids(root: int) -> list[int]:
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds consumed so far by these processes (all their threads)."""
-    ticks = 0
+    return sum(cpu_split(pids))
+
+
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU seconds consumed so far by these processes, apart."""
+    user = system = 0
     for pid in pids:
         info = proc_info(pid)
         if info is not None:
-            ticks += info.utime + info.stime
-    return ticks / _TICKS
+            user += info.utime
+            system += info.stime
+    return user / _TICKS, system / _TICKS
 
 
 def _status_kib(path: str, key: str) -> int:

@@ -4,9 +4,10 @@ For each N in ``--workers`` (default 1 and 2) it starts nonstop and nginx on the
 nginx.conf (the proxy_bench config with ``worker_processes N``) in front of the same backend
 nginx, and measures them in interleaved rounds with wrk (keep-alive GETs).  Reported, as
 medians over the rounds: requests/s, the proxy's CPU seconds per 100k requests (every
-process of it: nonstop's control process and workers, nginx's master and workers), each
-worker's share of the client connections (from ``ss`` halfway through each run) and of the
-proxy's CPU, and the load average when the run began and ended.
+process of it: nonstop's control process and workers, nginx's master and workers) and
+its user and system parts in microseconds per request (the process's own work and the
+kernel's), each worker's share of the client connections (from ``ss`` halfway through each
+run) and of the proxy's CPU, and the load average when the run began and ended.
 
 Pinning: with 1 worker the proxies run on ``--proxy-cpu`` and wrk and the backend on
 ``--client-cpu``, as in proxy_bench.py.  With more workers than that leaves room for, nothing
@@ -44,7 +45,7 @@ from _harness import (
     require_tools,
     save_results,
 )
-from _procfs import cpu_seconds
+from _procfs import cpu_seconds, cpu_split
 from _wrk import parse_wrk, start_wrk
 
 NAMES = ("nonstop", "nginx", "nonstop1p")  # nonstop1p: master_process off, one process
@@ -59,6 +60,7 @@ class Run:
     requests: int
     errors: int
     cpu_s: float
+    user_s: float  # of cpu_s, in user mode (the rest is the kernel's)
     connection_share: list[float]  # per worker, largest first
     cpu_share: list[float]  # per worker, largest first
 
@@ -164,7 +166,7 @@ def shares(values: list[float]) -> list[float]:
 def measure(proxy: Proxy, workers: int, rnd: int, args: argparse.Namespace, cpu: int | None) -> Run:
     serving = workers_of(proxy)
     all_pids = proxy.pids()
-    before_all = cpu_seconds(all_pids)
+    before_user, before_sys = cpu_split(all_pids)
     before_each = [cpu_seconds([pid]) for pid in serving]
     wrk = start_wrk(
         f"http://127.0.0.1:{proxy.port}/",
@@ -178,6 +180,7 @@ def measure(proxy: Proxy, workers: int, rnd: int, args: argparse.Namespace, cpu:
     output, _ = wrk.communicate(timeout=args.duration + 30)
     result = parse_wrk(output)
     after_each = [cpu_seconds([pid]) for pid in serving]
+    after_user, after_sys = cpu_split(all_pids)
     return Run(
         round=rnd,
         name=proxy.name,
@@ -185,7 +188,8 @@ def measure(proxy: Proxy, workers: int, rnd: int, args: argparse.Namespace, cpu:
         rps=result.rps,
         requests=result.requests,
         errors=result.errors,
-        cpu_s=cpu_seconds(all_pids) - before_all,
+        cpu_s=after_user + after_sys - before_user - before_sys,
+        user_s=after_user - before_user,
         connection_share=shares([float(held.get(pid, 0)) for pid in serving]),
         cpu_share=shares([a - b for a, b in zip(after_each, before_each, strict=True)]),
     )
@@ -200,6 +204,11 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
             "rps": statistics.median(r.rps for r in mine),
             "cpu_s_per_100k": statistics.median(
                 100_000 * r.cpu_s / r.requests for r in mine if r.requests
+            ),
+            # per request, in microseconds: where the CPU went, the process's or the kernel's
+            "user_us": statistics.median(1e6 * r.user_s / r.requests for r in mine if r.requests),
+            "system_us": statistics.median(
+                1e6 * (r.cpu_s - r.user_s) / r.requests for r in mine if r.requests
             ),
             "connection_share": [round(max(r.connection_share), 3) for r in mine],
             "cpu_share": [round(max(r.cpu_share), 3) for r in mine],
@@ -216,14 +225,15 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, Any]]:
 
 def markdown(summary: dict[str, dict[str, Any]], load: tuple[str, str]) -> str:
     lines = [
-        "| proxy | req/s | vs nginx | CPU s / 100k req | CPU vs nginx "
+        "| proxy | req/s | vs nginx | CPU s / 100k req | CPU vs nginx | user / system µs per req "
         "| busiest worker's share of connections (per round) | of CPU | errors |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for name, s in summary.items():
         lines.append(
             f"| {name} | {s['rps']:.0f} | {s.get('rps_vs_nginx', 0):.2f} "
             f"| {s['cpu_s_per_100k']:.2f} | {s.get('cpu_vs_nginx', 0):.2f} "
+            f"| {s['user_us']:.1f} / {s['system_us']:.1f} "
             f"| {', '.join(f'{v:.0%}' for v in s['connection_share'])} "
             f"| {', '.join(f'{v:.0%}' for v in s['cpu_share'])} | {s['errors']} |"
         )
