@@ -30,7 +30,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
@@ -47,6 +46,7 @@ from nonstop.deploy.deployer import Deployer, describe_deploy
 from nonstop.deploy.store import StateStore, StoreError
 from nonstop.engines.base import Engine
 from nonstop.engines.build import build_engine
+from nonstop.errorlog import setup_logging
 from nonstop.errors import ConfigError, NonstopError
 from nonstop.events import (
     DeployEvent,
@@ -58,55 +58,14 @@ from nonstop.events import (
     Subscription,
     as_dict,
 )
-from nonstop.proxy.handed import log_descriptor
-from nonstop.statedir import StateDirLock, claim, restrict_umask
+from nonstop.statedir import StateDirLock, restrict_umask
 from nonstop.supervisor import Supervisor, SupervisorEvent
 from nonstop.tasks import TaskOwner
 from nonstop.upgrade import Handoff
 
-__all__ = ["Daemon", "admin_socket_path", "setup_logging"]
+__all__ = ["Daemon", "admin_socket_path"]
 
 log = logging.getLogger("nonstop")
-
-
-class _NginxFormatter(logging.Formatter):
-    """``2026/11/24 23:59:59 [error] 1234#0: message``, as nginx's error log reads."""
-
-    _names = {
-        logging.DEBUG: "debug",
-        logging.INFO: "info",
-        logging.WARNING: "warn",
-        logging.ERROR: "error",
-        logging.CRITICAL: "crit",
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(record.created))
-        level = getattr(record, "nginx_level", None) or self._names.get(record.levelno, "error")
-        return f"{stamp} [{level}] {os.getpid()}#0: {record.getMessage()}"
-
-
-def setup_logging(config: Config | None) -> None:
-    root = logging.getLogger("nonstop")
-    for old in list(root.handlers):
-        root.removeHandler(old)
-        old.close()
-    handler: logging.Handler
-    if config is not None and config.error_log and config.error_log != "stderr":
-        handed = log_descriptor(config.error_log)  # a worker running as nginx.conf's user
-        if handed >= 0:
-            handler = logging.FileHandler(config.error_log, delay=True)
-            handler.stream = open(handed, "a")  # noqa: SIM115 - the handler closes it
-        else:
-            os.makedirs(os.path.dirname(config.error_log) or ".", exist_ok=True)
-            handler = logging.FileHandler(config.error_log)
-            claim(config.error_log)  # 0600, or 0640 with the config's group
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_NginxFormatter())
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    root.propagate = False
 
 
 def check_workers_change(running: Config, config: Config) -> None:

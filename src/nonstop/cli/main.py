@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
+import nonstop
 from nonstop.admin.client import AdminClient
 from nonstop.cli.fleet import fleet
 from nonstop.config import load
@@ -91,9 +92,7 @@ def _data_plane() -> str:
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from importlib.metadata import version
-
-    click.echo(f"nonstop {version('nonstop')}")
+    click.echo(f"nonstop {nonstop.__version__}")
     click.echo(f"data plane: {_data_plane()}")
     click.echo(f"python {sys.version.split()[0]}")
     ctx.exit()
@@ -216,7 +215,8 @@ def run(
     SIGINT: the same, stopping the apps; SIGHUP: reload; SIGUSR2: upgrade)."""
     import uvloop
 
-    from nonstop.daemon import Daemon, setup_logging
+    from nonstop.daemon import Daemon
+    from nonstop.errorlog import setup_logging
     from nonstop.listeners import inherited
     from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
     from nonstop.upgrade import ENV, Handoff, receive

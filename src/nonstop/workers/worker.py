@@ -33,6 +33,7 @@ from typing import Any
 from nonstop.config.model import Config
 from nonstop.engines.base import IDLE_GRACE
 from nonstop.engines.embedded import EmbeddedEngine
+from nonstop.errorlog import setup_logging
 from nonstop.errors import NonstopError
 from nonstop.proxy.handed import Handed, install
 from nonstop.servers import ServerState
@@ -168,8 +169,6 @@ class Worker:
         handed: Handed,
         fds: Sequence[int] = (),
     ) -> None:
-        from nonstop.daemon import setup_logging
-
         self._take(keys, handed, fds)
         if config.worker_user is not None and os.geteuid() == 0:
             drop(config.worker_user)  # nginx.conf's user: root is not needed from here on
@@ -195,8 +194,6 @@ class Worker:
         handed: Handed,
         fds: Sequence[int] = (),
     ) -> None:
-        from nonstop.daemon import setup_logging
-
         assert self._engine is not None
         self._take(keys, handed, fds)
         try:
@@ -210,8 +207,6 @@ class Worker:
     async def _reopen_logs(self, handed: Handed, fds: Sequence[int] = ()) -> None:
         """SIGUSR1 to the control process: the error log and the access logs, reopened
         (as handed over, when the worker runs as nginx.conf's user)."""
-        from nonstop.daemon import setup_logging
-
         assert self._engine is not None
         install(handed, fds)
         setup_logging(self._config)
