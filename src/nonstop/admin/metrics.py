@@ -19,10 +19,9 @@ follow Prometheus' practice (docs/observability.md lists each one): a
 from __future__ import annotations
 
 import math
-import platform
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from nonstop.admin.exposition import Family, pairs, render
@@ -81,14 +80,10 @@ def build_info() -> dict[str, str]:
     """nonstop's version, Python's, and whether the data plane runs compiled."""
     import nonstop.proxy.protocol
 
-    try:
-        release = version("nonstop")
-    except PackageNotFoundError:
-        release = "unknown"
     compiled = not str(nonstop.proxy.protocol.__file__).endswith(".py")
     return {
-        "version": release,
-        "python": platform.python_version(),
+        "version": nonstop.__version__,
+        "python": "{}.{}.{}".format(*sys.version_info[:3]),
         "data_plane": "compiled" if compiled else "interpreted",
     }
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from email.utils import parsedate_to_datetime
 from typing import Final
 
 from nonstop.config.model import GzipSpec
@@ -193,6 +192,10 @@ def _msie6(agent: bytes) -> bool:
 
 
 def _http_time(value: bytes) -> float | None:
+    # imported here: only gzip_proxied's expired/no_last_modified read a date, and
+    # email.utils costs every process ~0.7 MiB once imported
+    from email.utils import parsedate_to_datetime
+
     try:
         return parsedate_to_datetime(value.decode("latin-1")).timestamp()
     except (TypeError, ValueError, IndexError):
