@@ -110,8 +110,9 @@ class AdminServer:
                 response = _refusal(f"more than {self.max_connections} admin connections at once")
             else:
                 response = await self._answer(reader, emit)
-            writer.write(_line(response))
-            await writer.drain()
+            if not writer.is_closing():  # gone mid-command (`nonstop deploy … | head -1`)
+                writer.write(_line(response))
+                await writer.drain()
         except ConnectionError:
             pass
         finally:

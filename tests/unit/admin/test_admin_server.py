@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from nonstop.admin.server import MAX_REQUEST, AdminServer
 
 
@@ -121,3 +123,44 @@ def test_a_short_command_gives_its_connection_back_when_answered(tmp_path: Path)
             assert (await exchange(path, b'{"cmd": "status"}\n'))["ok"] is True
 
     with_server(tmp_path, body, max_connections=1)
+
+
+def test_a_client_gone_mid_command_leaves_no_error_behind(tmp_path: Path) -> None:
+    # `nonstop deploy web --json | head -1`: the CLI exits after the first event, the
+    # deploy goes on emitting, then answers; on the daemon's loop (uvloop) a write to
+    # the closed transport raised out of the connection's task
+    gone = asyncio.Event()
+    errors: list[dict[str, Any]] = []
+
+    async def chatty(request: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> Any:
+        emit({"event": "begin"})
+        await gone.wait()
+        for step in range(50):
+            emit({"event": "step", "n": step})
+            await asyncio.sleep(0)
+        return {"ok": True}
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        server = AdminServer(str(tmp_path / "admin.sock"), {"status": _status}, {"deploy": chatty})
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(server.path)
+            writer.write(b'{"cmd": "deploy"}\n')
+            assert json.loads(await asyncio.wait_for(reader.readline(), 10)) == {"event": "begin"}
+            writer.close()
+            await writer.wait_closed()
+            gone.set()
+            for _ in range(1000):  # until the server let the connection go (10 s at most)
+                if server.connections == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.connections == 0
+            assert (await exchange(server.path, b'{"cmd": "status"}\n'))["ok"] is True
+        finally:
+            gone.set()
+            await server.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+    assert errors == []
