@@ -56,6 +56,7 @@ from nonstop.supervisor import (
     process_started_at,
     reclaim,
 )
+from nonstop.supervisor.logfile import describe_exit
 from nonstop.tasks import TaskOwner
 
 __all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
@@ -220,11 +221,11 @@ class Deployer:
                 self._gate_live(runtime, event.port)  # a restart after a crash
         elif runtime is not None and event.kind == "crashed" and event.port in runtime.live_ports:
             log.error(
-                "%s release %s on port %d crashed (code %s)",
+                "%s release %s on port %d crashed (%s)",
                 event.app,
                 event.release,
                 event.port,
-                event.returncode,
+                "exit unknown" if event.returncode is None else describe_exit(event.returncode),
             )
             address = runtime.server(event.port, runtime.spec).address
             if runtime.servers.set_health(address, False):

@@ -38,6 +38,8 @@ from nonstop.events import DrainEvent, EventBus
 from nonstop.health.checker import ProbeFn
 from nonstop.health.gate import GateResult, GateWait, wait_healthy
 from nonstop.supervisor import Instance, StartFailed, Supervisor
+from nonstop.supervisor.logfile import describe_exit
+from nonstop.supervisor.process import UNKNOWN_EXIT
 
 __all__ = ["Executor", "own_tail"]
 
@@ -379,10 +381,17 @@ class Executor:
                 task.cancel()
         codes = await asyncio.gather(*(self.supervisor.stop(i) for i in instances))
         for instance, code in zip(instances, codes, strict=True):
+            # an instance adopted after a restart of nonstop is not its child: how it
+            # exited is known only to the nonstop that started it
+            if code is None or code == UNKNOWN_EXIT:
+                how = "never started" if code is None else "adopted: its exit status is unknown"
+                code = None
+            else:
+                how = describe_exit(code)
             run.progress(
                 "stopped",
                 f"stopped the {step.which} instance {instance.release} on port {instance.port} "
-                f"(pid {instance.pid}, code {code})",
+                f"(pid {instance.pid}, {how})",
                 port=instance.port,
                 pid=instance.pid,
                 returncode=code,
