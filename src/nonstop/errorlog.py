@@ -13,7 +13,7 @@ import time
 
 from nonstop.config.model import Config
 from nonstop.proxy.handed import log_descriptor
-from nonstop.statedir import claim
+from nonstop.statedir import claim, make_dirs
 
 __all__ = ["NginxFormatter", "setup_logging"]
 
@@ -49,7 +49,7 @@ def setup_logging(config: Config | None) -> None:
             handler = logging.FileHandler(config.error_log, delay=True)
             handler.stream = open(handed, "a")  # noqa: SIM115 - the handler closes it
         else:
-            os.makedirs(os.path.dirname(config.error_log) or ".", exist_ok=True)
+            make_dirs(os.path.dirname(config.error_log))
             handler = logging.FileHandler(config.error_log)
             claim(config.error_log)  # 0600, or 0640 with the config's group
     else:

@@ -17,7 +17,8 @@ Three things, in this order, before anything else of the daemon runs:
    With ``group`` in the config (a log shipper's, say) the umask is 027 and that group
    may read: the state directory is 0750 (with the set-group-id bit, so what is created
    in it gets the group as well), ``state.db`` and the logs 0640 with that group, also
-   where a log lives outside the state directory.  Each of those files is set so when
+   where a log lives outside the state directory, and a directory it makes for a log
+   2750 with that group (``make_dirs``).  Each of those files is set so when
    nonstop opens it (``claim``) — at start and again when a log is reopened (SIGUSR1) —
    so a file left by an earlier setting, or created by ``logrotate``, is brought to it.
    The admin socket stays 0600.  With the nginx engine and nginx.conf's ``user``, nginx's
@@ -46,6 +47,8 @@ __all__ = [
     "StateDirLock",
     "StateDirLocked",
     "claim",
+    "claim_dir",
+    "make_dirs",
     "operator_umask",
     "raise_open_files_limit",
     "restrict_umask",
@@ -179,6 +182,40 @@ def claim(target: int | str) -> None:
         finally:
             if not isinstance(target, int):
                 os.close(fd)
+
+
+def claim_dir(target: int | str) -> None:
+    """A directory nonstop has just created for a log (a descriptor or a path): with the
+    config's group, that group's and set-group-id (2750), so the group reaches the logs
+    in it, as in the state directory; without, as the umask made it (0700)."""
+    if _group is None:
+        return
+    with contextlib.suppress(OSError):
+        fd = target if isinstance(target, int) else os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fchown(fd, -1, _group)
+            os.fchmod(fd, 0o2750)
+        finally:
+            if not isinstance(target, int):
+                os.close(fd)
+
+
+def make_dirs(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``, each directory it creates claimed (``claim_dir``);
+    those that were there stay as they are."""
+    missing: list[str] = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            continue  # made meanwhile (another worker), or a file: open() will say
+        claim_dir(directory)
 
 
 def operator_umask() -> int:

@@ -128,7 +128,8 @@ def test_state_and_logs_are_0600_or_0640_with_the_group_at_start_and_after_a_reo
     tmp_path: Path, with_group: bool
 ) -> None:
     """With two workers writing the access log, and logs outside the state directory
-    too; after logrotate's ``create 0644`` and SIGUSR1 the new files get the same modes."""
+    too, in a directory nonstop makes; after logrotate's ``create 0644`` and SIGUSR1 the
+    new files get the same modes."""
     from tests.support.apps import pyapp_command
 
     group = _other_group() if with_group else None
@@ -156,6 +157,7 @@ def test_state_and_logs_are_0600_or_0640_with_the_group_at_start_and_after_a_reo
         state = d.dir / "state"
         _wait_for(access, d)
         claimed(state, dir_mode)
+        claimed(logs, dir_mode)  # made by nonstop for its logs: the group reaches them
         for path in (state / "state.db", access, error):
             claimed(path, file_mode)
         # logrotate: move the logs away, create empty ones 0644 root:root, then USR1

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nonstop.proxy.handed import log_descriptor
-from nonstop.statedir import claim
+from nonstop.statedir import claim, make_dirs
 
 if TYPE_CHECKING:
     from nonstop.proxy.request import Request
@@ -208,7 +208,7 @@ class AccessLogs:
             file.fd = log_descriptor(path)  # opened by the control process for this worker
         if file.fd < 0:
             try:
-                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                make_dirs(os.path.dirname(path))
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                 file.fd = os.open(path, flags, 0o644)
                 claim(file.fd)  # 0600, or 0640 with the config's group (nonstop.statedir)

@@ -29,7 +29,7 @@ from nonstop.config.accounts import Account
 from nonstop.config.model import AccessLog, Config
 from nonstop.errors import ConfigError, NonstopError
 from nonstop.proxy.handed import NOTHING, Handed, read_pem
-from nonstop.statedir import claim
+from nonstop.statedir import claim, claim_dir
 
 __all__ = ["TEMP_KINDS", "Handover", "drop", "for_workers", "prepare"]
 
@@ -211,10 +211,14 @@ def _resolve(path: str, flags: int) -> tuple[int, bool]:
             if last:
                 extra = os.O_NOFOLLOW | (os.O_NONBLOCK if shared else 0)  # a FIFO: no wait
                 return os.open(name, flags | extra, 0o644, dir_fd=directory), shared
+            made = False
             if info is None:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, 0o777, dir_fd=directory)  # as os.makedirs: umask decides
+                    made = True
             inner = os.open(name, _DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            if made:
+                claim_dir(inner)  # the config's group reaches the logs in it
             os.close(directory)
             directory = inner
         raise IsADirectoryError(errno.EISDIR, "a directory, not a file")
