@@ -514,3 +514,38 @@ def test_workers_write_one_gzip_buffered_log_zcat_reads_whole(proxy, tmp_path: P
     numbered = sorted(int(line[1:].split("-")[0]) for line in lines if line != "/ 200")
     assert numbered == list(range(per_thread * threads))
     assert all(line.endswith("y" * 200 + " 200") for line in lines if line != "/ 200")
+
+
+def test_a_worker_that_cannot_be_started_is_named_with_the_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interpreter a worker runs on cannot be executed (a venv under a directory the
+    user cannot enter): the error names it, not only "[Errno 13] Permission denied"."""
+    import asyncio
+
+    from nonstop.config import load
+    from nonstop.workers import engine as workers_engine
+
+    config_file = tmp_path / "nonstop.toml"
+    config_file.write_text(
+        f'workers = 2\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[[servers]]\nlisten = ["127.0.0.1:{free_port()}"]\n'
+        "return = { code = 204 }\n"
+    )
+    python = tmp_path / "python3"
+    python.write_bytes(b"")  # there, but not executable
+    python.chmod(0o644)
+    monkeypatch.setattr(workers_engine.sys, "executable", str(python))
+    engine = workers_engine.WorkersEngine(load(str(config_file)))
+
+    async def main() -> str:
+        try:
+            await engine.start()
+        except OSError as exc:
+            return str(exc)
+        finally:
+            await engine.shutdown(0.1)
+        return "started"
+
+    said = asyncio.run(main())
+    assert said == f"cannot start a worker process: {python}: Permission denied"

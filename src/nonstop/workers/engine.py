@@ -343,6 +343,13 @@ class WorkersEngine:
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
+        except OSError as exc:
+            ours.close()
+            # the interpreter itself, as this process runs it (a venv under a directory
+            # the user cannot enter, a Python removed by an upgrade of the system)
+            raise OSError(
+                f"cannot start a worker process: {sys.executable}: {exc.strerror or exc}"
+            ) from exc
         except BaseException:
             ours.close()
             raise
