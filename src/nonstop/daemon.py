@@ -255,7 +255,7 @@ class Daemon:
                 await engine.shutdown(self.shutdown_timeout)
             if stop_apps:
                 log.info("stopping app instances")
-            else:
+            elif deployer.supervisor.instances():
                 log.info(
                     "leaving app instances running for the next start "
                     "(nonstop stop --apps stops them)"
@@ -542,7 +542,13 @@ class Daemon:
         if not isinstance(apps, bool):
             raise ValueError('"apps" must be true or false')
         self.commands.put_nowait("stop apps" if apps else "stop")
-        return {"ok": True, "pid": os.getpid(), "apps": "stopped" if apps else "left running"}
+        running = len(self.deployer.supervisor.instances()) if self.deployer is not None else 0
+        return {
+            "ok": True,
+            "pid": os.getpid(),
+            "apps": "stopped" if apps else "left running",
+            "instances": running,  # app instances running as the stop began
+        }
 
 
 _SIGNALS = {

@@ -106,3 +106,49 @@ def test_the_example_logrotate_rule_rotates_and_nonstop_reopens_on_usr1(tmp_path
     finally:
         daemon.stop()
         backend.stop()
+
+
+def test_a_start_that_fails_says_why_on_stderr_and_in_the_error_log(tmp_path: Path) -> None:
+    """As nginx's [emerg]: the operator reading the error log (a service's usual place)
+    sees why nonstop did not start, not the last line of the run before."""
+    import socket
+
+    held = socket.create_server(("127.0.0.1", 0))  # no SO_REUSEPORT: nonstop cannot bind
+    port = held.getsockname()[1]
+    log = tmp_path / "logs" / "error.log"
+    config = tmp_path / "nonstop.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nerror_log = "{log}"\n'
+        f'[[servers]]\nlisten = ["127.0.0.1:{port}"]\nreturn = {{ code = 204 }}\n'
+    )
+    try:
+        done = subprocess.run(
+            [NONSTOP, "run", "-c", str(config)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        held.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    [said] = [line for line in done.stderr.splitlines() if "[emerg]" in line]
+    reason = said.split("[emerg] ", 1)[1]
+    assert f"127.0.0.1:{port}" in reason
+    [logged] = [line for line in log.read_text().splitlines() if "[emerg]" in line]
+    assert logged.endswith(f"#0: {reason}")
+
+
+def test_stop_without_apps_does_not_speak_of_apps(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "nonstop.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[[servers]]\nlisten = ["127.0.0.1:{port}"]\nreturn = {{ code = 204 }}\n'
+    )
+    process = NonstopProcess(config, [port]).start()
+    try:
+        done = process.cli("stop")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stderr.strip().splitlines()[-1].endswith("stopped"), done.stderr
+        assert "apps" not in done.stdout + done.stderr
+        assert process.proc is not None and process.proc.wait(timeout=20) == 0
+        assert "leaving app instances" not in process.stderr()
+    finally:
+        process.stop()

@@ -223,10 +223,14 @@ def run(
 
     handoff: Handoff | None = None
 
+    logged_to_file = False  # once the error log is a file, it gets the [emerg] too
+
     def fail(message: str, code: int) -> NoReturn:
         if handoff is not None:  # the old nonstop says why its upgrade failed
             handoff.failed(message)
         _say(f"[emerg] {message}")
+        if logged_to_file:  # as nginx's: stderr, and the error log the operator reads
+            logging.getLogger("nonstop").critical("%s", message, extra={"nginx_level": "emerg"})
         sys.exit(code)
 
     handed = os.environ.pop(ENV, None)
@@ -257,6 +261,7 @@ def run(
         fail(str(exc), 1)
     limits = raise_open_files_limit(config.max_connections, config.max_open_files)
     setup_logging(config)
+    logged_to_file = bool(config.error_log) and config.error_log != "stderr"
     for warning in limits:
         logging.getLogger("nonstop").warning("%s", warning)
     if from_systemd:
@@ -380,7 +385,10 @@ def stop(config_path: str, prefix: str | None, apps: bool, timeout: str) -> None
     if isinstance(pid, int) and not _wait_exit(pid, seconds):
         _say(f"nonstop (pid {pid}) is still stopping after {timeout}")
         sys.exit(1)
-    _say("stopped" + ("; its apps are stopped too" if apps else "; its apps keep running"))
+    if not answer.get("instances", 1):  # an older daemon does not say: as if it ran some
+        _say("stopped")
+    else:
+        _say("stopped" + ("; its apps are stopped too" if apps else "; its apps keep running"))
 
 
 def _wait_exit(pid: int, timeout: float) -> bool:

@@ -114,5 +114,6 @@ def _unshared(key: Key) -> OSError:
     return OSError(
         f"the listening socket for {host}:{port} handed over (by systemd, or by a nonstop "
         "that served from one process) cannot be shared by more than one worker: set "
-        "ReusePort=yes in the .socket unit, or restart nonstop instead"
+        "ReusePort=yes in the .socket unit, or worker_processes 1; a nonstop that served "
+        "from one process is stopped and started, not upgraded, to more workers"
     )
