@@ -15,7 +15,7 @@ from nonstop.config.model import Config
 from nonstop.proxy.handed import log_descriptor
 from nonstop.statedir import claim, make_dirs
 
-__all__ = ["NginxFormatter", "setup_logging"]
+__all__ = ["NginxFormatter", "goes_to_stderr", "setup_logging"]
 
 
 class NginxFormatter(logging.Formatter):
@@ -58,3 +58,18 @@ def setup_logging(config: Config | None) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     root.propagate = False
+
+
+def goes_to_stderr() -> bool:
+    """Whether the error log is this process's stderr (``error_log stderr``, or
+    ``/dev/stderr``, or the same file): what is said there need not be said twice."""
+    for handler in logging.getLogger("nonstop").handlers:
+        stream = getattr(handler, "stream", None)
+        try:
+            if stream is not None and os.path.samestat(
+                os.fstat(stream.fileno()), os.fstat(sys.stderr.fileno())
+            ):
+                return True
+        except (OSError, ValueError, AttributeError):
+            return True  # cannot tell: say it once
+    return False

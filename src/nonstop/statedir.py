@@ -191,7 +191,8 @@ def claim_dir(target: int | str) -> None:
     if _group is None:
         return
     with contextlib.suppress(OSError):
-        fd = target if isinstance(target, int) else os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = target if isinstance(target, int) else os.open(target, flags)
         try:
             os.fchown(fd, -1, _group)
             os.fchmod(fd, 0o2750)

@@ -158,6 +158,8 @@ def test_state_and_logs_are_0600_or_0640_with_the_group_at_start_and_after_a_reo
         _wait_for(access, d)
         claimed(state, dir_mode)
         claimed(logs, dir_mode)  # made by nonstop for its logs: the group reaches them
+        # and what is made in it later gets the group (set-group-id, as the state dir)
+        assert bool(logs.stat().st_mode & stat.S_ISGID) == (group is not None)
         for path in (state / "state.db", access, error):
             claimed(path, file_mode)
         # logrotate: move the logs away, create empty ones 0644 root:root, then USR1

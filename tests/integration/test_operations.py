@@ -152,3 +152,40 @@ def test_stop_without_apps_does_not_speak_of_apps(tmp_path: Path) -> None:
         assert "leaving app instances" not in process.stderr()
     finally:
         process.stop()
+
+
+def test_an_error_log_on_stderr_says_a_failed_start_once(tmp_path: Path) -> None:
+    import socket
+
+    held = socket.create_server(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    config = tmp_path / "nonstop.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nerror_log = "/dev/stderr"\n'
+        f'[[servers]]\nlisten = ["127.0.0.1:{port}"]\nreturn = {{ code = 204 }}\n'
+    )
+    try:
+        done = subprocess.run(
+            [NONSTOP, "run", "-c", str(config)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        held.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert len([line for line in done.stderr.splitlines() if "[emerg]" in line]) == 1, done.stderr
+
+
+def test_an_error_log_that_cannot_be_opened_is_an_emerg_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    config = tmp_path / "nonstop.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nerror_log = "{tmp_path / "file" / "error.log"}"\n'
+        f'[[servers]]\nlisten = ["127.0.0.1:{free_port()}"]\nreturn = {{ code = 204 }}\n'
+    )
+    done = subprocess.run(
+        [NONSTOP, "run", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f'[emerg] open() "{tmp_path / "file" / "error.log"}" failed (20: Not a directory)' in (
+        done.stderr
+    )

@@ -83,7 +83,7 @@ def build_info() -> dict[str, str]:
     compiled = not str(nonstop.proxy.protocol.__file__).endswith(".py")
     return {
         "version": nonstop.__version__,
-        "python": "{}.{}.{}".format(*sys.version_info[:3]),
+        "python": sys.version.split()[0],  # as `nonstop --version` says it
         "data_plane": "compiled" if compiled else "interpreted",
     }
 

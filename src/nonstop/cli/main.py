@@ -216,7 +216,7 @@ def run(
     import uvloop
 
     from nonstop.daemon import Daemon
-    from nonstop.errorlog import setup_logging
+    from nonstop.errorlog import goes_to_stderr, setup_logging
     from nonstop.listeners import inherited
     from nonstop.statedir import StateDirLock, raise_open_files_limit, restrict_umask
     from nonstop.upgrade import ENV, Handoff, receive
@@ -260,8 +260,11 @@ def run(
     except ValueError as exc:
         fail(str(exc), 1)
     limits = raise_open_files_limit(config.max_connections, config.max_open_files)
-    setup_logging(config)
-    logged_to_file = bool(config.error_log) and config.error_log != "stderr"
+    try:
+        setup_logging(config)
+    except OSError as exc:
+        fail(f'open() "{config.error_log}" failed ({exc.errno}: {exc.strerror})', 1)
+    logged_to_file = not goes_to_stderr()
     for warning in limits:
         logging.getLogger("nonstop").warning("%s", warning)
     if from_systemd:

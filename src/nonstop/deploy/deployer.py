@@ -221,11 +221,13 @@ class Deployer:
                 self._gate_live(runtime, event.port)  # a restart after a crash
         elif runtime is not None and event.kind == "crashed" and event.port in runtime.live_ports:
             log.error(
-                "%s release %s on port %d crashed (%s)",
+                "%s release %s on port %d crashed: %s",
                 event.app,
                 event.release,
                 event.port,
-                "exit unknown" if event.returncode is None else describe_exit(event.returncode),
+                "its exit status is unknown (adopted)"
+                if event.returncode is None
+                else describe_exit(event.returncode),
             )
             address = runtime.server(event.port, runtime.spec).address
             if runtime.servers.set_health(address, False):

@@ -22,6 +22,7 @@ from nonstop.supervisor.backoff import RestartPolicy
 from nonstop.supervisor.errors import StartFailed
 from nonstop.supervisor.instance import Instance
 from nonstop.supervisor.launcher import Launcher, ProcessHandle, SubprocessLauncher
+from nonstop.supervisor.process import UNKNOWN_EXIT
 
 __all__ = ["Supervisor", "SupervisorEvent"]
 
@@ -214,7 +215,8 @@ class Supervisor:
                 release=instance.release,
                 pid=instance.pid,
                 start_ticks=instance.start_ticks,
-                returncode=instance.returncode,
+                # an adopted instance's exit is known only to the nonstop that started it
+                returncode=None if instance.returncode == UNKNOWN_EXIT else instance.returncode,
                 delay=delay,
                 detail=detail,
             )
