@@ -108,31 +108,53 @@ def test_the_example_logrotate_rule_rotates_and_nonstop_reopens_on_usr1(tmp_path
         backend.stop()
 
 
+def _run_once(tmp_path: Path, error_log: str, port: int) -> subprocess.CompletedProcess[str]:
+    """``nonstop run`` on a one-server config that logs to ``error_log``, to its end."""
+    config = tmp_path / "nonstop.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nerror_log = "{error_log}"\n'
+        f'[[servers]]\nlisten = ["127.0.0.1:{port}"]\nreturn = {{ code = 204 }}\n'
+    )
+    return subprocess.run(
+        [NONSTOP, "run", "-c", str(config)], capture_output=True, text=True, timeout=60
+    )
+
+
+def _refused_start(tmp_path: Path, error_log: str) -> tuple[subprocess.CompletedProcess[str], int]:
+    """A start that fails: its port is held by a socket without SO_REUSEPORT."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        done = _run_once(tmp_path, error_log, port)
+    assert done.returncode == 1, done.stdout + done.stderr
+    return done, port
+
+
 def test_a_start_that_fails_says_why_on_stderr_and_in_the_error_log(tmp_path: Path) -> None:
     """As nginx's [emerg]: the operator reading the error log (a service's usual place)
     sees why nonstop did not start, not the last line of the run before."""
-    import socket
-
-    held = socket.create_server(("127.0.0.1", 0))  # no SO_REUSEPORT: nonstop cannot bind
-    port = held.getsockname()[1]
     log = tmp_path / "logs" / "error.log"
-    config = tmp_path / "nonstop.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\nerror_log = "{log}"\n'
-        f'[[servers]]\nlisten = ["127.0.0.1:{port}"]\nreturn = {{ code = 204 }}\n'
-    )
-    try:
-        done = subprocess.run(
-            [NONSTOP, "run", "-c", str(config)], capture_output=True, text=True, timeout=60
-        )
-    finally:
-        held.close()
-    assert done.returncode == 1, done.stdout + done.stderr
+    done, port = _refused_start(tmp_path, str(log))
     [said] = [line for line in done.stderr.splitlines() if "[emerg]" in line]
     reason = said.split("[emerg] ", 1)[1]
     assert f"127.0.0.1:{port}" in reason
     [logged] = [line for line in log.read_text().splitlines() if "[emerg]" in line]
     assert logged.endswith(f"#0: {reason}")
+
+
+def test_an_error_log_on_stderr_says_a_failed_start_once(tmp_path: Path) -> None:
+    done, _ = _refused_start(tmp_path, "/dev/stderr")
+    assert len([line for line in done.stderr.splitlines() if "[emerg]" in line]) == 1, done.stderr
+
+
+def test_an_error_log_that_cannot_be_opened_is_an_emerg_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    log = tmp_path / "file" / "error.log"
+    done = _run_once(tmp_path, str(log), free_port())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f'[emerg] open() "{log}" failed (20: Not a directory)' in done.stderr
 
 
 def test_stop_without_apps_does_not_speak_of_apps(tmp_path: Path) -> None:
@@ -152,40 +174,3 @@ def test_stop_without_apps_does_not_speak_of_apps(tmp_path: Path) -> None:
         assert "leaving app instances" not in process.stderr()
     finally:
         process.stop()
-
-
-def test_an_error_log_on_stderr_says_a_failed_start_once(tmp_path: Path) -> None:
-    import socket
-
-    held = socket.create_server(("127.0.0.1", 0))
-    port = held.getsockname()[1]
-    config = tmp_path / "nonstop.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\nerror_log = "/dev/stderr"\n'
-        f'[[servers]]\nlisten = ["127.0.0.1:{port}"]\nreturn = {{ code = 204 }}\n'
-    )
-    try:
-        done = subprocess.run(
-            [NONSTOP, "run", "-c", str(config)], capture_output=True, text=True, timeout=60
-        )
-    finally:
-        held.close()
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert len([line for line in done.stderr.splitlines() if "[emerg]" in line]) == 1, done.stderr
-
-
-def test_an_error_log_that_cannot_be_opened_is_an_emerg_not_a_traceback(tmp_path: Path) -> None:
-    (tmp_path / "file").write_text("")
-    config = tmp_path / "nonstop.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\nerror_log = "{tmp_path / "file" / "error.log"}"\n'
-        f'[[servers]]\nlisten = ["127.0.0.1:{free_port()}"]\nreturn = {{ code = 204 }}\n'
-    )
-    done = subprocess.run(
-        [NONSTOP, "run", "-c", str(config)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    assert f'[emerg] open() "{tmp_path / "file" / "error.log"}" failed (20: Not a directory)' in (
-        done.stderr
-    )
