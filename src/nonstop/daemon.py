@@ -44,7 +44,7 @@ from nonstop.config.accounts import Account
 from nonstop.config.model import Config, NginxSpec
 from nonstop.deploy.deployer import Deployer, describe_deploy
 from nonstop.deploy.store import StateStore, StoreError
-from nonstop.engines.base import Engine
+from nonstop.engines.base import IDLE_GRACE, Engine
 from nonstop.engines.build import build_engine
 from nonstop.errorlog import setup_logging
 from nonstop.errors import ConfigError, NonstopError
@@ -133,6 +133,9 @@ class Daemon:
         self.deployer: Deployer | None = None
         self.running: Config | None = None
         self.started = time.time()
+        # the listening sockets came from systemd (LISTEN_FDS), which keeps them open
+        # across a stop for the next nonstop (set by `nonstop run`)
+        self.listeners_outlive = False
         self.reloads = 0
         self.lock: StateDirLock | None = None  # handed to the new nonstop on an upgrade
         self.handoff: Handoff | None = None  # set when this nonstop is the new one
@@ -252,7 +255,11 @@ class Daemon:
                 # connection is closed after its next response, not under its next request
                 await engine.hand_over(self.shutdown_timeout)
             else:
-                await engine.shutdown(self.shutdown_timeout)
+                # systemd's sockets outlive this process and the next nonstop accepts
+                # from them: close no idle keep-alive connection under a request the
+                # client may be sending (its next answer says Connection: close)
+                grace = IDLE_GRACE if self.listeners_outlive else 0.0
+                await engine.shutdown(self.shutdown_timeout, grace)
             if stop_apps:
                 log.info("stopping app instances")
             elif deployer.supervisor.instances():

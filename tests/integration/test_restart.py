@@ -8,7 +8,10 @@ count and time (tests/support/apps/harness.py).
 
 from __future__ import annotations
 
+import http.client
 import os
+import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -207,6 +210,44 @@ def test_a_restart_under_socket_activation_refuses_no_connection(
         assert not [f for f in failed[signal.SIGKILL] if "Refused" in f]
         assert app_pids(d) == {port: pid}  # 0 app restarts across both
         assert activated.starts == 3
+    finally:
+        activated.stop()
+        stop_leftover_apps(d.dir / "state")
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate missing"
+)
+def test_a_stop_on_systemd_sockets_closes_no_idle_connection_under_a_request(
+    tmp_path: Path,
+) -> None:
+    """systemd keeps the listening socket for the next nonstop, so a stop need not close
+    an idle keep-alive connection at once, under a request its client may be sending:
+    as after an upgrade, the next answer on it says Connection: close."""
+    d = AppDaemon(tmp_path / "d", pyapp_command(), verify="200ms")
+    activated = SocketActivated(d)
+    try:
+        activated.start()
+        deployed(d, "v1")
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"v1"
+        assert activated.proc is not None and conn.sock is not None
+        activated.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while "shutting down" not in d.process.stderr():
+            assert time.monotonic() < deadline, "the stop did not begin"
+            time.sleep(0.02)
+        # closed at once, as before, the connection would show its EOF well within this
+        readable, _, _ = select.select([conn.sock], [], [], 0.5)
+        assert not readable, "the idle connection was closed under its client"
+        conn.request("GET", "/")
+        answer = conn.getresponse()
+        assert (answer.status, answer.read()) == (200, b"v1")
+        assert answer.getheader("Connection") == "close"
+        activated.proc.wait(30)
+        activated.start()  # the next nonstop, on the same socket
+        assert d.get() == (200, "v1")
     finally:
         activated.stop()
         stop_leftover_apps(d.dir / "state")

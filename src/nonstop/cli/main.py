@@ -271,6 +271,7 @@ def run(
         logging.getLogger("nonstop").info("%d listening socket(s) from systemd", from_systemd)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
     daemon.lock, daemon.handoff = lock, handoff
+    daemon.listeners_outlive = from_systemd > 0
     try:
         uvloop.run(daemon.run(config))
     except ConfigError as exc:

@@ -38,7 +38,10 @@ The contract of each operation:
   sums theirs with ``merge``), or None when the engine cannot count requests itself
   (``GET /metrics`` then has no data-plane series; docs/observability.md).
 - ``reopen_logs`` (SIGUSR1) and ``shutdown`` (stop accepting, finish in-flight within
-  ``timeout``, close the rest).
+  ``timeout``, close the rest; with ``idle_grace``, a keep-alive connection between
+  requests is closed after its next response, or once idle that long, instead of at
+  once: for a stop whose listening sockets outlive it, systemd's, where the next nonstop
+  accepts the clients' next connections).
 - ``listening`` and ``hand_over`` are an upgrade's (``nonstop.upgrade``): the listening
   sockets to pass to the new nonstop, as ``(worker index, fd)`` (index 0 for one
   process; none for nginx, which keeps its own); then, once the new one serves,
@@ -60,8 +63,9 @@ from nonstop.servers import ServerReport, ServerState
 __all__ = ["IDLE_GRACE", "Engine", "check_static_server"]
 
 IDLE_GRACE = 2.0
-"""Seconds during which, after an upgrade, a keep-alive connection between requests is
-not closed under a request the client may be sending (``ProxyServer.shutdown``)."""
+"""Seconds during which, after an upgrade or in a stop whose listening sockets outlive
+it, a keep-alive connection between requests is not closed under a request the client
+may be sending (``ProxyServer.shutdown``)."""
 
 
 def check_static_server(spec: UpstreamSpec | None, upstream: str, address: str) -> None:
@@ -99,7 +103,7 @@ class Engine(Protocol):
 
     async def reopen_logs(self) -> None: ...
 
-    async def shutdown(self, timeout: float) -> None: ...
+    async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None: ...
 
     def listening(self) -> list[tuple[int, int]]: ...
 

@@ -105,7 +105,7 @@ class FakeEngine:
     async def reopen_logs(self) -> None:
         pass
 
-    async def shutdown(self, timeout: float) -> None:
+    async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
         self.stopped = True
 
     def listening(self) -> list[tuple[int, int]]:

@@ -561,8 +561,10 @@ class NginxEngine:
                     log.error("%s", exc)
                     await asyncio.sleep(1.0)
 
-    async def shutdown(self, timeout: float) -> None:
-        """SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL."""
+    async def shutdown(self, timeout: float, idle_grace: float = 0.0) -> None:
+        """SIGQUIT (graceful: in-flight requests finish), then SIGTERM, then SIGKILL;
+        nginx closes its idle connections as its own graceful quit does (``idle_grace``
+        is the embedded proxy's)."""
         await self._let_go()
         if self.system_pid is not None:
             return  # the system's nginx keeps serving; it is not nonstop's to stop
