@@ -500,6 +500,7 @@ class Daemon:
                 self.lock.fileno(),
                 self.admin.fileno(),
                 self.engine.listening(),
+                self.listeners_outlive,
             )
             pid = await new.wait_ready(timeout or self.upgrade_timeout)
         except upgrade.UpgradeFailed as exc:

@@ -71,6 +71,8 @@ class Handoff:
     admin: socket.socket
     listeners: int
     answered: bool = field(default=False)
+    # the listening sockets are systemd's (LISTEN_FDS), kept open across a stop
+    outlive: bool = field(default=False)
 
     def ready(self) -> None:
         self._answer({"ready": True, "pid": os.getpid()})
@@ -120,7 +122,7 @@ def receive(fd: int, registry: Listeners) -> Handoff:
         registry.add(socket.socket(fileno=passed), worker)
     admin = socket.socket(fileno=admin_fd)
     admin.setblocking(False)
-    return Handoff(channel, lock_fd, admin, count)
+    return Handoff(channel, lock_fd, admin, count, outlive=manifest.get("outlive") is True)
 
 
 def _receive_all(channel: socket.socket) -> tuple[bytes, list[int]]:
@@ -226,10 +228,15 @@ class NewDaemon:
 
 
 def start_new(
-    argv: Sequence[str], lock_fd: int, admin_fd: int, listening: Sequence[tuple[int, int]]
+    argv: Sequence[str],
+    lock_fd: int,
+    admin_fd: int,
+    listening: Sequence[tuple[int, int]],
+    outlive: bool = False,
 ) -> NewDaemon:
     """Start ``argv`` (``nonstop run ...``) and hand it the lock, the admin socket and the
-    listening sockets (``(worker index, fd)``)."""
+    listening sockets (``(worker index, fd)``); ``outlive``: they are systemd's, which
+    keeps them open across a stop, and so will the new one know."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         env = dict(os.environ)
@@ -247,7 +254,11 @@ def start_new(
     finally:
         theirs.close()
     manifest = json.dumps(
-        {"listeners": len(listening), "workers": [index for index, _ in listening]}
+        {
+            "listeners": len(listening),
+            "workers": [index for index, _ in listening],
+            "outlive": outlive,
+        }
     ).encode()
     fds = [lock_fd, admin_fd, *(fd for _, fd in listening)]
     try:

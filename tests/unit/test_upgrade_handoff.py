@@ -40,12 +40,15 @@ def test_three_hundred_listening_sockets_arrive_with_their_workers(
     ours, theirs = socket.socketpair()
     with tempfile.TemporaryFile() as lock, socket.socket(socket.AF_UNIX) as admin:
         workers = [n % 3 for n in range(len(listening))]
-        manifest = json.dumps({"listeners": len(listening), "workers": workers}).encode()
+        manifest = json.dumps(
+            {"listeners": len(listening), "workers": workers, "outlive": True}
+        ).encode()
         _send_all(ours, manifest, [lock.fileno(), admin.fileno(), *(s.fileno() for s in listening)])
         registry = Listeners()
         handoff = receive(theirs.detach(), registry)
         try:
             assert handoff.listeners == len(listening) == len(registry)
+            assert handoff.outlive  # systemd's sockets: the new nonstop's stop keeps idle ones
             assert os.path.samestat(os.fstat(handoff.lock_fd), os.fstat(lock.fileno()))
             assert handoff.admin.family == socket.AF_UNIX
             for n, sock in enumerate(listening):
@@ -71,6 +74,7 @@ def test_a_manifest_without_its_line_end_from_an_older_nonstop_is_taken(
         registry = Listeners()
         handoff = receive(theirs.detach(), registry)
         assert len(registry) == 5
+        assert not handoff.outlive  # not said: as before, a stop closes idle connections
         os.close(handoff.lock_fd)
         handoff.admin.close()
         handoff.channel.close()

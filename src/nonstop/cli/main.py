@@ -271,7 +271,8 @@ def run(
         logging.getLogger("nonstop").info("%d listening socket(s) from systemd", from_systemd)
     daemon = Daemon(config_path, prefix, grace, engine, nginx_pid)
     daemon.lock, daemon.handoff = lock, handoff
-    daemon.listeners_outlive = from_systemd > 0
+    # systemd's sockets, or handed over by a nonstop that had them from systemd
+    daemon.listeners_outlive = from_systemd > 0 or (handoff is not None and handoff.outlive)
     try:
         uvloop.run(daemon.run(config))
     except ConfigError as exc:
