@@ -79,3 +79,61 @@ def test_a_server_failing_its_checks_gets_no_traffic_and_a_new_one_waits_for_a_p
         assert set(answers(port, 12)) == {"200 good", "200 late"}
     finally:
         daemon.stop()
+
+
+def slow_first_check(
+    apps: list[subprocess.Popen[bytes]], release: str, master_process: bool
+) -> tuple[int, str]:
+    """An app serving ``release``, and (the proxy's port, its config): the app's check
+    takes 3 s and passes; ``master_process = false`` when not ``master_process``."""
+    server = free_port()
+    apps.append(pyapp(server, release))
+    wait_port(server)
+    port = free_port()
+    text = config(port, [server]).replace('path = "/infra/health"', 'path = "/slow?ms=3000"')
+    text = text.replace('timeout = "1s"', 'timeout = "5s"')
+    text = text.replace('expect_body = "UP"', f'expect_body = "slept 3000ms on {release}"')
+    return port, ("" if master_process else "master_process = false\n") + text
+
+
+@pytest.mark.parametrize("master_process", [True, False], ids=["worker", "one-process"])
+def test_a_server_never_seen_passing_gets_no_traffic_while_its_first_check_runs(
+    tmp_path: Path, apps: list[subprocess.Popen[bytes]], master_process: bool
+) -> None:
+    """Until its first check passes (after 3 s) the server has never passed one, so it
+    gets no request, in one process or in workers."""
+    port, checked = slow_first_check(apps, "unproven", master_process)
+    path = tmp_path / "nonstop.toml"
+    path.write_text(checked)
+    daemon = NonstopProcess(path, [port]).start()
+    try:
+        seen = answers(port, 10)  # well within the first check's 3 s
+        assert "200 unproven" not in seen, seen
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("master_process", [True, False], ids=["worker", "one-process"])
+def test_a_reload_turning_checks_on_holds_the_servers_until_their_first_pass(
+    tmp_path: Path, apps: list[subprocess.Popen[bytes]], master_process: bool
+) -> None:
+    """As at start: a server the checks have not seen pass gets no traffic, in one
+    process and in workers alike (whose control process once marked it healthy)."""
+    port, checked = slow_first_check(apps, "live", master_process)
+    unchecked = "\n".join(line for line in checked.splitlines() if not line.startswith("health"))
+    path = tmp_path / "nonstop.toml"
+    path.write_text(unchecked)
+    daemon = NonstopProcess(path, [port]).start()
+    try:
+        assert set(answers(port, 4)) == {"200 live"}
+        path.write_text(checked)
+        done = daemon.cli("reload")
+        assert done.returncode == 0, done.stdout + done.stderr
+        held = answers(port, 6)  # well within the first check's 3 s
+        assert not [a for a in held if a.startswith("200")], held
+        deadline = time.monotonic() + 15  # the check passes after 3 s: traffic again
+        while answers(port, 1) != ["200 live"]:
+            assert time.monotonic() < deadline, "the server never got traffic back"
+            time.sleep(0.1)
+    finally:
+        daemon.stop()

@@ -523,7 +523,10 @@ class WorkersEngine:
 
     def _sync_checks(self) -> None:
         def known(name: str, address: str) -> bool:
-            return self._marks.get((name, address), True)
+            # a server no check has marked has never passed one (new at start or in a
+            # reload, or checks just turned on): no traffic until it does, as the
+            # workers' own upstreams hold it and the proxy in one process does
+            return self._marks.get((name, address), False)
 
         self._checks.sync(self._config.upstreams, known)
 
