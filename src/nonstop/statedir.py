@@ -70,9 +70,10 @@ class StateDirLocked(NonstopError):
 class StateDirLock:
     """The daemon's exclusive claim on its state directory, held for its whole life."""
 
-    def __init__(self, state_dir: str, passable: bool = False) -> None:
+    def __init__(self, state_dir: str, passable: bool = False, nginx: bool = False) -> None:
         self.state_dir = state_dir
         self.passable = passable  # see set_state_dir_mode
+        self.nginx = nginx  # the nginx engine: its workers may pass through it still
         self.path = os.path.join(state_dir, LOCK_NAME)
         self._fd: int | None = None
 
@@ -100,7 +101,7 @@ class StateDirLock:
         self._claim()
 
     def _claim(self) -> None:
-        set_state_dir_mode(self.state_dir, self.passable)
+        set_state_dir_mode(self.state_dir, self.passable, keep_passable=self.nginx)
 
     def take_over(self, fd: int) -> None:
         """The lock handed over by the nonstop this one upgrades: the same open file
@@ -132,18 +133,21 @@ class StateDirLock:
             self._fd = None
 
 
-def set_state_dir_mode(state_dir: str, passable: bool) -> None:
+def set_state_dir_mode(state_dir: str, passable: bool, keep_passable: bool = True) -> None:
     """The state directory 0700, or 2750 with the config's group; with ``passable``, any
     user may pass through it as well (0711, 2751) without listing it: nginx's workers
     running as nginx.conf's ``user`` reach their temp paths and slot flags by name.
-    Once passable it stays so (nginx workers of an earlier config may still run as that
-    user); ``chmod`` closes it by hand.  Nothing else becomes reachable: nonstop creates
-    its files 0600 (0640) and its directories 0700 (2750)."""
+    With the nginx engine (``keep_passable``) a passable directory stays so (nginx
+    workers of an earlier config may still run as that user; ``chmod`` closes it by
+    hand); with the embedded engine no one else passes (a directory made 0755 by hand
+    becomes 0700).  Nothing else becomes reachable: nonstop creates its files 0600
+    (0640) and its directories 0700 (2750)."""
     mode = 0o700 if _group is None else 0o2750
     with contextlib.suppress(OSError):  # a directory of someone else's stays as it is
         if _group is not None:
             os.chown(state_dir, -1, _group)
-        if passable or stat.S_IMODE(os.stat(state_dir).st_mode) & 0o001:
+        kept = keep_passable and stat.S_IMODE(os.stat(state_dir).st_mode) & 0o001
+        if passable or kept:
             mode |= 0o011
         os.chmod(state_dir, mode)
 

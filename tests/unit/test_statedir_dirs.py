@@ -56,3 +56,18 @@ def test_without_a_group_made_directories_are_private(tmp_path: Path, umask: Non
     made = (tmp_path / "a" / "b").stat()
     assert (stat.S_IMODE(made.st_mode) & 0o777, made.st_gid) == (0o700, gid)
     statedir.make_dirs("")  # a log in the working directory
+
+
+def test_a_state_directory_made_0755_by_hand_becomes_0700(tmp_path: Path, umask: None) -> None:
+    """No one else passes through it, unless the nginx engine's workers may still."""
+    statedir.restrict_umask(None)
+    for nginx, expected in ((False, 0o700), (True, 0o711)):
+        state = tmp_path / f"state-{nginx}"
+        state.mkdir(mode=0o755)
+        state.chmod(0o755)
+        lock = statedir.StateDirLock(str(state), passable=False, nginx=nginx)
+        lock.acquire()
+        try:
+            assert oct(stat.S_IMODE(state.stat().st_mode) & 0o777) == oct(expected), nginx
+        finally:
+            lock.release()

@@ -45,6 +45,13 @@ class AdminClient:
             return self._read(sock, on_event)
         except TimeoutError as exc:
             raise DaemonUnreachable(f"the daemon at {self.path} stopped answering") from exc
+        except ConnectionError as exc:
+            # accepted and dropped at once: what the event loop does to a connection it
+            # cannot take, the daemon being out of file descriptors (see its error log)
+            raise DaemonUnreachable(
+                f"the daemon at {self.path} dropped the connection ({exc.strerror or exc}): "
+                "it may be out of open files (worker_rlimit_nofile, TOML max_open_files)"
+            ) from exc
         finally:
             sock.close()
 

@@ -247,7 +247,7 @@ def run(
     # Before anything reads or writes state: the state directory is this daemon's alone,
     # what it writes is private, and it may open as many files as the hard limit allows.
     restrict_umask(config.group)
-    lock = StateDirLock(config.state_dir, config.state_dir_passable)
+    lock = StateDirLock(config.state_dir, config.state_dir_passable, config.engine == "nginx")
     try:
         if handoff is not None:
             lock.take_over(handoff.lock_fd)

@@ -178,10 +178,15 @@ def _app_view(name: str, app: dict[str, Any]) -> list[RenderableType]:
     if live is None:
         parts.append(Text(f"app {name}: nothing deployed yet"))
     else:
+        when = (
+            f"since {_when(live['since'])}"
+            if live.get("since") is not None
+            else "not recorded yet: the state store refused the write"
+        )
         parts.append(
             Text(
                 f"app {name}: {live['release']} live on slot {live['slot']} "
-                f"(ports {', '.join(map(str, live['ports']))}) since {_when(live['since'])}; "
+                f"(ports {', '.join(map(str, live['ports']))}) {when}; "
                 f"previous {live.get('previous_release') or '-'}"
             )
         )

@@ -63,6 +63,8 @@ __all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
 
 log = logging.getLogger("nonstop")
 
+OWED_RETRY = 2.0  # seconds between tries of the writes the state store refused
+
 
 class Deployer:
     """Owns every app's deploys; the daemon feeds it supervisor events and reloads."""
@@ -86,7 +88,9 @@ class Deployer:
         self.executor = Executor(store, supervisor, engine, clock, probe_fn, self.events, on_step)
         self.apps: dict[str, AppRuntime] = {}
         self.tasks = TaskOwner("deployer")  # deploys, health gates, health marks
-        self._owed: list[Callable[[], object]] = []  # writes the store refused, in order
+        # writes the store refused, in order, each with what it records
+        self._owed: list[tuple[str, Callable[[], object]]] = []
+        self._settling = False  # a task retries them until the store takes them
 
     # -- configuration ------------------------------------------------------------------
 
@@ -382,7 +386,10 @@ class Deployer:
         release was stopped — done but not recorded; what the CLI is told."""
         if runtime.live_release == run.release and runtime.live_slot == planned.slot:
             slot, release = planned.slot, run.release
-            self._owed.append(lambda: self.store.set_live(runtime.spec.name, slot, release))
+            self._owe(
+                f"{release} live for {runtime.spec.name}",
+                lambda: self.store.set_live(runtime.spec.name, slot, release),
+            )
             outcome = "ok"
             why = f"{exc.reason}; {run.release} serves all traffic, not yet recorded as live"
         else:
@@ -407,7 +414,10 @@ class Deployer:
         except StoreError as exc:
             failed = exc
             deploy_id, owed = run.record.id, dict(durations)
-            self._owed.append(lambda: self.store.finish_deploy(deploy_id, outcome, reason, owed))
+            self._owe(
+                f"the end of deploy #{deploy_id} ({outcome})",
+                lambda: self.store.finish_deploy(deploy_id, outcome, reason, owed),
+            )
             record = dataclasses.replace(
                 run.record,
                 outcome=outcome,
@@ -428,8 +438,32 @@ class Deployer:
         """Write what the store refused before (deploy ends, live releases), in order;
         ``StoreError`` while it still refuses."""
         while self._owed:
-            self._owed[0]()
+            self._owed[0][1]()
             self._owed.pop(0)
+
+    def _owe(self, what: str, write: Callable[[], object]) -> None:
+        """A write the store refused: retried every ``OWED_RETRY`` seconds (so it lands
+        once the disk has room, before a stop could lose it), and before every deploy."""
+        self._owed.append((what, write))
+        if not self._settling:
+            self._settling = True
+            self.tasks.spawn(self._settle_later())
+
+    async def _settle_later(self) -> None:
+        try:
+            while self._owed:
+                await self.clock.sleep(OWED_RETRY)
+                try:
+                    self.settle_owed()
+                except StoreError:
+                    continue
+                log.info("state store: what it could not record before is recorded now")
+        finally:
+            self._settling = False
+
+    def owed(self) -> list[str]:
+        """What the store has not recorded yet (it refused the writes)."""
+        return [what for what, _ in self._owed]
 
     # -- steering a running deploy: rollback, commit, abort -----------------------------
 
@@ -499,16 +533,33 @@ class Deployer:
                 }
             )
         run = runtime.run
-        return {
-            "live": None
-            if live is None
-            else {
+        shown: dict[str, Any] | None = None
+        if live is not None:
+            shown = {
                 "release": live.release,
                 "slot": live.slot,
                 "ports": list(runtime.live_ports or slot_ports(spec, live.slot)),
                 "since": live.since,
                 "previous_release": live.previous_release,
-            },
+            }
+        serving = (runtime.live_release, runtime.live_slot)
+        if (
+            serving[0] is not None
+            and serving[1] is not None
+            and (live is None or (live.release, live.slot) != serving)
+        ):
+            # what serves, which the store refused to record (a full disk): not the
+            # store's last word, which a restart would read
+            shown = {
+                "release": serving[0],
+                "slot": serving[1],
+                "ports": list(runtime.live_ports or slot_ports(spec, serving[1])),
+                "since": None,
+                "previous_release": live.release if live is not None else None,
+                "recorded": False,
+            }
+        return {
+            "live": shown,
             "instances": instances,
             "deploy": None
             if run is None
@@ -551,6 +602,15 @@ class Deployer:
         """Cancel what runs, then stop every instance — or, without ``stop_apps``, leave
         them running for the next daemon to adopt (the daemon's last step but one)."""
         await self.cancel()
+        try:
+            self.settle_owed()  # a last try: what is still owed is lost with this process
+        except StoreError as exc:
+            log.error(
+                "%s; not recorded before this stop: %s: the next start reads the state as "
+                "it was before them (a deploy not recorded as done is taken as interrupted)",
+                exc,
+                "; ".join(self.owed()),
+            )
         if stop_apps:
             await self.supervisor.close(timeout)
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.support.deploy_world import run as run_in
 
 from nonstop.config.model import AppSpec, HealthSpec
 from nonstop.deploy import blue_green
+from nonstop.deploy.deployer import OWED_RETRY
 from nonstop.deploy.errors import DeployRefused, RolledBack
 from nonstop.deploy.steps import (
     Commit,
@@ -270,6 +272,60 @@ def test_a_store_that_fails_after_the_switch_rolls_the_deploy_back_and_owes_its_
     assert w.launcher.launched[1].returncode is not None  # v2, stopped by the rollback
     outcomes = [(r.release, r.outcome) for r in w.store.history("web", 3)]
     assert outcomes == [("v3", "ok"), ("v2", "rolled_back"), ("v1", "ok")]
+
+
+def test_a_live_release_the_store_refused_is_shown_and_recorded_once_it_has_room(
+    tmp_path: Path,
+) -> None:
+    """Without another deploy: the owed write is retried until the disk has room, so a
+    stop meanwhile does not lose it; status shows what serves, not the store's word."""
+    refused: list[str] = []
+
+    async def body(w: World) -> None:
+        await w.deployed_v1()
+        set_live = w.store.set_live
+        _refuse(w.store, "set_live", refused)
+        with pytest.raises(StoreError, match="not yet recorded as live"):
+            await w.deploy("v2")
+        live = (await w.deployer.status("web"))["web"]["live"]
+        assert (live["release"], live["recorded"], live["since"]) == ("v2", False, None)
+        assert live["previous_release"] == "v1"
+        await w.clock.sleep(3 * OWED_RETRY)  # still full: retried, still owed
+        assert w.deployer.owed() == ["v2 live for web"]
+        w.store.set_live = set_live  # type: ignore[method-assign]  # space is back
+        await w.clock.sleep(2 * OWED_RETRY)
+        assert w.deployer.owed() == []
+        assert w.store.live("web").release == "v2"  # type: ignore[union-attr]
+        assert "recorded" not in (await w.deployer.status("web"))["web"]["live"]
+
+    run(tmp_path, body)
+    assert refused.count("set_live") >= 3  # the deploy's write, then each retry
+
+
+def test_a_stop_while_a_write_is_owed_says_what_the_next_start_will_not_know(
+    tmp_path: Path,
+) -> None:
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    async def body(w: World) -> None:
+        await w.deployed_v1()
+        _refuse(w.store, "set_live", [])
+        with pytest.raises(StoreError):
+            await w.deploy("v2")
+        await w.deployer.close(stop_apps=False)
+
+    handler = Keep()
+    logging.getLogger("nonstop").addHandler(handler)
+    try:
+        run(tmp_path, body)
+    finally:
+        logging.getLogger("nonstop").removeHandler(handler)
+    lost = [m for m in said if "not recorded before this stop" in m]
+    assert lost and "v2 live for web" in lost[0] and "taken as interrupted" in lost[0]
 
 
 def test_a_store_that_fails_only_once_the_old_release_stopped_finishes_the_deploy(

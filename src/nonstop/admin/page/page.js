@@ -471,7 +471,7 @@
           "dl",
           { class: "facts" },
           h("dt", {}, "live"),
-          h("dd", { class: "live-release" }, live ? `${live.release} (slot ${live.slot}, since ${clock(live.since)})` : "nothing deployed yet"),
+          h("dd", { class: "live-release" }, live ? `${live.release} (slot ${live.slot}, ${live.since == null ? "not recorded yet" : `since ${clock(live.since)}`})` : "nothing deployed yet"),
           h("dt", {}, "previous"),
           h("dd", { class: "previous-release" }, (live && live.previous_release) || "–"),
         );
