@@ -139,7 +139,8 @@ class AdminServer:
             return {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
 
     async def _dispatch(self, line: bytes, emit: Emit) -> dict[str, Any]:
-        request = json.loads(line)
+        # UTF-8 only: json.loads would take bytes as UTF-16 or UTF-32 by their NULs
+        request = json.loads(line.decode("utf-8-sig"))  # a BOM, as before, is taken
         if not isinstance(request, dict):
             raise ValueError("a request is a JSON object")
         cmd = request.get("cmd")

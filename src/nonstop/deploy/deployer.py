@@ -413,16 +413,17 @@ class Deployer:
             record = self.store.finish_deploy(run.record.id, outcome, reason, durations)
         except StoreError as exc:
             failed = exc
-            deploy_id, owed = run.record.id, dict(durations)
+            # dated when the deploy ended, in the store's time, however late it is written
+            deploy_id, owed, ended = run.record.id, dict(durations), self.store.clock.wall()
             self._owe(
                 f"the end of deploy #{deploy_id} ({outcome})",
-                lambda: self.store.finish_deploy(deploy_id, outcome, reason, owed),
+                lambda: self.store.finish_deploy(deploy_id, outcome, reason, owed, ended),
             )
             record = dataclasses.replace(
                 run.record,
                 outcome=outcome,
                 reason=reason,
-                finished_at=self.clock.wall(),
+                finished_at=ended,
                 durations=owed,
             )
         run.result = describe_deploy(record)
@@ -430,7 +431,7 @@ class Deployer:
             if outcome == "ok":
                 message = f"{run.release} serves all traffic ({durations['total']:.2f}s)"
             else:
-                message = f"{kind} of {run.release} {outcome}"
+                message = f"{kind} of {run.release} {outcome.replace('_', ' ')}"
             run.progress("done", message, outcome=outcome, kind=kind)
         return failed
 

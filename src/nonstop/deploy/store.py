@@ -503,8 +503,11 @@ class StateStore:
         outcome: str,
         reason: str = "",
         durations: Mapping[str, float] | None = None,
+        finished_at: float | None = None,
     ) -> DeployRecord:
-        """Close a running deploy with its outcome and release its app's lock."""
+        """Close a running deploy with its outcome and release its app's lock;
+        ``finished_at`` (wall clock) when the deploy ended before this write (a write
+        the store refused at first)."""
         _check(outcome, OUTCOMES[1:], "deploy outcome")
         with self.transaction() as db:
             current = self.deploy(deploy_id)
@@ -515,7 +518,13 @@ class StateStore:
             db.execute(
                 "UPDATE deploys SET finished_at = ?, outcome = ?, reason = ?, durations = ?"
                 " WHERE id = ?",
-                (self.clock.wall(), outcome, reason, json.dumps(dict(durations or {})), deploy_id),
+                (
+                    self.clock.wall() if finished_at is None else finished_at,
+                    outcome,
+                    reason,
+                    json.dumps(dict(durations or {})),
+                    deploy_id,
+                ),
             )
             db.execute("DELETE FROM locks WHERE deploy_id = ?", (deploy_id,))
         record = self.deploy(deploy_id)

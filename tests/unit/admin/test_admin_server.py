@@ -62,6 +62,7 @@ def test_each_malformed_request_is_answered_bad_request_with_its_reason(tmp_path
     cases = {
         b"not json\n": "Expecting value",
         b"\xff\xfe\n": "bad request",
+        b"\xff\xfe{\x00}\x00\n": "'utf-8' codec can't decode",  # not taken as UTF-16
         b'["status"]\n': "a request is a JSON object",
         b'{"cmd": 5}\n': "names its command as a string",
         b"[" * 100_000 + b"\n": "nested too deep",
