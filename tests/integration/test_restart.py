@@ -35,6 +35,8 @@ from tests.support.restarts import (
 
 from nonstop.engines.nginx import find_nginx
 from nonstop.supervisor import is_our_process, process_start_ticks
+from nonstop.supervisor.logfile import describe_exit
+from nonstop.supervisor.process import UNKNOWN_EXIT
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def _killed_and_adopted(daemon: AppDaemon, nginx: bool) -> None:
     done = daemon.cli("deploy", "web", "--release", "v2")
     assert done.returncode == 0, done.stdout + done.stderr
     said = done.stdout + done.stderr
-    assert f"(pid {pid}, adopted: its exit status is unknown)" in said, said
+    assert f"(pid {pid}, {describe_exit(UNKNOWN_EXIT)})" in said, said
     assert "-256" not in said
     daemon.wait_serving("v2")
     assert wait_gone(pid), "the adopted v1 instance was not stopped by the deploy"

@@ -57,6 +57,7 @@ from nonstop.supervisor import (
     reclaim,
 )
 from nonstop.supervisor.logfile import describe_exit
+from nonstop.supervisor.process import UNKNOWN_EXIT
 from nonstop.tasks import TaskOwner
 
 __all__ = ["AppRuntime", "Deployer", "describe_deploy", "own_tail"]
@@ -229,9 +230,7 @@ class Deployer:
                 event.app,
                 event.release,
                 event.port,
-                "its exit status is unknown (adopted)"
-                if event.returncode is None
-                else describe_exit(event.returncode),
+                describe_exit(UNKNOWN_EXIT if event.returncode is None else event.returncode),
             )
             address = runtime.server(event.port, runtime.spec).address
             if runtime.servers.set_health(address, False):

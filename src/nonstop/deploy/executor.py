@@ -381,20 +381,14 @@ class Executor:
                 task.cancel()
         codes = await asyncio.gather(*(self.supervisor.stop(i) for i in instances))
         for instance, code in zip(instances, codes, strict=True):
-            # an instance adopted after a restart of nonstop is not its child: how it
-            # exited is known only to the nonstop that started it
-            if code is None or code == UNKNOWN_EXIT:
-                how = "never started" if code is None else "adopted: its exit status is unknown"
-                code = None
-            else:
-                how = describe_exit(code)
             run.progress(
                 "stopped",
                 f"stopped the {step.which} instance {instance.release} on port {instance.port} "
-                f"(pid {instance.pid}, {how})",
+                f"(pid {instance.pid}, {'never started' if code is None else describe_exit(code)})",
                 port=instance.port,
                 pid=instance.pid,
-                returncode=code,
+                # an adopted instance's exit status is unknown: null, as a never started one
+                returncode=None if code == UNKNOWN_EXIT else code,
             )
 
     def _commit(self, runtime: AppRuntime, run: Run, step: Commit) -> None:

@@ -37,7 +37,7 @@ def describe_exit(returncode: int) -> str:
     if returncode >= 0:
         return f"exited with code {returncode}"
     if returncode == UNKNOWN_EXIT:
-        return "exited (how is known only to the nonstop that started it)"
+        return "exited; how is known only to the nonstop that started it"
     try:
         name = signal.Signals(-returncode).name
     except ValueError:
