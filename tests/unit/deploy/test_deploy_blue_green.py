@@ -274,6 +274,18 @@ def test_a_store_that_fails_after_the_switch_rolls_the_deploy_back_and_owes_its_
     assert outcomes == [("v3", "ok"), ("v2", "rolled_back"), ("v1", "ok")]
 
 
+async def _v2_live_unrecorded(w: World, refused: list[str]) -> Callable[..., object]:
+    """v1 live, then a deploy of v2 whose "live" write the store refuses (a full disk
+    once the old release stopped): v2 serves, not recorded.  The store's own
+    ``set_live``, to put back when space is back."""
+    await w.deployed_v1()
+    set_live = w.store.set_live
+    _refuse(w.store, "set_live", refused)
+    with pytest.raises(StoreError, match="v2 serves all traffic, not yet recorded as live"):
+        await w.deploy("v2")
+    return set_live
+
+
 def test_a_live_release_the_store_refused_is_shown_and_recorded_once_it_has_room(
     tmp_path: Path,
 ) -> None:
@@ -282,11 +294,7 @@ def test_a_live_release_the_store_refused_is_shown_and_recorded_once_it_has_room
     refused: list[str] = []
 
     async def body(w: World) -> None:
-        await w.deployed_v1()
-        set_live = w.store.set_live
-        _refuse(w.store, "set_live", refused)
-        with pytest.raises(StoreError, match="not yet recorded as live"):
-            await w.deploy("v2")
+        set_live = await _v2_live_unrecorded(w, refused)
         live = (await w.deployer.status("web"))["web"]["live"]
         assert (live["release"], live["recorded"], live["since"]) == ("v2", False, None)
         assert live["previous_release"] == "v1"
@@ -312,10 +320,7 @@ def test_a_stop_while_a_write_is_owed_says_what_the_next_start_will_not_know(
             said.append(record.getMessage())
 
     async def body(w: World) -> None:
-        await w.deployed_v1()
-        _refuse(w.store, "set_live", [])
-        with pytest.raises(StoreError):
-            await w.deploy("v2")
+        await _v2_live_unrecorded(w, [])
         await w.deployer.close(stop_apps=False)
 
     handler = Keep()
@@ -334,11 +339,7 @@ def test_a_store_that_fails_only_once_the_old_release_stopped_finishes_the_deplo
     refused: list[str] = []
 
     async def body(w: World) -> None:
-        await w.deployed_v1()
-        set_live = w.store.set_live
-        _refuse(w.store, "set_live", refused)
-        with pytest.raises(StoreError, match="v2 serves all traffic, not yet recorded as live"):
-            await w.deploy("v2")
+        set_live = await _v2_live_unrecorded(w, refused)
         assert w.deployer.apps["web"].live_release == "v2"
         w.store.set_live = set_live  # type: ignore[method-assign]
         await w.deploy("v3")
